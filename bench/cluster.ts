@@ -1,0 +1,77 @@
+import type { ChildChannel } from './lib/ipc.js'
+import { deletePrefix, requireRedis } from './lib/redis-prefix.js'
+import { connectClients, droppedClients, measureFanout, type ScenarioResult, type Settings, shutdown, startLoads, startServer } from './scenario.js'
+
+/**
+ * The cross-instance case (issue 4): INSTANCES gateways on one Redis, the clients spread
+ * evenly over them, every event published through instance 0 (its broker API, then HTTP
+ * POST /realtime/publish on it), so each event goes publish → Redis PUBLISH → every
+ * instance → its clients. The same bursts and steady rate as the single gateway, so
+ * run.ts can report cluster ÷ single at the same C.
+ */
+export const INSTANCES = 3
+/** The local Redis the tests use too: hence a key prefix of the run's own, deleted afterwards. */
+const REDIS_URL = 'redis://127.0.0.1:6379'
+
+/** Key prefixes of cluster runs still going: what an interrupted run must still delete. */
+const livePrefixes = new Set<string>()
+
+/** For run.ts's signal handler, after the children are killed: delete what runs in flight left in Redis. */
+export async function deleteLivePrefixes (): Promise<void> {
+  await Promise.all([...livePrefixes].map((prefix) => deletePrefix(REDIS_URL, prefix).catch(() => 0)))
+}
+
+export interface ClusterResult extends Omit<ScenarioResult, 'server' | 'memory'> {
+  server: 'gateway-cluster'
+  instances: number
+  /** Connections each instance counted once every client was connected. */
+  perInstance: number[]
+  keyPrefix: string
+  redisKeysDeleted?: number
+}
+
+export async function runCluster (connections: number, settings: Settings, track: (c: ChildChannel) => void): Promise<ClusterResult> {
+  const secret = `bench-${process.pid}-${Date.now()}`
+  const keyPrefix = `rtg-bench-${process.pid}-${Date.now()}:`
+  const result: ClusterResult = {
+    server: 'gateway-cluster', instances: INSTANCES, connections, connected: 0, connectErrors: {}, connectPerSec: 0, dropped: 0, perInstance: [], keyPrefix
+  }
+  const servers: ChildChannel[] = []
+  let loads: ChildChannel[] = []
+  livePrefixes.add(keyPrefix)
+  try {
+    await requireRedis(REDIS_URL)
+    const env = { BENCH_REDIS_URL: REDIS_URL, BENCH_REDIS_KEY_PREFIX: keyPrefix }
+    for (let k = 0; k < INSTANCES; k++) servers.push(startServer('gateway', secret, settings, track, env, `gateway-cluster-${k}`))
+    const ports = (await Promise.all(servers.map((s) => s.event<{ port: number }>('ready', 30_000)))).map((r) => r.port)
+    loads = startLoads(settings, track)
+    const targets = ports.map((port, k) => ({
+      url: `ws://127.0.0.1:${port}/ws`,
+      count: Math.floor(connections / INSTANCES) + (k < connections % INSTANCES ? 1 : 0)
+    }))
+    const connect = await connectClients(loads, 'gateway', targets, settings, secret)
+    result.connected = connect.connected
+    result.connectPerSec = connect.perSec
+    result.connectErrors = connect.errors
+    if (result.connected === 0) throw new Error(`no client connected: ${JSON.stringify(result.connectErrors)}`)
+    result.perInstance = (await Promise.all(servers.map((s) => s.request<{ connections: number }>({ op: 'connections' }, 10_000))))
+      .map((r) => r.connections)
+
+    const httpPort = settings.noHttp === true ? undefined : ports[0]
+    const { httpLastFailure, ...measured } = await measureFanout(servers, servers[0], loads, settings, result.connected, secret, httpPort)
+    Object.assign(result, measured)
+    if ((result.httpFailures ?? 0) > 0) result.connectErrors[`http publish: ${httpLastFailure ?? ''}`] = result.httpFailures ?? 0
+    result.dropped = await droppedClients(loads)
+  } catch (err) {
+    result.error = (err as Error).message
+  } finally {
+    await shutdown(servers, loads)
+    // After the instances are gone, so no heartbeat writes a key back.
+    result.redisKeysDeleted = await deletePrefix(REDIS_URL, keyPrefix).catch((err: unknown) => {
+      result.error ??= `redis cleanup under ${keyPrefix} failed: ${(err as Error).message}`
+      return undefined
+    })
+    livePrefixes.delete(keyPrefix)
+  }
+  return result
+}

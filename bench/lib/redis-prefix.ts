@@ -1,0 +1,51 @@
+import { Redis } from 'ioredis'
+import { globLiteral } from '../../lib/redis-layout.js'
+
+/**
+ * The cluster case's Redis keys live under a prefix of their own, and only those are
+ * removed afterwards (SCAN MATCH prefix* + UNLINK, never FLUSH*: other tests share this
+ * Redis). Bounded: at most MAX_SCANS cursor steps and DEADLINE_MS in all.
+ */
+const MAX_SCANS = 10_000
+const DEADLINE_MS = 15_000
+
+/** A connection that fails at once rather than waiting for a Redis that is not there. */
+function connect (url: string): Redis {
+  return new Redis(url, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, connectTimeout: 3000, commandTimeout: 5000, retryStrategy: () => null })
+}
+
+/** Throws, naming Redis, when it does not answer PING. */
+export async function requireRedis (url: string): Promise<void> {
+  const redis = connect(url)
+  redis.on('error', () => { /* the PING below reports it */ })
+  try {
+    await redis.connect()
+    await redis.ping()
+  } catch (err) {
+    throw new Error(`redis at ${url} is not reachable: ${(err as Error).message}`)
+  } finally {
+    redis.disconnect()
+  }
+}
+
+/** Deletes every key under `prefix`; resolves to how many were deleted. */
+export async function deletePrefix (url: string, prefix: string): Promise<number> {
+  if (prefix.length < 4) throw new Error(`refusing to delete under the short prefix ${JSON.stringify(prefix)}`)
+  const redis = connect(url)
+  redis.on('error', () => { /* the commands below report it */ })
+  const deadline = Date.now() + DEADLINE_MS
+  let deleted = 0
+  try {
+    await redis.connect()
+    let cursor = '0'
+    for (let i = 0; i < MAX_SCANS && Date.now() < deadline; i++) {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `${globLiteral(prefix)}*`, 'COUNT', 500)
+      if (keys.length > 0) deleted += await redis.unlink(...keys)
+      cursor = next
+      if (cursor === '0') break
+    }
+    return deleted
+  } finally {
+    redis.disconnect()
+  }
+}

@@ -1,0 +1,162 @@
+import WebSocket from 'ws'
+import { mintToken } from '../lib/token.js'
+import { now } from './lib/clock.js'
+import { Histogram } from './lib/histogram.js'
+import { serve } from './lib/ipc.js'
+
+/**
+ * A load-generator process: opens its share of the clients, then counts (and in latency
+ * mode, times) the broadcast frames they receive. Every client uses the same `ws` client,
+ * so the cost of receiving is the same whatever server is measured; Socket.IO is spoken
+ * as its wire protocol (Engine.IO v4 over WebSocket) rather than through socket.io-client,
+ * whose heavier decoding would take CPU from the server on these shared cores.
+ */
+type Kind = 'gateway' | 'ws' | 'socketio'
+
+interface ConnectRequest {
+  kind: Kind
+  url: string
+  /** Index of this process's first client: user ids stay unique across processes. */
+  from: number
+  count: number
+  concurrency: number
+  secret?: string
+  channel?: string
+  localAddress?: string
+}
+
+const HANDSHAKE_TIMEOUT_MS = 15_000
+const sockets: WebSocket[] = []
+let kind: Kind = 'ws'
+let timing = false
+let received = 0
+let expected = Infinity
+let doneAt = 0
+let histogram = new Histogram()
+let dropped = 0
+let onDone: (() => void) | undefined
+
+const isSocketIoEvent = (data: Buffer): boolean => data[0] === 0x34 && data[1] === 0x32 // "42"
+
+function sentAtOf (data: Buffer): number {
+  if (kind === 'socketio') return (JSON.parse(data.toString('utf8', 2)) as [string, { payload: { sentAt: number } }])[1].payload.sentAt
+  return (JSON.parse(data.toString()) as { payload: { sentAt: number } }).payload.sentAt
+}
+
+/** The one listener every ready client shares: count, maybe time, answer Engine.IO pings. */
+function onBroadcast (this: WebSocket, data: Buffer): void {
+  if (kind === 'socketio' && !isSocketIoEvent(data)) {
+    if (data[0] === 0x32) this.send('3') // Engine.IO ping → pong
+    return
+  }
+  received++
+  if (timing) histogram.record(now() - sentAtOf(data))
+  if (received === expected) {
+    doneAt = now()
+    onDone?.()
+  }
+}
+
+function onDropped (): void { dropped++ }
+
+/** Opens one client and resolves once it can receive broadcasts (for the gateway: subscribed). */
+function connectOne (request: ConnectRequest, index: number): Promise<WebSocket> {
+  const headers: Record<string, string> = {}
+  if (request.kind === 'gateway') {
+    const token = mintToken(request.secret ?? '', { sub: `u${index}`, ttlSeconds: 3600 })
+    headers.authorization = `Bearer ${token}`
+  }
+  const ws = new WebSocket(request.url, {
+    headers, perMessageDeflate: false, handshakeTimeout: HANDSHAKE_TIMEOUT_MS, localAddress: request.localAddress
+  })
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => fail(new Error('not ready in time')), HANDSHAKE_TIMEOUT_MS + 5000)
+    const ready = () => {
+      clearTimeout(timer)
+      ws.removeAllListeners('message')
+      ws.removeAllListeners('close')
+      ws.removeAllListeners('error')
+      ws.on('message', onBroadcast)
+      ws.on('close', onDropped)
+      ws.on('error', () => { /* followed by close */ })
+      resolve(ws)
+    }
+    function fail (err: Error): void {
+      clearTimeout(timer)
+      ws.terminate()
+      reject(err)
+    }
+    ws.on('error', fail)
+    ws.on('close', (code) => fail(new Error(`closed ${code} before ready`)))
+    if (request.kind === 'ws') ws.on('open', ready)
+    ws.on('message', (data: Buffer) => {
+      const text = data.toString()
+      if (request.kind === 'gateway') {
+        const frame = JSON.parse(text) as { type: string, id?: string }
+        if (frame.type === 'system:connected') {
+          ws.send(JSON.stringify({ type: 'subscribe', id: 'bench', payload: { channels: [request.channel] } }))
+        } else if (frame.type === 'subscribed' && frame.id === 'bench') {
+          ready()
+        } else if (frame.type === 'error') {
+          fail(new Error(`error frame: ${text.slice(0, 200)}`))
+        }
+      } else if (request.kind === 'socketio') {
+        if (text.startsWith('0')) ws.send('40') // Engine.IO open → join the default namespace
+        else if (text.startsWith('40')) ready()
+        else if (text === '2') ws.send('3')
+        else if (text.startsWith('44')) fail(new Error(`connect_error: ${text.slice(0, 200)}`))
+      }
+    })
+  })
+}
+
+async function connectAll (request: ConnectRequest) {
+  kind = request.kind
+  const started = now()
+  let next = 0
+  let ok = 0
+  const errors = new Map<string, number>()
+  const worker = async (): Promise<void> => {
+    while (next < request.count) {
+      const index = request.from + next++
+      try {
+        sockets.push(await connectOne(request, index))
+        ok++
+      } catch (err) {
+        const message = (err as Error).message
+        errors.set(message, (errors.get(message) ?? 0) + 1)
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(request.concurrency, request.count) }, worker))
+  return { ok, failed: request.count - ok, errors: Object.fromEntries(errors), ms: now() - started }
+}
+
+serve({
+  connect: (request) => connectAll(request as unknown as ConnectRequest),
+  /** Resets the counters: the next `wait` resolves after `perClient` frames on every open client. */
+  arm: (request) => {
+    timing = request.timing === true
+    histogram = new Histogram()
+    received = 0
+    doneAt = 0
+    expected = Number(request.perClient) * (sockets.length - dropped)
+    return { expected }
+  },
+  wait: (request) => new Promise((resolve) => {
+    const answer = () => {
+      clearTimeout(timer)
+      onDone = undefined
+      resolve({ received, expected, doneAt, complete: received >= expected })
+    }
+    const timer = setTimeout(answer, Number(request.timeoutMs))
+    if (received >= expected) answer()
+    else onDone = answer
+  }),
+  histogram: () => ({ bins: histogram.sparse(), count: histogram.count, negative: histogram.negative }),
+  status: () => ({ open: sockets.length - dropped, dropped }),
+  close: () => {
+    for (const ws of sockets) ws.terminate()
+    return { closed: sockets.length }
+  }
+})

@@ -1,0 +1,157 @@
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { cpus, loadavg } from 'node:os'
+import { fileURLToPath } from 'node:url'
+import { buildTable, formatTable } from './report.js'
+import { type ClusterResult, deleteLivePrefixes, INSTANCES, runCluster } from './cluster.js'
+import { buildClusterTable, CLUSTER_HEADER } from './cluster-report.js'
+import type { ChildChannel } from './lib/ipc.js'
+import { runScenario, type ScenarioResult, SERVERS, type ServerName, type Settings } from './scenario.js'
+
+/**
+ * npm run bench [-- --quick] [--connections=1000,5000] [--only=gateway,ws-corked] [--burst-deliveries=N] [--profile] [--no-http]
+ *   [--cluster] [--no-cluster] [--cluster-connections=1000,5000]
+ *
+ * The cross-instance case (bench/cluster.ts: 3 gateways on one Redis) runs with
+ * --cluster, with --only=cluster (it and its single-gateway baseline alone), and in
+ * --quick at C = 1000 unless --no-cluster.
+ *
+ * Runs every server in turn at every connection count, each under the same load from
+ * separate load-generator processes, prints one table and writes it as JSON under
+ * bench/results/. Never fails on timing: missed targets are printed, the exit code is 0.
+ * It fails (exit 1) only when a scenario could not run at all.
+ */
+const args = process.argv.slice(2)
+const flag = (name: string) => args.includes(`--${name}`)
+const option = (name: string) => args.find((a) => a.startsWith(`--${name}=`))?.split('=')[1]
+
+const quick = flag('quick')
+const ROOT = fileURLToPath(new URL('../../../', import.meta.url)) // dist/.bench/bench/run.js → repository
+const RESULTS = `${ROOT}bench/results/`
+const FD_LIMITED_MAX = 19_000
+
+const connectionCounts = (option('connections') ?? (quick ? '1000,2000' : `1000,5000,10000,${FD_LIMITED_MAX}`))
+  .split(',').map(Number).filter((n) => Number.isInteger(n) && n > 0)
+const only = option('only')?.split(',')
+const servers = (only ?? [...SERVERS]).filter((s): s is ServerName => (SERVERS as readonly string[]).includes(s))
+const clusterOn = !flag('no-cluster') && (flag('cluster') || quick || only?.includes('cluster') === true)
+const clusterCounts = clusterOn
+  ? (option('cluster-connections')?.split(',').map(Number).filter((n) => Number.isInteger(n) && n > 0) ?? (quick ? [1000] : connectionCounts))
+  : []
+
+function ephemeralPorts (): number {
+  try {
+    const [low, high] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number)
+    return high - low + 1
+  } catch {
+    return 16_384
+  }
+}
+
+const maxC = Math.max(...connectionCounts, ...clusterCounts)
+const settings: Settings = {
+  burstDeliveries: Number(option('burst-deliveries') ?? (quick ? 60_000 : 300_000)),
+  reps: quick ? 2 : 3,
+  latencyDeliveriesPerSec: 20_000,
+  latencyMs: quick ? 1500 : 5000,
+  settleMs: quick ? 300 : 1000,
+  // Each process stays well under the 20000-descriptor limit.
+  loadProcesses: Math.max(2, Math.ceil(maxC / 15_000)),
+  connectConcurrency: 50,
+  sourceAddresses: Math.ceil(maxC / (ephemeralPorts() * 0.8)),
+  profileDir: flag('profile') ? `${RESULTS}profiles` : undefined,
+  noHttp: flag('no-http')
+}
+
+// Every child is killed when the run ends, however it ends.
+const children = new Set<ChildChannel>()
+const killAll = () => { for (const c of children) c.kill() }
+process.on('exit', killAll)
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    killAll()
+    // An interrupted cluster run still deletes its Redis keys (bounded: 15 s at most).
+    void deleteLivePrefixes().finally(() => process.exit(130))
+  })
+}
+
+const log = (line: string) => process.stderr.write(`[bench] ${line}\n`)
+const loadBefore = loadavg()
+const startedAt = new Date()
+const deadline = Date.now() + (quick ? 140_000 : 60 * 60_000)
+log(`${quick ? 'quick' : 'full'} run: C = ${connectionCounts.join(', ')}; servers: ${servers.join(', ') || 'none'}; ` +
+  `${clusterOn ? `cluster of ${INSTANCES} at C = ${clusterCounts.join(', ')}; ` : ''}` +
+  `${settings.loadProcesses} load processes; load average ${loadBefore.map((l) => l.toFixed(2)).join(' ')}`)
+
+const track = (c: ChildChannel) => {
+  children.add(c)
+  c.child.once('exit', () => children.delete(c))
+}
+const results: ScenarioResult[] = []
+const clusters: ClusterResult[] = []
+async function timed<R extends { error?: string }> (name: string, connections: number, run: () => Promise<R>): Promise<R | undefined> {
+  if (Date.now() > deadline) {
+    log(`time budget spent: skipping ${name} at C=${connections}`)
+    return undefined
+  }
+  const t0 = Date.now()
+  const result = await run()
+  log(`${name} C=${connections}: ${result.error === undefined ? 'done' : `FAILED: ${result.error}`} in ${((Date.now() - t0) / 1000).toFixed(1)} s`)
+  return result
+}
+for (const connections of [...new Set([...connectionCounts, ...clusterCounts])].sort((a, b) => a - b)) {
+  const withCluster = clusterCounts.includes(connections)
+  // The cluster is compared with the single gateway at the same C, so that one always runs.
+  const here = connectionCounts.includes(connections) ? servers : []
+  for (const server of withCluster && !here.includes('gateway') ? ['gateway' as const, ...here] : here) {
+    const result = await timed(server, connections, () => runScenario(server, connections, settings, track))
+    if (result !== undefined) results.push(result)
+  }
+  if (withCluster) {
+    const result = await timed(`gateway-cluster ×${INSTANCES}`, connections, () => runCluster(connections, settings, track))
+    if (result !== undefined) clusters.push(result)
+  }
+}
+const loadAfter = loadavg()
+
+const { rows, checks } = buildTable(results)
+const atMax = results.find((r) => r.server === 'gateway' && r.connections === maxC)
+const summary = [
+  `load average before ${loadBefore.map((l) => l.toFixed(2)).join(' ')}, after ${loadAfter.map((l) => l.toFixed(2)).join(' ')} ` +
+    `(${cpus().length} cores; other work on the machine skews every figure)`,
+  ...checks.filter((c) => !c.met).map((c) => `target missed at C=${c.connections}: ${c.metric.trim()} gateway/${c.peer} = ${c.ratio.toFixed(2)}× (target ${c.limit}×)`)
+]
+if (atMax !== undefined) {
+  const clean = atMax.connected === atMax.connections && atMax.dropped === 0 && atMax.error === undefined
+  summary.push(`${clean ? 'ok' : 'target missed'}: gateway held ${atMax.connected} of ${atMax.connections} connections at C=${maxC}, ${atMax.dropped} dropped`)
+  if (atMax.memory !== undefined) {
+    const gib = (atMax.memory.rssPerConnection * 1e6) / 1024 ** 3
+    summary.push(`${gib <= 8 ? 'ok' : 'target missed'}: 1M gateway connections on paper = ${gib.toFixed(2)} GiB RSS (target ≤ 8 GiB)`)
+  }
+}
+process.stdout.write(`\n${formatTable(rows)}\n\nRatios are gateway ÷ peer: above 1 is better for msgs/s and conn/s, below 1 is better for memory, CPU and latency.\n` +
+  `Fan-out and latency rows compare the gateway fed through its broker API; the indented rows feed it by HTTP POST /realtime/publish.\n` +
+  summary.map((s) => `${s}\n`).join(''))
+const clusterRows = buildClusterTable(results, clusters)
+if (clusterRows.length > 0) {
+  process.stdout.write(`\nCross-instance: ${INSTANCES} gateways on one Redis vs one gateway with the memory broker, same clients and load.\n` +
+    `${formatTable(clusterRows, CLUSTER_HEADER)}\n` +
+    'Ratios are cluster ÷ single: above 1 is better for msgs/s, below 1 is better for CPU (all instances summed) and latency.\n')
+}
+
+mkdirSync(RESULTS, { recursive: true })
+const file = `${RESULTS}${startedAt.toISOString().replace(/[:.]/g, '-')}${quick ? '-quick' : ''}.json`
+writeFileSync(file, JSON.stringify({
+  startedAt: startedAt.toISOString(),
+  command: `npm run bench -- ${args.join(' ')}`.trim(),
+  node: process.version,
+  cpus: cpus().length,
+  loadAverage: { before: loadBefore, after: loadAfter },
+  settings,
+  table: rows,
+  targets: checks,
+  results,
+  cluster: { table: clusterRows, results: clusters }
+}, null, 2) + '\n')
+log(`results written to ${file}`)
+killAll()
+process.exit([...results, ...clusters].some((r) => r.error !== undefined) ? 1 : 0)

@@ -1,0 +1,130 @@
+import type { RealtimeEvent } from './options.js'
+import { type Position, Positions } from './positions.js'
+
+interface Acknowledgement {
+  positions?: Record<string, Position>
+  recovered?: Record<string, boolean>
+}
+
+/**
+ * What the client is subscribed to and where it stands in each channel: the channels
+ * the app asked for, the ones the server adds (the user's own), the last position of
+ * each, and the live events held back while their channel is resumed.
+ *
+ * Resuming a channel the server joined at connect (the user's own) goes: live events
+ * arrive from the greeting on; the `subscribed` ack follows, then the replay of what was
+ * missed before them (the server never repeats what it already sent). Those live events
+ * are held until the replay has reached them, so the app sees every event once, in
+ * offset order.
+ */
+export class Subscriptions {
+  readonly positions = new Positions()
+  /** Channels the app asked for. */
+  readonly desired: Set<string>
+  /** Channels the server subscribed by itself (the user's own), from the greeting. */
+  defaults: string[] = []
+  /** Live events held per channel being resumed, oldest first. */
+  private readonly held = new Map<string, RealtimeEvent[]>()
+  /** Channels acknowledged and replaying: release what is held once this offset is seen. */
+  private readonly releaseAt = new Map<string, number>()
+
+  constructor (channels: readonly string[]) {
+    this.desired = new Set(channels)
+  }
+
+  /** Adds channels; returns the ones that were new. */
+  add (channels: readonly string[]): string[] {
+    const fresh = channels.filter((c) => !this.desired.has(c))
+    for (const c of fresh) this.desired.add(c)
+    return fresh
+  }
+
+  /** Removes channels and forgets where they stood (a later subscribe starts live). */
+  remove (channels: readonly string[]): string[] {
+    const gone = channels.filter((c) => this.desired.delete(c))
+    for (const c of gone) this.positions.forget(c)
+    return gone
+  }
+
+  all (): string[] {
+    return [...new Set([...this.defaults, ...this.desired])]
+  }
+
+  /** The app's channels the server did not subscribe by itself. */
+  extra (): string[] {
+    return [...this.desired].filter((c) => !this.defaults.includes(c))
+  }
+
+  /** Default channels with a known position: the ones a reconnect resumes. */
+  resumable (): string[] {
+    return this.defaults.filter((c) => this.positions.get(c) !== undefined)
+  }
+
+  /** Starts holding the channels' live events: they are about to be resumed. */
+  hold (channels: readonly string[]): void {
+    for (const c of channels) this.held.set(c, [])
+  }
+
+  /** The resume request failed or was never answered: what is held goes out as it is. */
+  releaseUnacknowledged (channels: readonly string[]): RealtimeEvent[] {
+    return channels.filter((c) => !this.releaseAt.has(c)).flatMap((c) => this.release(c))
+  }
+
+  /** The connection is gone: held events were never shown, so the next resume fetches them. */
+  reset (): void {
+    this.held.clear()
+    this.releaseAt.clear()
+  }
+
+  /**
+   * Takes an event in; returns the events to show now, in order: none while its channel
+   * is held, the event and then what was held once the replay has caught up with it.
+   */
+  accept (event: RealtimeEvent): RealtimeEvent[] {
+    const held = this.held.get(event.channel)
+    if (held !== undefined && !this.releaseAt.has(event.channel)) {
+      held.push(event)
+      return []
+    }
+    this.positions.sawEvent(event.channel, event.offset)
+    const target = this.releaseAt.get(event.channel)
+    return target !== undefined && event.offset >= target ? [event, ...this.release(event.channel)] : [event]
+  }
+
+  private release (channel: string): RealtimeEvent[] {
+    const held = this.held.get(channel) ?? []
+    this.held.delete(channel)
+    this.releaseAt.delete(channel)
+    const known = this.positions.get(channel)?.offset ?? 0
+    const fresh = held.filter((e) => e.offset > known)
+    for (const e of fresh) this.positions.sawEvent(e.channel, e.offset)
+    return fresh
+  }
+
+  /**
+   * A `subscribed` acknowledgement for a subscribe sent with `since`: learns each
+   * channel's epoch (and, where it starts live, its position). Returns the channels the
+   * server could not recover, which are then followed from the live edge, and the held
+   * events that can be shown at once.
+   */
+  acknowledged (ack: Acknowledgement | undefined, since: Record<string, Position> = {}): { lost: string[], ready: RealtimeEvent[] } {
+    const lost: string[] = []
+    const ready: RealtimeEvent[] = []
+    for (const [channel, position] of Object.entries(ack?.positions ?? {})) {
+      const recovered = ack?.recovered?.[channel]
+      const held = this.held.get(channel)
+      if (held !== undefined) {
+        // The replay ends just before the first held event; nothing to wait for when the
+        // client already saw that far, or nothing will be replayed.
+        const target = held.length === 0 ? 0 : held[0].offset - 1
+        const seen = this.positions.get(channel)?.offset ?? 0
+        if (recovered === false || seen >= target) ready.push(...this.release(channel))
+        else this.releaseAt.set(channel, target)
+      }
+      if (since[channel] !== undefined && recovered === false) lost.push(channel)
+      if (this.positions.get(channel) === undefined || recovered === false) this.positions.set(channel, position)
+      else if (position.epoch !== undefined) this.positions.setEpoch(channel, position.epoch)
+    }
+    return { lost, ready }
+  }
+}

@@ -1,0 +1,147 @@
+import envSchema from 'env-schema'
+import { Type, type Static } from '@sinclair/typebox'
+
+/**
+ * Every environment variable the gateway reads, in one schema. Values arrive as
+ * strings and are coerced once here; the rest of the code sees typed values only.
+ * Add a variable here and to the README's configuration table, nowhere else.
+ */
+const int = (def: number, min = 0, max = Number.MAX_SAFE_INTEGER) =>
+  Type.Integer({ default: def, minimum: min, maximum: max })
+
+export const EnvSchema = Type.Object({
+  NODE_ENV: Type.String({ default: 'development' }),
+  PORT: int(3000, 0, 65535),
+  HOST: Type.String({ default: '0.0.0.0', minLength: 1 }),
+  LOG_LEVEL: Type.Union(
+    ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
+    { default: 'info' }
+  ),
+  NODE_ID: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })),
+
+  JWT_SECRET: Type.Optional(Type.String({ minLength: 1 })),
+  JWT_PUBLIC_KEY: Type.Optional(Type.String({ minLength: 1 })),
+  ALLOW_ANONYMOUS: Type.Boolean({ default: false }),
+  CORS_ORIGIN: Type.String({ default: '*', minLength: 1 }),
+  TRUST_PROXY: Type.String({ default: 'false', minLength: 1 }),
+
+  REDIS_URL: Type.Optional(Type.String({ minLength: 1 })),
+  REDIS_KEY_PREFIX: Type.String({ default: 'rtg:' }),
+  KAFKA_BROKERS: Type.Optional(Type.String({ minLength: 1 })),
+  KAFKA_GROUP_ID: Type.String({ default: 'realtime-gateway', minLength: 1 }),
+  KAFKA_CLIENT_ID: Type.String({ default: 'realtime-gateway', minLength: 1 }),
+  KAFKA_TOPIC_PREFIX: Type.String({ default: '' }),
+  KAFKA_DLQ_TOPIC: Type.String({ default: 'realtime.dlq', minLength: 1 }),
+
+  HISTORY_SIZE: int(100, 0, 100_000),
+  HISTORY_TTL_SECONDS: int(300, 1, 86_400 * 30),
+  LOW_STOCK_THRESHOLD: int(5, 0),
+
+  BODY_LIMIT_BYTES: int(1024 * 1024, 1024),
+  WS_MAX_PAYLOAD_BYTES: int(64 * 1024, 256),
+  SEND_BUFFER_LIMIT_BYTES: int(1024 * 1024, 1024),
+  MAX_CHANNELS_PER_CONNECTION: int(128, 1),
+  WS_RATE_LIMIT_PER_SECOND: int(50, 1),
+  WS_RATE_LIMIT_BURST: int(100, 1),
+  WS_RATE_LIMIT_STRIKES: int(20, 1),
+  HTTP_RATE_LIMIT_PER_MINUTE: int(10_000, 1),
+  MAX_CONNECTIONS: int(20_000, 1),
+  MAX_CONNECTIONS_PER_USER: int(100, 1),
+  HEARTBEAT_MS: int(25_000, 100),
+  SSE_HEARTBEAT_MS: int(15_000, 100),
+  SHUTDOWN_TIMEOUT_MS: int(10_000, 100)
+})
+
+export type Config = Static<typeof EnvSchema>
+
+/** Thrown for any invalid variable; the message is one line that names it. */
+export class ConfigError extends Error {
+  constructor (readonly variable: string, detail: string) {
+    super(`Invalid configuration: ${variable} ${detail}`)
+    this.name = 'ConfigError'
+  }
+}
+
+interface AjvLikeError { instancePath?: string, message?: string, params?: Record<string, unknown> }
+
+/** Parses and validates the environment. Throws ConfigError naming the first bad variable. */
+export function loadConfig (env: Record<string, string | undefined> = process.env): Config {
+  // Empty strings mean "unset" for optional variables, as a shell `VAR=` suggests.
+  const data: Record<string, string> = {}
+  for (const key of Object.keys(EnvSchema.properties)) {
+    const value = env[key]
+    if (value !== undefined && value !== '') data[key] = value
+  }
+  let config: Config
+  try {
+    config = envSchema<Config>({ schema: EnvSchema, data, env: false })
+  } catch (err) {
+    const first = ((err as { errors?: AjvLikeError[] }).errors ?? [])[0]
+    const variable = first?.instancePath?.replace(/^\//, '') ||
+      String(first?.params?.missingProperty ?? 'environment')
+    throw new ConfigError(variable, `${first?.message ?? (err as Error).message} (got ${JSON.stringify(data[variable])})`)
+  }
+  checkSemantics(config)
+  return config
+}
+
+function checkSemantics (config: Config): void {
+  if (config.REDIS_URL !== undefined) {
+    let url: URL
+    try { url = new URL(config.REDIS_URL) } catch { throw new ConfigError('REDIS_URL', `is not a valid URL (got ${JSON.stringify(config.REDIS_URL)})`) }
+    if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') {
+      throw new ConfigError('REDIS_URL', `must start with redis:// or rediss:// (got ${JSON.stringify(config.REDIS_URL)})`)
+    }
+  }
+  if (config.KAFKA_BROKERS !== undefined) {
+    for (const broker of kafkaBrokerList(config)) {
+      if (!/^[A-Za-z0-9.\-_[\]:]+:\d{1,5}$/.test(broker)) {
+        throw new ConfigError('KAFKA_BROKERS', `must be a comma-separated list of host:port (got ${JSON.stringify(config.KAFKA_BROKERS)})`)
+      }
+    }
+  }
+  if (config.JWT_PUBLIC_KEY !== undefined && !config.JWT_PUBLIC_KEY.includes('-----BEGIN')) {
+    throw new ConfigError('JWT_PUBLIC_KEY', 'must be a PEM public key (-----BEGIN PUBLIC KEY-----)')
+  }
+  if (config.NODE_ENV === 'production' && config.JWT_SECRET === undefined && config.JWT_PUBLIC_KEY === undefined) {
+    throw new ConfigError('JWT_SECRET', 'is required when NODE_ENV=production (or set JWT_PUBLIC_KEY)')
+  }
+  const proxies = trustProxy(config)
+  if (Array.isArray(proxies) && !proxies.every((a) => PROXY_NAMES.has(a) || /^[0-9A-Fa-f.:]+(\/\d{1,3})?$/.test(a))) {
+    throw new ConfigError('TRUST_PROXY', `must be true, false, or comma-separated proxy addresses, CIDRs, loopback, linklocal or uniquelocal (got ${JSON.stringify(config.TRUST_PROXY)})`)
+  }
+  if (config.WS_RATE_LIMIT_BURST < config.WS_RATE_LIMIT_PER_SECOND) {
+    throw new ConfigError('WS_RATE_LIMIT_BURST', `must be at least WS_RATE_LIMIT_PER_SECOND (${config.WS_RATE_LIMIT_PER_SECOND})`)
+  }
+}
+
+export function kafkaBrokerList (config: Pick<Config, 'KAFKA_BROKERS'>): string[] {
+  return (config.KAFKA_BROKERS ?? '').split(',').map((b) => b.trim()).filter((b) => b !== '')
+}
+
+/**
+ * Fastify's `trustProxy` from TRUST_PROXY: `false`, `true` (trust every hop), or a
+ * comma-separated list of proxy addresses, CIDRs or the names `loopback`, `linklocal`,
+ * `uniquelocal` (private networks, as in docker-compose). Behind a proxy this is what
+ * makes `request.ip` the client's. (Fastify ignores hop counts: it cannot check the peer.)
+ */
+const PROXY_NAMES = new Set(['loopback', 'linklocal', 'uniquelocal'])
+
+export function trustProxy (config: Pick<Config, 'TRUST_PROXY'>): boolean | string[] {
+  const value = config.TRUST_PROXY.trim()
+  if (value === 'false') return false
+  if (value === 'true') return true
+  return value.split(',').map((a) => a.trim()).filter((a) => a !== '')
+}
+
+export function corsOrigins (config: Pick<Config, 'CORS_ORIGIN'>): '*' | string[] {
+  const origins = config.CORS_ORIGIN.split(',').map((o) => o.trim()).filter((o) => o !== '')
+  return origins.includes('*') ? '*' : origins
+}
+
+/** Config for tests and tools: defaults plus overrides, validated like the environment. */
+export function configFrom (overrides: Record<string, string | number | boolean | undefined>): Config {
+  const env: Record<string, string> = {}
+  for (const [k, v] of Object.entries(overrides)) if (v !== undefined) env[k] = String(v)
+  return loadConfig(env)
+}

@@ -1,0 +1,88 @@
+/** Where a channel's stream stands: the offset of its last event and the epoch it counts in. */
+export interface StreamPosition {
+  offset: number
+  epoch: string
+}
+
+/** What an ingress asks to publish. */
+export interface EventDraft {
+  channel: string
+  type: string
+  payload: Record<string, unknown>
+}
+
+/** An event as the broker stored and fanned it out: the draft plus its place in the channel. */
+export interface PublishedEvent extends EventDraft {
+  offset: number
+  epoch: string
+  /** ISO-8601 time the broker accepted it. */
+  ts: string
+}
+
+/**
+ * A published event with its wire encodings computed lazily, at most once each,
+ * however many connections receive it (STYLE: serialize once per transport).
+ */
+export class EncodedEvent {
+  private wsFrame?: string
+  private wsBuffer?: Buffer
+  private wsWire?: Buffer
+  private sseData?: string
+
+  constructor (readonly event: PublishedEvent) {}
+
+  /** The WebSocket frame of CONTRACT §4. */
+  get ws (): string {
+    if (this.wsFrame === undefined) {
+      const e = this.event
+      this.wsFrame = JSON.stringify({ type: e.type, channel: e.channel, offset: e.offset, payload: e.payload, ts: e.ts })
+    }
+    return this.wsFrame
+  }
+
+  /**
+   * The same frame as UTF-8 bytes. Sockets get this one Buffer: handed a string, `ws`
+   * would encode it again for every connection.
+   */
+  get wsBytes (): Buffer {
+    if (this.wsBuffer === undefined) this.wsBuffer = Buffer.from(this.ws)
+    return this.wsBuffer
+  }
+
+  /**
+   * The whole WebSocket text frame around wsBytes, header included: what a socket with
+   * no extension (no compression) is handed as is, with no framing of its own.
+   */
+  get wsFrameBytes (): Buffer {
+    if (this.wsWire === undefined) this.wsWire = textFrame(this.wsBytes)
+    return this.wsWire
+  }
+
+  /** The `data:` JSON of the SSE event of CONTRACT §5 (the `id:` line is per stream). */
+  get sse (): string {
+    if (this.sseData === undefined) {
+      const e = this.event
+      this.sseData = JSON.stringify({ channel: e.channel, offset: e.offset, payload: e.payload, ts: e.ts })
+    }
+    return this.sseData
+  }
+}
+
+/** An unmasked, single-fragment WebSocket text frame around `payload` (RFC 6455 §5.2). */
+export function textFrame (payload: Buffer): Buffer {
+  const length = payload.length
+  const headerLength = length < 126 ? 2 : length < 65_536 ? 4 : 10
+  const frame = Buffer.allocUnsafe(headerLength + length)
+  frame[0] = 0x81 // FIN, opcode 1 (text)
+  if (length < 126) {
+    frame[1] = length
+  } else if (length < 65_536) {
+    frame[1] = 126
+    frame.writeUInt16BE(length, 2)
+  } else {
+    frame[1] = 127
+    frame.writeBigUInt64BE(BigInt(length), 2)
+  }
+  payload.copy(frame, headerLength)
+  return frame
+}

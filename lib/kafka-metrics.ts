@@ -1,0 +1,52 @@
+import client from 'prom-client'
+import { boundedLabel } from './metrics.js'
+
+/** Order statuses are free text; past this many distinct ones they count as "other". */
+const MAX_STATUS_LABELS = 50
+
+/**
+ * The Kafka consumer's Prometheus metrics, on the app's registry (see metrics.ts).
+ * Topic labels are the real topic names, a fixed set (CONTRACT §7 plus prefix).
+ */
+export function createKafkaMetrics (registry: client.Registry) {
+  const registers = [registry]
+  const statusLabel = boundedLabel(MAX_STATUS_LABELS)
+
+  const messages = new client.Counter({
+    name: 'gateway_kafka_messages_total',
+    help: 'Kafka messages by topic and outcome: delivered (events handed to the broker), dlq (poison, dead-lettered), retried (a transient failure, tried again)',
+    labelNames: ['topic', 'outcome'],
+    registers
+  })
+  const lag = new client.Gauge({
+    name: 'gateway_kafka_consumer_lag',
+    help: 'Messages behind the partition\'s high watermark, as of the last message this instance handled there',
+    labelNames: ['topic', 'partition'],
+    registers
+  })
+  const latency = new client.Histogram({
+    name: 'order_processing_latency_seconds',
+    help: 'Kafka message timestamp (event time) to its events being handed to the broker',
+    labelNames: ['topic'],
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+    registers
+  })
+  const orders = new client.Counter({
+    name: 'orders_total', help: 'Order events consumed from Kafka, by status', labelNames: ['status'], registers
+  })
+
+  return {
+    delivered (topic: string, timestampMs: number, orderStatus: string | undefined): void {
+      messages.inc({ topic, outcome: 'delivered' })
+      if (Number.isFinite(timestampMs) && timestampMs > 0) latency.observe({ topic }, Math.max(0, Date.now() - timestampMs) / 1000)
+      if (orderStatus !== undefined) orders.inc({ status: statusLabel(orderStatus) })
+    },
+    deadLettered: (topic: string) => messages.inc({ topic, outcome: 'dlq' }),
+    retried: (topic: string) => messages.inc({ topic, outcome: 'retried' }),
+    lag: (topic: string, partition: number, value: number) => lag.set({ topic, partition: String(partition) }, Math.max(0, value)),
+    /** After a rebalance the partitions may have moved: series reappear with their next batch. */
+    resetLag: () => lag.reset()
+  }
+}
+
+export type KafkaMetrics = ReturnType<typeof createKafkaMetrics>

@@ -1,0 +1,83 @@
+import { Redis, type RedisOptions } from 'ioredis'
+
+export interface RedisLogger {
+  info(obj: object, msg: string): void
+  warn(obj: object, msg: string): void
+}
+
+/** Reconnect backoff: 100 ms doubling to a 2 s ceiling, with jitter so instances spread out. */
+export const reconnectBackoff = (attempt: number): number =>
+  Math.min(100 * 2 ** Math.min(attempt - 1, 10), 2000) + Math.floor(Math.random() * 100)
+
+export interface RedisConnectionOptions {
+  /** Shown by CLIENT LIST; anything but `[\w.:@-]` becomes `_`. */
+  name: string
+  commandTimeoutMs: number
+  /** Overrides (tests: a fixed retryStrategy). */
+  redisOptions?: RedisOptions
+  log: RedisLogger
+}
+
+/**
+ * A Redis connection that fails fast instead of queueing: no offline queue, no retry or
+ * re-send of a command that was in flight when the connection dropped (a publish script
+ * must run at most once), and a command timeout for a Redis that hangs. It reconnects
+ * forever with bounded backoff. An outage is logged once, and its end.
+ */
+export function failFastConnection (url: string, options: RedisConnectionOptions): Redis {
+  const connection = new Redis(url, {
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    autoResendUnfulfilledCommands: false,
+    autoResubscribe: false,
+    commandTimeout: options.commandTimeoutMs,
+    connectTimeout: 5000,
+    retryStrategy: reconnectBackoff,
+    ...options.redisOptions,
+    connectionName: options.name.replace(/[^\w.:@-]/g, '_')
+  })
+  let down = false
+  connection.on('error', (err: Error) => {
+    if (down || connection.status === 'end') return
+    down = true
+    options.log.warn({ err, connection: options.name }, 'redis connection lost; retrying with backoff')
+  })
+  connection.on('ready', () => {
+    if (!down) return
+    down = false
+    options.log.info({ connection: options.name }, 'redis connection is back')
+  })
+  return connection
+}
+
+/**
+ * Pings connections now and then: a Redis that hangs (or a dead peer behind a silent
+ * network) keeps the socket open, so a ping that times out forces a reconnect.
+ */
+export class ConnectionProbe {
+  private readonly timer: NodeJS.Timeout
+  /** Connections with a ping outstanding, or reconnecting after one failed. */
+  private readonly probing = new Set<Redis>()
+
+  constructor (private readonly connections: readonly Redis[], intervalMs: number, private readonly log: RedisLogger) {
+    for (const connection of connections) connection.on('ready', () => this.probing.delete(connection))
+    this.timer = setInterval(() => this.probe(), intervalMs)
+    this.timer.unref()
+  }
+
+  stop (): void {
+    clearInterval(this.timer)
+  }
+
+  private probe (): void {
+    for (const connection of this.connections) {
+      if (connection.status !== 'ready' || this.probing.has(connection)) continue
+      this.probing.add(connection)
+      connection.ping().then(() => this.probing.delete(connection), (err: unknown) => {
+        if (connection.status !== 'ready') return this.probing.delete(connection)
+        this.log.warn({ err }, 'redis did not answer a ping; reconnecting')
+        connection.disconnect(true) // stays in `probing` until 'ready'
+      })
+    }
+  }
+}

@@ -1,0 +1,137 @@
+import type { Socket } from 'node:net'
+import type { WebSocket } from 'ws'
+import { type Connection, HubMember } from './connection.js'
+import { CloseCode } from './errors.js'
+import type { EncodedEvent } from './event.js'
+import type { Identity } from './identity.js'
+
+export interface WsConnectionOptions {
+  /** Bytes the socket may have queued before the client counts as too slow (4008). */
+  sendBufferLimit: number
+  /** Called once when the connection is cut for being too slow. */
+  onTooSlow?: (connection: WsConnection) => void
+}
+
+/**
+ * Write batching. The first send to a socket corks it; every corked socket is uncorked
+ * at the end of this turn of the event loop (setImmediate), so whatever was published in
+ * the turn (a burst, or the HTTP publishes read in one poll) leaves as one write per
+ * socket, not one syscall per frame, which on a fan-out is most of the cost. A socket
+ * with more than CORK_FLUSH_BYTES held back is written out at once, so corking never
+ * makes a fast client look too slow.
+ */
+const CORK_FLUSH_BYTES = 64 * 1024
+const corked: WsConnection[] = []
+
+function uncorkAll (): void {
+  for (const connection of corked) connection.flush()
+  corked.length = 0
+}
+
+/** Sends a Buffer as a text frame (the encoded event is UTF-8 JSON). */
+const TEXT = { binary: false } as const
+
+/** A Connection over a `ws` WebSocket. */
+export class WsConnection extends HubMember implements Connection {
+  readonly transport = 'ws' as const
+  /** Set by the heartbeat: false after a ping until the pong arrives. */
+  alive = true
+  private closing = false
+  private corked = false
+  /** No extension was negotiated (no compression): event frames can go out prebuilt. */
+  private readonly plainFrames: boolean
+
+  constructor (
+    readonly id: string,
+    public identity: Identity,
+    readonly socket: WebSocket,
+    private readonly options: WsConnectionOptions
+  ) {
+    super()
+    this.plainFrames = socket.extensions === ''
+  }
+
+  sendEvent (event: EncodedEvent): void {
+    if (!this.plainFrames) return this.send(event.wsBytes)
+    // The frame is built once per event: ws's framing of each send (two option objects, a
+    // header and two writes) was most of a fan-out's allocations, and so of its GC.
+    // Frames are written whole, so they never interleave with ws's own.
+    if (!this.writable()) return
+    this.rawSocket.write(event.wsFrameBytes)
+    this.flushIfFull()
+  }
+
+  /** Sends a text frame (a string, or UTF-8 bytes) unless the client has fallen too far behind. */
+  send (text: string | Buffer): void {
+    if (!this.writable()) return
+    this.socket.send(text, TEXT)
+    this.flushIfFull()
+  }
+
+  /**
+   * Whether a frame may be written now: the socket is open and not too far behind (else
+   * it is cut with 4008). Corks the socket for the rest of the loop turn.
+   */
+  private writable (): boolean {
+    if (this.closing || this.socket.readyState !== 1) return false
+    if (this.socket.bufferedAmount > this.options.sendBufferLimit) {
+      this.options.onTooSlow?.(this)
+      this.close(CloseCode.TOO_SLOW, 'send buffer overflow')
+      return false
+    }
+    if (!this.corked) {
+      this.rawSocket.cork()
+      this.corked = true
+      if (corked.push(this) === 1) setImmediate(uncorkAll)
+    }
+    return true
+  }
+
+  private flushIfFull (): void {
+    if (this.rawSocket.writableLength > CORK_FLUSH_BYTES) this.flush()
+  }
+
+  /** Writes out what corking held back. */
+  flush (): void {
+    if (!this.corked) return
+    this.corked = false
+    this.rawSocket.uncork()
+  }
+
+  /**
+   * Lets go of the read buffer list ws grew for the frames read so far, if it is empty.
+   * ws pushes each chunk it reads onto an array and shifts it off again: V8 keeps the
+   * grown backing store (17 slots, 152 B) for the socket's life, so every client that
+   * ever sent a frame or a pong would carry it while idle. Call it after a frame or pong
+   * has been read (ws reads `_buffers` afresh each time; nothing holds the old array).
+   */
+  releaseReadBuffer (): void {
+    const receiver = (this.socket as unknown as { _receiver?: { _buffers?: unknown[] } })._receiver
+    if (receiver?._buffers?.length === 0) receiver._buffers = []
+  }
+
+  /** The TCP socket under the WebSocket (ws keeps it as `_socket`). */
+  private get rawSocket (): Socket {
+    return (this.socket as unknown as { _socket: Socket })._socket
+  }
+
+  /**
+   * Closes with a code. A client that stopped reading would never see the close frame
+   * behind its full buffer, so the socket is cut shortly after if it is still open.
+   */
+  close (code: number, reason: string): void {
+    if (this.closing) return
+    this.closing = true
+    try {
+      this.socket.close(code, reason)
+    } catch {
+      this.socket.terminate()
+      return
+    }
+    setTimeout(() => { if (this.socket.readyState !== 3) this.socket.terminate() }, 2000).unref()
+  }
+
+  get isClosing (): boolean {
+    return this.closing
+  }
+}

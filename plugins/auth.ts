@@ -1,0 +1,88 @@
+import fastifyJwt from '@fastify/jwt'
+import createError from '@fastify/error'
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import fp from 'fastify-plugin'
+import { CLOCK_TOLERANCE_MS } from '../lib/expiry.js'
+import { ANONYMOUS, canPublish, type Identity, identityFromClaims, isAdmin } from '../lib/identity.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Verifies a JWT (signature, `exp` with 1 s leeway) and returns who it names. */
+    verifyToken(token: string): Identity
+    /** onRequest hook: a valid token is required. */
+    authenticate(request: FastifyRequest, reply: FastifyReply): Promise<void>
+    /** onRequest hook for /ws and /sse: a valid token, or none when ALLOW_ANONYMOUS. */
+    authenticateClient(request: FastifyRequest, reply: FastifyReply): Promise<void>
+    /** onRequest hooks that also demand a role. */
+    requireAdmin(request: FastifyRequest, reply: FastifyReply): Promise<void>
+    /** Publishing and stats: role service or admin. */
+    requireServiceOrAdmin(request: FastifyRequest, reply: FastifyReply): Promise<void>
+  }
+  interface FastifyRequest {
+    /** Set by the auth hooks; null on routes that have none. */
+    identity: Identity
+  }
+}
+
+export const UnauthorizedError = createError('GW_UNAUTHORIZED', '%s', 401)
+export const ForbiddenError = createError('GW_FORBIDDEN', '%s', 403)
+
+const ASYMMETRIC = ['RS256', 'RS384', 'RS512', 'ES256', 'ES384', 'ES512', 'PS256', 'PS384', 'PS512'] as const
+
+/** The token of a request: `Authorization: Bearer` first, else the `token` query parameter. */
+function tokenOf (request: FastifyRequest): string | undefined {
+  const header = request.headers.authorization
+  if (typeof header === 'string' && /^Bearer\s+/i.test(header)) return header.replace(/^Bearer\s+/i, '').trim()
+  const query = request.query as Record<string, unknown> | undefined
+  const token = query?.token
+  return typeof token === 'string' && token !== '' ? token : undefined
+}
+
+export default fp(async (app) => {
+  const { JWT_SECRET, JWT_PUBLIC_KEY, ALLOW_ANONYMOUS } = app.config
+  if (JWT_PUBLIC_KEY !== undefined) {
+    await app.register(fastifyJwt, {
+      secret: { public: JWT_PUBLIC_KEY, private: '' },
+      verify: { algorithms: [...ASYMMETRIC], clockTolerance: CLOCK_TOLERANCE_MS }
+    })
+  } else if (JWT_SECRET !== undefined) {
+    await app.register(fastifyJwt, {
+      secret: JWT_SECRET,
+      sign: { algorithm: 'HS256' },
+      verify: { algorithms: ['HS256'], clockTolerance: CLOCK_TOLERANCE_MS }
+    })
+  } else {
+    throw new Error('JWT_SECRET or JWT_PUBLIC_KEY must be set (server.ts makes one outside production)')
+  }
+
+  function verifyToken (token: string): Identity {
+    return identityFromClaims(app.jwt.verify<Record<string, unknown>>(token))
+  }
+
+  function identify (request: FastifyRequest, allowAnonymous: boolean): Identity {
+    const token = tokenOf(request)
+    if (token === undefined) {
+      if (allowAnonymous) return ANONYMOUS
+      throw new UnauthorizedError('a token is required (Authorization: Bearer <jwt> or ?token=)')
+    }
+    try {
+      return verifyToken(token)
+    } catch (err) {
+      const expired = (err as { code?: string }).code === 'FAST_JWT_EXPIRED'
+      throw new UnauthorizedError(expired ? 'token expired' : 'token is invalid')
+    }
+  }
+
+  const requireRole = (allowed: (identity: Identity) => boolean, what: string) =>
+    async (request: FastifyRequest): Promise<void> => {
+      request.identity = identify(request, false)
+      if (!allowed(request.identity)) throw new ForbiddenError(`${what} required`)
+    }
+
+  app.decorateRequest('identity', null as unknown as Identity)
+  app.decorate('verifyToken', verifyToken)
+  app.decorate('authenticate', async (request: FastifyRequest) => { request.identity = identify(request, false) })
+  app.decorate('authenticateClient', async (request: FastifyRequest) => { request.identity = identify(request, ALLOW_ANONYMOUS) })
+  app.decorate('requireAdmin', requireRole(isAdmin, 'role admin'))
+  app.decorate('requireServiceOrAdmin', requireRole(canPublish, 'role service or admin'))
+}, { name: 'auth', dependencies: ['config'] })

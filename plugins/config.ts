@@ -1,0 +1,13 @@
+import fp from 'fastify-plugin'
+import type { Config } from '../lib/config.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    config: Config
+  }
+}
+
+/** Decorates the validated configuration; every other plugin reads it from here. */
+export default fp<{ config: Config }>(async (app, opts) => {
+  app.decorate('config', opts.config)
+}, { name: 'config' })

@@ -1,0 +1,40 @@
+import type { FastifyError, FastifyInstance } from 'fastify'
+import { BrokerUnavailableError } from '../lib/broker.js'
+import { ClientError } from '../lib/errors.js'
+import { MissingFieldError } from '../lib/commerce-events.js'
+
+const REASON: Record<number, string> = {
+  400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 413: 'Payload Too Large',
+  415: 'Unsupported Media Type', 429: 'Too Many Requests', 500: 'Internal Server Error', 503: 'Service Unavailable'
+}
+
+/**
+ * One error shape for every HTTP reply: `{statusCode, error, message}`. Client mistakes
+ * keep their message (it names the field); 5xx details stay in the log.
+ */
+export function installErrorHandler (app: FastifyInstance): void {
+  app.setErrorHandler((err: FastifyError, request, reply) => {
+    let statusCode = err.statusCode ?? 500
+    let message = err.message
+    if (err.validation !== undefined) {
+      statusCode = 400
+    } else if (err instanceof MissingFieldError || err instanceof ClientError) {
+      statusCode = 400
+    } else if (err instanceof BrokerUnavailableError) {
+      statusCode = 503
+      message = 'the event broker is unavailable; nothing was published'
+      reply.header('retry-after', '1')
+    }
+    if (statusCode >= 500) {
+      request.log.error({ err }, 'request failed')
+      if (!(err instanceof BrokerUnavailableError)) message = 'internal error'
+    } else {
+      request.log.info({ code: err.code, statusCode, message }, 'request refused')
+    }
+    reply.code(statusCode).send({ statusCode, error: REASON[statusCode] ?? 'Error', message })
+  })
+
+  app.setNotFoundHandler((request, reply) => {
+    reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `no route for ${request.method} ${request.url.split('?')[0]}` })
+  })
+}

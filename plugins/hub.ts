@@ -1,0 +1,67 @@
+import { hostname } from 'node:os'
+import { randomBytes } from 'node:crypto'
+import fp from 'fastify-plugin'
+import type { Broker, DeliverFn } from '../lib/broker.js'
+import { CloseCode } from '../lib/errors.js'
+import { Hub } from '../lib/hub.js'
+import { MemoryBroker } from '../lib/memory-broker.js'
+import { RedisBroker } from '../lib/redis-broker.js'
+import type { NodeStats } from '../lib/stats.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    hub: Hub
+    nodeId: string
+    nodeStats(): NodeStats
+  }
+}
+
+export interface HubPluginOptions {
+  /** Picks the broker; the default is RedisBroker with REDIS_URL, else the in-process MemoryBroker. */
+  createBroker?: (deliver: DeliverFn) => Broker
+}
+
+/**
+ * The shared connection registry and the broker behind it. On close, every client is
+ * told to reconnect elsewhere (1012) before the broker goes away.
+ */
+export default fp<HubPluginOptions>(async (app, opts) => {
+  const config = app.config
+  const metrics = app.gatewayMetrics
+  const nodeId = config.NODE_ID ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`
+  const startedAt = new Date().toISOString()
+  const history = { historySize: config.HISTORY_SIZE, historyTtlSeconds: config.HISTORY_TTL_SECONDS }
+  const redisUrl = config.REDIS_URL
+  const createBroker = opts.createBroker ?? (redisUrl !== undefined
+    ? (deliver: DeliverFn) => new RedisBroker({
+        deliver,
+        ...history,
+        url: redisUrl,
+        keyPrefix: config.REDIS_KEY_PREFIX,
+        connectionName: `rtg-${nodeId}`,
+        log: app.log.child({ component: 'redis-broker' })
+      })
+    : (deliver: DeliverFn) => new MemoryBroker({ deliver, ...history }))
+  const hub = new Hub(createBroker, {
+    maxChannelsPerConnection: config.MAX_CHANNELS_PER_CONNECTION,
+    onDelivered: metrics.delivered
+  })
+
+  function nodeStats (): NodeStats {
+    return { nodeId, broker: hub.broker.kind, startedAt, updatedAt: new Date().toISOString(), ...hub.stats() }
+  }
+
+  metrics.bindGauges(() => hub.stats())
+
+  app.decorate('hub', hub)
+  app.decorate('nodeId', nodeId)
+  app.decorate('nodeStats', nodeStats)
+  app.readiness.add(hub.broker.kind, () => hub.broker.isReady())
+
+  app.addHook('preClose', async () => {
+    hub.closeAll(CloseCode.SERVICE_RESTART, 'server restarting')
+  })
+  app.addHook('onClose', async () => {
+    await hub.broker.close()
+  })
+}, { name: 'hub', dependencies: ['config', 'metrics', 'readiness'] })

@@ -1,0 +1,193 @@
+import { setTimeout as delay } from 'node:timers/promises'
+import type { FastifyBaseLogger } from 'fastify'
+import fp from 'fastify-plugin'
+import kafkajs, { type EachBatchPayload, type LogEntry } from 'kafkajs'
+import { kafkaBrokerList } from '../lib/config.js'
+import { backoffDelay, ingestMessage, type IngestContext } from '../lib/kafka-ingest.js'
+import { topicNames } from '../lib/kafka-mapping.js'
+import { createKafkaMetrics } from '../lib/kafka-metrics.js'
+import { publishAll } from '../lib/publisher.js'
+
+// kafkajs is CommonJS: its classes live on the default export under NodeNext.
+const { Kafka, logLevel: KafkaLogLevel } = kafkajs
+
+/** How long a retry sleep runs between checks that the consumer still owns the partition. */
+const SLEEP_SLICE_MS = 500
+
+/**
+ * The Kafka ingress (CONTRACT §7) — the only file that knows kafkajs. A consumer group
+ * reads the §7 topics partition by partition, in order; each message's events are
+ * handed to the broker (or the message to the DLQ) and only then is its offset
+ * resolved and committed, so a crash or restart redelivers rather than loses.
+ * Transient failures (broker or Kafka down) are retried in place with backoff, which
+ * holds the partition's later messages back and so keeps their order.
+ */
+export default fp(async (app) => {
+  const config = app.config
+  const log = app.log.child({ module: 'kafka' })
+  const metrics = createKafkaMetrics(app.metricsRegistry)
+  const topics = topicNames(config.KAFKA_TOPIC_PREFIX)
+  const dlqTopic = `${config.KAFKA_TOPIC_PREFIX}${config.KAFKA_DLQ_TOPIC}`
+  const debug = config.LOG_LEVEL === 'debug' || config.LOG_LEVEL === 'trace'
+
+  const kafka = new Kafka({
+    clientId: config.KAFKA_CLIENT_ID,
+    brokers: kafkaBrokerList(config),
+    connectionTimeout: 3000,
+    // Connection retries end within ~5 s; past that the consumer crashes (readiness 503)
+    // and restarts, and a DLQ send is retried by the ingest loop.
+    retry: { retries: 3, initialRetryTime: 300, maxRetryTime: 5000 },
+    logLevel: debug ? KafkaLogLevel.INFO : KafkaLogLevel.WARN,
+    logCreator: () => kafkaLogEntry(log)
+  })
+  const consumer = kafka.consumer({
+    groupId: config.KAFKA_GROUP_ID,
+    // Short long-polls: shutdown waits at most a second for the fetch in flight.
+    maxWaitTimeInMs: 1000,
+    // After a broker restart the coordinator waits this long for the member that vanished
+    // with it before the group can form again; 10 s rather than 30 s.
+    sessionTimeout: 10_000,
+    heartbeatInterval: 3000,
+    // kafkajs restarts itself after retriable crashes; never once we are closing.
+    retry: { retries: 3, initialRetryTime: 300, maxRetryTime: 5000, restartOnFailure: async () => !closing }
+  })
+  const producer = kafka.producer({ allowAutoTopicCreation: true })
+
+  let closing = false
+  let joined = false
+  let producerConnected = false
+  let restartTimer: NodeJS.Timeout | undefined
+  let restartAttempt = 0
+
+  const { GROUP_JOIN, CRASH, DISCONNECT, STOP, CONNECT } = consumer.events
+  consumer.on(CONNECT, () => { log.debug('kafka consumer connected') })
+  consumer.on(GROUP_JOIN, (e) => {
+    joined = true
+    restartAttempt = 0
+    metrics.resetLag()
+    log.info({ groupId: e.payload.groupId, assignment: e.payload.memberAssignment }, 'kafka consumer joined its group')
+  })
+  consumer.on(CRASH, (e) => {
+    joined = false
+    if (closing) return
+    log.warn({ err: e.payload.error, restart: e.payload.restart }, 'kafka consumer crashed')
+    // kafkajs gives up on errors it deems non-retriable; the gateway still wants its feed.
+    if (!e.payload.restart) scheduleStart()
+  })
+  consumer.on(DISCONNECT, () => { joined = false })
+  consumer.on(STOP, () => { joined = false })
+  producer.on(producer.events.CONNECT, () => { producerConnected = true })
+  producer.on(producer.events.DISCONNECT, () => { producerConnected = false })
+
+  app.readiness.add('kafka', () => joined)
+
+  /** Sleeps in slices, heartbeating, and gives up as soon as this batch is no longer ours. */
+  const sleepWhileOwned = (payload: EachBatchPayload) => async (ms: number): Promise<boolean> => {
+    const owned = () => !closing && payload.isRunning() && !payload.isStale()
+    for (let left = ms; left > 0 && owned(); left -= SLEEP_SLICE_MS) {
+      await delay(Math.min(left, SLEEP_SLICE_MS))
+      if (owned()) await payload.heartbeat()
+    }
+    return owned()
+  }
+
+  async function eachBatch (payload: EachBatchPayload): Promise<void> {
+    const { batch } = payload
+    const topic = topics.get(batch.topic)
+    if (topic === undefined) return // not ours: never resolved, never committed
+    const highWatermark = Number(batch.highWatermark)
+    const context: IngestContext = {
+      mapping: { lowStockThreshold: config.LOW_STOCK_THRESHOLD },
+      publish: async (drafts) => await publishAll(app.hub.broker, drafts),
+      deadLetter: async (message, headers) => {
+        if (!producerConnected) await producer.connect()
+        await producer.send({ topic: dlqTopic, messages: [{ key: message.key, value: message.value, headers }] })
+      },
+      sleep: sleepWhileOwned(payload),
+      onRetry: (err, attempt, delayMs) => {
+        metrics.retried(batch.topic)
+        log.warn({ err, topic: batch.topic, partition: batch.partition, attempt, delayMs }, 'kafka message not handed off yet; retrying')
+      }
+    }
+
+    for (const message of batch.messages) {
+      if (closing || !payload.isRunning() || payload.isStale()) return
+      const source = { ...message, topic: batch.topic, partition: batch.partition }
+      const result = await ingestMessage(topic, source, context)
+      if (result.outcome === 'stopped') return // unresolved: redelivered to whoever owns the partition next
+      payload.resolveOffset(message.offset)
+      if (result.outcome === 'delivered') {
+        metrics.delivered(batch.topic, Number(message.timestamp), result.orderStatus)
+        app.gatewayMetrics.eventsPublished.inc({ source: 'kafka' }, result.events)
+      } else {
+        metrics.deadLettered(batch.topic)
+        log.warn({ topic: batch.topic, partition: batch.partition, offset: message.offset, reason: result.reason, dlq: dlqTopic },
+          'kafka message dead-lettered')
+      }
+      metrics.lag(batch.topic, batch.partition, highWatermark - Number(message.offset) - 1)
+      await payload.heartbeat()
+      await payload.commitOffsetsIfNecessary()
+    }
+  }
+
+  async function start (): Promise<void> {
+    restartTimer = undefined
+    if (closing) return
+    try {
+      await consumer.connect()
+      // A new group starts at the earliest retained message: nothing produced before
+      // the gateway first joined is lost. Later starts resume from committed offsets.
+      await consumer.subscribe({ topics: [...topics.keys()], fromBeginning: true })
+      await consumer.run({
+        eachBatch,
+        eachBatchAutoResolve: false,
+        autoCommit: true,
+        // Besides the commit after every batch, a long batch commits every second or 100 messages.
+        autoCommitInterval: 1000,
+        autoCommitThreshold: 100
+      })
+    } catch (err) {
+      if (closing) return
+      log.warn({ err }, 'kafka consumer could not start; trying again')
+      await consumer.disconnect().catch(() => {})
+      scheduleStart()
+    }
+  }
+
+  function scheduleStart (): void {
+    if (closing || restartTimer !== undefined) return
+    restartTimer = setTimeout(() => { void start() }, backoffDelay(++restartAttempt, { initialMs: 500, maxMs: 10_000 }))
+  }
+
+  app.addHook('onReady', async () => {
+    // Not awaited: Kafka being down at boot must not keep the gateway from serving.
+    void start()
+    producer.connect().catch((err) => log.warn({ err }, 'kafka DLQ producer could not connect yet'))
+  })
+
+  app.addHook('onClose', async () => {
+    closing = true
+    clearTimeout(restartTimer)
+    // Disconnecting waits for the message in hand, then commits what was delivered and
+    // leaves the group. Bounded: whatever is not committed is redelivered, never lost.
+    const budget = Math.max(1000, Math.floor(config.SHUTDOWN_TIMEOUT_MS / 2))
+    await bounded(consumer.disconnect(), budget, () => log.warn('kafka consumer did not disconnect in time'))
+    await bounded(producer.disconnect(), 1000, () => log.warn('kafka DLQ producer did not disconnect in time'))
+  })
+}, { name: 'kafka', dependencies: ['config', 'hub', 'metrics', 'readiness'] })
+
+async function bounded (work: Promise<unknown>, ms: number, onTimeout: () => void): Promise<void> {
+  const timer = delay(ms, 'timeout' as const, { ref: false })
+  const result = await Promise.race([work.then(() => 'done' as const, () => 'done' as const), timer])
+  if (result === 'timeout') onTimeout()
+}
+
+/** kafkajs log lines into the app's pino logger; they carry broker and group details, never message values. */
+function kafkaLogEntry (log: FastifyBaseLogger) {
+  return ({ level, log: { message, timestamp: _ts, logger: _l, ...extra } }: LogEntry): void => {
+    if (level === KafkaLogLevel.ERROR) log.error(extra, `kafkajs: ${message}`)
+    else if (level === KafkaLogLevel.WARN) log.warn(extra, `kafkajs: ${message}`)
+    else if (level === KafkaLogLevel.INFO) log.debug(extra, `kafkajs: ${message}`)
+    else log.trace(extra, `kafkajs: ${message}`)
+  }
+}

@@ -1,0 +1,23 @@
+import fastifySwagger from '@fastify/swagger'
+import fastifySwaggerUi from '@fastify/swagger-ui'
+import fp from 'fastify-plugin'
+
+/** The OpenAPI document, built from the routes' schemas, and Swagger UI at /api/docs. */
+export default fp(async (app) => {
+  await app.register(fastifySwagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: {
+        title: 'realtime-gateway',
+        description: 'Real-time push gateway. Publishing routes need a JWT with role service or admin. ' +
+          'Clients connect to GET /ws (WebSocket) or GET /sse (Server-Sent Events): every frame, its payload schema and ' +
+          'who may subscribe to which channel are in the [AsyncAPI 3 document](/api/asyncapi.json).',
+        version: '0.1.0'
+      },
+      components: {
+        securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' } }
+      }
+    }
+  })
+  await app.register(fastifySwaggerUi, { routePrefix: '/api/docs' })
+}, { name: 'swagger' })

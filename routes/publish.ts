@@ -1,0 +1,57 @@
+import type { FastifyInstance } from 'fastify'
+import { Type, type TSchema } from '@sinclair/typebox'
+import {
+  broadcastEvents, inventoryEvents, notificationEvents, notifyEvents, orderEvents, publishEvents
+} from '../lib/commerce-events.js'
+import type { EventDraft } from '../lib/event.js'
+import {
+  BroadcastBody, InventoryBody, NotifyBody, OrderBody, PublishBody, TestNotificationBody
+} from '../lib/ingress-schemas.js'
+import { publishAll, receiptOf } from '../lib/publisher.js'
+
+const Position = Type.Object({ offset: Type.Integer(), epoch: Type.String() })
+const Receipt = Type.Object({
+  positions: Type.Record(Type.String(), Position, { description: 'per channel, the position of its last event from this publish' }),
+  events: Type.Array(Type.Object({ channel: Type.String(), type: Type.String(), offset: Type.Integer(), epoch: Type.String() }))
+})
+const ErrorReply = Type.Object({ statusCode: Type.Integer(), error: Type.String(), message: Type.String() })
+
+interface PublishRoute<B> {
+  url: string
+  summary: string
+  body: TSchema
+  events: (body: B, lowStockThreshold: number) => EventDraft[]
+}
+
+/**
+ * The publishing routes (CONTRACT §6). Each maps its body to event drafts with the
+ * shared mapping functions and answers 202 only once the broker took every event.
+ */
+export default async function publishRoutes (app: FastifyInstance): Promise<void> {
+  const routes: Array<PublishRoute<any>> = [
+    { url: '/realtime/publish', summary: 'Publish one event to one channel', body: PublishBody, events: publishEvents },
+    { url: '/realtime/broadcast', summary: 'Publish one event to each of several channels', body: BroadcastBody, events: broadcastEvents },
+    { url: '/realtime/notify', summary: 'Notify one or more users on user:<id>', body: NotifyBody, events: notifyEvents },
+    { url: '/realtime/broadcast/order', summary: 'Order status change to the buyer and the admins', body: OrderBody, events: (b) => orderEvents('updated', b) },
+    { url: '/realtime/broadcast/inventory', summary: 'Stock change to the product, inventory and admins (low-stock alert)', body: InventoryBody, events: inventoryEvents },
+    { url: '/realtime/test/notification', summary: 'Send a test notification to a user', body: TestNotificationBody, events: notificationEvents }
+  ]
+
+  for (const route of routes) {
+    app.post(route.url, {
+      onRequest: app.requireServiceOrAdmin,
+      schema: {
+        summary: route.summary,
+        tags: ['publish'],
+        security: [{ bearerAuth: [] }],
+        body: route.body,
+        response: { 202: Receipt, 400: ErrorReply, 401: ErrorReply, 403: ErrorReply, 413: ErrorReply, 429: ErrorReply, 503: ErrorReply }
+      }
+    }, async (request, reply) => {
+      const drafts = route.events(request.body, app.config.LOW_STOCK_THRESHOLD)
+      const events = await publishAll(app.hub.broker, drafts)
+      app.gatewayMetrics.eventsPublished.inc({ source: 'http' }, events.length)
+      return reply.code(202).send(receiptOf(events))
+    })
+  }
+}

@@ -1,0 +1,118 @@
+import type { FastifyInstance, FastifyReply } from 'fastify'
+import { Type, type Static } from '@sinclair/typebox'
+import type { SincePosition } from '../lib/broker.js'
+import { canSubscribe, defaultChannels, isValidChannelName } from '../lib/channels.js'
+import { newConnectionId } from '../lib/connection.js'
+import { CloseCode } from '../lib/errors.js'
+import { scheduleExpiry } from '../lib/expiry.js'
+import { SSE_HEADERS, SseConnection } from '../lib/sse-connection.js'
+import { decodeCursor } from '../lib/sse-cursor.js'
+
+const SseQuery = Type.Object({
+  channels: Type.Optional(Type.String({ maxLength: 64 * 1024, description: 'comma-separated channel names' })),
+  token: Type.Optional(Type.String({ description: 'JWT, for clients that cannot set headers' })),
+  lastEventId: Type.Optional(Type.String({ description: 'resume cursor, when Last-Event-ID cannot be sent' }))
+})
+
+const plainError = (reply: FastifyReply, statusCode: number, error: string, message: string) =>
+  reply.code(statusCode).send({ statusCode, error, message })
+
+/**
+ * GET /sse (CONTRACT §5). Refusals are plain HTTP; once accepted the response is
+ * handed over (hijacked) to an SseConnection that the hub feeds like any other.
+ */
+export default async function sseRoutes (app: FastifyInstance): Promise<void> {
+  const { config, hub, gatewayMetrics: metrics } = app
+  const streams = new Set<SseConnection>()
+
+  // One timer for every stream: comment heartbeats keep proxies from closing idle streams.
+  const heartbeat = setInterval(() => {
+    for (const stream of streams) stream.heartbeat()
+  }, config.SSE_HEARTBEAT_MS)
+  heartbeat.unref()
+  app.addHook('onClose', async () => { clearInterval(heartbeat) })
+
+  app.get<{ Querystring: Static<typeof SseQuery> }>('/sse', {
+    onRequest: app.authenticateClient,
+    schema: {
+      summary: 'Server-Sent Events stream of the given channels',
+      tags: ['streams'],
+      querystring: SseQuery,
+      produces: ['text/event-stream']
+    }
+  }, async (request, reply) => {
+    const identity = request.identity
+    const requested = (request.query.channels ?? '').split(',').map((c) => c.trim()).filter((c) => c !== '')
+    const bad = requested.filter((c) => !isValidChannelName(c))
+    if (bad.length > 0) return plainError(reply, 400, 'Bad Request', `invalid channel name: ${bad[0].slice(0, 200)}`)
+    const forbidden = requested.filter((c) => !canSubscribe(identity, c))
+    if (forbidden.length > 0) return plainError(reply, 403, 'Forbidden', `not allowed to read ${forbidden.slice(0, 5).join(', ')}`)
+    const channels = [...new Set([...defaultChannels(identity), ...requested])]
+    if (channels.length > config.MAX_CHANNELS_PER_CONNECTION) {
+      return plainError(reply, 400, 'Bad Request', `at most ${config.MAX_CHANNELS_PER_CONNECTION} channels per connection`)
+    }
+    if (hub.connectionCount() >= config.MAX_CONNECTIONS ||
+      (identity.userId !== null && hub.userConnectionCount(identity.userId) >= config.MAX_CONNECTIONS_PER_USER)) {
+      metrics.refusedConnections.inc({ transport: 'sse', reason: 'connection limit' })
+      return plainError(reply.header('retry-after', '5'), 503, 'Service Unavailable', 'connection limit reached; try again later')
+    }
+
+    const lastEventId = request.headers['last-event-id'] ?? request.query.lastEventId
+    const cursor = typeof lastEventId === 'string' && lastEventId !== '' ? decodeCursor(lastEventId) : null
+    const since: Record<string, SincePosition> = {}
+    if (cursor !== null) {
+      for (const channel of channels) {
+        const position = cursor.get(channel)
+        if (position !== undefined) since[channel] = position
+      }
+    }
+
+    const connection = new SseConnection(newConnectionId(), identity, reply.raw, {
+      sendBufferLimit: config.SEND_BUFFER_LIMIT_BYTES,
+      onTooSlow: () => metrics.slowClients.inc({ transport: 'sse' })
+    })
+    hub.add(connection)
+    let outcome
+    try {
+      outcome = await hub.subscribe(connection, channels, since)
+    } catch (err) {
+      hub.remove(connection)
+      throw err
+    }
+
+    reply.hijack()
+    reply.raw.writeHead(200, { ...SSE_HEADERS, ...corsHeaders(reply) })
+    // `exp` is enforced on streams too: the stream ends when the token expires, and
+    // EventSource's reconnect with the same token is then refused with 401.
+    const cancelExpiry = scheduleExpiry(identity.exp, () => connection.close(CloseCode.TOKEN_EXPIRED, 'token expired'))
+    reply.raw.once('close', () => {
+      cancelExpiry()
+      streams.delete(connection)
+      hub.remove(connection)
+    })
+    for (const channel of channels) {
+      const recovered = outcome.recovered[channel] === true
+      connection.setPosition(channel, recovered ? { offset: since[channel].offset, epoch: outcome.positions[channel].epoch } : outcome.positions[channel])
+    }
+    connection.sendSystem('system:connected', { connectionId: connection.id, userId: identity.userId, channels }, true)
+    const lostSomething = typeof lastEventId === 'string' && lastEventId !== '' &&
+      (cursor === null || Object.values(outcome.recovered).some((r) => !r))
+    if (lostSomething) connection.sendSystem('system:recovery', { recovered: false })
+    outcome.replay()
+    streams.add(connection)
+    // The client may have gone while the subscription was set up.
+    if (connection.isClosed) {
+      streams.delete(connection)
+      hub.remove(connection)
+    }
+  })
+}
+
+/** A hijacked reply skips Fastify's onSend, so CORS headers set so far are copied over. */
+function corsHeaders (reply: FastifyReply): Record<string, string> {
+  const headers: Record<string, string> = {}
+  for (const [name, value] of Object.entries(reply.getHeaders())) {
+    if (name.startsWith('access-control-') || name === 'vary') headers[name] = String(value)
+  }
+  return headers
+}

@@ -1,0 +1,17 @@
+import type { FastifyInstance } from 'fastify'
+import { ClusterStatsSchema } from '../lib/stats-schema.js'
+
+export { ClusterStatsSchema }
+
+/** GET /realtime/stats (CONTRACT §6): admin or service. */
+export default async function statsRoutes (app: FastifyInstance): Promise<void> {
+  app.get('/realtime/stats', {
+    onRequest: app.requireServiceOrAdmin,
+    schema: {
+      summary: 'Connections, users and channels over every instance',
+      tags: ['stats'],
+      security: [{ bearerAuth: [] }],
+      response: { 200: ClusterStatsSchema }
+    }
+  }, async () => await app.clusterStats())
+}

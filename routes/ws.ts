@@ -1,0 +1,144 @@
+import type { ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
+import type { FastifyInstance } from 'fastify'
+import type { RawData, WebSocket } from 'ws'
+import { defaultChannels } from '../lib/channels.js'
+import { newConnectionId } from '../lib/connection.js'
+import { CloseCode } from '../lib/errors.js'
+import { serverFrame } from '../lib/protocol.js'
+import { WsConnection, type WsConnectionOptions } from '../lib/ws-connection.js'
+import { WsSession, type WsSessionDeps } from '../lib/ws-session.js'
+
+/**
+ * GET /ws (CONTRACT §4). Authentication runs in onRequest, before the upgrade, so a
+ * refusal is a plain HTTP 401. The socket's listeners are attached before any await.
+ */
+export default async function wsRoutes (app: FastifyInstance): Promise<void> {
+  const { config, hub, gatewayMetrics: metrics } = app
+  // One timer for every socket: ping each, cut those that missed the previous ping. The
+  // hub's registry is the list (a Set of our own would cost an entry per connection).
+  const heartbeat = setInterval(() => {
+    for (const connection of hub.connections()) {
+      if (!(connection instanceof WsConnection)) continue
+      if (!connection.alive) {
+        connection.socket.terminate()
+        continue
+      }
+      connection.alive = false
+      connection.socket.ping()
+    }
+  }, config.HEARTBEAT_MS)
+  heartbeat.unref()
+  app.addHook('onClose', async () => { clearInterval(heartbeat) })
+
+  // Shared by every connection: what a socket holds for its whole life is what idle
+  // memory per connection is made of, so nothing here is built per socket.
+  const connectionOptions: WsConnectionOptions = {
+    sendBufferLimit: config.SEND_BUFFER_LIMIT_BYTES,
+    onTooSlow: () => metrics.slowClients.inc({ transport: 'ws' })
+  }
+  const sessionDeps: WsSessionDeps = {
+    hub,
+    verifyToken: (token) => app.verifyToken(token),
+    stats: () => app.clusterStats(),
+    log: app.log,
+    rateLimit: {
+      perSecond: config.WS_RATE_LIMIT_PER_SECOND,
+      burst: config.WS_RATE_LIMIT_BURST,
+      strikes: config.WS_RATE_LIMIT_STRIKES
+    },
+    onFrame: metrics.frameReceived,
+    onRateLimited: () => metrics.rateLimited.inc()
+  }
+
+  // The listeners every socket shares. A socket's own state hangs off the socket, so a
+  // connection costs no closures: after ws's own objects, they were most of its idle memory.
+  function onMessage (this: WebSocket, data: RawData, isBinary: boolean): void {
+    const session = sessionOf(this)
+    if (session.isClosing) return
+    const admission = session.admit()
+    session.receive(admission !== 'ok' || isBinary ? '' : data.toString(), admission)
+    session.releaseReadBuffer()
+  }
+  function onPong (this: WebSocket): void {
+    const session = sessionOf(this)
+    session.alive = true
+    session.releaseReadBuffer()
+  }
+  function onError (this: WebSocket, err: Error): void {
+    app.log.debug({ err, connectionId: (this as SessionSocket)[kSession]?.id }, 'socket error')
+    this.terminate()
+  }
+  function onClose (this: WebSocket): void {
+    const session = sessionOf(this)
+    session.dispose()
+    hub.remove(session)
+  }
+
+  /** Subscribes a new connection to its own channels, then greets it. Never rejects. */
+  function greet (connection: WsConnection): Promise<void> {
+    const identity = connection.identity
+    const channels = defaultChannels(identity)
+    return hub.subscribe(connection, channels).then((outcome) => {
+      connection.send(serverFrame.connected({
+        connectionId: connection.id,
+        userId: identity.userId,
+        roles: identity.roles,
+        channels,
+        heartbeatMs: config.HEARTBEAT_MS
+      }))
+      outcome.replay()
+    }).catch((err) => {
+      app.log.error({ err, connectionId: connection.id }, 'could not subscribe a new connection')
+      connection.close(CloseCode.INTERNAL_ERROR, 'could not subscribe')
+    })
+  }
+
+  app.get('/ws', {
+    websocket: true,
+    onRequest: app.authenticateClient,
+    schema: { hide: true }
+  }, (socket, request) => {
+    releaseUpgradeRequest(socket, request.raw.socket)
+    socket.on('error', onError)
+    const identity = request.identity
+    const userId = identity.userId
+    const refusal = hub.connectionCount() >= config.MAX_CONNECTIONS
+      ? 'instance connection limit reached'
+      : userId !== null && hub.userConnectionCount(userId) >= config.MAX_CONNECTIONS_PER_USER
+        ? 'too many connections for this user'
+        : undefined
+    if (refusal !== undefined) {
+      metrics.refusedConnections.inc({ transport: 'ws', reason: refusal })
+      // A bare connection, only to close it: no session, no hub entry, no expiry.
+      new WsConnection(newConnectionId(), identity, socket, connectionOptions).close(CloseCode.TRY_AGAIN_LATER, refusal)
+      return
+    }
+
+    const session = new WsSession(newConnectionId(), identity, socket, connectionOptions, sessionDeps)
+    hub.add(session)
+    ;(socket as SessionSocket)[kSession] = session
+    session.holdFramesUntil(greet(session))
+    socket.on('message', onMessage)
+    socket.on('pong', onPong)
+    socket.on('close', onClose)
+  })
+}
+
+/** What the shared listeners need of one socket: its session (which is its connection). */
+const kSession = Symbol('gateway session')
+type SessionSocket = WebSocket & { [kSession]?: WsSession }
+const sessionOf = (socket: WebSocket): WsSession => (socket as SessionSocket)[kSession] as WsSession
+
+/**
+ * @fastify/websocket's own 'error' listener closes over the upgrade's request and reply,
+ * and the upgrade leaves its ServerResponse on the raw socket: together they keep the
+ * request, its headers (token included) and its logger alive as long as the socket,
+ * several kilobytes per idle connection. Our 'error' listener does what theirs did
+ * (terminate), without them.
+ */
+function releaseUpgradeRequest (socket: { removeAllListeners(event: 'error'): unknown }, raw: Socket): void {
+  socket.removeAllListeners('error')
+  const response = (raw as Socket & { _httpMessage?: ServerResponse | null })._httpMessage
+  response?.detachSocket(raw)
+}
