@@ -1,11 +1,10 @@
 import { randomBytes } from 'node:crypto'
-import kafkajs from 'kafkajs'
 import t from 'tap'
 import { parse as parseYaml } from 'yaml'
 import { deleteRedisPrefix, portOpen, read } from './deploy-files.js'
 import { post, requireService, serviceToken, sleep, SseClient, startServer, token, WsClient } from './helper.js'
 import { exposedSeries, readPromQl, templateLabels } from './promql.js'
-import { KAFKA_BROKERS, useKafka } from './kafka-fixture.js'
+import { kafkaFixture, useKafka } from './kafka-fixture.js'
 
 /**
  * Every metric the Grafana dashboard and the Prometheus alerts query is one a real
@@ -14,7 +13,6 @@ import { KAFKA_BROKERS, useKafka } from './kafka-fixture.js'
  */
 
 const REDIS_URL = 'redis://127.0.0.1:6379'
-const KAFKA = KAFKA_BROKERS
 /** Series Prometheus makes itself, not read from /metrics. */
 const SYNTHETIC: Record<string, string[]> = { up: [] }
 /** Labels Prometheus adds to every scraped series. */
@@ -58,27 +56,11 @@ t.test('every metric and label the dashboard and alerts query is exported by a r
   if (!requireService(t, 'redis', await portOpen('127.0.0.1', 6379))) return
   // Shared with the other Kafka files; kafka-restart.test.ts takes it exclusively.
   if (!await useKafka(t)) return
-  const id = randomBytes(4).toString('hex')
-  const topicPrefix = `tdash${id}.`
-  const redisPrefix = `test:dashboard:${id}:`
-  const kafka = new kafkajs.Kafka({ clientId: `dash-${id}`, brokers: [KAFKA], logLevel: kafkajs.logLevel.NOTHING })
-  const admin = kafka.admin()
-  await admin.connect()
-  const topics = ['order.created', 'order.updated', 'order.cancelled', 'inventory.updated', 'product.created', 'product.updated',
-    'notification.created', 'realtime.publish', 'realtime.dlq'].map((topic) => `${topicPrefix}${topic}`)
-  await admin.createTopics({ waitForLeaders: true, topics: topics.map((topic) => ({ topic, numPartitions: 1 })) })
-  const producer = kafka.producer()
-  await producer.connect()
-  t.teardown(async () => {
-    await producer.disconnect()
-    await admin.deleteTopics({ topics }).catch(() => {})
-    await admin.disconnect()
-    await deleteRedisPrefix(REDIS_URL, redisPrefix)
-  })
-
-  const { app, url, wsUrl } = await startServer(t, {
-    REDIS_URL, REDIS_KEY_PREFIX: redisPrefix, KAFKA_BROKERS: KAFKA, KAFKA_TOPIC_PREFIX: topicPrefix, KAFKA_GROUP_ID: `dash-${id}`
-  })
+  // Topics made and removed by the shared fixture (it waits for their leaders).
+  const kafka = await kafkaFixture(t, 1)
+  const redisPrefix = `test:dashboard:${randomBytes(4).toString('hex')}:`
+  t.teardown(async () => { await deleteRedisPrefix(REDIS_URL, redisPrefix) })
+  const { app, url, wsUrl } = await startServer(t, { ...kafka.env, REDIS_URL, REDIS_KEY_PREFIX: redisPrefix })
 
   // Traffic on every path the dashboard watches: both transports, HTTP and Kafka ingress.
   const ws = await WsClient.connect(t, wsUrl, token('dash-user'))
@@ -91,7 +73,7 @@ t.test('every metric and label the dashboard and alerts query is exported by a r
   // The consumer joins its group in a few seconds; until then messages wait in the topic.
   for (let i = 0; i < 40 && !/^orders_total\{/m.test(scrape); i++) {
     if (i % 5 === 0) {
-      await producer.send({ topic: `${topicPrefix}order.updated`, messages: [{ value: JSON.stringify({ orderId: `o-${i}`, buyerId: 'dash-user', status: 'shipped' }) }] })
+      await kafka.produce('order.updated', { orderId: `o-${i}`, buyerId: 'dash-user', status: 'shipped' })
     }
     await sleep(500)
     scrape = await (await fetch(`${url}/metrics`)).text()

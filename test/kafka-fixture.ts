@@ -58,12 +58,20 @@ export async function kafkaFixture (t: Test, partitions = 3): Promise<KafkaFixtu
   const groupId = `gw-test-${id}`
   const kafka = client(`test-${id}`)
   const admin = kafka.admin()
-  await admin.connect()
-  const names = [...KAFKA_TOPICS, 'realtime.dlq'].map((topic) => `${prefix}${topic}`)
-  await admin.createTopics({ waitForLeaders: false, topics: names.map((topic) => ({ topic, numPartitions: partitions })) })
-  await untilLeaders(admin, names, partitions)
   const producer = kafka.producer({ allowAutoTopicCreation: false })
-  await producer.connect()
+  const names = [...KAFKA_TOPICS, 'realtime.dlq'].map((topic) => `${prefix}${topic}`)
+  try {
+    await admin.connect()
+    await admin.createTopics({ waitForLeaders: false, topics: names.map((topic) => ({ topic, numPartitions: partitions })) })
+    await untilLeaders(admin, names, partitions)
+    await producer.connect()
+  } catch (err) {
+    // An open client would keep the test process alive until tap's timeout.
+    await producer.disconnect().catch(() => {})
+    await admin.deleteTopics({ topics: names, timeout: 5000 }).catch(() => {})
+    await admin.disconnect().catch(() => {})
+    throw err
+  }
   const consumers: Array<{ disconnect: () => Promise<void> }> = []
 
   const fixture: KafkaFixture = {
