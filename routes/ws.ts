@@ -5,6 +5,7 @@ import type { RawData, WebSocket } from 'ws'
 import { defaultChannels } from '../lib/channels.js'
 import { newConnectionId } from '../lib/connection.js'
 import { CloseCode } from '../lib/errors.js'
+import { compactListeners } from '../lib/listener-table.js'
 import { serverFrame } from '../lib/protocol.js'
 import { WsConnection, type WsConnectionOptions } from '../lib/ws-connection.js'
 import { WsSession, type WsSessionDeps } from '../lib/ws-session.js'
@@ -122,6 +123,8 @@ export default async function wsRoutes (app: FastifyInstance): Promise<void> {
     socket.on('message', onMessage)
     socket.on('pong', onPong)
     socket.on('close', onClose)
+    // Its listeners are set for life: a compact table instead of a hash table per socket.
+    compactListeners(socket)
   })
 }
 
