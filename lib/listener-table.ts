@@ -2,15 +2,15 @@ import type { EventEmitter } from 'node:events'
 
 /**
  * Node's EventEmitter keeps its listeners in `_events`, an object created as
- * `{ __proto__: null }`, which V8 keeps in dictionary mode: a hash table of about 350 B
- * once four event names are in it (a socket's `error`, `message`, `pong`, `close`). Over
+ * `{ __proto__: null }`, which V8 keeps in dictionary mode: a 256 B hash table once
+ * four event names are in it (a socket's `error`, `message`, `pong`, `close`). Over
  * thousands of idle WebSockets that table was the largest thing the gateway kept per
  * connection beyond what bare `ws` keeps (bench/README.md).
  *
  * A table made by this constructor has the same semantics — no inherited keys, so an
  * event named `toString` or `constructor` finds nothing — but V8 gives it fast, in-object
  * properties and one hidden class shared by every socket whose listeners were added in
- * the same order: about 40 B. EventEmitter reads and writes `_events` as a plain object,
+ * the same order: 56 B. EventEmitter reads and writes `_events` as a plain object,
  * so listeners added, removed or emitted later behave as before (test/listener-table.test.ts).
  */
 const ListenerTable = function ListenerTable () {} as unknown as new () => Record<string | symbol, unknown>
