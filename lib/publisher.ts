@@ -1,5 +1,6 @@
 import type { Broker } from './broker.js'
 import type { EventDraft, PublishedEvent, StreamPosition } from './event.js'
+import { inBurst } from './write-batch.js'
 
 export interface PublishReceipt {
   /** Per channel, the position of the last event this publish put there. */
@@ -11,9 +12,12 @@ export interface PublishReceipt {
  * Publishes drafts in the order given. They are issued together: brokers assign offsets
  * in call order, so events for the same channel keep the order of the drafts.
  * Rejects if any publish failed; the caller reports failure (never a silent 202).
+ * Several drafts are one burst (lib/write-batch.ts): what a broker delivers while they are
+ * issued (the memory broker, synchronously) leaves as one write per socket.
  */
 export async function publishAll (broker: Broker, drafts: readonly EventDraft[]): Promise<PublishedEvent[]> {
-  return await Promise.all(drafts.map((d) => broker.publish(d)))
+  if (drafts.length === 1) return [await broker.publish(drafts[0])]
+  return await Promise.all(inBurst(() => drafts.map((d) => broker.publish(d))))
 }
 
 export function receiptOf (events: readonly PublishedEvent[]): PublishReceipt {

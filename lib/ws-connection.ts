@@ -4,6 +4,7 @@ import { type Connection, HubMember } from './connection.js'
 import { CloseCode } from './errors.js'
 import type { EncodedEvent } from './event.js'
 import type { Identity } from './identity.js'
+import { batchesFirstFrame, type Flushable, joinBatch } from './write-batch.js'
 
 export interface WsConnectionOptions {
   /** Bytes the socket may have queued before the client counts as too slow (4008). */
@@ -13,31 +14,22 @@ export interface WsConnectionOptions {
 }
 
 /**
- * Write batching. The first send to a socket corks it; every corked socket is uncorked
- * at the end of this turn of the event loop (setImmediate), so whatever was published in
- * the turn (a burst, or the HTTP publishes read in one poll) leaves as one write per
- * socket, not one syscall per frame, which on a fan-out is most of the cost. A socket
- * with more than CORK_FLUSH_BYTES held back is written out at once, so corking never
- * makes a fast client look too slow.
+ * A socket with more than this corked is written out at once, so batching never makes a
+ * fast client look too slow.
  */
 const CORK_FLUSH_BYTES = 64 * 1024
-const corked: WsConnection[] = []
-
-function uncorkAll (): void {
-  for (const connection of corked) connection.flush()
-  corked.length = 0
-}
 
 /** Sends a Buffer as a text frame (the encoded event is UTF-8 JSON). */
 const TEXT = { binary: false } as const
 
 /** A Connection over a `ws` WebSocket. */
-export class WsConnection extends HubMember implements Connection {
+export class WsConnection extends HubMember implements Connection, Flushable {
   readonly transport = 'ws' as const
   /** Set by the heartbeat: false after a ping until the pong arrives. */
   alive = true
   private closing = false
-  private corked = false
+  /** This turn's writes (lib/write-batch.ts): none yet, one frame written at once, or corked. */
+  private turnWrites: null | 'written' | 'corked' = null
   /** No extension was negotiated (no compression): event frames can go out prebuilt. */
   private readonly plainFrames: boolean
 
@@ -57,6 +49,13 @@ export class WsConnection extends HubMember implements Connection {
     // header and two writes) was most of a fan-out's allocations, and so of its GC.
     // Frames are written whole, so they never interleave with ws's own.
     if (!this.writable()) return
+    if (this.turnWrites === null && !batchesFirstFrame()) {
+      this.turnWrites = 'written'
+      joinBatch(this)
+      this.rawSocket.write(event.wsFrameBytes)
+      return
+    }
+    this.cork()
     this.rawSocket.write(event.wsFrameBytes)
     this.flushIfFull()
   }
@@ -64,13 +63,14 @@ export class WsConnection extends HubMember implements Connection {
   /** Sends a text frame (a string, or UTF-8 bytes) unless the client has fallen too far behind. */
   send (text: string | Buffer): void {
     if (!this.writable()) return
+    this.cork()
     this.socket.send(text, TEXT)
     this.flushIfFull()
   }
 
   /**
    * Whether a frame may be written now: the socket is open and not too far behind (else
-   * it is cut with 4008). Corks the socket for the rest of the loop turn.
+   * it is cut with 4008).
    */
   private writable (): boolean {
     if (this.closing || this.socket.readyState !== 1) return false
@@ -79,23 +79,27 @@ export class WsConnection extends HubMember implements Connection {
       this.close(CloseCode.TOO_SLOW, 'send buffer overflow')
       return false
     }
-    if (!this.corked) {
-      this.rawSocket.cork()
-      this.corked = true
-      if (corked.push(this) === 1) setImmediate(uncorkAll)
-    }
     return true
   }
 
-  private flushIfFull (): void {
-    if (this.rawSocket.writableLength > CORK_FLUSH_BYTES) this.flush()
+  /** Corks the socket until the end of the burst or turn (once per turn). */
+  private cork (): void {
+    if (this.turnWrites === 'corked') return
+    if (this.turnWrites === null) joinBatch(this)
+    this.turnWrites = 'corked'
+    this.rawSocket.cork()
   }
 
-  /** Writes out what corking held back. */
-  flush (): void {
-    if (!this.corked) return
-    this.corked = false
+  private flushIfFull (): void {
+    if (this.rawSocket.writableLength <= CORK_FLUSH_BYTES) return
     this.rawSocket.uncork()
+    this.turnWrites = 'written'
+  }
+
+  /** Writes out what is corked; the next frame is this socket's first again. */
+  flush (): void {
+    if (this.turnWrites === 'corked') this.rawSocket.uncork()
+    this.turnWrites = null
   }
 
   /**
@@ -122,6 +126,7 @@ export class WsConnection extends HubMember implements Connection {
   close (code: number, reason: string): void {
     if (this.closing) return
     this.closing = true
+    this.flush() // what was sent before the close goes before the close frame
     try {
       this.socket.close(code, reason)
     } catch {

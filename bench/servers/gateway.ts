@@ -1,5 +1,6 @@
 import { buildApp } from '../../app.js'
 import { configFrom } from '../../lib/config.js'
+import { publishAll } from '../../lib/publisher.js'
 import { BENCH_CHANNEL, type BenchMessage, serveControl } from './control.js'
 
 /**
@@ -27,11 +28,10 @@ const config = configFrom({
 const app = await buildApp(config)
 await app.listen({ host: config.HOST, port: config.PORT })
 
+/** A burst goes through publishAll, the batch publish of Kafka batches and multi-event HTTP bodies. */
 function broadcast (messages: BenchMessage[]): void {
-  for (const m of messages) {
-    app.hub.broker.publish({ channel: BENCH_CHANNEL, type: 'bench', payload: { seq: m.seq, sentAt: m.sentAt } })
-      .catch((err: unknown) => { app.log.error({ err }, 'bench publish failed') })
-  }
+  const drafts = messages.map((m) => ({ channel: BENCH_CHANNEL, type: 'bench', payload: { seq: m.seq, sentAt: m.sentAt } }))
+  publishAll(app.hub.broker, drafts).catch((err: unknown) => { app.log.error({ err }, 'bench publish failed') })
 }
 
 const address = app.server.address()
