@@ -22,25 +22,34 @@ const CORK_FLUSH_BYTES = 64 * 1024
 /** Sends a Buffer as a text frame (the encoded event is UTF-8 JSON). */
 const TEXT = { binary: false } as const
 
-/** A Connection over a `ws` WebSocket. */
-export class WsConnection extends HubMember implements Connection, Flushable {
-  readonly transport = 'ws' as const
+/**
+ * A Connection over a `ws` WebSocket. `O`: what the subclass needs beside the options,
+ * kept in the same shared object (a field per socket is memory per connection).
+ */
+export class WsConnection<O extends WsConnectionOptions = WsConnectionOptions> extends HubMember implements Connection, Flushable {
   /** Set by the heartbeat: false after a ping until the pong arrives. */
   alive = true
   private closing = false
   /** This turn's writes (lib/write-batch.ts): none yet, one frame written at once, or corked. */
   private turnWrites: null | 'written' | 'corked' = null
-  /** No extension was negotiated (no compression): event frames can go out prebuilt. */
-  private readonly plainFrames: boolean
 
   constructor (
     readonly id: string,
     public identity: Identity,
     readonly socket: WebSocket,
-    private readonly options: WsConnectionOptions
+    protected readonly options: O
   ) {
     super()
-    this.plainFrames = socket.extensions === ''
+  }
+
+  // Constants and what the socket already knows are getters, not fields on every socket.
+  get transport (): 'ws' {
+    return 'ws'
+  }
+
+  /** No extension was negotiated (no compression): event frames can go out prebuilt. */
+  private get plainFrames (): boolean {
+    return this.socket.extensions === ''
   }
 
   sendEvent (event: EncodedEvent): void {

@@ -15,7 +15,8 @@ export interface SessionLogger {
   error(obj: object, msg: string): void
 }
 
-export interface WsSessionDeps {
+/** Shared by every session of a server: the connection options and what the protocol needs. */
+export interface WsSessionDeps extends WsConnectionOptions {
   hub: Hub
   /** Verifies a token and returns who it names; throws when invalid or expired. */
   verifyToken(token: string): Identity
@@ -42,18 +43,19 @@ const IDLE: Promise<void> = Promise.resolve()
  * limit's bucket, the frame queue, the expiry entry). Two objects and the pointers between
  * them were a tenth of the gateway's own idle memory per connection.
  */
-export class WsSession extends WsConnection implements Expiring, TokenBucket {
+export class WsSession extends WsConnection<WsSessionDeps> implements Expiring, TokenBucket {
   milliTokens: number
   updatedMs = monotonicMs()
   private strikes = 0
   /** Frames still to handle, in arrival order, behind the greeting. */
   private queue = IDLE
 
-  constructor (
-    id: string, identity: Identity, socket: WebSocket, options: WsConnectionOptions,
-    private readonly deps: WsSessionDeps
-  ) {
-    super(id, identity, socket, options)
+  private get deps (): WsSessionDeps {
+    return this.options
+  }
+
+  constructor (id: string, identity: Identity, socket: WebSocket, deps: WsSessionDeps) {
+    super(id, identity, socket, deps)
     this.milliTokens = deps.rateLimit.burst * 1000
     watchExpiry(identity.exp, this)
   }

@@ -39,6 +39,7 @@ export default async function wsRoutes (app: FastifyInstance): Promise<void> {
     onTooSlow: () => metrics.slowClients.inc({ transport: 'ws' })
   }
   const sessionDeps: WsSessionDeps = {
+    ...connectionOptions,
     hub,
     verifyToken: (token) => app.verifyToken(token),
     stats: () => app.clusterStats(),
@@ -116,7 +117,7 @@ export default async function wsRoutes (app: FastifyInstance): Promise<void> {
       return
     }
 
-    const session = new WsSession(newConnectionId(), identity, socket, connectionOptions, sessionDeps)
+    const session = new WsSession(newConnectionId(), identity, socket, sessionDeps)
     hub.add(session)
     ;(socket as SessionSocket)[kSession] = session
     session.holdFramesUntil(greet(session))
