@@ -59,12 +59,12 @@ export class WsConnection<O extends WsConnectionOptions = WsConnectionOptions> e
     // Frames are written whole, so they never interleave with ws's own.
     if (!this.writable()) return
     if (this.turnWrites === null && !batchesFirstFrame()) {
+      // The turn's first frame, outside a burst or stream: out at once (lib/write-batch.ts).
       this.turnWrites = 'written'
       joinBatch(this)
-      this.rawSocket.write(event.wsFrameBytes)
-      return
+    } else {
+      this.cork()
     }
-    this.cork()
     this.rawSocket.write(event.wsFrameBytes)
     this.flushIfFull()
   }
@@ -100,7 +100,7 @@ export class WsConnection<O extends WsConnectionOptions = WsConnectionOptions> e
   }
 
   private flushIfFull (): void {
-    if (this.rawSocket.writableLength <= CORK_FLUSH_BYTES) return
+    if (this.turnWrites !== 'corked' || this.rawSocket.writableLength <= CORK_FLUSH_BYTES) return
     this.rawSocket.uncork()
     this.turnWrites = 'written'
   }
