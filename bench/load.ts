@@ -110,7 +110,12 @@ function connectOne (request: ConnectRequest, index: number): Promise<WebSocket>
   })
 }
 
-async function connectAll (request: ConnectRequest) {
+/**
+ * Opens `count` clients, `concurrency` handshakes at a time. They stay open, unless
+ * `churn`: then each is closed again as soon as it is ready (the warm-up churn), so
+ * no more than `concurrency` are open at once.
+ */
+async function connectAll (request: ConnectRequest, churn = false) {
   kind = request.kind
   const started = now()
   let next = 0
@@ -120,7 +125,9 @@ async function connectAll (request: ConnectRequest) {
     while (next < request.count) {
       const index = request.from + next++
       try {
-        sockets.push(await connectOne(request, index))
+        const ws = await connectOne(request, index)
+        if (churn) await closeGracefully(ws)
+        else sockets.push(ws)
         ok++
       } catch (err) {
         const message = (err as Error).message
@@ -132,8 +139,19 @@ async function connectAll (request: ConnectRequest) {
   return { ok, failed: request.count - ok, errors: Object.fromEntries(errors), ms: now() - started }
 }
 
+/** Closes a ready client with a close handshake (not counted as dropped); resolves once it is gone. */
+function closeGracefully (ws: WebSocket): Promise<void> {
+  return new Promise((resolve) => {
+    ws.removeListener('close', onDropped)
+    const timer = setTimeout(() => { ws.terminate(); resolve() }, 10_000)
+    ws.once('close', () => { clearTimeout(timer); resolve() })
+    ws.close(1000)
+  })
+}
+
 serve({
   connect: (request) => connectAll(request as unknown as ConnectRequest),
+  churn: (request) => connectAll(request as unknown as ConnectRequest, true),
   /** Resets the counters: the next `wait` resolves after `perClient` frames on every open client. */
   arm: (request) => {
     timing = request.timing === true

@@ -21,6 +21,10 @@ export interface Settings {
   settleMs: number
   loadProcesses: number
   connectConcurrency: number
+  /** Clients that connect, subscribe and close before the idle-memory baseline (the warm-up churn). */
+  churnConnections: number
+  /** How often each server runs at each C; the table shows the medians. */
+  rounds: number
   /** Source addresses 127.0.0.1…n for the clients, when one runs short of ephemeral ports. */
   sourceAddresses: number
   profileDir?: string
@@ -28,7 +32,8 @@ export interface Settings {
   noHttp?: boolean
 }
 
-interface Mem { rss: number, heapUsed: number }
+/** What the servers' `mem` op answers: after GC; `spaces` is used bytes per V8 heap space. */
+interface Mem { rss: number, heapUsed: number, spaces: Record<string, number> }
 type Measured = Pick<ScenarioResult, 'fanout' | 'fanoutHttp' | 'latency' | 'latencyHttp' | 'httpFailures'> & { httpLastFailure?: string }
 
 export interface ScenarioResult {
@@ -37,7 +42,15 @@ export interface ScenarioResult {
   connected: number
   connectErrors: Record<string, number>
   connectPerSec: number
-  memory?: { rssPerConnection: number, heapPerConnection: number, before: Mem, after: Mem }
+  memory?: {
+    rssPerConnection: number
+    heapPerConnection: number
+    /** The heap figure by V8 space: a large code_space share is JIT work, not connection state. */
+    heapSpacesPerConnection?: Record<string, number>
+    /** Absent from a median of rounds. */
+    before?: Pick<Mem, 'rss' | 'heapUsed'>
+    after?: Pick<Mem, 'rss' | 'heapUsed'>
+  }
   fanout?: Fanout
   fanoutHttp?: Fanout
   latency?: Latency
@@ -82,7 +95,7 @@ const WARMUP_CONNECTIONS = 100
  */
 export async function connectClients (
   loads: ChildChannel[], kind: ClientKind, targets: Array<{ url: string, count: number }>, settings: Settings, secret: string,
-  firstIndex = 0
+  firstIndex = 0, op: 'connect' | 'churn' = 'connect'
 ): Promise<{ connected: number, perSec: number, errors: Record<string, number> }> {
   const total = sum(targets.map((t) => t.count))
   const requests: Array<Promise<{ ok: number, errors: Record<string, number> }>> = []
@@ -93,7 +106,7 @@ export async function connectClients (
     loads.forEach((load, i) => {
       const count = Math.max(0, Math.min(share, target.count - i * share))
       requests.push(load.request({
-        op: 'connect',
+        op,
         kind,
         url: target.url,
         from,
@@ -187,11 +200,20 @@ export async function runScenario (server: ServerName, connections: number, sett
     const url = server === 'gateway' ? `ws://127.0.0.1:${port}/ws`
       : server === 'socketio' ? `ws://127.0.0.1:${port}/socket.io/?EIO=4&transport=websocket` : `ws://127.0.0.1:${port}/`
     const kind = server === 'gateway' ? 'gateway' : server === 'socketio' ? 'socketio' : 'ws'
-    // A warm-up batch pays every server's one-time costs (code compiled on first use,
-    // registries sized) before the baseline, so the idle figure is what each further
-    // connection costs, the same way for every server. It stays connected: C in all.
+    // Before the baselines, every server's one-time costs are paid, the same way for
+    // every server: a warm-up batch that stays connected (C in all) sizes the registries
+    // and compiles the connection paths; then a churn (clients that connect, subscribe
+    // and close again, 50 at a time) runs those paths often enough for the JIT to
+    // optimise them. RSS is measured from before the churn: what the process as a whole
+    // grew by, the churn's leftovers included (its freed pages would otherwise be reused
+    // by the new clients and hide their cost). Heap is measured from after the churn:
+    // what the idle connections hold, without the optimised code.
     const warmupCount = Math.min(WARMUP_CONNECTIONS, Math.floor(connections / 10))
     const warmup = await connectClients(loads, kind, [{ url, count: warmupCount }], settings, secret)
+    await sleep(settings.settleMs)
+    const beforeChurn = await srv.request<Mem>({ op: 'mem' }, 30_000)
+    const churn = await connectClients(loads, kind, [{ url, count: settings.churnConnections }], settings, secret, connections, 'churn')
+    if (churn.connected < settings.churnConnections) throw new Error(`warm-up churn: ${churn.connected} of ${settings.churnConnections} connected: ${JSON.stringify(churn.errors)}`)
     await sleep(settings.settleMs)
     const before = await srv.request<Mem>({ op: 'mem' }, 30_000)
     const connect = await connectClients(loads, kind, [{ url, count: connections - warmupCount }], settings, secret, warmupCount)
@@ -204,10 +226,13 @@ export async function runScenario (server: ServerName, connections: number, sett
     // Idle memory, after GC, against the same server's figure after the warm-up batch.
     await sleep(settings.settleMs)
     const after = await srv.request<Mem>({ op: 'mem' }, 30_000)
+    const perConnection = (a: number, b: number) => (a - b) / connect.connected
     result.memory = {
-      rssPerConnection: (after.rss - before.rss) / connect.connected,
-      heapPerConnection: (after.heapUsed - before.heapUsed) / connect.connected,
-      before: { rss: before.rss, heapUsed: before.heapUsed },
+      rssPerConnection: perConnection(after.rss, beforeChurn.rss),
+      heapPerConnection: perConnection(after.heapUsed, before.heapUsed),
+      heapSpacesPerConnection: Object.fromEntries(Object.entries(after.spaces)
+        .map(([space, used]) => [space, Math.round(perConnection(used, before.spaces[space] ?? 0))])),
+      before: { rss: beforeChurn.rss, heapUsed: before.heapUsed },
       after: { rss: after.rss, heapUsed: after.heapUsed }
     }
     if (settings.profileDir !== undefined) {

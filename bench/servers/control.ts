@@ -1,6 +1,6 @@
 import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
-import { writeHeapSnapshot } from 'node:v8'
+import { getHeapSpaceStatistics, writeHeapSnapshot } from 'node:v8'
 import { now, sleep } from '../lib/clock.js'
 import { type Handlers, notify, serve } from '../lib/ipc.js'
 
@@ -48,7 +48,8 @@ export function serveControl (server: BenchServer, port: number): void {
     mem: async () => {
       await collect()
       const m = process.memoryUsage()
-      return { rss: m.rss, heapUsed: m.heapUsed, heapTotal: m.heapTotal, external: m.external, arrayBuffers: m.arrayBuffers }
+      const spaces = Object.fromEntries(getHeapSpaceStatistics().map((s) => [s.space_name, s.space_used_size]))
+      return { rss: m.rss, heapUsed: m.heapUsed, heapTotal: m.heapTotal, external: m.external, arrayBuffers: m.arrayBuffers, spaces }
     },
     cpu: () => ({ ...process.cpuUsage() }),
     connections: () => ({ connections: server.connections() }),
