@@ -1,5 +1,5 @@
 import { type Fanout, type Latency, median, sum } from './measure.js'
-import type { ScenarioResult, ServerName } from './scenario.js'
+import type { ScenarioResult } from './scenario.js'
 
 /**
  * Repeated rounds: each server runs at each C `rounds` times, the servers taking turns
@@ -39,7 +39,7 @@ function combine (runs: Round[]): ScenarioResult {
   const errors = present(runs.map((r) => r.error))
   const httpFailures = present(runs.map((r) => r.httpFailures))
   return {
-    server: server as ServerName,
+    server,
     connections,
     connected: Math.min(...runs.map((r) => r.connected)),
     connectErrors,

@@ -9,7 +9,7 @@ import { combineRounds, roundOrder } from './rounds.js'
 import { runScenario, type ScenarioResult, SERVERS, type ServerName, type Settings } from './scenario.js'
 
 /**
- * npm run bench [-- --quick] [--connections=1000,5000] [--only=gateway,ws-corked] [--rounds=N] [--burst-deliveries=N] [--profile] [--no-http]
+ * npm run bench [-- --quick] [--connections=1000,5000] [--only=gateway,ws-corked] [--rounds=N] [--churn=N] [--burst-deliveries=N] [--profile] [--no-http]
  *   [--cluster] [--no-cluster] [--cluster-connections=1000,5000]
  *
  * The cross-instance case (bench/cluster.ts: 3 gateways on one Redis) runs with
