@@ -1,8 +1,9 @@
 # syntax=docker/dockerfile:1
 # realtime-gateway: build with the dev dependencies, run with the production ones only.
-# test/packaging.test.ts checks the rules below statically (no Docker engine in CI).
+# test/deploy/packaging.test.ts checks the rules below statically (no Docker engine in CI).
 
-ARG NODE_IMAGE=node:20-slim
+# Node 24 LTS: the production runtime (CI runs the suite on it; Node 20 is past end of life).
+ARG NODE_IMAGE=node:24-slim
 
 # ---- build: TypeScript → dist/ (and whatever else `npm run build` makes) ----
 FROM ${NODE_IMAGE} AS build
@@ -26,7 +27,7 @@ COPY --from=build /app/dist ./dist
 COPY --from=build /app/public ./public
 USER node
 EXPOSE 3000
-# node:20-slim has no curl: Node's own fetch asks the liveness probe.
+# node:24-slim has no curl: Node's own fetch asks the liveness probe.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.PORT || 3000) + '/health/live').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 # node itself is PID 1's child (compose: init: true) or PID 1, never npm: SIGTERM reaches

@@ -1,7 +1,7 @@
 import closeWithGrace from 'close-with-grace'
 import { buildApp } from './app.js'
-import { type Config, ConfigError, loadConfig } from './lib/config.js'
-import { DEV_SECRET_FILE, makeDevSecret } from './lib/token.js'
+import { type Config, ConfigError, loadConfig } from './lib/ops/config.js'
+import { DEV_SECRET_FILE, makeDevSecret } from './lib/auth/token.js'
 
 /** Runs the gateway: reads the environment, listens, and shuts down gracefully. */
 async function main (): Promise<void> {

@@ -1,5 +1,5 @@
 import WebSocket from 'ws'
-import { mintToken } from '../lib/token.js'
+import { mintToken } from '../lib/auth/token.js'
 import { now } from './lib/clock.js'
 import { Histogram } from './lib/histogram.js'
 import { serve } from './lib/ipc.js'

@@ -27,22 +27,34 @@ export const rate = (v: number) => v >= 1e6 ? `${(v / 1e6).toFixed(2)}M` : v >= 
 const METRICS: Metric[] = [
   { name: 'connect rate, conn/s', direction: 'higher', gateway: (r) => r.connectPerSec || undefined, peer: (r) => r.connectPerSec || undefined, format: rate },
   {
-    name: 'heap per 10k idle conns, MB', direction: 'lower', format: fixed(1),
-    gateway: (r) => r.memory && per10kMB(r.memory.heapPerConnection), peer: (r) => r.memory && per10kMB(r.memory.heapPerConnection),
+    name: 'heap per 10k idle conns, MB',
+    direction: 'lower',
+    format: fixed(1),
+    gateway: (r) => r.memory && per10kMB(r.memory.heapPerConnection),
+    peer: (r) => r.memory && per10kMB(r.memory.heapPerConnection),
     targets: [{ peer: 'ws-naive', limit: 1.3 }, { peer: 'socketio', limit: 0.5 }]
   },
   {
-    name: 'RSS per 10k idle conns, MB', direction: 'lower', format: fixed(1),
-    gateway: (r) => r.memory && per10kMB(r.memory.rssPerConnection), peer: (r) => r.memory && per10kMB(r.memory.rssPerConnection),
+    name: 'RSS per 10k idle conns, MB',
+    direction: 'lower',
+    format: fixed(1),
+    gateway: (r) => r.memory && per10kMB(r.memory.rssPerConnection),
+    peer: (r) => r.memory && per10kMB(r.memory.rssPerConnection),
     targets: [{ peer: 'ws-naive', limit: 1.3 }, { peer: 'socketio', limit: 0.5 }]
   },
   {
-    name: '1M conns on paper (RSS), GiB', direction: 'lower', format: fixed(2),
-    gateway: (r) => r.memory && (r.memory.rssPerConnection * 1e6) / KiB ** 3, peer: (r) => r.memory && (r.memory.rssPerConnection * 1e6) / KiB ** 3
+    name: '1M conns on paper (RSS), GiB',
+    direction: 'lower',
+    format: fixed(2),
+    gateway: (r) => r.memory && (r.memory.rssPerConnection * 1e6) / KiB ** 3,
+    peer: (r) => r.memory && (r.memory.rssPerConnection * 1e6) / KiB ** 3
   },
   {
-    name: 'fan-out, delivered msgs/s', direction: 'higher', format: rate,
-    gateway: (r) => r.fanout?.messagesPerSec, peer: (r) => r.fanout?.messagesPerSec,
+    name: 'fan-out, delivered msgs/s',
+    direction: 'higher',
+    format: rate,
+    gateway: (r) => r.fanout?.messagesPerSec,
+    peer: (r) => r.fanout?.messagesPerSec,
     targets: [{ peer: 'ws-corked', limit: 0.8 }, { peer: 'socketio', limit: 3 }]
   },
   { name: '  gateway fed by HTTP publish', direction: 'higher', format: rate, gateway: (r) => r.fanoutHttp?.messagesPerSec, peer: (r) => r.fanout?.messagesPerSec },
@@ -50,8 +62,11 @@ const METRICS: Metric[] = [
   { name: '  gateway fed by HTTP publish', direction: 'lower', format: fixed(2), gateway: (r) => r.fanoutHttp?.cpuUsPerMessage, peer: (r) => r.fanout?.cpuUsPerMessage },
   { name: 'latency p50, ms', direction: 'lower', format: fixed(2), gateway: (r) => r.latency?.p50, peer: (r) => r.latency?.p50 },
   {
-    name: 'latency p99, ms', direction: 'lower', format: fixed(2),
-    gateway: (r) => r.latency?.p99, peer: (r) => r.latency?.p99,
+    name: 'latency p99, ms',
+    direction: 'lower',
+    format: fixed(2),
+    gateway: (r) => r.latency?.p99,
+    peer: (r) => r.latency?.p99,
     targets: [{ peer: 'ws-naive', limit: 1.2 }]
   },
   { name: '  p50 gateway fed by HTTP', direction: 'lower', format: fixed(2), gateway: (r) => r.latencyHttp?.p50, peer: (r) => r.latency?.p50 },

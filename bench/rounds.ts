@@ -44,10 +44,12 @@ function combine (runs: Round[]): ScenarioResult {
     connected: Math.min(...runs.map((r) => r.connected)),
     connectErrors,
     connectPerSec: medianOf(runs, (r) => r.connectPerSec),
-    memory: memories.length === 0 ? undefined : {
-      rssPerConnection: medianOf(memories, (m) => m.rssPerConnection),
-      heapPerConnection: medianOf(memories, (m) => m.heapPerConnection)
-    },
+    memory: memories.length === 0
+      ? undefined
+      : {
+          rssPerConnection: medianOf(memories, (m) => m.rssPerConnection),
+          heapPerConnection: medianOf(memories, (m) => m.heapPerConnection)
+        },
     fanout: combineFanout(present(runs.map((r) => r.fanout))),
     fanoutHttp: combineFanout(present(runs.map((r) => r.fanoutHttp))),
     latency: combineLatency(present(runs.map((r) => r.latency))),

@@ -154,7 +154,7 @@ function roundMisses (): string[] {
   })
 }
 process.stdout.write(`\n${formatTable(rows)}\n\n${settings.rounds > 1 ? `Figures are medians of ${settings.rounds} rounds; ratios are of those medians. ` : ''}Ratios are gateway ÷ peer: above 1 is better for msgs/s and conn/s, below 1 is better for memory, CPU and latency.\n` +
-  `Fan-out and latency rows compare the gateway fed through its broker API; the indented rows feed it by HTTP POST /realtime/publish.\n` +
+  'Fan-out and latency rows compare the gateway fed through its broker API; the indented rows feed it by HTTP POST /realtime/publish.\n' +
   summary.map((s) => `${s}\n`).join(''))
 const clusterRows = buildClusterTable(results, clusters)
 if (clusterRows.length > 0) {

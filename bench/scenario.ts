@@ -1,6 +1,6 @@
 import { fork } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
-import { mintToken } from '../lib/token.js'
+import { mintToken } from '../lib/auth/token.js'
 import { now, sleep } from './lib/clock.js'
 import { HttpPublisher } from './lib/http-publisher.js'
 import { ChildChannel } from './lib/ipc.js'
@@ -85,7 +85,6 @@ export function startLoads (settings: Settings, track: Track): ChildChannel[] {
     return load
   })
 }
-
 
 /** Connections opened before the idle-memory baseline (at most a tenth of C). */
 const WARMUP_CONNECTIONS = 100
@@ -197,7 +196,8 @@ export async function runScenario (server: ServerName, connections: number, sett
   try {
     const { port } = await srv.event<{ port: number }>('ready', 30_000)
     loads = startLoads(settings, track)
-    const url = server === 'gateway' ? `ws://127.0.0.1:${port}/ws`
+    const url = server === 'gateway'
+      ? `ws://127.0.0.1:${port}/ws`
       : server === 'socketio' ? `ws://127.0.0.1:${port}/socket.io/?EIO=4&transport=websocket` : `ws://127.0.0.1:${port}/`
     const kind = server === 'gateway' ? 'gateway' : server === 'socketio' ? 'socketio' : 'ws'
     // Before the baselines, every server's one-time costs are paid, the same way for

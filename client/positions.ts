@@ -8,7 +8,7 @@ export interface Position {
 /**
  * The last position of every channel, so a reconnect can resume each one: as `since`
  * over WebSocket, as a `Last-Event-ID` cursor over SSE. The cursor format mirrors the
- * gateway's `lib/sse-cursor.ts` (`v1;channel,epoch,offset;…`); the client ships with
+ * gateway's `lib/transport/sse-cursor.ts` (`v1;channel,epoch,offset;…`); the client ships with
  * the gateway, so it may know what is opaque to everyone else.
  */
 export class Positions {

@@ -2,8 +2,8 @@ import fastifyJwt from '@fastify/jwt'
 import createError from '@fastify/error'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import { CLOCK_TOLERANCE_MS } from '../lib/expiry.js'
-import { ANONYMOUS, canPublish, type Identity, identityFromClaims, isAdmin } from '../lib/identity.js'
+import { CLOCK_TOLERANCE_MS } from '../lib/auth/expiry.js'
+import { ANONYMOUS, canPublish, type Identity, identityFromClaims, isAdmin } from '../lib/auth/identity.js'
 
 declare module 'fastify' {
   interface FastifyInstance {

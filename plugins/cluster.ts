@@ -1,8 +1,8 @@
 import fp from 'fastify-plugin'
-import { BrokerUnavailableError } from '../lib/broker.js'
-import { NodeRegistry } from '../lib/node-registry.js'
-import { RedisBroker } from '../lib/redis-broker.js'
-import { type ClusterStats, mergeNodeStats, type NodeStats } from '../lib/stats.js'
+import { BrokerUnavailableError } from '../lib/broker/broker.js'
+import { NodeRegistry } from '../lib/ops/node-registry.js'
+import { RedisBroker } from '../lib/broker/redis-broker.js'
+import { type ClusterStats, mergeNodeStats, type NodeStats } from '../lib/ops/stats.js'
 
 declare module 'fastify' {
   interface FastifyInstance {

@@ -1,11 +1,18 @@
 import type { FastifyError, FastifyInstance } from 'fastify'
-import { BrokerUnavailableError } from '../lib/broker.js'
-import { ClientError } from '../lib/errors.js'
-import { MissingFieldError } from '../lib/commerce-events.js'
+import { BrokerUnavailableError } from '../lib/broker/broker.js'
+import { ClientError } from '../lib/core/errors.js'
+import { MissingFieldError } from '../lib/ingress/commerce-events.js'
 
 const REASON: Record<number, string> = {
-  400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 413: 'Payload Too Large',
-  415: 'Unsupported Media Type', 429: 'Too Many Requests', 500: 'Internal Server Error', 503: 'Service Unavailable'
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  403: 'Forbidden',
+  404: 'Not Found',
+  413: 'Payload Too Large',
+  415: 'Unsupported Media Type',
+  429: 'Too Many Requests',
+  500: 'Internal Server Error',
+  503: 'Service Unavailable'
 }
 
 /**

@@ -1,12 +1,12 @@
 import { hostname } from 'node:os'
 import { randomBytes } from 'node:crypto'
 import fp from 'fastify-plugin'
-import type { Broker, DeliverFn } from '../lib/broker.js'
-import { CloseCode } from '../lib/errors.js'
-import { Hub } from '../lib/hub.js'
-import { MemoryBroker } from '../lib/memory-broker.js'
-import { RedisBroker } from '../lib/redis-broker.js'
-import type { NodeStats } from '../lib/stats.js'
+import type { Broker, DeliverFn } from '../lib/broker/broker.js'
+import { CloseCode } from '../lib/core/errors.js'
+import { Hub } from '../lib/hub/hub.js'
+import { MemoryBroker } from '../lib/broker/memory-broker.js'
+import { RedisBroker } from '../lib/broker/redis-broker.js'
+import type { NodeStats } from '../lib/ops/stats.js'
 
 declare module 'fastify' {
   interface FastifyInstance {

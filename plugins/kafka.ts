@@ -2,11 +2,11 @@ import { setTimeout as delay } from 'node:timers/promises'
 import type { FastifyBaseLogger } from 'fastify'
 import fp from 'fastify-plugin'
 import kafkajs, { type EachBatchPayload, type LogEntry } from 'kafkajs'
-import { kafkaBrokerList } from '../lib/config.js'
-import { backoffDelay, ingestMessage, type IngestContext } from '../lib/kafka-ingest.js'
-import { topicNames } from '../lib/kafka-mapping.js'
-import { createKafkaMetrics } from '../lib/kafka-metrics.js'
-import { publishAll } from '../lib/publisher.js'
+import { kafkaBrokerList } from '../lib/ops/config.js'
+import { backoffDelay, ingestMessage, type IngestContext } from '../lib/ingress/kafka-ingest.js'
+import { topicNames } from '../lib/ingress/kafka-mapping.js'
+import { createKafkaMetrics } from '../lib/ops/kafka-metrics.js'
+import { publishAll } from '../lib/ingress/publisher.js'
 
 // kafkajs is CommonJS: its classes live on the default export under NodeNext.
 const { Kafka, logLevel: KafkaLogLevel } = kafkajs

@@ -1,7 +1,7 @@
 import fp from 'fastify-plugin'
 import fastifyMetricsModule from 'fastify-metrics'
 import client from 'prom-client'
-import { createGatewayMetrics, type GatewayMetrics } from '../lib/metrics.js'
+import { createGatewayMetrics, type GatewayMetrics } from '../lib/ops/metrics.js'
 
 declare module 'fastify' {
   interface FastifyInstance {

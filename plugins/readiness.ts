@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin'
-import { Readiness } from '../lib/readiness.js'
+import { Readiness } from '../lib/ops/readiness.js'
 
 declare module 'fastify' {
   interface FastifyInstance {

@@ -65,8 +65,13 @@ function start (token) {
   $('change-token').hidden = false
 
   const orders = createOrderBook({
-    list: $('orders-by-status'), empty: $('orders-empty'), total: $('kpi-orders'), totalSub: $('kpi-orders-sub'), revenue: $('kpi-revenue'),
-    averageOrder: $('orders-aov'), cancelRate: $('orders-cancel-rate')
+    list: $('orders-by-status'),
+    empty: $('orders-empty'),
+    total: $('kpi-orders'),
+    totalSub: $('kpi-orders-sub'),
+    revenue: $('kpi-revenue'),
+    averageOrder: $('orders-aov'),
+    cancelRate: $('orders-cancel-rate')
   })
   const alerts = createAlerts({ list: $('alerts'), empty: $('alerts-empty'), badge: $('alerts-count') })
   const log = createEventLog({ list: $('log'), empty: $('log-empty'), filter: $('log-filter'), search: $('log-search'), pause: $('log-pause') })

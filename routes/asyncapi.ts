@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify'
-import { buildAsyncApiDocument } from '../lib/asyncapi.js'
+import { buildAsyncApiDocument } from '../lib/ops/asyncapi.js'
 
 /** Kept in step with the OpenAPI document's version (plugins/swagger.ts). */
 const APP_VERSION = '0.1.0'

@@ -2,12 +2,12 @@ import type { FastifyInstance } from 'fastify'
 import { Type, type TSchema } from '@sinclair/typebox'
 import {
   broadcastEvents, inventoryEvents, notificationEvents, notifyEvents, orderEvents, publishEvents
-} from '../lib/commerce-events.js'
-import type { EventDraft } from '../lib/event.js'
+} from '../lib/ingress/commerce-events.js'
+import type { EventDraft } from '../lib/core/event.js'
 import {
   BroadcastBody, InventoryBody, NotifyBody, OrderBody, PublishBody, TestNotificationBody
-} from '../lib/ingress-schemas.js'
-import { publishAll, receiptOf } from '../lib/publisher.js'
+} from '../lib/ingress/ingress-schemas.js'
+import { publishAll, receiptOf } from '../lib/ingress/publisher.js'
 
 const Position = Type.Object({ offset: Type.Integer(), epoch: Type.String() })
 const Receipt = Type.Object({

@@ -1,12 +1,12 @@
 import type { FastifyInstance, FastifyReply } from 'fastify'
 import { Type, type Static } from '@sinclair/typebox'
-import type { SincePosition } from '../lib/broker.js'
-import { canSubscribe, defaultChannels, isValidChannelName } from '../lib/channels.js'
-import { newConnectionId } from '../lib/connection.js'
-import { CloseCode } from '../lib/errors.js'
-import { scheduleExpiry } from '../lib/expiry.js'
-import { SSE_HEADERS, SseConnection } from '../lib/sse-connection.js'
-import { decodeCursor } from '../lib/sse-cursor.js'
+import type { SincePosition } from '../lib/broker/broker.js'
+import { canSubscribe, defaultChannels, isValidChannelName } from '../lib/auth/channels.js'
+import { newConnectionId } from '../lib/hub/connection.js'
+import { CloseCode } from '../lib/core/errors.js'
+import { scheduleExpiry } from '../lib/auth/expiry.js'
+import { SSE_HEADERS, SseConnection } from '../lib/transport/sse-connection.js'
+import { decodeCursor } from '../lib/transport/sse-cursor.js'
 
 const SseQuery = Type.Object({
   channels: Type.Optional(Type.String({ maxLength: 64 * 1024, description: 'comma-separated channel names' })),

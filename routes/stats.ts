@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify'
-import { ClusterStatsSchema } from '../lib/stats-schema.js'
+import { ClusterStatsSchema } from '../lib/core/stats-schema.js'
 
 export { ClusterStatsSchema }
 

@@ -1,5 +1,5 @@
-import { orderEvents, productEvents } from '../lib/commerce-events.js'
-import type { EventDraft } from '../lib/event.js'
+import { orderEvents, productEvents } from '../lib/ingress/commerce-events.js'
+import type { EventDraft } from '../lib/core/event.js'
 
 /**
  * A small shop that keeps the gateway busy for `npm run demo`: orders move

@@ -3,9 +3,9 @@
  * simulator, and a dashboard link with an admin token. Runs until Ctrl-C.
  */
 import { buildApp } from '../app.js'
-import { ConfigError, loadConfig } from '../lib/config.js'
-import { publishAll } from '../lib/publisher.js'
-import { makeDevSecret, mintToken } from '../lib/token.js'
+import { ConfigError, loadConfig } from '../lib/ops/config.js'
+import { publishAll } from '../lib/ingress/publisher.js'
+import { makeDevSecret, mintToken } from '../lib/auth/token.js'
 import { ShopSimulator } from './demo-shop.js'
 
 const ADMIN_USER = 'admin'

@@ -3,7 +3,7 @@
  * Signs with JWT_SECRET, or the secret a development server saved in .jwt-dev-secret.
  */
 import { parseArgs } from 'node:util'
-import { mintToken, readDevSecret } from '../lib/token.js'
+import { mintToken, readDevSecret } from '../lib/auth/token.js'
 
 const { values } = parseArgs({
   options: {

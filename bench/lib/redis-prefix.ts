@@ -1,5 +1,5 @@
 import { Redis } from 'ioredis'
-import { globLiteral } from '../../lib/redis-layout.js'
+import { globLiteral } from '../../lib/broker/redis-layout.js'
 
 /**
  * The cluster case's Redis keys live under a prefix of their own, and only those are

@@ -1,6 +1,6 @@
 import { buildApp } from '../../app.js'
-import { configFrom } from '../../lib/config.js'
-import { publishAll } from '../../lib/publisher.js'
+import { configFrom } from '../../lib/ops/config.js'
+import { publishAll } from '../../lib/ingress/publisher.js'
 import { BENCH_CHANNEL, type BenchMessage, serveControl } from './control.js'
 
 /**
@@ -20,10 +20,12 @@ const config = configFrom({
   LOG_LEVEL: 'warn',
   // The bench publishes far more than a service would; the HTTP limit is not what is measured.
   HTTP_RATE_LIMIT_PER_MINUTE: 100_000_000,
-  ...(process.env.BENCH_REDIS_URL === undefined ? {} : {
-    REDIS_URL: process.env.BENCH_REDIS_URL,
-    REDIS_KEY_PREFIX: process.env.BENCH_REDIS_KEY_PREFIX ?? 'rtg-bench:'
-  })
+  ...(process.env.BENCH_REDIS_URL === undefined
+    ? {}
+    : {
+        REDIS_URL: process.env.BENCH_REDIS_URL,
+        REDIS_KEY_PREFIX: process.env.BENCH_REDIS_KEY_PREFIX ?? 'rtg-bench:'
+      })
 })
 const app = await buildApp(config)
 await app.listen({ host: config.HOST, port: config.PORT })

@@ -1,0 +1,72 @@
+import type { EventDraft, PublishedEvent, StreamPosition } from '../core/event.js'
+
+/** A position a client claims to have seen; without an epoch it is read in the current one. */
+export interface SincePosition {
+  offset: number
+  epoch?: string
+}
+
+export interface HistoryResult {
+  /** Events after `since`, in offset order; empty when `recovered` is false. */
+  events: PublishedEvent[]
+  /** The channel's position when the history was read. */
+  position: StreamPosition
+  /**
+   * True when `events` is every event after `since`: the history still holds them and
+   * the epoch matches. False means the client must reload its state.
+   */
+  recovered: boolean
+}
+
+export type DeliverFn = (event: PublishedEvent) => void
+
+/**
+ * The broker carries events between ingress and every instance's hub.
+ *
+ * Contract, for every implementation:
+ * - Offsets: `publish` assigns the channel's next offset, starting at 1 and growing by
+ *   exactly one per event within an epoch, whichever instance published it.
+ * - Epoch: an opaque string naming the life of a channel's stream. It changes when the
+ *   broker can no longer vouch for the offsets it handed out before (history lost,
+ *   counter reset); offsets of different epochs are not comparable.
+ * - Ordering: the deliver callback of every instance subscribed to a channel sees that
+ *   channel's events in offset order, each once.
+ * - History: the last `historySize` events of a channel are kept for `historyTtlSeconds`
+ *   after the channel's latest publish; older ones may be trimmed.
+ * - `publish` resolves once the event is in history and handed to fan-out, and rejects
+ *   (never resolves silently) when it could not be: the caller then reports failure.
+ * - `subscribe(channel)` resolves once events published afterwards will reach `deliver`.
+ *   The hub calls it on a channel's first local subscriber and `unsubscribe` on its last.
+ * - For a subscribed channel, `history` resolves only once every event up to the position
+ *   it returns has been handed to `deliver`, so the hub can tell replayed events from live
+ *   ones by offset (a networked broker may receive an event after a read that counted it).
+ */
+export interface Broker {
+  /** Human-readable backend name for logs, stats and readiness ("memory", "redis"). */
+  readonly kind: string
+  publish(draft: EventDraft): Promise<PublishedEvent>
+  subscribe(channel: string): Promise<void>
+  unsubscribe(channel: string): Promise<void>
+  /** The channel's last offset (0 when none yet) and epoch. */
+  position(channel: string): Promise<StreamPosition>
+  /** Events after `since`; see HistoryResult. Without `since`, only the position. */
+  history(channel: string, since?: SincePosition): Promise<HistoryResult>
+  /** True while the backend is reachable (readiness). */
+  isReady(): boolean
+  close(): Promise<void>
+}
+
+export interface BrokerOptions {
+  /** Called for every event of every subscribed channel, in offset order per channel. */
+  deliver: DeliverFn
+  historySize: number
+  historyTtlSeconds: number
+}
+
+/** Thrown by a broker when its backend cannot take a publish right now (HTTP 503). */
+export class BrokerUnavailableError extends Error {
+  constructor (message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = 'BrokerUnavailableError'
+  }
+}

@@ -1,0 +1,146 @@
+import type { DeliverFn, HistoryResult, SincePosition } from './broker.js'
+import type { PublishedEvent, StreamPosition } from '../core/event.js'
+
+interface Waiter extends StreamPosition {
+  resolve(): void
+}
+
+interface Cursor {
+  epoch: string
+  /** The last offset handed on. */
+  offset: number
+  /** Live events held back while a gap is filled from history; null when not filling. */
+  held: PublishedEvent[] | null
+}
+
+export interface SequencerLogger {
+  warn(obj: object, msg: string): void
+}
+
+/**
+ * Keeps each subscribed channel's delivery in offset order, once each, across a lossy
+ * transport (Redis pub/sub drops whatever is published while the subscriber connection
+ * is down). It remembers the last offset delivered per channel, drops duplicates, and
+ * when an event arrives after a gap — or `catchUp` is called after a reconnect — it reads
+ * the missed events from history and delivers them before the held live ones. A gap the
+ * history can no longer fill is logged and skipped: the clients' own recovery (which
+ * compares offsets) then reports it as `recovered: false`.
+ */
+export class ChannelSequencer {
+  private readonly cursors = new Map<string, Cursor>()
+  private readonly waiters = new Map<string, Waiter[]>()
+
+  constructor (
+    private readonly read: (channel: string, since: SincePosition) => Promise<HistoryResult>,
+    private readonly deliver: DeliverFn,
+    private readonly log?: SequencerLogger
+  ) {}
+
+  /** Starts counting from `position` unless events of the channel were already seen. */
+  start (channel: string, position: StreamPosition): void {
+    if (!this.cursors.has(channel)) this.cursors.set(channel, { ...position, held: null })
+  }
+
+  forget (channel: string): void {
+    this.cursors.delete(channel)
+    for (const waiter of this.waiters.get(channel) ?? []) waiter.resolve()
+    this.waiters.delete(channel)
+  }
+
+  /**
+   * Resolves once every event of the channel up to `position` was handed on, so a
+   * history read and the live delivery agree on where one ends and the other begins.
+   * Pub/sub gets `graceMs` to bring what is in flight; then the rest is read from
+   * history. Never hangs: it gives up (and logs) after a few more seconds.
+   */
+  async reached (channel: string, position: StreamPosition, graceMs: number): Promise<void> {
+    const cursor = this.cursors.get(channel)
+    if (cursor === undefined || position.offset === 0 || passed(cursor, position)) return
+    let waiter: Waiter | undefined
+    const done = new Promise<void>((resolve) => { waiter = { ...position, resolve } })
+    const list = this.waiters.get(channel) ?? []
+    list.push(waiter as Waiter)
+    this.waiters.set(channel, list)
+    if (await settlesWithin(done, graceMs)) return
+    this.catchUp(channel)
+    if (await settlesWithin(done, 5000)) return
+    this.log?.warn({ channel, position }, 'live delivery did not reach the history position in time')
+    const left = this.waiters.get(channel)?.filter((w) => w !== waiter) ?? []
+    if (left.length > 0) this.waiters.set(channel, left)
+    else this.waiters.delete(channel)
+  }
+
+  /** A live event, as the transport delivered it. */
+  push (event: PublishedEvent): void {
+    const cursor = this.cursors.get(event.channel)
+    if (cursor === undefined) {
+      this.cursors.set(event.channel, { epoch: event.epoch, offset: event.offset, held: null })
+      this.deliver(event)
+    } else if (cursor.held !== null) {
+      cursor.held.push(event)
+    } else if (this.isGap(cursor, event)) {
+      cursor.held = [event]
+      void this.fill(event.channel, cursor)
+    } else {
+      this.accept(cursor, event)
+    }
+  }
+
+  /** Delivers whatever the channel got while the transport was away (after a reconnect). */
+  catchUp (channel: string): void {
+    const cursor = this.cursors.get(channel)
+    if (cursor === undefined || cursor.held !== null) return
+    cursor.held = []
+    void this.fill(channel, cursor)
+  }
+
+  private async fill (channel: string, cursor: Cursor): Promise<void> {
+    let missed: PublishedEvent[] = []
+    try {
+      let result = await this.read(channel, { offset: cursor.offset, epoch: cursor.epoch })
+      if (!result.recovered && result.position.epoch !== cursor.epoch) {
+        // The stream restarted (Redis lost it): what the new epoch has so far is still news.
+        result = await this.read(channel, { offset: 0, epoch: result.position.epoch })
+      }
+      if (result.recovered) missed = result.events
+      else this.log?.warn({ channel, after: cursor.offset, position: result.position }, 'gap in delivery that history no longer covers')
+    } catch (err) {
+      this.log?.warn({ err, channel, after: cursor.offset }, 'could not read history to fill a delivery gap')
+    }
+    if (this.cursors.get(channel) !== cursor) return
+    const held = cursor.held ?? []
+    cursor.held = null
+    for (const event of missed) this.accept(cursor, event)
+    for (const event of held) this.accept(cursor, event)
+  }
+
+  /** Events were skipped: in this epoch, or at the start of a new one. */
+  private isGap (cursor: Cursor, event: PublishedEvent): boolean {
+    return event.epoch === cursor.epoch ? event.offset > cursor.offset + 1 : event.offset > 1
+  }
+
+  /** Hands the event on unless it was already; a new epoch restarts the count. */
+  private accept (cursor: Cursor, event: PublishedEvent): void {
+    if (event.epoch === cursor.epoch && event.offset <= cursor.offset) return
+    cursor.epoch = event.epoch
+    cursor.offset = event.offset
+    this.deliver(event)
+    const waiters = this.waiters.get(event.channel)
+    if (waiters === undefined) return
+    const waiting = waiters.filter((w) => !passed(cursor, w))
+    for (const w of waiters) if (!waiting.includes(w)) w.resolve()
+    if (waiting.length > 0) this.waiters.set(event.channel, waiting)
+    else this.waiters.delete(event.channel)
+  }
+}
+
+const passed = (cursor: Cursor, position: StreamPosition): boolean =>
+  cursor.epoch === position.epoch && cursor.offset >= position.offset
+
+async function settlesWithin (promise: Promise<void>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<false>((resolve) => { timer = setTimeout(() => resolve(false), ms) })
+  const settled = await Promise.race([promise.then(() => true), timeout])
+  clearTimeout(timer)
+  return settled
+}

@@ -1,0 +1,252 @@
+import type { Redis, RedisOptions } from 'ioredis'
+import {
+  type Broker, type BrokerOptions, BrokerUnavailableError, type DeliverFn, type HistoryResult, type SincePosition
+} from './broker.js'
+import { ChannelSequencer } from './channel-sequencer.js'
+import type { EventDraft, PublishedEvent, StreamPosition } from '../core/event.js'
+import { recoverFrom } from './recovery.js'
+import { ConnectionProbe, failFastConnection, type RedisLogger } from './redis-connection.js'
+import {
+  channelKeys, decodeEntry, entryBody, metaTtlSeconds, newEpoch, PUBLISH_SCRIPT, pubsubPrefix, READ_SCRIPT
+} from './redis-layout.js'
+
+export interface RedisBrokerOptions extends BrokerOptions {
+  /** redis:// or rediss:// URL (a /db suffix selects the database). */
+  url: string
+  /** Prefix of every key and pub/sub channel, so deployments (and tests) can share a Redis. */
+  keyPrefix: string
+  /** Names the connections in CLIENT LIST (`<name>:cmd`, `<name>:sub`). */
+  connectionName?: string
+  /** How long a channel stays subscribed in Redis after its last local subscriber left. */
+  unsubscribeDelayMs?: number
+  /** A command unanswered this long fails (so a hung Redis means 503s, not stuck requests). */
+  commandTimeoutMs?: number
+  /** How often both connections are pinged, to notice a Redis that hangs without closing. */
+  probeIntervalMs?: number
+  /** Overrides of the ioredis options (tests: a fixed retryStrategy). */
+  redisOptions?: RedisOptions
+  log?: RedisLogger
+}
+
+interface ScriptedRedis extends Redis {
+  rtgPublish(...args: Array<string | number>): Promise<[string, number, string]>
+  rtgRead(...args: Array<string | number>): Promise<[string, number, ...string[]]>
+}
+
+const SUBSCRIBE_BATCH = 500
+/** How long a history read waits for pub/sub to bring events it counted before reading them itself. */
+const DELIVERY_GRACE_MS = 250
+
+const noopLog: RedisLogger = { info () {}, warn () {} }
+
+/**
+ * The broker for many instances (see lib/broker/redis-layout.ts for keys, scripts and the epoch
+ * rule). Two connections: commands (publish, history) and a subscriber that holds the
+ * pub/sub channels of this instance's locally subscribed channels only.
+ *
+ * Failure: commands are never queued while Redis is away (no offline queue, no retry of
+ * a command in flight, a command timeout), so a publish rejects at once with
+ * BrokerUnavailableError (HTTP 503) instead of hanging or resolving late. Both
+ * connections reconnect forever with bounded backoff; once the subscriber is back it
+ * re-subscribes every held channel (only then is the broker ready again) and the
+ * sequencer delivers, from history, what was published meanwhile.
+ */
+export class RedisBroker implements Broker {
+  readonly kind = 'redis'
+  readonly keyPrefix: string
+  /** The command connection; also used for cluster stats (lib/ops/node-registry.ts). */
+  readonly redis: Redis
+  private readonly commands: ScriptedRedis
+  private readonly subscriber: Redis
+  private readonly sequencer: ChannelSequencer
+  /** Channels held in Redis (subscribed, or being subscribed), lingering ones included. */
+  private readonly held = new Set<string>()
+  private readonly subscribing = new Map<string, Promise<void>>()
+  private readonly lingering = new Map<string, NodeJS.Timeout>()
+  private readonly deliver: DeliverFn
+  private readonly log: RedisLogger
+  private readonly probe: ConnectionProbe
+  /** True once the subscriber connection holds every channel in `held`. */
+  private restored = false
+  private closed = false
+
+  constructor (private readonly options: RedisBrokerOptions) {
+    this.keyPrefix = options.keyPrefix
+    this.deliver = options.deliver
+    this.log = options.log ?? noopLog
+    const name = options.connectionName ?? `rtg-${newEpoch()}`
+    const connection = { commandTimeoutMs: options.commandTimeoutMs ?? 5000, redisOptions: options.redisOptions, log: this.log }
+    this.commands = failFastConnection(options.url, { ...connection, name: `${name}:cmd` }) as ScriptedRedis
+    this.commands.defineCommand('rtgPublish', { numberOfKeys: 2, lua: PUBLISH_SCRIPT })
+    this.commands.defineCommand('rtgRead', { numberOfKeys: 2, lua: READ_SCRIPT })
+    this.redis = this.commands
+    this.subscriber = failFastConnection(options.url, { ...connection, name: `${name}:sub` })
+    this.sequencer = new ChannelSequencer((channel, since) => this.read(channel, since), (event) => {
+      if (this.held.has(event.channel) && !this.lingering.has(event.channel)) this.deliver(event)
+    }, this.log)
+    this.subscriber.on('ready', () => { void this.restoreSubscriptions() })
+    // History reads need the command connection: if it came back last, catch up now.
+    this.commands.on('ready', () => { if (this.restored) this.catchUpAll() })
+    this.subscriber.on('close', () => { this.restored = false })
+    this.subscriber.on('message', (name: string, entry: string) => this.onMessage(name, entry))
+    this.probe = new ConnectionProbe([this.commands, this.subscriber], options.probeIntervalMs ?? 2000, this.log)
+  }
+
+  async publish (draft: EventDraft): Promise<PublishedEvent> {
+    if (this.closed || this.commands.status !== 'ready') throw new BrokerUnavailableError('redis is not connected')
+    const keys = channelKeys(this.keyPrefix, draft.channel)
+    let reply: [string, number, string]
+    try {
+      reply = await this.commands.rtgPublish(keys.meta, keys.history, newEpoch(), entryBody(draft.type, draft.payload),
+        this.options.historySize, this.options.historyTtlSeconds, metaTtlSeconds(this.options.historyTtlSeconds), keys.pubsub)
+    } catch (err) {
+      throw new BrokerUnavailableError('redis did not take the publish', { cause: err })
+    }
+    const [epoch, offset, ms] = reply
+    return { ...draft, offset: Number(offset), epoch, ts: new Date(Number(ms)).toISOString() }
+  }
+
+  async subscribe (channel: string): Promise<void> {
+    if (!this.isReady()) throw new BrokerUnavailableError('redis is not connected')
+    const linger = this.lingering.get(channel)
+    if (linger !== undefined) {
+      // Left a moment ago and still held in Redis: nothing to do, no flapping.
+      clearTimeout(linger)
+      this.lingering.delete(channel)
+      return
+    }
+    if (this.held.has(channel)) return await this.subscribing.get(channel)
+    this.held.add(channel)
+    const pending = this.holdChannel(channel)
+    this.subscribing.set(channel, pending)
+    try {
+      await pending
+    } finally {
+      this.subscribing.delete(channel)
+    }
+  }
+
+  async unsubscribe (channel: string): Promise<void> {
+    if (!this.held.has(channel) || this.lingering.has(channel)) return
+    const timer = setTimeout(() => {
+      this.lingering.delete(channel)
+      this.release(channel)
+    }, this.options.unsubscribeDelayMs ?? 1000)
+    timer.unref()
+    this.lingering.set(channel, timer)
+  }
+
+  async position (channel: string): Promise<StreamPosition> {
+    return (await this.read(channel)).position
+  }
+
+  /**
+   * For a subscribed channel, resolves only once live delivery has reached the position
+   * read: the pub/sub copy of an event can arrive after a history read that already
+   * counted it, and the hub tells replayed from live events by that position.
+   */
+  async history (channel: string, since?: SincePosition): Promise<HistoryResult> {
+    const result = await this.read(channel, since)
+    if (this.held.has(channel)) await this.sequencer.reached(channel, result.position, DELIVERY_GRACE_MS)
+    return result
+  }
+
+  private async read (channel: string, since?: SincePosition): Promise<HistoryResult> {
+    if (this.closed || this.commands.status !== 'ready') throw new BrokerUnavailableError('redis is not connected')
+    const keys = channelKeys(this.keyPrefix, channel)
+    let reply: [string, number, ...string[]]
+    try {
+      reply = await this.commands.rtgRead(keys.meta, keys.history, newEpoch(), this.options.historyTtlSeconds,
+        since?.offset ?? -1, since?.epoch ?? '')
+    } catch (err) {
+      throw new BrokerUnavailableError('redis did not answer a history read', { cause: err })
+    }
+    const [epoch, offset, ...entries] = reply
+    const position = { epoch, offset: Number(offset) }
+    if (since === undefined) return { events: [], position, recovered: true }
+    const events = entries.map((entry) => decodeEntry(channel, entry)).filter((e) => e.epoch === epoch)
+    return recoverFrom(since, position, events)
+  }
+
+  isReady (): boolean {
+    return !this.closed && this.restored && this.commands.status === 'ready' && this.subscriber.status === 'ready'
+  }
+
+  /** Resolves true once ready, false if not within `timeoutMs` (start-up: don't open the doors before Redis). */
+  async waitUntilReady (timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs
+    while (!this.isReady() && !this.closed && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20))
+    return this.isReady()
+  }
+
+  async close (): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    this.probe.stop()
+    for (const timer of this.lingering.values()) clearTimeout(timer)
+    this.lingering.clear()
+    // Forgetting releases any history read still waiting on live delivery.
+    for (const channel of this.held) this.sequencer.forget(channel)
+    this.held.clear()
+    await Promise.all([this.commands, this.subscriber].map(async (connection) => {
+      if (connection.status !== 'ready') return connection.disconnect()
+      await connection.quit().catch(() => connection.disconnect())
+    }))
+  }
+
+  /** SUBSCRIBE, then note where the channel stands so a later gap can be told from a start. */
+  private async holdChannel (channel: string): Promise<void> {
+    try {
+      await this.subscriber.subscribe(channelKeys(this.keyPrefix, channel).pubsub)
+      this.sequencer.start(channel, await this.position(channel))
+    } catch (err) {
+      this.release(channel)
+      throw err instanceof BrokerUnavailableError ? err : new BrokerUnavailableError('redis did not take a subscribe', { cause: err })
+    }
+  }
+
+  private release (channel: string): void {
+    if (!this.held.delete(channel)) return
+    this.sequencer.forget(channel)
+    if (this.subscriber.status !== 'ready') return // a new connection starts with no subscriptions
+    this.subscriber.unsubscribe(channelKeys(this.keyPrefix, channel).pubsub).catch((err: unknown) => {
+      this.log.warn({ err, channel }, 'redis unsubscribe failed')
+    })
+  }
+
+  /** After a (re)connect: SUBSCRIBE every held channel, then catch up on what was missed. */
+  private async restoreSubscriptions (): Promise<void> {
+    const channels = [...this.held]
+    try {
+      for (let i = 0; i < channels.length; i += SUBSCRIBE_BATCH) {
+        await this.subscriber.subscribe(...channels.slice(i, i + SUBSCRIBE_BATCH).map((c) => channelKeys(this.keyPrefix, c).pubsub))
+      }
+    } catch (err) {
+      // The connection dropped again; the next 'ready' retries.
+      this.log.warn({ err, channels: channels.length }, 'redis re-subscribe failed')
+      return
+    }
+    if (this.subscriber.status !== 'ready') return
+    this.restored = true
+    if (this.commands.status === 'ready') this.catchUpAll()
+    if (channels.length > 0) this.log.info({ channels: channels.length }, 'redis subscriptions restored')
+  }
+
+  /** Delivers what every held channel got while the subscriber was away. */
+  private catchUpAll (): void {
+    for (const channel of this.held) this.sequencer.catchUp(channel)
+  }
+
+  private onMessage (name: string, entry: string): void {
+    const channel = name.slice(pubsubPrefix(this.keyPrefix).length)
+    if (!this.held.has(channel)) return
+    let event: PublishedEvent
+    try {
+      event = decodeEntry(channel, entry)
+    } catch (err) {
+      this.log.warn({ err, channel }, 'ignored a malformed pub/sub message')
+      return
+    }
+    this.sequencer.push(event)
+  }
+}

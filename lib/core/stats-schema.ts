@@ -1,0 +1,28 @@
+import { Type } from '@sinclair/typebox'
+
+/**
+ * The body of GET /realtime/stats and of the WebSocket `stats` frame (CONTRACT §6, §4),
+ * as a schema: the HTTP route validates its reply with it and the AsyncAPI document
+ * shows it, so both transports describe the same shape. Mirrors lib/ops/stats.ts.
+ */
+const UserConnections = Type.Array(Type.Object({ userId: Type.String(), connectionCount: Type.Integer() }))
+
+export const NodeStatsSchema = Type.Object({
+  nodeId: Type.String(),
+  broker: Type.String(),
+  startedAt: Type.String(),
+  updatedAt: Type.String(),
+  totalConnections: Type.Integer(),
+  uniqueUsers: Type.Integer(),
+  userConnections: UserConnections,
+  channels: Type.Integer(),
+  connectionsByTransport: Type.Object({ ws: Type.Integer(), sse: Type.Integer() })
+})
+
+export const ClusterStatsSchema = Type.Object({
+  totalConnections: Type.Integer(),
+  uniqueUsers: Type.Integer(),
+  userConnections: UserConnections,
+  channels: Type.Integer({ description: 'channels with at least one subscriber' }),
+  nodes: Type.Array(NodeStatsSchema)
+})

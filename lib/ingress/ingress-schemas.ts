@@ -1,0 +1,104 @@
+import { Type, type Static } from '@sinclair/typebox'
+import { ChannelName } from '../auth/channels.js'
+
+/**
+ * Bodies of the publishing routes (CONTRACT §6), shared by the HTTP routes and the
+ * Kafka consumer (§7), so both ingresses accept exactly the same shapes.
+ */
+export const MAX_TARGETS = 1000
+
+/** Ids end up in channel names (`user:<id>`, `product:<id>`), so they obey the same alphabet. */
+const Id = (description: string) => Type.Union([
+  Type.String({ minLength: 1, maxLength: 190, pattern: '^[A-Za-z0-9_\\-:.@]+$' }),
+  Type.Integer({ minimum: 0 })
+], { description })
+
+export const EventType = Type.String({
+  minLength: 1, maxLength: 100, pattern: '^[A-Za-z0-9_\\-:.]+$', description: 'event type, e.g. order:updated'
+})
+export const Payload = Type.Object({}, { additionalProperties: true, description: 'any JSON object' })
+
+export const PublishBody = Type.Object({
+  channel: ChannelName,
+  type: EventType,
+  payload: Payload
+})
+
+export const BroadcastBody = Type.Object({
+  channels: Type.Array(ChannelName, { minItems: 1, maxItems: MAX_TARGETS }),
+  type: EventType,
+  payload: Payload
+})
+
+export const NotifyBody = Type.Object({
+  userId: Type.Optional(Id('one recipient')),
+  userIds: Type.Optional(Type.Array(Id('recipient'), { minItems: 1, maxItems: MAX_TARGETS })),
+  type: Type.Optional(EventType),
+  payload: Payload
+})
+
+export const OrderBody = Type.Object({
+  userId: Id('the buyer'),
+  orderId: Id('the order'),
+  status: Type.String({ minLength: 1, maxLength: 100 }),
+  previousStatus: Type.Optional(Type.String({ maxLength: 100 }))
+}, { additionalProperties: true })
+
+export const InventoryBody = Type.Object({
+  productId: Id('the product'),
+  stock: Type.Integer(),
+  previousStock: Type.Optional(Type.Integer()),
+  sku: Type.Optional(Type.String({ maxLength: 200 })),
+  productName: Type.Optional(Type.String({ maxLength: 500 }))
+}, { additionalProperties: true })
+
+export const TestNotificationBody = Type.Object({
+  userId: Id('the recipient'),
+  title: Type.Optional(Type.String({ maxLength: 500 })),
+  message: Type.String({ minLength: 1, maxLength: 10_000 })
+})
+
+export type PublishBody = Static<typeof PublishBody>
+export type BroadcastBody = Static<typeof BroadcastBody>
+export type NotifyBody = Static<typeof NotifyBody>
+export type OrderBody = Static<typeof OrderBody>
+export type InventoryBody = Static<typeof InventoryBody>
+export type TestNotificationBody = Static<typeof TestNotificationBody>
+
+/** Kafka §7 values that have no HTTP twin. */
+export const OrderCreatedMessage = Type.Object({
+  orderId: Id('the order'),
+  buyerId: Type.Optional(Id('the buyer')),
+  userId: Type.Optional(Id('the buyer, when buyerId is absent')),
+  total: Type.Optional(Type.Number()),
+  currency: Type.Optional(Type.String({ maxLength: 10 })),
+  items: Type.Optional(Type.Array(Type.Unknown())),
+  createdAt: Type.Optional(Type.String())
+}, { additionalProperties: true })
+
+export const OrderUpdatedMessage = Type.Object({
+  orderId: Id('the order'),
+  buyerId: Type.Optional(Id('the buyer')),
+  userId: Type.Optional(Id('the buyer, when buyerId is absent')),
+  status: Type.String({ minLength: 1, maxLength: 100 }),
+  previousStatus: Type.Optional(Type.String({ maxLength: 100 })),
+  updatedAt: Type.Optional(Type.String())
+}, { additionalProperties: true })
+
+export const OrderCancelledMessage = Type.Object({
+  orderId: Id('the order'),
+  buyerId: Type.Optional(Id('the buyer')),
+  userId: Type.Optional(Id('the buyer, when buyerId is absent')),
+  reason: Type.Optional(Type.String({ maxLength: 1000 }))
+}, { additionalProperties: true })
+
+export const ProductMessage = Type.Object({
+  productId: Id('the product'),
+  name: Type.Optional(Type.String()),
+  price: Type.Optional(Type.Number())
+}, { additionalProperties: true })
+
+export type OrderCreatedMessage = Static<typeof OrderCreatedMessage>
+export type OrderUpdatedMessage = Static<typeof OrderUpdatedMessage>
+export type OrderCancelledMessage = Static<typeof OrderCancelledMessage>
+export type ProductMessage = Static<typeof ProductMessage>

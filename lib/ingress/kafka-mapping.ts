@@ -1,0 +1,144 @@
+import type { Static, TSchema } from '@sinclair/typebox'
+import { type TypeCheck, TypeCompiler } from '@sinclair/typebox/compiler'
+import {
+  broadcastEvents, inventoryEvents, MissingFieldError, notificationEvents, notifyEvents, orderEvents,
+  productEvents, publishEvents
+} from './commerce-events.js'
+import type { EventDraft } from '../core/event.js'
+import {
+  BroadcastBody, InventoryBody, NotifyBody, OrderCancelledMessage, OrderCreatedMessage, OrderUpdatedMessage,
+  ProductMessage, PublishBody, TestNotificationBody
+} from './ingress-schemas.js'
+
+/**
+ * The Kafka topics of CONTRACT §7 and how a message value becomes event drafts. Pure:
+ * no Kafka client here, so the mapping is tested without a broker and shared with
+ * the HTTP routes through commerce-events.ts and ingress-schemas.ts.
+ */
+export const KAFKA_TOPICS = [
+  'order.created', 'order.updated', 'order.cancelled', 'inventory.updated',
+  'product.created', 'product.updated', 'notification.created', 'realtime.publish'
+] as const
+
+export type KafkaTopic = typeof KAFKA_TOPICS[number]
+
+/**
+ * Why a message cannot ever be delivered, whatever is retried: it goes to the DLQ.
+ * `code` is stable (`invalid_json`, `schema_violation`, `missing_field`); the reason
+ * line starts with it and then says precisely what is wrong.
+ */
+export type PoisonCode = 'invalid_json' | 'schema_violation' | 'missing_field'
+
+export type MappingResult =
+  | { ok: true, drafts: EventDraft[], orderStatus?: string }
+  | { ok: false, code: PoisonCode, reason: string }
+
+export interface MappingOptions {
+  lowStockThreshold: number
+}
+
+/** The real topic names to subscribe to, prefixed, mapped back to their §7 name. */
+export function topicNames (prefix: string): Map<string, KafkaTopic> {
+  return new Map(KAFKA_TOPICS.map((topic) => [`${prefix}${topic}`, topic]))
+}
+
+const compiled = <T extends TSchema>(schema: T) => TypeCompiler.Compile(schema)
+const checkers = {
+  orderCreated: compiled(OrderCreatedMessage),
+  orderUpdated: compiled(OrderUpdatedMessage),
+  orderCancelled: compiled(OrderCancelledMessage),
+  inventory: compiled(InventoryBody),
+  product: compiled(ProductMessage),
+  notification: compiled(TestNotificationBody),
+  publish: compiled(PublishBody),
+  broadcast: compiled(BroadcastBody),
+  notify: compiled(NotifyBody)
+}
+
+class SchemaViolation extends Error {}
+
+/** Validates against a compiled schema; the error names the first bad field and its value. */
+function validated<T extends TSchema> (checker: TypeCheck<T>, value: unknown): Static<T> {
+  if (checker.Check(value)) return value
+  const first = checker.Errors(value).First()
+  const field = first === undefined || first.path === '' ? '(value)' : first.path.slice(1).replaceAll('/', '.')
+  if (first !== undefined && first.value === undefined) throw new SchemaViolation(`${field}: is required`)
+  const expected = Array.isArray(first?.schema.anyOf) ? `Expected ${first.schema.anyOf.map(describe).join(' or ')}` : first?.message
+  throw new SchemaViolation(`${field}: ${expected ?? 'invalid'} (got ${truncate(JSON.stringify(first?.value), 80)})`)
+}
+
+/** A union member in words, for reasons better than TypeBox's "Expected union value". */
+function describe (schema: TSchema): string {
+  const parts = [String(schema.type ?? 'value')]
+  if (schema.pattern !== undefined) parts.push(`matching ${schema.pattern}`)
+  if (schema.maxLength !== undefined) parts.push(`of ${schema.minLength ?? 0}-${schema.maxLength} chars`)
+  if (schema.minimum !== undefined) parts.push(`>= ${schema.minimum}`)
+  return parts.join(' ')
+}
+
+const truncate = (text: string, max: number): string => text.length > max ? `${text.slice(0, max)}…` : text
+
+/** CONTRACT §7 `realtime.publish`: the target field picks the HTTP route whose body it is. */
+function realtimePublishEvents (value: Record<string, unknown>): EventDraft[] {
+  const kinds = [
+    'channel' in value && 'channel',
+    'channels' in value && 'channels',
+    ('userId' in value || 'userIds' in value) && 'userId'
+  ].filter((k): k is string => k !== false)
+  if (kinds.length === 0) throw new MissingFieldError('channel', 'one of channel, channels, userId or userIds is required')
+  if (kinds.length > 1) {
+    throw new SchemaViolation(`(value): give exactly one of channel, channels or userId/userIds (got ${kinds.join(', ')})`)
+  }
+  switch (kinds[0]) {
+    case 'channel': return publishEvents(validated(checkers.publish, value))
+    case 'channels': return broadcastEvents(validated(checkers.broadcast, value))
+    default: return notifyEvents(validated(checkers.notify, value))
+  }
+}
+
+function draftsFor (topic: KafkaTopic, value: Record<string, unknown>, options: MappingOptions): { drafts: EventDraft[], orderStatus?: string } {
+  switch (topic) {
+    case 'order.created':
+      return { drafts: orderEvents('created', validated(checkers.orderCreated, value)), orderStatus: 'created' }
+    case 'order.updated': {
+      const fact = validated(checkers.orderUpdated, value)
+      return { drafts: orderEvents('updated', fact), orderStatus: fact.status }
+    }
+    case 'order.cancelled':
+      return { drafts: orderEvents('cancelled', validated(checkers.orderCancelled, value)), orderStatus: 'cancelled' }
+    case 'inventory.updated':
+      return { drafts: inventoryEvents(validated(checkers.inventory, value), options.lowStockThreshold) }
+    case 'product.created':
+    case 'product.updated':
+      return { drafts: productEvents(topic === 'product.created' ? 'created' : 'updated', validated(checkers.product, value)) }
+    case 'notification.created':
+      return { drafts: notificationEvents(validated(checkers.notification, value)) }
+    case 'realtime.publish':
+      return { drafts: realtimePublishEvents(value) }
+  }
+}
+
+/**
+ * One Kafka message value → the events to publish, or the reason it is poison.
+ * Never throws for bad input: every way a value can be wrong becomes a reason.
+ */
+export function mapKafkaMessage (topic: KafkaTopic, value: Buffer | null, options: MappingOptions): MappingResult {
+  if (value === null || value.length === 0) return { ok: false, code: 'invalid_json', reason: 'invalid_json: empty message value' }
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(value.toString('utf8'))
+  } catch (err) {
+    return { ok: false, code: 'invalid_json', reason: `invalid_json: ${truncate((err as Error).message, 200)}` }
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    const kind = parsed === null ? 'null' : Array.isArray(parsed) ? 'an array' : `a ${typeof parsed}`
+    return { ok: false, code: 'schema_violation', reason: `schema_violation: (value): must be a JSON object (got ${kind})` }
+  }
+  try {
+    return { ok: true, ...draftsFor(topic, parsed as Record<string, unknown>, options) }
+  } catch (err) {
+    if (err instanceof SchemaViolation) return { ok: false, code: 'schema_violation', reason: `schema_violation: ${err.message}` }
+    if (err instanceof MissingFieldError) return { ok: false, code: 'missing_field', reason: `missing_field: ${err.field}: ${err.message}` }
+    throw err
+  }
+}

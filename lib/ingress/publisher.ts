@@ -1,0 +1,30 @@
+import type { Broker } from '../broker/broker.js'
+import type { EventDraft, PublishedEvent, StreamPosition } from '../core/event.js'
+import { inBurst } from '../core/write-batch.js'
+
+export interface PublishReceipt {
+  /** Per channel, the position of the last event this publish put there. */
+  positions: Record<string, StreamPosition>
+  events: Array<{ channel: string, type: string, offset: number, epoch: string }>
+}
+
+/**
+ * Publishes drafts in the order given. They are issued together: brokers assign offsets
+ * in call order, so events for the same channel keep the order of the drafts.
+ * Rejects if any publish failed; the caller reports failure (never a silent 202).
+ * Several drafts are one burst (lib/core/write-batch.ts): what a broker delivers while they are
+ * issued (the memory broker, synchronously) leaves as one write per socket.
+ */
+export async function publishAll (broker: Broker, drafts: readonly EventDraft[]): Promise<PublishedEvent[]> {
+  if (drafts.length === 1) return [await broker.publish(drafts[0])]
+  return await Promise.all(inBurst(() => drafts.map((d) => broker.publish(d))))
+}
+
+export function receiptOf (events: readonly PublishedEvent[]): PublishReceipt {
+  const positions: Record<string, StreamPosition> = {}
+  for (const e of events) positions[e.channel] = { offset: e.offset, epoch: e.epoch }
+  return {
+    positions,
+    events: events.map((e) => ({ channel: e.channel, type: e.type, offset: e.offset, epoch: e.epoch }))
+  }
+}

@@ -1,0 +1,92 @@
+import client from 'prom-client'
+import type { PublishedEvent } from '../core/event.js'
+
+/** Event types become label values; past this many distinct ones they count as "other". */
+const MAX_TYPE_LABELS = 200
+
+/**
+ * The gateway's own Prometheus metrics, on a registry of the app's (so several gateways
+ * can live in one process, as the multi-instance tests do).
+ */
+interface GaugeSource {
+  connectionsByTransport: Record<string, number>
+  channels: number
+}
+
+/**
+ * Maps free-text values (event types, order statuses) to label values: the first `max`
+ * distinct ones as they are, later ones as "other", so a label's cardinality is bounded.
+ */
+export function boundedLabel (max: number): (value: string) => string {
+  const seen = new Set<string>()
+  return (value) => {
+    if (seen.has(value)) return value
+    if (seen.size >= max) return 'other'
+    seen.add(value)
+    return value
+  }
+}
+
+export function createGatewayMetrics (registry: client.Registry) {
+  const registers = [registry]
+  /** Read at scrape time; bound by the hub plugin once the hub exists. */
+  let gaugeSource: (() => GaugeSource) | undefined
+  const typeLabel = boundedLabel(MAX_TYPE_LABELS)
+
+  // Gauges filled at scrape time from the hub: registered here (the registry keeps them), never set from outside.
+  registry.registerMetric(new client.Gauge({
+    name: 'gateway_connections',
+    help: 'Open client connections on this instance',
+    labelNames: ['transport'],
+    registers: [],
+    collect () {
+      const source = gaugeSource?.()
+      for (const [transport, count] of Object.entries(source?.connectionsByTransport ?? {})) this.set({ transport }, count)
+    }
+  }))
+  registry.registerMetric(new client.Gauge({
+    name: 'gateway_channels',
+    help: 'Channels with at least one local subscriber',
+    registers: [],
+    collect () { this.set(gaugeSource?.().channels ?? 0) }
+  }))
+  const messagesSent = new client.Counter({
+    name: 'gateway_messages_sent_total', help: 'Events delivered to client connections, by event type', labelNames: ['type'], registers
+  })
+  const messagesReceived = new client.Counter({
+    name: 'gateway_messages_received_total', help: 'Frames received from WebSocket clients, by frame type', labelNames: ['type'], registers
+  })
+  const eventsPublished = new client.Counter({
+    name: 'gateway_events_published_total', help: 'Events accepted by the broker, by ingress', labelNames: ['source'], registers
+  })
+  const deliverLatency = new client.Histogram({
+    name: 'gateway_publish_to_deliver_seconds',
+    help: 'Time from broker acceptance to hand-off to local connections',
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers
+  })
+  const slowClients = new client.Counter({
+    name: 'gateway_slow_client_disconnects_total', help: 'Connections cut because their send buffer overflowed', labelNames: ['transport'], registers
+  })
+  const rateLimited = new client.Counter({
+    name: 'gateway_ws_rate_limited_total', help: 'Client frames refused by the per-connection rate limit', registers
+  })
+  const refusedConnections = new client.Counter({
+    name: 'gateway_connections_refused_total', help: 'Connections refused, by reason', labelNames: ['transport', 'reason'], registers
+  })
+
+  return {
+    bindGauges: (source: () => GaugeSource) => { gaugeSource = source },
+    eventsPublished,
+    slowClients,
+    rateLimited,
+    refusedConnections,
+    frameReceived: (type: string) => messagesReceived.inc({ type: typeLabel(type) }),
+    delivered: (event: PublishedEvent, recipients: number) => {
+      if (recipients > 0) messagesSent.inc({ type: typeLabel(event.type) }, recipients)
+      deliverLatency.observe(Math.max(0, Date.now() - Date.parse(event.ts)) / 1000)
+    }
+  }
+}
+
+export type GatewayMetrics = ReturnType<typeof createGatewayMetrics>

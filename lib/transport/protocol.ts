@@ -1,0 +1,96 @@
+import { Type, type Static, type TSchema } from '@sinclair/typebox'
+import { TypeCompiler } from '@sinclair/typebox/compiler'
+import { ChannelName } from '../auth/channels.js'
+import { ClientError, type ErrorCode } from '../core/errors.js'
+
+/**
+ * The WebSocket protocol of CONTRACT §4 as schemas: every client frame is validated
+ * against these before anything acts on it, and the same schemas document the protocol.
+ */
+const RequestId = Type.Optional(Type.Union([Type.String({ maxLength: 200 }), Type.Number()]))
+const Channels = Type.Array(ChannelName, { minItems: 1, maxItems: 1000 })
+const Since = Type.Object({
+  offset: Type.Integer({ minimum: 0 }),
+  epoch: Type.Optional(Type.String({ maxLength: 200 }))
+})
+
+export const ClientFrames = {
+  'system:ping': Type.Object({ type: Type.Literal('system:ping'), id: RequestId }),
+  subscribe: Type.Object({
+    type: Type.Literal('subscribe'),
+    id: RequestId,
+    payload: Type.Object({
+      channels: Channels,
+      since: Type.Optional(Type.Record(Type.String(), Since))
+    })
+  }),
+  unsubscribe: Type.Object({
+    type: Type.Literal('unsubscribe'),
+    id: RequestId,
+    payload: Type.Object({ channels: Channels })
+  }),
+  'room:join': Type.Object({ type: Type.Literal('room:join'), id: RequestId, payload: Type.Object({ room: ChannelName }) }),
+  'room:leave': Type.Object({ type: Type.Literal('room:leave'), id: RequestId, payload: Type.Object({ room: ChannelName }) }),
+  'subscribe:admin': Type.Object({ type: Type.Literal('subscribe:admin'), id: RequestId }),
+  'subscribe:orders': Type.Object({ type: Type.Literal('subscribe:orders'), id: RequestId }),
+  'request:stats': Type.Object({ type: Type.Literal('request:stats'), id: RequestId }),
+  'auth:refresh': Type.Object({
+    type: Type.Literal('auth:refresh'),
+    id: RequestId,
+    payload: Type.Object({ token: Type.String({ minLength: 1, maxLength: 8192 }) })
+  })
+} satisfies Record<string, TSchema>
+
+export type ClientFrameType = keyof typeof ClientFrames
+export type ClientFrame = { [K in ClientFrameType]: Static<typeof ClientFrames[K]> }[ClientFrameType]
+
+const checkers = Object.fromEntries(
+  Object.entries(ClientFrames).map(([type, schema]) => [type, TypeCompiler.Compile(schema)])
+) as unknown as Record<ClientFrameType, ReturnType<typeof TypeCompiler.Compile>>
+
+/** The `id` of a frame, when it has a usable one, so even a rejected frame's error is matched. */
+function idOf (frame: unknown): string | number | undefined {
+  const id = (frame as { id?: unknown })?.id
+  return typeof id === 'string' || typeof id === 'number' ? id : undefined
+}
+
+export class FrameError extends ClientError {
+  constructor (code: ErrorCode, message: string, readonly id?: string | number) {
+    super(code, message)
+  }
+}
+
+/** Parses one text frame into a validated client frame, or throws FrameError(bad_request). */
+export function parseClientFrame (text: string): ClientFrame {
+  let frame: unknown
+  try {
+    frame = JSON.parse(text)
+  } catch {
+    throw new FrameError('bad_request', 'frame is not valid JSON')
+  }
+  if (typeof frame !== 'object' || frame === null || Array.isArray(frame)) {
+    throw new FrameError('bad_request', 'frame must be a JSON object')
+  }
+  const id = idOf(frame)
+  const type = (frame as { type?: unknown }).type
+  if (typeof type !== 'string') throw new FrameError('bad_request', 'missing field: type', id)
+  if (!Object.hasOwn(checkers, type)) throw new FrameError('bad_request', `unknown type: ${type.slice(0, 100)}`, id)
+  const checker = checkers[type as ClientFrameType]
+  if (!checker.Check(frame)) {
+    const first = checker.Errors(frame).First()
+    const field = first?.path === undefined || first.path === '' ? '(frame)' : first.path.slice(1).replaceAll('/', '.')
+    throw new FrameError('bad_request', `invalid field ${field}: ${first?.message ?? 'invalid'}`, id)
+  }
+  return frame as ClientFrame
+}
+
+/** Server → client control frames. Events themselves are encoded by EncodedEvent. */
+export const serverFrame = {
+  connected: (payload: { connectionId: string, userId: string | null, roles: readonly string[], channels: string[], heartbeatMs: number }) =>
+    JSON.stringify({ type: 'system:connected', payload }),
+  pong: (id?: string | number) => JSON.stringify({ type: 'system:pong', id, payload: { ts: Date.now() } }),
+  error: (code: ErrorCode, message: string, id?: string | number) =>
+    JSON.stringify({ type: 'error', id, payload: { code, message } }),
+  reply: (type: string, id: string | number | undefined, payload?: unknown) =>
+    JSON.stringify({ type, id, payload })
+}

@@ -1,0 +1,90 @@
+import type { ServerResponse } from 'node:http'
+import { type Connection, HubMember } from '../hub/connection.js'
+import type { EncodedEvent, StreamPosition } from '../core/event.js'
+import type { Identity } from '../auth/identity.js'
+import { encodeCursor } from './sse-cursor.js'
+
+export interface SseConnectionOptions {
+  /** Bytes the response may have queued before the client counts as too slow. */
+  sendBufferLimit: number
+  onTooSlow?: (connection: SseConnection) => void
+}
+
+/** Headers of every event stream (CONTRACT §5). */
+export const SSE_HEADERS = {
+  'content-type': 'text/event-stream; charset=utf-8',
+  'cache-control': 'no-cache',
+  connection: 'keep-alive',
+  'x-accel-buffering': 'no'
+} as const
+
+/**
+ * A Connection over a Server-Sent Events response. Each event carries, as its `id:`,
+ * a cursor of every channel's position, so a reconnect can resume all of them.
+ */
+export class SseConnection extends HubMember implements Connection {
+  readonly transport = 'sse' as const
+  private readonly positions = new Map<string, StreamPosition>()
+  private closed = false
+
+  constructor (
+    readonly id: string,
+    public identity: Identity,
+    private readonly res: ServerResponse,
+    private readonly options: SseConnectionOptions
+  ) {
+    super()
+    res.once('close', () => { this.closed = true })
+  }
+
+  /** Records where a channel stands before its first event (from the subscription). */
+  setPosition (channel: string, position: StreamPosition): void {
+    this.positions.set(channel, position)
+  }
+
+  cursor (): string {
+    return encodeCursor(this.positions)
+  }
+
+  sendEvent (encoded: EncodedEvent): void {
+    const e = encoded.event
+    const known = this.positions.get(e.channel)
+    // The hub never delivers a channel's events out of order; this guards replays that
+    // overlap live events after a reconnect, so the stream never repeats an event.
+    if (known !== undefined && known.epoch === e.epoch && e.offset <= known.offset) return
+    this.positions.set(e.channel, { offset: e.offset, epoch: e.epoch })
+    this.write(`id: ${this.cursor()}\nevent: ${e.type}\ndata: ${encoded.sse}\n\n`)
+  }
+
+  /** Writes a named event with no cursor change (system events). */
+  sendSystem (event: string, data: unknown, withCursor = false): void {
+    const id = withCursor ? `id: ${this.cursor()}\n` : ''
+    this.write(`${id}event: ${event}\ndata: ${JSON.stringify(data)}\n\n`)
+  }
+
+  heartbeat (): void {
+    this.write(': heartbeat\n\n')
+  }
+
+  /** SSE has no close codes; the stream just ends and EventSource reconnects. */
+  close (_code: number, _reason: string): void {
+    if (this.closed) return
+    this.closed = true
+    this.res.end()
+  }
+
+  get isClosed (): boolean {
+    return this.closed
+  }
+
+  private write (text: string): void {
+    if (this.closed) return
+    if (this.res.writableLength > this.options.sendBufferLimit) {
+      this.options.onTooSlow?.(this)
+      this.close(4008, 'too slow')
+      this.res.destroy()
+      return
+    }
+    this.res.write(text)
+  }
+}

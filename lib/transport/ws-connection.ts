@@ -1,0 +1,151 @@
+import type { Socket } from 'node:net'
+import type { WebSocket } from 'ws'
+import { type Connection, HubMember } from '../hub/connection.js'
+import { CloseCode } from '../core/errors.js'
+import type { EncodedEvent } from '../core/event.js'
+import type { Identity } from '../auth/identity.js'
+import { batchesFirstFrame, type Flushable, joinBatch } from '../core/write-batch.js'
+
+export interface WsConnectionOptions {
+  /** Bytes the socket may have queued before the client counts as too slow (4008). */
+  sendBufferLimit: number
+  /** Called once when the connection is cut for being too slow. */
+  onTooSlow?: (connection: WsConnection) => void
+}
+
+/**
+ * A socket with more than this corked is written out at once, so batching never makes a
+ * fast client look too slow.
+ */
+const CORK_FLUSH_BYTES = 64 * 1024
+
+/** Sends a Buffer as a text frame (the encoded event is UTF-8 JSON). */
+const TEXT = { binary: false } as const
+
+/**
+ * A Connection over a `ws` WebSocket. `O`: what the subclass needs beside the options,
+ * kept in the same shared object (a field per socket is memory per connection).
+ */
+export class WsConnection<O extends WsConnectionOptions = WsConnectionOptions> extends HubMember implements Connection, Flushable {
+  /** Set by the heartbeat: false after a ping until the pong arrives. */
+  alive = true
+  private closing = false
+  /** This turn's writes (lib/core/write-batch.ts): none yet, one frame written at once, or corked. */
+  private turnWrites: null | 'written' | 'corked' = null
+
+  constructor (
+    readonly id: string,
+    public identity: Identity,
+    readonly socket: WebSocket,
+    protected readonly options: O
+  ) {
+    super()
+  }
+
+  // Constants and what the socket already knows are getters, not fields on every socket.
+  get transport (): 'ws' {
+    return 'ws'
+  }
+
+  /** No extension was negotiated (no compression): event frames can go out prebuilt. */
+  private get plainFrames (): boolean {
+    return this.socket.extensions === ''
+  }
+
+  sendEvent (event: EncodedEvent): void {
+    if (!this.plainFrames) return this.send(event.wsBytes)
+    // The frame is built once per event: ws's framing of each send (two option objects, a
+    // header and two writes) was most of a fan-out's allocations, and so of its GC.
+    // Frames are written whole, so they never interleave with ws's own.
+    if (!this.writable()) return
+    if (this.turnWrites === null && !batchesFirstFrame()) {
+      // The turn's first frame, outside a burst or stream: out at once (lib/core/write-batch.ts).
+      this.turnWrites = 'written'
+      joinBatch(this)
+    } else {
+      this.cork()
+    }
+    this.rawSocket.write(event.wsFrameBytes)
+    this.flushIfFull()
+  }
+
+  /** Sends a text frame (a string, or UTF-8 bytes) unless the client has fallen too far behind. */
+  send (text: string | Buffer): void {
+    if (!this.writable()) return
+    this.cork()
+    this.socket.send(text, TEXT)
+    this.flushIfFull()
+  }
+
+  /**
+   * Whether a frame may be written now: the socket is open and not too far behind (else
+   * it is cut with 4008).
+   */
+  private writable (): boolean {
+    if (this.closing || this.socket.readyState !== 1) return false
+    if (this.socket.bufferedAmount > this.options.sendBufferLimit) {
+      this.options.onTooSlow?.(this)
+      this.close(CloseCode.TOO_SLOW, 'send buffer overflow')
+      return false
+    }
+    return true
+  }
+
+  /** Corks the socket until the end of the burst or turn (once per turn). */
+  private cork (): void {
+    if (this.turnWrites === 'corked') return
+    if (this.turnWrites === null) joinBatch(this)
+    this.turnWrites = 'corked'
+    this.rawSocket.cork()
+  }
+
+  private flushIfFull (): void {
+    if (this.turnWrites !== 'corked' || this.rawSocket.writableLength <= CORK_FLUSH_BYTES) return
+    this.rawSocket.uncork()
+    this.turnWrites = 'written'
+  }
+
+  /** Writes out what is corked; the next frame is this socket's first again. */
+  flush (): void {
+    if (this.turnWrites === 'corked') this.rawSocket.uncork()
+    this.turnWrites = null
+  }
+
+  /**
+   * Lets go of the read buffer list ws grew for the frames read so far, if it is empty.
+   * ws pushes each chunk it reads onto an array and shifts it off again: V8 keeps the
+   * grown backing store (17 slots, 152 B) for the socket's life, so every client that
+   * ever sent a frame or a pong would carry it while idle. Call it after a frame or pong
+   * has been read (ws reads `_buffers` afresh each time; nothing holds the old array).
+   */
+  releaseReadBuffer (): void {
+    const receiver = (this.socket as unknown as { _receiver?: { _buffers?: unknown[] } })._receiver
+    if (receiver?._buffers?.length === 0) receiver._buffers = []
+  }
+
+  /** The TCP socket under the WebSocket (ws keeps it as `_socket`). */
+  private get rawSocket (): Socket {
+    return (this.socket as unknown as { _socket: Socket })._socket
+  }
+
+  /**
+   * Closes with a code. A client that stopped reading would never see the close frame
+   * behind its full buffer, so the socket is cut shortly after if it is still open.
+   */
+  close (code: number, reason: string): void {
+    if (this.closing) return
+    this.closing = true
+    this.flush() // what was sent before the close goes before the close frame
+    try {
+      this.socket.close(code, reason)
+    } catch {
+      this.socket.terminate()
+      return
+    }
+    setTimeout(() => { if (this.socket.readyState !== 3) this.socket.terminate() }, 2000).unref()
+  }
+
+  get isClosing (): boolean {
+    return this.closing
+  }
+}

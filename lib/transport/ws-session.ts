@@ -1,0 +1,202 @@
+import type { WebSocket } from 'ws'
+import type { SincePosition } from '../broker/broker.js'
+import { ADMIN_CHANNEL, canSubscribe, ORDERS_CHANNEL } from '../auth/channels.js'
+import { ClientError, CloseCode } from '../core/errors.js'
+import { type Expiring, unwatchExpiry, watchExpiry } from '../auth/expiry.js'
+import type { Hub } from '../hub/hub.js'
+import { type Identity, isAdmin } from '../auth/identity.js'
+import { type ClientFrame, FrameError, parseClientFrame, serverFrame } from './protocol.js'
+import { monotonicMs } from '../core/clock.js'
+import { takeToken, type TokenBucket } from './token-bucket.js'
+import { WsConnection, type WsConnectionOptions } from './ws-connection.js'
+
+export interface SessionLogger {
+  warn(obj: object, msg: string): void
+  error(obj: object, msg: string): void
+}
+
+/** Shared by every session of a server: the connection options and what the protocol needs. */
+export interface WsSessionDeps extends WsConnectionOptions {
+  hub: Hub
+  /** Verifies a token and returns who it names; throws when invalid or expired. */
+  verifyToken(token: string): Identity
+  /** The stats of GET /realtime/stats. */
+  stats(): Promise<unknown>
+  log: SessionLogger
+  rateLimit: { perSecond: number, burst: number, strikes: number }
+  onFrame?: (type: string) => void
+  onRateLimited?: () => void
+}
+
+export type Admission = 'ok' | 'limited' | 'flooding'
+
+/** An empty frame queue: one settled promise shared by every idle session. */
+const IDLE: Promise<void> = Promise.resolve()
+
+/**
+ * The protocol of one WebSocket connection (CONTRACT §4): it parses client frames,
+ * applies the channel rules and the inbound rate limit, and answers. Errors become
+ * `error` frames; only flooding, expiry and transport limits close the connection.
+ *
+ * It is the connection itself, extended (the route hangs it on the socket and the hub
+ * holds it): one object per socket, with the protocol's state as plain fields (the rate
+ * limit's bucket, the frame queue, the expiry entry). Two objects and the pointers between
+ * them were a tenth of the gateway's own idle memory per connection.
+ */
+export class WsSession extends WsConnection<WsSessionDeps> implements Expiring, TokenBucket {
+  milliTokens: number
+  updatedMs = monotonicMs()
+  private strikes = 0
+  /** Frames still to handle, in arrival order, behind the greeting. */
+  private queue = IDLE
+
+  private get deps (): WsSessionDeps {
+    return this.options
+  }
+
+  constructor (id: string, identity: Identity, socket: WebSocket, deps: WsSessionDeps) {
+    super(id, identity, socket, deps)
+    this.milliTokens = deps.rateLimit.burst * 1000
+    watchExpiry(identity.exp, this)
+  }
+
+  /**
+   * The inbound rate limit, judged as a frame arrives (before it is queued behind
+   * earlier frames): `limited` frames get a `rate_limited` error; once a client has
+   * kept flooding through WS_RATE_LIMIT_STRIKES refusals in a row it is `flooding`.
+   */
+  admit (): Admission {
+    if (takeToken(this, this.deps.rateLimit.perSecond, this.deps.rateLimit.burst)) {
+      this.strikes = 0
+      return 'ok'
+    }
+    this.strikes++
+    this.deps.onRateLimited?.()
+    return this.strikes > this.deps.rateLimit.strikes ? 'flooding' : 'limited'
+  }
+
+  /**
+   * Holds every frame until `work` (the greeting: the connection's own subscriptions) is
+   * done; then frames run one after another, so a subscribe's replay finishes before the
+   * next frame (say, an unsubscribe) is looked at. `work` must not reject.
+   */
+  holdFramesUntil (work: Promise<void>): void {
+    this.setQueue(work)
+  }
+
+  /** Handles a frame after every earlier one, with the verdict `admit` gave it on arrival. */
+  receive (text: string, admission: Admission): void {
+    this.setQueue(this.queue.then(async () => { await this.handle(text, admission) }))
+  }
+
+  /** Keeps the queue's tail; once it has run, the shared IDLE again, not a settled promise per socket. */
+  private setQueue (tail: Promise<void>): void {
+    this.queue = tail
+    void tail.then(() => { if (this.queue === tail) this.queue = IDLE })
+  }
+
+  /** Acts on a frame, with the verdict `admit` gave it; never throws. */
+  private async handle (text: string, admission: Admission): Promise<void> {
+    if (admission === 'flooding') return this.close(CloseCode.POLICY_VIOLATION, 'flooding')
+    if (admission === 'limited') return this.send(serverFrame.error('rate_limited', 'too many frames; slow down'))
+    return await this.process(text)
+  }
+
+  private async process (text: string): Promise<void> {
+    let frame: ClientFrame | undefined
+    try {
+      frame = parseClientFrame(text)
+      this.deps.onFrame?.(frame.type)
+      await this.dispatch(frame)
+    } catch (err) {
+      this.fail(err, frame?.id ?? (err instanceof FrameError ? err.id : undefined))
+    }
+  }
+
+  /** Ends the session's own timers; the hub forgets the connection separately. */
+  dispose (): void {
+    unwatchExpiry(this.identity.exp, this)
+  }
+
+  /** Closes with 4001: the token expired (and no refresh moved the expiry). */
+  expire (): void {
+    this.close(CloseCode.TOKEN_EXPIRED, 'token expired')
+  }
+
+  private async dispatch (frame: ClientFrame): Promise<void> {
+    switch (frame.type) {
+      case 'system:ping':
+        return this.send(serverFrame.pong(frame.id))
+      case 'subscribe':
+        return await this.subscribe(frame.payload.channels, frame.id, 'subscribed', frame.payload.since)
+      case 'unsubscribe':
+        return this.unsubscribe(frame.payload.channels, frame.id, 'unsubscribed')
+      case 'room:join':
+        return await this.subscribe([frame.payload.room], frame.id, 'subscribed')
+      case 'room:leave':
+        return this.unsubscribe([frame.payload.room], frame.id, 'unsubscribed')
+      case 'subscribe:admin':
+        return await this.subscribe([ADMIN_CHANNEL], frame.id, 'subscribed')
+      case 'subscribe:orders':
+        // The user's own orders already reach user:<id>; admins get every order.
+        if (isAdmin(this.identity)) return await this.subscribe([ORDERS_CHANNEL], frame.id, 'subscribed')
+        return this.send(serverFrame.reply('subscribed', frame.id, {
+          channels: this.identity.userId === null ? [] : [`user:${this.identity.userId}`],
+          positions: {},
+          recovered: {}
+        }))
+      case 'request:stats':
+        if (!isAdmin(this.identity)) throw new ClientError('forbidden', 'stats need the admin role')
+        return this.send(serverFrame.reply('stats', frame.id, await this.deps.stats()))
+      case 'auth:refresh':
+        return this.refresh(frame.payload.token, frame.id)
+    }
+  }
+
+  private async subscribe (
+    channels: string[], id: string | number | undefined, replyType: string, since?: Record<string, SincePosition>
+  ): Promise<void> {
+    const forbidden = channels.filter((c) => !canSubscribe(this.identity, c))
+    if (forbidden.length > 0) {
+      throw new ClientError('forbidden', `not allowed to subscribe to ${forbidden.slice(0, 5).join(', ')}`)
+    }
+    const outcome = await this.deps.hub.subscribe(this, channels, since)
+    this.send(serverFrame.reply(replyType, id, {
+      channels,
+      positions: outcome.positions,
+      recovered: outcome.recovered
+    }))
+    outcome.replay()
+  }
+
+  private unsubscribe (channels: string[], id: string | number | undefined, replyType: string): void {
+    this.deps.hub.unsubscribe(this, channels)
+    this.send(serverFrame.reply(replyType, id, { channels }))
+  }
+
+  private refresh (token: string, id: string | number | undefined): void {
+    let identity: Identity
+    try {
+      identity = this.deps.verifyToken(token)
+    } catch {
+      throw new ClientError('forbidden', 'token is invalid or expired')
+    }
+    if (identity.userId !== this.identity.userId) {
+      throw new ClientError('forbidden', 'the new token must name the same user')
+    }
+    // The session itself is the expiry entry (no closure per connection), moved to the new exp.
+    unwatchExpiry(this.identity.exp, this)
+    this.identity = identity
+    watchExpiry(identity.exp, this)
+    this.send(serverFrame.reply('auth:refreshed', id))
+  }
+
+  private fail (err: unknown, id: string | number | undefined): void {
+    if (err instanceof ClientError) {
+      this.send(serverFrame.error(err.code, err.message, id))
+      return
+    }
+    this.deps.log.error({ err, connectionId: this.id }, 'frame handling failed')
+    this.send(serverFrame.error('internal', 'internal error', id))
+  }
+}

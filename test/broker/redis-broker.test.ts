@@ -1,0 +1,198 @@
+import t, { type Test } from 'tap'
+import { type BrokerOptions, BrokerUnavailableError } from '../../lib/broker/broker.js'
+import { Hub } from '../../lib/hub/hub.js'
+import { NodeRegistry } from '../../lib/ops/node-registry.js'
+import { RedisBroker, type RedisBrokerOptions } from '../../lib/broker/redis-broker.js'
+import { channelKeys } from '../../lib/broker/redis-layout.js'
+import type { NodeStats } from '../../lib/ops/stats.js'
+import { brokerSuite, DeliveryRecorder, seamScenario, suiteChannel } from '../support/broker-suite.js'
+import { requireService } from '../support/helper.js'
+import { freePort } from '../support/ports.js'
+import { deletePrefix, eventually, REDIS_URL, redisAvailable, redisClient, uniquePrefix } from '../support/redis-fixture.js'
+
+const available = await redisAvailable()
+const prefix = uniquePrefix('redis-broker')
+
+async function redisBroker (options: BrokerOptions & Partial<RedisBrokerOptions>): Promise<RedisBroker> {
+  const broker = new RedisBroker({ url: REDIS_URL, keyPrefix: prefix, unsubscribeDelayMs: 50, ...options })
+  if (!await broker.waitUntilReady(5000)) {
+    await broker.close()
+    throw new Error(`RedisBroker not ready at ${REDIS_URL}`)
+  }
+  return broker
+}
+
+/** A "node": a RedisBroker with its own connections and a recorder of what it delivers. */
+async function node (t: Test, options: Partial<RedisBrokerOptions> = {}) {
+  const recorder = new DeliveryRecorder()
+  const broker = await redisBroker({ deliver: recorder.deliver, historySize: 100, historyTtlSeconds: 300, ...options })
+  t.teardown(() => broker.close())
+  return { broker, recorder }
+}
+
+const draft = (channel: string, n: number) => ({ channel, type: 'test:event', payload: { n } })
+
+t.teardown(async () => {
+  if (!available) return
+  const { Redis } = await import('ioredis')
+  const redis = new Redis(REDIS_URL)
+  await deletePrefix(redis, prefix)
+  redis.disconnect()
+})
+
+t.test('RedisBroker passes the shared broker suite', async (t) => {
+  if (!requireService(t, 'Redis', available)) return
+  brokerSuite(t, redisBroker)
+})
+
+t.test('two nodes on one Redis share offsets and both deliver every event once, in order', async (t) => {
+  if (!requireService(t, 'Redis', available)) return
+  const [a, b] = [await node(t), await node(t)]
+  const channel = suiteChannel('two-nodes')
+  await Promise.all([a.broker.subscribe(channel), b.broker.subscribe(channel)])
+  const events = await Promise.all(Array.from({ length: 20 }, (_, n) => (n % 2 === 0 ? a : b).broker.publish(draft(channel, n))))
+  t.same(events.map((e) => e.offset).sort((x, y) => x - y), Array.from({ length: 20 }, (_, i) => i + 1), 'one sequence across nodes')
+  t.equal(new Set(events.map((e) => e.epoch)).size, 1)
+  for (const [name, n] of [['a', a], ['b', b]] as const) {
+    await n.recorder.until(`node ${name} gets 20 events`, () => n.recorder.of(channel).length >= 20)
+    t.same(n.recorder.of(channel).map((e) => e.offset), Array.from({ length: 20 }, (_, i) => i + 1), `node ${name}: in order, once each`)
+  }
+  t.same(await a.broker.position(channel), await b.broker.position(channel))
+})
+
+t.test('the hub seam across nodes: clients join on one node while another publishes', async (t) => {
+  if (!requireService(t, 'Redis', available)) return
+  const publisher = await node(t)
+  const ref: { hub?: Hub } = {}
+  const broker = await redisBroker({ deliver: (e) => ref.hub?.deliver(e), historySize: 500, historyTtlSeconds: 300 })
+  t.teardown(() => broker.close())
+  const hub = ref.hub = new Hub(() => broker, { maxChannelsPerConnection: 8 })
+  await seamScenario(t, hub, publisher.broker)
+})
+
+t.test('the epoch changes when the channel keys are lost; old positions no longer recover', async (t) => {
+  if (!requireService(t, 'Redis', available)) return
+  const redis = await redisClient(t)
+  const [a, b] = [await node(t), await node(t)]
+  const channel = suiteChannel('epoch')
+  await b.broker.subscribe(channel)
+  let last
+  for (let n = 1; n <= 3; n++) last = await a.broker.publish(draft(channel, n))
+  const old = last!
+  const keys = channelKeys(prefix, channel)
+  t.equal(await redis.del(keys.meta, keys.history), 2, 'meta and history dropped (as a restart without persistence would)')
+  const fresh = await a.broker.publish(draft(channel, 4))
+  t.equal(fresh.offset, 1, 'offsets restart...')
+  t.not(fresh.epoch, old.epoch, '...in a new epoch')
+  t.match(fresh.epoch, /^[A-Za-z0-9_-]+$/)
+  t.same(await b.broker.history(channel, { offset: 3, epoch: old.epoch }),
+    { events: [], position: { offset: 1, epoch: fresh.epoch }, recovered: false })
+  await b.recorder.until('the new epoch reaches the subscriber', () => b.recorder.of(channel).length >= 4)
+  t.same(b.recorder.of(channel).map((e) => [e.epoch, e.offset]),
+    [[old.epoch, 1], [old.epoch, 2], [old.epoch, 3], [fresh.epoch, 1]])
+})
+
+t.test('Redis pub/sub: subscribed on the first local subscriber, released after the last, without flapping', async (t) => {
+  if (!requireService(t, 'Redis', available)) return
+  const redis = await redisClient(t)
+  const [a, b] = [await node(t, { unsubscribeDelayMs: 300 }), await node(t)]
+  const channel = suiteChannel('pubsub')
+  const pubsub = channelKeys(prefix, channel).pubsub
+  const subscribers = async () => Number((await redis.pubsub('NUMSUB', pubsub) as Array<string | number>)[1])
+  const held = async () => (await redis.pubsub('CHANNELS', `${prefix}ev:*`) as string[]).includes(pubsub)
+
+  t.equal(await held(), false, 'nobody holds the channel before a subscriber')
+  await a.broker.subscribe(channel)
+  t.equal(await subscribers(), 1, 'node a holds it; node b, with no subscriber, does not')
+  await b.broker.subscribe(channel)
+  t.equal(await subscribers(), 2)
+
+  await a.broker.unsubscribe(channel)
+  await a.broker.subscribe(channel) // back within the delay: no UNSUBSCRIBE/SUBSCRIBE round
+  await a.broker.publish(draft(channel, 1))
+  await a.recorder.until('delivery after a quick re-subscribe', () => a.recorder.of(channel).length === 1)
+  t.equal(await subscribers(), 2, 'a quick leave and rejoin does not flap')
+
+  await a.broker.unsubscribe(channel)
+  await b.broker.unsubscribe(channel)
+  await eventually('both nodes released the channel', async () => !(await held()), 5000)
+  t.pass('the channel is released after its last subscriber left')
+})
+
+t.test('a subscriber connection that drops catches up on what was published meanwhile', async (t) => {
+  if (!requireService(t, 'Redis', available)) return
+  const redis = await redisClient(t)
+  const a = await node(t)
+  // b reconnects only after a fixed pause, so the publishes below surely fall in the gap.
+  const b = await node(t, { connectionName: `${prefix}gap-b`, redisOptions: { retryStrategy: () => 1500 } })
+  const channel = suiteChannel('gap')
+  const pubsub = channelKeys(prefix, channel).pubsub
+  await b.broker.subscribe(channel)
+  await a.broker.publish(draft(channel, 1))
+  await b.recorder.until('the first event', () => b.recorder.of(channel).length === 1)
+
+  const clients = (await redis.client('LIST') as string).split('\n').filter((line) => line.includes(` name=${prefix}gap-b:sub `))
+  t.equal(clients.length, 1, 'found the subscriber connection of node b')
+  await redis.client('KILL', 'ID', clients[0].match(/^id=(\d+)/)![1])
+  for (let n = 2; n <= 4; n++) await a.broker.publish(draft(channel, n))
+  t.equal(Number((await redis.pubsub('NUMSUB', pubsub) as Array<string | number>)[1]), 0, 'b was away during those publishes')
+
+  await b.recorder.until('the missed events after the reconnect', () => b.recorder.of(channel).length >= 4, 10_000)
+  await eventually('node b ready again', () => b.broker.isReady())
+  await a.broker.publish(draft(channel, 5))
+  await b.recorder.until('live delivery again', () => b.recorder.of(channel).length >= 5)
+  t.same(b.recorder.of(channel).map((e) => e.offset), [1, 2, 3, 4, 5], 'nothing lost, nothing doubled, in order')
+})
+
+t.test('Redis unreachable: not ready, publish/subscribe/history reject at once with BrokerUnavailableError', async (t) => {
+  const recorder = new DeliveryRecorder()
+  const broker = new RedisBroker({
+    url: `redis://127.0.0.1:${await freePort()}`, keyPrefix: prefix, deliver: recorder.deliver, historySize: 10, historyTtlSeconds: 10
+  })
+  t.teardown(() => broker.close())
+  t.equal(await broker.waitUntilReady(300), false)
+  const settles = <T>(p: Promise<T>) => Promise.race([
+    p, new Promise<never>((_resolve, reject) => setTimeout(() => reject(new Error('still pending after 3 s')), 3000))
+  ])
+  await t.rejects(settles(broker.publish(draft('room:x', 1))), BrokerUnavailableError)
+  await t.rejects(settles(broker.subscribe('room:x')), BrokerUnavailableError)
+  await t.rejects(settles(broker.history('room:x', { offset: 0 })), BrokerUnavailableError)
+  await t.rejects(settles(broker.position('room:x')), BrokerUnavailableError)
+  await broker.close()
+  t.equal(broker.isReady(), false)
+})
+
+t.test('node registry: live reports merge, a node that stops beating drops out after its TTL', async (t) => {
+  if (!requireService(t, 'Redis', available)) return
+  const redis = await redisClient(t)
+  const registry = new NodeRegistry(redis, { keyPrefix: prefix, ttlMs: 400 })
+  const report = (nodeId: string, totalConnections: number): NodeStats => ({
+    nodeId,
+    broker: 'redis',
+    startedAt: new Date().toISOString(),
+    updatedAt: new Date().toISOString(),
+    totalConnections,
+    uniqueUsers: 1,
+    userConnections: [{ userId: 'u1', connectionCount: totalConnections }],
+    channels: 1,
+    connectionsByTransport: { ws: totalConnections, sse: 0 }
+  })
+  await registry.beat(report('node-a', 2))
+  await registry.beat(report('node-b', 3))
+  t.same((await registry.nodes()).map((n) => [n.nodeId, n.totalConnections]), [['node-a', 2], ['node-b', 3]])
+  // node-b goes silent (a crash); node-a keeps beating.
+  await eventually('node-b expires', async () => {
+    await registry.beat(report('node-a', 2))
+    return (await registry.nodes()).length === 1
+  }, 5000)
+  t.same((await registry.nodes()).map((n) => n.nodeId), ['node-a'])
+  t.same(await redis.smembers(`${prefix}nodes`), ['node-a'], 'the expired node is pruned from the set')
+  await registry.leave('node-a')
+  t.same(await registry.nodes(), [], 'a clean leave is immediate')
+
+  const a = await node(t)
+  const before = await registry.distinctChannels()
+  await a.broker.subscribe(suiteChannel('count-1'))
+  await a.broker.subscribe(suiteChannel('count-2'))
+  t.equal(await registry.distinctChannels(), before + 2, 'distinct channels counted from the pub/sub channels held')
+})

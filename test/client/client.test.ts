@@ -1,0 +1,328 @@
+import { createServer } from 'node:net'
+import { test, type Test } from 'tap'
+import WebSocket from 'ws'
+import { connect, type ConnectOptions, type RealtimeClient, type RealtimeEvent, type WebSocketConstructor } from '../../client/realtime-client.js'
+import { post, serviceToken, sleep, startServer, token } from '../support/helper.js'
+
+/**
+ * The browser client (client/) in Node against a real gateway: real sockets and
+ * streams, the `ws` package standing in for the browser's WebSocket.
+ */
+
+interface Watched {
+  client: RealtimeClient
+  events: RealtimeEvent[]
+  states: string[]
+  recoveries: Array<{ recovered: boolean, channels: string[] }>
+  errors: Array<{ code: string, status?: number }>
+  opens: Array<{ transport: string, resumed: boolean }>
+  /** Resolves once `done()` holds; rejects after `timeoutMs` naming what it waited for. */
+  until(what: string, done: () => boolean, timeoutMs?: number): Promise<void>
+  on(channel: string): RealtimeEvent[]
+}
+
+function watch (t: Test, options: ConnectOptions): Watched {
+  const client = connect({ WebSocket, backoff: { initialMs: 100, maxMs: 1000 }, ...options })
+  t.teardown(() => client.close())
+  const w: Watched = {
+    client,
+    events: [],
+    states: [],
+    recoveries: [],
+    errors: [],
+    opens: [],
+    async until (what, done, timeoutMs = 5000) {
+      const deadline = Date.now() + timeoutMs
+      while (!done()) {
+        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; states ${w.states.join(',')}; events ${JSON.stringify(w.events).slice(0, 400)}`)
+        await sleep(10)
+      }
+    },
+    on: (channel) => w.events.filter((e) => e.channel === channel)
+  }
+  client.on('*', (e) => w.events.push(e))
+  client.on('state', (s) => w.states.push(s.state))
+  client.on('recovery', (r) => w.recoveries.push(r))
+  client.on('error', (e) => w.errors.push(e))
+  client.on('open', (o) => w.opens.push(o))
+  return w
+}
+
+/** A token function that holds every reconnect until `release()`: the gap is then certain. */
+function gatedToken (jwt: string) {
+  let gate: Promise<void> = Promise.resolve()
+  let release = (): void => {}
+  return {
+    token: async () => { await gate; return jwt },
+    hold () { gate = new Promise((resolve) => { release = resolve }) },
+    release: () => release()
+  }
+}
+
+async function publish (t: Test, url: string, channel: string, type: string, payload: Record<string, unknown>): Promise<void> {
+  const res = await post(`${url}/realtime/publish`, serviceToken(), { channel, type, payload })
+  t.equal(res.status, 202, `published ${type} to ${channel}`)
+}
+
+async function notify (t: Test, url: string, userId: string, message: string): Promise<void> {
+  const res = await post(`${url}/realtime/test/notification`, serviceToken(), { userId, message })
+  t.equal(res.status, 202, `notified ${userId}`)
+}
+
+const offsets = (events: RealtimeEvent[]) => events.map((e) => e.offset)
+
+test('WebSocket: events of its channels and of its own user channel, subscribe and unsubscribe', async (t) => {
+  const { url } = await startServer(t)
+  const w = watch(t, { url, token: token('c1'), channels: ['product:1'] })
+  const orders: RealtimeEvent[] = []
+  w.client.on('order:placed', (e) => orders.push(e))
+  await w.until('open', () => w.client.state === 'open')
+  t.equal(w.client.transport, 'ws')
+  t.same(w.states.slice(0, 2), ['connecting', 'open'])
+  t.equal(w.client.userId, 'c1')
+
+  await publish(t, url, 'product:1', 'order:placed', { n: 1 })
+  await notify(t, url, 'c1', 'hello')
+  await w.until('both events', () => w.events.length === 2)
+  t.match(w.events[0], { type: 'order:placed', channel: 'product:1', offset: 1, payload: { n: 1 }, ts: String })
+  t.match(w.events[1], { type: 'notification', channel: 'user:c1', payload: { message: 'hello' } })
+  t.equal(orders.length, 1, 'a type handler gets its type only')
+
+  await w.client.subscribe('product:2')
+  await publish(t, url, 'product:2', 'price:changed', { price: 3 })
+  await w.until('the new channel', () => w.on('product:2').length === 1)
+
+  await w.client.unsubscribe('product:1')
+  await publish(t, url, 'product:1', 'order:placed', { n: 2 })
+  await publish(t, url, 'product:2', 'price:changed', { price: 4 })
+  await w.until('the later event', () => w.on('product:2').length === 2)
+  t.same(w.on('product:1').map((e) => e.payload.n), [1], 'nothing after unsubscribe')
+  t.same(w.errors, [])
+})
+
+for (const transport of ['ws', 'sse'] as const) {
+  test(`${transport}: reconnects after the server drops it and resumes without losing events`, async (t) => {
+    const { app, url } = await startServer(t)
+    const gate = gatedToken(token('c2'))
+    const w = watch(t, { url, token: gate.token, channels: ['product:r'], transports: [transport] })
+    await w.until('open', () => w.client.state === 'open')
+    t.equal(w.client.transport, transport)
+    await publish(t, url, 'product:r', 'tick', { n: 1 })
+    await publish(t, url, 'product:r', 'tick', { n: 2 })
+    await notify(t, url, 'c2', 'before')
+    await w.until('the first events', () => w.events.length === 3)
+
+    gate.hold()
+    app.hub.closeAll(1012, 'server restarting')
+    await w.until('reconnecting', () => w.client.state === 'reconnecting')
+    for (let n = 3; n <= 5; n++) await publish(t, url, 'product:r', 'tick', { n })
+    await notify(t, url, 'c2', 'while away 1')
+    await notify(t, url, 'c2', 'while away 2')
+    gate.release()
+
+    await w.until('open again', () => w.opens.length === 2)
+    await w.until('the missed events', () => w.on('product:r').length >= 5 && w.on('user:c2').length >= 3)
+    await publish(t, url, 'product:r', 'tick', { n: 6 })
+    await w.until('a live event after the resume', () => w.on('product:r').length >= 6)
+    t.same(offsets(w.on('product:r')), [1, 2, 3, 4, 5, 6], 'every event once, in order')
+    t.same(w.on('product:r').map((e) => e.payload.n), [1, 2, 3, 4, 5, 6])
+    t.same(w.on('user:c2').map((e) => e.payload.message), ['before', 'while away 1', 'while away 2'], 'the user channel resumed too')
+    t.same(offsets(w.on('user:c2')), [1, 2, 3])
+    t.same(w.recoveries, [], 'nothing was lost, so no recovery notice')
+    t.match(w.opens[1], { transport, resumed: true })
+    t.ok(w.states.indexOf('reconnecting') < w.states.lastIndexOf('open'), `states: ${w.states.join(' → ')}`)
+  })
+
+  test(`${transport}: tells the app when history no longer covers the gap (recovered: false)`, async (t) => {
+    const { app, url } = await startServer(t, { HISTORY_SIZE: 2 })
+    const gate = gatedToken(token('c3'))
+    const w = watch(t, { url, token: gate.token, channels: ['product:h'], transports: [transport] })
+    await w.until('open', () => w.client.state === 'open')
+    await publish(t, url, 'product:h', 'tick', { n: 1 })
+    await w.until('the first event', () => w.events.length === 1)
+
+    gate.hold()
+    app.hub.closeAll(1012, 'server restarting')
+    await w.until('reconnecting', () => w.client.state === 'reconnecting')
+    for (let n = 2; n <= 5; n++) await publish(t, url, 'product:h', 'tick', { n })
+    gate.release()
+
+    await w.until('the recovery notice', () => w.recoveries.length > 0)
+    t.equal(w.recoveries[0].recovered, false)
+    t.ok(w.recoveries[0].channels.includes('product:h'), `lost channels: ${w.recoveries[0].channels.join(',')}`)
+    await w.until('open again', () => w.client.state === 'open')
+    await publish(t, url, 'product:h', 'tick', { n: 6 })
+    await w.until('the next live event', () => w.on('product:h').some((e) => e.payload.n === 6))
+    t.same(w.on('product:h').map((e) => e.payload.n), [1, 6], 'no partial replay: the app is told to reload instead')
+    t.equal(w.client.lastPositions()['product:h'].offset, 6, 'positions follow the live stream again')
+  })
+}
+
+test('falls back to SSE when the WebSocket upgrade is refused: same events, same API', async (t) => {
+  const { app, url, wsUrl } = await startServer(t)
+  const gate = gatedToken(token('c4'))
+  // A path that answers the upgrade with 404 stands in for a proxy that blocks WebSocket.
+  const w = watch(t, { url, wsUrl: `${wsUrl}-blocked`, token: gate.token, channels: ['product:s'] })
+  await w.until('open', () => w.client.state === 'open')
+  t.equal(w.client.transport, 'sse')
+  t.match(w.opens[0], { transport: 'sse', resumed: false })
+
+  await publish(t, url, 'product:s', 'stock', { n: 1 })
+  await notify(t, url, 'c4', 'over sse')
+  await w.until('both events', () => w.events.length === 2)
+  t.same(Object.keys(w.events[0]).sort(), ['channel', 'offset', 'payload', 'ts', 'type'], 'the event shape of the WebSocket')
+  t.match(w.events[0], { type: 'stock', channel: 'product:s', offset: 1, payload: { n: 1 } })
+  t.match(w.events[1], { type: 'notification', channel: 'user:c4', offset: 1 })
+
+  await w.client.subscribe('product:t')
+  await publish(t, url, 'product:t', 'stock', { n: 10 })
+  await publish(t, url, 'product:s', 'stock', { n: 2 })
+  await w.until('events of both channels', () => w.on('product:t').length === 1 && w.on('product:s').length === 2)
+
+  gate.hold()
+  app.hub.closeAll(1012, 'server restarting')
+  await w.until('reconnecting', () => w.client.state === 'reconnecting')
+  await publish(t, url, 'product:s', 'stock', { n: 3 })
+  await publish(t, url, 'product:t', 'stock', { n: 11 })
+  gate.release()
+  await w.until('the missed events', () => w.on('product:s').length === 3 && w.on('product:t').length === 2)
+  t.equal(w.client.transport, 'sse', 'it stays on SSE: WebSocket never worked here')
+  t.same(offsets(w.on('product:s')), [1, 2, 3])
+  t.same(offsets(w.on('product:t')), [1, 2])
+  t.same(w.recoveries, [])
+
+  await w.client.unsubscribe('product:t')
+  await publish(t, url, 'product:t', 'stock', { n: 12 })
+  await publish(t, url, 'product:s', 'stock', { n: 4 })
+  await w.until('the later event', () => w.on('product:s').length === 4)
+  t.equal(w.on('product:t').length, 2, 'nothing after unsubscribe')
+})
+
+for (const transport of ['ws', 'sse'] as const) {
+  test(`${transport}: refreshToken keeps a connection past its first token's expiry`, async (t) => {
+    const { url } = await startServer(t)
+    const options = { url, channels: ['product:x'], transports: [transport] }
+    const refreshed = watch(t, { ...options, token: token('c5', [], 2) })
+    const control = watch(t, { ...options, token: token('c6', [], 2) })
+    await refreshed.until('open', () => refreshed.client.state === 'open')
+    await control.until('open', () => control.client.state === 'open')
+
+    await refreshed.client.refreshToken(token('c5', [], 3600))
+    if (transport === 'ws') {
+      await t.rejects(refreshed.client.refreshToken(token('someone-else')), { code: 'forbidden' }, 'a token for another user is refused')
+    }
+
+    // The control keeps its 2 s token: the gateway ends it at expiry (4001 over WebSocket)
+    // and then refuses it (a 401 is only visible over SSE: browsers hide upgrade statuses).
+    await control.until('the control token to expire', () => control.states.includes('reconnecting'), 8000)
+    const signal = transport === 'ws' ? 'token_expired' : 'unauthorized'
+    await control.until(`a ${signal} error`, () => control.errors.some((e) => e.code === signal), 8000)
+    if (transport === 'sse') t.match(control.errors.find((e) => e.code === 'unauthorized'), { status: 401 })
+
+    t.equal(refreshed.client.state, 'open')
+    t.notOk(refreshed.states.includes('reconnecting'), `the refreshed connection was never cut: ${refreshed.states.join(' → ')}`)
+    t.equal(refreshed.client.transport, transport)
+    await publish(t, url, 'product:x', 'still', { alive: true })
+    await refreshed.until('an event on the refreshed connection', () => refreshed.on('product:x').length === 1)
+  })
+}
+
+test('a gateway that is down is retried with growing delays, never in a tight loop', async (t) => {
+  // A port that refuses connections: listen on a free one, then close it.
+  const probe = createServer()
+  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve))
+  const port = (probe.address() as { port: number }).port
+  await new Promise<void>((resolve) => probe.close(() => resolve()))
+
+  const w = watch(t, { url: `http://127.0.0.1:${port}`, token: token('c7'), backoff: { initialMs: 100, maxMs: 400 } })
+  const delays: number[] = []
+  w.client.on('state', (s) => { if (s.state === 'reconnecting') delays.push(s.delayMs) })
+  await sleep(2000)
+  w.client.close()
+  t.equal(w.client.state, 'closed')
+  t.ok(delays.length >= 3, `it kept trying (${delays.length} attempts)`)
+  t.ok(delays.length <= 15, `and backed off: ${delays.length} attempts in 2 s (delays ${delays.join(', ')})`)
+  t.ok(delays.filter((d) => d === 0).length <= 1, 'only the first fallback to SSE is immediate')
+  t.ok(delays.slice(-2).every((d) => d >= 200), 'delays grow to the ceiling (half to all of it, with jitter)')
+  t.same(w.opens, [])
+})
+
+/**
+ * `ws`, but every incoming frame waits for `hook(frame)` before the client sees it:
+ * lets a test act at an exact point of the protocol (here: between greeting and subscribe).
+ */
+function hookedWebSocket (hook: (frame: any) => Promise<void>): WebSocketConstructor {
+  return class HookedWebSocket {
+    onopen: ((event: any) => void) | null = null
+    onmessage: ((event: any) => void) | null = null
+    onclose: ((event: any) => void) | null = null
+    onerror: ((event: any) => void) | null = null
+    private readonly inner: WebSocket
+    constructor (url: string) {
+      this.inner = new WebSocket(url)
+      let chain = Promise.resolve()
+      this.inner.onopen = (e) => this.onopen?.(e)
+      this.inner.onclose = (e) => { chain = chain.then(() => this.onclose?.(e)) }
+      this.inner.onerror = (e) => this.onerror?.(e)
+      this.inner.onmessage = (e) => {
+        chain = chain.then(async () => {
+          await hook(JSON.parse(String(e.data)))
+          this.onmessage?.(e)
+        })
+      }
+    }
+
+    get readyState (): number { return this.inner.readyState }
+    send (data: string): void { this.inner.send(data) }
+    close (code?: number, reason?: string): void { this.inner.close(code, reason) }
+  }
+}
+
+test('ws: an event sent live on the user channel while it is being resumed is shown once', async (t) => {
+  const { app, url } = await startServer(t)
+  let greetings = 0
+  const WebSocketImpl = hookedWebSocket(async (frame) => {
+    // On the reconnect's greeting, before the client can ask to resume: the gateway sends
+    // this one live (the user channel is joined at connect) and the resume replays it.
+    if (frame.type === 'system:connected' && ++greetings === 2) await notify(t, url, 'c8', 'during the resume')
+  })
+  const w = watch(t, { url, token: token('c8'), WebSocket: WebSocketImpl })
+  await w.until('open', () => w.client.state === 'open')
+  await notify(t, url, 'c8', 'first')
+  await w.until('the first notification', () => w.events.length === 1)
+
+  app.hub.closeAll(1012, 'server restarting')
+  await w.until('open again', () => w.opens.length === 2)
+  await notify(t, url, 'c8', 'after')
+  await w.until('the live notification after the resume', () => w.events.some((e) => e.payload.message === 'after'))
+  t.same(w.on('user:c8').map((e) => e.payload.message), ['first', 'during the resume', 'after'])
+  t.same(offsets(w.on('user:c8')), [1, 2, 3], 'once each, in order')
+})
+
+test('ws: events missed while away and one sent live during the resume come once each, in offset order', async (t) => {
+  const { app, url } = await startServer(t)
+  let greetings = 0
+  const WebSocketImpl = hookedWebSocket(async (frame) => {
+    // The reconnect's greeting reaches the client only after this live event was sent, so
+    // it is on the wire before the missed ones are replayed: the client must reorder.
+    if (frame.type === 'system:connected' && ++greetings === 2) await notify(t, url, 'c9', 'during the resume')
+  })
+  const gate = gatedToken(token('c9'))
+  const w = watch(t, { url, token: gate.token, WebSocket: WebSocketImpl })
+  await w.until('open', () => w.client.state === 'open')
+  await notify(t, url, 'c9', 'first')
+  await w.until('the first notification', () => w.events.length === 1)
+
+  gate.hold()
+  app.hub.closeAll(1012, 'server restarting')
+  await w.until('the drop', () => w.client.state !== 'open')
+  await notify(t, url, 'c9', 'missed 1')
+  await notify(t, url, 'c9', 'missed 2')
+  gate.release()
+  await w.until('open again', () => w.opens.length === 2)
+  await notify(t, url, 'c9', 'after')
+  await w.until('the notification after the resume', () => w.events.some((e) => e.payload.message === 'after'))
+  t.same(w.on('user:c9').map((e) => e.payload.message), ['first', 'missed 1', 'missed 2', 'during the resume', 'after'])
+  t.same(offsets(w.on('user:c9')), [1, 2, 3, 4, 5], 'once each, in order')
+  t.same(w.recoveries, [])
+})

@@ -1,6 +1,0 @@
-import t from 'tap'
-import { MemoryBroker } from '../lib/memory-broker.js'
-import { brokerSuite } from './broker-suite.js'
-
-// The embedded broker passes the same suite as the Redis one (test/redis-broker.test.ts).
-brokerSuite(t, (options) => new MemoryBroker(options))

@@ -1,0 +1,129 @@
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import t from 'tap'
+import { ConfigError, corsOrigins, kafkaBrokerList, loadConfig, trustProxy } from '../../lib/ops/config.js'
+import { mintToken } from '../../lib/auth/token.js'
+import { freePort } from '../support/ports.js'
+import { buildServer, spawnServer, within } from '../support/server-process.js'
+
+t.test('defaults are those of CONTRACT §1', async (t) => {
+  const config = loadConfig({})
+  t.match(config, {
+    PORT: 3000,
+    HOST: '0.0.0.0',
+    ALLOW_ANONYMOUS: false,
+    CORS_ORIGIN: '*',
+    KAFKA_GROUP_ID: 'realtime-gateway',
+    LOG_LEVEL: 'info',
+    HISTORY_SIZE: 100,
+    HISTORY_TTL_SECONDS: 300,
+    LOW_STOCK_THRESHOLD: 5,
+    BODY_LIMIT_BYTES: 1024 * 1024,
+    WS_MAX_PAYLOAD_BYTES: 64 * 1024,
+    SEND_BUFFER_LIMIT_BYTES: 1024 * 1024,
+    MAX_CHANNELS_PER_CONNECTION: 128
+  })
+  t.equal(config.JWT_SECRET, undefined)
+  t.equal(config.JWT_PUBLIC_KEY, undefined)
+  t.equal(config.REDIS_URL, undefined, 'no REDIS_URL: in-process broker')
+  t.equal(config.KAFKA_BROKERS, undefined, 'no KAFKA_BROKERS: no consumer')
+  t.ok(config.WS_RATE_LIMIT_PER_SECOND >= 10, 'a generous inbound frame rate')
+  t.ok(config.HTTP_RATE_LIMIT_PER_MINUTE >= 1000, 'thousands of publishes a minute')
+  t.equal(corsOrigins(config), '*')
+})
+
+t.test('values are parsed from strings', async (t) => {
+  const config = loadConfig({
+    PORT: '8080',
+    ALLOW_ANONYMOUS: 'true',
+    HISTORY_SIZE: '7',
+    CORS_ORIGIN: 'https://a.example, https://b.example',
+    KAFKA_BROKERS: 'k1:9092, k2:9093',
+    REDIS_URL: 'redis://127.0.0.1:6379/2',
+    JWT_SECRET: 's'
+  })
+  t.equal(config.PORT, 8080)
+  t.equal(config.ALLOW_ANONYMOUS, true)
+  t.equal(config.HISTORY_SIZE, 7)
+  t.same(corsOrigins(config), ['https://a.example', 'https://b.example'])
+  t.same(kafkaBrokerList(config), ['k1:9092', 'k2:9093'])
+  t.equal(loadConfig({ PORT: '' }).PORT, 3000, 'an empty value means unset')
+})
+
+t.test('an invalid value is a ConfigError whose one-line message names the variable', async (t) => {
+  const cases: Array<[Record<string, string>, string]> = [
+    [{ PORT: 'abc' }, 'PORT'],
+    [{ PORT: '70000' }, 'PORT'],
+    [{ REDIS_URL: 'not-a-url' }, 'REDIS_URL'],
+    [{ REDIS_URL: 'http://127.0.0.1:6379' }, 'REDIS_URL'],
+    [{ KAFKA_BROKERS: 'bad' }, 'KAFKA_BROKERS'],
+    [{ KAFKA_BROKERS: 'k1:9092,,nope' }, 'KAFKA_BROKERS'],
+    [{ HISTORY_SIZE: '-1' }, 'HISTORY_SIZE'],
+    [{ HISTORY_TTL_SECONDS: 'soon' }, 'HISTORY_TTL_SECONDS'],
+    [{ ALLOW_ANONYMOUS: 'maybe' }, 'ALLOW_ANONYMOUS'],
+    [{ LOG_LEVEL: 'loud' }, 'LOG_LEVEL'],
+    [{ LOW_STOCK_THRESHOLD: '2.5' }, 'LOW_STOCK_THRESHOLD'],
+    [{ JWT_PUBLIC_KEY: 'not a pem' }, 'JWT_PUBLIC_KEY'],
+    [{ NODE_ENV: 'production' }, 'JWT_SECRET']
+  ]
+  for (const [env, variable] of cases) {
+    let error: unknown
+    try { loadConfig(env) } catch (err) { error = err }
+    t.ok(error instanceof ConfigError, `${JSON.stringify(env)} is refused`)
+    if (!(error instanceof ConfigError)) continue
+    t.equal(error.variable, variable, `${JSON.stringify(env)} names ${variable}`)
+    t.match(error.message, variable)
+    t.notMatch(error.message, /\n/, 'one line')
+  }
+  t.doesNotThrow(() => loadConfig({ NODE_ENV: 'production', JWT_SECRET: 'a-real-secret' }), 'production with a secret starts')
+})
+
+t.test('TRUST_PROXY: off by default, true, a hop count or proxy addresses', async (t) => {
+  t.equal(trustProxy(loadConfig({})), false)
+  t.equal(trustProxy(loadConfig({ TRUST_PROXY: 'true' })), true)
+  t.same(trustProxy(loadConfig({ TRUST_PROXY: 'uniquelocal,loopback' })), ['uniquelocal', 'loopback'])
+  t.same(trustProxy(loadConfig({ TRUST_PROXY: '10.0.0.0/8, 127.0.0.1' })), ['10.0.0.0/8', '127.0.0.1'])
+  t.throws(() => loadConfig({ TRUST_PROXY: 'nginx please' }), { name: 'ConfigError', variable: 'TRUST_PROXY' })
+})
+
+t.test('the real server', async (t) => {
+  const dir = await buildServer()
+
+  t.test('PORT=abc: exit code 1 and one stderr line naming PORT', async (t) => {
+    const server = spawnServer(t, dir, { PORT: 'abc', JWT_SECRET: 's' })
+    t.equal(await within(15_000, server.exited, 'exit'), 1)
+    const lines = server.stderr().split('\n').filter((l) => l !== '')
+    t.equal(lines.length, 1, `one line: ${server.stderr()}`)
+    t.match(lines[0], /PORT/)
+  })
+
+  t.test('production without a secret: exit code 1 naming JWT_SECRET', async (t) => {
+    const server = spawnServer(t, dir, { NODE_ENV: 'production', PORT: String(await freePort()) })
+    t.equal(await within(15_000, server.exited, 'exit'), 1)
+    t.match(server.stderr(), /JWT_SECRET/)
+    t.equal(server.stderr().trim().split('\n').length, 1)
+  })
+
+  t.test('no secret outside production: it makes one, says how to mint a token, never logs it', async (t) => {
+    const port = await freePort()
+    const server = spawnServer(t, dir, { PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'info' })
+    await server.waitForOutput('npm run token')
+    await server.waitForOutput('Server listening')
+    const secret = readFileSync(join(server.cwd, '.jwt-dev-secret'), 'utf8').trim()
+    t.ok(secret.length >= 32, 'the secret was saved in the server cwd for npm run token')
+    t.notOk(server.stdout().includes(secret), 'the secret is not in the log')
+    t.notOk(server.stderr().includes(secret))
+
+    // The saved secret is the one the server verifies with.
+    const good = mintToken(secret, { sub: 'svc', roles: ['service'], ttlSeconds: 60 })
+    const res = await fetch(`http://127.0.0.1:${port}/realtime/stats`, { headers: { authorization: `Bearer ${good}` } })
+    t.equal(res.status, 200)
+    const other = mintToken('another-secret', { sub: 'svc', roles: ['service'], ttlSeconds: 60 })
+    const refused = await fetch(`http://127.0.0.1:${port}/realtime/stats`, { headers: { authorization: `Bearer ${other}` } })
+    t.equal(refused.status, 401)
+    t.notOk(server.stdout().includes(good), 'tokens are not logged either')
+
+    server.child.kill('SIGTERM')
+    t.equal(await within(15_000, server.exited, 'exit after SIGTERM'), 0)
+  })
+})

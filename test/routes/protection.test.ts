@@ -1,0 +1,161 @@
+import { once } from 'node:events'
+import { connect } from 'node:net'
+import t from 'tap'
+import WebSocket from 'ws'
+import { post, serviceToken, SseClient, sleep, startServer, token, WsClient } from '../support/helper.js'
+
+t.test('a client that stops reading is cut off (4008) while a healthy one receives everything', async (t) => {
+  const { url, wsUrl, app } = await startServer(t, { SEND_BUFFER_LIMIT_BYTES: 64 * 1024, HTTP_RATE_LIMIT_PER_MINUTE: 100_000 })
+  const healthy = await WsClient.connect(t, wsUrl, token('1'))
+  const stalled = await WsClient.connect(t, wsUrl, token('2'))
+  await healthy.subscribe(['room:flood'])
+  await stalled.subscribe(['room:flood'])
+  // Stop reading: the kernel buffers fill, then the server's send buffer grows past the limit.
+  const rawSocket = (stalled.socket as unknown as { _socket: { pause(): void } })._socket
+  rawSocket.pause()
+
+  const big = 'x'.repeat(32 * 1024)
+  const total = 400
+  for (let i = 0; i < total; i++) {
+    await app.hub.broker.publish({ channel: 'room:flood', type: 'flood', payload: { i, big } })
+    // Paced like a real stream, so a reading client drains as fast as events come.
+    await new Promise((resolve) => setImmediate(resolve))
+  }
+  const received: number[] = []
+  while (received.length < total) {
+    const frame = await healthy.next((f) => f.type === 'flood', 10_000)
+    received.push(frame.offset)
+  }
+  t.same(received, Array.from({ length: total }, (_, i) => i + 1), 'the healthy client got every event, in order')
+
+  // The server gave up on the stalled one; its buffer is bounded, not the whole flood.
+  const deadline = Date.now() + 5000
+  while (app.hub.connectionCount() > 1 && Date.now() < deadline) await sleep(50)
+  t.equal(app.hub.connectionCount(), 1, 'the stalled connection was dropped by the server')
+  const metrics = await (await fetch(`${url}/metrics`)).text()
+  t.match(metrics, /gateway_slow_client_disconnects_total\{transport="ws"\} 1/)
+})
+
+t.test('inbound flooding: rate_limited errors, then close 1008', async (t) => {
+  const { wsUrl } = await startServer(t, { WS_RATE_LIMIT_PER_SECOND: 5, WS_RATE_LIMIT_BURST: 5, WS_RATE_LIMIT_STRIKES: 3 })
+  const client = await WsClient.connect(t, wsUrl, token('7'))
+  for (let i = 0; i < 20; i++) client.send({ type: 'system:ping', id: i })
+  const { code } = await client.closed
+  t.equal(code, 1008)
+  const pongs = client.frames.filter((f) => f.type === 'system:pong')
+  const limited = client.frames.filter((f) => f.type === 'error' && f.payload.code === 'rate_limited')
+  t.equal(pongs.length, 5, 'the burst was served')
+  t.equal(limited.length, 3, 'then rate_limited errors, up to the strike limit')
+})
+
+t.test('a client within its rate keeps its connection', async (t) => {
+  const { wsUrl } = await startServer(t, { WS_RATE_LIMIT_PER_SECOND: 50, WS_RATE_LIMIT_BURST: 50 })
+  const client = await WsClient.connect(t, wsUrl, token('7'))
+  for (let i = 0; i < 40; i++) client.send({ type: 'system:ping', id: i })
+  for (let i = 0; i < 40; i++) await client.next((f) => f.type === 'system:pong' && f.id === i)
+  t.equal(client.frames.filter((f) => f.type === 'error').length, 0)
+})
+
+t.test('a frame over the size limit closes with 1009; others are unaffected', async (t) => {
+  const { wsUrl } = await startServer(t, { WS_MAX_PAYLOAD_BYTES: 1024 })
+  const big = await WsClient.connect(t, wsUrl, token('1'))
+  const other = await WsClient.connect(t, wsUrl, token('2'))
+  big.send({ type: 'system:ping', pad: 'x'.repeat(2048) })
+  t.equal((await big.closed).code, 1009)
+  t.equal((await other.request({ type: 'system:ping' })).type, 'system:pong')
+})
+
+t.test('connection limits: per user and per instance refuse with 1013 (WS) and 503 (SSE)', async (t) => {
+  const { url, wsUrl } = await startServer(t, { MAX_CONNECTIONS_PER_USER: 1, MAX_CONNECTIONS: 2 })
+  await WsClient.connect(t, wsUrl, token('1'))
+  const second = new WebSocket(`${wsUrl}?token=${token('1')}`)
+  const [code] = await new Promise<[number]>((resolve) => second.on('close', (c) => resolve([c])))
+  t.equal(code, 1013, 'a second connection of the same user')
+
+  const sse = await SseClient.open(t, `${url}/sse?token=${token('1')}`)
+  t.equal(sse.status, 503)
+
+  await WsClient.connect(t, wsUrl, token('2'))
+  const third = new WebSocket(`${wsUrl}?token=${token('3')}`)
+  const [code3] = await new Promise<[number]>((resolve) => third.on('close', (c) => resolve([c])))
+  t.equal(code3, 1013, 'past the instance limit')
+})
+
+t.test('a connection that stops answering pings is closed after two intervals', async (t) => {
+  const { app, wsUrl } = await startServer(t, { HEARTBEAT_MS: 150 })
+  const mute = new WebSocket(`${wsUrl}?token=${token('1')}`, { autoPong: false })
+  const answering = await WsClient.connect(t, wsUrl, token('2'))
+  const closed = new Promise<number>((resolve) => mute.on('close', (c) => resolve(c)))
+  await closed
+  t.pass('the mute connection was closed')
+  await sleep(400)
+  t.equal(answering.socket.readyState, WebSocket.OPEN, 'the answering one stays open')
+  t.equal(app.hub.connectionCount(), 1)
+})
+
+t.test('an expired token closes the connection with 4001 unless refreshed', async (t) => {
+  const { wsUrl } = await startServer(t)
+  const expiring = await WsClient.connect(t, wsUrl, token('5', [], 1))
+  const refreshed = await WsClient.connect(t, wsUrl, token('6', [], 1))
+  const ack = await refreshed.request({ type: 'auth:refresh', payload: { token: token('6', [], 60) } })
+  t.equal(ack.type, 'auth:refreshed')
+  t.equal((await expiring.closed).code, 4001)
+  await sleep(300)
+  t.equal(refreshed.socket.readyState, WebSocket.OPEN, 'the refreshed connection lives on')
+  t.equal((await refreshed.request({ type: 'system:ping' })).type, 'system:pong')
+})
+
+t.test('bad HTTP input harms no one else: the subscriber still gets the next good event', async (t) => {
+  const { url, wsUrl } = await startServer(t, { BODY_LIMIT_BYTES: 2048 })
+  const client = await WsClient.connect(t, wsUrl, token('9'))
+  t.equal((await post(`${url}/realtime/notify`, serviceToken(), '{"userId": ')).status, 400)
+  t.equal((await post(`${url}/realtime/notify`, serviceToken(), { userId: '9', payload: { pad: 'x'.repeat(4096) } })).status, 413)
+  t.equal((await post(`${url}/realtime/notify`, serviceToken(), { userId: '9', payload: { ok: true } })).status, 202)
+  const event = await client.next((f) => f.type === 'notification')
+  t.same(event.payload, { ok: true })
+})
+
+t.test('an SSE stream ends when its token expires, and the same token is then refused', async (t) => {
+  const { url } = await startServer(t)
+  const expiring = token('5', [], 1)
+  const stream = await SseClient.open(t, `${url}/sse?token=${expiring}`)
+  t.equal(stream.status, 200)
+  await stream.waitFor(1, (e) => e.event === 'system:connected')
+  const deadline = Date.now() + 5000
+  while (!stream.ended && Date.now() < deadline) await sleep(50)
+  t.ok(stream.ended, 'the server ended the stream')
+  const again = await SseClient.open(t, `${url}/sse?token=${expiring}`)
+  t.equal(again.status, 401)
+})
+
+t.test('an SSE reader that stops reading has its stream ended while a healthy one gets everything', async (t) => {
+  const { url, app } = await startServer(t, { SEND_BUFFER_LIMIT_BYTES: 64 * 1024 })
+  const healthy = await SseClient.open(t, `${url}/sse?channels=room:sse-flood&token=${token('1')}`)
+  await healthy.waitFor(1, (e) => e.event === 'system:connected')
+
+  // A raw HTTP client that sends the request and then never reads the response.
+  const { port } = new URL(url)
+  const stalled = connect({ host: '127.0.0.1', port: Number(port) })
+  t.teardown(() => stalled.destroy())
+  await once(stalled, 'connect')
+  stalled.write(`GET /sse?channels=room:sse-flood&token=${token('2')} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n`)
+  await once(stalled, 'data')
+  stalled.pause()
+  const deadline0 = Date.now() + 5000
+  while (app.hub.connectionCount() < 2 && Date.now() < deadline0) await sleep(20)
+
+  const big = 'y'.repeat(32 * 1024)
+  const total = 300
+  for (let i = 0; i < total; i++) {
+    await app.hub.broker.publish({ channel: 'room:sse-flood', type: 'flood', payload: { i, big } })
+    await new Promise((resolve) => setImmediate(resolve))
+  }
+  const events = await healthy.waitFor(total, (e) => e.event === 'flood', 20_000)
+  t.same(events.map((e) => e.data.offset), Array.from({ length: total }, (_, i) => i + 1), 'the healthy stream got every event, in order')
+
+  const deadline = Date.now() + 5000
+  while (app.hub.connectionCount() > 1 && Date.now() < deadline) await sleep(50)
+  t.equal(app.hub.connectionCount(), 1, 'the stalled stream was ended by the server')
+  const metrics = await (await fetch(`${url}/metrics`)).text()
+  t.match(metrics, /gateway_slow_client_disconnects_total\{transport="sse"\} 1/)
+})

@@ -1,0 +1,227 @@
+import { randomUUID } from 'node:crypto'
+import type { Test } from 'tap'
+import type { Broker, BrokerOptions, SincePosition } from '../../lib/broker/broker.js'
+import { type Connection, HubMember } from '../../lib/hub/connection.js'
+import type { EncodedEvent, PublishedEvent } from '../../lib/core/event.js'
+import { Hub, type SubscribeOutcome } from '../../lib/hub/hub.js'
+import { ANONYMOUS } from '../../lib/auth/identity.js'
+
+/**
+ * ONE suite for every broker backend (mqemitter's abstractTest): the memory and Redis
+ * brokers must behave the same through the Broker interface of lib/broker/broker.ts.
+ * The factory may be async (a networked broker waits to be connected).
+ */
+export type BrokerFactory = (options: BrokerOptions) => Broker | Promise<Broker>
+
+const EPOCH = /^[A-Za-z0-9_-]+$/
+const WAIT_MS = 5000
+
+/** Records what a broker delivers and lets a test wait for it (with a timeout, never a hang). */
+export class DeliveryRecorder {
+  readonly events: PublishedEvent[] = []
+  private wake: Array<() => void> = []
+
+  readonly deliver = (event: PublishedEvent): void => {
+    this.events.push(event)
+    const wake = this.wake
+    this.wake = []
+    for (const w of wake) w()
+  }
+
+  of (channel: string): PublishedEvent[] {
+    return this.events.filter((e) => e.channel === channel)
+  }
+
+  async until (what: string, done: () => boolean, timeoutMs = WAIT_MS): Promise<void> {
+    const deadline = Date.now() + timeoutMs
+    while (!done()) {
+      const left = deadline - Date.now()
+      if (left <= 0) throw new Error(`no delivery within ${timeoutMs} ms: ${what} (got ${this.events.length} events)`)
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, Math.min(left, 100))
+        this.wake.push(() => { clearTimeout(timer); resolve() })
+      })
+    }
+  }
+}
+
+/** A transport-less connection for hub-level tests: it records what it is sent. */
+export class RecordingConnection extends HubMember implements Connection {
+  readonly id = randomUUID()
+  readonly transport = 'ws' as const
+  identity = ANONYMOUS
+  readonly received: PublishedEvent[] = []
+  sendEvent (event: EncodedEvent): void { this.received.push(event.event) }
+  close (): void {}
+}
+
+export const suiteChannel = (name: string): string => `room:suite-${name}-${randomUUID().slice(0, 8)}`
+const draft = (channel: string, n: number) => ({ channel, type: 'test:event', payload: { n } })
+const offsets = (events: readonly PublishedEvent[]) => events.map((e) => e.offset)
+const range = (from: number, to: number) => Array.from({ length: Math.max(0, to - from + 1) }, (_, i) => from + i)
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+export function brokerSuite (t: Test, factory: BrokerFactory): void {
+  async function make (t: Test, options: Partial<BrokerOptions> = {}): Promise<{ broker: Broker, recorder: DeliveryRecorder }> {
+    const recorder = new DeliveryRecorder()
+    const broker = await factory({ deliver: recorder.deliver, historySize: 100, historyTtlSeconds: 300, ...options })
+    t.teardown(() => broker.close())
+    return { broker, recorder }
+  }
+
+  t.test('offsets start at 1 and grow by one per channel; channels are independent', async (t) => {
+    const { broker } = await make(t)
+    const [a, b] = [suiteChannel('a'), suiteChannel('b')]
+    const unknown = await broker.position(suiteChannel('unknown'))
+    t.equal(unknown.offset, 0, 'an unknown channel is at 0')
+    t.match(unknown.epoch, EPOCH)
+    const a1 = await broker.publish(draft(a, 1))
+    const a2 = await broker.publish(draft(a, 2))
+    const b1 = await broker.publish(draft(b, 1))
+    const a3 = await broker.publish(draft(a, 3))
+    t.same([a1.offset, a2.offset, a3.offset, b1.offset], [1, 2, 3, 1])
+    t.equal(a2.epoch, a1.epoch, 'one epoch while the stream lives')
+    t.same(await broker.position(a), { offset: 3, epoch: a1.epoch })
+    t.same(await broker.position(b), { offset: 1, epoch: b1.epoch })
+  })
+
+  t.test('publish resolves with the PublishedEvent, payload intact', async (t) => {
+    const { broker } = await make(t)
+    const channel = suiteChannel('published')
+    const payload = { text: 'héllo ✓ 😀 "quoted", comma;semi', nested: { list: [1, 2.5, null, true], empty: {}, none: [] }, big: 2 ** 53 - 1 }
+    const before = Date.now()
+    const event = await broker.publish({ channel, type: 'order:updated', payload })
+    t.match(event, { channel, type: 'order:updated', offset: 1 })
+    t.same(event.payload, payload)
+    t.match(event.epoch, EPOCH, 'epoch is base64url: no , or ; for the SSE cursor')
+    t.equal(new Date(event.ts).toISOString(), event.ts, 'ts is ISO-8601')
+    t.ok(Math.abs(Date.parse(event.ts) - before) < 5 * 60_000, 'ts is about now')
+    const { events } = await broker.history(channel, { offset: 0, epoch: event.epoch })
+    t.same(events, [event], 'history holds the same event, payload intact')
+  })
+
+  t.test('deliver: subscribed channels only, in offset order, once each, not after unsubscribe', async (t) => {
+    const { broker, recorder } = await make(t)
+    const [on, off, barrier] = [suiteChannel('on'), suiteChannel('off'), suiteChannel('barrier')]
+    await broker.subscribe(on)
+    for (let i = 1; i <= 5; i++) {
+      await broker.publish(draft(on, i))
+      await broker.publish(draft(off, i))
+    }
+    await recorder.until('5 events of the subscribed channel', () => recorder.of(on).length >= 5)
+    await broker.unsubscribe(on)
+    await broker.publish(draft(on, 6))
+    // Events of one publisher reach a subscriber in publish order, so once the barrier's
+    // event is in, anything still due from before it would have been too.
+    await broker.subscribe(barrier)
+    await broker.publish(draft(barrier, 1))
+    await recorder.until('the barrier event', () => recorder.of(barrier).length === 1)
+    t.same(offsets(recorder.of(on)), [1, 2, 3, 4, 5], 'in order, once each, none after unsubscribe')
+    t.same(recorder.of(on).map((e) => e.payload.n), [1, 2, 3, 4, 5])
+    t.same(recorder.of(off), [], 'nothing of a channel never subscribed')
+  })
+
+  t.test('history(since): exactly the events after since, or recovered false', async (t) => {
+    const { broker } = await make(t)
+    const channel = suiteChannel('history')
+    const published: PublishedEvent[] = []
+    for (let i = 1; i <= 5; i++) published.push(await broker.publish(draft(channel, i)))
+    const epoch = published[0].epoch
+    const position = { offset: 5, epoch }
+
+    t.same(await broker.history(channel, { offset: 2, epoch }), { events: published.slice(2), position, recovered: true })
+    t.same(await broker.history(channel, { offset: 2 }), { events: published.slice(2), position, recovered: true },
+      'an omitted epoch means the current one')
+    t.same(await broker.history(channel, { offset: 0, epoch }), { events: published, position, recovered: true })
+    t.same(await broker.history(channel, { offset: 5, epoch }), { events: [], position, recovered: true },
+      'since == position: nothing missed')
+    t.same(await broker.history(channel, { offset: 2, epoch: 'another-epoch' }), { events: [], position, recovered: false },
+      'a different epoch is not comparable')
+    t.same(await broker.history(channel, { offset: 6, epoch }), { events: [], position, recovered: false },
+      'since beyond the position')
+    t.same(await broker.history(channel), { events: [], position, recovered: true }, 'without since: the position only')
+  })
+
+  t.test('trimmed history: all or nothing, never a partial replay', async (t) => {
+    const { broker } = await make(t, { historySize: 3 })
+    const channel = suiteChannel('trimmed')
+    const published: PublishedEvent[] = []
+    for (let i = 1; i <= 5; i++) published.push(await broker.publish(draft(channel, i)))
+    const epoch = published[0].epoch
+    t.same(await broker.history(channel, { offset: 1, epoch }), { events: [], position: { offset: 5, epoch }, recovered: false },
+      'event 2 was trimmed')
+    t.same(offsets((await broker.history(channel, { offset: 2, epoch })).events), [3, 4, 5], 'the last 3 are held')
+  })
+
+  t.test('expired history (TTL after the last publish): recovered false', async (t) => {
+    const { broker } = await make(t, { historyTtlSeconds: 1 })
+    const channel = suiteChannel('ttl')
+    const first = await broker.publish(draft(channel, 1))
+    await broker.publish(draft(channel, 2))
+    await sleep(1300)
+    const result = await broker.history(channel, { offset: 1, epoch: first.epoch })
+    t.equal(result.recovered, false)
+    t.same(result.events, [])
+  })
+
+  t.test('200 concurrent publishes on one channel: distinct consecutive offsets, in issue order', async (t) => {
+    const { broker } = await make(t, { historySize: 500 })
+    const channel = suiteChannel('concurrent')
+    const events = await Promise.all(range(0, 199).map((n) => broker.publish(draft(channel, n))))
+    t.same(offsets(events).sort((x, y) => x - y), range(1, 200), 'distinct and consecutive')
+    t.ok(events.every((e, i) => e.offset === i + 1), 'assigned in the order issued')
+    t.equal(new Set(events.map((e) => e.epoch)).size, 1)
+    const history = await broker.history(channel, { offset: 0 })
+    t.same(history.events.map((e) => e.payload.n), range(0, 199), 'history in offset order')
+  })
+
+  t.test('the hub seam: replay + live delivery while publishes go on, no loss, no duplicate', async (t) => {
+    // The factory may be async, so the broker is made first and handed to the hub.
+    const ref: { hub?: Hub } = {}
+    const broker = await factory({ deliver: (e) => ref.hub?.deliver(e), historySize: 500, historyTtlSeconds: 300 })
+    t.teardown(() => broker.close())
+    const hub = ref.hub = new Hub(() => broker, { maxChannelsPerConnection: 8 })
+
+    await seamScenario(t, hub, broker)
+  })
+}
+
+/**
+ * Connections join a channel of `hub` while `publisher` (the hub's own broker, or another
+ * instance's) keeps publishing; some start at the live edge, some recover from a little
+ * back. Each must get exactly the offsets after its start, once each, in order.
+ */
+export async function seamScenario (t: Test, hub: Hub, publisher: Broker): Promise<void> {
+  const channel = suiteChannel('seam')
+  const total = 120
+  // Publishes go on one after another (with short pauses) while connections join.
+  const publishing = (async () => {
+    for (let n = 0; n < total; n++) {
+      await publisher.publish(draft(channel, n))
+      if (n % 4 === 3) await sleep(1)
+    }
+  })()
+  const subscriptions: Array<Promise<{ connection: RecordingConnection, since?: SincePosition, outcome: SubscribeOutcome }>> = []
+  for (let round = 0; round < 6; round++) {
+    await sleep(5)
+    const connection = new RecordingConnection()
+    hub.add(connection)
+    // Alternate a live-edge subscription with a recovering one that starts a little back.
+    const since = round % 2 === 0 ? undefined : { offset: Math.max(0, (await publisher.position(channel)).offset - 7) }
+    subscriptions.push(hub.subscribe(connection, [channel], since === undefined ? {} : { [channel]: since }).then((outcome) => {
+      outcome.replay()
+      return { connection, since, outcome }
+    }))
+  }
+  await publishing
+  const subscribed = await Promise.all(subscriptions)
+  for (const { connection, since, outcome } of subscribed) {
+    const recovered = outcome.recovered[channel]
+    const start = since !== undefined && recovered ? since.offset : outcome.positions[channel].offset
+    const deadline = Date.now() + WAIT_MS
+    while (connection.received.length < total - start && Date.now() < deadline) await sleep(10)
+    t.same(offsets(connection.received), range(start + 1, total),
+      `a connection from ${since === undefined ? 'the live edge' : `since ${since.offset}`} got ${start + 1}..${total} once each`)
+    if (since !== undefined) t.equal(recovered, true, 'history covered the since position')
+  }
+}

@@ -1,0 +1,229 @@
+import { randomBytes } from 'node:crypto'
+import { closeSync, mkdirSync, openSync, readdirSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import kafkajs, { type Admin, type IHeaders, type KafkaMessage } from 'kafkajs'
+import type { Test } from 'tap'
+import type { Broker, DeliverFn } from '../../lib/broker/broker.js'
+import { KAFKA_TOPICS } from '../../lib/ingress/kafka-mapping.js'
+import { requireService, type RunningServer, sleep, startServer, type WsClient } from './helper.js'
+
+const { Kafka, logLevel } = kafkajs
+
+/**
+ * Real-Kafka test plumbing: every test gets its own topic prefix and group id, so
+ * files (tap runs two at a time) and tests never read each other's messages.
+ */
+export const KAFKA_BROKERS = process.env.KAFKA_TEST_BROKERS ?? '127.0.0.1:9092'
+
+const client = (clientId: string) => new Kafka({
+  clientId,
+  brokers: KAFKA_BROKERS.split(','),
+  logLevel: logLevel.NOTHING,
+  connectionTimeout: 2000,
+  retry: { retries: 5, initialRetryTime: 200 }
+})
+
+export async function kafkaReachable (): Promise<boolean> {
+  const admin = new Kafka({ clientId: 'probe', brokers: KAFKA_BROKERS.split(','), logLevel: logLevel.NOTHING, connectionTimeout: 2000, retry: { retries: 0 } }).admin()
+  try {
+    await admin.connect()
+    await admin.listTopics()
+    return true
+  } catch {
+    return false
+  } finally {
+    await admin.disconnect().catch(() => {})
+  }
+}
+
+export interface ProduceOptions { key?: string, headers?: IHeaders, partition?: number }
+
+export interface KafkaFixture {
+  prefix: string
+  groupId: string
+  /** Gateway config overrides pointing at this fixture's topics and group. */
+  env: Record<string, string>
+  /** Produces one message to the prefixed §7 (or DLQ) topic; a non-string value is JSON-encoded. */
+  produce: (topic: string, value: unknown, options?: ProduceOptions) => Promise<void>
+  /** Reads the DLQ topic from the beginning until `count` messages came (bounded). */
+  readDlq: (count: number, timeoutMs?: number) => Promise<Array<KafkaMessage & { partition: number }>>
+  close: () => Promise<void>
+}
+
+/** Creates this fixture's topics up front (3 partitions, like the broker's default). */
+export async function kafkaFixture (t: Test, partitions = 3): Promise<KafkaFixture> {
+  const id = randomBytes(4).toString('hex')
+  const prefix = `t${id}.`
+  const groupId = `gw-test-${id}`
+  const kafka = client(`test-${id}`)
+  const admin = kafka.admin()
+  const producer = kafka.producer({ allowAutoTopicCreation: false })
+  const names = [...KAFKA_TOPICS, 'realtime.dlq'].map((topic) => `${prefix}${topic}`)
+  try {
+    await admin.connect()
+    await admin.createTopics({ waitForLeaders: false, topics: names.map((topic) => ({ topic, numPartitions: partitions })) })
+    await untilLeaders(admin, names, partitions)
+    await producer.connect()
+  } catch (err) {
+    // An open client would keep the test process alive until tap's timeout.
+    await producer.disconnect().catch(() => {})
+    await admin.deleteTopics({ topics: names, timeout: 5000 }).catch(() => {})
+    await admin.disconnect().catch(() => {})
+    throw err
+  }
+  const consumers: Array<{ disconnect: () => Promise<void> }> = []
+
+  const fixture: KafkaFixture = {
+    prefix,
+    groupId,
+    env: { KAFKA_BROKERS, KAFKA_TOPIC_PREFIX: prefix, KAFKA_GROUP_ID: groupId, SHUTDOWN_TIMEOUT_MS: 4000 } as unknown as Record<string, string>,
+    async produce (topic, value, options = {}) {
+      await producer.send({
+        topic: `${prefix}${topic}`,
+        messages: [{
+          key: options.key ?? null,
+          value: typeof value === 'string' || Buffer.isBuffer(value) ? value : JSON.stringify(value),
+          headers: options.headers,
+          partition: options.partition
+        }]
+      })
+    },
+    async readDlq (count, timeoutMs = 15_000) {
+      const consumer = kafka.consumer({ groupId: `${groupId}-dlq-reader-${randomBytes(3).toString('hex')}`, maxWaitTimeInMs: 500 })
+      consumers.push(consumer)
+      const received: Array<KafkaMessage & { partition: number }> = []
+      await consumer.connect()
+      await consumer.subscribe({ topic: `${prefix}realtime.dlq`, fromBeginning: true })
+      await consumer.run({ eachMessage: async ({ message, partition }) => { received.push({ ...message, partition }) } })
+      const deadline = Date.now() + timeoutMs
+      while (received.length < count && Date.now() < deadline) await sleep(100)
+      await consumer.disconnect()
+      return received
+    },
+    async close () {
+      await Promise.all(consumers.map(async (c) => await c.disconnect().catch(() => {})))
+      await producer.disconnect().catch(() => {})
+      await admin.deleteTopics({ topics: names, timeout: 5000 }).catch(() => {})
+      await admin.disconnect().catch(() => {})
+    }
+  }
+  t.teardown(fixture.close)
+  return fixture
+}
+
+/** New topics answer UNKNOWN_TOPIC_OR_PARTITION until their leaders are elected; a loaded machine takes a while. */
+async function untilLeaders (admin: Admin, topics: string[], partitions: number, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    try {
+      const { topics: found } = await admin.fetchTopicMetadata({ topics })
+      if (found.length === topics.length && found.every((t) => t.partitions.length === partitions && t.partitions.every((p) => p.leader >= 0))) return
+    } catch (err) {
+      if (Date.now() > deadline) throw err
+    }
+    if (Date.now() > deadline) throw new Error(`topics without leaders after ${timeoutMs} ms`)
+    await sleep(200)
+  }
+}
+
+/** Polls GET /health/ready until it answers `status` (bounded); returns the last body. */
+export async function waitForReadiness (url: string, status: 200 | 503, timeoutMs = 30_000): Promise<any> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const res = await fetch(`${url}/health/ready`)
+    const body = await res.json()
+    if (res.status === status) return body
+    if (Date.now() > deadline) throw new Error(`readiness stayed ${res.status} (${JSON.stringify(body)}) for ${timeoutMs} ms`)
+    await sleep(200)
+  }
+}
+
+/** A gateway consuming the fixture's topics, ready (group joined) before it is returned. */
+export async function gateway (t: Test, kafka: KafkaFixture, overrides: Record<string, string | number> = {}, createBroker?: (deliver: DeliverFn) => Broker): Promise<RunningServer> {
+  const server = await startServer(t, { ...kafka.env, ...overrides }, { createBroker })
+  await waitForReadiness(server.url, 200)
+  return server
+}
+
+export async function metricsText (url: string): Promise<string> {
+  return await (await fetch(`${url}/metrics`)).text()
+}
+
+/** The value of one sample line of the Prometheus text, 0 when absent. */
+export function sample (text: string, name: string, labels: Record<string, string>): number {
+  const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`)
+  const line = text.split('\n').find((l) => l.startsWith(`${name}{`) && want.every((w) => l.includes(w)))
+  return line === undefined ? 0 : Number(line.slice(line.lastIndexOf(' ') + 1))
+}
+
+export async function waitForMetric (url: string, name: string, labels: Record<string, string>, atLeast: number, timeoutMs = 15_000): Promise<number> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const value = sample(await metricsText(url), name, labels)
+    if (value >= atLeast) return value
+    if (Date.now() > deadline) throw new Error(`${name}${JSON.stringify(labels)} stayed at ${value} (< ${atLeast}) for ${timeoutMs} ms`)
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+}
+
+/** Every frame a WebSocket client has, after a ping round trip proved earlier events were flushed. */
+export async function settled (client: WsClient): Promise<Array<{ channel: string, type: string, payload: any }>> {
+  await client.request({ type: 'system:ping' })
+  return client.events().map((f) => ({ channel: f.channel, type: f.type, payload: f.payload }))
+}
+
+/**
+ * A readers–writer lock across test processes: every Kafka test file holds it shared;
+ * the file that restarts Kafka holds it exclusively, so it never pulls the broker from
+ * under another file's test. Entries name their pid, so a crashed holder cannot wedge it.
+ */
+const LOCK_DIR = join(tmpdir(), 'realtime-gateway-kafka-test-lock')
+const EXCLUSIVE = 'exclusive'
+
+const alive = (pid: number): boolean => { try { process.kill(pid, 0); return true } catch { return false } }
+
+function liveEntries (): string[] {
+  mkdirSync(LOCK_DIR, { recursive: true })
+  return readdirSync(LOCK_DIR).filter((name) => {
+    const pid = Number(name.split('-')[1])
+    if (Number.isInteger(pid) && alive(pid)) return true
+    rmSync(join(LOCK_DIR, name), { force: true })
+    return false
+  })
+}
+
+/**
+ * Takes the Kafka test lock, then checks that the broker answers. In that order: a
+ * probe taken before the lock can land while test/kafka-restart.test.ts has the broker
+ * stopped, and would fail (CI) or skip a test that the lock would have made wait.
+ */
+export async function useKafka (t: Test, mode: 'shared' | 'exclusive' = 'shared'): Promise<boolean> {
+  await holdKafka(t, mode)
+  return requireService(t, 'kafka', await kafkaReachable())
+}
+
+export async function holdKafka (t: Test, mode: 'shared' | 'exclusive', timeoutMs = 150_000): Promise<void> {
+  const name = `${mode}-${process.pid}-${randomBytes(3).toString('hex')}`
+  const path = join(LOCK_DIR, name)
+  const deadline = Date.now() + timeoutMs
+  const others = (prefix: string) => liveEntries().filter((e) => e !== name && e.startsWith(prefix))
+  for (;;) {
+    // Announce first, then look: of two that race, at least one sees the other.
+    // A writer waits for readers and writers; a reader only for writers.
+    if (others(EXCLUSIVE).length === 0) {
+      closeSync(openSync(path, 'wx'))
+      t.teardown(() => rmSync(path, { force: true }))
+      for (;;) {
+        const blocking = mode === 'shared' ? others(EXCLUSIVE) : [...others(EXCLUSIVE), ...others('shared-')]
+        if (blocking.length === 0) return
+        if (mode === 'shared' || others(EXCLUSIVE).length > 0) break // back off and let the writer go
+        if (Date.now() > deadline) throw new Error(`Kafka tests still running after ${timeoutMs} ms`)
+        await sleep(200)
+      }
+      rmSync(path, { force: true })
+    }
+    if (Date.now() > deadline) throw new Error(`could not take the Kafka test lock (${mode}) within ${timeoutMs} ms`)
+    await sleep(200 + Math.random() * 200)
+  }
+}

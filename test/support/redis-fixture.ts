@@ -1,0 +1,115 @@
+import { type ChildProcess, spawn } from 'node:child_process'
+import { freePort } from './ports.js'
+import { randomUUID } from 'node:crypto'
+import { once } from 'node:events'
+import type { Test } from 'tap'
+import { Redis } from 'ioredis'
+import { globLiteral } from '../../lib/broker/redis-layout.js'
+
+export const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379'
+
+/** True when a Redis answers PING at `url` within a second. */
+export async function redisAvailable (url = REDIS_URL): Promise<boolean> {
+  const probe = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 1000 })
+  probe.on('error', () => {})
+  try {
+    await probe.connect()
+    return (await probe.ping()) === 'PONG'
+  } catch {
+    return false
+  } finally {
+    probe.disconnect()
+  }
+}
+
+/** A key prefix no other test file or run uses. */
+export const uniquePrefix = (name: string): string => `test:${name}:${randomUUID().slice(0, 8)}:`
+
+/**
+ * A plain Redis client for assertions, closed when the test ends; on teardown it also
+ * deletes every key under `prefix` (never FLUSHALL: the Redis is shared).
+ */
+export async function redisClient (t: Test, prefix?: string, url = REDIS_URL): Promise<Redis> {
+  const redis = new Redis(url, { maxRetriesPerRequest: 1 })
+  redis.on('error', () => {})
+  t.teardown(async () => {
+    if (prefix !== undefined) await deletePrefix(redis, prefix).catch(() => {})
+    redis.disconnect()
+  })
+  return redis
+}
+
+export async function deletePrefix (redis: Redis, prefix: string): Promise<number> {
+  let cursor = '0'
+  let deleted = 0
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `${globLiteral(prefix)}*`, 'COUNT', 500)
+    cursor = next
+    if (keys.length > 0) deleted += await redis.del(...keys)
+  } while (cursor !== '0')
+  return deleted
+}
+
+/** Polls `check` until it is true; fails with `what` after `timeoutMs` (never hangs). */
+export async function eventually (what: string, check: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    let ok = false
+    try { ok = await check() } catch { ok = false }
+    if (ok) return
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+}
+
+/**
+ * A redis-server of the test's own, without persistence, that the test may kill and
+ * start again on the same port (outage tests). Stopped when the test ends.
+ */
+export class OwnRedis {
+  private child: ChildProcess | null = null
+
+  private constructor (readonly port: number) {}
+
+  get url (): string {
+    return `redis://127.0.0.1:${this.port}`
+  }
+
+  static async start (t: Test): Promise<OwnRedis> {
+    const server = await OwnRedis.reserve(t)
+    await server.restart()
+    return server
+  }
+
+  /** A port for a server not started yet (`restart()` starts it). */
+  static async reserve (t: Test): Promise<OwnRedis> {
+    const server = new OwnRedis(await freePort())
+    t.teardown(() => server.kill())
+    return server
+  }
+
+  async restart (): Promise<void> {
+    if (this.child !== null) throw new Error('already running')
+    const child = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+      stdio: 'ignore'
+    })
+    this.child = child
+    child.once('exit', () => { if (this.child === child) this.child = null })
+    await eventually(`redis-server on port ${this.port}`, () => redisAvailable(this.url), 10_000)
+  }
+
+  /** SIGSTOP / SIGCONT: a server that hangs with its sockets open. */
+  pause (): void { this.child?.kill('SIGSTOP') }
+  resume (): void { this.child?.kill('SIGCONT') }
+
+  /** SIGKILL: the server vanishes with everything it held. */
+  async kill (): Promise<void> {
+    const child = this.child
+    if (child === null) return
+    this.child = null
+    const exited = once(child, 'exit')
+    child.kill('SIGKILL')
+    child.kill('SIGCONT')
+    await exited
+  }
+}

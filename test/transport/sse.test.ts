@@ -1,0 +1,203 @@
+import { EventSource } from 'eventsource'
+import t, { type Test } from 'tap'
+import { post, serviceToken, SseClient, type SseEvent, startServer, token } from '../support/helper.js'
+
+const publish = (url: string, channel: string, payload: Record<string, unknown> = {}, type = 'test:event') =>
+  post(`${url}/realtime/publish`, serviceToken(), { channel, type, payload })
+
+/** The stream URL; `bearer` null sends no token. */
+const sseUrl = (url: string, channels: string, bearer: string | null = token('42'), extra = '') =>
+  `${url}/sse?channels=${encodeURIComponent(channels)}${bearer === null ? '' : `&token=${encodeURIComponent(bearer)}`}${extra}`
+
+const isData = (e: SseEvent) => !e.event.startsWith('system:')
+const summary = (events: SseEvent[]) => events.filter(isData).map((e) => `${e.data.channel}#${e.data.offset}`)
+
+t.test('headers, then system:connected with the user and its channels', async (t) => {
+  const { url } = await startServer(t)
+  const sse = await SseClient.open(t, sseUrl(url, 'product:7,inventory'))
+  t.equal(sse.status, 200)
+  t.match(sse.headers.get('content-type'), /^text\/event-stream/)
+  t.equal(sse.headers.get('cache-control'), 'no-cache')
+  t.equal(sse.headers.get('x-accel-buffering'), 'no')
+  const [connected] = await sse.waitFor(1)
+  t.equal(connected.event, 'system:connected', 'the first event')
+  t.same(Object.keys(connected.data).sort(), ['channels', 'connectionId', 'userId'])
+  t.match(connected.data, { userId: '42', channels: ['user:42', 'product:7', 'inventory'], connectionId: String })
+
+  const viaHeader = await SseClient.open(t, `${url}/sse?channels=user:43`, { authorization: `Bearer ${token('43')}` })
+  const [greeting] = await viaHeader.waitFor(1)
+  t.same(greeting.data.channels, ['user:43'], 'token in the header; the own channel listed once')
+})
+
+t.test('events: id, event = type, data {channel, offset, payload, ts}, only the stream channels', async (t) => {
+  const { url } = await startServer(t)
+  const sse = await SseClient.open(t, sseUrl(url, 'product:7,inventory'))
+  await sse.waitFor(1)
+  const res = await post(`${url}/realtime/broadcast/inventory`, serviceToken(), { productId: 7, stock: 50, previousStock: 60 })
+  t.equal(res.status, 202)
+  await publish(url, 'product:8', { other: true })
+  await post(`${url}/realtime/notify`, serviceToken(), { userId: '43', payload: { not: 'mine' } })
+  await post(`${url}/realtime/notify`, serviceToken(), { userId: '42', payload: { mine: true } })
+  const events = (await sse.waitFor(3, isData))
+  t.same(summary(events), ['product:7#1', 'inventory#1', 'user:42#1'])
+  const [product] = events
+  t.equal(product.event, 'inventory:updated')
+  t.type(product.id, 'string')
+  t.ok((product.id ?? '').length > 0, 'an id to resume from')
+  t.same(Object.keys(product.data).sort(), ['channel', 'offset', 'payload', 'ts'])
+  t.match(product.data, { channel: 'product:7', offset: 1, payload: { productId: 7, stock: 50 } })
+  t.ok(!Number.isNaN(Date.parse(product.data.ts)))
+  t.match(events[2], { event: 'notification', data: { payload: { mine: true } } })
+  t.not(events[0].id, events[1].id, 'each event moves the cursor')
+})
+
+t.test('refusals are plain HTTP: 401, 403, 400', async (t) => {
+  const { url } = await startServer(t, { MAX_CHANNELS_PER_CONNECTION: 3 })
+  const cases: Array<[string, string, number]> = [
+    ['no token', sseUrl(url, 'product:7', null), 401],
+    ['a bad token', sseUrl(url, 'product:7', 'not-a-jwt'), 401],
+    ['an expired token', sseUrl(url, 'product:7', token('42', [], -10)), 401],
+    ['another user', sseUrl(url, 'user:43'), 403],
+    ['admin', sseUrl(url, 'product:7,admin'), 403],
+    ['orders', sseUrl(url, 'orders'), 403],
+    ['an unknown namespace', sseUrl(url, 'secret:1'), 403],
+    ['a space', sseUrl(url, 'room:a b'), 400],
+    ['a #', sseUrl(url, 'product:7,room:#1'), 400],
+    ['201 characters', sseUrl(url, 'r'.repeat(201)), 400],
+    ['more than MAX_CHANNELS_PER_CONNECTION', sseUrl(url, 'room:1,room:2,room:3'), 400]
+  ]
+  for (const [what, target, status] of cases) {
+    const sse = await SseClient.open(t, target)
+    t.equal(sse.status, status, `${what}: ${status}`)
+    t.match(JSON.parse(sse.body), { statusCode: status, message: String }, `${what}: a JSON reason`)
+  }
+})
+
+/** Opens a stream, reads `count` data events, and closes it; returns the last id seen. */
+async function readAndLeave (t: Test, target: string, count: number): Promise<string> {
+  const sse = await SseClient.open(t, target)
+  const events = await sse.waitFor(count === 0 ? 1 : count, count === 0 ? () => true : isData)
+  sse.close()
+  const id = events[events.length - 1].id
+  if (id === undefined) throw new Error('no id')
+  return id
+}
+
+t.test('resume with Last-Event-ID or ?lastEventId=: exactly the missed events, in order', async (t) => {
+  const { url } = await startServer(t)
+  for (const how of ['header', 'query'] as const) {
+    const channel = `product:${how}`
+    const target = sseUrl(url, channel)
+    await publish(url, channel, { n: 1 })
+    const reader = await SseClient.open(t, target)
+    await reader.waitFor(1)
+    await publish(url, channel, { n: 2 })
+    const seen = await reader.waitFor(1, isData)
+    reader.close()
+    const lastId = seen[0].id ?? ''
+    // Missed while away: two on the product channel, one on the user's own channel.
+    await publish(url, channel, { n: 3 })
+    await post(`${url}/realtime/notify`, serviceToken(), { userId: '42', payload: { n: 'u' } })
+    await publish(url, channel, { n: 4 })
+
+    const resumed = how === 'header'
+      ? await SseClient.open(t, target, { 'last-event-id': lastId })
+      : await SseClient.open(t, target + `&lastEventId=${encodeURIComponent(lastId)}`)
+    await resumed.waitFor(3, isData)
+    await publish(url, channel, { n: 5 })
+    const events = await resumed.waitFor(4, isData)
+    t.equal(resumed.events[0].event, 'system:connected')
+    t.notOk(resumed.events.some((e) => e.event === 'system:recovery'), `${how}: no recovery warning`)
+    t.same(summary(events).filter((s) => s.startsWith(channel)), [`${channel}#3`, `${channel}#4`, `${channel}#5`], `${how}: missed then live, in order`)
+    t.same(summary(events).filter((s) => s.startsWith('user:42')), ['user:42#' + String(how === 'header' ? 1 : 2)], `${how}: the missed event of the other channel too`)
+    t.equal(events.length, 4, `${how}: nothing else, nothing twice`)
+    resumed.close()
+  }
+
+  // A client that saw only the greeting resumes from the greeting's id.
+  const greetingId = await readAndLeave(t, sseUrl(url, 'room:g', token('50')), 0)
+  await publish(url, 'room:g', { n: 1 })
+  await publish(url, 'room:g', { n: 2 })
+  const fromGreeting = await SseClient.open(t, sseUrl(url, 'room:g', token('50')), { 'last-event-id': greetingId })
+  t.same(summary(await fromGreeting.waitFor(2, isData)), ['room:g#1', 'room:g#2'])
+})
+
+t.test('a garbage or too-old cursor: system:recovery {recovered:false} before any event', async (t) => {
+  const { url } = await startServer(t, { HISTORY_SIZE: 2 })
+  const garbage = await SseClient.open(t, sseUrl(url, 'product:1'), { 'last-event-id': 'garbage' })
+  await garbage.waitFor(2)
+  t.same(garbage.events.map((e) => e.event), ['system:connected', 'system:recovery'])
+  t.same(garbage.events[1].data, { recovered: false })
+  await publish(url, 'product:1')
+  t.same(summary(await garbage.waitFor(1, isData)), ['product:1#1'], 'then live events')
+
+  const lastId = await readAndLeave(t, sseUrl(url, 'product:2'), 0)
+  for (let i = 0; i < 5; i++) await publish(url, 'product:2', { i })
+  const old = await SseClient.open(t, sseUrl(url, 'product:2', token('42'), `&lastEventId=${encodeURIComponent(lastId)}`))
+  await old.waitFor(2)
+  t.same(old.events.map((e) => e.event), ['system:connected', 'system:recovery'], 'history no longer holds what it missed')
+  await publish(url, 'product:2', { i: 5 })
+  t.same(summary(await old.waitFor(1, isData)), ['product:2#6'], 'no partial replay, then live events')
+})
+
+t.test('comment heartbeats keep an idle stream alive', async (t) => {
+  const { url } = await startServer(t, { SSE_HEARTBEAT_MS: 100 })
+  const sse = await SseClient.open(t, sseUrl(url, 'product:1'))
+  await sse.waitFor(1)
+  const deadline = Date.now() + 5000
+  while (sse.comments < 2 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50))
+  t.ok(sse.comments >= 2, `comment heartbeats (${sse.comments})`)
+  t.equal(sse.events.length, 1, 'heartbeats are not events')
+  t.notOk(sse.ended)
+})
+
+t.test('anonymous streams, when allowed, read public channels only', async (t) => {
+  const { url } = await startServer(t, { ALLOW_ANONYMOUS: true })
+  const anon = await SseClient.open(t, sseUrl(url, 'product:1', null))
+  t.equal(anon.status, 200)
+  t.match((await anon.waitFor(1))[0].data, { userId: null, channels: ['product:1'] })
+  await publish(url, 'product:1', { open: true })
+  t.match((await anon.waitFor(1, isData))[0].data, { payload: { open: true } })
+  t.equal((await SseClient.open(t, sseUrl(url, 'user:1', null))).status, 403)
+  t.equal((await SseClient.open(t, sseUrl(url, 'product:1', 'not-a-jwt'))).status, 401, 'a bad token is still refused')
+})
+
+t.test('the real EventSource reconnects by itself with Last-Event-ID and gets what it missed', async (t) => {
+  const { url, app } = await startServer(t)
+  const lastEventIds: Array<string | null> = []
+  const es = new EventSource(sseUrl(url, 'product:7'), {
+    fetch: async (input, init) => {
+      lastEventIds.push(new Headers(init?.headers).get('last-event-id'))
+      return await fetch(input, init)
+    }
+  })
+  t.teardown(() => es.close())
+  const received: Array<{ offset: number, id: string }> = []
+  let connects = 0
+  const waiters: Array<() => void> = []
+  const wake = () => { for (const w of waiters.splice(0)) w() }
+  es.addEventListener('system:connected', () => { connects++; wake() })
+  es.addEventListener('price:changed', (e) => { received.push({ offset: JSON.parse(e.data).offset, id: e.lastEventId }); wake() })
+  const until = async (ok: () => boolean, what: string, timeoutMs = 10_000) => {
+    const deadline = Date.now() + timeoutMs
+    while (!ok()) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+      await new Promise<void>((resolve) => { waiters.push(resolve); setTimeout(resolve, 100) })
+    }
+  }
+
+  await until(() => connects === 1, 'the first connection')
+  await publish(url, 'product:7', {}, 'price:changed')
+  await publish(url, 'product:7', {}, 'price:changed')
+  await until(() => received.length === 2, 'two live events')
+
+  // The server ends the stream (as on a restart); events go on meanwhile.
+  app.hub.closeAll(1012, 'test')
+  await publish(url, 'product:7', {}, 'price:changed')
+  await publish(url, 'product:7', {}, 'price:changed')
+  await until(() => connects === 2, 'the automatic reconnect')
+  await publish(url, 'product:7', {}, 'price:changed')
+  await until(() => received.length === 5, 'missed and live events')
+  t.same(received.map((r) => r.offset), [1, 2, 3, 4, 5], 'every event once, in order')
+  t.same(lastEventIds, [null, received[1].id], 'the reconnect carried the last id it saw')
+})
