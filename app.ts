@@ -2,8 +2,8 @@ import fastifyCors from '@fastify/cors'
 import fastifyRateLimit from '@fastify/rate-limit'
 import fastifyWebsocket from '@fastify/websocket'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import Fastify, { type FastifyServerOptions, LogController } from 'fastify'
-import type { Broker, DeliverFn } from './lib/broker/broker.js'
+import Fastify, { type FastifyReply, type FastifyServerOptions, LogController } from 'fastify'
+import type { Broker, DeliverFn, ResetFn } from './lib/broker/broker.js'
 import { type Config, corsOrigins, trustProxy } from './lib/ops/config.js'
 import { loggerOptions } from './lib/ops/logging.js'
 import authPlugin from './plugins/auth.js'
@@ -28,7 +28,7 @@ export interface AppOptions {
   /** Logger options or an instance; defaults to pino at LOG_LEVEL with tokens redacted. */
   logger?: FastifyServerOptions['logger']
   /** Replaces the broker chosen from the config (tests). */
-  createBroker?: (deliver: DeliverFn) => Broker
+  createBroker?: (deliver: DeliverFn, reset: ResetFn) => Broker
 }
 
 /**
@@ -42,7 +42,24 @@ export async function buildApp (config: Config, options: AppOptions = {}) {
     trustProxy: trustProxy(config),
     // Per-request lines only at debug: at publish rates they would drown everything else.
     logController: new LogController({ disableRequestLogging: config.LOG_LEVEL !== 'debug' && config.LOG_LEVEL !== 'trace' }),
-    ajv: { customOptions: { allErrors: false } }
+    // No type coercion: a JSON body's types are what the client sent. Coercion would turn
+    // the rounded number 1234567890123456800 into the string id "1234567890123456800" of
+    // another user. (Query strings are read as strings.)
+    ajv: { customOptions: { allErrors: false, coerceTypes: false } },
+    // A request (headers and body) must arrive whole within this; a stream's response may
+    // last. Node checks for late requests every connectionsCheckingInterval.
+    requestTimeout: config.REQUEST_TIMEOUT_MS,
+    http: {
+      headersTimeout: Math.min(60_000, config.REQUEST_TIMEOUT_MS),
+      connectionsCheckingInterval: Math.min(5000, Math.ceil(config.REQUEST_TIMEOUT_MS / 2))
+    },
+    // Errors the router raises before any route (a malformed URL, an over-long parameter):
+    // the usual error shape, naming no part of the URL (it may carry a token).
+    frameworkErrors: (error, _request, reply) => {
+      const statusCode = error.statusCode ?? 400
+      const message = error.code === 'FST_ERR_BAD_URL' ? 'malformed URL' : 'bad request'
+      ;(reply as FastifyReply).code(statusCode).send({ statusCode, error: 'Bad Request', message })
+    }
   }).withTypeProvider<TypeBoxTypeProvider>()
 
   installErrorHandler(app)

@@ -3,6 +3,7 @@ import createError from '@fastify/error'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { CLOCK_TOLERANCE_MS } from '../lib/auth/expiry.js'
+import { listOf } from '../lib/ops/config.js'
 import { ANONYMOUS, canPublish, type Identity, identityFromClaims, isAdmin } from '../lib/auth/identity.js'
 
 declare module 'fastify' {
@@ -40,16 +41,26 @@ function tokenOf (request: FastifyRequest): string | undefined {
 
 export default fp(async (app) => {
   const { JWT_SECRET, JWT_PUBLIC_KEY, ALLOW_ANONYMOUS } = app.config
+  // Optional: tokens must name one of these issuers / audiences (JWT_ISSUER, JWT_AUDIENCE).
+  const issuers = listOf(app.config.JWT_ISSUER)
+  const audiences = listOf(app.config.JWT_AUDIENCE)
+  const claimRules = {
+    clockTolerance: CLOCK_TOLERANCE_MS,
+    ...(issuers.length > 0 ? { allowedIss: issuers } : {}),
+    ...(audiences.length > 0 ? { allowedAud: audiences } : {}),
+    // fast-jwt checks iss/aud only when present; configured, they are required.
+    requiredClaims: [...(issuers.length > 0 ? ['iss'] : []), ...(audiences.length > 0 ? ['aud'] : [])]
+  }
   if (JWT_PUBLIC_KEY !== undefined) {
     await app.register(fastifyJwt, {
       secret: { public: JWT_PUBLIC_KEY, private: '' },
-      verify: { algorithms: [...ASYMMETRIC], clockTolerance: CLOCK_TOLERANCE_MS }
+      verify: { algorithms: [...ASYMMETRIC], ...claimRules }
     })
   } else if (JWT_SECRET !== undefined) {
     await app.register(fastifyJwt, {
       secret: JWT_SECRET,
       sign: { algorithm: 'HS256' },
-      verify: { algorithms: ['HS256'], clockTolerance: CLOCK_TOLERANCE_MS }
+      verify: { algorithms: ['HS256'], ...claimRules }
     })
   } else {
     throw new Error('JWT_SECRET or JWT_PUBLIC_KEY must be set (server.ts makes one outside production)')
@@ -82,7 +93,11 @@ export default fp(async (app) => {
   app.decorateRequest('identity', null as unknown as Identity)
   app.decorate('verifyToken', verifyToken)
   app.decorate('authenticate', async (request: FastifyRequest) => { request.identity = identify(request, false) })
-  app.decorate('authenticateClient', async (request: FastifyRequest) => { request.identity = identify(request, ALLOW_ANONYMOUS) })
+  app.decorate('authenticateClient', async (request: FastifyRequest) => {
+    const identity = identify(request, ALLOW_ANONYMOUS)
+    // A connection with no user is counted by its client's address (lib/hub/admission.ts).
+    request.identity = identity.userId === null ? { ...identity, clientIp: request.ip } : identity
+  })
   app.decorate('requireAdmin', requireRole(isAdmin, 'role admin'))
   app.decorate('requireServiceOrAdmin', requireRole(canPublish, 'role service or admin'))
 }, { name: 'auth', dependencies: ['config'] })

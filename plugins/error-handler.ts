@@ -2,6 +2,7 @@ import type { FastifyError, FastifyInstance } from 'fastify'
 import { BrokerUnavailableError } from '../lib/broker/broker.js'
 import { ClientError } from '../lib/core/errors.js'
 import { MissingFieldError } from '../lib/ingress/commerce-events.js'
+import { PublishRefusedError } from '../lib/ingress/publish-limits.js'
 
 const REASON: Record<number, string> = {
   400: 'Bad Request',
@@ -27,6 +28,8 @@ export function installErrorHandler (app: FastifyInstance): void {
       statusCode = 400
     } else if (err instanceof MissingFieldError || err instanceof ClientError) {
       statusCode = 400
+    } else if (err instanceof PublishRefusedError) {
+      statusCode = err.statusCode
     } else if (err instanceof BrokerUnavailableError) {
       statusCode = 503
       message = 'the event broker is unavailable; nothing was published'

@@ -1,7 +1,7 @@
 import { hostname } from 'node:os'
 import { randomBytes } from 'node:crypto'
 import fp from 'fastify-plugin'
-import type { Broker, DeliverFn } from '../lib/broker/broker.js'
+import type { Broker, DeliverFn, ResetFn } from '../lib/broker/broker.js'
 import { CloseCode } from '../lib/core/errors.js'
 import { Hub } from '../lib/hub/hub.js'
 import { MemoryBroker } from '../lib/broker/memory-broker.js'
@@ -18,7 +18,7 @@ declare module 'fastify' {
 
 export interface HubPluginOptions {
   /** Picks the broker; the default is RedisBroker with REDIS_URL, else the in-process MemoryBroker. */
-  createBroker?: (deliver: DeliverFn) => Broker
+  createBroker?: (deliver: DeliverFn, reset: ResetFn) => Broker
 }
 
 /**
@@ -33,15 +33,16 @@ export default fp<HubPluginOptions>(async (app, opts) => {
   const history = { historySize: config.HISTORY_SIZE, historyTtlSeconds: config.HISTORY_TTL_SECONDS }
   const redisUrl = config.REDIS_URL
   const createBroker = opts.createBroker ?? (redisUrl !== undefined
-    ? (deliver: DeliverFn) => new RedisBroker({
+    ? (deliver: DeliverFn, reset: ResetFn) => new RedisBroker({
         deliver,
+        reset,
         ...history,
         url: redisUrl,
         keyPrefix: config.REDIS_KEY_PREFIX,
         connectionName: `rtg-${nodeId}`,
         log: app.log.child({ component: 'redis-broker' })
       })
-    : (deliver: DeliverFn) => new MemoryBroker({ deliver, ...history }))
+    : (deliver: DeliverFn, reset: ResetFn) => new MemoryBroker({ deliver, reset, ...history }))
   const hub = new Hub(createBroker, {
     maxChannelsPerConnection: config.MAX_CHANNELS_PER_CONNECTION,
     onDelivered: metrics.delivered

@@ -97,7 +97,10 @@ export default fp(async (app) => {
     if (topic === undefined) return // not ours: never resolved, never committed
     const highWatermark = Number(batch.highWatermark)
     const context: IngestContext = {
-      mapping: { lowStockThreshold: config.LOW_STOCK_THRESHOLD },
+      mapping: {
+        lowStockThreshold: config.LOW_STOCK_THRESHOLD,
+        limits: { eventMaxBytes: config.EVENT_MAX_BYTES, publishMaxBytes: config.PUBLISH_MAX_BYTES }
+      },
       publish: async (drafts) => await publishAll(app.hub.broker, drafts),
       deadLetter: async (message, headers) => {
         if (!producerConnected) await producer.connect()

@@ -7,6 +7,7 @@ import type { EventDraft } from '../lib/core/event.js'
 import {
   BroadcastBody, InventoryBody, NotifyBody, OrderBody, PublishBody, TestNotificationBody
 } from '../lib/ingress/ingress-schemas.js'
+import { checkDrafts } from '../lib/ingress/publish-limits.js'
 import { publishAll, receiptOf } from '../lib/ingress/publisher.js'
 
 const Position = Type.Object({ offset: Type.Integer(), epoch: Type.String() })
@@ -21,6 +22,8 @@ interface PublishRoute<B> {
   summary: string
   body: TSchema
   events: (body: B, lowStockThreshold: number) => EventDraft[]
+  /** Where the event payload sits in the body ('' when the body's own fields are the payload), for 400/413 messages. */
+  payloadField: string
 }
 
 /**
@@ -29,13 +32,14 @@ interface PublishRoute<B> {
  */
 export default async function publishRoutes (app: FastifyInstance): Promise<void> {
   const routes: Array<PublishRoute<any>> = [
-    { url: '/realtime/publish', summary: 'Publish one event to one channel', body: PublishBody, events: publishEvents },
-    { url: '/realtime/broadcast', summary: 'Publish one event to each of several channels', body: BroadcastBody, events: broadcastEvents },
-    { url: '/realtime/notify', summary: 'Notify one or more users on user:<id>', body: NotifyBody, events: notifyEvents },
-    { url: '/realtime/broadcast/order', summary: 'Order status change to the buyer and the admins', body: OrderBody, events: (b) => orderEvents('updated', b) },
-    { url: '/realtime/broadcast/inventory', summary: 'Stock change to the product, inventory and admins (low-stock alert)', body: InventoryBody, events: inventoryEvents },
-    { url: '/realtime/test/notification', summary: 'Send a test notification to a user', body: TestNotificationBody, events: notificationEvents }
+    { url: '/realtime/publish', summary: 'Publish one event to one channel', body: PublishBody, events: publishEvents, payloadField: 'payload' },
+    { url: '/realtime/broadcast', summary: 'Publish one event to each of several channels', body: BroadcastBody, events: broadcastEvents, payloadField: 'payload' },
+    { url: '/realtime/notify', summary: 'Notify one or more users on user:<id>', body: NotifyBody, events: notifyEvents, payloadField: 'payload' },
+    { url: '/realtime/broadcast/order', summary: 'Order status change to the buyer and the admins', body: OrderBody, events: (b) => orderEvents('updated', b), payloadField: '' },
+    { url: '/realtime/broadcast/inventory', summary: 'Stock change to the product, inventory and admins (low-stock alert)', body: InventoryBody, events: inventoryEvents, payloadField: '' },
+    { url: '/realtime/test/notification', summary: 'Send a test notification to a user', body: TestNotificationBody, events: notificationEvents, payloadField: '' }
   ]
+  const limits = { eventMaxBytes: app.config.EVENT_MAX_BYTES, publishMaxBytes: app.config.PUBLISH_MAX_BYTES }
 
   for (const route of routes) {
     app.post(route.url, {
@@ -49,6 +53,7 @@ export default async function publishRoutes (app: FastifyInstance): Promise<void
       }
     }, async (request, reply) => {
       const drafts = route.events(request.body, app.config.LOW_STOCK_THRESHOLD)
+      checkDrafts(drafts, limits, route.payloadField)
       const events = await publishAll(app.hub.broker, drafts)
       app.gatewayMetrics.eventsPublished.inc({ source: 'http' }, events.length)
       return reply.code(202).send(receiptOf(events))

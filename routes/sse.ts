@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyReply } from 'fastify'
 import { Type, type Static } from '@sinclair/typebox'
 import type { SincePosition } from '../lib/broker/broker.js'
 import { canSubscribe, defaultChannels, isValidChannelName } from '../lib/auth/channels.js'
+import { refusalFor, REFUSAL_MESSAGES } from '../lib/hub/admission.js'
 import { newConnectionId } from '../lib/hub/connection.js'
 import { CloseCode } from '../lib/core/errors.js'
 import { scheduleExpiry } from '../lib/auth/expiry.js'
@@ -24,6 +25,7 @@ const plainError = (reply: FastifyReply, statusCode: number, error: string, mess
 export default async function sseRoutes (app: FastifyInstance): Promise<void> {
   const { config, hub, gatewayMetrics: metrics } = app
   const streams = new Set<SseConnection>()
+  const admissionLimits = { maxConnections: config.MAX_CONNECTIONS, maxPerUser: config.MAX_CONNECTIONS_PER_USER }
 
   // One timer for every stream: comment heartbeats keep proxies from closing idle streams.
   const heartbeat = setInterval(() => {
@@ -51,10 +53,10 @@ export default async function sseRoutes (app: FastifyInstance): Promise<void> {
     if (channels.length > config.MAX_CHANNELS_PER_CONNECTION) {
       return plainError(reply, 400, 'Bad Request', `at most ${config.MAX_CHANNELS_PER_CONNECTION} channels per connection`)
     }
-    if (hub.connectionCount() >= config.MAX_CONNECTIONS ||
-      (identity.userId !== null && hub.userConnectionCount(identity.userId) >= config.MAX_CONNECTIONS_PER_USER)) {
-      metrics.refusedConnections.inc({ transport: 'sse', reason: 'connection limit' })
-      return plainError(reply.header('retry-after', '5'), 503, 'Service Unavailable', 'connection limit reached; try again later')
+    const refusal = refusalFor(hub, identity, admissionLimits)
+    if (refusal !== null) {
+      metrics.refusedConnections.inc({ transport: 'sse', reason: refusal })
+      return plainError(reply.header('retry-after', '5'), 503, 'Service Unavailable', `${REFUSAL_MESSAGES[refusal]}; try again later`)
     }
 
     const lastEventId = request.headers['last-event-id'] ?? request.query.lastEventId

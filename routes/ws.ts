@@ -5,6 +5,7 @@ import type { RawData, WebSocket } from 'ws'
 import { defaultChannels } from '../lib/auth/channels.js'
 import { newConnectionId } from '../lib/hub/connection.js'
 import { CloseCode } from '../lib/core/errors.js'
+import { refusalFor, REFUSAL_MESSAGES } from '../lib/hub/admission.js'
 import { compactListeners } from '../lib/transport/listener-table.js'
 import { serverFrame } from '../lib/transport/protocol.js'
 import { WsConnection, type WsConnectionOptions } from '../lib/transport/ws-connection.js'
@@ -31,6 +32,8 @@ export default async function wsRoutes (app: FastifyInstance): Promise<void> {
   }, config.HEARTBEAT_MS)
   heartbeat.unref()
   app.addHook('onClose', async () => { clearInterval(heartbeat) })
+
+  const admissionLimits = { maxConnections: config.MAX_CONNECTIONS, maxPerUser: config.MAX_CONNECTIONS_PER_USER }
 
   // Shared by every connection: what a socket holds for its whole life is what idle
   // memory per connection is made of, so nothing here is built per socket.
@@ -69,7 +72,11 @@ export default async function wsRoutes (app: FastifyInstance): Promise<void> {
   }
   function onError (this: WebSocket, err: Error): void {
     app.log.debug({ err, connectionId: (this as SessionSocket)[kSession]?.id }, 'socket error')
-    this.terminate()
+    // ws has already queued the close frame that names the error (1009 for a frame too
+    // large, 1002 for a protocol error) and drains what the client still sends: cutting the
+    // socket now would race that frame (the client saw 1006) and turn the FIN into a RST.
+    // The client answers the close; a silent one is cut after a grace period.
+    cutLater(this)
   }
   function onClose (this: WebSocket): void {
     const session = sessionOf(this)
@@ -104,16 +111,11 @@ export default async function wsRoutes (app: FastifyInstance): Promise<void> {
     releaseUpgradeRequest(socket, request.raw.socket)
     socket.on('error', onError)
     const identity = request.identity
-    const userId = identity.userId
-    const refusal = hub.connectionCount() >= config.MAX_CONNECTIONS
-      ? 'instance connection limit reached'
-      : userId !== null && hub.userConnectionCount(userId) >= config.MAX_CONNECTIONS_PER_USER
-        ? 'too many connections for this user'
-        : undefined
-    if (refusal !== undefined) {
+    const refusal = refusalFor(hub, identity, admissionLimits)
+    if (refusal !== null) {
       metrics.refusedConnections.inc({ transport: 'ws', reason: refusal })
       // A bare connection, only to close it: no session, no hub entry, no expiry.
-      new WsConnection(newConnectionId(), identity, socket, connectionOptions).close(CloseCode.TRY_AGAIN_LATER, refusal)
+      new WsConnection(newConnectionId(), identity, socket, connectionOptions).close(CloseCode.TRY_AGAIN_LATER, REFUSAL_MESSAGES[refusal])
       return
     }
 
@@ -127,6 +129,13 @@ export default async function wsRoutes (app: FastifyInstance): Promise<void> {
     // Its listeners are set for life: a compact table instead of a hash table per socket.
     compactListeners(socket)
   })
+}
+
+/** How long a closing socket may take to finish the closing handshake before it is cut. */
+const CLOSE_GRACE_MS = 2000
+
+function cutLater (socket: WebSocket): void {
+  setTimeout(() => { if (socket.readyState !== socket.CLOSED) socket.terminate() }, CLOSE_GRACE_MS).unref()
 }
 
 /** What the shared listeners need of one socket: its session (which is its connection). */

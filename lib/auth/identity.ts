@@ -5,6 +5,11 @@ export interface Identity {
   readonly roles: readonly string[]
   /** Token expiry in epoch seconds, when the token has one. */
   readonly exp?: number
+  /**
+   * For a connection with no user (anonymous, or a token without `sub`): the client's
+   * address, by which such connections are counted against MAX_CONNECTIONS_PER_USER.
+   */
+  readonly clientIp?: string
 }
 
 /** Shared by every identity without roles: an empty array per connection adds up. */
@@ -15,6 +20,14 @@ export const ANONYMOUS: Identity = Object.freeze({ userId: null, roles: NO_ROLES
 export const ROLE_ADMIN = 'admin'
 export const ROLE_SERVICE = 'service'
 
+/** Claims that verify but cannot name anyone safely: the token is refused like an invalid one. */
+export class InvalidClaimsError extends Error {
+  constructor (message: string) {
+    super(message)
+    this.name = 'InvalidClaimsError'
+  }
+}
+
 /** Builds an identity from verified claims: roles come from `roles` (array) or `role` (string). */
 export function identityFromClaims (claims: Record<string, unknown>): Identity {
   const roles = new Set<string>()
@@ -23,6 +36,10 @@ export function identityFromClaims (claims: Record<string, unknown>): Identity {
   }
   if (typeof claims.role === 'string' && claims.role !== '') roles.add(claims.role)
   const sub = claims.sub
+  if (typeof sub === 'number' && !Number.isSafeInteger(sub)) {
+    // Beyond ±(2^53-1) the number was already rounded when the JSON was read: it may name another user.
+    throw new InvalidClaimsError('sub is a number that cannot be carried exactly (use a string)')
+  }
   const userId = typeof sub === 'string' && sub !== '' ? sub : typeof sub === 'number' ? String(sub) : null
   const exp = typeof claims.exp === 'number' ? claims.exp : undefined
   return { userId, roles: roles.size === 0 ? NO_ROLES : [...roles], exp }

@@ -21,6 +21,13 @@ export interface HistoryResult {
 export type DeliverFn = (event: PublishedEvent) => void
 
 /**
+ * A subscribed channel's stream restarted, or skipped events that can no longer be
+ * delivered: its next events count on from `position` (often in a new epoch). Live
+ * subscribers must be told before those events (CONTRACT: `system:reset`).
+ */
+export type ResetFn = (channel: string, position: StreamPosition) => void
+
+/**
  * The broker carries events between ingress and every instance's hub.
  *
  * Contract, for every implementation:
@@ -30,7 +37,11 @@ export type DeliverFn = (event: PublishedEvent) => void
  *   broker can no longer vouch for the offsets it handed out before (history lost,
  *   counter reset); offsets of different epochs are not comparable.
  * - Ordering: the deliver callback of every instance subscribed to a channel sees that
- *   channel's events in offset order, each once.
+ *   channel's events in offset order, each once, each the successor of the one before,
+ *   or else `reset` is called first with the position the next event counts on from: a
+ *   subscriber never sees an offset repeat, go back, or jump without being told.
+ * - A channel nobody published to holds no state (lib/broker/epochs.ts): subscribing and
+ *   leaving, or reading its position, leaves nothing behind once it has no subscriber.
  * - History: the last `historySize` events of a channel are kept for `historyTtlSeconds`
  *   after the channel's latest publish; older ones may be trimmed.
  * - `publish` resolves once the event is in history and handed to fan-out, and rejects
@@ -59,6 +70,8 @@ export interface Broker {
 export interface BrokerOptions {
   /** Called for every event of every subscribed channel, in offset order per channel. */
   deliver: DeliverFn
+  /** Called when a subscribed channel's stream restarts or skips (see ResetFn). */
+  reset?: ResetFn
   historySize: number
   historyTtlSeconds: number
 }

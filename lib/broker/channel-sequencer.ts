@@ -1,4 +1,4 @@
-import type { DeliverFn, HistoryResult, SincePosition } from './broker.js'
+import type { DeliverFn, HistoryResult, ResetFn, SincePosition } from './broker.js'
 import type { PublishedEvent, StreamPosition } from '../core/event.js'
 
 interface Waiter extends StreamPosition {
@@ -23,8 +23,9 @@ export interface SequencerLogger {
  * is down). It remembers the last offset delivered per channel, drops duplicates, and
  * when an event arrives after a gap — or `catchUp` is called after a reconnect — it reads
  * the missed events from history and delivers them before the held live ones. A gap the
- * history can no longer fill is logged and skipped: the clients' own recovery (which
- * compares offsets) then reports it as `recovered: false`.
+ * history can no longer fill, or a stream that restarted in a new epoch (Redis lost it),
+ * is never passed on silently: `reset` announces the position the next event counts on
+ * from, before that event.
  */
 export class ChannelSequencer {
   private readonly cursors = new Map<string, Cursor>()
@@ -33,6 +34,7 @@ export class ChannelSequencer {
   constructor (
     private readonly read: (channel: string, since: SincePosition) => Promise<HistoryResult>,
     private readonly deliver: DeliverFn,
+    private readonly reset: ResetFn,
     private readonly log?: SequencerLogger
   ) {}
 
@@ -99,8 +101,12 @@ export class ChannelSequencer {
     try {
       let result = await this.read(channel, { offset: cursor.offset, epoch: cursor.epoch })
       if (!result.recovered && result.position.epoch !== cursor.epoch) {
-        // The stream restarted (Redis lost it): what the new epoch has so far is still news.
+        // The stream restarted (Redis lost it): what the new epoch has so far is still news,
+        // and subscribers hear of the restart now rather than at the next publish.
         result = await this.read(channel, { offset: 0, epoch: result.position.epoch })
+        if (result.recovered && this.cursors.get(channel) === cursor) {
+          this.restartAt(cursor, channel, { offset: 0, epoch: result.position.epoch })
+        }
       }
       if (result.recovered) missed = result.events
       else this.log?.warn({ channel, after: cursor.offset, position: result.position }, 'gap in delivery that history no longer covers')
@@ -114,14 +120,26 @@ export class ChannelSequencer {
     for (const event of held) this.accept(cursor, event)
   }
 
+  private restartAt (cursor: Cursor, channel: string, position: StreamPosition): void {
+    cursor.epoch = position.epoch
+    cursor.offset = position.offset
+    this.reset(channel, position)
+  }
+
   /** Events were skipped: in this epoch, or at the start of a new one. */
   private isGap (cursor: Cursor, event: PublishedEvent): boolean {
     return event.epoch === cursor.epoch ? event.offset > cursor.offset + 1 : event.offset > 1
   }
 
-  /** Hands the event on unless it was already; a new epoch restarts the count. */
+  /**
+   * Hands the event on unless it was already; one that does not follow the last one (a new
+   * epoch, or a gap history could not fill) is announced by a reset first.
+   */
   private accept (cursor: Cursor, event: PublishedEvent): void {
     if (event.epoch === cursor.epoch && event.offset <= cursor.offset) return
+    if (event.epoch !== cursor.epoch || event.offset !== cursor.offset + 1) {
+      this.restartAt(cursor, event.channel, { offset: event.offset - 1, epoch: event.epoch })
+    }
     cursor.epoch = event.epoch
     cursor.offset = event.offset
     this.deliver(event)

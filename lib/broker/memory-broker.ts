@@ -1,30 +1,27 @@
-import { randomBytes } from 'node:crypto'
 import type { Broker, BrokerOptions, DeliverFn, HistoryResult, SincePosition } from './broker.js'
 import { monotonicMs } from '../core/clock.js'
 import type { EventDraft, PublishedEvent, StreamPosition } from '../core/event.js'
+import { bucketEpoch, MEMORY_STREAM_FLOOR_SECONDS, newEpochBase, streamRetentionSeconds } from './epochs.js'
 import { recoverFrom } from './recovery.js'
 
 /**
- * A channel's stream. One exists for every channel a client subscribed to, published to
- * or not (its epoch was handed out in the position read and must stay), so a stream is
- * small until it is published to (most user:<id> channels never are): no arrays, no
- * epoch string (it is made from `epochSeq` when read), small-integer fields only.
+ * A channel's stream. One exists only while the channel has local subscribers or was
+ * published to within the retention (lib/broker/epochs.ts): a channel that is only read,
+ * or subscribed to and left, leaves nothing behind. Small until it is published to (most
+ * user:<id> channels never are): no arrays, small-integer fields and a shared epoch string.
  */
 interface ChannelStream {
-  /** Numbers this stream among the broker's; its epoch is `epochOf(epochSeq)`, the same at every read. */
-  epochSeq: number
+  epoch: string
   offset: number
   /** What is held of the published events; null until the first publish and once all of it expired. */
   log: ChannelLog | null
-  /** In `monotonicMs`. */
+  /** In `monotonicMs`; 0 while never published. */
   lastPublishMs: number
   /** The hub has local subscribers (a flag here, not a Set entry per channel beside the stream's). */
   subscribed: boolean
 }
 
 interface ChannelLog {
-  /** The stream's epoch, made once and shared by its events. */
-  epoch: string
   /** Newest last; at most historySize, none older than the TTL once trimmed. */
   events: PublishedEvent[]
   /** When each event was published, in `monotonicMs`. */
@@ -34,25 +31,19 @@ interface ChannelLog {
 const NO_EVENTS: readonly PublishedEvent[] = Object.freeze([])
 
 /**
- * Epochs are a random prefix per broker (so a restarted gateway never repeats one) and
- * the stream's number in base 36: base64url characters only (no , or ; for SSE cursors).
- */
-const epochPrefix = (): string => randomBytes(6).toString('base64url')
-
-/**
  * The embedded broker: one process, no network. Its limit is one node — events never
  * leave this instance, so it is what a single gateway runs on without REDIS_URL.
- * A channel's stream (offset, epoch, history) is forgotten once it has had no local
- * subscriber and no publish for the history TTL; it then restarts in a new epoch.
+ * A stream keeps its offset and epoch for the retention after its last publish (its
+ * history only for the history TTL), then restarts in a new epoch.
  */
 export class MemoryBroker implements Broker {
   readonly kind = 'memory'
   private readonly streams = new Map<string, ChannelStream>()
-  private readonly epochPrefix = epochPrefix()
-  private lastEpochSeq = 0
+  private readonly epochBase = newEpochBase()
   private readonly deliver: DeliverFn
   private readonly historySize: number
   private readonly ttlMs: number
+  private readonly retentionSeconds: number
   private readonly sweeper: NodeJS.Timeout
   private closed = false
 
@@ -60,6 +51,7 @@ export class MemoryBroker implements Broker {
     this.deliver = options.deliver
     this.historySize = options.historySize
     this.ttlMs = options.historyTtlSeconds * 1000
+    this.retentionSeconds = streamRetentionSeconds(options.historyTtlSeconds, MEMORY_STREAM_FLOOR_SECONDS)
     this.sweeper = setInterval(() => this.sweep(), Math.min(this.ttlMs, 60_000))
     this.sweeper.unref()
   }
@@ -67,20 +59,19 @@ export class MemoryBroker implements Broker {
   async publish (draft: EventDraft): Promise<PublishedEvent> {
     if (this.closed) throw new Error('broker closed')
     const now = monotonicMs()
-    const stream = this.stream(draft.channel, now)
+    const stream = this.streams.get(draft.channel) ?? this.open(draft.channel)
     stream.offset += 1
     stream.lastPublishMs = now
-    const log = stream.log ?? { epoch: this.epochOf(stream), events: [], times: [] }
     const event: PublishedEvent = {
       channel: draft.channel,
       type: draft.type,
       payload: draft.payload,
       offset: stream.offset,
-      epoch: log.epoch,
+      epoch: stream.epoch,
       ts: new Date().toISOString()
     }
     if (this.historySize > 0) {
-      stream.log = log
+      const log = stream.log ?? (stream.log = { events: [], times: [] })
       log.events.push(event)
       log.times.push(now)
       if (log.events.length > this.historySize) {
@@ -93,24 +84,33 @@ export class MemoryBroker implements Broker {
   }
 
   async subscribe (channel: string): Promise<void> {
-    if (!this.closed) this.stream(channel, monotonicMs()).subscribed = true
+    if (this.closed) return
+    // The stream exists while subscribed, so its epoch stays the one its subscribers were given.
+    const stream = this.streams.get(channel) ?? this.open(channel)
+    stream.subscribed = true
   }
 
   async unsubscribe (channel: string): Promise<void> {
     const stream = this.streams.get(channel)
-    if (stream !== undefined) stream.subscribed = false
+    if (stream === undefined) return
+    stream.subscribed = false
+    // Never published: nothing to keep (its epoch is the computed one anyway).
+    if (stream.offset === 0) this.streams.delete(channel)
   }
 
   async position (channel: string): Promise<StreamPosition> {
-    const stream = this.stream(channel, monotonicMs())
-    return { offset: stream.offset, epoch: this.epochOf(stream) }
+    const stream = this.streams.get(channel)
+    return stream === undefined ? this.emptyPosition() : { offset: stream.offset, epoch: stream.epoch }
   }
 
   async history (channel: string, since?: SincePosition): Promise<HistoryResult> {
-    const now = monotonicMs()
-    const stream = this.stream(channel, now)
-    this.trimExpired(stream, now)
-    const position = { offset: stream.offset, epoch: this.epochOf(stream) }
+    const stream = this.streams.get(channel)
+    if (stream === undefined) {
+      const position = this.emptyPosition()
+      return since === undefined ? { events: [], position, recovered: true } : recoverFrom(since, position, NO_EVENTS)
+    }
+    this.trimExpired(stream, monotonicMs())
+    const position = { offset: stream.offset, epoch: stream.epoch }
     if (since === undefined) return { events: [], position, recovered: true }
     return recoverFrom(since, position, stream.log?.events ?? NO_EVENTS)
   }
@@ -125,17 +125,19 @@ export class MemoryBroker implements Broker {
     this.streams.clear()
   }
 
-  private stream (channel: string, now: number): ChannelStream {
-    let stream = this.streams.get(channel)
-    if (stream === undefined) {
-      stream = { epochSeq: ++this.lastEpochSeq, offset: 0, log: null, lastPublishMs: now, subscribed: false }
-      this.streams.set(channel, stream)
-    }
+  /** How many streams are held (tests: nothing is left behind by subscribe and leave). */
+  get streamCount (): number {
+    return this.streams.size
+  }
+
+  private open (channel: string): ChannelStream {
+    const stream: ChannelStream = { epoch: this.emptyPosition().epoch, offset: 0, log: null, lastPublishMs: 0, subscribed: false }
+    this.streams.set(channel, stream)
     return stream
   }
 
-  private epochOf (stream: ChannelStream): string {
-    return stream.log?.epoch ?? `${this.epochPrefix}${stream.epochSeq.toString(36)}`
+  private emptyPosition (): StreamPosition {
+    return { offset: 0, epoch: bucketEpoch(this.epochBase, Date.now(), this.retentionSeconds) }
   }
 
   private trimExpired (stream: ChannelStream, now: number): void {
@@ -145,7 +147,7 @@ export class MemoryBroker implements Broker {
     let drop = 0
     while (drop < log.times.length && log.times[drop] <= cutoff) drop++
     if (drop === log.times.length) {
-      // All expired: back to no log, as before the first publish (same epoch).
+      // All expired: back to no log, as before the first publish (same epoch and offset).
       stream.log = null
     } else if (drop > 0) {
       log.events.splice(0, drop)
@@ -155,8 +157,9 @@ export class MemoryBroker implements Broker {
 
   private sweep (): void {
     const now = monotonicMs()
+    const retentionMs = this.retentionSeconds * 1000
     for (const [channel, stream] of this.streams) {
-      if (!stream.subscribed && now - stream.lastPublishMs > this.ttlMs) {
+      if (!stream.subscribed && now - stream.lastPublishMs > retentionMs) {
         this.streams.delete(channel)
       } else {
         this.trimExpired(stream, now)

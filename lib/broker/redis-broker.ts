@@ -6,8 +6,9 @@ import { ChannelSequencer } from './channel-sequencer.js'
 import type { EventDraft, PublishedEvent, StreamPosition } from '../core/event.js'
 import { recoverFrom } from './recovery.js'
 import { ConnectionProbe, failFastConnection, type RedisLogger } from './redis-connection.js'
+import { newEpochBase, REDIS_STREAM_FLOOR_SECONDS, streamRetentionSeconds } from './epochs.js'
 import {
-  channelKeys, decodeEntry, entryBody, metaTtlSeconds, newEpoch, PUBLISH_SCRIPT, pubsubPrefix, READ_SCRIPT
+  databaseOf, decodeEntry, entryBody, PUBLISH_SCRIPT, randomName, READ_SCRIPT, RedisLayout
 } from './redis-layout.js'
 
 export interface RedisBrokerOptions extends BrokerOptions {
@@ -54,6 +55,7 @@ const noopLog: RedisLogger = { info () {}, warn () {} }
 export class RedisBroker implements Broker {
   readonly kind = 'redis'
   readonly keyPrefix: string
+  readonly layout: RedisLayout
   /** The command connection; also used for cluster stats (lib/ops/node-registry.ts). */
   readonly redis: Redis
   private readonly commands: ScriptedRedis
@@ -64,6 +66,7 @@ export class RedisBroker implements Broker {
   private readonly subscribing = new Map<string, Promise<void>>()
   private readonly lingering = new Map<string, NodeJS.Timeout>()
   private readonly deliver: DeliverFn
+  private readonly retentionSeconds: number
   private readonly log: RedisLogger
   private readonly probe: ConnectionProbe
   /** True once the subscriber connection holds every channel in `held`. */
@@ -72,33 +75,40 @@ export class RedisBroker implements Broker {
 
   constructor (private readonly options: RedisBrokerOptions) {
     this.keyPrefix = options.keyPrefix
+    this.layout = new RedisLayout(options.keyPrefix, databaseOf(options.url))
     this.deliver = options.deliver
+    this.retentionSeconds = streamRetentionSeconds(options.historyTtlSeconds, REDIS_STREAM_FLOOR_SECONDS)
     this.log = options.log ?? noopLog
-    const name = options.connectionName ?? `rtg-${newEpoch()}`
+    const name = options.connectionName ?? `rtg-${randomName()}`
     const connection = { commandTimeoutMs: options.commandTimeoutMs ?? 5000, redisOptions: options.redisOptions, log: this.log }
     this.commands = failFastConnection(options.url, { ...connection, name: `${name}:cmd` }) as ScriptedRedis
-    this.commands.defineCommand('rtgPublish', { numberOfKeys: 2, lua: PUBLISH_SCRIPT })
-    this.commands.defineCommand('rtgRead', { numberOfKeys: 2, lua: READ_SCRIPT })
+    this.commands.defineCommand('rtgPublish', { numberOfKeys: 3, lua: PUBLISH_SCRIPT })
+    this.commands.defineCommand('rtgRead', { numberOfKeys: 3, lua: READ_SCRIPT })
     this.redis = this.commands
     this.subscriber = failFastConnection(options.url, { ...connection, name: `${name}:sub` })
+    const live = (channel: string): boolean => this.held.has(channel) && !this.lingering.has(channel)
     this.sequencer = new ChannelSequencer((channel, since) => this.read(channel, since), (event) => {
-      if (this.held.has(event.channel) && !this.lingering.has(event.channel)) this.deliver(event)
+      if (live(event.channel)) this.deliver(event)
+    }, (channel, position) => {
+      if (live(channel)) options.reset?.(channel, position)
     }, this.log)
     this.subscriber.on('ready', () => { void this.restoreSubscriptions() })
     // History reads need the command connection: if it came back last, catch up now.
     this.commands.on('ready', () => { if (this.restored) this.catchUpAll() })
     this.subscriber.on('close', () => { this.restored = false })
     this.subscriber.on('message', (name: string, entry: string) => this.onMessage(name, entry))
+    this.commands.once('ready', () => { void this.checkEvictionPolicy() })
     this.probe = new ConnectionProbe([this.commands, this.subscriber], options.probeIntervalMs ?? 2000, this.log)
   }
 
   async publish (draft: EventDraft): Promise<PublishedEvent> {
     if (this.closed || this.commands.status !== 'ready') throw new BrokerUnavailableError('redis is not connected')
-    const keys = channelKeys(this.keyPrefix, draft.channel)
+    const keys = this.layout.keys(draft.channel)
     let reply: [string, number, string]
     try {
-      reply = await this.commands.rtgPublish(keys.meta, keys.history, newEpoch(), entryBody(draft.type, draft.payload),
-        this.options.historySize, this.options.historyTtlSeconds, metaTtlSeconds(this.options.historyTtlSeconds), keys.pubsub)
+      reply = await this.commands.rtgPublish(keys.meta, keys.history, this.layout.baseKey, newEpochBase(),
+        entryBody(draft.type, draft.payload), this.options.historySize, this.options.historyTtlSeconds,
+        this.retentionSeconds, keys.pubsub)
     } catch (err) {
       throw new BrokerUnavailableError('redis did not take the publish', { cause: err })
     }
@@ -153,10 +163,10 @@ export class RedisBroker implements Broker {
 
   private async read (channel: string, since?: SincePosition): Promise<HistoryResult> {
     if (this.closed || this.commands.status !== 'ready') throw new BrokerUnavailableError('redis is not connected')
-    const keys = channelKeys(this.keyPrefix, channel)
+    const keys = this.layout.keys(channel)
     let reply: [string, number, ...string[]]
     try {
-      reply = await this.commands.rtgRead(keys.meta, keys.history, newEpoch(), this.options.historyTtlSeconds,
+      reply = await this.commands.rtgRead(keys.meta, keys.history, this.layout.baseKey, newEpochBase(), this.retentionSeconds,
         since?.offset ?? -1, since?.epoch ?? '')
     } catch (err) {
       throw new BrokerUnavailableError('redis did not answer a history read', { cause: err })
@@ -197,7 +207,7 @@ export class RedisBroker implements Broker {
   /** SUBSCRIBE, then note where the channel stands so a later gap can be told from a start. */
   private async holdChannel (channel: string): Promise<void> {
     try {
-      await this.subscriber.subscribe(channelKeys(this.keyPrefix, channel).pubsub)
+      await this.subscriber.subscribe(this.layout.pubsubName(channel))
       this.sequencer.start(channel, await this.position(channel))
     } catch (err) {
       this.release(channel)
@@ -209,7 +219,7 @@ export class RedisBroker implements Broker {
     if (!this.held.delete(channel)) return
     this.sequencer.forget(channel)
     if (this.subscriber.status !== 'ready') return // a new connection starts with no subscriptions
-    this.subscriber.unsubscribe(channelKeys(this.keyPrefix, channel).pubsub).catch((err: unknown) => {
+    this.subscriber.unsubscribe(this.layout.pubsubName(channel)).catch((err: unknown) => {
       this.log.warn({ err, channel }, 'redis unsubscribe failed')
     })
   }
@@ -219,7 +229,7 @@ export class RedisBroker implements Broker {
     const channels = [...this.held]
     try {
       for (let i = 0; i < channels.length; i += SUBSCRIBE_BATCH) {
-        await this.subscriber.subscribe(...channels.slice(i, i + SUBSCRIBE_BATCH).map((c) => channelKeys(this.keyPrefix, c).pubsub))
+        await this.subscriber.subscribe(...channels.slice(i, i + SUBSCRIBE_BATCH).map((c) => this.layout.pubsubName(c)))
       }
     } catch (err) {
       // The connection dropped again; the next 'ready' retries.
@@ -237,9 +247,24 @@ export class RedisBroker implements Broker {
     for (const channel of this.held) this.sequencer.catchUp(channel)
   }
 
+  /**
+   * An evicting maxmemory policy could drop a channel's meta hash and restart its stream in
+   * the same epoch (lib/broker/redis-layout.ts): say so once. CONFIG may be disabled (managed
+   * Redis); then nothing is known and nothing is said.
+   */
+  private async checkEvictionPolicy (): Promise<void> {
+    try {
+      const [, policy] = await this.commands.config('GET', 'maxmemory-policy') as string[]
+      const [, maxmemory] = await this.commands.config('GET', 'maxmemory') as string[]
+      if (policy !== undefined && policy !== 'noeviction' && Number(maxmemory) > 0) {
+        this.log.warn({ policy, maxmemory }, 'redis may evict keys (maxmemory-policy is not noeviction): an evicted channel restarts its offsets in the same epoch; see docs/operations.md')
+      }
+    } catch { /* CONFIG not allowed: nothing to check */ }
+  }
+
   private onMessage (name: string, entry: string): void {
-    const channel = name.slice(pubsubPrefix(this.keyPrefix).length)
-    if (!this.held.has(channel)) return
+    const channel = this.layout.channelOf(name)
+    if (channel === undefined || !this.held.has(channel)) return
     let event: PublishedEvent
     try {
       event = decodeEntry(channel, entry)

@@ -2,76 +2,132 @@ import { randomBytes } from 'node:crypto'
 import type { PublishedEvent } from '../core/event.js'
 
 /**
- * How the Redis broker lays a channel out, under the key prefix P (REDIS_KEY_PREFIX):
+ * How the Redis broker lays a channel out, under the key prefix P (REDIS_KEY_PREFIX), in the
+ * database D of REDIS_URL:
  *
- * | key              | type    | holds                                                        |
- * | ---------------- | ------- | ------------------------------------------------------------ |
- * | `P meta:<ch>`    | hash    | `epoch`, `offset`: where the channel's stream stands          |
- * | `P hist:<ch>`    | list    | the last HISTORY_SIZE entries, oldest first                  |
- * | `P ev:<ch>`      | pub/sub | every entry, as it is published                              |
- * | `P node:<id>`, `P nodes` | string, set | cluster stats (lib/ops/node-registry.ts)         |
+ * | key / channel        | type    | holds                                                   |
+ * | -------------------- | ------- | ------------------------------------------------------- |
+ * | `P meta:<ch>`        | hash    | `epoch`, `offset`: where the channel's stream stands     |
+ * | `P hist:<ch>`        | list    | the last HISTORY_SIZE entries, oldest first             |
+ * | `P epoch-base`       | string  | the epoch base of this dataset (lib/broker/epochs.ts)   |
+ * | `P db<D>:ev:<ch>`    | pub/sub | every entry, as it is published                         |
+ * | `P node:<id>`, `P nodes` | string, set | cluster stats (lib/ops/node-registry.ts)    |
+ *
+ * Pub/sub ignores the database number (every client of a Redis server shares one pub/sub
+ * namespace), so the pub/sub names carry D: two deployments that differ only by database
+ * never see each other's events.
  *
  * An entry is `<epoch>,<offset>,<ms since 1970>,<JSON {type, payload}>`: the same string
  * goes into the history and onto pub/sub, so readers decode one format.
  *
- * Lifetimes. The history expires HISTORY_TTL_SECONDS after the channel's last publish
- * (the whole list: EXPIRE is refreshed by every publish), which is exactly the contract
- * of lib/broker/broker.ts. The meta hash lives much longer (`metaTtlSeconds`): a quiet channel
- * keeps counting from where it was, so a client that saw the last event before the
- * history expired is still told `recovered: true` with nothing to replay, instead of
- * being sent to reload by a needless epoch change. A meta hash only *read* (subscribe to
- * a channel nobody published to) lives HISTORY_TTL_SECONDS, so clients naming random
- * channels cannot fill Redis with day-long keys.
+ * Lifetimes. A channel has keys only once it is published to: reading a position never
+ * writes one, so clients naming random channels cost Redis nothing. The history expires
+ * HISTORY_TTL_SECONDS after the channel's last publish (EXPIRE is refreshed by every
+ * publish), which is exactly the contract of lib/broker/broker.ts. The meta hash lives
+ * `retentionSeconds` (a day, or twice the history TTL): a quiet channel keeps counting
+ * from where it was, so a client that saw the last event before the history expired is
+ * still told `recovered: true` with nothing to replay.
  *
- * Epoch rule: a channel gets a fresh random epoch whenever its meta hash is missing —
- * first use, expiry after a long silence, eviction, FLUSH, or a Redis restarted without
- * persistence. Creating an epoch also deletes any history left from the old one, so
- * offsets of one epoch are never mixed with another's.
+ * Epochs. A channel without a meta hash is in the computed epoch of lib/broker/epochs.ts:
+ * the dataset's epoch base (made on first use) and the number of the current bucket of
+ * `retentionSeconds`, by Redis's clock. Its first publish stores that epoch. The base goes
+ * when the dataset goes (a Redis restarted without persistence, FLUSH), so every epoch
+ * after such a loss is new. An evicted meta hash (maxmemory with an evicting policy) would
+ * restart its channel in the same epoch: run Redis with `maxmemory-policy noeviction`
+ * (docs/operations.md); the broker warns at start-up when it sees another policy.
  */
+export class RedisLayout {
+  readonly baseKey: string
+  /** What every pub/sub name of this deployment starts with; the gateway channel follows. */
+  readonly pubsubPrefix: string
+
+  constructor (readonly keyPrefix: string, readonly db = 0) {
+    this.baseKey = `${keyPrefix}epoch-base`
+    this.pubsubPrefix = `${keyPrefix}db${db}:ev:`
+  }
+
+  keys (channel: string): ChannelKeys {
+    return { meta: `${this.keyPrefix}meta:${channel}`, history: `${this.keyPrefix}hist:${channel}`, pubsub: this.pubsubName(channel) }
+  }
+
+  pubsubName (channel: string): string {
+    return this.pubsubPrefix + channel
+  }
+
+  /** The gateway channel of a pub/sub name of this deployment, or undefined. */
+  channelOf (pubsubName: string): string | undefined {
+    return pubsubName.startsWith(this.pubsubPrefix) ? pubsubName.slice(this.pubsubPrefix.length) : undefined
+  }
+}
+
 export interface ChannelKeys {
   meta: string
   history: string
   pubsub: string
 }
 
-export function channelKeys (prefix: string, channel: string): ChannelKeys {
-  return { meta: `${prefix}meta:${channel}`, history: `${prefix}hist:${channel}`, pubsub: `${prefix}ev:${channel}` }
+/** The database number a redis:// URL selects (`/3`, or `?db=3`); 0 when none. */
+export function databaseOf (url: string): number {
+  try {
+    const parsed = new URL(url)
+    const fromPath = parsed.pathname.replace(/^\//, '')
+    const db = Number(fromPath !== '' ? fromPath : (parsed.searchParams.get('db') ?? '0'))
+    return Number.isSafeInteger(db) && db >= 0 ? db : 0
+  } catch {
+    return 0
+  }
 }
-
-/** The pub/sub channel name prefix; what follows it is the gateway channel. */
-export const pubsubPrefix = (prefix: string): string => `${prefix}ev:`
 
 /** A glob matching `text` literally (for SCAN MATCH / PUBSUB CHANNELS on a prefix). */
 export const globLiteral = (text: string): string => text.replace(/[*?[\]\\]/g, '\\$&')
 
-/** How long the meta hash outlives the last publish: a day, or twice the history TTL. */
-export const metaTtlSeconds = (historyTtlSeconds: number): number => Math.max(2 * historyTtlSeconds, 86_400)
+/** A random name for connections (CLIENT LIST) when none is given. */
+export const randomName = (): string => randomBytes(6).toString('base64url')
 
 /**
- * A new epoch: random base64url, so it never holds `,` or `;` (the SSE cursor and the
- * entry format use them as separators).
+ * The epoch of a channel without a meta hash (lib/broker/epochs.ts, in Lua): the base,
+ * made from ARGV `newBase` if the dataset has none, then the bucket number in base 36.
  */
-export const newEpoch = (): string => randomBytes(9).toString('base64url')
+const EPOCH_OF_EMPTY_CHANNEL = `
+local function emptyEpoch (baseKey, newBase, bucketSeconds, nowSeconds)
+  local base = redis.call('GET', baseKey)
+  if not base then
+    base = newBase
+    redis.call('SET', baseKey, base)
+  end
+  local n = math.floor(nowSeconds / bucketSeconds)
+  local digits = '0123456789abcdefghijklmnopqrstuvwxyz'
+  local text = ''
+  repeat
+    local d = n % 36
+    text = string.sub(digits, d + 1, d + 1) .. text
+    n = math.floor(n / 36)
+  until n == 0
+  return base .. text
+end
+`
 
 /**
- * Publish, atomically: take the next offset (making an epoch if the channel has none),
- * append to the bounded history, refresh both TTLs, and PUBLISH the entry. Because the
- * PUBLISH happens inside the script, every subscriber of every instance sees a channel's
- * entries in offset order. The time comes from Redis, one clock for all instances.
+ * Publish, atomically: take the next offset (starting the stream in its computed epoch if
+ * the channel has none), append to the bounded history, refresh both TTLs, and PUBLISH the
+ * entry. Because the PUBLISH happens inside the script, every subscriber of every instance
+ * sees a channel's entries in offset order. The time comes from Redis, one clock for all
+ * instances.
  *
- * KEYS: meta, history. ARGV: epoch-if-none, body, history size, history TTL, meta TTL,
- * pub/sub channel. Returns {epoch, offset, ms}.
+ * KEYS: meta, history, epoch base. ARGV: new base (if the dataset has none), body, history
+ * size, history TTL, retention (meta TTL and epoch bucket), pub/sub channel.
+ * Returns {epoch, offset, ms}.
  */
-export const PUBLISH_SCRIPT = `
+export const PUBLISH_SCRIPT = EPOCH_OF_EMPTY_CHANNEL + `
+local now = redis.call('TIME')
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
-  epoch = ARGV[1]
+  epoch = emptyEpoch(KEYS[3], ARGV[1], tonumber(ARGV[5]), tonumber(now[1]))
   redis.call('DEL', KEYS[2])
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
 end
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 redis.call('EXPIRE', KEYS[1], ARGV[5])
-local now = redis.call('TIME')
 local ms = now[1] .. string.format('%03d', math.floor(tonumber(now[2]) / 1000))
 local entry = epoch .. ',' .. offset .. ',' .. ms .. ',' .. ARGV[2]
 local size = tonumber(ARGV[3])
@@ -86,22 +142,19 @@ return {epoch, offset, ms}
 
 /**
  * Read a channel's position and, when asked, the entries after `since` (only the tail
- * that could answer it: the last `offset - since` entries). Makes an epoch if the
- * channel has none, so the position a subscriber is given stays valid for the first
- * publish.
+ * that could answer it: the last `offset - since` entries). Writes nothing for the channel:
+ * one without a meta hash is at offset 0 of its computed epoch.
  *
- * KEYS: meta, history. ARGV: epoch-if-none, TTL of a meta made here, since offset
- * (-1: position only), since epoch ('' = the current one). Returns {epoch, offset, entries…}.
+ * KEYS: meta, history, epoch base. ARGV: new base (if the dataset has none), retention,
+ * since offset (-1: position only), since epoch ('' = the current one).
+ * Returns {epoch, offset, entries…}.
  */
-export const READ_SCRIPT = `
+export const READ_SCRIPT = EPOCH_OF_EMPTY_CHANNEL + `
 local meta = redis.call('HMGET', KEYS[1], 'epoch', 'offset')
 local epoch = meta[1]
 local offset = 0
 if not epoch then
-  epoch = ARGV[1]
-  redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
-  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  epoch = emptyEpoch(KEYS[3], ARGV[1], tonumber(ARGV[2]), tonumber(redis.call('TIME')[1]))
 else
   offset = tonumber(meta[2]) or 0
 end

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import type { EncodedEvent, PublishedEvent } from '../core/event.js'
+import type { EncodedEvent, PublishedEvent, StreamPosition } from '../core/event.js'
 import { type HeldChannels, NO_CHANNELS } from './held-channels.js'
 import type { Identity } from '../auth/identity.js'
 
@@ -13,9 +13,18 @@ export type Transport = 'ws' | 'sse'
 export abstract class HubMember {
   /** Held channels, each with the offset after which all of it was sent (lib/hub/held-channels.ts). */
   heldChannels: HeldChannels = NO_CHANNELS
-  /** Live events held back per channel while its subscription replays history. */
-  pendingEvents: Map<string, PublishedEvent[]> | null = null
+  /** Live events (and resets) held back per channel while its subscription replays history. */
+  pendingEvents: Map<string, Array<PublishedEvent | ChannelReset>> | null = null
 }
+
+/** A channel's stream restarted or skipped: its next events count on from `position`. */
+export interface ChannelReset {
+  reset: true
+  channel: string
+  position: StreamPosition
+}
+
+export const isReset = (item: PublishedEvent | ChannelReset): item is ChannelReset => 'reset' in item
 
 /**
  * One client stream, whatever carries it. The hub speaks only this interface, so
@@ -30,6 +39,8 @@ export interface Connection extends HubMember {
   /** Replaced on `auth:refresh`; the user id never changes for a connection. */
   identity: Identity
   sendEvent(event: EncodedEvent): void
+  /** Tells the client the channel's stream restarted (`system:reset`, before its next event). */
+  sendReset(channel: string, position: StreamPosition): void
   close(code: number, reason: string): void
 }
 

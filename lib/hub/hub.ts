@@ -1,5 +1,5 @@
-import type { Broker, DeliverFn, SincePosition } from '../broker/broker.js'
-import type { Connection, Transport } from './connection.js'
+import type { Broker, DeliverFn, ResetFn, SincePosition } from '../broker/broker.js'
+import { type ChannelReset, type Connection, isReset, type Transport } from './connection.js'
 import { ClientError } from '../core/errors.js'
 import { EncodedEvent, type PublishedEvent, type StreamPosition } from '../core/event.js'
 import {
@@ -56,6 +56,8 @@ export class Hub {
   private readonly members = new Set<Member>()
   /** Connections per user: only counted, never walked. */
   private readonly byUser = new Map<string, number>()
+  /** Connections with no user, per client address (Identity.clientIp): only counted. */
+  private readonly byAddress = new Map<string, number>()
   /**
    * A channel's local subscribers: the member itself while it is the only one (every
    * user:<id> channel, mostly), a Set from the second on. Idle memory per connection is
@@ -70,8 +72,8 @@ export class Hub {
   private readonly brokerSubscriptions = new Map<string, Promise<void> | typeof FAILED>()
   private readonly transportCounts: Record<Transport, number> = { ws: 0, sse: 0 }
 
-  constructor (createBroker: (deliver: DeliverFn) => Broker, private readonly options: HubOptions) {
-    this.broker = createBroker((event) => this.deliver(event))
+  constructor (createBroker: (deliver: DeliverFn, reset: ResetFn) => Broker, private readonly options: HubOptions) {
+    this.broker = createBroker((event) => this.deliver(event), (channel, position) => this.reset(channel, position))
   }
 
   add (connection: Connection): void {
@@ -80,8 +82,9 @@ export class Hub {
     connection.pendingEvents = null
     this.members.add(connection)
     this.transportCounts[connection.transport]++
-    const userId = connection.identity.userId
-    if (userId !== null) this.byUser.set(userId, (this.byUser.get(userId) ?? 0) + 1)
+    const { userId, clientIp } = connection.identity
+    if (userId !== null) increment(this.byUser, userId)
+    else if (clientIp !== undefined) increment(this.byAddress, clientIp)
   }
 
   /** Forgets the connection and leaves its channels. Safe to call twice. */
@@ -89,12 +92,9 @@ export class Hub {
     const member: Member = connection
     if (!this.members.delete(member)) return
     this.transportCounts[connection.transport]--
-    const userId = connection.identity.userId
-    if (userId !== null) {
-      const count = (this.byUser.get(userId) ?? 1) - 1
-      if (count > 0) this.byUser.set(userId, count)
-      else this.byUser.delete(userId)
-    }
+    const { userId, clientIp } = connection.identity
+    if (userId !== null) decrement(this.byUser, userId)
+    else if (clientIp !== undefined) decrement(this.byAddress, clientIp)
     for (const channel of channelNames(member.heldChannels)) this.leave(member, channel)
     member.heldChannels = NO_CHANNELS
     member.pendingEvents = null
@@ -111,6 +111,11 @@ export class Hub {
 
   userConnectionCount (userId: string): number {
     return this.byUser.get(userId) ?? 0
+  }
+
+  /** Connections with no user from this client address. */
+  addressConnectionCount (clientIp: string): number {
+    return this.byAddress.get(clientIp) ?? 0
   }
 
   /**
@@ -176,7 +181,7 @@ export class Hub {
     } catch (err) {
       for (const channel of resumed) {
         // Still subscribed: what was held for it goes out as it would have.
-        for (const e of member.pendingEvents?.get(channel) ?? []) connection.sendEvent(new EncodedEvent(e))
+        for (const e of member.pendingEvents?.get(channel) ?? []) sendHeld(connection, e)
         member.pendingEvents?.delete(channel)
       }
       for (const channel of fresh) {
@@ -197,12 +202,26 @@ export class Hub {
           if (held === undefined) continue
           // What a held channel held back is all new to the connection; a fresh channel's
           // events up to the position read came in the replay (or predate the live edge).
-          const after = resumed.includes(channel) ? 0 : positions[channel].offset
-          for (const e of held) if (e.offset > after) connection.sendEvent(new EncodedEvent(e))
+          // After a reset, everything counts from the reset's position.
+          let after = resumed.includes(channel) ? 0 : positions[channel].offset
+          for (const e of held) {
+            if (isReset(e)) {
+              after = e.position.offset
+              setSentAfter(member.heldChannels, channel, after)
+              sendHeld(connection, e)
+            } else if (e.offset > after) {
+              sendHeld(connection, e)
+            }
+          }
         }
         if (member.pendingEvents?.size === 0) member.pendingEvents = null
       }
     }
+  }
+
+  /** The channels a connection holds. */
+  channelsOf (connection: Connection): string[] {
+    return channelNames(connection.heldChannels)
   }
 
   /** Leaves the channels; returns the ones the connection actually held. */
@@ -233,6 +252,26 @@ export class Hub {
       }
     }
     this.options.onDelivered?.(event, recipients)
+  }
+
+  /**
+   * A channel's stream restarted or skipped (lib/broker/broker.ts ResetFn): every local
+   * subscriber is told where it counts on from before its next event. One still replaying
+   * the channel gets it in order, after what it was already sent.
+   */
+  reset (channel: string, position: StreamPosition): void {
+    const subscribers = this.byChannel.get(channel)
+    if (subscribers === undefined) return
+    const reset: ChannelReset = { reset: true, channel, position }
+    for (const member of subscribers instanceof Set ? subscribers : [subscribers]) {
+      const held = member.pendingEvents?.get(channel)
+      if (held !== undefined) {
+        held.push(reset)
+        continue
+      }
+      setSentAfter(member.heldChannels, channel, position.offset)
+      member.sendReset(channel, position)
+    }
   }
 
   /** Closes every connection with the code (shutdown: 1012). */
@@ -292,6 +331,22 @@ export class Hub {
     this.brokerSubscriptions.set(channel, inFlight)
     return inFlight
   }
+}
+
+function increment (counts: Map<string, number>, key: string): void {
+  counts.set(key, (counts.get(key) ?? 0) + 1)
+}
+
+function decrement (counts: Map<string, number>, key: string): void {
+  const count = (counts.get(key) ?? 1) - 1
+  if (count > 0) counts.set(key, count)
+  else counts.delete(key)
+}
+
+/** Sends what was held back for a replaying channel: an event, or a reset. */
+function sendHeld (connection: Connection, item: PublishedEvent | ChannelReset): void {
+  if (isReset(item)) connection.sendReset(item.channel, item.position)
+  else connection.sendEvent(new EncodedEvent(item))
 }
 
 /** Sends the event to one member, or holds it while that member's channel replays; 1 if sent. */

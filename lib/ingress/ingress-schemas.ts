@@ -7,10 +7,14 @@ import { ChannelName } from '../auth/channels.js'
  */
 export const MAX_TARGETS = 1000
 
-/** Ids end up in channel names (`user:<id>`, `product:<id>`), so they obey the same alphabet. */
+/**
+ * Ids end up in channel names (`user:<id>`, `product:<id>`), so they obey the same alphabet.
+ * A number is used as its decimal digits, so only integers JSON carries exactly are ids:
+ * 1234567890123456789 arrives as 1234567890123456800, another user's id, and is refused.
+ */
 const Id = (description: string) => Type.Union([
   Type.String({ minLength: 1, maxLength: 190, pattern: '^[A-Za-z0-9_\\-:.@]+$' }),
-  Type.Integer({ minimum: 0 })
+  Type.Integer({ minimum: -Number.MAX_SAFE_INTEGER, maximum: Number.MAX_SAFE_INTEGER })
 ], { description })
 
 export const EventType = Type.String({

@@ -5,6 +5,7 @@ import {
   productEvents, publishEvents
 } from './commerce-events.js'
 import type { EventDraft } from '../core/event.js'
+import { checkDrafts, type PublishLimits, PublishRefusedError, type RefusalKind } from './publish-limits.js'
 import {
   BroadcastBody, InventoryBody, NotifyBody, OrderCancelledMessage, OrderCreatedMessage, OrderUpdatedMessage,
   ProductMessage, PublishBody, TestNotificationBody
@@ -27,7 +28,7 @@ export type KafkaTopic = typeof KAFKA_TOPICS[number]
  * `code` is stable (`invalid_json`, `schema_violation`, `missing_field`); the reason
  * line starts with it and then says precisely what is wrong.
  */
-export type PoisonCode = 'invalid_json' | 'schema_violation' | 'missing_field'
+export type PoisonCode = 'invalid_json' | 'schema_violation' | 'missing_field' | RefusalKind
 
 export type MappingResult =
   | { ok: true, drafts: EventDraft[], orderStatus?: string }
@@ -35,7 +36,12 @@ export type MappingResult =
 
 export interface MappingOptions {
   lowStockThreshold: number
+  /** The limits every publish obeys (lib/ingress/publish-limits.ts); a message over them is poison. */
+  limits?: PublishLimits
 }
+
+/** The defaults of EVENT_MAX_BYTES and PUBLISH_MAX_BYTES, for callers that pass none. */
+const DEFAULT_LIMITS: PublishLimits = { eventMaxBytes: 64 * 1024, publishMaxBytes: 4 * 1024 * 1024 }
 
 /** The real topic names to subscribe to, prefixed, mapped back to their §7 name. */
 export function topicNames (prefix: string): Map<string, KafkaTopic> {
@@ -135,8 +141,11 @@ export function mapKafkaMessage (topic: KafkaTopic, value: Buffer | null, option
     return { ok: false, code: 'schema_violation', reason: `schema_violation: (value): must be a JSON object (got ${kind})` }
   }
   try {
-    return { ok: true, ...draftsFor(topic, parsed as Record<string, unknown>, options) }
+    const mapped = draftsFor(topic, parsed as Record<string, unknown>, options)
+    checkDrafts(mapped.drafts, options.limits ?? DEFAULT_LIMITS, topic === 'realtime.publish' ? 'payload' : '')
+    return { ok: true, ...mapped }
   } catch (err) {
+    if (err instanceof PublishRefusedError) return { ok: false, code: err.kind, reason: `${err.kind}: ${err.message}` }
     if (err instanceof SchemaViolation) return { ok: false, code: 'schema_violation', reason: `schema_violation: ${err.message}` }
     if (err instanceof MissingFieldError) return { ok: false, code: 'missing_field', reason: `missing_field: ${err.field}: ${err.message}` }
     throw err

@@ -21,6 +21,8 @@ export const EnvSchema = Type.Object({
 
   JWT_SECRET: Type.Optional(Type.String({ minLength: 1 })),
   JWT_PUBLIC_KEY: Type.Optional(Type.String({ minLength: 1 })),
+  JWT_ISSUER: Type.Optional(Type.String({ minLength: 1 })),
+  JWT_AUDIENCE: Type.Optional(Type.String({ minLength: 1 })),
   ALLOW_ANONYMOUS: Type.Boolean({ default: false }),
   CORS_ORIGIN: Type.String({ default: '*', minLength: 1 }),
   TRUST_PROXY: Type.String({ default: 'false', minLength: 1 }),
@@ -38,6 +40,9 @@ export const EnvSchema = Type.Object({
   LOW_STOCK_THRESHOLD: int(5, 0),
 
   BODY_LIMIT_BYTES: int(1024 * 1024, 1024),
+  EVENT_MAX_BYTES: int(64 * 1024, 256),
+  PUBLISH_MAX_BYTES: int(4 * 1024 * 1024, 1024),
+  REQUEST_TIMEOUT_MS: int(30_000, 1000),
   WS_MAX_PAYLOAD_BYTES: int(64 * 1024, 256),
   SEND_BUFFER_LIMIT_BYTES: int(1024 * 1024, 1024),
   MAX_CHANNELS_PER_CONNECTION: int(128, 1),
@@ -110,10 +115,17 @@ function checkSemantics (config: Config): void {
   if (Array.isArray(proxies) && !proxies.every((a) => PROXY_NAMES.has(a) || /^[0-9A-Fa-f.:]+(\/\d{1,3})?$/.test(a))) {
     throw new ConfigError('TRUST_PROXY', `must be true, false, or comma-separated proxy addresses, CIDRs, loopback, linklocal or uniquelocal (got ${JSON.stringify(config.TRUST_PROXY)})`)
   }
+  if (config.PUBLISH_MAX_BYTES < config.EVENT_MAX_BYTES) {
+    throw new ConfigError('PUBLISH_MAX_BYTES', `must be at least EVENT_MAX_BYTES (${config.EVENT_MAX_BYTES})`)
+  }
   if (config.WS_RATE_LIMIT_BURST < config.WS_RATE_LIMIT_PER_SECOND) {
     throw new ConfigError('WS_RATE_LIMIT_BURST', `must be at least WS_RATE_LIMIT_PER_SECOND (${config.WS_RATE_LIMIT_PER_SECOND})`)
   }
 }
+
+/** Comma-separated values (JWT_ISSUER, JWT_AUDIENCE …), trimmed, empty ones dropped. */
+export const listOf = (value: string | undefined): string[] =>
+  (value ?? '').split(',').map((v) => v.trim()).filter((v) => v !== '')
 
 export function kafkaBrokerList (config: Pick<Config, 'KAFKA_BROKERS'>): string[] {
   return (config.KAFKA_BROKERS ?? '').split(',').map((b) => b.trim()).filter((b) => b !== '')

@@ -1,9 +1,11 @@
 import type { Redis } from 'ioredis'
-import { globLiteral, pubsubPrefix } from '../broker/redis-layout.js'
+import { globLiteral } from '../broker/redis-layout.js'
 import type { NodeStats } from './stats.js'
 
 export interface NodeRegistryOptions {
   keyPrefix: string
+  /** What this deployment's pub/sub names start with (RedisLayout.pubsubPrefix). */
+  pubsubPrefix: string
   /** How long a node's report outlives its last heartbeat: a dead node drops out after it. */
   ttlMs: number
 }
@@ -55,7 +57,7 @@ export class NodeRegistry {
    * of every channel its clients hold, so Redis counts them without double counting.
    */
   async distinctChannels (): Promise<number> {
-    const names = await this.redis.pubsub('CHANNELS', `${globLiteral(pubsubPrefix(this.options.keyPrefix))}*`) as string[]
+    const names = await this.redis.pubsub('CHANNELS', `${globLiteral(this.options.pubsubPrefix)}*`) as string[]
     return names.length
   }
 

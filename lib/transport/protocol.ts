@@ -2,6 +2,7 @@ import { Type, type Static, type TSchema } from '@sinclair/typebox'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
 import { ChannelName } from '../auth/channels.js'
 import { ClientError, type ErrorCode } from '../core/errors.js'
+import type { StreamPosition } from '../core/event.js'
 
 /**
  * The WebSocket protocol of CONTRACT §4 as schemas: every client frame is validated
@@ -92,5 +93,8 @@ export const serverFrame = {
   error: (code: ErrorCode, message: string, id?: string | number) =>
     JSON.stringify({ type: 'error', id, payload: { code, message } }),
   reply: (type: string, id: string | number | undefined, payload?: unknown) =>
-    JSON.stringify({ type, id, payload })
+    JSON.stringify({ type, id, payload }),
+  /** The channel's stream restarted: its next events count on from `position`. */
+  reset: (channel: string, position: StreamPosition) =>
+    JSON.stringify({ type: 'system:reset', channel, payload: { position: { offset: position.offset, epoch: position.epoch } } })
 }

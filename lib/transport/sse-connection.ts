@@ -56,6 +56,12 @@ export class SseConnection extends HubMember implements Connection {
     this.write(`id: ${this.cursor()}\nevent: ${e.type}\ndata: ${encoded.sse}\n\n`)
   }
 
+  /** `system:reset` (CONTRACT §4, §5): the cursor moves to the position the channel counts on from. */
+  sendReset (channel: string, position: StreamPosition): void {
+    this.positions.set(channel, { offset: position.offset, epoch: position.epoch })
+    this.sendSystem('system:reset', { channel, payload: { position: { offset: position.offset, epoch: position.epoch } } }, true)
+  }
+
   /** Writes a named event with no cursor change (system events). */
   sendSystem (event: string, data: unknown, withCursor = false): void {
     const id = withCursor ? `id: ${this.cursor()}\n` : ''

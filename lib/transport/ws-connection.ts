@@ -2,9 +2,10 @@ import type { Socket } from 'node:net'
 import type { WebSocket } from 'ws'
 import { type Connection, HubMember } from '../hub/connection.js'
 import { CloseCode } from '../core/errors.js'
-import type { EncodedEvent } from '../core/event.js'
+import type { EncodedEvent, StreamPosition } from '../core/event.js'
 import type { Identity } from '../auth/identity.js'
 import { batchesFirstFrame, type Flushable, joinBatch } from '../core/write-batch.js'
+import { serverFrame } from './protocol.js'
 
 export interface WsConnectionOptions {
   /** Bytes the socket may have queued before the client counts as too slow (4008). */
@@ -67,6 +68,10 @@ export class WsConnection<O extends WsConnectionOptions = WsConnectionOptions> e
     }
     this.rawSocket.write(event.wsFrameBytes)
     this.flushIfFull()
+  }
+
+  sendReset (channel: string, position: StreamPosition): void {
+    this.send(serverFrame.reset(channel, position))
   }
 
   /** Sends a text frame (a string, or UTF-8 bytes) unless the client has fallen too far behind. */

@@ -184,11 +184,20 @@ export class WsSession extends WsConnection<WsSessionDeps> implements Expiring, 
     if (identity.userId !== this.identity.userId) {
       throw new ClientError('forbidden', 'the new token must name the same user')
     }
+    if (identity.exp === undefined && this.identity.exp !== undefined) {
+      // A refresh extends a connection's life; it must not make it endless.
+      throw new ClientError('forbidden', 'the new token must have an exp')
+    }
     // The session itself is the expiry entry (no closure per connection), moved to the new exp.
     unwatchExpiry(this.identity.exp, this)
-    this.identity = identity
+    this.identity = identity.userId === null ? { ...identity, clientIp: this.identity.clientIp } : identity
     watchExpiry(identity.exp, this)
+    // Channels the new token's roles may not read are left at once (an admin refreshed to a
+    // plain user's token stops receiving admin events).
+    const held = this.deps.hub.channelsOf(this)
+    const left = this.deps.hub.unsubscribe(this, held.filter((c) => !canSubscribe(this.identity, c)))
     this.send(serverFrame.reply('auth:refreshed', id))
+    if (left.length > 0) this.send(serverFrame.reply('unsubscribed', undefined, { channels: left }))
   }
 
   private fail (err: unknown, id: string | number | undefined): void {

@@ -3,7 +3,7 @@ import { type BrokerOptions, BrokerUnavailableError } from '../../lib/broker/bro
 import { Hub } from '../../lib/hub/hub.js'
 import { NodeRegistry } from '../../lib/ops/node-registry.js'
 import { RedisBroker, type RedisBrokerOptions } from '../../lib/broker/redis-broker.js'
-import { channelKeys } from '../../lib/broker/redis-layout.js'
+import { RedisLayout } from '../../lib/broker/redis-layout.js'
 import type { NodeStats } from '../../lib/ops/stats.js'
 import { brokerSuite, DeliveryRecorder, seamScenario, suiteChannel } from '../support/broker-suite.js'
 import { requireService } from '../support/helper.js'
@@ -79,8 +79,10 @@ t.test('the epoch changes when the channel keys are lost; old positions no longe
   let last
   for (let n = 1; n <= 3; n++) last = await a.broker.publish(draft(channel, n))
   const old = last!
-  const keys = channelKeys(prefix, channel)
-  t.equal(await redis.del(keys.meta, keys.history), 2, 'meta and history dropped (as a restart without persistence would)')
+  const layout = new RedisLayout(prefix)
+  const keys = layout.keys(channel)
+  t.equal(await redis.del(keys.meta, keys.history, layout.baseKey), 3,
+    'meta, history and the epoch base dropped (as a restart without persistence would)')
   const fresh = await a.broker.publish(draft(channel, 4))
   t.equal(fresh.offset, 1, 'offsets restart...')
   t.not(fresh.epoch, old.epoch, '...in a new epoch')
@@ -97,9 +99,9 @@ t.test('Redis pub/sub: subscribed on the first local subscriber, released after 
   const redis = await redisClient(t)
   const [a, b] = [await node(t, { unsubscribeDelayMs: 300 }), await node(t)]
   const channel = suiteChannel('pubsub')
-  const pubsub = channelKeys(prefix, channel).pubsub
+  const pubsub = new RedisLayout(prefix).pubsubName(channel)
   const subscribers = async () => Number((await redis.pubsub('NUMSUB', pubsub) as Array<string | number>)[1])
-  const held = async () => (await redis.pubsub('CHANNELS', `${prefix}ev:*`) as string[]).includes(pubsub)
+  const held = async () => (await redis.pubsub('CHANNELS', `${new RedisLayout(prefix).pubsubPrefix}*`) as string[]).includes(pubsub)
 
   t.equal(await held(), false, 'nobody holds the channel before a subscriber')
   await a.broker.subscribe(channel)
@@ -126,7 +128,7 @@ t.test('a subscriber connection that drops catches up on what was published mean
   // b reconnects only after a fixed pause, so the publishes below surely fall in the gap.
   const b = await node(t, { connectionName: `${prefix}gap-b`, redisOptions: { retryStrategy: () => 1500 } })
   const channel = suiteChannel('gap')
-  const pubsub = channelKeys(prefix, channel).pubsub
+  const pubsub = new RedisLayout(prefix).pubsubName(channel)
   await b.broker.subscribe(channel)
   await a.broker.publish(draft(channel, 1))
   await b.recorder.until('the first event', () => b.recorder.of(channel).length === 1)
@@ -165,7 +167,7 @@ t.test('Redis unreachable: not ready, publish/subscribe/history reject at once w
 t.test('node registry: live reports merge, a node that stops beating drops out after its TTL', async (t) => {
   if (!requireService(t, 'Redis', available)) return
   const redis = await redisClient(t)
-  const registry = new NodeRegistry(redis, { keyPrefix: prefix, ttlMs: 400 })
+  const registry = new NodeRegistry(redis, { keyPrefix: prefix, pubsubPrefix: new RedisLayout(prefix).pubsubPrefix, ttlMs: 400 })
   const report = (nodeId: string, totalConnections: number): NodeStats => ({
     nodeId,
     broker: 'redis',

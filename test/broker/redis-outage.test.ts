@@ -39,12 +39,16 @@ t.test('Redis dies and comes back: 503s meanwhile, clients stay, delivery resume
   await eventually('ready again after redis returns', async () => (await health(url, '/health/ready')).status === 200, 20_000)
   const res = await publish(url, 5)
   t.equal(res.status, 202)
-  // Redis came back empty (no persistence): a new epoch, counting from 1 again.
+  // Redis came back empty (no persistence): a new epoch, counting from 1 again, announced
+  // to the live subscriber before the channel's next event.
+  const reset = await client.next((f) => f.channel === 'product:3')
+  t.match(reset, { type: 'system:reset', payload: { position: { offset: 0 } } }, 'system:reset first')
   t.match(await client.next((f) => f.channel === 'product:3'), { payload: { n: 5 }, offset: 1 },
     'the held subscription was restored: the publish reaches the client (no centrifugo#1189)')
   const notify = await post(`${url}/realtime/notify`, serviceToken(), { userId: '8', payload: { back: true } })
   t.equal(notify.status, 202)
-  t.match(await client.next((f) => f.channel === 'user:8'), { payload: { back: true } }, 'the user channel too')
+  t.match(await client.next((f) => f.channel === 'user:8'), { type: 'system:reset' }, 'the user channel is reset too')
+  t.match(await client.next((f) => f.channel === 'user:8'), { payload: { back: true }, offset: 1 }, 'and gets its event')
   t.same(client.events(), [], 'no stray or doubled events')
 })
 

@@ -140,3 +140,19 @@ t.test('poison is dead-lettered with its own headers plus the source and reason;
     [DLQ_HEADERS.failedAt]: /^\d{4}-\d\d-\d\dT/
   }])
 })
+
+t.test('the publish limits make a message poison: too deep, too large, a reserved type (DLQ, never retried)', async (t) => {
+  const deep = '{"channel":"room:a","type":"t","payload":' + '{"a":'.repeat(5000) + '{}' + '}'.repeat(5000) + '}'
+  t.match(reason(mapKafkaMessage('realtime.publish', Buffer.from(deep), options)), /^too_deep: payload\.a: nested deeper than 64 levels/)
+  const deepFact = '{"productId":"p1","stock":1,"meta":' + '{"a":'.repeat(70) + '{}' + '}'.repeat(70) + '}'
+  t.match(reason(mapKafkaMessage('inventory.updated', Buffer.from(deepFact), options)), /^too_deep: meta: nested deeper/)
+  const limits = { eventMaxBytes: 1024, publishMaxBytes: 2048 }
+  const big = { channel: 'room:a', type: 't', payload: { text: 'x'.repeat(2000) } }
+  t.match(reason(mapKafkaMessage('realtime.publish', Buffer.from(JSON.stringify(big)), { ...options, limits })), /^too_large: payload: \d+ bytes/)
+  const wide = { channels: ['room:a', 'room:b', 'room:c'], type: 't', payload: { text: 'x'.repeat(800) } }
+  t.match(reason(mapKafkaMessage('realtime.publish', Buffer.from(JSON.stringify(wide)), { ...options, limits })), /^too_large: .*PUBLISH_MAX_BYTES/)
+  t.match(reason(map('realtime.publish', { channel: 'room:a', type: 'system:reset', payload: {} })), /^reserved_type: type: /)
+  t.match(reason(map('notification.created', '{"userId":12345678901234567890,"message":"hi"}')), /^schema_violation: userId/,
+    'an id beyond 2^53 cannot be carried exactly')
+  t.equal(reason(map('realtime.publish', { channel: 'room:a', type: 't', payload: { ok: true } })), 'delivered')
+})

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto'
 import type { Test } from 'tap'
 import type { Broker, BrokerOptions, SincePosition } from '../../lib/broker/broker.js'
 import { type Connection, HubMember } from '../../lib/hub/connection.js'
-import type { EncodedEvent, PublishedEvent } from '../../lib/core/event.js'
+import type { EncodedEvent, PublishedEvent, StreamPosition } from '../../lib/core/event.js'
 import { Hub, type SubscribeOutcome } from '../../lib/hub/hub.js'
 import { ANONYMOUS } from '../../lib/auth/identity.js'
 
@@ -51,7 +51,9 @@ export class RecordingConnection extends HubMember implements Connection {
   readonly transport = 'ws' as const
   identity = ANONYMOUS
   readonly received: PublishedEvent[] = []
+  readonly resets: Array<{ channel: string, position: StreamPosition }> = []
   sendEvent (event: EncodedEvent): void { this.received.push(event.event) }
+  sendReset (channel: string, position: StreamPosition): void { this.resets.push({ channel, position }) }
   close (): void {}
 }
 

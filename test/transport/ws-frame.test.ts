@@ -18,7 +18,7 @@ t.test('textFrame matches ws framing at every length boundary', async (t) => {
 })
 
 t.test('events of every frame-header size reach a real client whole and in order', async (t) => {
-  const { url, wsUrl } = await startServer(t)
+  const { url, wsUrl } = await startServer(t, { EVENT_MAX_BYTES: 256 * 1024 })
   const client = await WsClient.connect(t, wsUrl, token('frames'))
   await client.subscribe(['room:frames'])
   // The frame is the JSON event, so pad the payload to land its length near each boundary.

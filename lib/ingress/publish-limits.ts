@@ -1,0 +1,81 @@
+import type { EventDraft } from '../core/event.js'
+
+/**
+ * What any publish, over HTTP or from Kafka, may ask of the server (docs/protocol.md,
+ * "Limits"). Checked once here, on the drafts about to be published, so both ingresses
+ * refuse exactly the same things: HTTP with 400/413, Kafka by dead-lettering the message.
+ */
+export interface PublishLimits {
+  /** A payload's JSON size, in bytes (EVENT_MAX_BYTES). */
+  eventMaxBytes: number
+  /** The sum of every event's payload size in one publish: payload × channels (PUBLISH_MAX_BYTES). */
+  publishMaxBytes: number
+}
+
+/** Nesting deeper than this is refused: encoding it again (history, every transport) would risk the stack. */
+export const MAX_PAYLOAD_DEPTH = 64
+
+/** Event types starting with this are the gateway's own (system:connected, system:reset, …). */
+export const RESERVED_TYPE_PREFIX = 'system:'
+
+export type RefusalKind = 'too_deep' | 'too_large' | 'reserved_type'
+
+/** A publish the limits refuse: `statusCode` is the HTTP answer, `field` names what is wrong. */
+export class PublishRefusedError extends Error {
+  constructor (readonly kind: RefusalKind, readonly statusCode: 400 | 413, readonly field: string, detail: string) {
+    super(`${field}: ${detail}`)
+    this.name = 'PublishRefusedError'
+  }
+}
+
+/**
+ * Throws PublishRefusedError for the first draft that breaks a limit. `payloadField` names
+ * the payload in the caller's body (`payload` on /realtime/publish; '' where the body's own
+ * fields are the payload, as on /realtime/broadcast/order), so the message names the field.
+ */
+export function checkDrafts (drafts: readonly EventDraft[], limits: PublishLimits, payloadField = 'payload'): void {
+  const sizes = new Map<object, number>()
+  let total = 0
+  for (const draft of drafts) {
+    if (draft.type.startsWith(RESERVED_TYPE_PREFIX)) {
+      throw new PublishRefusedError('reserved_type', 400, 'type', `types starting with ${RESERVED_TYPE_PREFIX} are reserved for the gateway`)
+    }
+    let size = sizes.get(draft.payload)
+    if (size === undefined) {
+      const tooDeep = deepestPath(draft.payload, MAX_PAYLOAD_DEPTH)
+      if (tooDeep !== null) {
+        const field = [payloadField, tooDeep].filter((p) => p !== '').join('.') || 'payload'
+        throw new PublishRefusedError('too_deep', 400, field, `nested deeper than ${MAX_PAYLOAD_DEPTH} levels`)
+      }
+      size = Buffer.byteLength(JSON.stringify(draft.payload))
+      if (size > limits.eventMaxBytes) {
+        throw new PublishRefusedError('too_large', 413, payloadField || 'payload',
+          `${size} bytes of JSON, over the ${limits.eventMaxBytes} an event may carry (EVENT_MAX_BYTES)`)
+      }
+      sizes.set(draft.payload, size)
+    }
+    total += size
+    if (total > limits.publishMaxBytes) {
+      throw new PublishRefusedError('too_large', 413, payloadField || 'payload',
+        `this publish would fan out more than ${limits.publishMaxBytes} bytes of payload (payload size × channels, PUBLISH_MAX_BYTES)`)
+    }
+  }
+}
+
+/**
+ * The top-level key under which `value` nests deeper than `maxDepth` levels (the object
+ * itself is level 1), '' if the object itself is too deep at the top, or null if it is not
+ * too deep. Iterative: a hostile payload is nested thousands deep, which is the point.
+ */
+export function deepestPath (value: unknown, maxDepth: number): string | null {
+  if (typeof value !== 'object' || value === null) return null
+  const stack: Array<{ node: object, depth: number, top: string }> = [{ node: value, depth: 1, top: '' }]
+  while (stack.length > 0) {
+    const { node, depth, top } = stack.pop() as { node: object, depth: number, top: string }
+    if (depth > maxDepth) return top
+    for (const [key, child] of Object.entries(node)) {
+      if (typeof child === 'object' && child !== null) stack.push({ node: child, depth: depth + 1, top: top === '' ? key : top })
+    }
+  }
+  return null
+}

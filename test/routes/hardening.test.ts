@@ -1,0 +1,282 @@
+import { once } from 'node:events'
+import { connect } from 'node:net'
+import { Writable } from 'node:stream'
+import { setFlagsFromString } from 'node:v8'
+import { runInNewContext } from 'node:vm'
+import t from 'tap'
+import WebSocket from 'ws'
+import { buildApp } from '../../app.js'
+import { mintToken } from '../../lib/auth/token.js'
+import { MemoryBroker } from '../../lib/broker/memory-broker.js'
+import { loggerOptions } from '../../lib/ops/logging.js'
+import { RedisLayout } from '../../lib/broker/redis-layout.js'
+import {
+  adminToken, post, requireService, serviceToken, SseClient, startServer, TEST_SECRET, testConfig, token, WsClient
+} from '../support/helper.js'
+import { REDIS_URL, redisAvailable, redisClient, uniquePrefix } from '../support/redis-fixture.js'
+
+// One test per way a signed-in (or anonymous) client could hurt the server, found by a
+// security review (issue 13); each failed before its fix.
+
+setFlagsFromString('--expose-gc')
+const gc = runInNewContext('gc') as () => void
+const heapUsed = (): number => { gc(); gc(); return process.memoryUsage().heapUsed }
+const redisUp = await redisAvailable()
+
+/** Subscribes to `names` fresh room channels and leaves them again, 127 per frame. */
+async function churn (client: WsClient, rounds: number, tag: string): Promise<number> {
+  let names = 0
+  for (let round = 0; round < rounds; round++) {
+    const channels = Array.from({ length: 127 }, (_, i) => `room:${tag}-${round}-${i}`)
+    const id = `s${round}`
+    client.send({ type: 'subscribe', id, payload: { channels } })
+    await client.next((f) => f.id === id, 10_000)
+    client.send({ type: 'unsubscribe', id: `u${round}`, payload: { channels } })
+    await client.next((f) => f.id === `u${round}`, 10_000)
+    names += channels.length
+  }
+  return names
+}
+
+t.test('subscribing to fresh channels and leaving them costs nothing afterwards (memory broker)', async (t) => {
+  const { app, wsUrl } = await startServer(t, { WS_RATE_LIMIT_PER_SECOND: 10_000, WS_RATE_LIMIT_BURST: 10_000 })
+  const broker = app.hub.broker as MemoryBroker
+  const client = await WsClient.connect(t, wsUrl, token('churner'))
+  await churn(client, 20, 'warm') // warm the code paths before measuring
+  const baseline = heapUsed()
+  const names = await churn(client, 400, 'fresh')
+  const grown = heapUsed() - baseline
+  t.equal(broker.streamCount, 1, `no stream left behind by ${names} channels subscribed and left (only user:churner's)`)
+  t.equal(app.hub.stats().channels, 1, 'the hub holds only the user\'s own channel')
+  // Before the fix every name left a stream behind for HISTORY_TTL_SECONDS: ~200 B each.
+  t.ok(grown / names < 20, `heap grew ${grown} B over ${names} names (${(grown / names).toFixed(1)} B/name)`)
+  t.match(await client.request({ type: 'system:ping' }), { type: 'system:pong' })
+})
+
+t.test('subscribing to fresh channels and leaving them leaves no key in Redis', async (t) => {
+  if (!requireService(t, 'Redis', redisUp)) return
+  const prefix = uniquePrefix('churn')
+  const redis = await redisClient(t, prefix)
+  const { wsUrl } = await startServer(t, { REDIS_URL, REDIS_KEY_PREFIX: prefix, WS_RATE_LIMIT_PER_SECOND: 10_000, WS_RATE_LIMIT_BURST: 10_000 })
+  const client = await WsClient.connect(t, wsUrl, token('churner'))
+  const names = await churn(client, 40, 'redis')
+  const keys = (await redis.keys(`${prefix}*`)).filter((k) => !k.startsWith(`${prefix}node`))
+  t.same(keys.filter((k) => k !== new RedisLayout(prefix).baseKey), [], `no channel key for ${names} channels subscribed and left`)
+})
+
+t.test('a resume from a channel that had no events yet still recovers once it has some', async (t) => {
+  // The position of an empty channel is not stored, yet stays valid for its first publish.
+  const { url, wsUrl } = await startServer(t)
+  const first = await WsClient.connect(t, wsUrl, token('7'))
+  const { payload } = await first.subscribe(['product:empty-1'])
+  const position = payload.positions['product:empty-1']
+  t.equal(position.offset, 0)
+  first.close()
+  await first.closed
+  for (let n = 1; n <= 3; n++) {
+    t.equal((await post(`${url}/realtime/publish`, serviceToken(), { channel: 'product:empty-1', type: 't', payload: { n } })).status, 202)
+  }
+  const again = await WsClient.connect(t, wsUrl, token('7'))
+  const ack = await again.subscribe(['product:empty-1'], { 'product:empty-1': position })
+  t.same(ack.payload.recovered, { 'product:empty-1': true })
+  for (let n = 1; n <= 3; n++) t.match(await again.next((f) => f.channel === 'product:empty-1'), { offset: n, payload: { n } })
+})
+
+/** JSON of a payload nested `depth` levels deep (the object itself is level 1), built as text. */
+const nestedJson = (depth: number): string => '{"a":'.repeat(depth - 1) + '{"leaf":true}' + '}'.repeat(depth - 1)
+
+async function postJson (url: string, bearer: string, json: string): Promise<{ status: number, body: any }> {
+  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${bearer}` }, body: json })
+  return { status: res.status, body: await res.json() }
+}
+
+t.test('a payload nested too deep is a 400 naming the field, and harms no channel', async (t) => {
+  const { url, wsUrl } = await startServer(t)
+  const client = await WsClient.connect(t, wsUrl, token('5'))
+  await client.subscribe(['product:deep'])
+  const publish = (payloadJson: string) =>
+    postJson(`${url}/realtime/publish`, serviceToken(), `{"channel":"product:deep","type":"t","payload":${payloadJson}}`)
+  const hostile = await publish(nestedJson(5000))
+  t.equal(hostile.status, 400)
+  t.match(hostile.body, { statusCode: 400, error: 'Bad Request', message: /^payload\.a: nested deeper than 64 levels/ })
+  t.equal((await publish(nestedJson(65))).status, 400, '65 levels: refused')
+  t.equal((await publish(nestedJson(64))).status, 202, '64 levels: accepted')
+  t.match(await client.next((f) => f.channel === 'product:deep'), { offset: 1 }, 'only the accepted one has an offset')
+  const order = await postJson(`${url}/realtime/broadcast/order`, serviceToken(), `{"userId":"5","orderId":"o","status":"paid","extra":${nestedJson(100)}}`)
+  t.match(order, { status: 400, body: { message: /^extra: nested deeper/ } }, 'a body whose own fields are the payload names its field')
+  // A resuming client still gets the channel, live events too.
+  const again = await WsClient.connect(t, wsUrl, token('6'))
+  const ack = await again.subscribe(['product:deep'], { 'product:deep': { offset: 0 } })
+  t.same(ack.payload.recovered, { 'product:deep': true })
+  t.match(await again.next((f) => f.channel === 'product:deep'), { offset: 1 })
+  t.equal((await publish('{"n":2}')).status, 202)
+  t.match(await again.next((f) => f.channel === 'product:deep'), { offset: 2 })
+})
+
+t.test('payload and publish size limits: 413 (EVENT_MAX_BYTES, PUBLISH_MAX_BYTES)', async (t) => {
+  const { url } = await startServer(t, { EVENT_MAX_BYTES: 1024, PUBLISH_MAX_BYTES: 4096, BODY_LIMIT_BYTES: 1024 * 1024 })
+  const small = { text: 'x'.repeat(500) }
+  const big = { text: 'x'.repeat(2000) }
+  t.equal((await post(`${url}/realtime/publish`, serviceToken(), { channel: 'room:a', type: 't', payload: small })).status, 202)
+  const tooBig = await post(`${url}/realtime/publish`, serviceToken(), { channel: 'room:a', type: 't', payload: big })
+  t.match(tooBig, { status: 413, body: { statusCode: 413, message: /^payload: \d+ bytes .*EVENT_MAX_BYTES/ } })
+  const channels = Array.from({ length: 20 }, (_, i) => `room:b${i}`)
+  const amplified = await post(`${url}/realtime/broadcast`, serviceToken(), { channels, type: 't', payload: small })
+  t.match(amplified, { status: 413, body: { message: /PUBLISH_MAX_BYTES/ } }, '20 × 500 B is over 4096 B of fan-out')
+  t.equal((await post(`${url}/realtime/broadcast`, serviceToken(), { channels: channels.slice(0, 5), type: 't', payload: small })).status, 202)
+})
+
+t.test('system: event types are the gateway\'s own: 400', async (t) => {
+  const { url } = await startServer(t)
+  for (const [route, body] of [
+    ['/realtime/publish', { channel: 'room:a', type: 'system:connected', payload: {} }],
+    ['/realtime/broadcast', { channels: ['room:a'], type: 'system:reset', payload: {} }],
+    ['/realtime/notify', { userId: '1', type: 'system:disconnect', payload: {} }]
+  ] as const) {
+    const res = await post(`${url}${route}`, serviceToken(), body)
+    t.match(res, { status: 400, body: { message: /^type: types starting with system: are reserved/ } }, route)
+  }
+})
+
+t.test('auth:refresh leaves the channels the new token may not read, and cannot drop exp', async (t) => {
+  const { url, wsUrl } = await startServer(t)
+  const admin = await WsClient.connect(t, wsUrl, adminToken('boss'))
+  await admin.request({ type: 'subscribe:admin' })
+  await admin.subscribe(['product:1'])
+  const refreshed = await admin.request({ type: 'auth:refresh', payload: { token: token('boss') } })
+  t.equal(refreshed.type, 'auth:refreshed')
+  t.match(await admin.next((f) => f.type === 'unsubscribed'), { payload: { channels: ['admin'] } }, 'announced')
+  await post(`${url}/realtime/broadcast/inventory`, serviceToken(), { productId: '1', stock: 1, previousStock: 9 })
+  t.match(await admin.next((f) => f.channel === 'product:1'), { type: 'inventory:updated' }, 'a channel it may still read')
+  await post(`${url}/realtime/publish`, serviceToken(), { channel: 'room:marker', type: 't', payload: {} })
+  t.equal(admin.events('admin').length, 0, 'no admin event after the refresh')
+  const endless = await admin.request({ type: 'auth:refresh', payload: { token: mintToken(TEST_SECRET, { sub: 'boss' }) } })
+  t.match(endless, { type: 'error', payload: { code: 'forbidden', message: /exp/ } })
+})
+
+t.test('ids beyond ±(2^53-1) are refused, never rounded onto another user', async (t) => {
+  const { url, wsUrl } = await startServer(t)
+  const victim = await WsClient.connect(t, wsUrl, token('1234567890123456800'))
+  const raw = await fetch(`${url}/realtime/notify`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${serviceToken()}` },
+    body: '{"userId":1234567890123456789,"payload":{"secret":true}}'
+  })
+  t.equal(raw.status, 400)
+  t.match(await raw.json(), { message: /userId/ })
+  t.equal((await post(`${url}/realtime/notify`, serviceToken(), { userId: -42, payload: {} })).status, 202, 'a negative integer is an id')
+  await post(`${url}/realtime/notify`, serviceToken(), { userId: '1234567890123456800', payload: { mine: true } })
+  t.match(await victim.next((f) => f.channel === 'user:1234567890123456800'), { payload: { mine: true } })
+  t.equal(victim.events().length, 0, 'the refused notification never reached the rounded id')
+  const bigSub = mintToken(TEST_SECRET, { sub: 2 ** 60 as unknown as string, ttlSeconds: 60 })
+  await t.rejects(WsClient.connect(t, wsUrl, bigSub), /HTTP 401/, 'a numeric sub beyond 2^53: 401 at connect')
+  const adminBig = mintToken(TEST_SECRET, { sub: 2 ** 60 as unknown as string, roles: ['service'], ttlSeconds: 60 })
+  t.equal((await post(`${url}/realtime/notify`, adminBig, { userId: '1', payload: {} })).status, 401, 'and on HTTP')
+})
+
+t.test('deployments on one Redis that differ only by db number never see each other\'s events', async (t) => {
+  if (!requireService(t, 'Redis', redisUp)) return
+  const prefix = uniquePrefix('db')
+  await redisClient(t, prefix)
+  await redisClient(t, prefix, `${REDIS_URL}/1`)
+  const zero = await startServer(t, { REDIS_URL: `${REDIS_URL}/0`, REDIS_KEY_PREFIX: prefix })
+  const one = await startServer(t, { REDIS_URL: `${REDIS_URL}/1`, REDIS_KEY_PREFIX: prefix })
+  const listener = await WsClient.connect(t, one.wsUrl, adminToken('a1'))
+  await listener.request({ type: 'subscribe:admin' })
+  const user = await WsClient.connect(t, one.wsUrl, token('77'))
+  await post(`${zero.url}/realtime/notify`, serviceToken(), { userId: '77', payload: { db: 0 } })
+  await post(`${zero.url}/realtime/publish`, serviceToken(), { channel: 'admin', type: 't', payload: { db: 0 } })
+  await post(`${one.url}/realtime/notify`, serviceToken(), { userId: '77', payload: { db: 1 } })
+  t.match(await user.next((f) => f.channel === 'user:77'), { payload: { db: 1 } }, 'its own deployment\'s event arrives')
+  t.same(user.events(), [], 'nothing from db 0 on user:77')
+  t.same(listener.events(), [], 'nothing from db 0 on admin')
+})
+
+t.test('connections without a user are capped per client address', async (t) => {
+  const { url, wsUrl } = await startServer(t, { ALLOW_ANONYMOUS: true, MAX_CONNECTIONS_PER_USER: 2 })
+  const anonymous = [await WsClient.connect(t, wsUrl), await WsClient.connect(t, wsUrl)]
+  const third = new WebSocket(wsUrl)
+  t.equal((await once(third, 'close'))[0], 1013, 'a third anonymous WebSocket: 1013')
+  const subless = mintToken(TEST_SECRET, { ttlSeconds: 60 })
+  const withoutSub = new WebSocket(`${wsUrl}?token=${subless}`)
+  t.equal((await once(withoutSub, 'close'))[0], 1013, 'a token without sub counts the same way')
+  const sse = await SseClient.open(t, `${url}/sse?channels=product:1`)
+  t.equal(sse.status, 503, 'SSE too')
+  t.match(JSON.parse(sse.body), { message: /without a user from this address/ })
+  await WsClient.connect(t, wsUrl, token('someone')).then((c) => t.ok(c, 'a signed-in user still connects'))
+  anonymous[0].close()
+  await anonymous[0].closed
+  await WsClient.connect(t, wsUrl).then((c) => t.ok(c, 'a slot freed is a slot again'))
+  const metrics = await (await fetch(`${url}/metrics`)).text()
+  t.match(metrics, /gateway_connections_refused_total\{transport="ws",reason="address_limit"\} 2/)
+})
+
+t.test('a token in a percent-encoded query key is masked in the log; a malformed URL never echoes it', async (t) => {
+  const lines: string[] = []
+  const sink = new Writable({ write (chunk, _enc, done) { lines.push(String(chunk)); done() } })
+  const app = await buildApp(testConfig({ LOG_LEVEL: 'debug' }), { logger: { ...loggerOptions('debug'), stream: sink } })
+  t.teardown(() => app.close())
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const { port } = app.server.address() as { port: number }
+  const secret = token('leaky')
+  await fetch(`http://127.0.0.1:${port}/health?%74oken=${secret}&TOKEN=${secret}&access_token=${secret}`)
+  const bad = await rawRequest(port, `GET /x%?token=${secret} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`)
+  t.match(bad, /^HTTP\/1\.1 400/)
+  const body = JSON.parse(bad.slice(bad.indexOf('\r\n\r\n') + 4))
+  t.same(body, { statusCode: 400, error: 'Bad Request', message: 'malformed URL' })
+  t.notMatch(bad, secret.slice(-20), 'the reply does not echo the token')
+  t.ok(lines.length > 0, 'debug lines were logged')
+  const leaked = lines.filter((line) => line.includes(secret.slice(-20)))
+  t.same(leaked, [], 'no log line holds the token')
+})
+
+t.test('a request body that never finishes is cut after REQUEST_TIMEOUT_MS; streams are not', async (t) => {
+  const { url } = await startServer(t, { REQUEST_TIMEOUT_MS: 1000 })
+  const { port } = new URL(url)
+  const sse = await SseClient.open(t, `${url}/sse?token=${token('s')}`)
+  const socket = connect(Number(port), '127.0.0.1')
+  await once(socket, 'connect')
+  socket.write(`POST /realtime/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${serviceToken()}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"chan`)
+  const started = Date.now()
+  const reply = await new Promise<string>((resolve) => {
+    let text = ''
+    socket.on('data', (d) => { text += String(d) })
+    socket.on('close', () => resolve(text))
+  })
+  t.ok(Date.now() - started < 40_000, 'the socket was not held forever')
+  t.match(reply, /^HTTP\/1\.1 408|^$/, 'a 408, or the socket closed')
+  t.equal(sse.ended, false, 'a long-lived SSE stream is not a slow request')
+})
+
+t.test('JWT_ISSUER and JWT_AUDIENCE, when set, are required', async (t) => {
+  const { wsUrl } = await startServer(t, { JWT_ISSUER: 'https://id.shop.example', JWT_AUDIENCE: 'realtime' })
+  const good = mintToken(TEST_SECRET, { sub: '1', iss: 'https://id.shop.example', aud: 'realtime', ttlSeconds: 60 })
+  t.ok(await WsClient.connect(t, wsUrl, good), 'the right issuer and audience')
+  for (const claims of [{ iss: 'https://evil.example', aud: 'realtime' }, { iss: 'https://id.shop.example', aud: 'other' }, {}]) {
+    await t.rejects(WsClient.connect(t, wsUrl, mintToken(TEST_SECRET, { sub: '1', ...claims, ttlSeconds: 60 })), /HTTP 401/,
+      JSON.stringify(claims))
+  }
+})
+
+t.test('a frame over the size limit always gets its 1009 close frame, never a bare drop', async (t) => {
+  const { wsUrl } = await startServer(t, { WS_MAX_PAYLOAD_BYTES: 1024 })
+  const codes: number[] = []
+  for (let i = 0; i < 30; i++) {
+    const client = await WsClient.connect(t, wsUrl, token(`big-${i}`))
+    // More input right behind the oversized frame: what the server does not read must not turn its FIN into a RST.
+    client.send({ type: 'system:ping', pad: 'x'.repeat(512 * 1024) })
+    client.send({ type: 'system:ping', pad: 'y'.repeat(512) })
+    codes.push((await client.closed).code)
+  }
+  t.same(codes, Array(30).fill(1009))
+})
+
+async function rawRequest (port: number, text: string): Promise<string> {
+  const socket = connect(port, '127.0.0.1')
+  await once(socket, 'connect')
+  socket.write(text)
+  let reply = ''
+  socket.on('data', (d) => { reply += String(d) })
+  await once(socket, 'close')
+  return reply
+}
