@@ -8,6 +8,7 @@ import { type Config, corsOrigins, trustProxy } from './lib/ops/config.js'
 import { loggerOptions } from './lib/ops/logging.js'
 import authPlugin from './plugins/auth.js'
 import clusterPlugin from './plugins/cluster.js'
+import controlPlugin from './plugins/control.js'
 import configPlugin from './plugins/config.js'
 import { installErrorHandler } from './plugins/error-handler.js'
 import hubPlugin from './plugins/hub.js'
@@ -18,7 +19,10 @@ import spareSocketsPlugin from './plugins/spare-sockets.js'
 import swaggerPlugin from './plugins/swagger.js'
 import asyncApiRoutes from './routes/asyncapi.js'
 import dashboardRoutes from './routes/dashboard.js'
+import controlRoutes from './routes/control.js'
 import healthRoutes from './routes/health.js'
+import presenceRoutes from './routes/presence.js'
+import historyRoutes from './routes/history.js'
 import publishRoutes from './routes/publish.js'
 import sseRoutes from './routes/sse.js'
 import statsRoutes from './routes/stats.js'
@@ -69,6 +73,8 @@ export async function buildApp (config: Config, options: AppOptions = {}) {
   await app.register(metricsPlugin)
   await app.register(authPlugin)
   await app.register(hubPlugin, { createBroker: options.createBroker })
+  // Disconnects and revocations on every instance (after the hub: it closes connections).
+  await app.register(controlPlugin)
   // Cluster stats (and, with Redis, waiting for it at start-up and the node heartbeat).
   await app.register(clusterPlugin)
   // Kafka ingress (CONTRACT §7) only when brokers are configured.
@@ -94,6 +100,9 @@ export async function buildApp (config: Config, options: AppOptions = {}) {
       keyGenerator: (request) => request.identity?.userId != null ? `user:${request.identity.userId}` : `ip:${request.ip}`
     })
     await api.register(publishRoutes)
+    await api.register(historyRoutes)
+    await api.register(presenceRoutes)
+    await api.register(controlRoutes)
     await api.register(statsRoutes)
   })
   // Last: its preClose drops never-used sockets right before the server stops accepting.

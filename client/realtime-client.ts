@@ -41,7 +41,7 @@ interface Pending { resolve(value: any): void, reject(err: Error): void, since?:
 const TOKEN_EXPIRED = 4001
 
 /** Client-side events; a channel event with one of these types reaches only '*' handlers. */
-const LIFECYCLE = new Set(['state', 'open', 'recovery', 'error'])
+const LIFECYCLE = new Set(['state', 'open', 'recovery', 'error', 'presence'])
 
 export function connect (options: ConnectOptions = {}): RealtimeClient {
   return new RealtimeClient(options)
@@ -182,6 +182,8 @@ export class RealtimeClient {
 
   private onFrame (frame: ServerFrame): void {
     if (frame.cursor !== undefined) this.subs.positions.readCursor(frame.cursor)
+    if (frame.type === 'presence') return this.onPresence(frame)
+    if (frame.type === 'system:reset') return this.onReset(frame)
     if (frame.channel !== undefined) return this.onEvent(frame as RealtimeEvent)
     const pending = frame.id === undefined ? undefined : this.pending.get(String(frame.id))
     if (pending !== undefined) this.pending.delete(String(frame.id))
@@ -201,6 +203,25 @@ export class RealtimeClient {
         return pending?.reject(Object.assign(new Error(frame.payload?.message ?? 'error'), { code: frame.payload?.code }))
     }
     pending?.resolve(frame.payload)
+  }
+
+  /** Live counts of a channel (not an event: no offset); also the answer to presence:get. */
+  private onPresence (frame: ServerFrame): void {
+    const counts = { channel: frame.channel, connections: frame.payload?.connections, users: frame.payload?.users }
+    const pending = frame.id === undefined ? undefined : this.pending.get(String(frame.id))
+    if (pending !== undefined) {
+      this.pending.delete(String(frame.id))
+      pending.resolve(counts)
+    }
+    this.emit('presence', counts)
+  }
+
+  /** The channel's stream restarted: its offsets count on from the position given; the app reloads it. */
+  private onReset (frame: ServerFrame): void {
+    const channel = frame.channel as string
+    const position = frame.payload?.position
+    if (position !== undefined) this.subs.positions.set(channel, position)
+    this.emit('recovery', { recovered: false, channels: [channel], reset: true })
   }
 
   private onEvent (event: RealtimeEvent): void {

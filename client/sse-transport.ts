@@ -116,7 +116,10 @@ function eventStreamParser (emit: (frame: ServerFrame) => void): (chunk: string)
 function toFrame (type: string, text: string, cursor: string | undefined): ServerFrame {
   let data: any = text
   try { data = JSON.parse(text) } catch { /* plain text data */ }
-  const isEvent = typeof data === 'object' && data !== null && typeof data.channel === 'string' && !type.startsWith('system:')
+  const hasChannel = typeof data === 'object' && data !== null && typeof data.channel === 'string'
+  // presence and system:reset name a channel but are not its events.
+  if (hasChannel && (type === 'presence' || type === 'system:reset')) return { type, channel: data.channel, payload: data.payload, cursor }
+  const isEvent = hasChannel && !type.startsWith('system:')
   if (isEvent) return { type, channel: data.channel, offset: data.offset, payload: data.payload, ts: data.ts, cursor }
   return { type, payload: data, cursor }
 }

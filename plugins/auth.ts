@@ -5,11 +5,16 @@ import fp from 'fastify-plugin'
 import { CLOCK_TOLERANCE_MS } from '../lib/auth/expiry.js'
 import { listOf } from '../lib/ops/config.js'
 import { ANONYMOUS, canPublish, type Identity, identityFromClaims, isAdmin } from '../lib/auth/identity.js'
+import { RevocationList } from '../lib/auth/revocations.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
-    /** Verifies a JWT (signature, `exp` with 1 s leeway) and returns who it names. */
+    /** Verifies a JWT (signature, `exp` with 1 s leeway, not revoked) and returns who it names. */
     verifyToken(token: string): Identity
+    /** The revoked tokens this instance knows (kept current by plugins/control.ts). */
+    revocations: RevocationList
+    /** onRequest hook for /ws and /sse: a browser Origin outside WS_ALLOWED_ORIGINS is refused with 403. */
+    checkOrigin(request: FastifyRequest, reply: FastifyReply): Promise<void>
     /** onRequest hook: a valid token is required. */
     authenticate(request: FastifyRequest, reply: FastifyReply): Promise<void>
     /** onRequest hook for /ws and /sse: a valid token, or none when ALLOW_ANONYMOUS. */
@@ -26,6 +31,8 @@ declare module 'fastify' {
 }
 
 export const UnauthorizedError = createError('GW_UNAUTHORIZED', '%s', 401)
+/** A token that verifies but was revoked (lib/auth/revocations.ts): 401, and `forbidden` for auth:refresh. */
+class RevokedTokenError extends Error {}
 export const ForbiddenError = createError('GW_FORBIDDEN', '%s', 403)
 
 const ASYMMETRIC = ['RS256', 'RS384', 'RS512', 'ES256', 'ES384', 'ES512', 'PS256', 'PS384', 'PS512'] as const
@@ -66,8 +73,12 @@ export default fp(async (app) => {
     throw new Error('JWT_SECRET or JWT_PUBLIC_KEY must be set (server.ts makes one outside production)')
   }
 
+  const revocations = new RevocationList()
+
   function verifyToken (token: string): Identity {
-    return identityFromClaims(app.jwt.verify<Record<string, unknown>>(token))
+    const identity = identityFromClaims(app.jwt.verify<Record<string, unknown>>(token))
+    if (revocations.isRevoked(identity)) throw new RevokedTokenError('token revoked')
+    return identity
   }
 
   function identify (request: FastifyRequest, allowAnonymous: boolean): Identity {
@@ -80,7 +91,7 @@ export default fp(async (app) => {
       return verifyToken(token)
     } catch (err) {
       const expired = (err as { code?: string }).code === 'FAST_JWT_EXPIRED'
-      throw new UnauthorizedError(expired ? 'token expired' : 'token is invalid')
+      throw new UnauthorizedError(err instanceof RevokedTokenError ? 'token revoked' : expired ? 'token expired' : 'token is invalid')
     }
   }
 
@@ -90,8 +101,21 @@ export default fp(async (app) => {
       if (!allowed(request.identity)) throw new ForbiddenError(`${what} required`)
     }
 
+  // Browsers send Origin on WebSocket upgrades and EventSource requests; clients that are
+  // not browsers send none and pass (they could send any Origin anyway).
+  const origins = listOf(app.config.WS_ALLOWED_ORIGINS)
+  const anyOrigin = origins.includes('*')
+  async function checkOrigin (request: FastifyRequest): Promise<void> {
+    const origin = request.headers.origin
+    if (anyOrigin || origin === undefined || origins.includes(origin)) return
+    app.gatewayMetrics.refusedOrigins.inc({ transport: request.url.startsWith('/sse') ? 'sse' : 'ws' })
+    throw new ForbiddenError('origin not allowed (WS_ALLOWED_ORIGINS)')
+  }
+
   app.decorateRequest('identity', null as unknown as Identity)
   app.decorate('verifyToken', verifyToken)
+  app.decorate('revocations', revocations)
+  app.decorate('checkOrigin', checkOrigin)
   app.decorate('authenticate', async (request: FastifyRequest) => { request.identity = identify(request, false) })
   app.decorate('authenticateClient', async (request: FastifyRequest) => {
     const identity = identify(request, ALLOW_ANONYMOUS)
@@ -100,4 +124,4 @@ export default fp(async (app) => {
   })
   app.decorate('requireAdmin', requireRole(isAdmin, 'role admin'))
   app.decorate('requireServiceOrAdmin', requireRole(canPublish, 'role service or admin'))
-}, { name: 'auth', dependencies: ['config'] })
+}, { name: 'auth', dependencies: ['config', 'metrics'] })

@@ -2,7 +2,9 @@ import { hostname } from 'node:os'
 import { randomBytes } from 'node:crypto'
 import fp from 'fastify-plugin'
 import type { Broker, DeliverFn, ResetFn } from '../lib/broker/broker.js'
+import type { HistoryPolicy } from '../lib/broker/history-policy.js'
 import { CloseCode } from '../lib/core/errors.js'
+import { historyPolicy, listOf } from '../lib/ops/config.js'
 import { Hub } from '../lib/hub/hub.js'
 import { MemoryBroker } from '../lib/broker/memory-broker.js'
 import { RedisBroker } from '../lib/broker/redis-broker.js'
@@ -11,6 +13,8 @@ import type { NodeStats } from '../lib/ops/stats.js'
 declare module 'fastify' {
   interface FastifyInstance {
     hub: Hub
+    /** What each channel keeps (HISTORY_POLICY): its maxSize bounds `rewind` and the history route's `limit`. */
+    historyPolicy: HistoryPolicy
     nodeId: string
     nodeStats(): NodeStats
   }
@@ -30,7 +34,8 @@ export default fp<HubPluginOptions>(async (app, opts) => {
   const metrics = app.gatewayMetrics
   const nodeId = config.NODE_ID ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`
   const startedAt = new Date().toISOString()
-  const history = { historySize: config.HISTORY_SIZE, historyTtlSeconds: config.HISTORY_TTL_SECONDS }
+  const policy = historyPolicy(config)
+  const history = { historySize: config.HISTORY_SIZE, historyTtlSeconds: config.HISTORY_TTL_SECONDS, policy }
   const redisUrl = config.REDIS_URL
   const createBroker = opts.createBroker ?? (redisUrl !== undefined
     ? (deliver: DeliverFn, reset: ResetFn) => new RedisBroker({
@@ -40,11 +45,14 @@ export default fp<HubPluginOptions>(async (app, opts) => {
         url: redisUrl,
         keyPrefix: config.REDIS_KEY_PREFIX,
         connectionName: `rtg-${nodeId}`,
+        nodeId,
+        presenceIntervalMs: config.PRESENCE_INTERVAL_MS,
         log: app.log.child({ component: 'redis-broker' })
       })
     : (deliver: DeliverFn, reset: ResetFn) => new MemoryBroker({ deliver, reset, ...history }))
   const hub = new Hub(createBroker, {
     maxChannelsPerConnection: config.MAX_CHANNELS_PER_CONNECTION,
+    presence: { prefixes: listOf(config.PRESENCE_CHANNELS), intervalMs: config.PRESENCE_INTERVAL_MS, log: app.log.child({ component: 'presence' }) },
     onDelivered: metrics.delivered
   })
 
@@ -55,6 +63,7 @@ export default fp<HubPluginOptions>(async (app, opts) => {
   metrics.bindGauges(() => hub.stats())
 
   app.decorate('hub', hub)
+  app.decorate('historyPolicy', policy)
   app.decorate('nodeId', nodeId)
   app.decorate('nodeStats', nodeStats)
   app.readiness.add(hub.broker.kind, () => hub.broker.isReady())
@@ -63,6 +72,7 @@ export default fp<HubPluginOptions>(async (app, opts) => {
     hub.closeAll(CloseCode.SERVICE_RESTART, 'server restarting')
   })
   app.addHook('onClose', async () => {
+    hub.close()
     await hub.broker.close()
   })
 }, { name: 'hub', dependencies: ['config', 'metrics', 'readiness'] })

@@ -9,13 +9,12 @@ import {
 } from '../lib/ingress/ingress-schemas.js'
 import { checkDrafts } from '../lib/ingress/publish-limits.js'
 import { publishAll, receiptOf } from '../lib/ingress/publisher.js'
+import { ErrorReply, Position } from './schemas.js'
 
-const Position = Type.Object({ offset: Type.Integer(), epoch: Type.String() })
 const Receipt = Type.Object({
   positions: Type.Record(Type.String(), Position, { description: 'per channel, the position of its last event from this publish' }),
   events: Type.Array(Type.Object({ channel: Type.String(), type: Type.String(), offset: Type.Integer(), epoch: Type.String() }))
 })
-const ErrorReply = Type.Object({ statusCode: Type.Integer(), error: Type.String(), message: Type.String() })
 
 interface PublishRoute<B> {
   url: string

@@ -12,7 +12,8 @@ import { decodeCursor } from '../lib/transport/sse-cursor.js'
 const SseQuery = Type.Object({
   channels: Type.Optional(Type.String({ maxLength: 64 * 1024, description: 'comma-separated channel names' })),
   token: Type.Optional(Type.String({ description: 'JWT, for clients that cannot set headers' })),
-  lastEventId: Type.Optional(Type.String({ description: 'resume cursor, when Last-Event-ID cannot be sent' }))
+  lastEventId: Type.Optional(Type.String({ description: 'resume cursor, when Last-Event-ID cannot be sent' })),
+  rewind: Type.Optional(Type.String({ pattern: '^[0-9]{1,9}$', description: 'the last n events of every channel first (ignored when resuming)' }))
 })
 
 const plainError = (reply: FastifyReply, statusCode: number, error: string, message: string) =>
@@ -35,7 +36,7 @@ export default async function sseRoutes (app: FastifyInstance): Promise<void> {
   app.addHook('onClose', async () => { clearInterval(heartbeat) })
 
   app.get<{ Querystring: Static<typeof SseQuery> }>('/sse', {
-    onRequest: app.authenticateClient,
+    onRequest: [app.checkOrigin, app.authenticateClient],
     schema: {
       summary: 'Server-Sent Events stream of the given channels',
       tags: ['streams'],
@@ -69,6 +70,11 @@ export default async function sseRoutes (app: FastifyInstance): Promise<void> {
       }
     }
 
+    const rewind = request.query.rewind === undefined ? undefined : Number(request.query.rewind)
+    if (rewind !== undefined && (rewind < 1 || rewind > app.historyPolicy.maxSize)) {
+      return plainError(reply, 400, 'Bad Request', `rewind must be an integer from 1 to ${app.historyPolicy.maxSize}`)
+    }
+
     const connection = new SseConnection(newConnectionId(), identity, reply.raw, {
       sendBufferLimit: config.SEND_BUFFER_LIMIT_BYTES,
       onTooSlow: () => metrics.slowClients.inc({ transport: 'sse' })
@@ -76,7 +82,8 @@ export default async function sseRoutes (app: FastifyInstance): Promise<void> {
     hub.add(connection)
     let outcome
     try {
-      outcome = await hub.subscribe(connection, channels, since)
+      // A resumed stream continues where it was; rewind is for a fresh one.
+      outcome = await hub.subscribe(connection, channels, since, cursor === null ? rewind : undefined)
     } catch (err) {
       hub.remove(connection)
       throw err
@@ -92,10 +99,7 @@ export default async function sseRoutes (app: FastifyInstance): Promise<void> {
       streams.delete(connection)
       hub.remove(connection)
     })
-    for (const channel of channels) {
-      const recovered = outcome.recovered[channel] === true
-      connection.setPosition(channel, recovered ? { offset: since[channel].offset, epoch: outcome.positions[channel].epoch } : outcome.positions[channel])
-    }
+    for (const channel of channels) connection.setPosition(channel, outcome.startsAfter[channel])
     connection.sendSystem('system:connected', { connectionId: connection.id, userId: identity.userId, channels }, true)
     const lostSomething = typeof lastEventId === 'string' && lastEventId !== '' &&
       (cursor === null || Object.values(outcome.recovered).some((r) => !r))

@@ -46,6 +46,7 @@ export default async function wsRoutes (app: FastifyInstance): Promise<void> {
     hub,
     verifyToken: (token) => app.verifyToken(token),
     stats: () => app.clusterStats(),
+    maxRewind: app.historyPolicy.maxSize,
     log: app.log,
     rateLimit: {
       perSecond: config.WS_RATE_LIMIT_PER_SECOND,
@@ -105,7 +106,7 @@ export default async function wsRoutes (app: FastifyInstance): Promise<void> {
 
   app.get('/ws', {
     websocket: true,
-    onRequest: app.authenticateClient,
+    onRequest: [app.checkOrigin, app.authenticateClient],
     schema: { hide: true }
   }, (socket, request) => {
     releaseUpgradeRequest(socket, request.raw.socket)

@@ -5,6 +5,9 @@ export interface Identity {
   readonly roles: readonly string[]
   /** Token expiry in epoch seconds, when the token has one. */
   readonly exp?: number
+  /** When the token was issued (epoch seconds) and its id: what a revocation names (lib/auth/revocations.ts). */
+  readonly iat?: number
+  readonly jti?: string
   /**
    * For a connection with no user (anonymous, or a token without `sub`): the client's
    * address, by which such connections are counted against MAX_CONNECTIONS_PER_USER.
@@ -42,7 +45,12 @@ export function identityFromClaims (claims: Record<string, unknown>): Identity {
   }
   const userId = typeof sub === 'string' && sub !== '' ? sub : typeof sub === 'number' ? String(sub) : null
   const exp = typeof claims.exp === 'number' ? claims.exp : undefined
-  return { userId, roles: roles.size === 0 ? NO_ROLES : [...roles], exp }
+  const identity: { userId: string | null, roles: readonly string[], exp?: number, iat?: number, jti?: string } =
+    { userId, roles: roles.size === 0 ? NO_ROLES : [...roles], exp }
+  // Only when present: most tokens carry no jti, and a field per connection is memory per connection.
+  if (typeof claims.iat === 'number') identity.iat = claims.iat
+  if (typeof claims.jti === 'string' && claims.jti !== '') identity.jti = claims.jti
+  return identity
 }
 
 export const isAdmin = (identity: Identity): boolean => identity.roles.includes(ROLE_ADMIN)

@@ -1,4 +1,7 @@
 import type { EventDraft, PublishedEvent, StreamPosition } from '../core/event.js'
+import type { PresenceBackend } from '../core/presence.js'
+import type { ControlBackend } from './control.js'
+import { HistoryPolicy } from './history-policy.js'
 
 /** A position a client claims to have seen; without an epoch it is read in the current one. */
 export interface SincePosition {
@@ -42,8 +45,8 @@ export type ResetFn = (channel: string, position: StreamPosition) => void
  *   subscriber never sees an offset repeat, go back, or jump without being told.
  * - A channel nobody published to holds no state (lib/broker/epochs.ts): subscribing and
  *   leaving, or reading its position, leaves nothing behind once it has no subscriber.
- * - History: the last `historySize` events of a channel are kept for `historyTtlSeconds`
- *   after the channel's latest publish; older ones may be trimmed.
+ * - History: the last `size` events of a channel are kept for `ttlSeconds` after the
+ *   channel's latest publish, per the channel's HistoryPolicy; older ones may be trimmed.
  * - `publish` resolves once the event is in history and handed to fan-out, and rejects
  *   (never resolves silently) when it could not be: the caller then reports failure.
  * - `subscribe(channel)` resolves once events published afterwards will reach `deliver`.
@@ -62,8 +65,17 @@ export interface Broker {
   position(channel: string): Promise<StreamPosition>
   /** Events after `since`; see HistoryResult. Without `since`, only the position. */
   history(channel: string, since?: SincePosition): Promise<HistoryResult>
+  /**
+   * The channel's last `count` events still held (fewer when it holds fewer), oldest first,
+   * and its position; `recovered` is true. Same delivery guarantee as `history`.
+   */
+  recent(channel: string, count: number): Promise<HistoryResult>
   /** True while the backend is reachable (readiness). */
   isReady(): boolean
+  /** How presence shares travel between instances (lib/core/presence.ts); absent with one instance. */
+  readonly presence?: PresenceBackend
+  /** Disconnects and revocations to every instance (lib/broker/control.ts). */
+  readonly control: ControlBackend
   close(): Promise<void>
 }
 
@@ -72,9 +84,16 @@ export interface BrokerOptions {
   deliver: DeliverFn
   /** Called when a subscribed channel's stream restarts or skips (see ResetFn). */
   reset?: ResetFn
+  /** What a channel keeps when `policy` names nothing else for it (HISTORY_SIZE, HISTORY_TTL_SECONDS). */
   historySize: number
   historyTtlSeconds: number
+  /** Per channel prefix (HISTORY_POLICY); defaults to historySize/historyTtlSeconds for every channel. */
+  policy?: HistoryPolicy
 }
+
+/** The policy a broker applies: the given one, or the defaults for every channel. */
+export const policyOf = (options: BrokerOptions): HistoryPolicy =>
+  options.policy ?? new HistoryPolicy({ size: options.historySize, ttlSeconds: options.historyTtlSeconds })
 
 /** Thrown by a broker when its backend cannot take a publish right now (HTTP 503). */
 export class BrokerUnavailableError extends Error {

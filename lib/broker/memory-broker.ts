@@ -1,7 +1,9 @@
-import type { Broker, BrokerOptions, DeliverFn, HistoryResult, SincePosition } from './broker.js'
+import { type Broker, type BrokerOptions, type DeliverFn, type HistoryResult, policyOf, type SincePosition } from './broker.js'
 import { monotonicMs } from '../core/clock.js'
 import type { EventDraft, PublishedEvent, StreamPosition } from '../core/event.js'
+import { LocalControl } from './control.js'
 import { bucketEpoch, MEMORY_STREAM_FLOOR_SECONDS, newEpochBase, streamRetentionSeconds } from './epochs.js'
+import type { ChannelHistory, HistoryPolicy } from './history-policy.js'
 import { recoverFrom } from './recovery.js'
 
 /**
@@ -11,6 +13,8 @@ import { recoverFrom } from './recovery.js'
  * user:<id> channels never are): no arrays, small-integer fields and a shared epoch string.
  */
 interface ChannelStream {
+  /** The channel's HISTORY_POLICY entry (shared). */
+  history: ChannelHistory
   epoch: string
   offset: number
   /** What is held of the published events; null until the first publish and once all of it expired. */
@@ -30,6 +34,9 @@ interface ChannelLog {
 
 const NO_EVENTS: readonly PublishedEvent[] = Object.freeze([])
 
+/** How long a channel's stream outlives its last publish here (lib/broker/epochs.ts). */
+const retentionOf = (history: ChannelHistory): number => streamRetentionSeconds(history.ttlSeconds, MEMORY_STREAM_FLOOR_SECONDS)
+
 /**
  * The embedded broker: one process, no network. Its limit is one node — events never
  * leave this instance, so it is what a single gateway runs on without REDIS_URL.
@@ -38,21 +45,18 @@ const NO_EVENTS: readonly PublishedEvent[] = Object.freeze([])
  */
 export class MemoryBroker implements Broker {
   readonly kind = 'memory'
+  readonly control = new LocalControl()
   private readonly streams = new Map<string, ChannelStream>()
   private readonly epochBase = newEpochBase()
   private readonly deliver: DeliverFn
-  private readonly historySize: number
-  private readonly ttlMs: number
-  private readonly retentionSeconds: number
+  private readonly policy: HistoryPolicy
   private readonly sweeper: NodeJS.Timeout
   private closed = false
 
   constructor (options: BrokerOptions) {
     this.deliver = options.deliver
-    this.historySize = options.historySize
-    this.ttlMs = options.historyTtlSeconds * 1000
-    this.retentionSeconds = streamRetentionSeconds(options.historyTtlSeconds, MEMORY_STREAM_FLOOR_SECONDS)
-    this.sweeper = setInterval(() => this.sweep(), Math.min(this.ttlMs, 60_000))
+    this.policy = policyOf(options)
+    this.sweeper = setInterval(() => this.sweep(), Math.min(options.historyTtlSeconds * 1000, 60_000))
     this.sweeper.unref()
   }
 
@@ -70,11 +74,11 @@ export class MemoryBroker implements Broker {
       epoch: stream.epoch,
       ts: new Date().toISOString()
     }
-    if (this.historySize > 0) {
+    if (stream.history.size > 0) {
       const log = stream.log ?? (stream.log = { events: [], times: [] })
       log.events.push(event)
       log.times.push(now)
-      if (log.events.length > this.historySize) {
+      if (log.events.length > stream.history.size) {
         log.events.shift()
         log.times.shift()
       }
@@ -100,19 +104,27 @@ export class MemoryBroker implements Broker {
 
   async position (channel: string): Promise<StreamPosition> {
     const stream = this.streams.get(channel)
-    return stream === undefined ? this.emptyPosition() : { offset: stream.offset, epoch: stream.epoch }
+    return stream === undefined ? this.emptyPosition(channel) : { offset: stream.offset, epoch: stream.epoch }
   }
 
   async history (channel: string, since?: SincePosition): Promise<HistoryResult> {
     const stream = this.streams.get(channel)
     if (stream === undefined) {
-      const position = this.emptyPosition()
+      const position = this.emptyPosition(channel)
       return since === undefined ? { events: [], position, recovered: true } : recoverFrom(since, position, NO_EVENTS)
     }
     this.trimExpired(stream, monotonicMs())
     const position = { offset: stream.offset, epoch: stream.epoch }
     if (since === undefined) return { events: [], position, recovered: true }
     return recoverFrom(since, position, stream.log?.events ?? NO_EVENTS)
+  }
+
+  async recent (channel: string, count: number): Promise<HistoryResult> {
+    const stream = this.streams.get(channel)
+    if (stream === undefined) return { events: [], position: this.emptyPosition(channel), recovered: true }
+    this.trimExpired(stream, monotonicMs())
+    const events = count > 0 ? (stream.log?.events ?? NO_EVENTS).slice(-count) : []
+    return { events, position: { offset: stream.offset, epoch: stream.epoch }, recovered: true }
   }
 
   isReady (): boolean {
@@ -131,19 +143,20 @@ export class MemoryBroker implements Broker {
   }
 
   private open (channel: string): ChannelStream {
-    const stream: ChannelStream = { epoch: this.emptyPosition().epoch, offset: 0, log: null, lastPublishMs: 0, subscribed: false }
+    const history = this.policy.of(channel)
+    const stream: ChannelStream = { history, epoch: this.emptyPosition(channel).epoch, offset: 0, log: null, lastPublishMs: 0, subscribed: false }
     this.streams.set(channel, stream)
     return stream
   }
 
-  private emptyPosition (): StreamPosition {
-    return { offset: 0, epoch: bucketEpoch(this.epochBase, Date.now(), this.retentionSeconds) }
+  private emptyPosition (channel: string): StreamPosition {
+    return { offset: 0, epoch: bucketEpoch(this.epochBase, Date.now(), retentionOf(this.policy.of(channel))) }
   }
 
   private trimExpired (stream: ChannelStream, now: number): void {
     const log = stream.log
     if (log === null) return
-    const cutoff = now - this.ttlMs
+    const cutoff = now - stream.history.ttlSeconds * 1000
     let drop = 0
     while (drop < log.times.length && log.times[drop] <= cutoff) drop++
     if (drop === log.times.length) {
@@ -157,9 +170,8 @@ export class MemoryBroker implements Broker {
 
   private sweep (): void {
     const now = monotonicMs()
-    const retentionMs = this.retentionSeconds * 1000
     for (const [channel, stream] of this.streams) {
-      if (!stream.subscribed && now - stream.lastPublishMs > retentionMs) {
+      if (!stream.subscribed && now - stream.lastPublishMs > retentionOf(stream.history) * 1000) {
         this.streams.delete(channel)
       } else {
         this.trimExpired(stream, now)

@@ -1,12 +1,15 @@
 import type { Redis, RedisOptions } from 'ioredis'
 import {
-  type Broker, type BrokerOptions, BrokerUnavailableError, type DeliverFn, type HistoryResult, type SincePosition
+  type Broker, type BrokerOptions, BrokerUnavailableError, type DeliverFn, type HistoryResult, policyOf, type SincePosition
 } from './broker.js'
 import { ChannelSequencer } from './channel-sequencer.js'
 import type { EventDraft, PublishedEvent, StreamPosition } from '../core/event.js'
 import { recoverFrom } from './recovery.js'
 import { ConnectionProbe, failFastConnection, type RedisLogger } from './redis-connection.js'
 import { newEpochBase, REDIS_STREAM_FLOOR_SECONDS, streamRetentionSeconds } from './epochs.js'
+import { RedisControl } from './redis-control.js'
+import { PRESENCE_MESSAGE, RedisPresence } from './redis-presence.js'
+import type { ChannelHistory, HistoryPolicy } from './history-policy.js'
 import {
   databaseOf, decodeEntry, entryBody, PUBLISH_SCRIPT, randomName, READ_SCRIPT, RedisLayout
 } from './redis-layout.js'
@@ -20,6 +23,10 @@ export interface RedisBrokerOptions extends BrokerOptions {
   connectionName?: string
   /** How long a channel stays subscribed in Redis after its last local subscriber left. */
   unsubscribeDelayMs?: number
+  /** This instance's name: its presence share is filed under it. */
+  nodeId?: string
+  /** PRESENCE_INTERVAL_MS: an instance silent for 1.5 intervals stops counting in presence. */
+  presenceIntervalMs?: number
   /** A command unanswered this long fails (so a hung Redis means 503s, not stuck requests). */
   commandTimeoutMs?: number
   /** How often both connections are pinged, to notice a Redis that hangs without closing. */
@@ -39,6 +46,9 @@ const SUBSCRIBE_BATCH = 500
 const DELIVERY_GRACE_MS = 250
 
 const noopLog: RedisLogger = { info () {}, warn () {} }
+
+/** How long a channel's meta hash outlives its last publish, and its epoch bucket (lib/broker/epochs.ts). */
+const retentionOf = (history: ChannelHistory): number => streamRetentionSeconds(history.ttlSeconds, REDIS_STREAM_FLOOR_SECONDS)
 
 /**
  * The broker for many instances (see lib/broker/redis-layout.ts for keys, scripts and the epoch
@@ -66,7 +76,9 @@ export class RedisBroker implements Broker {
   private readonly subscribing = new Map<string, Promise<void>>()
   private readonly lingering = new Map<string, NodeJS.Timeout>()
   private readonly deliver: DeliverFn
-  private readonly retentionSeconds: number
+  private readonly policy: HistoryPolicy
+  readonly presence: RedisPresence
+  readonly control: RedisControl
   private readonly log: RedisLogger
   private readonly probe: ConnectionProbe
   /** True once the subscriber connection holds every channel in `held`. */
@@ -77,7 +89,7 @@ export class RedisBroker implements Broker {
     this.keyPrefix = options.keyPrefix
     this.layout = new RedisLayout(options.keyPrefix, databaseOf(options.url))
     this.deliver = options.deliver
-    this.retentionSeconds = streamRetentionSeconds(options.historyTtlSeconds, REDIS_STREAM_FLOOR_SECONDS)
+    this.policy = policyOf(options)
     this.log = options.log ?? noopLog
     const name = options.connectionName ?? `rtg-${randomName()}`
     const connection = { commandTimeoutMs: options.commandTimeoutMs ?? 5000, redisOptions: options.redisOptions, log: this.log }
@@ -97,6 +109,9 @@ export class RedisBroker implements Broker {
     this.commands.on('ready', () => { if (this.restored) this.catchUpAll() })
     this.subscriber.on('close', () => { this.restored = false })
     this.subscriber.on('message', (name: string, entry: string) => this.onMessage(name, entry))
+    this.control = new RedisControl(this.commands, this.layout)
+    this.presence = new RedisPresence(this.commands, this.layout, options.nodeId ?? name, 1.5 * (options.presenceIntervalMs ?? 2000),
+      async (pubsub, message) => await this.commands.publish(pubsub, message))
     this.commands.once('ready', () => { void this.checkEvictionPolicy() })
     this.probe = new ConnectionProbe([this.commands, this.subscriber], options.probeIntervalMs ?? 2000, this.log)
   }
@@ -104,11 +119,11 @@ export class RedisBroker implements Broker {
   async publish (draft: EventDraft): Promise<PublishedEvent> {
     if (this.closed || this.commands.status !== 'ready') throw new BrokerUnavailableError('redis is not connected')
     const keys = this.layout.keys(draft.channel)
+    const history = this.policy.of(draft.channel)
     let reply: [string, number, string]
     try {
       reply = await this.commands.rtgPublish(keys.meta, keys.history, this.layout.baseKey, newEpochBase(),
-        entryBody(draft.type, draft.payload), this.options.historySize, this.options.historyTtlSeconds,
-        this.retentionSeconds, keys.pubsub)
+        entryBody(draft.type, draft.payload), history.size, history.ttlSeconds, retentionOf(history), keys.pubsub)
     } catch (err) {
       throw new BrokerUnavailableError('redis did not take the publish', { cause: err })
     }
@@ -161,20 +176,26 @@ export class RedisBroker implements Broker {
     return result
   }
 
-  private async read (channel: string, since?: SincePosition): Promise<HistoryResult> {
+  async recent (channel: string, count: number): Promise<HistoryResult> {
+    const result = await this.read(channel, undefined, count)
+    if (this.held.has(channel)) await this.sequencer.reached(channel, result.position, DELIVERY_GRACE_MS)
+    return result
+  }
+
+  private async read (channel: string, since?: SincePosition, last = 0): Promise<HistoryResult> {
     if (this.closed || this.commands.status !== 'ready') throw new BrokerUnavailableError('redis is not connected')
     const keys = this.layout.keys(channel)
     let reply: [string, number, ...string[]]
     try {
-      reply = await this.commands.rtgRead(keys.meta, keys.history, this.layout.baseKey, newEpochBase(), this.retentionSeconds,
-        since?.offset ?? -1, since?.epoch ?? '')
+      reply = await this.commands.rtgRead(keys.meta, keys.history, this.layout.baseKey, newEpochBase(),
+        retentionOf(this.policy.of(channel)), since?.offset ?? -1, since?.epoch ?? '', last)
     } catch (err) {
       throw new BrokerUnavailableError('redis did not answer a history read', { cause: err })
     }
     const [epoch, offset, ...entries] = reply
     const position = { epoch, offset: Number(offset) }
-    if (since === undefined) return { events: [], position, recovered: true }
     const events = entries.map((entry) => decodeEntry(channel, entry)).filter((e) => e.epoch === epoch)
+    if (since === undefined) return { events, position, recovered: true }
     return recoverFrom(since, position, events)
   }
 
@@ -228,6 +249,8 @@ export class RedisBroker implements Broker {
   private async restoreSubscriptions (): Promise<void> {
     const channels = [...this.held]
     try {
+      // The control channel first: from here on no disconnect or revocation is missed.
+      await this.subscriber.subscribe(this.layout.controlChannel)
       for (let i = 0; i < channels.length; i += SUBSCRIBE_BATCH) {
         await this.subscriber.subscribe(...channels.slice(i, i + SUBSCRIBE_BATCH).map((c) => this.layout.pubsubName(c)))
       }
@@ -238,6 +261,7 @@ export class RedisBroker implements Broker {
     }
     if (this.subscriber.status !== 'ready') return
     this.restored = true
+    this.control.resynced()
     if (this.commands.status === 'ready') this.catchUpAll()
     if (channels.length > 0) this.log.info({ channels: channels.length }, 'redis subscriptions restored')
   }
@@ -263,8 +287,10 @@ export class RedisBroker implements Broker {
   }
 
   private onMessage (name: string, entry: string): void {
+    if (name === this.layout.controlChannel) return this.control.receive(entry)
     const channel = this.layout.channelOf(name)
     if (channel === undefined || !this.held.has(channel)) return
+    if (entry.startsWith(PRESENCE_MESSAGE)) return this.presence.receive(channel, entry)
     let event: PublishedEvent
     try {
       event = decodeEntry(channel, entry)

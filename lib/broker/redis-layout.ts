@@ -10,6 +10,10 @@ import type { PublishedEvent } from '../core/event.js'
  * | `P meta:<ch>`        | hash    | `epoch`, `offset`: where the channel's stream stands     |
  * | `P hist:<ch>`        | list    | the last HISTORY_SIZE entries, oldest first             |
  * | `P epoch-base`       | string  | the epoch base of this dataset (lib/broker/epochs.ts)   |
+ * | `P presence:<ch>`    | hash    | each instance's presence share (lib/broker/redis-presence.ts) |
+ * | `P presence-nodes`   | zset    | instances' presence heartbeats                          |
+ * | `P revocations`      | hash    | revoked users and token ids (lib/broker/redis-control.ts) |
+ * | `P db<D>:control`    | pub/sub | disconnects and revocations, to every instance          |
  * | `P db<D>:ev:<ch>`    | pub/sub | every entry, as it is published                         |
  * | `P node:<id>`, `P nodes` | string, set | cluster stats (lib/ops/node-registry.ts)    |
  *
@@ -41,9 +45,25 @@ export class RedisLayout {
   /** What every pub/sub name of this deployment starts with; the gateway channel follows. */
   readonly pubsubPrefix: string
 
+  /** The pub/sub channel of disconnects and revocations (lib/broker/redis-control.ts). */
+  readonly controlChannel: string
+  readonly revocationsKey: string
+
   constructor (readonly keyPrefix: string, readonly db = 0) {
     this.baseKey = `${keyPrefix}epoch-base`
     this.pubsubPrefix = `${keyPrefix}db${db}:ev:`
+    this.controlChannel = `${keyPrefix}db${db}:control`
+    this.revocationsKey = `${keyPrefix}revocations`
+  }
+
+  /** Each instance's presence share of the channel (lib/broker/redis-presence.ts). */
+  sharesKey (channel: string): string {
+    return `${this.keyPrefix}presence:${channel}`
+  }
+
+  /** Instance heartbeats for presence. */
+  get nodesKey (): string {
+    return `${this.keyPrefix}presence-nodes`
   }
 
   keys (channel: string): ChannelKeys {
@@ -142,11 +162,12 @@ return {epoch, offset, ms}
 
 /**
  * Read a channel's position and, when asked, the entries after `since` (only the tail
- * that could answer it: the last `offset - since` entries). Writes nothing for the channel:
- * one without a meta hash is at offset 0 of its computed epoch.
+ * that could answer it: the last `offset - since` entries), or the last `last` entries.
+ * Writes nothing for the channel: one without a meta hash is at offset 0 of its computed
+ * epoch.
  *
  * KEYS: meta, history, epoch base. ARGV: new base (if the dataset has none), retention,
- * since offset (-1: position only), since epoch ('' = the current one).
+ * since offset (-1: none), since epoch ('' = the current one), last (0: none).
  * Returns {epoch, offset, entries…}.
  */
 export const READ_SCRIPT = EPOCH_OF_EMPTY_CHANNEL + `
@@ -160,10 +181,14 @@ else
 end
 local reply = {epoch, offset}
 local since = tonumber(ARGV[3])
+local last = tonumber(ARGV[5])
+local entries = {}
 if since >= 0 and since < offset and (ARGV[4] == '' or ARGV[4] == epoch) then
-  local entries = redis.call('LRANGE', KEYS[2], since - offset, -1)
-  for i = 1, #entries do reply[i + 2] = entries[i] end
+  entries = redis.call('LRANGE', KEYS[2], since - offset, -1)
+elseif last > 0 and offset > 0 then
+  entries = redis.call('LRANGE', KEYS[2], -last, -1)
 end
+for i = 1, #entries do reply[i + 2] = entries[i] end
 return reply
 `
 

@@ -18,5 +18,6 @@ export const CloseCode = {
   SERVICE_RESTART: 1012,
   TRY_AGAIN_LATER: 1013,
   TOKEN_EXPIRED: 4001,
+  DISCONNECTED: 4003,
   TOO_SLOW: 4008
 } as const

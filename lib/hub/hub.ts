@@ -1,5 +1,8 @@
-import type { Broker, DeliverFn, ResetFn, SincePosition } from '../broker/broker.js'
+import type { Broker, DeliverFn, HistoryResult, ResetFn, SincePosition } from '../broker/broker.js'
 import { type ChannelReset, type Connection, isReset, type Transport } from './connection.js'
+import { type PresenceShare, type PresenceTotals, tracksPresence } from '../core/presence.js'
+import { type PresenceLogger, PresenceTracker } from './presence-tracker.js'
+import { type ChannelAsk, type ChannelPlan, type ChannelRead, holdsLive, planFor, readFor } from './replay-plan.js'
 import { ClientError } from '../core/errors.js'
 import { EncodedEvent, type PublishedEvent, type StreamPosition } from '../core/event.js'
 import {
@@ -20,6 +23,11 @@ type Member = Connection
 
 export interface SubscribeOutcome {
   positions: Record<string, StreamPosition>
+  /**
+   * Per channel, the position the connection's stream continues from: the first event
+   * `replay()` sends (replayed or live) is the one right after it. (SSE cursors start here.)
+   */
+  startsAfter: Record<string, StreamPosition>
   /** Only for channels the client gave a `since` for. */
   recovered: Record<string, boolean>
   /**
@@ -40,6 +48,8 @@ export interface LocalStats {
 
 export interface HubOptions {
   maxChannelsPerConnection: number
+  /** Live counts for channels under these prefixes (PRESENCE_CHANNELS), told every PRESENCE_INTERVAL_MS at most. */
+  presence?: { prefixes: readonly string[], intervalMs: number, log?: PresenceLogger }
   /** Called once per delivered event with the number of local recipients. */
   onDelivered?: (event: PublishedEvent, recipients: number) => void
 }
@@ -72,8 +82,38 @@ export class Hub {
   private readonly brokerSubscriptions = new Map<string, Promise<void> | typeof FAILED>()
   private readonly transportCounts: Record<Transport, number> = { ws: 0, sse: 0 }
 
+  /** Presence counts (lib/hub/presence.ts); null when no channel keeps them. */
+  private readonly presence: PresenceTracker | null
+  private readonly presencePrefixes: readonly string[]
+
   constructor (createBroker: (deliver: DeliverFn, reset: ResetFn) => Broker, private readonly options: HubOptions) {
     this.broker = createBroker((event) => this.deliver(event), (channel, position) => this.reset(channel, position))
+    this.presencePrefixes = options.presence?.prefixes ?? []
+    this.presence = options.presence === undefined || this.presencePrefixes.length === 0
+      ? null
+      : new PresenceTracker({
+        intervalMs: options.presence.intervalMs,
+        backend: this.broker.presence,
+        localShare: (channel) => this.localShare(channel),
+        push: (channel, counts) => { for (const member of this.subscribersOf(channel)) member.sendPresence(channel, counts) },
+        log: options.presence.log
+      })
+  }
+
+  /** Whether the channel keeps presence counts (PRESENCE_CHANNELS). */
+  tracksPresence (channel: string): boolean {
+    return this.presence !== null && tracksPresence(this.presencePrefixes, channel)
+  }
+
+  /** The channel's presence over every instance; undefined for a channel that keeps none. */
+  async presenceOf (channel: string): Promise<PresenceTotals | undefined> {
+    if (this.presence === null || !this.tracksPresence(channel)) return undefined
+    return await this.presence.lookup(channel)
+  }
+
+  /** Stops the hub's timers (the broker is closed by its owner). */
+  close (): void {
+    this.presence?.close()
   }
 
   add (connection: Connection): void {
@@ -119,104 +159,117 @@ export class Hub {
   }
 
   /**
-   * Subscribes to each channel (ACL is the caller's job). With a `since` for a channel,
-   * the missed events are replayed by `replay()`; without, the subscription starts at the
-   * live edge. A `since` for a channel already held (the user's own, joined at connect)
-   * resumes it: only the events this connection has not been sent are replayed, so
-   * nothing comes twice (they may come after newer live ones it already had).
-   * Throws ClientError('too_many_channels') past the per-connection limit.
+   * Subscribes to each channel (ACL is the caller's job). What each channel sends first is
+   * decided by lib/hub/replay-plan.ts: with a `since`, the missed events; with `rewind`, the
+   * channel's last events; otherwise nothing, from the live edge. `replay()` sends it, then
+   * the live events held back meanwhile: no gap, no duplicate at the seam.
+   * Throws ClientError('too_many_channels') past the per-connection limit; on any failure
+   * the connection is left as it was.
    */
   async subscribe (
     connection: Connection,
     channels: readonly string[],
-    since: Readonly<Record<string, SincePosition>> = {}
+    since: Readonly<Record<string, SincePosition>> = {},
+    rewind?: number
   ): Promise<SubscribeOutcome> {
     const member: Member = connection
     if (!this.members.has(member)) throw new Error('connection is not registered')
     // A channel named twice is one subscription: read (and replayed) once.
     const unique = [...new Set(channels)]
-    const fresh = unique.filter((c) => !holds(member.heldChannels, c))
-    const resumed = unique.filter((c) => holds(member.heldChannels, c) && since[c] !== undefined)
-    const replaying = [...fresh, ...resumed]
+    const asks = unique.map((channel): ChannelAsk => ({ sentAfter: sentAfter(member.heldChannels, channel), since: since[channel], rewind }))
+    const fresh = unique.filter((_, i) => asks[i].sentAfter === undefined)
     if (heldCount(member.heldChannels) + fresh.length > this.options.maxChannelsPerConnection) {
       throw new ClientError('too_many_channels',
         `at most ${this.options.maxChannelsPerConnection} channels per connection`)
     }
+    const holding = unique.filter((_, i) => holdsLive(asks[i]))
     member.pendingEvents ??= new Map()
-    for (const channel of replaying) member.pendingEvents.set(channel, [])
+    for (const channel of holding) member.pendingEvents.set(channel, [])
     // Which channels this connection is the first local subscriber of, before joining.
-    const first = fresh.filter((c) => !this.byChannel.has(c))
+    const first = new Set(fresh.filter((c) => !this.byChannel.has(c)))
     for (const channel of fresh) this.join(member, channel)
-    const positions: Record<string, StreamPosition> = {}
-    const recovered: Record<string, boolean> = {}
-    const replays: PublishedEvent[][] = []
+    let plans: ChannelPlan[]
+    let results: HistoryResult[]
     try {
-      await Promise.all(fresh.map((channel) => this.brokerSubscription(channel, first.includes(channel))))
-      await Promise.all(unique.map(async (channel) => {
-        const replay = replaying.includes(channel)
-        const from = since[channel]
-        const result = await this.broker.history(channel, replay ? from : undefined)
-        positions[channel] = result.position
-        const sent = sentAfter(member.heldChannels, channel) ?? 0
-        if (!resumed.includes(channel)) {
-          if (from !== undefined) recovered[channel] = result.recovered
-          // A fresh channel: everything after its start went (or goes) out. A channel held
-          // already and named again without `since` keeps what it had.
-          if (replay) {
-            replays.push(result.events)
-            setSentAfter(member.heldChannels, channel, result.recovered && from !== undefined ? from.offset : result.position.offset)
-          }
-        } else if (from.offset >= sent && result.position.offset >= from.offset &&
-          (from.epoch === undefined || from.epoch === result.position.epoch)) {
-          // Everything after `from` already went out live: nothing to replay.
-          recovered[channel] = true
-        } else {
-          recovered[channel] = result.recovered
-          if (result.recovered) {
-            replays.push(result.events.filter((e) => e.offset <= sent))
-            setSentAfter(member.heldChannels, channel, from.offset)
-          }
-        }
+      await Promise.all(fresh.map(async (channel) => {
+        await this.brokerSubscription(channel, first.has(channel))
+        if (first.has(channel) && this.tracksPresence(channel)) await this.presence?.open(channel)
       }))
+      results = await Promise.all(unique.map((channel, i) => this.read(channel, readFor(asks[i]))))
+      plans = asks.map((ask, i) => planFor(ask, results[i]))
     } catch (err) {
-      for (const channel of resumed) {
-        // Still subscribed: what was held for it goes out as it would have.
-        for (const e of member.pendingEvents?.get(channel) ?? []) sendHeld(connection, e)
-        member.pendingEvents?.delete(channel)
-      }
-      for (const channel of fresh) {
-        member.pendingEvents?.delete(channel)
-        if (this.members.has(connection)) this.leave(member, channel)
-      }
+      this.unwind(member, unique, asks)
       throw err
     }
+    const positions: Record<string, StreamPosition> = {}
+    const startsAfter: Record<string, StreamPosition> = {}
+    const recovered: Record<string, boolean> = {}
+    unique.forEach((channel, i) => {
+      const position = results[i].position
+      positions[channel] = position
+      const plan = plans[i]
+      if (plan.recovered !== undefined) recovered[channel] = plan.recovered
+      if (plan.sentAfter !== undefined) setSentAfter(member.heldChannels, channel, plan.sentAfter)
+      startsAfter[channel] = { offset: plan.sentAfter ?? position.offset, epoch: position.epoch }
+    })
     return {
       positions,
+      startsAfter,
       recovered,
       replay: () => {
         if (!this.members.has(connection)) return
-        for (const events of replays) for (const e of events) connection.sendEvent(new EncodedEvent(e))
-        for (const channel of replaying) {
+        for (const plan of plans) for (const e of plan.replay) connection.sendEvent(new EncodedEvent(e))
+        for (const channel of holding) {
           const held = member.pendingEvents?.get(channel)
           member.pendingEvents?.delete(channel)
           if (held === undefined) continue
-          // What a held channel held back is all new to the connection; a fresh channel's
-          // events up to the position read came in the replay (or predate the live edge).
-          // After a reset, everything counts from the reset's position.
-          let after = resumed.includes(channel) ? 0 : positions[channel].offset
-          for (const e of held) {
-            if (isReset(e)) {
-              after = e.position.offset
+          let after = plans[unique.indexOf(channel)].liveAfter
+          for (const item of held) {
+            if (isReset(item)) {
+              // Everything now counts from the reset's position.
+              after = item.position.offset
               setSentAfter(member.heldChannels, channel, after)
-              sendHeld(connection, e)
-            } else if (e.offset > after) {
-              sendHeld(connection, e)
+              sendHeld(connection, item)
+            } else if (item.offset > after) {
+              sendHeld(connection, item)
             }
           }
         }
         if (member.pendingEvents?.size === 0) member.pendingEvents = null
+        // Presence comes right after subscribing, then as it changes (lib/hub/presence-tracker.ts).
+        for (const channel of unique) {
+          if (!this.tracksPresence(channel) || !holds(member.heldChannels, channel)) continue
+          const { connections, users } = (this.presence as PresenceTracker).totals(channel)
+          connection.sendPresence(channel, { connections, users })
+        }
       }
     }
+  }
+
+  /** Reads the broker as the plan asks. */
+  private async read (channel: string, read: ChannelRead): Promise<HistoryResult> {
+    switch (read.kind) {
+      case 'since': return await this.broker.history(channel, read.since)
+      case 'recent': return await this.broker.recent(channel, read.count)
+      default: return await this.broker.history(channel)
+    }
+  }
+
+  /**
+   * A subscribe failed half way: channels it joined are left again, and channels the
+   * connection already held get what was held back for them, as they would have.
+   */
+  private unwind (member: Member, channels: readonly string[], asks: readonly ChannelAsk[]): void {
+    channels.forEach((channel, i) => {
+      const held = member.pendingEvents?.get(channel)
+      member.pendingEvents?.delete(channel)
+      if (asks[i].sentAfter !== undefined) {
+        for (const item of held ?? []) sendHeld(member, item)
+      } else if (this.members.has(member)) {
+        this.leave(member, channel)
+      }
+    })
+    if (member.pendingEvents?.size === 0) member.pendingEvents = null
   }
 
   /** The channels a connection holds. */
@@ -274,6 +327,17 @@ export class Hub {
     }
   }
 
+  /** Closes every connection whose identity matches (disconnect, revoke); returns how many. */
+  closeWhere (match: (identity: Connection['identity']) => boolean, code: number, reason: string): number {
+    let closed = 0
+    for (const connection of [...this.members]) {
+      if (!match(connection.identity)) continue
+      connection.close(code, reason)
+      closed++
+    }
+    return closed
+  }
+
   /** Closes every connection with the code (shutdown: 1012). */
   closeAll (code: number, reason: string): void {
     for (const connection of [...this.members]) connection.close(code, reason)
@@ -297,6 +361,24 @@ export class Hub {
     if (current === undefined) this.byChannel.set(channel, member)
     else if (current instanceof Set) current.add(member)
     else if (current !== member) this.byChannel.set(channel, new Set([current, member]))
+    if (this.tracksPresence(channel)) this.presence?.changed(channel)
+  }
+
+  /** A channel's local subscribers. */
+  private subscribersOf (channel: string): Iterable<Member> {
+    const current = this.byChannel.get(channel)
+    return current === undefined ? [] : current instanceof Set ? current : [current]
+  }
+
+  /** This instance's part of a channel's presence: its connections, and their distinct users. */
+  private localShare (channel: string): PresenceShare {
+    let connections = 0
+    const users = new Set<string>()
+    for (const member of this.subscribersOf(channel)) {
+      connections++
+      if (member.identity.userId !== null) users.add(member.identity.userId)
+    }
+    return { connections, userIds: [...users].sort() }
   }
 
   private leave (member: Member, channel: string): void {
@@ -314,6 +396,10 @@ export class Hub {
       this.byChannel.delete(channel)
       this.brokerSubscriptions.delete(channel)
       this.broker.unsubscribe(channel).catch(() => { /* the broker logs; nothing to undo here */ })
+    }
+    if (this.tracksPresence(channel)) {
+      if (empty) this.presence?.closed(channel)
+      else this.presence?.changed(channel)
     }
   }
 

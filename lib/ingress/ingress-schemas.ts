@@ -12,7 +12,7 @@ export const MAX_TARGETS = 1000
  * A number is used as its decimal digits, so only integers JSON carries exactly are ids:
  * 1234567890123456789 arrives as 1234567890123456800, another user's id, and is refused.
  */
-const Id = (description: string) => Type.Union([
+export const Id = (description: string) => Type.Union([
   Type.String({ minLength: 1, maxLength: 190, pattern: '^[A-Za-z0-9_\\-:.@]+$' }),
   Type.Integer({ minimum: -Number.MAX_SAFE_INTEGER, maximum: Number.MAX_SAFE_INTEGER })
 ], { description })

@@ -33,19 +33,21 @@ const REPLIES: Record<keyof typeof ClientFrames, ServerFrameType> = {
   'subscribe:admin': 'subscribed',
   'subscribe:orders': 'subscribed',
   'request:stats': 'stats',
+  'presence:get': 'presence',
   'auth:refresh': 'auth:refreshed'
 }
 
 const CLIENT_SUMMARIES: Record<keyof typeof ClientFrames, string> = {
   'system:ping': 'Application-level ping.',
-  subscribe: 'Subscribe to channels; with `since` (the last offset seen per channel) the missed events are replayed after the ack.',
+  subscribe: 'Subscribe to channels; with `since` (the last offset seen per channel) the missed events are replayed after the ack; with `rewind: n`, the last n events of each channel without since (rewind 1: the current state).',
   unsubscribe: 'Leave channels.',
   'room:join': 'Subscribe to one channel (`event:<id>`, `room:<name>`, …).',
   'room:leave': 'Leave one channel.',
   'subscribe:admin': 'Subscribe to `admin` (role admin).',
   'subscribe:orders': 'Admins get the `orders` channel; a user is told its orders already reach `user:<id>`.',
   'request:stats': 'Ask for cluster stats (role admin).',
-  'auth:refresh': 'Replace the token before it expires (same `sub`); the connection then lives until the new `exp`.'
+  'presence:get': 'Ask for a channel\'s live counts (a channel it may subscribe to, under PRESENCE_CHANNELS).',
+  'auth:refresh': 'Replace the token before it expires (same `sub`); the connection then lives until the new `exp`, with the new token\'s roles: channels they may not read are left (an `unsubscribed` frame without id says which).'
 }
 
 export const CHANNEL_ACL = [
@@ -129,6 +131,8 @@ export function buildAsyncApiDocument (options: AsyncApiOptions): Record<string,
   const operations: Record<string, unknown> = {
     'ws.connected': { action: 'send', channel: { $ref: '#/channels/websocket' }, summary: 'Greets every new connection.', messages: [ws('server.system.connected')] },
     'ws.event': { action: 'send', channel: { $ref: '#/channels/websocket' }, summary: 'Pushes the events of subscribed channels, in offset order.', messages: [ws('server.event')] },
+    'ws.reset': { action: 'send', channel: { $ref: '#/channels/websocket' }, summary: 'Announces a channel whose stream restarted, before its next event.', messages: [ws('server.system.reset')] },
+    'ws.presence': { action: 'send', channel: { $ref: '#/channels/websocket' }, summary: 'Pushes live counts of presence channels as they change.', messages: [ws('server.presence')] },
     'sse.stream': {
       action: 'send',
       channel: { $ref: '#/channels/sse' },

@@ -1,5 +1,6 @@
 import envSchema from 'env-schema'
 import { Type, type Static } from '@sinclair/typebox'
+import { HistoryPolicy, parseHistoryPolicy } from '../broker/history-policy.js'
 
 /**
  * Every environment variable the gateway reads, in one schema. Values arrive as
@@ -25,6 +26,7 @@ export const EnvSchema = Type.Object({
   JWT_AUDIENCE: Type.Optional(Type.String({ minLength: 1 })),
   ALLOW_ANONYMOUS: Type.Boolean({ default: false }),
   CORS_ORIGIN: Type.String({ default: '*', minLength: 1 }),
+  WS_ALLOWED_ORIGINS: Type.String({ default: '*', minLength: 1 }),
   TRUST_PROXY: Type.String({ default: 'false', minLength: 1 }),
 
   REDIS_URL: Type.Optional(Type.String({ minLength: 1 })),
@@ -37,7 +39,12 @@ export const EnvSchema = Type.Object({
 
   HISTORY_SIZE: int(100, 0, 100_000),
   HISTORY_TTL_SECONDS: int(300, 1, 86_400 * 30),
+  HISTORY_POLICY: Type.Optional(Type.String({ minLength: 1 })),
   LOW_STOCK_THRESHOLD: int(5, 0),
+  IDEMPOTENCY_TTL_SECONDS: int(300, 1, 86_400 * 7),
+  REVOCATION_TTL_SECONDS: int(86_400, 1, 86_400 * 365),
+  PRESENCE_CHANNELS: Type.String({ default: 'product:,event:,room:' }),
+  PRESENCE_INTERVAL_MS: int(2000, 100, 600_000),
 
   BODY_LIMIT_BYTES: int(1024 * 1024, 1024),
   EVENT_MAX_BYTES: int(64 * 1024, 256),
@@ -115,6 +122,16 @@ function checkSemantics (config: Config): void {
   if (Array.isArray(proxies) && !proxies.every((a) => PROXY_NAMES.has(a) || /^[0-9A-Fa-f.:]+(\/\d{1,3})?$/.test(a))) {
     throw new ConfigError('TRUST_PROXY', `must be true, false, or comma-separated proxy addresses, CIDRs, loopback, linklocal or uniquelocal (got ${JSON.stringify(config.TRUST_PROXY)})`)
   }
+  if (!listOf(config.PRESENCE_CHANNELS).every((p) => /^[A-Za-z0-9_\-:.@]{1,200}$/.test(p))) {
+    throw new ConfigError('PRESENCE_CHANNELS', `must be comma-separated channel name prefixes (got ${JSON.stringify(config.PRESENCE_CHANNELS)})`)
+  }
+  if (config.HISTORY_POLICY !== undefined) {
+    try {
+      parseHistoryPolicy(config.HISTORY_POLICY)
+    } catch (err) {
+      throw new ConfigError('HISTORY_POLICY', `${(err as Error).message} (e.g. user:=1000/86400,product:=1/86400)`)
+    }
+  }
   if (config.PUBLISH_MAX_BYTES < config.EVENT_MAX_BYTES) {
     throw new ConfigError('PUBLISH_MAX_BYTES', `must be at least EVENT_MAX_BYTES (${config.EVENT_MAX_BYTES})`)
   }
@@ -144,6 +161,11 @@ export function trustProxy (config: Pick<Config, 'TRUST_PROXY'>): boolean | stri
   if (value === 'false') return false
   if (value === 'true') return true
   return value.split(',').map((a) => a.trim()).filter((a) => a !== '')
+}
+
+/** The history each channel keeps: HISTORY_POLICY over the HISTORY_SIZE/HISTORY_TTL_SECONDS defaults. */
+export function historyPolicy (config: Pick<Config, 'HISTORY_SIZE' | 'HISTORY_TTL_SECONDS' | 'HISTORY_POLICY'>): HistoryPolicy {
+  return new HistoryPolicy({ size: config.HISTORY_SIZE, ttlSeconds: config.HISTORY_TTL_SECONDS }, parseHistoryPolicy(config.HISTORY_POLICY ?? ''))
 }
 
 export function corsOrigins (config: Pick<Config, 'CORS_ORIGIN'>): '*' | string[] {

@@ -74,6 +74,18 @@ export function createGatewayMetrics (registry: client.Registry) {
   const refusedConnections = new client.Counter({
     name: 'gateway_connections_refused_total', help: 'Connections refused, by reason', labelNames: ['transport', 'reason'], registers
   })
+  const refusedOrigins = new client.Counter({
+    name: 'gateway_origins_refused_total', help: 'WebSocket upgrades and SSE requests refused for their Origin (WS_ALLOWED_ORIGINS)', labelNames: ['transport'], registers
+  })
+  const idempotentReplays = new client.Counter({
+    name: 'gateway_idempotent_replays_total', help: 'Publishes answered from an earlier one with the same Idempotency-Key (nothing published again)', registers
+  })
+  const disconnects = new client.Counter({
+    name: 'gateway_disconnects_total', help: 'Connections closed on this instance by a disconnect or a revocation', labelNames: ['cause'], registers
+  })
+  const revocations = new client.Counter({
+    name: 'gateway_revocations_total', help: 'Revocations made through this instance, by kind (user, jti)', labelNames: ['kind'], registers
+  })
 
   return {
     bindGauges: (source: () => GaugeSource) => { gaugeSource = source },
@@ -81,6 +93,10 @@ export function createGatewayMetrics (registry: client.Registry) {
     slowClients,
     rateLimited,
     refusedConnections,
+    refusedOrigins,
+    idempotentReplays,
+    disconnects,
+    revocations,
     frameReceived: (type: string) => messagesReceived.inc({ type: typeLabel(type) }),
     delivered: (event: PublishedEvent, recipients: number) => {
       if (recipients > 0) messagesSent.inc({ type: typeLabel(event.type) }, recipients)

@@ -3,6 +3,7 @@ import { TypeCompiler } from '@sinclair/typebox/compiler'
 import { ChannelName } from '../auth/channels.js'
 import { ClientError, type ErrorCode } from '../core/errors.js'
 import type { StreamPosition } from '../core/event.js'
+import type { PresenceCounts } from '../core/presence.js'
 
 /**
  * The WebSocket protocol of CONTRACT §4 as schemas: every client frame is validated
@@ -22,7 +23,8 @@ export const ClientFrames = {
     id: RequestId,
     payload: Type.Object({
       channels: Channels,
-      since: Type.Optional(Type.Record(Type.String(), Since))
+      since: Type.Optional(Type.Record(Type.String(), Since)),
+      rewind: Type.Optional(Type.Integer({ minimum: 1, description: 'the last n events of each channel without since, then live' }))
     })
   }),
   unsubscribe: Type.Object({
@@ -35,6 +37,11 @@ export const ClientFrames = {
   'subscribe:admin': Type.Object({ type: Type.Literal('subscribe:admin'), id: RequestId }),
   'subscribe:orders': Type.Object({ type: Type.Literal('subscribe:orders'), id: RequestId }),
   'request:stats': Type.Object({ type: Type.Literal('request:stats'), id: RequestId }),
+  'presence:get': Type.Object({
+    type: Type.Literal('presence:get'),
+    id: RequestId,
+    payload: Type.Object({ channel: ChannelName })
+  }),
   'auth:refresh': Type.Object({
     type: Type.Literal('auth:refresh'),
     id: RequestId,
@@ -94,6 +101,9 @@ export const serverFrame = {
     JSON.stringify({ type: 'error', id, payload: { code, message } }),
   reply: (type: string, id: string | number | undefined, payload?: unknown) =>
     JSON.stringify({ type, id, payload }),
+  /** A channel's live counts; `id` when it answers presence:get. */
+  presence: (channel: string, counts: PresenceCounts, id?: string | number) =>
+    JSON.stringify({ type: 'presence', id, channel, payload: { connections: counts.connections, users: counts.users } }),
   /** The channel's stream restarted: its next events count on from `position`. */
   reset: (channel: string, position: StreamPosition) =>
     JSON.stringify({ type: 'system:reset', channel, payload: { position: { offset: position.offset, epoch: position.epoch } } })

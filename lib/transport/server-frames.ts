@@ -25,6 +25,7 @@ export const CLOSE_CODES: Record<keyof typeof CloseCode, { code: number, meaning
   SERVICE_RESTART: { code: CloseCode.SERVICE_RESTART, meaning: 'server restarting (graceful shutdown): reconnect, possibly to another instance, and resubscribe with since' },
   TRY_AGAIN_LATER: { code: CloseCode.TRY_AGAIN_LATER, meaning: 'connection limit reached (MAX_CONNECTIONS or MAX_CONNECTIONS_PER_USER): try again later' },
   TOKEN_EXPIRED: { code: CloseCode.TOKEN_EXPIRED, meaning: 'the token expired: reconnect with a fresh token (or send auth:refresh before exp)' },
+  DISCONNECTED: { code: CloseCode.DISCONNECTED, meaning: 'disconnected by an admin or service, or the token was revoked: do not reconnect with the same token' },
   TOO_SLOW: { code: CloseCode.TOO_SLOW, meaning: 'too slow: the send buffer overflowed SEND_BUFFER_LIMIT_BYTES; a client that stopped reading may only see the connection drop' }
 }
 
@@ -35,6 +36,10 @@ const Position = Type.Object({
   epoch: Type.String({ description: 'offsets of different epochs are not comparable' })
 }, { additionalProperties: false })
 const strict = { additionalProperties: false }
+const Presence = Type.Object({
+  connections: Type.Integer({ minimum: 0, description: 'connections subscribed to the channel, on every instance' }),
+  users: Type.Integer({ minimum: 0, description: 'distinct signed-in users among them (anonymous connections count in connections only)' })
+}, strict)
 
 export const ServerFrames = {
   'system:connected': Type.Object({
@@ -77,6 +82,17 @@ export const ServerFrames = {
     type: Type.Literal('auth:refreshed'),
     id: RequestId
   }, { ...strict, description: 'answers auth:refresh: the connection now lives until the new token\'s exp' }),
+  presence: Type.Object({
+    type: Type.Literal('presence'),
+    id: RequestId,
+    channel: ChannelName,
+    payload: Presence
+  }, { ...strict, description: 'a channel\'s live counts over every instance: right after subscribing to a channel under PRESENCE_CHANNELS, then as they change (at most once per PRESENCE_INTERVAL_MS); also the answer to presence:get. Not an event: no offset, never replayed' }),
+  'system:reset': Type.Object({
+    type: Type.Literal('system:reset'),
+    channel: ChannelName,
+    payload: Type.Object({ position: Position }, strict)
+  }, { ...strict, description: 'the channel\'s stream restarted (its history was lost, a new epoch) or skipped events: its next events count on from position; reload the channel\'s state' }),
   error: Type.Object({
     type: Type.Literal('error'),
     id: RequestId,
@@ -111,7 +127,19 @@ export const SseEvents = {
   }, { ...strict, description: 'the first event of every stream; it carries an id: cursor' }),
   'system:recovery': Type.Object({
     recovered: Type.Boolean()
-  }, { ...strict, description: 'sent when Last-Event-ID/lastEventId could not be fully recovered: reload state' })
+  }, { ...strict, description: 'sent when Last-Event-ID/lastEventId could not be fully recovered: reload state' }),
+  'system:disconnect': Type.Object({
+    code: Type.Literal(CloseCode.DISCONNECTED),
+    reason: Type.String()
+  }, { ...strict, description: 'an admin or service disconnected the user, or revoked its token: the stream ends; do not reconnect with the same token' }),
+  presence: Type.Object({
+    channel: ChannelName,
+    payload: Presence
+  }, { ...strict, description: 'a channel\'s live counts (as the WebSocket presence frame); no id: line' }),
+  'system:reset': Type.Object({
+    channel: ChannelName,
+    payload: Type.Object({ position: Position }, strict)
+  }, { ...strict, description: 'the channel\'s stream restarted: its next events count on from position (the id: cursor moves there); reload its state' })
 } satisfies Record<string, TSchema>
 
 /** The data of every other SSE event; its `event:` line is the event type and its `id:` the resume cursor. */

@@ -1,6 +1,8 @@
 import type { ServerResponse } from 'node:http'
+import { CloseCode } from '../core/errors.js'
 import { type Connection, HubMember } from '../hub/connection.js'
 import type { EncodedEvent, StreamPosition } from '../core/event.js'
+import type { PresenceCounts } from '../core/presence.js'
 import type { Identity } from '../auth/identity.js'
 import { encodeCursor } from './sse-cursor.js'
 
@@ -62,6 +64,11 @@ export class SseConnection extends HubMember implements Connection {
     this.sendSystem('system:reset', { channel, payload: { position: { offset: position.offset, epoch: position.epoch } } }, true)
   }
 
+  /** `event: presence`: not an event of the channel, so no `id:` (CONTRACT §5, §8). */
+  sendPresence (channel: string, counts: PresenceCounts): void {
+    this.sendSystem('presence', { channel, payload: { connections: counts.connections, users: counts.users } })
+  }
+
   /** Writes a named event with no cursor change (system events). */
   sendSystem (event: string, data: unknown, withCursor = false): void {
     const id = withCursor ? `id: ${this.cursor()}\n` : ''
@@ -72,9 +79,14 @@ export class SseConnection extends HubMember implements Connection {
     this.write(': heartbeat\n\n')
   }
 
-  /** SSE has no close codes; the stream just ends and EventSource reconnects. */
-  close (_code: number, _reason: string): void {
+  /**
+   * SSE has no close codes: the stream just ends (and EventSource reconnects). A disconnect
+   * (4003) says so first, with `event: system:disconnect`, so the client does not come back
+   * with the same token.
+   */
+  close (code: number, reason: string): void {
     if (this.closed) return
+    if (code === CloseCode.DISCONNECTED) this.sendSystem('system:disconnect', { code, reason })
     this.closed = true
     this.res.end()
   }

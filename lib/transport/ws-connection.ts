@@ -3,6 +3,7 @@ import type { WebSocket } from 'ws'
 import { type Connection, HubMember } from '../hub/connection.js'
 import { CloseCode } from '../core/errors.js'
 import type { EncodedEvent, StreamPosition } from '../core/event.js'
+import type { PresenceCounts } from '../core/presence.js'
 import type { Identity } from '../auth/identity.js'
 import { batchesFirstFrame, type Flushable, joinBatch } from '../core/write-batch.js'
 import { serverFrame } from './protocol.js'
@@ -72,6 +73,10 @@ export class WsConnection<O extends WsConnectionOptions = WsConnectionOptions> e
 
   sendReset (channel: string, position: StreamPosition): void {
     this.send(serverFrame.reset(channel, position))
+  }
+
+  sendPresence (channel: string, counts: PresenceCounts): void {
+    this.send(serverFrame.presence(channel, counts))
   }
 
   /** Sends a text frame (a string, or UTF-8 bytes) unless the client has fallen too far behind. */

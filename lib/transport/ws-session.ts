@@ -22,6 +22,8 @@ export interface WsSessionDeps extends WsConnectionOptions {
   verifyToken(token: string): Identity
   /** The stats of GET /realtime/stats. */
   stats(): Promise<unknown>
+  /** The largest `rewind` a subscribe may ask: the largest history any channel keeps. */
+  maxRewind: number
   log: SessionLogger
   rateLimit: { perSecond: number, burst: number, strikes: number }
   onFrame?: (type: string) => void
@@ -127,8 +129,13 @@ export class WsSession extends WsConnection<WsSessionDeps> implements Expiring, 
     switch (frame.type) {
       case 'system:ping':
         return this.send(serverFrame.pong(frame.id))
-      case 'subscribe':
-        return await this.subscribe(frame.payload.channels, frame.id, 'subscribed', frame.payload.since)
+      case 'subscribe': {
+        const { channels, since, rewind } = frame.payload
+        if (rewind !== undefined && rewind > this.deps.maxRewind) {
+          throw new ClientError('bad_request', `rewind must be an integer from 1 to ${this.deps.maxRewind}`)
+        }
+        return await this.subscribe(channels, frame.id, 'subscribed', since, rewind)
+      }
       case 'unsubscribe':
         return this.unsubscribe(frame.payload.channels, frame.id, 'unsubscribed')
       case 'room:join':
@@ -150,23 +157,32 @@ export class WsSession extends WsConnection<WsSessionDeps> implements Expiring, 
         return this.send(serverFrame.reply('stats', frame.id, await this.deps.stats()))
       case 'auth:refresh':
         return this.refresh(frame.payload.token, frame.id)
+      case 'presence:get':
+        return await this.presence(frame.payload.channel, frame.id)
     }
   }
 
   private async subscribe (
-    channels: string[], id: string | number | undefined, replyType: string, since?: Record<string, SincePosition>
+    channels: string[], id: string | number | undefined, replyType: string, since?: Record<string, SincePosition>, rewind?: number
   ): Promise<void> {
     const forbidden = channels.filter((c) => !canSubscribe(this.identity, c))
     if (forbidden.length > 0) {
       throw new ClientError('forbidden', `not allowed to subscribe to ${forbidden.slice(0, 5).join(', ')}`)
     }
-    const outcome = await this.deps.hub.subscribe(this, channels, since)
+    const outcome = await this.deps.hub.subscribe(this, channels, since, rewind)
     this.send(serverFrame.reply(replyType, id, {
       channels,
       positions: outcome.positions,
       recovered: outcome.recovered
     }))
     outcome.replay()
+  }
+
+  private async presence (channel: string, id: string | number | undefined): Promise<void> {
+    if (!canSubscribe(this.identity, channel)) throw new ClientError('forbidden', `not allowed to read ${channel}`)
+    const totals = await this.deps.hub.presenceOf(channel)
+    if (totals === undefined) throw new ClientError('bad_request', `presence is kept only for channels under PRESENCE_CHANNELS; ${channel} is not`)
+    this.send(serverFrame.presence(channel, totals, id))
   }
 
   private unsubscribe (channels: string[], id: string | number | undefined, replyType: string): void {

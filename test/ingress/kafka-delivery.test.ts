@@ -23,7 +23,9 @@ class FlakyBroker implements Broker {
   unsubscribe = async (channel: string) => await this.inner.unsubscribe(channel)
   position = async (channel: string) => await this.inner.position(channel)
   history = async (channel: string, since?: SincePosition) => await this.inner.history(channel, since)
+  recent = async (channel: string, count: number) => await this.inner.recent(channel, count)
   isReady = () => true
+  get control () { return this.inner.control }
   close = async () => await this.inner.close()
 }
 

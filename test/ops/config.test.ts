@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
-import { ConfigError, corsOrigins, kafkaBrokerList, loadConfig, trustProxy } from '../../lib/ops/config.js'
+import { ConfigError, corsOrigins, historyPolicy, kafkaBrokerList, loadConfig, trustProxy } from '../../lib/ops/config.js'
 import { mintToken } from '../../lib/auth/token.js'
 import { freePort } from '../support/ports.js'
 import { buildServer, spawnServer, within } from '../support/server-process.js'
@@ -64,7 +64,15 @@ t.test('an invalid value is a ConfigError whose one-line message names the varia
     [{ LOG_LEVEL: 'loud' }, 'LOG_LEVEL'],
     [{ LOW_STOCK_THRESHOLD: '2.5' }, 'LOW_STOCK_THRESHOLD'],
     [{ JWT_PUBLIC_KEY: 'not a pem' }, 'JWT_PUBLIC_KEY'],
-    [{ NODE_ENV: 'production' }, 'JWT_SECRET']
+    [{ NODE_ENV: 'production' }, 'JWT_SECRET'],
+    [{ HISTORY_POLICY: 'user:1000/86400' }, 'HISTORY_POLICY'],
+    [{ HISTORY_POLICY: 'user:=1000' }, 'HISTORY_POLICY'],
+    [{ HISTORY_POLICY: 'user:=1000/0' }, 'HISTORY_POLICY'],
+    [{ HISTORY_POLICY: 'user:=200000/60' }, 'HISTORY_POLICY'],
+    [{ HISTORY_POLICY: 'us er:=10/60' }, 'HISTORY_POLICY'],
+    [{ HISTORY_POLICY: 'user:=1/60,user:=2/60' }, 'HISTORY_POLICY'],
+    [{ EVENT_MAX_BYTES: '100000', PUBLISH_MAX_BYTES: '50000' }, 'PUBLISH_MAX_BYTES'],
+    [{ REQUEST_TIMEOUT_MS: '10' }, 'REQUEST_TIMEOUT_MS']
   ]
   for (const [env, variable] of cases) {
     let error: unknown
@@ -76,6 +84,15 @@ t.test('an invalid value is a ConfigError whose one-line message names the varia
     t.notMatch(error.message, /\n/, 'one line')
   }
   t.doesNotThrow(() => loadConfig({ NODE_ENV: 'production', JWT_SECRET: 'a-real-secret' }), 'production with a secret starts')
+})
+
+t.test('HISTORY_POLICY: the longest matching prefix wins; the defaults elsewhere', async (t) => {
+  const policy = historyPolicy(loadConfig({ HISTORY_SIZE: '10', HISTORY_TTL_SECONDS: '60', HISTORY_POLICY: ' user:=1000/86400 , user:vip=5/30,product:=1/86400' }))
+  t.same(policy.of('user:42'), { prefix: 'user:', size: 1000, ttlSeconds: 86400 })
+  t.same(policy.of('user:vip-1'), { prefix: 'user:vip', size: 5, ttlSeconds: 30 })
+  t.same(policy.of('product:7'), { prefix: 'product:', size: 1, ttlSeconds: 86400 })
+  t.same(policy.of('room:x'), { size: 10, ttlSeconds: 60 })
+  t.equal(policy.maxSize, 1000)
 })
 
 t.test('TRUST_PROXY: off by default, true, a hop count or proxy addresses', async (t) => {

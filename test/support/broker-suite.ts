@@ -3,8 +3,10 @@ import type { Test } from 'tap'
 import type { Broker, BrokerOptions, SincePosition } from '../../lib/broker/broker.js'
 import { type Connection, HubMember } from '../../lib/hub/connection.js'
 import type { EncodedEvent, PublishedEvent, StreamPosition } from '../../lib/core/event.js'
+import type { PresenceCounts } from '../../lib/core/presence.js'
 import { Hub, type SubscribeOutcome } from '../../lib/hub/hub.js'
 import { ANONYMOUS } from '../../lib/auth/identity.js'
+import { HistoryPolicy } from '../../lib/broker/history-policy.js'
 
 /**
  * ONE suite for every broker backend (mqemitter's abstractTest): the memory and Redis
@@ -54,6 +56,8 @@ export class RecordingConnection extends HubMember implements Connection {
   readonly resets: Array<{ channel: string, position: StreamPosition }> = []
   sendEvent (event: EncodedEvent): void { this.received.push(event.event) }
   sendReset (channel: string, position: StreamPosition): void { this.resets.push({ channel, position }) }
+  readonly presence: Array<{ channel: string, counts: PresenceCounts }> = []
+  sendPresence (channel: string, counts: PresenceCounts): void { this.presence.push({ channel, counts }) }
   close (): void {}
 }
 
@@ -166,6 +170,33 @@ export function brokerSuite (t: Test, factory: BrokerFactory): void {
     t.same(result.events, [])
   })
 
+  t.test('recent(count): the last events held, oldest first, with the position', async (t) => {
+    const { broker } = await make(t, { historySize: 5 })
+    const channel = suiteChannel('recent')
+    const empty = await broker.recent(channel, 3)
+    t.same([empty.events, empty.position.offset, empty.recovered], [[], 0, true], 'an empty channel: nothing, offset 0')
+    t.equal(empty.position.epoch, (await broker.position(channel)).epoch, 'the same computed epoch as position()')
+    const published: PublishedEvent[] = []
+    for (let i = 1; i <= 7; i++) published.push(await broker.publish(draft(channel, i)))
+    const position = { offset: 7, epoch: published[0].epoch }
+    t.same(await broker.recent(channel, 1), { events: published.slice(6), position, recovered: true }, 'the latest: the current state')
+    t.same(offsets((await broker.recent(channel, 3)).events), [5, 6, 7])
+    t.same(offsets((await broker.recent(channel, 50)).events), [3, 4, 5, 6, 7], 'fewer when the history holds fewer')
+  })
+
+  t.test('HISTORY_POLICY: each channel keeps what its longest matching prefix says', async (t) => {
+    const policy = new HistoryPolicy({ size: 4, ttlSeconds: 300 }, [
+      { prefix: 'room:suite-pol', size: 2, ttlSeconds: 300 },
+      { prefix: 'room:suite-polbig', size: 10, ttlSeconds: 300 }
+    ])
+    const { broker } = await make(t, { historySize: 4, policy })
+    const [small, big, other] = [suiteChannel('polsmall'), suiteChannel('polbig'), suiteChannel('other')]
+    for (let i = 1; i <= 12; i++) for (const channel of [small, big, other]) await broker.publish(draft(channel, i))
+    t.same(offsets((await broker.recent(small, 100)).events), [11, 12], 'room:suite-pol keeps 2')
+    t.same(offsets((await broker.recent(big, 100)).events), range(3, 12), 'the longer prefix room:suite-polbig keeps 10')
+    t.same(offsets((await broker.recent(other, 100)).events), [9, 10, 11, 12], 'no prefix: the default 4')
+  })
+
   t.test('200 concurrent publishes on one channel: distinct consecutive offsets, in issue order', async (t) => {
     const { broker } = await make(t, { historySize: 500 })
     const channel = suiteChannel('concurrent')
@@ -203,27 +234,30 @@ export async function seamScenario (t: Test, hub: Hub, publisher: Broker): Promi
       if (n % 4 === 3) await sleep(1)
     }
   })()
-  const subscriptions: Array<Promise<{ connection: RecordingConnection, since?: SincePosition, outcome: SubscribeOutcome }>> = []
-  for (let round = 0; round < 6; round++) {
+  const subscriptions: Array<Promise<{ connection: RecordingConnection, since?: SincePosition, rewind?: number, outcome: SubscribeOutcome }>> = []
+  for (let round = 0; round < 9; round++) {
     await sleep(5)
     const connection = new RecordingConnection()
     hub.add(connection)
-    // Alternate a live-edge subscription with a recovering one that starts a little back.
-    const since = round % 2 === 0 ? undefined : { offset: Math.max(0, (await publisher.position(channel)).offset - 7) }
-    subscriptions.push(hub.subscribe(connection, [channel], since === undefined ? {} : { [channel]: since }).then((outcome) => {
+    // In turn: a live-edge subscription, a recovering one that starts a little back, one that rewinds.
+    const since = round % 3 === 1 ? { offset: Math.max(0, (await publisher.position(channel)).offset - 7) } : undefined
+    const rewind = round % 3 === 2 ? 5 : undefined
+    subscriptions.push(hub.subscribe(connection, [channel], since === undefined ? {} : { [channel]: since }, rewind).then((outcome) => {
       outcome.replay()
-      return { connection, since, outcome }
+      return { connection, since, rewind, outcome }
     }))
   }
   await publishing
   const subscribed = await Promise.all(subscriptions)
-  for (const { connection, since, outcome } of subscribed) {
+  for (const { connection, since, rewind, outcome } of subscribed) {
     const recovered = outcome.recovered[channel]
-    const start = since !== undefined && recovered ? since.offset : outcome.positions[channel].offset
+    const position = outcome.positions[channel].offset
+    const start = since !== undefined && recovered ? since.offset : rewind !== undefined ? Math.max(0, position - rewind) : position
+    t.same(outcome.startsAfter[channel], { offset: start, epoch: outcome.positions[channel].epoch }, 'startsAfter says where it starts')
     const deadline = Date.now() + WAIT_MS
     while (connection.received.length < total - start && Date.now() < deadline) await sleep(10)
-    t.same(offsets(connection.received), range(start + 1, total),
-      `a connection from ${since === undefined ? 'the live edge' : `since ${since.offset}`} got ${start + 1}..${total} once each`)
+    const from = since === undefined ? rewind === undefined ? 'the live edge' : `rewind ${rewind}` : `since ${since.offset}`
+    t.same(offsets(connection.received), range(start + 1, total), `a connection from ${from} got ${start + 1}..${total} once each`)
     if (since !== undefined) t.equal(recovered, true, 'history covered the since position')
   }
 }

@@ -66,12 +66,24 @@ type Frame = Record<string, any>
  */
 export class WsClient {
   readonly frames: Frame[] = []
+  /**
+   * Presence frames (not events: they come on their own schedule), kept apart so tests about
+   * events need not skip them; `nextPresence` waits for one.
+   */
+  readonly presence: Frame[] = []
+  private presenceWaiters: Array<{ match: (f: Frame) => boolean, resolve: (f: Frame) => void }> = []
   private readonly waiters: Array<{ match: (f: Frame) => boolean, resolve: (f: Frame) => void }> = []
   readonly closed: Promise<{ code: number, reason: string }>
 
   private constructor (readonly socket: WebSocket) {
     socket.on('message', (data) => {
       const frame = JSON.parse(data.toString()) as Frame
+      if (frame.type === 'presence' && frame.id === undefined) {
+        const w = this.presenceWaiters.findIndex((waiter) => waiter.match(frame))
+        if (w >= 0) this.presenceWaiters.splice(w, 1)[0].resolve(frame)
+        else this.presence.push(frame)
+        return
+      }
       const i = this.waiters.findIndex((w) => w.match(frame))
       if (i >= 0) this.waiters.splice(i, 1)[0].resolve(frame)
       else this.frames.push(frame)
@@ -116,6 +128,20 @@ export class WsClient {
     })
   }
 
+  /** The next presence frame (pushed, not asked for) matching `match`. */
+  nextPresence (match: (f: Frame) => boolean = () => true, timeoutMs = 8000): Promise<Frame> {
+    const i = this.presence.findIndex(match)
+    if (i >= 0) return Promise.resolve(this.presence.splice(i, 1)[0])
+    return new Promise((resolve, reject) => {
+      const waiter = { match, resolve: (f: Frame) => { clearTimeout(timer); resolve(f) } }
+      const timer = setTimeout(() => {
+        this.presenceWaiters.splice(this.presenceWaiters.indexOf(waiter), 1)
+        reject(new Error(`no matching presence frame within ${timeoutMs} ms; queued: ${JSON.stringify(this.presence).slice(0, 500)}`))
+      }, timeoutMs)
+      this.presenceWaiters.push(waiter)
+    })
+  }
+
   /** Sends a frame with an id and waits for the answer carrying the same id. */
   async request (frame: Frame): Promise<Frame> {
     const id = frame.id ?? `r${Math.random().toString(36).slice(2)}`
@@ -127,7 +153,7 @@ export class WsClient {
     return await this.request({ type: 'subscribe', payload: { channels, since } })
   }
 
-  /** Events (frames with a channel) received so far and not yet taken. */
+  /** Events (and resets: frames with a channel) received so far and not yet taken. */
   events (channel?: string): Frame[] {
     return this.frames.filter((f) => f.channel !== undefined && (channel === undefined || f.channel === channel))
   }
@@ -145,6 +171,8 @@ export interface SseEvent { id?: string, event: string, data: any }
  */
 export class SseClient {
   readonly events: SseEvent[] = []
+  /** `event: presence` blocks, kept apart from the events (see WsClient.presence). */
+  readonly presence: SseEvent[] = []
   comments = 0
   status = 0
   headers = new Headers()
@@ -204,7 +232,8 @@ export class SseClient {
     const text = data.join('\n')
     let parsed: unknown = text
     try { parsed = JSON.parse(text) } catch { /* plain text */ }
-    this.events.push({ id, event, data: parsed })
+    if (event === 'presence') this.presence.push({ id, event, data: parsed })
+    else this.events.push({ id, event, data: parsed })
     this.wake()
   }
 

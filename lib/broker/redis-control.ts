@@ -1,0 +1,108 @@
+import type { Redis } from 'ioredis'
+import type { Revocation } from '../auth/revocations.js'
+import { BrokerUnavailableError } from './broker.js'
+import type { ControlBackend, ControlMessage } from './control.js'
+
+/**
+ * Disconnects and revocations over Redis (lib/broker/control.ts): a message is published on
+ * the deployment's control channel, which every instance's subscriber connection holds;
+ * revocations are kept in the hash `P revocations` (a field per user or jti, holding when it
+ * ends), which an instance reads at start and whenever its subscriber connection comes back.
+ */
+export interface ControlLayout {
+  readonly controlChannel: string
+  readonly revocationsKey: string
+}
+
+/** Merges a revocation into its field: the later issuedBefore and the later end win. */
+const STORE_SCRIPT = `
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+local new = cjson.decode(ARGV[2])
+if old then
+  local prev = cjson.decode(old)
+  -- ('until' is a Lua keyword: fields by name in brackets.)
+  if prev['until'] and prev['until'] > new['until'] then new['until'] = prev['until'] end
+  if prev['issuedBefore'] and new['issuedBefore'] and prev['issuedBefore'] > new['issuedBefore'] then new['issuedBefore'] = prev['issuedBefore'] end
+end
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(new))
+return 1
+`
+
+type ScriptedRedis = Redis & { rtgStoreRevocation(key: string, field: string, value: string): Promise<number> }
+
+export class RedisControl implements ControlBackend {
+  private listener: (message: ControlMessage) => void = () => {}
+  private readonly resyncListeners: Array<() => void> = []
+
+  constructor (private readonly redis: Redis, private readonly layout: ControlLayout) {
+    redis.defineCommand('rtgStoreRevocation', { numberOfKeys: 1, lua: STORE_SCRIPT })
+  }
+
+  async send (message: ControlMessage): Promise<void> {
+    try {
+      await this.redis.publish(this.layout.controlChannel, JSON.stringify(message))
+    } catch (err) {
+      throw new BrokerUnavailableError('redis did not take the control message', { cause: err })
+    }
+  }
+
+  onMessage (listener: (message: ControlMessage) => void): void {
+    this.listener = listener
+  }
+
+  onResync (listener: () => void): void {
+    this.resyncListeners.push(listener)
+  }
+
+  async store (revocation: Revocation): Promise<void> {
+    try {
+      await (this.redis as ScriptedRedis).rtgStoreRevocation(this.layout.revocationsKey, fieldOf(revocation), JSON.stringify(revocation))
+    } catch (err) {
+      throw new BrokerUnavailableError('redis did not keep the revocation', { cause: err })
+    }
+  }
+
+  async load (): Promise<Revocation[]> {
+    const fields = await this.redis.hgetall(this.layout.revocationsKey)
+    const now = Date.now()
+    const live: Revocation[] = []
+    const ended: string[] = []
+    for (const [field, text] of Object.entries(fields)) {
+      const revocation = parseRevocation(text)
+      if (revocation === null || revocation.until <= now) ended.push(field)
+      else live.push(revocation)
+    }
+    if (ended.length > 0) await this.redis.hdel(this.layout.revocationsKey, ...ended)
+    return live
+  }
+
+  /** A message on the control channel. */
+  receive (text: string): void {
+    let message: ControlMessage
+    try {
+      message = JSON.parse(text) as ControlMessage
+    } catch {
+      return
+    }
+    if (message.kind === 'disconnect' || message.kind === 'revoke') this.listener(message)
+  }
+
+  /** The subscriber connection (re)subscribed: messages may have been missed meanwhile. */
+  resynced (): void {
+    for (const listener of this.resyncListeners) listener()
+  }
+}
+
+const fieldOf = (r: Revocation): string => r.kind === 'user' ? `u:${r.userId}` : `j:${r.jti}`
+
+function parseRevocation (text: string): Revocation | null {
+  try {
+    const r = JSON.parse(text) as Revocation
+    if (typeof r.until !== 'number') return null
+    if (r.kind === 'user' && typeof r.userId === 'string' && typeof r.issuedBefore === 'number') return r
+    if (r.kind === 'jti' && typeof r.jti === 'string') return r
+    return null
+  } catch {
+    return null
+  }
+}

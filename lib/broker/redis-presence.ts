@@ -1,0 +1,116 @@
+import type { Redis } from 'ioredis'
+import type { PresenceBackend, PresenceShare } from '../core/presence.js'
+
+/**
+ * Presence shares between instances over Redis (lib/core/presence.ts). Per channel under
+ * PRESENCE_CHANNELS, a hash `P presence:<ch>` holds each instance's share in a field named
+ * after it; a change is stored there and announced on the channel's own pub/sub (the
+ * instances that hold the channel are subscribed to it already), as `~p` and JSON, which no
+ * broker entry can start with. A sorted set `P presence-nodes` holds each instance's last
+ * heartbeat by Redis's clock: shares of an instance not heard from within `deadMs` do not
+ * count, so a crashed instance drops out by itself.
+ *
+ * Cost: nothing per event; per instance, one heartbeat call per interval; per channel and
+ * instance, one write (HSET or HDEL, EXPIRE, PUBLISH) per interval at most, only when its
+ * share changed, and once an hour to keep the hash alive (docs/operations.md).
+ */
+export const PRESENCE_MESSAGE = '~p'
+
+export interface PresenceLayout {
+  /** The hash of a channel's shares. */
+  sharesKey(channel: string): string
+  /** The sorted set of instance heartbeats. */
+  readonly nodesKey: string
+  /** Where the channel's messages are published. */
+  pubsubName(channel: string): string
+}
+
+/** How a share travels in the hash and on pub/sub. */
+interface WireShare { c: number, u: string[] }
+interface WireMessage { n: string, s: WireShare | null }
+
+const BEAT_SCRIPT = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 10)
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+`
+
+/** A share hash outlives the last write to it by this: every holder rewrites its share hourly. */
+const SHARES_TTL_SECONDS = 3 * 3600
+
+type BeatingRedis = Redis & { rtgPresenceBeat(key: string, nodeId: string, deadMs: number): Promise<string[]> }
+
+export class RedisPresence implements PresenceBackend {
+  private listener: (channel: string, nodeId: string, share: PresenceShare | null) => void = () => {}
+  private live: Set<string> | null = null
+
+  constructor (
+    private readonly redis: Redis,
+    private readonly layout: PresenceLayout,
+    private readonly nodeId: string,
+    private readonly deadMs: number,
+    /** Publishes on a channel's pub/sub (PUBLISH; SPUBLISH on a cluster). */
+    private readonly publish: (name: string, message: string) => Promise<unknown>
+  ) {
+    redis.defineCommand('rtgPresenceBeat', { numberOfKeys: 1, lua: BEAT_SCRIPT })
+  }
+
+  onShare (listener: (channel: string, nodeId: string, share: PresenceShare | null) => void): void {
+    this.listener = listener
+  }
+
+  async beat (): Promise<Set<string>> {
+    this.live = new Set(await (this.redis as BeatingRedis).rtgPresenceBeat(this.layout.nodesKey, this.nodeId, this.deadMs))
+    return this.live
+  }
+
+  async load (channel: string): Promise<Map<string, PresenceShare>> {
+    const live = this.live ?? await this.beat()
+    const fields = await this.redis.hgetall(this.layout.sharesKey(channel))
+    const shares = new Map<string, PresenceShare>()
+    for (const [nodeId, text] of Object.entries(fields)) {
+      if (nodeId === this.nodeId || !live.has(nodeId)) continue
+      const share = parseShare(text)
+      if (share !== null) shares.set(nodeId, share)
+    }
+    return shares
+  }
+
+  async write (channel: string, share: PresenceShare | null): Promise<void> {
+    const key = this.layout.sharesKey(channel)
+    const wire: WireShare | null = share === null ? null : { c: share.connections, u: share.userIds }
+    const tx = this.redis.multi()
+    if (wire === null) tx.hdel(key, this.nodeId)
+    else tx.hset(key, this.nodeId, JSON.stringify(wire)).expire(key, SHARES_TTL_SECONDS)
+    await tx.exec()
+    await this.publish(this.layout.pubsubName(channel), PRESENCE_MESSAGE + JSON.stringify({ n: this.nodeId, s: wire } satisfies WireMessage))
+  }
+
+  /** A `~p` message arrived on a held channel's pub/sub. */
+  receive (channel: string, message: string): void {
+    let parsed: WireMessage
+    try {
+      parsed = JSON.parse(message.slice(PRESENCE_MESSAGE.length)) as WireMessage
+    } catch {
+      return
+    }
+    if (typeof parsed.n !== 'string' || parsed.n === this.nodeId) return
+    this.listener(channel, parsed.n, parsed.s === null ? null : parseWire(parsed.s))
+  }
+}
+
+function parseShare (text: string): PresenceShare | null {
+  try {
+    return parseWire(JSON.parse(text) as WireShare)
+  } catch {
+    return null
+  }
+}
+
+function parseWire (wire: WireShare): PresenceShare | null {
+  if (typeof wire !== 'object' || wire === null || !Number.isSafeInteger(wire.c) || !Array.isArray(wire.u)) return null
+  return { connections: wire.c, userIds: wire.u.filter((u): u is string => typeof u === 'string') }
+}

@@ -1,0 +1,193 @@
+import {
+  EMPTY_SHARE, type PresenceBackend, type PresenceCounts, type PresenceShare, type PresenceTotals, sameShare, totalsOf
+} from '../core/presence.js'
+
+export interface PresenceLogger {
+  warn(obj: object, msg: string): void
+}
+
+export interface PresenceTrackerOptions {
+  intervalMs: number
+  /** Other instances' shares; absent on the memory broker (this instance is all there is). */
+  backend?: PresenceBackend
+  /** This instance's share of a channel, counted from the hub's registry. */
+  localShare(channel: string): PresenceShare
+  /** Sends the counts to every local subscriber of the channel. */
+  push(channel: string, counts: PresenceCounts): void
+  log?: PresenceLogger
+  /** How often every held share is written again even when unchanged, so Redis's copy never expires under it. */
+  refreshMs?: number
+}
+
+interface ChannelState {
+  /** Other live instances' shares. */
+  remote: Map<string, PresenceShare>
+  /** What this instance last told the others. */
+  written?: PresenceShare
+  /** What the local subscribers were last told. */
+  pushed?: PresenceCounts
+  /** Held locally (false once the last local subscriber left: the share still has to be withdrawn). */
+  held: boolean
+}
+
+const DEFAULT_REFRESH_MS = 3_600_000
+
+/**
+ * The moving part of presence (lib/hub/presence.ts): which channels' shares changed, one
+ * timer for all of them, the throttle (each channel's subscribers are told at most once per
+ * interval), and the other instances' shares of the channels held here.
+ */
+export class PresenceTracker {
+  private readonly channels = new Map<string, ChannelState>()
+  /** Channels whose local share may have changed since the last tick. */
+  private readonly localDirty = new Set<string>()
+  /** Channels whose totals may have changed since the last tick. */
+  private readonly totalsDirty = new Set<string>()
+  private readonly timer: NodeJS.Timeout
+  private live: Set<string> | null = null
+  private lastRefresh = Date.now()
+  private ticking = false
+
+  constructor (private readonly options: PresenceTrackerOptions) {
+    options.backend?.onShare((channel, nodeId, share) => this.onShare(channel, nodeId, share))
+    this.timer = setInterval(() => { void this.tick() }, options.intervalMs)
+    this.timer.unref()
+  }
+
+  /**
+   * A channel got its first local subscriber: the other instances' shares are read once,
+   * so the subscriber's first counts already cover every instance.
+   */
+  async open (channel: string): Promise<void> {
+    const state = this.channels.get(channel)
+    if (state !== undefined) {
+      state.held = true
+      return
+    }
+    const fresh: ChannelState = { remote: new Map(), held: true }
+    this.channels.set(channel, fresh)
+    const backend = this.options.backend
+    if (backend === undefined) return
+    try {
+      for (const [nodeId, share] of await backend.load(channel)) fresh.remote.set(nodeId, share)
+    } catch (err) {
+      this.options.log?.warn({ err, channel }, 'presence: could not read the other instances\' shares; they come with their next change')
+    }
+  }
+
+  /** A local subscriber joined or left the channel. */
+  changed (channel: string): void {
+    this.localDirty.add(channel)
+  }
+
+  /** The channel's last local subscriber left. */
+  closed (channel: string): void {
+    const state = this.channels.get(channel)
+    if (state !== undefined) state.held = false
+    this.localDirty.add(channel)
+  }
+
+  /** The channel's counts now, every instance's live share included. */
+  totals (channel: string): PresenceTotals {
+    const state = this.channels.get(channel)
+    const local = this.options.localShare(channel)
+    return totalsOf(state === undefined ? [local] : [local, ...state.remote.values()])
+  }
+
+  /** The counts of a channel that may not be held here (presence:get, the HTTP route). */
+  async lookup (channel: string): Promise<PresenceTotals> {
+    const state = this.channels.get(channel)
+    if (state?.held === true || this.options.backend === undefined) return this.totals(channel)
+    const remote = await this.options.backend.load(channel)
+    return totalsOf([this.options.localShare(channel), ...remote.values()])
+  }
+
+  close (): void {
+    clearInterval(this.timer)
+  }
+
+  private onShare (channel: string, nodeId: string, share: PresenceShare | null): void {
+    const state = this.channels.get(channel)
+    if (state === undefined) return
+    if (this.live !== null && !this.live.has(nodeId)) return
+    if (share === null || share.connections === 0) state.remote.delete(nodeId)
+    else state.remote.set(nodeId, share)
+    this.totalsDirty.add(channel)
+  }
+
+  /** Once per interval: shares out, dead instances dropped, subscribers told what changed. */
+  private async tick (): Promise<void> {
+    if (this.ticking) return
+    this.ticking = true
+    try {
+      await this.beat()
+      this.refreshIfDue()
+      await this.writeShares()
+      for (const channel of this.totalsDirty) this.pushIfChanged(channel)
+      this.totalsDirty.clear()
+    } finally {
+      this.ticking = false
+    }
+  }
+
+  /** Learns which instances are alive; shares of those that are not stop counting. */
+  private async beat (): Promise<void> {
+    const backend = this.options.backend
+    if (backend === undefined) return
+    try {
+      this.live = await backend.beat()
+    } catch (err) {
+      this.options.log?.warn({ err }, 'presence: heartbeat failed')
+      return
+    }
+    for (const [channel, state] of this.channels) {
+      for (const nodeId of state.remote.keys()) {
+        if (this.live.has(nodeId)) continue
+        state.remote.delete(nodeId)
+        this.totalsDirty.add(channel)
+      }
+    }
+  }
+
+  private refreshIfDue (): void {
+    const now = Date.now()
+    if (now - this.lastRefresh < (this.options.refreshMs ?? DEFAULT_REFRESH_MS)) return
+    this.lastRefresh = now
+    for (const [channel, state] of this.channels) {
+      state.written = undefined
+      this.localDirty.add(channel)
+    }
+  }
+
+  private async writeShares (): Promise<void> {
+    const writes: Array<Promise<void>> = []
+    for (const channel of this.localDirty) {
+      this.localDirty.delete(channel)
+      const state = this.channels.get(channel)
+      if (state === undefined) continue
+      const share = state.held ? this.options.localShare(channel) : EMPTY_SHARE
+      this.totalsDirty.add(channel)
+      if (!state.held) this.channels.delete(channel)
+      if (sameShare(state.written, share)) continue
+      state.written = share
+      const backend = this.options.backend
+      if (backend === undefined) continue
+      writes.push(backend.write(channel, share.connections === 0 ? null : share).catch((err: unknown) => {
+        // Told again at the next tick.
+        state.written = undefined
+        if (state.held) this.localDirty.add(channel)
+        this.options.log?.warn({ err, channel }, 'presence: could not share this instance\'s counts')
+      }))
+    }
+    await Promise.all(writes)
+  }
+
+  private pushIfChanged (channel: string): void {
+    const state = this.channels.get(channel)
+    if (state === undefined || !state.held) return
+    const { connections, users } = this.totals(channel)
+    if (state.pushed?.connections === connections && state.pushed.users === users) return
+    state.pushed = { connections, users }
+    this.options.push(channel, state.pushed)
+  }
+}

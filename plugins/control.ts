@@ -1,0 +1,62 @@
+import fp from 'fastify-plugin'
+import { type Revocation, revokes } from '../lib/auth/revocations.js'
+import type { ControlMessage } from '../lib/broker/control.js'
+import { CloseCode } from '../lib/core/errors.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Closes every connection of these users on every instance (WS 4003, SSE system:disconnect). */
+    disconnectUsers(userIds: string[], reason: string): Promise<void>
+    /** Keeps the revocation in the broker, and closes what it names on every instance. */
+    revoke(revocation: Revocation, reason: string): Promise<void>
+  }
+}
+
+/** How often revocations that have ended are dropped from the local copy. */
+const PRUNE_MS = 60_000
+
+/**
+ * The control plane (docs/protocol.md, "Disconnect and revoke"): admins and services act
+ * on live connections of every instance through the broker's control channel; this
+ * instance's copy of the revocations (app.revocations, checked by every token
+ * verification) is loaded at start and whenever the broker connection comes back.
+ */
+export default fp(async (app) => {
+  const { hub, revocations, gatewayMetrics: metrics } = app
+  const control = hub.broker.control
+  const log = app.log.child({ component: 'control' })
+
+  control.onMessage((message: ControlMessage) => {
+    if (message.kind === 'disconnect') {
+      const users = new Set(message.userIds)
+      const closed = hub.closeWhere((identity) => identity.userId !== null && users.has(identity.userId), CloseCode.DISCONNECTED, message.reason)
+      metrics.disconnects.inc({ cause: 'disconnect' }, closed)
+    } else {
+      revocations.apply(message.revocation)
+      const closed = hub.closeWhere((identity) => revokes(message.revocation, identity), CloseCode.DISCONNECTED, message.reason)
+      metrics.disconnects.inc({ cause: 'revoke' }, closed)
+    }
+  })
+
+  async function reload (): Promise<void> {
+    try {
+      revocations.replace(await control.load())
+    } catch (err) {
+      log.warn({ err }, 'could not read the revocations; retried when the broker is back')
+    }
+  }
+  control.onResync(() => { void reload() })
+  app.addHook('onReady', reload)
+  const pruner = setInterval(() => revocations.prune(), PRUNE_MS)
+  pruner.unref()
+  app.addHook('onClose', async () => { clearInterval(pruner) })
+
+  app.decorate('disconnectUsers', async (userIds: string[], reason: string) => {
+    await control.send({ kind: 'disconnect', userIds, reason })
+  })
+  app.decorate('revoke', async (revocation: Revocation, reason: string) => {
+    await control.store(revocation)
+    await control.send({ kind: 'revoke', revocation, reason })
+    metrics.revocations.inc({ kind: revocation.kind })
+  })
+}, { name: 'control', dependencies: ['hub', 'auth', 'metrics'] })

@@ -1,0 +1,74 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from '@sinclair/typebox'
+import { canSubscribe, ChannelName } from '../lib/auth/channels.js'
+import { canPublish } from '../lib/auth/identity.js'
+import type { PublishedEvent } from '../lib/core/event.js'
+import { ErrorReply, Position } from './schemas.js'
+
+const HistoryEvent = Type.Object({
+  type: Type.String(),
+  channel: Type.String(),
+  offset: Type.Integer(),
+  payload: Type.Object({}, { additionalProperties: true }),
+  ts: Type.String({ format: 'date-time' })
+})
+const HistoryReply = Type.Object({
+  channel: Type.String(),
+  events: Type.Array(HistoryEvent, { description: 'oldest first' }),
+  position: Position,
+  recovered: Type.Boolean({ description: 'false: the history no longer holds every event after since (or the epoch differs); reload' })
+})
+
+const Digits = (max: number, description: string) => Type.String({ pattern: `^[0-9]{1,${max}}$`, description })
+
+/**
+ * GET /realtime/history/<channel> (docs/protocol.md, "History over HTTP"): what a client may
+ * read of a channel it may subscribe to (a service: any), for an inbox, a timeline, or the
+ * reload after `recovered: false`.
+ */
+const historyRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  const { hub, historyPolicy } = app
+  app.get('/realtime/history/:channel', {
+    onRequest: app.authenticateClient,
+    schema: {
+      summary: 'The events a channel still holds: after a position, or its last ones',
+      tags: ['history'],
+      security: [{ bearerAuth: [] }],
+      params: Type.Object({ channel: ChannelName }),
+      querystring: Type.Object({
+        since: Type.Optional(Digits(16, 'the last offset the client saw; the events after it')),
+        epoch: Type.Optional(Type.String({ minLength: 1, maxLength: 200, description: 'the epoch of since (default: the current one)' })),
+        limit: Type.Optional(Digits(9, 'at most this many events (default and most: the channel\'s history size)'))
+      }),
+      response: { 200: HistoryReply, 400: ErrorReply, 401: ErrorReply, 403: ErrorReply, 429: ErrorReply, 503: ErrorReply }
+    }
+  }, async (request, reply) => {
+    const { channel } = request.params
+    const identity = request.identity
+    if (!canSubscribe(identity, channel) && !canPublish(identity)) {
+      return await reply.code(403).send({ statusCode: 403, error: 'Forbidden', message: `not allowed to read ${channel}` })
+    }
+    const size = historyPolicy.of(channel).size
+    const limit = request.query.limit === undefined ? size : Number(request.query.limit)
+    if (limit < 1 || limit > Math.max(size, 1)) {
+      return await reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: `limit: must be an integer from 1 to ${Math.max(size, 1)} for ${channel}` })
+    }
+    const since = request.query.since === undefined ? undefined : Number(request.query.since)
+    if (since !== undefined && !Number.isSafeInteger(since)) {
+      return await reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: 'since: must be an integer offset' })
+    }
+    const result = since === undefined
+      ? await hub.broker.recent(channel, limit)
+      : await hub.broker.history(channel, { offset: since, epoch: request.query.epoch })
+    return {
+      channel,
+      events: result.events.slice(0, limit).map(eventOf),
+      position: result.position,
+      recovered: result.recovered
+    }
+  })
+}
+
+const eventOf = (e: PublishedEvent) => ({ type: e.type, channel: e.channel, offset: e.offset, payload: e.payload, ts: e.ts })
+
+export default historyRoutes

@@ -1,0 +1,139 @@
+import { createHmac } from 'node:crypto'
+import { once } from 'node:events'
+import t, { type Test } from 'tap'
+import WebSocket from 'ws'
+import { mintToken } from '../../lib/auth/token.js'
+import { adminToken, post, requireService, serviceToken, SseClient, startServer, TEST_SECRET, token, WsClient } from '../support/helper.js'
+import { REDIS_URL, redisAvailable, redisClient, uniquePrefix } from '../support/redis-fixture.js'
+
+// The control plane (issue 15): disconnect and revoke on every instance, allowed origins.
+const redisUp = await redisAvailable()
+const nowSeconds = () => Math.floor(Date.now() / 1000)
+/** A token issued `ago` seconds before now (iat), valid for an hour. */
+const issued = (sub: string, ago: number, claims: Record<string, unknown> = {}) =>
+  mintToken(TEST_SECRET, { sub, ttlSeconds: 3600, ...claims }, Date.now() - ago * 1000)
+
+/** An HS256 token with exactly these claims (mintToken always adds iat). */
+function signed (claims: Record<string, unknown>): string {
+  const part = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url')
+  const unsigned = `${part({ alg: 'HS256', typ: 'JWT' })}.${part(claims)}`
+  return `${unsigned}.${createHmac('sha256', TEST_SECRET).update(unsigned).digest('base64url')}`
+}
+
+async function twoOnRedis (t: Test) {
+  const prefix = uniquePrefix('control')
+  await redisClient(t, prefix)
+  const settings = { REDIS_URL, REDIS_KEY_PREFIX: prefix }
+  return { settings, a: await startServer(t, settings), b: await startServer(t, settings) }
+}
+
+t.test('disconnect: every connection of the users, on every instance; WS 4003, SSE system:disconnect', async (t) => {
+  if (!requireService(t, 'Redis', redisUp)) return
+  const { a, b } = await twoOnRedis(t)
+  const wsOnA = await WsClient.connect(t, a.wsUrl, token('bad-user'))
+  const sseOnB = await SseClient.open(t, `${b.url}/sse?channels=product:1&token=${token('bad-user')}`)
+  await sseOnB.waitFor(1)
+  const bystander = await WsClient.connect(t, b.wsUrl, token('good-user'))
+  const res = await post(`${a.url}/realtime/disconnect`, serviceToken(), { userId: 'bad-user', reason: 'account suspended' })
+  t.match(res, { status: 202, body: { userIds: ['bad-user'] } })
+  t.same(await wsOnA.closed, { code: 4003, reason: 'account suspended' }, 'the WebSocket gets 4003 with the reason')
+  const [bye] = await sseOnB.waitFor(1, (e) => e.event === 'system:disconnect')
+  t.same(bye.data, { code: 4003, reason: 'account suspended' })
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  t.ok(sseOnB.ended, 'and the stream ends')
+  t.match(await bystander.request({ type: 'system:ping' }), { type: 'system:pong' }, 'others stay')
+  t.ok(await WsClient.connect(t, b.wsUrl, token('bad-user')), 'they may connect again')
+  t.match(await post(`${b.url}/realtime/disconnect`, adminToken(), { userIds: [1, '2', 1] }), { status: 202, body: { userIds: ['1', '2'] } })
+})
+
+t.test('revoke a user: tokens issued up to then are refused everywhere (401), live ones closed; later tokens work', async (t) => {
+  if (!requireService(t, 'Redis', redisUp)) return
+  const { settings, a, b } = await twoOnRedis(t)
+  const old = issued('leaver', 60)
+  const ws = await WsClient.connect(t, b.wsUrl, old)
+  const noIat = signed({ sub: 'leaver', exp: nowSeconds() + 3600 })
+  const res = await post(`${a.url}/realtime/revoke`, serviceToken(), { userId: 'leaver', issuedBefore: nowSeconds() - 5 })
+  t.equal(res.status, 202)
+  t.match(res.body, { userId: 'leaver', issuedBefore: /^\d{4}-/ })
+  t.equal((await ws.closed).code, 4003, 'the live connection is closed')
+  await t.rejects(WsClient.connect(t, a.wsUrl, old), /HTTP 401/, 'the old token: 401 on the other instance')
+  t.equal((await SseClient.open(t, `${b.url}/sse?token=${old}`)).status, 401, 'and over SSE (EventSource stops retrying)')
+  t.ok(await WsClient.connect(t, a.wsUrl, issued('leaver', 0)), 'a token issued after issuedBefore works')
+  await t.rejects(WsClient.connect(t, a.wsUrl, noIat), /HTTP 401/, 'a token without iat counts as issued before')
+  const later = await startServer(t, settings)
+  await t.rejects(WsClient.connect(t, later.wsUrl, old), /HTTP 401/, 'an instance started later refuses it too')
+  const fresh = await WsClient.connect(t, a.wsUrl, issued('leaver', 0))
+  const refresh = await fresh.request({ type: 'auth:refresh', payload: { token: old } })
+  t.match(refresh, { type: 'error', payload: { code: 'forbidden' } }, 'auth:refresh with a revoked token: forbidden')
+  const revokedService = issued('svc-gone', 60, { roles: ['service'] })
+  await post(`${a.url}/realtime/revoke`, adminToken(), { userId: 'svc-gone', issuedBefore: new Date().toISOString() })
+  const publish = await post(`${b.url}/realtime/publish`, revokedService, { channel: 'room:x', type: 't', payload: {} })
+  t.equal(publish.status, 401, 'on HTTP too')
+})
+
+t.test('revoke one token by jti; the user\'s other tokens still work', async (t) => {
+  if (!requireService(t, 'Redis', redisUp)) return
+  const { a, b } = await twoOnRedis(t)
+  const stolen = issued('owner', 10, { jti: 'tok-1' })
+  const other = issued('owner', 10, { jti: 'tok-2' })
+  const ws1 = await WsClient.connect(t, a.wsUrl, stolen)
+  const ws2 = await WsClient.connect(t, b.wsUrl, other)
+  const res = await post(`${b.url}/realtime/revoke`, serviceToken(), { jti: 'tok-1', expiresAt: nowSeconds() + 600 })
+  t.match(res, { status: 202, body: { jti: 'tok-1', expiresAt: /^\d{4}-/ } })
+  t.equal((await ws1.closed).code, 4003)
+  await t.rejects(WsClient.connect(t, b.wsUrl, stolen), /HTTP 401/)
+  t.match(await ws2.request({ type: 'system:ping' }), { type: 'system:pong' }, 'the other token\'s connection stays')
+})
+
+t.test('disconnect and revoke on the embedded broker (one instance)', async (t) => {
+  const { url, wsUrl } = await startServer(t)
+  const ws = await WsClient.connect(t, wsUrl, issued('solo', 30))
+  await post(`${url}/realtime/disconnect`, serviceToken(), { userIds: ['solo'] })
+  t.equal((await ws.closed).code, 4003)
+  const again = await WsClient.connect(t, wsUrl, issued('solo', 30))
+  await post(`${url}/realtime/revoke`, serviceToken(), { userId: 'solo' })
+  t.equal((await again.closed).code, 4003)
+  await t.rejects(WsClient.connect(t, wsUrl, issued('solo', 30)), /HTTP 401/)
+})
+
+t.test('bad input: 400 naming the field; users and other roles: 403', async (t) => {
+  const { url } = await startServer(t)
+  const cases: Array<[string, unknown, RegExp]> = [
+    ['/realtime/disconnect', {}, /userId/],
+    ['/realtime/disconnect', { userIds: [] }, /userIds/],
+    ['/realtime/disconnect', { userId: 'a b' }, /userId/],
+    ['/realtime/disconnect', 'not json', /./],
+    ['/realtime/revoke', {}, /userId/],
+    ['/realtime/revoke', { userId: 'u', issuedBefore: 'yesterday' }, /issuedBefore/],
+    ['/realtime/revoke', { userId: 'u', issuedBefore: -5 }, /issuedBefore/],
+    ['/realtime/revoke', { userId: 'u', jti: 'j' }, /jti/],
+    ['/realtime/revoke', { jti: '' }, /jti/],
+    ['/realtime/revoke', { jti: 'j', expiresAt: '2026-13-45T99:00:00Z' }, /expiresAt/]
+  ]
+  for (const [route, body, field] of cases) {
+    const res = await post(`${url}${route}`, serviceToken(), body)
+    t.equal(res.status, 400, `${route} ${JSON.stringify(body)}`)
+    t.match(res.body.message, field)
+  }
+  t.equal((await post(`${url}/realtime/disconnect`, token('u'), { userId: 'x' })).status, 403, 'a user')
+  t.equal((await post(`${url}/realtime/revoke`, token('u', ['reader']), { userId: 'x' })).status, 403, 'another role')
+  t.equal((await post(`${url}/realtime/revoke`, undefined, { userId: 'x' })).status, 401)
+})
+
+t.test('WS_ALLOWED_ORIGINS: a browser from another origin is refused with 403 before the upgrade or any event', async (t) => {
+  const { url, wsUrl } = await startServer(t, { WS_ALLOWED_ORIGINS: 'https://shop.example, https://admin.shop.example' })
+  const refused = new WebSocket(`${wsUrl}?token=${token('o')}`, { headers: { origin: 'https://evil.example' } })
+  const [, response] = await once(refused, 'unexpected-response')
+  t.equal(response.statusCode, 403, 'WS: 403, no upgrade')
+  const sse = await SseClient.open(t, `${url}/sse?token=${token('o')}`, { origin: 'https://evil.example' })
+  t.equal(sse.status, 403, 'SSE: 403')
+  t.same(sse.events, [])
+  const allowed = new WebSocket(`${wsUrl}?token=${token('o')}`, { headers: { origin: 'https://shop.example' } })
+  await once(allowed, 'open')
+  allowed.close()
+  t.ok(await WsClient.connect(t, wsUrl, token('o')), 'no Origin (not a browser): allowed')
+  t.equal((await SseClient.open(t, `${url}/sse?token=${token('o')}`, { origin: 'https://admin.shop.example' })).status, 200)
+  const metrics = await (await fetch(`${url}/metrics`)).text()
+  t.match(metrics, /gateway_origins_refused_total\{transport="ws"\} 1/)
+  t.match(metrics, /gateway_origins_refused_total\{transport="sse"\} 1/)
+})

@@ -1,0 +1,131 @@
+import t, { type Test } from 'tap'
+import { adminToken, post, requireService, serviceToken, SseClient, startServer, token, WsClient } from '../support/helper.js'
+import { REDIS_URL, redisAvailable, redisClient, uniquePrefix } from '../support/redis-fixture.js'
+
+// Live state and history (issue 17): rewind on subscribe (WS and SSE), GET /realtime/history,
+// HISTORY_POLICY; on two instances sharing a real Redis, and on the embedded broker.
+const redisUp = await redisAvailable()
+
+async function twoOnRedis (t: Test, overrides: Record<string, string | number> = {}) {
+  const prefix = uniquePrefix('history')
+  await redisClient(t, prefix)
+  const settings = { REDIS_URL, REDIS_KEY_PREFIX: prefix, ...overrides }
+  return [await startServer(t, settings), await startServer(t, settings)] as const
+}
+
+const publish = (url: string, channel: string, payload: Record<string, unknown>) =>
+  post(`${url}/realtime/publish`, serviceToken(), { channel, type: 'product:updated', payload })
+
+const history = async (url: string, path: string, bearer?: string) => {
+  const res = await fetch(`${url}/realtime/history/${path}`, { headers: bearer === undefined ? {} : { authorization: `Bearer ${bearer}` } })
+  return { status: res.status, body: await res.json() as any }
+}
+
+t.test('rewind 1 on subscribe is the current state, then live, with no gap or duplicate (two instances on Redis)', async (t) => {
+  if (!requireService(t, 'Redis', redisUp)) return
+  const [a, b] = await twoOnRedis(t)
+  for (let n = 1; n <= 5; n++) await publish(a.url, 'product:42', { price: n })
+  const shopper = await WsClient.connect(t, b.wsUrl, token('shopper'))
+  const ack = await shopper.request({ type: 'subscribe', payload: { channels: ['product:42', 'product:none'], rewind: 1 } })
+  t.match(ack, { type: 'subscribed', payload: { channels: ['product:42', 'product:none'], positions: { 'product:42': { offset: 5 }, 'product:none': { offset: 0 } } } })
+  t.same(ack.payload.recovered, {}, 'recovered is only for since')
+  t.match(await shopper.next((f) => f.channel === 'product:42'), { offset: 5, payload: { price: 5 } }, 'the latest state first')
+  await publish(a.url, 'product:42', { price: 6 })
+  t.match(await shopper.next((f) => f.channel === 'product:42'), { offset: 6, payload: { price: 6 } }, 'then live')
+  await publish(a.url, 'product:none', { price: 1 })
+  t.match(await shopper.next((f) => f.channel === 'product:none'), { offset: 1 }, 'an empty channel rewinds nothing and goes live')
+  t.same(shopper.events(), [], 'nothing doubled')
+
+  const more = await WsClient.connect(t, a.wsUrl, token('more'))
+  await more.request({ type: 'subscribe', payload: { channels: ['product:42'], rewind: 3 } })
+  for (const offset of [4, 5, 6]) t.match(await more.next((f) => f.channel === 'product:42'), { offset }, `rewind 3: ${offset}`)
+  t.same(more.events(), [])
+})
+
+t.test('rewind: bad values are bad_request; since wins over rewind', async (t) => {
+  const { url, wsUrl } = await startServer(t, { HISTORY_SIZE: 10 })
+  const client = await WsClient.connect(t, wsUrl, token('r'))
+  for (const rewind of [0, 11, 1.5, '2', -1]) {
+    const reply = await client.request({ type: 'subscribe', payload: { channels: ['product:1'], rewind } })
+    t.match(reply, { type: 'error', payload: { code: 'bad_request', message: /rewind/ } }, `rewind ${JSON.stringify(rewind)}`)
+  }
+  for (let n = 1; n <= 4; n++) await publish(url, 'product:1', { n })
+  const ack = await client.request({ type: 'subscribe', payload: { channels: ['product:1'], rewind: 3, since: { 'product:1': { offset: 3 } } } })
+  t.same(ack.payload.recovered, { 'product:1': true })
+  t.match(await client.next((f) => f.channel === 'product:1'), { offset: 4 }, 'only what since asks')
+  t.same(client.events(), [])
+})
+
+t.test('SSE ?rewind=n: the last events of every channel, ignored when resuming', async (t) => {
+  const { url } = await startServer(t)
+  for (let n = 1; n <= 3; n++) await publish(url, 'product:9', { n })
+  await post(`${url}/realtime/notify`, serviceToken(), { userId: 'sse-user', payload: { hello: true } })
+  const stream = await SseClient.open(t, `${url}/sse?channels=product:9&rewind=2&token=${token('sse-user')}`)
+  const events = await stream.waitFor(3, (e) => e.event !== 'system:connected')
+  const of = (channel: string) => events.filter((e) => e.data.channel === channel).map((e) => e.data.offset)
+  t.same(of('product:9'), [2, 3], 'the last 2 of product:9, in order')
+  t.same(of('user:sse-user'), [1], 'and of the user\'s own channel')
+  const last = events.at(-1)?.id as string
+  stream.close()
+  await publish(url, 'product:9', { n: 4 })
+  const resumed = await SseClient.open(t, `${url}/sse?channels=product:9&rewind=3&token=${token('sse-user')}`, { 'last-event-id': last })
+  const next = await resumed.waitFor(1, (e) => e.data?.channel === 'product:9')
+  t.same(next.map((e) => e.data.offset), [4], 'resumed from Last-Event-ID: rewind ignored')
+  const bad = await SseClient.open(t, `${url}/sse?channels=product:9&rewind=0&token=${token('sse-user')}`)
+  t.equal(bad.status, 400)
+})
+
+t.test('GET /realtime/history: since, epoch, limit; ACL; bad input', async (t) => {
+  const { url } = await startServer(t, { HISTORY_SIZE: 5 })
+  const empty = await history(url, 'product:7', token('u'))
+  t.match(empty, { status: 200, body: { channel: 'product:7', events: [], position: { offset: 0 }, recovered: true } })
+  const published = []
+  for (let n = 1; n <= 7; n++) published.push((await publish(url, 'product:7', { n })).body.positions['product:7'])
+  const epoch = published[0].epoch
+  const all = await history(url, 'product:7', token('u'))
+  t.same(all.body.events.map((e: any) => e.offset), [3, 4, 5, 6, 7], 'without since: the last HISTORY_SIZE, oldest first')
+  t.match(all.body.events[0], { type: 'product:updated', channel: 'product:7', offset: 3, payload: { n: 3 } })
+  t.same(all.body.position, { offset: 7, epoch })
+  t.same((await history(url, 'product:7?limit=2', token('u'))).body.events.map((e: any) => e.offset), [6, 7])
+  const since = await history(url, `product:7?since=4&epoch=${epoch}`, token('u'))
+  t.same([since.body.events.map((e: any) => e.offset), since.body.recovered], [[5, 6, 7], true], 'since: as a resume would send')
+  t.same((await history(url, 'product:7?since=4&limit=2', token('u'))).body.events.map((e: any) => e.offset), [5, 6], 'limit pages from since')
+  t.match(await history(url, 'product:7?since=1', token('u')), { status: 200, body: { events: [], recovered: false } }, 'trimmed: recovered false')
+  t.match(await history(url, 'product:7?since=4&epoch=other', token('u')), { body: { events: [], recovered: false } }, 'another epoch')
+  await post(`${url}/realtime/notify`, serviceToken(), { userId: 'u', payload: { inbox: 1 } })
+  t.match(await history(url, 'user:u', token('u')), { status: 200, body: { events: [{ payload: { inbox: 1 } }] } }, 'my own inbox')
+  t.equal((await history(url, 'user:u', token('other'))).status, 403, 'not another user\'s')
+  t.equal((await history(url, 'admin', token('u'))).status, 403)
+  t.equal((await history(url, 'admin', adminToken())).status, 200)
+  t.equal((await history(url, 'user:u', serviceToken())).status, 200, 'a service may read any channel')
+  t.equal((await history(url, 'product:7')).status, 401, 'a token is needed unless anonymous is allowed')
+  for (const path of ['product:7?limit=0', 'product:7?limit=6', 'product:7?since=x', 'product:7?limit=-1', 'bad%20channel']) {
+    const res = await history(url, path, token('u'))
+    t.equal(res.status, 400, path)
+    t.match(res.body, { statusCode: 400, error: 'Bad Request' })
+  }
+})
+
+t.test('HISTORY_POLICY: a shopper back hours later gets what was sent while away; product channels keep their latest', async (t) => {
+  if (!requireService(t, 'Redis', redisUp)) return
+  const [a, b] = await twoOnRedis(t, { HISTORY_SIZE: 3, HISTORY_POLICY: 'user:=1000/86400,product:=1/86400' })
+  const shopper = await WsClient.connect(t, b.wsUrl, token('away'))
+  const seen = shopper.greeting.payload
+  t.same(seen.channels, ['user:away'])
+  shopper.close()
+  await shopper.closed
+  for (let n = 1; n <= 50; n++) await post(`${a.url}/realtime/notify`, serviceToken(), { userId: 'away', payload: { n } })
+  for (let n = 1; n <= 3; n++) await publish(a.url, 'product:5', { stock: n })
+  const back = await WsClient.connect(t, b.wsUrl, token('away'))
+  const ack = await back.subscribe(['user:away'], { 'user:away': { offset: 0 } })
+  t.same(ack.payload.recovered, { 'user:away': true }, 'all 50 are still held (size 1000)')
+  for (let n = 1; n <= 50; n++) t.match(await back.next((f) => f.channel === 'user:away'), { offset: n, payload: { n } })
+  const inbox = await history(a.url, 'user:away?limit=1000', token('away'))
+  t.equal(inbox.body.events.length, 50)
+  t.equal((await history(a.url, 'user:away?limit=1001', token('away'))).status, 400, 'limit goes up to the channel\'s own size')
+  const product = await history(b.url, 'product:5', token('away'))
+  t.same(product.body.events.map((e: any) => e.payload.stock), [3], 'product: keeps only its latest state')
+  const rewound = await back.request({ type: 'subscribe', payload: { channels: ['product:5'], rewind: 1000 } })
+  t.equal(rewound.type, 'subscribed', 'rewind up to the largest size configured')
+  t.match(await back.next((f) => f.channel === 'product:5'), { offset: 3, payload: { stock: 3 } })
+})

@@ -1,0 +1,133 @@
+import t, { type Test } from 'tap'
+import { adminToken, requireService, serviceToken, SseClient, startServer, TEST_SECRET, token, WsClient } from '../support/helper.js'
+import { freePort } from '../support/ports.js'
+import { REDIS_URL, redisAvailable, redisClient, uniquePrefix } from '../support/redis-fixture.js'
+import { buildServer, spawnServer } from '../support/server-process.js'
+
+// Presence (issue 17): live counts per channel under PRESENCE_CHANNELS, over every instance.
+const redisUp = await redisAvailable()
+const INTERVAL = 200
+const fast = { PRESENCE_INTERVAL_MS: INTERVAL, ALLOW_ANONYMOUS: true }
+const counts = (f: Record<string, any>): number[] => [f.payload.connections, f.payload.users]
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+const presenceOf = async (url: string, channel: string, bearer = serviceToken()) => {
+  const res = await fetch(`${url}/realtime/presence/${channel}`, { headers: { authorization: `Bearer ${bearer}` } })
+  return { status: res.status, body: await res.json() as any }
+}
+
+t.test('one instance: counts right after subscribing, then as they change; presence:get; the route', async (t) => {
+  const { url, wsUrl } = await startServer(t, fast)
+  const alice = await WsClient.connect(t, wsUrl, token('alice'))
+  await alice.subscribe(['product:p1'])
+  t.same(counts(await alice.nextPresence((f) => f.channel === 'product:p1')), [1, 1], 'right after subscribing')
+  const alice2 = await WsClient.connect(t, wsUrl, token('alice'))
+  await alice2.subscribe(['product:p1'])
+  t.same(counts(await alice2.nextPresence()), [2, 1], 'the same user twice: 2 connections, 1 user')
+  const anonymous = await WsClient.connect(t, wsUrl)
+  await anonymous.subscribe(['product:p1'])
+  t.same(counts(await anonymous.nextPresence()), [3, 1], 'anonymous counts in connections only')
+  t.same(counts(await alice.nextPresence((f) => f.payload.connections === 3)), [3, 1], 'the others are told')
+  const got = await alice.request({ type: 'presence:get', payload: { channel: 'product:p1' } })
+  t.match(got, { type: 'presence', channel: 'product:p1', payload: { connections: 3, users: 1 } }, 'presence:get, id echoed')
+  t.match(await presenceOf(url, 'product:p1'), { status: 200, body: { channel: 'product:p1', connections: 3, users: 1, userIds: ['alice'] } })
+  anonymous.close()
+  await anonymous.closed
+  t.same(counts(await alice.nextPresence((f) => f.payload.connections === 2)), [2, 1], 'a connection that closes stops counting')
+  alice2.send({ type: 'unsubscribe', payload: { channels: ['product:p1'] } })
+  t.same(counts(await alice.nextPresence((f) => f.payload.connections === 1)), [1, 1], 'one that leaves too')
+  t.equal(alice.events().length, 0, 'presence frames are not events: no offset, nothing in history')
+  const history = await fetch(`${url}/realtime/history/product:p1`, { headers: { authorization: `Bearer ${serviceToken()}` } })
+  t.same((await history.json() as any).events, [], 'nothing in history')
+})
+
+t.test('throttled: a burst of joins is told at most once per interval', async (t) => {
+  const { wsUrl } = await startServer(t, { PRESENCE_INTERVAL_MS: 1000 })
+  const watcher = await WsClient.connect(t, wsUrl, token('watcher'))
+  await watcher.subscribe(['event:e1'])
+  await watcher.nextPresence()
+  const started = Date.now()
+  const joiners = await Promise.all(Array.from({ length: 10 }, (_, i) => WsClient.connect(t, wsUrl, token(`j${i}`))))
+  await Promise.all(joiners.map((j) => j.subscribe(['event:e1'])))
+  const final = await watcher.nextPresence((f) => f.payload.connections === 11, 5000)
+  t.same(counts(final), [11, 11])
+  const seen = watcher.presence.length + 1
+  t.ok(seen <= Math.ceil((Date.now() - started) / 1000) + 1, `${seen} presence frames for 10 joins within ${Date.now() - started} ms`)
+})
+
+t.test('presence:get and the route: refusals', async (t) => {
+  const { url, wsUrl } = await startServer(t, fast)
+  const user = await WsClient.connect(t, wsUrl, token('u1'))
+  t.match(await user.request({ type: 'presence:get', payload: { channel: 'admin' } }), { type: 'error', payload: { code: 'forbidden' } })
+  t.match(await user.request({ type: 'presence:get', payload: { channel: 'user:u1' } }), { type: 'error', payload: { code: 'bad_request', message: /PRESENCE_CHANNELS/ } })
+  t.match(await user.request({ type: 'presence:get', payload: {} }), { type: 'error', payload: { code: 'bad_request' } })
+  t.match(await user.request({ type: 'presence:get', payload: { channel: 'room:empty' } }), { type: 'presence', payload: { connections: 0, users: 0 } },
+    'a channel nobody holds: zeros')
+  t.equal((await presenceOf(url, 'product:x', token('u1'))).status, 403, 'the route: admin or service only')
+  t.equal((await presenceOf(url, 'product:x', adminToken())).status, 200)
+  t.equal((await presenceOf(url, 'bad%20name')).status, 400)
+  t.equal((await presenceOf(url, 'user:u1')).status, 400, 'not a presence channel')
+})
+
+t.test('SSE subscribers get event: presence (no id) and are counted', async (t) => {
+  const { url, wsUrl } = await startServer(t, fast)
+  const stream = await SseClient.open(t, `${url}/sse?channels=product:s1&token=${token('sse-1')}`)
+  await stream.waitFor(1)
+  const ws = await WsClient.connect(t, wsUrl, token('ws-1'))
+  await ws.subscribe(['product:s1'])
+  t.same(counts(await ws.nextPresence()), [2, 2], 'the SSE stream counts')
+  const deadline = Date.now() + 5000
+  while (!stream.presence.some((p) => p.data.payload.connections === 2) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20))
+  const frame = stream.presence.find((p) => p.data.payload.connections === 2)
+  t.match(frame, { event: 'presence', id: undefined, data: { channel: 'product:s1', payload: { connections: 2, users: 2 } } })
+})
+
+async function twoOnRedis (t: Test) {
+  const prefix = uniquePrefix('presence')
+  await redisClient(t, prefix)
+  const settings = { REDIS_URL, REDIS_KEY_PREFIX: prefix, ...fast }
+  return { prefix, a: await startServer(t, { ...settings, NODE_ID: 'pa' }), b: await startServer(t, { ...settings, NODE_ID: 'pb' }) }
+}
+
+t.test('two instances on Redis: counts cover both, distinct users across them', async (t) => {
+  if (!requireService(t, 'Redis', redisUp)) return
+  const { a, b } = await twoOnRedis(t)
+  const onA = await WsClient.connect(t, a.wsUrl, token('shared-user'))
+  await onA.subscribe(['product:r1'])
+  t.same(counts(await onA.nextPresence()), [1, 1])
+  await sleep(2 * INTERVAL) // A shares its change at its next tick
+  const onB = await WsClient.connect(t, b.wsUrl, token('shared-user'))
+  await onB.subscribe(['product:r1'])
+  t.same(counts(await onB.nextPresence()), [2, 1], 'B\'s first counts already include A\'s share; one user on both')
+  t.same(counts(await onA.nextPresence((f) => f.payload.connections === 2)), [2, 1], 'A hears of B\'s subscriber')
+  const other = await WsClient.connect(t, b.wsUrl, token('other-user'))
+  await other.subscribe(['product:r1'])
+  t.same(counts(await onA.nextPresence((f) => f.payload.connections === 3)), [3, 2])
+  t.match(await presenceOf(a.url, 'product:r1'), { body: { connections: 3, users: 2, userIds: ['other-user', 'shared-user'] } })
+  t.match(await onA.request({ type: 'presence:get', payload: { channel: 'product:r1' } }), { payload: { connections: 3, users: 2 } })
+  other.close()
+  onB.close()
+  t.same(counts(await onA.nextPresence((f) => f.payload.connections === 1)), [1, 1], 'B\'s connections leave the count')
+})
+
+t.test('an instance that dies stops being counted within two intervals', async (t) => {
+  if (!requireService(t, 'Redis', redisUp)) return
+  const prefix = uniquePrefix('presence-kill')
+  await redisClient(t, prefix)
+  const dir = await buildServer()
+  const port = await freePort()
+  const env = { REDIS_URL, REDIS_KEY_PREFIX: prefix, PRESENCE_INTERVAL_MS: '500', JWT_SECRET: TEST_SECRET, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'info', NODE_ID: 'doomed' }
+  const doomed = spawnServer(t, dir, env)
+  await doomed.waitForOutput('Server listening')
+  const survivor = await startServer(t, { REDIS_URL, REDIS_KEY_PREFIX: prefix, PRESENCE_INTERVAL_MS: 500 })
+  const victims = await Promise.all([1, 2, 3].map((i) => WsClient.connect(t, `ws://127.0.0.1:${port}/ws`, token(`v${i}`))))
+  await Promise.all(victims.map((v) => v.subscribe(['product:k1'])))
+  const watcher = await WsClient.connect(t, survivor.wsUrl, token('watcher'))
+  await watcher.subscribe(['product:k1'])
+  t.same(counts(await watcher.nextPresence((f) => f.payload.connections === 4)), [4, 4], 'the other instance\'s three count')
+  watcher.presence.length = 0 // older frames, from before the three were counted
+  doomed.child.kill('SIGKILL')
+  const killedAt = Date.now()
+  t.same(counts(await watcher.nextPresence((f) => f.payload.connections === 1, 10_000)), [1, 1], 'its share expired')
+  t.comment(`dropped ${Date.now() - killedAt} ms after the kill (interval 500 ms)`)
+})
