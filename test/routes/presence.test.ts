@@ -1,7 +1,7 @@
 import t, { type Test } from 'tap'
 import { adminToken, requireService, serviceToken, SseClient, startServer, TEST_SECRET, token, WsClient } from '../support/helper.js'
 import { freePort } from '../support/ports.js'
-import { REDIS_URL, redisAvailable, redisClient, uniquePrefix } from '../support/redis-fixture.js'
+import { eventually, REDIS_URL, redisAvailable, redisClient, uniquePrefix } from '../support/redis-fixture.js'
 import { buildServer, spawnServer } from '../support/server-process.js'
 
 // Presence (issue 17): live counts per channel under PRESENCE_CHANNELS, over every instance.
@@ -9,7 +9,6 @@ const redisUp = await redisAvailable()
 const INTERVAL = 200
 const fast = { PRESENCE_INTERVAL_MS: INTERVAL, ALLOW_ANONYMOUS: true }
 const counts = (f: Record<string, any>): number[] => [f.payload.connections, f.payload.users]
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
 const presenceOf = async (url: string, channel: string, bearer = serviceToken()) => {
   const res = await fetch(`${url}/realtime/presence/${channel}`, { headers: { authorization: `Bearer ${bearer}` } })
@@ -95,7 +94,8 @@ t.test('two instances on Redis: counts cover both, distinct users across them', 
   const onA = await WsClient.connect(t, a.wsUrl, token('shared-user'))
   await onA.subscribe(['product:r1'])
   t.same(counts(await onA.nextPresence()), [1, 1])
-  await sleep(2 * INTERVAL) // A shares its change at its next tick
+  // A shares its change at its next tick: once B can read it, B's subscriber sees it at once.
+  await eventually('A\'s share reaches Redis', async () => (await presenceOf(b.url, 'product:r1')).body.connections === 1)
   const onB = await WsClient.connect(t, b.wsUrl, token('shared-user'))
   await onB.subscribe(['product:r1'])
   t.same(counts(await onB.nextPresence()), [2, 1], 'B\'s first counts already include A\'s share; one user on both')
