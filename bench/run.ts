@@ -5,16 +5,20 @@ import { buildTable, formatTable } from './report.js'
 import { type ClusterResult, deleteLivePrefixes, INSTANCES, runCluster } from './cluster.js'
 import { buildClusterTable, CLUSTER_HEADER } from './cluster-report.js'
 import type { ChildChannel } from './lib/ipc.js'
+import { type KafkaResult, type KafkaSettings, liveKafkaPrefixes, runKafka } from './kafka.js'
+import { kafkaTables } from './kafka-report.js'
+import { deletePrefix } from './lib/redis-prefix.js'
 import { combineRounds, roundOrder } from './rounds.js'
 import { runScenario, type ScenarioResult, SERVERS, type ServerName, type Settings } from './scenario.js'
 
 /**
  * npm run bench [-- --quick] [--connections=1000,5000] [--only=gateway,ws-corked] [--rounds=N] [--churn=N] [--burst-deliveries=N] [--profile] [--no-http]
- *   [--cluster] [--no-cluster] [--cluster-connections=1000,5000]
+ *   [--cluster] [--no-cluster] [--cluster-connections=1000,5000] [--no-kafka] [--kafka-backlog=N] [--kafka-brokers=memory,redis]
  *
  * The cross-instance case (bench/cluster.ts: 3 gateways on one Redis) runs with
  * --cluster, with --only=cluster (it and its single-gateway baseline alone), and in
- * --quick at C = 1000 unless --no-cluster.
+ * --quick at C = 1000 unless --no-cluster. The Kafka ingest case (bench/kafka.ts) runs
+ * last in every run unless --no-kafka; --only=kafka runs it alone.
  *
  * Runs every server in turn at every connection count, each under the same load from
  * separate load-generator processes, `--rounds` times (3 in a full run, 1 with --quick;
@@ -31,11 +35,13 @@ const ROOT = fileURLToPath(new URL('../../../', import.meta.url)) // dist/.bench
 const RESULTS = `${ROOT}bench/results/`
 const FD_LIMITED_MAX = 19_000
 
-const connectionCounts = (option('connections') ?? (quick ? '1000,2000' : `1000,5000,10000,${FD_LIMITED_MAX}`))
-  .split(',').map(Number).filter((n) => Number.isInteger(n) && n > 0)
 const only = option('only')?.split(',')
 const servers = (only ?? [...SERVERS]).filter((s): s is ServerName => (SERVERS as readonly string[]).includes(s))
-const clusterOn = !flag('no-cluster') && (flag('cluster') || quick || only?.includes('cluster') === true)
+const kafkaOnly = only !== undefined && only.every((o) => o === 'kafka')
+const clusterOn = !flag('no-cluster') && (flag('cluster') || (quick && !kafkaOnly) || only?.includes('cluster') === true)
+const kafkaOn = !flag('no-kafka') && (only === undefined || only.includes('kafka'))
+const connectionCounts = kafkaOnly ? [] : (option('connections') ?? (quick ? '1000,2000' : `1000,5000,10000,${FD_LIMITED_MAX}`))
+  .split(',').map(Number).filter((n) => Number.isInteger(n) && n > 0)
 const clusterCounts = clusterOn
   ? (option('cluster-connections')?.split(',').map(Number).filter((n) => Number.isInteger(n) && n > 0) ?? (quick ? [1000] : connectionCounts))
   : []
@@ -49,7 +55,7 @@ function ephemeralPorts (): number {
   }
 }
 
-const maxC = Math.max(...connectionCounts, ...clusterCounts)
+const maxC = Math.max(0, ...connectionCounts, ...clusterCounts)
 const CHURN_CONNECTIONS = Number(option('churn') ?? 3000)
 const settings: Settings = {
   burstDeliveries: Number(option('burst-deliveries') ?? (quick ? 60_000 : 300_000)),
@@ -75,8 +81,9 @@ process.on('exit', killAll)
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.on(signal, () => {
     killAll()
-    // An interrupted cluster run still deletes its Redis keys (bounded: 15 s at most).
-    void deleteLivePrefixes().finally(() => process.exit(130))
+    // An interrupted cluster or Kafka run still deletes its Redis keys (bounded: 15 s at most).
+    void Promise.all([deleteLivePrefixes(), ...[...liveKafkaPrefixes].map((p) => deletePrefix('redis://127.0.0.1:6379', p).catch(() => 0))])
+      .finally(() => process.exit(130))
   })
 }
 
@@ -121,6 +128,23 @@ for (const connections of [...new Set([...connectionCounts, ...clusterCounts])].
     if (result !== undefined) clusters.push(result)
   }
 }
+const kafkaSettings: KafkaSettings = {
+  backlog: Number(option('kafka-backlog') ?? (quick ? 20_000 : 200_000)),
+  partitions: 4,
+  latencyRate: 2000,
+  latencyMs: quick ? 3000 : 15_000,
+  warmupMs: quick ? 1000 : 2000,
+  consumer: { maxWaitTimeInMs: 1000 },
+  partitionsConsumedConcurrently: 1,
+  brokers: (option('kafka-brokers') ?? 'memory,redis').split(',').filter((b): b is 'memory' | 'redis' => b === 'memory' || b === 'redis'),
+  profileDir: settings.profileDir
+}
+let kafka: KafkaResult | undefined
+if (kafkaOn) {
+  const t0 = Date.now()
+  kafka = await runKafka(kafkaSettings, track, log)
+  log(`kafka ingest: ${kafka.error === undefined ? 'done' : `FAILED: ${kafka.error}`} in ${((Date.now() - t0) / 1000).toFixed(1)} s`)
+}
 const loadAfter = loadavg()
 
 const results = combineRounds(runs)
@@ -153,7 +177,7 @@ function roundMisses (): string[] {
       `${same.map((r) => `${r.ratio.toFixed(2)}×`).join(', ')} (median of rounds ${c.ratio.toFixed(2)}×, target ${c.limit}×)`]
   })
 }
-process.stdout.write(`\n${formatTable(rows)}\n\n${settings.rounds > 1 ? `Figures are medians of ${settings.rounds} rounds; ratios are of those medians. ` : ''}Ratios are gateway ÷ peer: above 1 is better for msgs/s and conn/s, below 1 is better for memory, CPU and latency.\n` +
+if (results.length > 0) process.stdout.write(`\n${formatTable(rows)}\n\n${settings.rounds > 1 ? `Figures are medians of ${settings.rounds} rounds; ratios are of those medians. ` : ''}Ratios are gateway ÷ peer: above 1 is better for msgs/s and conn/s, below 1 is better for memory, CPU and latency.\n` +
   'Fan-out and latency rows compare the gateway fed through its broker API; the indented rows feed it by HTTP POST /realtime/publish.\n' +
   summary.map((s) => `${s}\n`).join(''))
 const clusterRows = buildClusterTable(results, clusters)
@@ -161,6 +185,12 @@ if (clusterRows.length > 0) {
   process.stdout.write(`\nCross-instance: ${INSTANCES} gateways on one Redis vs one gateway with the memory broker, same clients and load.\n` +
     `${formatTable(clusterRows, CLUSTER_HEADER)}\n` +
     'Ratios are cluster ÷ single: above 1 is better for msgs/s, below 1 is better for CPU (all instances summed) and latency.\n')
+}
+
+const kafkaReport = kafka === undefined ? undefined : kafkaTables(kafka)
+if (kafkaReport !== undefined) {
+  process.stdout.write(`\n${kafkaReport.text}\n` +
+    kafkaReport.checks.filter((c) => !c.met).map((c) => `target missed: ${c.what} = ${c.value.toFixed(2)} (target ${c.limit})\n`).join(''))
 }
 
 mkdirSync(RESULTS, { recursive: true })
@@ -177,8 +207,10 @@ writeFileSync(file, JSON.stringify({
   roundTargets: roundChecks.flat(),
   results,
   rounds: runs,
-  cluster: { table: clusterRows, results: clusters }
+  cluster: { table: clusterRows, results: clusters },
+  kafka: kafka === undefined ? undefined : { ...kafka, targets: kafkaReport?.checks }
 }, null, 2) + '\n')
 log(`results written to ${file}`)
 killAll()
-process.exit([...results, ...clusters].some((r) => r.error !== undefined) ? 1 : 0)
+const kafkaFailed = kafka !== undefined && (kafka.error !== undefined || kafka.limit === undefined || kafka.drains.some((d) => d.messagesPerSec === 0))
+process.exit([...results, ...clusters].some((r) => r.error !== undefined) || kafkaFailed ? 1 : 0)

@@ -1,6 +1,7 @@
 import { buildApp } from '../../app.js'
 import { configFrom } from '../../lib/ops/config.js'
 import { publishAll } from '../../lib/ingress/publisher.js'
+import { now } from '../lib/clock.js'
 import { BENCH_CHANNEL, type BenchMessage, serveControl } from './control.js'
 
 /**
@@ -9,6 +10,11 @@ import { BENCH_CHANNEL, type BenchMessage, serveControl } from './control.js'
  * BENCH_REDIS_KEY_PREFIX. Broadcasts through the broker API here (the `burst`/`steady`
  * control ops); the parent also drives it through HTTP POST /realtime/publish with a
  * service token.
+ *
+ * With BENCH_KAFKA_BROKERS it also consumes Kafka (the Kafka case, bench/kafka.ts) under
+ * BENCH_KAFKA_TOPIC_PREFIX in the group BENCH_KAFKA_GROUP_ID. With BENCH_KAFKA_GATED the
+ * broker's publishes wait until the `open` op, so the clients are connected before the
+ * backlog starts to drain; once open, the broker's own methods are back in place.
  */
 const secret = process.env.BENCH_JWT_SECRET
 if (secret === undefined) throw new Error('BENCH_JWT_SECRET is required')
@@ -17,17 +23,22 @@ const config = configFrom({
   JWT_SECRET: secret,
   HOST: '127.0.0.1',
   PORT: 0,
-  LOG_LEVEL: 'warn',
+  LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn',
   // The bench publishes far more than a service would; the HTTP limit is not what is measured.
   HTTP_RATE_LIMIT_PER_MINUTE: 100_000_000,
-  ...(process.env.BENCH_REDIS_URL === undefined
-    ? {}
-    : {
-        REDIS_URL: process.env.BENCH_REDIS_URL,
-        REDIS_KEY_PREFIX: process.env.BENCH_REDIS_KEY_PREFIX ?? 'rtg-bench:'
-      })
+  ...(process.env.BENCH_REDIS_URL === undefined ? {} : {
+    REDIS_URL: process.env.BENCH_REDIS_URL,
+    REDIS_KEY_PREFIX: process.env.BENCH_REDIS_KEY_PREFIX ?? 'rtg-bench:'
+  }),
+  ...(process.env.BENCH_KAFKA_BROKERS === undefined ? {} : {
+    KAFKA_BROKERS: process.env.BENCH_KAFKA_BROKERS,
+    KAFKA_TOPIC_PREFIX: process.env.BENCH_KAFKA_TOPIC_PREFIX,
+    KAFKA_GROUP_ID: process.env.BENCH_KAFKA_GROUP_ID,
+    LOW_STOCK_THRESHOLD: process.env.BENCH_LOW_STOCK_THRESHOLD
+  })
 })
 const app = await buildApp(config)
+const openGate = process.env.BENCH_KAFKA_GATED === undefined ? () => {} : gate(app.hub.broker)
 await app.listen({ host: config.HOST, port: config.PORT })
 
 /** A burst goes through publishAll, the batch publish of Kafka batches and multi-event HTTP bodies. */
@@ -36,8 +47,36 @@ function broadcast (messages: BenchMessage[]): void {
   publishAll(app.hub.broker, drafts).catch((err: unknown) => { app.log.error({ err }, 'bench publish failed') })
 }
 
+/** Holds every publish (instance properties shadowing the broker's methods) until the returned function is called. */
+function gate (broker: typeof app.hub.broker): () => void {
+  let open: () => void = () => {}
+  const opened = new Promise<void>((resolve) => { open = resolve })
+  const held = ['publish', 'publishBatch'] as const
+  const target = broker as unknown as Record<string, unknown>
+  for (const name of held) {
+    const method = target[name]
+    if (typeof method !== 'function') continue
+    target[name] = async (...args: unknown[]) => { await opened; return await method.apply(broker, args) }
+  }
+  return () => {
+    for (const name of held) delete target[name]
+    open()
+  }
+}
+
 const address = app.server.address()
 serveControl({
   broadcast,
-  connections: () => app.hub.connectionCount()
+  connections: () => app.hub.connectionCount(),
+  handlers: {
+    open: () => {
+      openGate()
+      return { openedAt: now() }
+    },
+    /** Shuts the app down as production does (the Kafka consumer commits and leaves its group). */
+    close: async () => {
+      await app.close()
+      return {}
+    }
+  }
 }, typeof address === 'object' && address !== null ? address.port : 0)

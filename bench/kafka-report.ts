@@ -1,0 +1,50 @@
+import type { KafkaResult } from './kafka.js'
+import { formatTable, rate } from './report.js'
+
+/**
+ * The Kafka case's tables: backlog drain rates against the do-nothing consumer, and
+ * produce-to-receive latency at a steady rate. Targets (issue 18): the gateway at
+ * ≥ 0.5× the limit on the memory broker and ≥ 0.2× on Redis; p99 under 50 ms.
+ */
+export const DRAIN_TARGETS: Record<string, number> = { memory: 0.5, redis: 0.2 }
+export const LATENCY_P99_TARGET_MS = 50
+
+export interface KafkaCheck { what: string, value: number, limit: number, met: boolean }
+
+export function kafkaTables (result: KafkaResult): { text: string, checks: KafkaCheck[] } {
+  const checks: KafkaCheck[] = []
+  const limit = result.limit?.messagesPerSec
+  const drainRows = [result.limit, ...result.drains].filter((d) => d !== undefined).map((d) => {
+    const ratio = limit === undefined || limit === 0 || d.messagesPerSec === 0 ? undefined : d.messagesPerSec / limit
+    const broker = d.name.includes('redis') ? 'redis' : d.name.includes('memory') ? 'memory' : undefined
+    let mark = ''
+    if (broker !== undefined && ratio !== undefined) {
+      const target = DRAIN_TARGETS[broker]
+      const met = ratio >= target
+      checks.push({ what: `drain, ${d.name}, ratio to the do-nothing consumer`, value: ratio, limit: target, met })
+      mark = `${met ? 'ok' : 'TARGET MISSED'} ≥${target}×`
+    }
+    return ['drain', d.name, rate(d.messagesPerSec), d.eventsPerSec === undefined ? '–' : rate(d.eventsPerSec),
+      (d.ms / 1000).toFixed(2), d.cpuUsPerMessage === undefined ? '–' : d.cpuUsPerMessage.toFixed(1),
+      ratio === undefined ? '–' : `${ratio.toFixed(2)}×`, [mark, d.error ?? ''].filter((x) => x !== '').join('; ')]
+  })
+  const latencyRows = result.latency.map((l) => {
+    const met = l.p99 < LATENCY_P99_TARGET_MS
+    if (Number.isFinite(l.p99)) checks.push({ what: `latency p99, ${l.name}, ms`, value: l.p99, limit: LATENCY_P99_TARGET_MS, met })
+    return ['latency', l.name, String(l.rate), `${l.received}/${l.events}`, l.p50.toFixed(2), l.p99.toFixed(2),
+      [Number.isFinite(l.p99) ? `${met ? 'ok' : 'TARGET MISSED'} p99 <${LATENCY_P99_TARGET_MS} ms` : '', l.error ?? '', l.gaps > 0 ? `${l.gaps} offsets out of sequence` : '']
+        .filter((x) => x !== '').join('; ')]
+  })
+  const e = result.expected
+  const lines = [
+    `Kafka ingest: a backlog of ${e?.messages ?? '?'} messages (${e?.events ?? '?'} events, ${e?.dlq ?? '?'} poison) on the ${'§7'} topics × ${result.settings.partitions} partitions,` +
+      ` drained by a fresh group; ratios are ÷ the do-nothing kafkajs consumer (msgs/s).`,
+    formatTable(drainRows, ['kafka', 'case', 'msgs/s', 'events/s', 'seconds', 'CPU µs/msg', 'ratio', 'targets']),
+    '',
+    `Produce-to-receive latency at a steady ${result.settings.latencyRate} msgs/s for ${(result.settings.latencyMs / 1000).toFixed(0)} s (every event's time, ms).`,
+    formatTable(latencyRows, ['kafka', 'case', 'msgs/s', 'events', 'p50', 'p99', 'targets'])
+  ]
+  if (result.error !== undefined) lines.push(`kafka case error: ${result.error}`)
+  for (const d of result.drains) if ((d.wrong?.length ?? 0) > 0) lines.push(`${d.name}: channels off: ${d.wrong?.join(', ')}`)
+  return { text: lines.join('\n'), checks }
+}
