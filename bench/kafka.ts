@@ -4,7 +4,7 @@ import { now, sleep } from './lib/clock.js'
 import { Histogram, type SparseHistogram } from './lib/histogram.js'
 import { ChildChannel } from './lib/ipc.js'
 import { emptyExpected, type Expected, expect, LOW_STOCK_THRESHOLD, mixChannels, mixMessage } from './lib/kafka-mix.js'
-import { BenchTopics, KAFKA_BROKERS } from './lib/kafka-topics.js'
+import { BenchTopics, holdKafkaShared, KAFKA_BROKERS } from './lib/kafka-topics.js'
 import { deletePrefix, requireRedis } from './lib/redis-prefix.js'
 
 /**
@@ -88,7 +88,7 @@ function startGateway (label: string, secret: string, env: Record<string, string
   const profile = settings.profileDir !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${settings.profileDir}/${label}`] : []
   const child = fork(script('servers/gateway.js'), [], {
     execArgv: profile,
-    env: { ...process.env, ...env, BENCH_JWT_SECRET: secret, BENCH_KAFKA_BROKERS: KAFKA_BROKERS, BENCH_LOW_STOCK_THRESHOLD: String(LOW_STOCK_THRESHOLD) },
+    env: { ...process.env, BENCH_LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'error', ...env, BENCH_JWT_SECRET: secret, BENCH_KAFKA_BROKERS: KAFKA_BROKERS, BENCH_LOW_STOCK_THRESHOLD: String(LOW_STOCK_THRESHOLD) },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc']
   })
   const channel = new ChildChannel(child, label)
@@ -260,8 +260,10 @@ export async function runKafka (settings: KafkaSettings, track: Track, log: (lin
   const groups: string[] = []
   const redisPrefixes: string[] = []
   let topics: BenchTopics | undefined
+  let release = (): void => {}
   try {
     if (settings.brokers.includes('redis')) await requireRedis(REDIS_URL)
+    release = await holdKafkaShared()
     topics = await BenchTopics.connect()
     const backlogPrefix = `rtg-bench-${run}.backlog.`
     await topics.create(backlogPrefix, settings.partitions)
@@ -313,6 +315,7 @@ export async function runKafka (settings: KafkaSettings, track: Track, log: (lin
       result.cleanup.push(`${deleted} redis keys deleted under ${prefix}`)
       liveKafkaPrefixes.delete(prefix)
     }
+    release()
   }
   return result
 }

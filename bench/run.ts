@@ -7,6 +7,7 @@ import { buildClusterTable, CLUSTER_HEADER } from './cluster-report.js'
 import type { ChildChannel } from './lib/ipc.js'
 import { type KafkaResult, type KafkaSettings, liveKafkaPrefixes, runKafka } from './kafka.js'
 import { kafkaTables } from './kafka-report.js'
+import { deleteLiveTopics } from './lib/kafka-topics.js'
 import { deletePrefix } from './lib/redis-prefix.js'
 import { combineRounds, roundOrder } from './rounds.js'
 import { runScenario, type ScenarioResult, SERVERS, type ServerName, type Settings } from './scenario.js'
@@ -81,8 +82,8 @@ process.on('exit', killAll)
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.on(signal, () => {
     killAll()
-    // An interrupted cluster or Kafka run still deletes its Redis keys (bounded: 15 s at most).
-    void Promise.all([deleteLivePrefixes(), ...[...liveKafkaPrefixes].map((p) => deletePrefix('redis://127.0.0.1:6379', p).catch(() => 0))])
+    // An interrupted cluster or Kafka run still deletes its Redis keys and topics (bounded: 15 s at most).
+    void Promise.all([deleteLivePrefixes(), deleteLiveTopics().catch(() => {}), ...[...liveKafkaPrefixes].map((p) => deletePrefix('redis://127.0.0.1:6379', p).catch(() => 0))])
       .finally(() => process.exit(130))
   })
 }

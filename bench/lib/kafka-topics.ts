@@ -1,3 +1,7 @@
+import { randomBytes } from 'node:crypto'
+import { closeSync, mkdirSync, openSync, readdirSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import kafkajs, { type Admin, type Producer, type TopicMessages } from 'kafkajs'
 import { KAFKA_TOPICS } from '../../lib/ingress/kafka-mapping.js'
 import { now, sleep } from './clock.js'
@@ -25,6 +29,8 @@ export const topicsOf = (prefix: string): string[] => [...KAFKA_TOPICS, 'realtim
 export class BenchTopics {
   private readonly admin: Admin
   private readonly producer: Producer
+  /** Every topic this process created and has not deleted yet (run.ts's signal handler deletes them too). */
+  static readonly live = new Set<string>()
   private readonly created = new Set<string>()
 
   private constructor (kafka: InstanceType<typeof Kafka>) {
@@ -47,7 +53,7 @@ export class BenchTopics {
   /** Creates the topics under `prefix` and waits until every partition has a leader. */
   async create (prefix: string, partitions: number): Promise<void> {
     const names = topicsOf(prefix)
-    for (const name of names) this.created.add(name)
+    for (const name of names) { this.created.add(name); BenchTopics.live.add(name) }
     await this.admin.createTopics({ waitForLeaders: false, topics: names.map((topic) => ({ topic, numPartitions: partitions })) })
     const deadline = Date.now() + 30_000
     for (;;) {
@@ -92,6 +98,7 @@ export class BenchTopics {
   async delete (): Promise<void> {
     if (this.created.size === 0) return
     await this.admin.deleteTopics({ topics: [...this.created], timeout: 15_000 })
+    for (const name of this.created) BenchTopics.live.delete(name)
     this.created.clear()
   }
 
@@ -114,5 +121,45 @@ export class BenchTopics {
       entry.messages.push({ key: m.key, value: m.value })
     }
     await this.producer.sendBatch({ topicMessages: [...byTopic.values()], acks: 1 })
+  }
+}
+
+/**
+ * The Kafka test lock of test/kafka-fixture.ts (same directory, same protocol), held
+ * shared for the run: the test that restarts Kafka holds it exclusively, so it waits for
+ * the bench (and the bench for it) instead of pulling the broker from under a drain.
+ * Returns the release.
+ */
+const LOCK_DIR = join(tmpdir(), 'realtime-gateway-kafka-test-lock')
+
+export async function holdKafkaShared (timeoutMs = 300_000): Promise<() => void> {
+  const alive = (pid: number): boolean => { try { process.kill(pid, 0); return true } catch { return false } }
+  const writers = (): string[] => {
+    mkdirSync(LOCK_DIR, { recursive: true })
+    return readdirSync(LOCK_DIR).filter((name) => name.startsWith('exclusive-') && alive(Number(name.split('-')[1])))
+  }
+  const path = join(LOCK_DIR, `shared-${process.pid}-${randomBytes(3).toString('hex')}`)
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    // Announce first, then look: of a reader and a writer that race, at least one sees the other.
+    if (writers().length === 0) {
+      closeSync(openSync(path, 'wx'))
+      if (writers().length === 0) return () => rmSync(path, { force: true })
+      rmSync(path, { force: true })
+    }
+    if (Date.now() > deadline) throw new Error(`the Kafka test lock stayed held exclusively for ${timeoutMs} ms`)
+    await sleep(200 + Math.random() * 200)
+  }
+}
+
+/** For an interrupted run: deletes the topics still live (bounded). */
+export async function deleteLiveTopics (): Promise<void> {
+  if (BenchTopics.live.size === 0) return
+  const admin = kafkaClient(`rtg-bench-cleanup-${process.pid}`).admin()
+  try {
+    await admin.connect()
+    await admin.deleteTopics({ topics: [...BenchTopics.live], timeout: 10_000 })
+  } finally {
+    await admin.disconnect().catch(() => {})
   }
 }
