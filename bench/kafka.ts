@@ -240,8 +240,13 @@ async function runLatency (broker: 'memory' | 'redis', topics: BenchTopics, pref
     const histogram = new Histogram()
     histogram.add(h.bins)
     Object.assign(result, {
-      messages: expected.messages, events: expected.events, received: done.received, gaps: done.gaps, wrongChannels: done.wrongChannels,
-      p50: histogram.percentile(0.5), p99: histogram.percentile(0.99)
+      messages: expected.messages,
+      events: expected.events,
+      received: done.received,
+      gaps: done.gaps,
+      wrongChannels: done.wrongChannels,
+      p50: histogram.percentile(0.5),
+      p99: histogram.percentile(0.99)
     })
     if (done.received !== expected.events) result.error = `${done.received} of ${expected.events} events delivered`
   } catch (err) {

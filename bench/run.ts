@@ -41,8 +41,10 @@ const servers = (only ?? [...SERVERS]).filter((s): s is ServerName => (SERVERS a
 const kafkaOnly = only !== undefined && only.every((o) => o === 'kafka')
 const clusterOn = !flag('no-cluster') && (flag('cluster') || (quick && !kafkaOnly) || only?.includes('cluster') === true)
 const kafkaOn = !flag('no-kafka') && (only === undefined || only.includes('kafka'))
-const connectionCounts = kafkaOnly ? [] : (option('connections') ?? (quick ? '1000,2000' : `1000,5000,10000,${FD_LIMITED_MAX}`))
-  .split(',').map(Number).filter((n) => Number.isInteger(n) && n > 0)
+const connectionCounts = kafkaOnly
+  ? []
+  : (option('connections') ?? (quick ? '1000,2000' : `1000,5000,10000,${FD_LIMITED_MAX}`))
+      .split(',').map(Number).filter((n) => Number.isInteger(n) && n > 0)
 const clusterCounts = clusterOn
   ? (option('cluster-connections')?.split(',').map(Number).filter((n) => Number.isInteger(n) && n > 0) ?? (quick ? [1000] : connectionCounts))
   : []
@@ -178,9 +180,11 @@ function roundMisses (): string[] {
       `${same.map((r) => `${r.ratio.toFixed(2)}×`).join(', ')} (median of rounds ${c.ratio.toFixed(2)}×, target ${c.limit}×)`]
   })
 }
-if (results.length > 0) process.stdout.write(`\n${formatTable(rows)}\n\n${settings.rounds > 1 ? `Figures are medians of ${settings.rounds} rounds; ratios are of those medians. ` : ''}Ratios are gateway ÷ peer: above 1 is better for msgs/s and conn/s, below 1 is better for memory, CPU and latency.\n` +
+if (results.length > 0) {
+  process.stdout.write(`\n${formatTable(rows)}\n\n${settings.rounds > 1 ? `Figures are medians of ${settings.rounds} rounds; ratios are of those medians. ` : ''}Ratios are gateway ÷ peer: above 1 is better for msgs/s and conn/s, below 1 is better for memory, CPU and latency.\n` +
   'Fan-out and latency rows compare the gateway fed through its broker API; the indented rows feed it by HTTP POST /realtime/publish.\n' +
   summary.map((s) => `${s}\n`).join(''))
+}
 const clusterRows = buildClusterTable(results, clusters)
 if (clusterRows.length > 0) {
   process.stdout.write(`\nCross-instance: ${INSTANCES} gateways on one Redis vs one gateway with the memory broker, same clients and load.\n` +

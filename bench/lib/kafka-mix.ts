@@ -62,8 +62,13 @@ export function mixMessage (i: number, sentAt: number): MixMessage {
         topic,
         key: order,
         value: JSON.stringify({
-          orderId: order, buyerId: user, total: 19.9 + (i % 50), currency: 'EUR',
-          items: [{ sku: `SKU-${product}`, quantity: 1 + (i % 3), price: 9.95 }], createdAt: when, sentAt
+          orderId: order,
+          buyerId: user,
+          total: 19.9 + (i % 50),
+          currency: 'EUR',
+          items: [{ sku: `SKU-${product}`, quantity: 1 + (i % 3), price: 9.95 }],
+          createdAt: when,
+          sentAt
         })
       }
     case 'order.updated': {

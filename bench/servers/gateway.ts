@@ -26,16 +26,20 @@ const config = configFrom({
   LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn',
   // The bench publishes far more than a service would; the HTTP limit is not what is measured.
   HTTP_RATE_LIMIT_PER_MINUTE: 100_000_000,
-  ...(process.env.BENCH_REDIS_URL === undefined ? {} : {
-    REDIS_URL: process.env.BENCH_REDIS_URL,
-    REDIS_KEY_PREFIX: process.env.BENCH_REDIS_KEY_PREFIX ?? 'rtg-bench:'
-  }),
-  ...(process.env.BENCH_KAFKA_BROKERS === undefined ? {} : {
-    KAFKA_BROKERS: process.env.BENCH_KAFKA_BROKERS,
-    KAFKA_TOPIC_PREFIX: process.env.BENCH_KAFKA_TOPIC_PREFIX,
-    KAFKA_GROUP_ID: process.env.BENCH_KAFKA_GROUP_ID,
-    LOW_STOCK_THRESHOLD: process.env.BENCH_LOW_STOCK_THRESHOLD
-  })
+  ...(process.env.BENCH_REDIS_URL === undefined
+    ? {}
+    : {
+        REDIS_URL: process.env.BENCH_REDIS_URL,
+        REDIS_KEY_PREFIX: process.env.BENCH_REDIS_KEY_PREFIX ?? 'rtg-bench:'
+      }),
+  ...(process.env.BENCH_KAFKA_BROKERS === undefined
+    ? {}
+    : {
+        KAFKA_BROKERS: process.env.BENCH_KAFKA_BROKERS,
+        KAFKA_TOPIC_PREFIX: process.env.BENCH_KAFKA_TOPIC_PREFIX,
+        KAFKA_GROUP_ID: process.env.BENCH_KAFKA_GROUP_ID,
+        LOW_STOCK_THRESHOLD: process.env.BENCH_LOW_STOCK_THRESHOLD
+      })
 })
 const app = await buildApp(config)
 const openGate = process.env.BENCH_KAFKA_GATED === undefined ? () => {} : gate(app.hub.broker)
