@@ -7,6 +7,7 @@ import { buildClusterTable, CLUSTER_HEADER } from './cluster-report.js'
 import type { ChildChannel } from './lib/ipc.js'
 import { type KafkaResult, type KafkaSettings, liveKafkaPrefixes, runKafka } from './kafka.js'
 import { kafkaTables } from './kafka-report.js'
+import { CONSUMER_FETCH, PARTITIONS_CONSUMED_CONCURRENTLY } from '../plugins/kafka.js'
 import { deleteLiveTopics } from './lib/kafka-topics.js'
 import { deletePrefix } from './lib/redis-prefix.js'
 import { combineRounds, roundOrder } from './rounds.js'
@@ -137,8 +138,8 @@ const kafkaSettings: KafkaSettings = {
   latencyRate: 2000,
   latencyMs: quick ? 3000 : 15_000,
   warmupMs: quick ? 1000 : 2000,
-  consumer: { maxWaitTimeInMs: 1000 },
-  partitionsConsumedConcurrently: 1,
+  consumer: CONSUMER_FETCH,
+  partitionsConsumedConcurrently: PARTITIONS_CONSUMED_CONCURRENTLY,
   brokers: (option('kafka-brokers') ?? 'memory,redis').split(',').filter((b): b is 'memory' | 'redis' => b === 'memory' || b === 'redis'),
   profileDir: settings.profileDir
 }

@@ -3,7 +3,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import fp from 'fastify-plugin'
 import kafkajs, { type EachBatchPayload, type LogEntry } from 'kafkajs'
 import { kafkaBrokerList } from '../lib/ops/config.js'
-import { backoffDelay, ingestMessage, type IngestContext } from '../lib/ingress/kafka-ingest.js'
+import { backoffDelay, ingestBatch, type IngestContext } from '../lib/ingress/kafka-ingest.js'
 import { topicNames } from '../lib/ingress/kafka-mapping.js'
 import { createKafkaMetrics } from '../lib/ops/kafka-metrics.js'
 import { publishAll } from '../lib/ingress/publisher.js'
@@ -15,12 +15,27 @@ const { Kafka, logLevel: KafkaLogLevel } = kafkajs
 const SLEEP_SLICE_MS = 500
 
 /**
+ * How the consumer fetches (bench/kafka.ts gives its do-nothing consumer the same, so the
+ * comparison is of what is done with a message). Short long-polls: shutdown waits at most
+ * a second for the fetch in flight.
+ */
+export const CONSUMER_FETCH = { maxWaitTimeInMs: 1000 }
+/**
+ * Partitions whose batches are handled side by side. Order only matters within a
+ * partition (each is still handled in order, one publish call at a time), so several at
+ * once overlap one partition's broker round trips and commits with another's work.
+ */
+export const PARTITIONS_CONSUMED_CONCURRENTLY = 8
+
+/**
  * The Kafka ingress (CONTRACT §7) — the only file that knows kafkajs. A consumer group
- * reads the §7 topics partition by partition, in order; each message's events are
- * handed to the broker (or the message to the DLQ) and only then is its offset
- * resolved and committed, so a crash or restart redelivers rather than loses.
- * Transient failures (broker or Kafka down) are retried in place with backoff, which
- * holds the partition's later messages back and so keeps their order.
+ * reads the §7 topics; each partition's batches are handled in order, several partitions
+ * at a time, by lib/ingress/kafka-ingest.ts: a batch's events go to the broker in a few
+ * large calls rather than one message at a time, and a message's offset is resolved only
+ * once it and every earlier one were handed to the broker (or the DLQ), so a crash or
+ * restart redelivers rather than loses. Transient failures (broker or Kafka down) are
+ * retried in place with backoff, which holds the partition's later messages back and so
+ * keeps their order. Heartbeat and commit come once per batch.
  */
 export default fp(async (app) => {
   const config = app.config
@@ -42,8 +57,7 @@ export default fp(async (app) => {
   })
   const consumer = kafka.consumer({
     groupId: config.KAFKA_GROUP_ID,
-    // Short long-polls: shutdown waits at most a second for the fetch in flight.
-    maxWaitTimeInMs: 1000,
+    ...CONSUMER_FETCH,
     // After a broker restart the coordinator waits this long for the member that vanished
     // with it before the group can form again; 10 s rather than 30 s.
     sessionTimeout: 10_000,
@@ -81,56 +95,69 @@ export default fp(async (app) => {
 
   app.readiness.add('kafka', () => joined)
 
-  /** Sleeps in slices, heartbeating, and gives up as soon as this batch is no longer ours. */
+  /**
+   * Sleeps in slices, heartbeating and committing what was settled so far (a long outage
+   * does not hold back the offsets before it), and gives up as soon as this batch is no
+   * longer ours.
+   */
   const sleepWhileOwned = (payload: EachBatchPayload) => async (ms: number): Promise<boolean> => {
     const owned = () => !closing && payload.isRunning() && !payload.isStale()
     for (let left = ms; left > 0 && owned(); left -= SLEEP_SLICE_MS) {
       await delay(Math.min(left, SLEEP_SLICE_MS))
-      if (owned()) await payload.heartbeat()
+      if (owned()) {
+        await payload.heartbeat()
+        await payload.commitOffsetsIfNecessary()
+      }
     }
     return owned()
   }
+
+  /** What every batch shares; the retry and settle hooks are the batch's own. */
+  const ingest: Omit<IngestContext, 'sleep' | 'onRetry'> = {
+    mapping: {
+      lowStockThreshold: config.LOW_STOCK_THRESHOLD,
+      limits: { eventMaxBytes: config.EVENT_MAX_BYTES, publishMaxBytes: config.PUBLISH_MAX_BYTES }
+    },
+    publish: async (drafts) => await publishAll(app.hub.broker, drafts),
+    deadLetter: async (message, headers) => {
+      if (!producerConnected) await producer.connect()
+      await producer.send({ topic: dlqTopic, messages: [{ key: message.key, value: message.value, headers }] })
+    }
+  }
+  const kafkaEvents = app.gatewayMetrics.eventsPublished.labels({ source: 'kafka' })
 
   async function eachBatch (payload: EachBatchPayload): Promise<void> {
     const { batch } = payload
     const topic = topics.get(batch.topic)
     if (topic === undefined) return // not ours: never resolved, never committed
-    const highWatermark = Number(batch.highWatermark)
-    const context: IngestContext = {
-      mapping: {
-        lowStockThreshold: config.LOW_STOCK_THRESHOLD,
-        limits: { eventMaxBytes: config.EVENT_MAX_BYTES, publishMaxBytes: config.PUBLISH_MAX_BYTES }
-      },
-      publish: async (drafts) => await publishAll(app.hub.broker, drafts),
-      deadLetter: async (message, headers) => {
-        if (!producerConnected) await producer.connect()
-        await producer.send({ topic: dlqTopic, messages: [{ key: message.key, value: message.value, headers }] })
-      },
+    const topicMetrics = metrics.topic(batch.topic)
+    let lastSettled: string | undefined
+    const result = await ingestBatch(topic, batch, {
+      ...ingest,
       sleep: sleepWhileOwned(payload),
+      running: () => !closing && payload.isRunning() && !payload.isStale(),
       onRetry: (err, attempt, delayMs) => {
-        metrics.retried(batch.topic)
-        log.warn({ err, topic: batch.topic, partition: batch.partition, attempt, delayMs }, 'kafka message not handed off yet; retrying')
+        topicMetrics.retried()
+        log.warn({ err, topic: batch.topic, partition: batch.partition, attempt, delayMs }, 'kafka messages not handed off yet; retrying')
+      },
+      settled: (message, outcome) => {
+        payload.resolveOffset(message.offset)
+        lastSettled = message.offset
+        if (outcome.outcome === 'delivered') {
+          topicMetrics.delivered(Number(message.timestamp), outcome.orderStatus)
+          kafkaEvents.inc(outcome.events)
+        } else {
+          topicMetrics.deadLettered()
+          log.warn({ topic: batch.topic, partition: batch.partition, offset: message.offset, reason: outcome.reason, dlq: dlqTopic },
+            'kafka message dead-lettered')
+        }
       }
-    }
-
-    for (const message of batch.messages) {
-      if (closing || !payload.isRunning() || payload.isStale()) return
-      const source = { ...message, topic: batch.topic, partition: batch.partition }
-      const result = await ingestMessage(topic, source, context)
-      if (result.outcome === 'stopped') return // unresolved: redelivered to whoever owns the partition next
-      payload.resolveOffset(message.offset)
-      if (result.outcome === 'delivered') {
-        metrics.delivered(batch.topic, Number(message.timestamp), result.orderStatus)
-        app.gatewayMetrics.eventsPublished.inc({ source: 'kafka' }, result.events)
-      } else {
-        metrics.deadLettered(batch.topic)
-        log.warn({ topic: batch.topic, partition: batch.partition, offset: message.offset, reason: result.reason, dlq: dlqTopic },
-          'kafka message dead-lettered')
-      }
-      metrics.lag(batch.topic, batch.partition, highWatermark - Number(message.offset) - 1)
-      await payload.heartbeat()
-      await payload.commitOffsetsIfNecessary()
-    }
+    })
+    if (lastSettled !== undefined) metrics.lag(batch.topic, batch.partition, Number(batch.highWatermark) - Number(lastSettled) - 1)
+    // Stopped: what was not settled stays unresolved and goes to the partition's next owner.
+    if (result === 'stopped') return
+    await payload.heartbeat()
+    await payload.commitOffsetsIfNecessary()
   }
 
   async function start (): Promise<void> {
@@ -143,6 +170,7 @@ export default fp(async (app) => {
       await consumer.subscribe({ topics: [...topics.keys()], fromBeginning: true })
       await consumer.run({
         eachBatch,
+        partitionsConsumedConcurrently: PARTITIONS_CONSUMED_CONCURRENTLY,
         eachBatchAutoResolve: false,
         autoCommit: true,
         // Besides the commit after every batch, a long batch commits every second or 100 messages.

@@ -59,6 +59,17 @@ export interface Broker {
   /** Human-readable backend name for logs, stats and readiness ("memory", "redis"). */
   readonly kind: string
   publish(draft: EventDraft): Promise<PublishedEvent>
+  /**
+   * Publishes the drafts in the order given, as that many `publish` calls made one after
+   * another would (same offsets, history and delivery), and resolves with their events in
+   * that order. One call for all of them: the memory broker takes them in one go, Redis in
+   * one script run (one round trip, no other command in between). All or nothing: when it
+   * rejects, none of the drafts was taken, or, when only the reply was lost, all of them;
+   * never a part (save a Redis that fails in the middle of a script, as when out of
+   * memory), so the caller may publish the same drafts again and keep their order.
+   * This is the call an ingress uses for many events (lib/ingress/publisher.ts publishAll).
+   */
+  publishBatch(drafts: readonly EventDraft[]): Promise<PublishedEvent[]>
   subscribe(channel: string): Promise<void>
   unsubscribe(channel: string): Promise<void>
   /** The channel's last offset (0 when none yet) and epoch. */

@@ -62,7 +62,21 @@ export class MemoryBroker implements Broker {
 
   async publish (draft: EventDraft): Promise<PublishedEvent> {
     if (this.closed) throw new Error('broker closed')
+    return this.append(draft, monotonicMs(), new Date().toISOString())
+  }
+
+  /** Synchronous, so all of it or (closed) none of it; the drafts share one timestamp. */
+  async publishBatch (drafts: readonly EventDraft[]): Promise<PublishedEvent[]> {
+    if (this.closed) throw new Error('broker closed')
     const now = monotonicMs()
+    const ts = new Date().toISOString()
+    const events = new Array<PublishedEvent>(drafts.length)
+    for (let i = 0; i < drafts.length; i++) events[i] = this.append(drafts[i], now, ts)
+    return events
+  }
+
+  /** Takes the channel's next offset, keeps the event in history, and delivers it if subscribed. */
+  private append (draft: EventDraft, now: number, ts: string): PublishedEvent {
     const stream = this.streams.get(draft.channel) ?? this.open(draft.channel)
     stream.offset += 1
     stream.lastPublishMs = now
@@ -72,7 +86,7 @@ export class MemoryBroker implements Broker {
       payload: draft.payload,
       offset: stream.offset,
       epoch: stream.epoch,
-      ts: new Date().toISOString()
+      ts
     }
     if (stream.history.size > 0) {
       const log = stream.log ?? (stream.log = { events: [], times: [] })

@@ -11,8 +11,9 @@ import { RedisControl } from './redis-control.js'
 import { PRESENCE_MESSAGE, RedisPresence } from './redis-presence.js'
 import type { ChannelHistory, HistoryPolicy } from './history-policy.js'
 import {
-  databaseOf, decodeEntry, entryBody, PUBLISH_SCRIPT, randomName, READ_SCRIPT, RedisLayout
+  databaseOf, decodeEntry, entryBody, PUBLISH_BATCH_SCRIPT, PUBLISH_SCRIPT, randomName, READ_SCRIPT, RedisLayout
 } from './redis-layout.js'
+import { publishBatchArgs, type PublishReply } from './redis-publish-batch.js'
 
 export interface RedisBrokerOptions extends BrokerOptions {
   /** redis:// or rediss:// URL (a /db suffix selects the database). */
@@ -39,6 +40,7 @@ export interface RedisBrokerOptions extends BrokerOptions {
 interface ScriptedRedis extends Redis {
   rtgPublish(...args: Array<string | number>): Promise<[string, number, string]>
   rtgRead(...args: Array<string | number>): Promise<[string, number, ...string[]]>
+  rtgPublishBatch(numberOfKeys: number, ...args: Array<string | number>): Promise<PublishReply[]>
 }
 
 const SUBSCRIBE_BATCH = 500
@@ -96,6 +98,7 @@ export class RedisBroker implements Broker {
     this.commands = failFastConnection(options.url, { ...connection, name: `${name}:cmd` }) as ScriptedRedis
     this.commands.defineCommand('rtgPublish', { numberOfKeys: 3, lua: PUBLISH_SCRIPT })
     this.commands.defineCommand('rtgRead', { numberOfKeys: 3, lua: READ_SCRIPT })
+    this.commands.defineCommand('rtgPublishBatch', { lua: PUBLISH_BATCH_SCRIPT })
     this.redis = this.commands
     this.subscriber = failFastConnection(options.url, { ...connection, name: `${name}:sub` })
     const live = (channel: string): boolean => this.held.has(channel) && !this.lingering.has(channel)
@@ -129,6 +132,24 @@ export class RedisBroker implements Broker {
     }
     const [epoch, offset, ms] = reply
     return { ...draft, offset: Number(offset), epoch, ts: new Date(Number(ms)).toISOString() }
+  }
+
+  /** One script run for the whole batch (PUBLISH_BATCH_SCRIPT): one round trip, all or nothing. */
+  async publishBatch (drafts: readonly EventDraft[]): Promise<PublishedEvent[]> {
+    if (drafts.length === 1) return [await this.publish(drafts[0])]
+    if (this.closed || this.commands.status !== 'ready') throw new BrokerUnavailableError('redis is not connected')
+    if (drafts.length === 0) return []
+    const { keys, args } = publishBatchArgs(drafts, this.layout, this.policy, retentionOf)
+    let replies: PublishReply[]
+    try {
+      replies = await this.commands.rtgPublishBatch(keys.length, ...keys, ...args)
+    } catch (err) {
+      throw new BrokerUnavailableError('redis did not take the publish', { cause: err })
+    }
+    return drafts.map((draft, i) => {
+      const [epoch, offset, ms] = replies[i]
+      return { ...draft, offset: Number(offset), epoch, ts: new Date(Number(ms)).toISOString() }
+    })
   }
 
   async subscribe (channel: string): Promise<void> {

@@ -161,6 +161,31 @@ return {epoch, offset, ms}
 `
 
 /**
+ * Many publishes in one script run: PUBLISH_SCRIPT itself, as a function whose KEYS and
+ * ARGV are one event's, run for each event in the order given. So the batch follows the
+ * one-event rules exactly (and whatever they become), in one round trip, and nothing runs
+ * in between: all of the events are taken or none.
+ *
+ * What every event shares is sent once (lib/broker/redis-publish-batch.ts builds the
+ * call). KEYS: epoch base, then meta and history of each event, one pair after another.
+ * ARGV: new base (if the dataset has none), then each event's body, history size, history
+ * TTL, retention and pub/sub name. Returns each event's reply. (On a Redis Cluster every
+ * key of one call must share a slot: group the events by slot.)
+ */
+export const PUBLISH_BATCH_SCRIPT = `
+local function publish_one (KEYS, ARGV)
+${PUBLISH_SCRIPT}
+end
+local replies = {}
+for e = 0, (#KEYS - 1) / 2 - 1 do
+  local a = 2 + 5 * e
+  replies[e + 1] = publish_one({KEYS[2 + 2 * e], KEYS[3 + 2 * e], KEYS[1]},
+    {ARGV[1], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]})
+end
+return replies
+`
+
+/**
  * Read a channel's position and, when asked, the entries after `since` (only the tail
  * that could answer it: the last `offset - since` entries), or the last `last` entries.
  * Writes nothing for the channel: one without a meta hash is at offset 0 of its computed

@@ -9,15 +9,16 @@ export interface PublishReceipt {
 }
 
 /**
- * Publishes drafts in the order given. They are issued together: brokers assign offsets
- * in call order, so events for the same channel keep the order of the drafts.
- * Rejects if any publish failed; the caller reports failure (never a silent 202).
- * Several drafts are one burst (lib/core/write-batch.ts): what a broker delivers while they are
- * issued (the memory broker, synchronously) leaves as one write per socket.
+ * Publishes drafts in the order given, as one batch (Broker.publishBatch: one call, one
+ * Redis round trip, all or nothing), so events for the same channel keep the order of the
+ * drafts. Rejects if the batch was not taken; the caller reports failure (never a silent
+ * 202) or, for Kafka, retries it whole. Several drafts are one burst (lib/core/write-batch.ts):
+ * what a broker delivers while they are issued (the memory broker, synchronously) leaves as
+ * one write per socket.
  */
 export async function publishAll (broker: Broker, drafts: readonly EventDraft[]): Promise<PublishedEvent[]> {
   if (drafts.length === 1) return [await broker.publish(drafts[0])]
-  return await Promise.all(inBurst(() => drafts.map((d) => broker.publish(d))))
+  return await inBurst(() => broker.publishBatch(drafts))
 }
 
 export function receiptOf (events: readonly PublishedEvent[]): PublishReceipt {

@@ -157,6 +157,7 @@ t.test('Redis unreachable: not ready, publish/subscribe/history reject at once w
     p, new Promise<never>((_resolve, reject) => setTimeout(() => reject(new Error('still pending after 3 s')), 3000))
   ])
   await t.rejects(settles(broker.publish(draft('room:x', 1))), BrokerUnavailableError)
+  await t.rejects(settles(broker.publishBatch([draft('room:x', 1), draft('room:y', 1)])), BrokerUnavailableError)
   await t.rejects(settles(broker.subscribe('room:x')), BrokerUnavailableError)
   await t.rejects(settles(broker.history('room:x', { offset: 0 })), BrokerUnavailableError)
   await t.rejects(settles(broker.position('room:x')), BrokerUnavailableError)

@@ -14,6 +14,7 @@ class RejectingBroker implements Broker {
   readonly inner: MemoryBroker
   constructor (deliver: DeliverFn) { this.inner = new MemoryBroker({ deliver, historySize: 10, historyTtlSeconds: 300 }) }
   publish = async (draft: EventDraft) => await this.inner.publish(draft)
+  publishBatch = async (drafts: readonly EventDraft[]) => await this.inner.publishBatch(drafts)
   async subscribe (channel: string) {
     if (this.failSubscribe) throw new Error('subscribe refused (test)')
     await this.inner.subscribe(channel)

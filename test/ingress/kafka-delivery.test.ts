@@ -1,33 +1,7 @@
 import t from 'tap'
-import { type Broker, BrokerUnavailableError, type DeliverFn, type SincePosition } from '../../lib/broker/broker.js'
-import type { EventDraft } from '../../lib/core/event.js'
-import { MemoryBroker } from '../../lib/broker/memory-broker.js'
+import { FlakyBroker } from '../support/flaky-broker.js'
 import { adminToken, token, WsClient } from '../support/helper.js'
 import { gateway, kafkaFixture, metricsText, sample, settled, useKafka, waitForMetric } from '../support/kafka-fixture.js'
-
-/**
- * A memory broker whose publishes fail while `down`, as the Redis broker's do when Redis
- * is unreachable (BrokerUnavailableError): the transient failure the consumer must ride out.
- */
-class FlakyBroker implements Broker {
-  readonly kind = 'memory'
-  down = true
-  private readonly inner: MemoryBroker
-  constructor (deliver: DeliverFn) { this.inner = new MemoryBroker({ deliver, historySize: 100, historyTtlSeconds: 300 }) }
-  async publish (draft: EventDraft) {
-    if (this.down) throw new BrokerUnavailableError('redis is unreachable (test)')
-    return await this.inner.publish(draft)
-  }
-
-  subscribe = async (channel: string) => await this.inner.subscribe(channel)
-  unsubscribe = async (channel: string) => await this.inner.unsubscribe(channel)
-  position = async (channel: string) => await this.inner.position(channel)
-  history = async (channel: string, since?: SincePosition) => await this.inner.history(channel, since)
-  recent = async (channel: string, count: number) => await this.inner.recent(channel, count)
-  isReady = () => true
-  get control () { return this.inner.control }
-  close = async () => await this.inner.close()
-}
 
 t.test('a transient broker failure is retried with backoff, never dead-lettered, then delivered', async (t) => {
   if (!await useKafka(t)) return

@@ -208,6 +208,47 @@ export function brokerSuite (t: Test, factory: BrokerFactory): void {
     t.same(history.events.map((e) => e.payload.n), range(0, 199), 'history in offset order')
   })
 
+  t.test('publishBatch: the events of consecutive publishes, in draft order, in one call', async (t) => {
+    const { broker, recorder } = await make(t)
+    const [a, b] = [suiteChannel('batch-a'), suiteChannel('batch-b')]
+    await broker.subscribe(a)
+    await broker.subscribe(b)
+    await broker.publish(draft(a, 0))
+    const drafts = [draft(a, 1), draft(b, 1), draft(a, 2), { channel: b, type: 'other:type', payload: { text: 'héllo ✓', list: [1, null] } }, draft(a, 3)]
+    const events = await broker.publishBatch(drafts)
+    t.same(events.map((e) => [e.channel, e.offset]), [[a, 2], [b, 1], [a, 3], [b, 2], [a, 4]], 'each channel counts on in draft order')
+    t.same(events.map(({ channel, type, payload }) => ({ channel, type, payload })), drafts, 'each event is its draft')
+    t.equal(new Set(events.filter((e) => e.channel === a).map((e) => e.epoch)).size, 1, 'one epoch per channel')
+    for (const e of events) t.equal(new Date(e.ts).toISOString(), e.ts, 'ts is ISO-8601')
+    t.same(await broker.position(a), { offset: 4, epoch: events[0].epoch })
+    t.same((await broker.history(b, { offset: 0 })).events, [events[1], events[3]], 'history holds them as publish would')
+    await recorder.until('every batched event delivered', () => recorder.of(a).length === 4 && recorder.of(b).length === 2)
+    t.same(offsets(recorder.of(a)), [1, 2, 3, 4], 'delivered in offset order, once each')
+    t.same(offsets(recorder.of(b)), [1, 2])
+    t.same(await broker.publishBatch([]), [], 'an empty batch publishes nothing')
+  })
+
+  t.test('publishBatch and publish issued together keep call order on a channel', async (t) => {
+    const { broker } = await make(t, { historySize: 500 })
+    const channel = suiteChannel('batch-order')
+    const calls = [
+      broker.publish(draft(channel, 0)),
+      broker.publishBatch(range(1, 100).map((n) => draft(channel, n))),
+      broker.publish(draft(channel, 101)),
+      broker.publishBatch([draft(channel, 102), draft(channel, 103)])
+    ]
+    const events = (await Promise.all(calls)).flat()
+    t.same(offsets(events), range(1, 104), 'offsets in the order the calls were made')
+    t.same((await broker.history(channel, { offset: 0 })).events.map((e) => e.payload.n), range(0, 103))
+  })
+
+  t.test('publishBatch rejects once the broker is closed, and takes nothing', async (t) => {
+    const { broker } = await make(t)
+    const channel = suiteChannel('batch-closed')
+    await broker.close()
+    await t.rejects(broker.publishBatch([draft(channel, 1), draft(channel, 2)]))
+  })
+
   t.test('the hub seam: replay + live delivery while publishes go on, no loss, no duplicate', async (t) => {
     // The factory may be async, so the broker is made first and handed to the hub.
     const ref: { hub?: Hub } = {}

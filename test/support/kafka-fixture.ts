@@ -46,6 +46,10 @@ export interface KafkaFixture {
   env: Record<string, string>
   /** Produces one message to the prefixed §7 (or DLQ) topic; a non-string value is JSON-encoded. */
   produce: (topic: string, value: unknown, options?: ProduceOptions) => Promise<void>
+  /** Produces many messages to one prefixed topic in one request, in the order given (per partition). */
+  produceMany: (topic: string, messages: Array<{ value: unknown } & ProduceOptions>) => Promise<void>
+  /** The offset the fixture's group (or `groupId`) committed for a partition: the next message it will read; -1 for none. */
+  committedOffset: (topic: string, partition: number, groupId?: string) => Promise<number>
   /** Reads the DLQ topic from the beginning until `count` messages came (bounded). */
   readDlq: (count: number, timeoutMs?: number) => Promise<Array<KafkaMessage & { partition: number }>>
   close: () => Promise<void>
@@ -88,6 +92,21 @@ export async function kafkaFixture (t: Test, partitions = 3): Promise<KafkaFixtu
           partition: options.partition
         }]
       })
+    },
+    async produceMany (topic, messages) {
+      await producer.send({
+        topic: `${prefix}${topic}`,
+        messages: messages.map(({ value, key, headers, partition }) => ({
+          key: key ?? null,
+          value: typeof value === 'string' || Buffer.isBuffer(value) ? value : JSON.stringify(value),
+          headers,
+          partition
+        }))
+      })
+    },
+    async committedOffset (topic, partition, group = groupId) {
+      const [offsets] = await admin.fetchOffsets({ groupId: group, topics: [`${prefix}${topic}`] })
+      return Number(offsets?.partitions.find((p) => p.partition === partition)?.offset ?? -1)
     },
     async readDlq (count, timeoutMs = 15_000) {
       const consumer = kafka.consumer({ groupId: `${groupId}-dlq-reader-${randomBytes(3).toString('hex')}`, maxWaitTimeInMs: 500 })
