@@ -32,8 +32,13 @@ export class MissingFieldError extends ClientError {
 export function orderEvents (change: OrderChange, fact: OrderFact): EventDraft[] {
   const buyer = fact.buyerId ?? fact.userId
   if (buyer === undefined) throw new MissingFieldError('buyerId', 'buyerId (or userId) is required')
-  const payload: Record<string, unknown> = { ...fact, orderId: fact.orderId, userId: String(buyer) }
-  delete payload.buyerId
+  // Copied without buyerId rather than spread and `delete`d: a deleted property turns the
+  // object into a slow dictionary, and a rest pattern takes a slow path too (7 µs and 5 µs
+  // per order against 1 µs, JSON encoding included: bench/README.md, "Kafka ingest").
+  const payload: Record<string, unknown> = {}
+  for (const key in fact) if (key !== 'buyerId') payload[key] = fact[key]
+  payload.orderId = fact.orderId
+  payload.userId = String(buyer)
   return [
     { channel: userChannel(String(buyer)), type: `order:${change}`, payload },
     { channel: ADMIN_CHANNEL, type: `admin:order:${change}`, payload },
