@@ -3,7 +3,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import fp from 'fastify-plugin'
 import kafkajs, { type EachBatchPayload, type LogEntry } from 'kafkajs'
 import { kafkaBrokerList } from '../lib/ops/config.js'
-import { backoffDelay, ingestBatch, type IngestContext } from '../lib/ingress/kafka-ingest.js'
+import { backoffDelay, type BatchContext, ingestBatch } from '../lib/ingress/kafka-ingest.js'
 import { topicNames } from '../lib/ingress/kafka-mapping.js'
 import { createKafkaMetrics } from '../lib/ops/kafka-metrics.js'
 import { publishAll } from '../lib/ingress/publisher.js'
@@ -113,12 +113,13 @@ export default fp(async (app) => {
   }
 
   /** What every batch shares; the retry and settle hooks are the batch's own. */
-  const ingest: Omit<IngestContext, 'sleep' | 'onRetry'> = {
+  const ingest: Omit<BatchContext, 'sleep' | 'onRetry' | 'running' | 'settled'> = {
     mapping: {
       lowStockThreshold: config.LOW_STOCK_THRESHOLD,
       limits: { eventMaxBytes: config.EVENT_MAX_BYTES, publishMaxBytes: config.PUBLISH_MAX_BYTES }
     },
     publish: async (drafts) => await publishAll(app.hub.broker, drafts),
+    maxEventsPerPublish: app.hub.broker.maxBatchSize,
     deadLetter: async (message, headers) => {
       if (!producerConnected) await producer.connect()
       await producer.send({ topic: dlqTopic, messages: [{ key: message.key, value: message.value, headers }] })

@@ -70,6 +70,11 @@ export interface Broker {
    * This is the call an ingress uses for many events (lib/ingress/publisher.ts publishAll).
    */
   publishBatch(drafts: readonly EventDraft[]): Promise<PublishedEvent[]>
+  /**
+   * Most drafts worth handing to one publishBatch call, when the backend wants smaller
+   * calls (Redis: a script holds Redis for as long as it runs). Unset: the caller decides.
+   */
+  readonly maxBatchSize?: number
   subscribe(channel: string): Promise<void>
   unsubscribe(channel: string): Promise<void>
   /** The channel's last offset (0 when none yet) and epoch. */

@@ -66,6 +66,8 @@ const retentionOf = (history: ChannelHistory): number => streamRetentionSeconds(
  */
 export class RedisBroker implements Broker {
   readonly kind = 'redis'
+  /** A batch script runs a few µs per event with Redis held: 500 keep that to milliseconds. */
+  readonly maxBatchSize = 500
   readonly keyPrefix: string
   readonly layout: RedisLayout
   /** The command connection; also used for cluster stats (lib/ops/node-registry.ts). */

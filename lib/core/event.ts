@@ -45,7 +45,8 @@ export class EncodedEvent {
    * would encode it again for every connection.
    */
   get wsBytes (): Buffer {
-    if (this.wsBuffer === undefined) this.wsBuffer = Buffer.from(this.ws)
+    // A view into the whole frame when that was made first: no second copy of the bytes.
+    if (this.wsBuffer === undefined) this.wsBuffer = this.wsWire === undefined ? Buffer.from(this.ws) : this.wsWire.subarray(frameHeaderLength(this.wsWire))
     return this.wsBuffer
   }
 
@@ -54,7 +55,8 @@ export class EncodedEvent {
    * no extension (no compression) is handed as is, with no framing of its own.
    */
   get wsFrameBytes (): Buffer {
-    if (this.wsWire === undefined) this.wsWire = textFrame(this.wsBytes)
+    // Encoded straight into the frame (one allocation, no copy), unless the bytes exist already.
+    if (this.wsWire === undefined) this.wsWire = this.wsBuffer === undefined ? textFrameOf(this.ws) : textFrame(this.wsBuffer)
     return this.wsWire
   }
 
@@ -70,7 +72,26 @@ export class EncodedEvent {
 
 /** An unmasked, single-fragment WebSocket text frame around `payload` (RFC 6455 §5.2). */
 export function textFrame (payload: Buffer): Buffer {
-  const length = payload.length
+  const frame = frameWithHeader(payload.length)
+  payload.copy(frame, frame.length - payload.length)
+  return frame
+}
+
+/** The same frame around `text`, UTF-8-encoded straight into it. */
+export function textFrameOf (text: string): Buffer {
+  const length = Buffer.byteLength(text)
+  const frame = frameWithHeader(length)
+  frame.write(text, frame.length - length)
+  return frame
+}
+
+/** How long the header of `frame` (one of ours: unmasked) is. */
+function frameHeaderLength (frame: Buffer): number {
+  return frame[1] < 126 ? 2 : frame[1] === 126 ? 4 : 10
+}
+
+/** A frame of `length` payload bytes with its header written, the payload still to fill. */
+function frameWithHeader (length: number): Buffer {
   const headerLength = length < 126 ? 2 : length < 65_536 ? 4 : 10
   const frame = Buffer.allocUnsafe(headerLength + length)
   frame[0] = 0x81 // FIN, opcode 1 (text)
@@ -83,6 +104,5 @@ export function textFrame (payload: Buffer): Buffer {
     frame[1] = 127
     frame.writeBigUInt64BE(BigInt(length), 2)
   }
-  payload.copy(frame, headerLength)
   return frame
 }

@@ -6,7 +6,7 @@ import { gateway, type KafkaFixture, kafkaFixture, metricsText, sample, useKafka
 /**
  * The batch path of the Kafka ingest (lib/ingress/kafka-ingest.ts) against a real Kafka:
  * the messages are produced before the gateway starts, so they reach it as large batches
- * (several publish calls each, MAX_EVENTS_PER_PUBLISH = 500 events) on several partitions
+ * (several publish calls each: the test broker, like Redis, takes 500 events a call) on several partitions
  * handled side by side. What arrived is read back through history (`since` offset 0).
  */
 const HISTORY = { HISTORY_SIZE: 5000 }
@@ -51,7 +51,7 @@ t.test('per-channel order holds across large batches of several partitions handl
   const kafka = await kafkaFixture(t, 3)
   const perPartition = 300 // 900 events a partition: two publish calls per batch at least
   await produceAll(kafka, orders(3, perPartition))
-  const { url, wsUrl } = await gateway(t, kafka, HISTORY)
+  const { url, wsUrl } = await gateway(t, kafka, HISTORY, (deliver) => new FlakyBroker(deliver, { down: false, historySize: HISTORY.HISTORY_SIZE }))
   await waitForMetric(url, 'gateway_kafka_messages_total', { topic: `${kafka.prefix}order.updated`, outcome: 'delivered' }, 3 * perPartition, 30_000)
 
   const frames = await replay(t, wsUrl, adminToken(), ['orders', 'admin'])

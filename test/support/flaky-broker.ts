@@ -10,6 +10,8 @@ import { MemoryBroker } from '../../lib/broker/memory-broker.js'
  */
 export class FlakyBroker implements Broker {
   readonly kind = 'memory'
+  /** Calls of at most 500 events, as the Redis broker asks for. */
+  readonly maxBatchSize = 500
   down: boolean
   /** Events taken so far. */
   accepted = 0
