@@ -148,9 +148,16 @@ export class RedisBroker implements Broker {
     } catch (err) {
       throw new BrokerUnavailableError('redis did not take the publish', { cause: err })
     }
+    // Events of one script run share a handful of milliseconds: one ISO string for each.
+    let lastMs = ''
+    let lastTs = ''
     return drafts.map((draft, i) => {
       const [epoch, offset, ms] = replies[i]
-      return { ...draft, offset: Number(offset), epoch, ts: new Date(Number(ms)).toISOString() }
+      if (ms !== lastMs) {
+        lastMs = ms
+        lastTs = new Date(Number(ms)).toISOString()
+      }
+      return { ...draft, offset: Number(offset), epoch, ts: lastTs }
     })
   }
 
