@@ -199,7 +199,12 @@ export async function ingestBatch<M extends BatchMessage> (topic: KafkaTopic, ba
   return 'done'
 }
 
-/** The drafts of the good messages from `from` on, up to `maxEvents` (at least one message), and where they end. */
+/**
+ * The drafts of the good messages from `from` on, up to `maxEvents` (at least one message),
+ * and where they end. Where effectively-once will hook in: here each draft's origin is
+ * known (batch topic and partition, messages[end].offset, its index in result.drafts), so
+ * it can ride on the draft to publishBatch and be checked in the same atomic step.
+ */
 function nextCall (mapped: readonly MappingResult[], from: number, maxEvents: number): { drafts: EventDraft[], end: number } {
   const drafts: EventDraft[] = []
   let end = from
