@@ -29,6 +29,7 @@ export const topicsOf = (prefix: string): string[] => [...KAFKA_TOPICS, 'realtim
 export class BenchTopics {
   private readonly admin: Admin
   private readonly producer: Producer
+  private readonly steadyProducer: Producer
   /** Every topic this process created and has not deleted yet (run.ts's signal handler deletes them too). */
   static readonly live = new Set<string>()
   private readonly created = new Set<string>()
@@ -39,6 +40,9 @@ export class BenchTopics {
     // plain producer then writes its messages twice (seen here as ~2 % more events than
     // expected in every case alike).
     this.producer = kafka.producer({ allowAutoTopicCreation: false, idempotent: true, maxInFlightRequests: 1 })
+    // The steady rate's producer is a plain one: one request at a time would queue sends
+    // behind each other and charge the queueing to the gateway's latency.
+    this.steadyProducer = kafka.producer({ allowAutoTopicCreation: false })
   }
 
   static async connect (): Promise<BenchTopics> {
@@ -46,6 +50,7 @@ export class BenchTopics {
     try {
       await topics.admin.connect()
       await topics.producer.connect()
+      await topics.steadyProducer.connect()
     } catch (err) {
       await topics.close()
       throw new Error(`kafka at ${KAFKA_BROKERS} is not reachable: ${(err as Error).message}`)
@@ -92,7 +97,7 @@ export class BenchTopics {
       await sleep(start + s * periodMs - now())
       const chunk = Array.from({ length: perSend }, (_, k) => mixMessage(from + s * perSend + k, now()))
       for (const m of chunk) expect(expected, m)
-      inFlight.push(this.send(prefix, chunk))
+      inFlight.push(this.send(prefix, chunk, this.steadyProducer))
     }
     await Promise.all(inFlight)
     return expected
@@ -107,6 +112,7 @@ export class BenchTopics {
 
   async close (): Promise<void> {
     await this.producer.disconnect().catch(() => {})
+    await this.steadyProducer.disconnect().catch(() => {})
     await this.admin.disconnect().catch(() => {})
   }
 
@@ -115,7 +121,7 @@ export class BenchTopics {
     if (groupIds.length > 0) await this.admin.deleteGroups(groupIds).catch(() => {})
   }
 
-  private async send (prefix: string, messages: ReturnType<typeof mixMessage>[]): Promise<void> {
+  private async send (prefix: string, messages: Array<ReturnType<typeof mixMessage>>, producer = this.producer): Promise<void> {
     const byTopic = new Map<string, TopicMessages>()
     for (const m of messages) {
       const topic = `${prefix}${m.topic}`
@@ -123,7 +129,7 @@ export class BenchTopics {
       if (entry === undefined) byTopic.set(topic, entry = { topic, messages: [] })
       entry.messages.push({ key: m.key, value: m.value })
     }
-    await this.producer.sendBatch({ topicMessages: [...byTopic.values()], acks: -1 })
+    await producer.sendBatch({ topicMessages: [...byTopic.values()], acks: producer === this.producer ? -1 : 1 })
   }
 }
 
