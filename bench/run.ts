@@ -133,7 +133,7 @@ for (const connections of [...new Set([...connectionCounts, ...clusterCounts])].
   }
 }
 const kafkaSettings: KafkaSettings = {
-  backlog: Number(option('kafka-backlog') ?? (quick ? 100_000 : 200_000)),
+  backlog: Number(option('kafka-backlog') ?? (quick ? 50_000 : 200_000)),
   partitions: 4,
   latencyRate: 2000,
   latencyMs: quick ? 3000 : 15_000,
