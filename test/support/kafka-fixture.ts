@@ -62,7 +62,9 @@ export async function kafkaFixture (t: Test, partitions = 3): Promise<KafkaFixtu
   const groupId = `gw-test-${id}`
   const kafka = client(`test-${id}`)
   const admin = kafka.admin()
-  const producer = kafka.producer({ allowAutoTopicCreation: false })
+  // Idempotent: on a loaded machine a produce request can time out and be retried, and a
+  // plain producer then writes its messages twice (a test counting events sees them twice).
+  const producer = kafka.producer({ allowAutoTopicCreation: false, idempotent: true, maxInFlightRequests: 1 })
   const names = [...KAFKA_TOPICS, 'realtime.dlq'].map((topic) => `${prefix}${topic}`)
   try {
     await admin.connect()
