@@ -35,7 +35,7 @@ export default fp<HubPluginOptions>(async (app, opts) => {
   const nodeId = config.NODE_ID ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`
   const startedAt = new Date().toISOString()
   const policy = historyPolicy(config)
-  const history = { historySize: config.HISTORY_SIZE, historyTtlSeconds: config.HISTORY_TTL_SECONDS, policy }
+  const history = { historySize: config.HISTORY_SIZE, historyTtlSeconds: config.HISTORY_TTL_SECONDS, policy, idempotencyTtlSeconds: config.IDEMPOTENCY_TTL_SECONDS }
   const redisUrl = config.REDIS_URL
   const createBroker = opts.createBroker ?? (redisUrl !== undefined
     ? (deliver: DeliverFn, reset: ResetFn) => new RedisBroker({

@@ -112,13 +112,21 @@ export default fp(async (app) => {
     return owned()
   }
 
+  const kafkaReplays = app.gatewayMetrics.idempotentReplays.labels({ source: 'kafka' })
   /** What every batch shares; the retry and settle hooks are the batch's own. */
   const ingest: Omit<BatchContext, 'sleep' | 'onRetry' | 'running' | 'settled'> = {
     mapping: {
       lowStockThreshold: config.LOW_STOCK_THRESHOLD,
       limits: { eventMaxBytes: config.EVENT_MAX_BYTES, publishMaxBytes: config.PUBLISH_MAX_BYTES }
     },
-    publish: async (drafts) => await publishAll(app.hub.broker, drafts),
+    publish: async (drafts) => {
+      const events = await publishAll(app.hub.broker, drafts)
+      // Events of a message read again (a restart, a rebalance before its commit) are not published twice.
+      let again = 0
+      for (const event of events) if (event.replayed === true) again++
+      if (again > 0) kafkaReplays.inc(again)
+      return events
+    },
     maxEventsPerPublish: app.hub.broker.maxBatchSize,
     deadLetter: async (message, headers) => {
       if (!producerConnected) await producer.connect()

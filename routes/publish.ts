@@ -7,6 +7,7 @@ import type { EventDraft } from '../lib/core/event.js'
 import {
   BroadcastBody, InventoryBody, NotifyBody, OrderBody, PublishBody, TestNotificationBody
 } from '../lib/ingress/ingress-schemas.js'
+import { fingerprintOf, idempotencyKeyOf, scopeOf, withDedupe } from '../lib/ingress/idempotency.js'
 import { checkDrafts } from '../lib/ingress/publish-limits.js'
 import { publishAll, receiptOf } from '../lib/ingress/publisher.js'
 import { ErrorReply, Position } from './schemas.js'
@@ -48,14 +49,36 @@ export default async function publishRoutes (app: FastifyInstance): Promise<void
         tags: ['publish'],
         security: [{ bearerAuth: [] }],
         body: route.body,
-        response: { 202: Receipt, 400: ErrorReply, 401: ErrorReply, 403: ErrorReply, 413: ErrorReply, 429: ErrorReply, 503: ErrorReply }
+        headers: Type.Object({
+          'idempotency-key': Type.Optional(Type.String({
+            description: 'makes the publish idempotent per caller for IDEMPOTENCY_TTL_SECONDS: a repeat publishes nothing and answers the first 202 body (header Idempotent-Replayed: true); the same key with another body: 422'
+          }))
+        }),
+        response: {
+          202: Receipt, 400: ErrorReply, 401: ErrorReply, 403: ErrorReply, 413: ErrorReply, 422: ErrorReply, 429: ErrorReply, 503: ErrorReply
+        }
       }
     }, async (request, reply) => {
-      const drafts = route.events(request.body, app.config.LOW_STOCK_THRESHOLD)
+      let drafts = route.events(request.body, app.config.LOW_STOCK_THRESHOLD)
       checkDrafts(drafts, limits, route.payloadField)
+      const key = idempotencyKeyOf(request.headers['idempotency-key'])
+      if (key !== undefined) {
+        const scope = scopeOf(request.identity.userId, key)
+        const claim = await app.hub.broker.claim(scope, fingerprintOf(route.url, request.body), app.config.IDEMPOTENCY_TTL_SECONDS)
+        if (claim === 'conflict') {
+          return await reply.code(422).send({ statusCode: 422, error: 'Unprocessable Entity', message: 'Idempotency-Key: already used with a different request' })
+        }
+        drafts = withDedupe(drafts, scope)
+      }
       const events = await publishAll(app.hub.broker, drafts)
-      app.gatewayMetrics.eventsPublished.inc({ source: 'http' }, events.length)
-      return reply.code(202).send(receiptOf(events))
+      const replayed = events.filter((e) => e.replayed === true).length
+      app.gatewayMetrics.eventsPublished.inc({ source: 'http' }, events.length - replayed)
+      if (key !== undefined && replayed === events.length) {
+        // Nothing new: the first request's receipt, again.
+        reply.header('idempotent-replayed', 'true')
+        app.gatewayMetrics.idempotentReplays.inc({ source: 'http' })
+      }
+      return await reply.code(202).send(receiptOf(events))
     })
   }
 }

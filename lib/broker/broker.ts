@@ -58,6 +58,7 @@ export type ResetFn = (channel: string, position: StreamPosition) => void
 export interface Broker {
   /** Human-readable backend name for logs, stats and readiness ("memory", "redis"). */
   readonly kind: string
+  /** Publishes one draft; one with a `dedupe` key seen before answers the first event, `replayed`. */
   publish(draft: EventDraft): Promise<PublishedEvent>
   /**
    * Publishes the drafts in the order given, as that many `publish` calls made one after
@@ -86,6 +87,12 @@ export interface Broker {
    * and its position; `recovered` is true. Same delivery guarantee as `history`.
    */
   recent(channel: string, count: number): Promise<HistoryResult>
+  /**
+   * Claims an idempotency scope (an HTTP caller's Idempotency-Key) for a request with this
+   * fingerprint, for `ttlSeconds`: `new` the first time, `repeat` when the same fingerprint
+   * claimed it before, `conflict` when another did. One atomic step, on every instance.
+   */
+  claim(scope: string, fingerprint: string, ttlSeconds: number): Promise<'new' | 'repeat' | 'conflict'>
   /** True while the backend is reachable (readiness). */
   isReady(): boolean
   /** How presence shares travel between instances (lib/core/presence.ts); absent with one instance. */
@@ -105,7 +112,11 @@ export interface BrokerOptions {
   historyTtlSeconds: number
   /** Per channel prefix (HISTORY_POLICY); defaults to historySize/historyTtlSeconds for every channel. */
   policy?: HistoryPolicy
+  /** How long a draft's dedupe key is remembered (IDEMPOTENCY_TTL_SECONDS); default 300. */
+  idempotencyTtlSeconds?: number
 }
+
+export const DEFAULT_IDEMPOTENCY_TTL_SECONDS = 300
 
 /** The policy a broker applies: the given one, or the defaults for every channel. */
 export const policyOf = (options: BrokerOptions): HistoryPolicy =>

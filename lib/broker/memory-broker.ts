@@ -1,7 +1,10 @@
-import { type Broker, type BrokerOptions, type DeliverFn, type HistoryResult, policyOf, type SincePosition } from './broker.js'
+import {
+  type Broker, type BrokerOptions, DEFAULT_IDEMPOTENCY_TTL_SECONDS, type DeliverFn, type HistoryResult, policyOf, type SincePosition
+} from './broker.js'
 import { monotonicMs } from '../core/clock.js'
 import type { EventDraft, PublishedEvent, StreamPosition } from '../core/event.js'
 import { LocalControl } from './control.js'
+import { ExpiringMap } from './expiring-map.js'
 import { bucketEpoch, MEMORY_STREAM_FLOOR_SECONDS, newEpochBase, streamRetentionSeconds } from './epochs.js'
 import type { ChannelHistory, HistoryPolicy } from './history-policy.js'
 import { recoverFrom } from './recovery.js'
@@ -53,9 +56,20 @@ export class MemoryBroker implements Broker {
   private readonly sweeper: NodeJS.Timeout
   private closed = false
 
+  /** Events published with a dedupe key, by channel and key: what a repeat answers. */
+  private readonly deduped: ExpiringMap<PublishedEvent>
+  /** Idempotency scopes claimed, with the fingerprint of the request that claimed each. */
+  private readonly claims: ExpiringMap<string>
+  /** Each ordered source's high-water mark (EventDraft.origin): the last offset and index published. */
+  private readonly marks: ExpiringMap<[number, number]>
+
   constructor (options: BrokerOptions) {
     this.deliver = options.deliver
     this.policy = policyOf(options)
+    const idempotencyTtlMs = (options.idempotencyTtlSeconds ?? DEFAULT_IDEMPOTENCY_TTL_SECONDS) * 1000
+    this.deduped = new ExpiringMap(idempotencyTtlMs)
+    this.claims = new ExpiringMap(idempotencyTtlMs)
+    this.marks = new ExpiringMap(idempotencyTtlMs)
     this.sweeper = setInterval(() => this.sweep(), Math.min(options.historyTtlSeconds * 1000, 60_000))
     this.sweeper.unref()
   }
@@ -75,8 +89,39 @@ export class MemoryBroker implements Broker {
     return events
   }
 
-  /** Takes the channel's next offset, keeps the event in history, and delivers it if subscribed. */
+  /** The claim lasts the broker's idempotency TTL (the caller passes the same IDEMPOTENCY_TTL_SECONDS). */
+  async claim (scope: string, fingerprint: string, _ttlSeconds?: number): Promise<'new' | 'repeat' | 'conflict'> {
+    const claimed = this.claims.get(scope)
+    if (claimed === undefined) {
+      this.claims.set(scope, fingerprint)
+      return 'new'
+    }
+    return claimed === fingerprint ? 'repeat' : 'conflict'
+  }
+
+  /**
+   * Takes the channel's next offset, keeps the event in history, and delivers it if
+   * subscribed; a draft whose dedupe key was seen answers the first event instead.
+   */
   private append (draft: EventDraft, now: number, ts: string): PublishedEvent {
+    const origin = draft.origin
+    if (origin !== undefined) {
+      const mark = this.marks.get(origin.source)
+      if (mark !== undefined && (origin.offset < mark[0] || (origin.offset === mark[0] && origin.index <= mark[1]))) {
+        // Published already from this origin: nothing again (and no place kept for it).
+        return { channel: draft.channel, type: draft.type, payload: draft.payload, offset: 0, epoch: '', ts, replayed: true }
+      }
+      this.marks.set(origin.source, [origin.offset, origin.index])
+      return this.append({ channel: draft.channel, type: draft.type, payload: draft.payload, dedupe: draft.dedupe }, now, ts)
+    }
+    if (draft.dedupe !== undefined) {
+      const key = `${draft.channel}\u0000${draft.dedupe}`
+      const first = this.deduped.get(key)
+      if (first !== undefined) return { ...first, replayed: true }
+      const event = this.append({ channel: draft.channel, type: draft.type, payload: draft.payload }, now, ts)
+      this.deduped.set(key, event)
+      return event
+    }
     const stream = this.streams.get(draft.channel) ?? this.open(draft.channel)
     stream.offset += 1
     stream.lastPublishMs = now
@@ -183,6 +228,9 @@ export class MemoryBroker implements Broker {
   }
 
   private sweep (): void {
+    this.deduped.sweep()
+    this.claims.sweep()
+    this.marks.sweep()
     const now = monotonicMs()
     for (const [channel, stream] of this.streams) {
       if (!stream.subscribed && now - stream.lastPublishMs > retentionOf(stream.history) * 1000) {

@@ -1,6 +1,7 @@
 import type { Redis, RedisOptions } from 'ioredis'
 import {
-  type Broker, type BrokerOptions, BrokerUnavailableError, type DeliverFn, type HistoryResult, policyOf, type SincePosition
+  type Broker, type BrokerOptions, BrokerUnavailableError, DEFAULT_IDEMPOTENCY_TTL_SECONDS, type DeliverFn, type HistoryResult,
+  policyOf, type SincePosition
 } from './broker.js'
 import { ChannelSequencer } from './channel-sequencer.js'
 import type { EventDraft, PublishedEvent, StreamPosition } from '../core/event.js'
@@ -11,9 +12,9 @@ import { RedisControl } from './redis-control.js'
 import { PRESENCE_MESSAGE, RedisPresence } from './redis-presence.js'
 import type { ChannelHistory, HistoryPolicy } from './history-policy.js'
 import {
-  databaseOf, decodeEntry, entryBody, PUBLISH_BATCH_SCRIPT, PUBLISH_SCRIPT, randomName, READ_SCRIPT, RedisLayout
+  databaseOf, decodeEntry, PUBLISH_BATCH_SCRIPT, PUBLISH_SCRIPT, randomName, READ_SCRIPT, RedisLayout
 } from './redis-layout.js'
-import { publishBatchArgs, type PublishReply } from './redis-publish-batch.js'
+import { eventArguments, publishBatchArgs, type PublishReply } from './redis-publish-batch.js'
 
 export interface RedisBrokerOptions extends BrokerOptions {
   /** redis:// or rediss:// URL (a /db suffix selects the database). */
@@ -38,7 +39,7 @@ export interface RedisBrokerOptions extends BrokerOptions {
 }
 
 interface ScriptedRedis extends Redis {
-  rtgPublish(...args: Array<string | number>): Promise<[string, number, string]>
+  rtgPublish(...args: Array<string | number>): Promise<PublishReply>
   rtgRead(...args: Array<string | number>): Promise<[string, number, ...string[]]>
   rtgPublishBatch(numberOfKeys: number, ...args: Array<string | number>): Promise<PublishReply[]>
 }
@@ -48,6 +49,14 @@ const SUBSCRIBE_BATCH = 500
 const DELIVERY_GRACE_MS = 250
 
 const noopLog: RedisLogger = { info () {}, warn () {} }
+
+/** The event a publish reply stands for: the draft at its place (the first one's, when replayed). */
+function eventOf (draft: EventDraft, [epoch, offset, , replayed]: PublishReply, ts: string): PublishedEvent {
+  const event: PublishedEvent = { channel: draft.channel, type: draft.type, payload: draft.payload, offset: Number(offset), epoch, ts }
+  // 1: a dedupe key seen before (the first one's place); 2: an origin published before (no place kept).
+  if (Number(replayed) !== 0) event.replayed = true
+  return event
+}
 
 /** How long a channel's meta hash outlives its last publish, and its epoch bucket (lib/broker/epochs.ts). */
 const retentionOf = (history: ChannelHistory): number => streamRetentionSeconds(history.ttlSeconds, REDIS_STREAM_FLOOR_SECONDS)
@@ -81,6 +90,7 @@ export class RedisBroker implements Broker {
   private readonly lingering = new Map<string, NodeJS.Timeout>()
   private readonly deliver: DeliverFn
   private readonly policy: HistoryPolicy
+  private readonly dedupeTtlSeconds: number
   readonly presence: RedisPresence
   readonly control: RedisControl
   private readonly log: RedisLogger
@@ -94,11 +104,12 @@ export class RedisBroker implements Broker {
     this.layout = new RedisLayout(options.keyPrefix, databaseOf(options.url))
     this.deliver = options.deliver
     this.policy = policyOf(options)
+    this.dedupeTtlSeconds = options.idempotencyTtlSeconds ?? DEFAULT_IDEMPOTENCY_TTL_SECONDS
     this.log = options.log ?? noopLog
     const name = options.connectionName ?? `rtg-${randomName()}`
     const connection = { commandTimeoutMs: options.commandTimeoutMs ?? 5000, redisOptions: options.redisOptions, log: this.log }
     this.commands = failFastConnection(options.url, { ...connection, name: `${name}:cmd` }) as ScriptedRedis
-    this.commands.defineCommand('rtgPublish', { numberOfKeys: 3, lua: PUBLISH_SCRIPT })
+    this.commands.defineCommand('rtgPublish', { numberOfKeys: 5, lua: PUBLISH_SCRIPT })
     this.commands.defineCommand('rtgRead', { numberOfKeys: 3, lua: READ_SCRIPT })
     this.commands.defineCommand('rtgPublishBatch', { lua: PUBLISH_BATCH_SCRIPT })
     this.redis = this.commands
@@ -123,17 +134,28 @@ export class RedisBroker implements Broker {
 
   async publish (draft: EventDraft): Promise<PublishedEvent> {
     if (this.closed || this.commands.status !== 'ready') throw new BrokerUnavailableError('redis is not connected')
-    const keys = this.layout.keys(draft.channel)
-    const history = this.policy.of(draft.channel)
-    let reply: [string, number, string]
+    const [[meta, history, dedupe, origin], [body, size, ttl, retention, pubsub, ...idempotency]] =
+      eventArguments(draft, this.layout, this.policy, retentionOf)
+    let reply: PublishReply
     try {
-      reply = await this.commands.rtgPublish(keys.meta, keys.history, this.layout.baseKey, newEpochBase(),
-        entryBody(draft.type, draft.payload), history.size, history.ttlSeconds, retentionOf(history), keys.pubsub)
+      reply = await this.commands.rtgPublish(meta, history, this.layout.baseKey, dedupe, origin,
+        newEpochBase(), body, size, ttl, retention, pubsub, this.dedupeTtlSeconds, ...idempotency)
     } catch (err) {
       throw new BrokerUnavailableError('redis did not take the publish', { cause: err })
     }
-    const [epoch, offset, ms] = reply
-    return { ...draft, offset: Number(offset), epoch, ts: new Date(Number(ms)).toISOString() }
+    return eventOf(draft, reply, new Date(Number(reply[2])).toISOString())
+  }
+
+  async claim (scope: string, fingerprint: string, ttlSeconds: number): Promise<'new' | 'repeat' | 'conflict'> {
+    if (this.closed || this.commands.status !== 'ready') throw new BrokerUnavailableError('redis is not connected')
+    let previous: string | null
+    try {
+      // One command: set if absent, and say what was there (Redis 7: SET … NX GET).
+      previous = await this.commands.call('SET', this.layout.claimKey(scope), fingerprint, 'NX', 'GET', 'EX', ttlSeconds) as string | null
+    } catch (err) {
+      throw new BrokerUnavailableError('redis did not take the idempotency key', { cause: err })
+    }
+    return previous === null ? 'new' : previous === fingerprint ? 'repeat' : 'conflict'
   }
 
   /** One script run for the whole batch (PUBLISH_BATCH_SCRIPT): one round trip, all or nothing. */
@@ -141,7 +163,7 @@ export class RedisBroker implements Broker {
     if (drafts.length === 1) return [await this.publish(drafts[0])]
     if (this.closed || this.commands.status !== 'ready') throw new BrokerUnavailableError('redis is not connected')
     if (drafts.length === 0) return []
-    const { keys, args } = publishBatchArgs(drafts, this.layout, this.policy, retentionOf)
+    const { keys, args } = publishBatchArgs(drafts, this.layout, this.policy, retentionOf, this.dedupeTtlSeconds)
     let replies: PublishReply[]
     try {
       replies = await this.commands.rtgPublishBatch(keys.length, ...keys, ...args)
@@ -152,12 +174,12 @@ export class RedisBroker implements Broker {
     let lastMs = ''
     let lastTs = ''
     return drafts.map((draft, i) => {
-      const [epoch, offset, ms] = replies[i]
+      const ms = replies[i][2]
       if (ms !== lastMs) {
         lastMs = ms
         lastTs = new Date(Number(ms)).toISOString()
       }
-      return { ...draft, offset: Number(offset), epoch, ts: lastTs }
+      return eventOf(draft, replies[i], lastTs)
     })
   }
 

@@ -9,10 +9,13 @@ import type { PublishedEvent } from '../core/event.js'
  * | -------------------- | ------- | ------------------------------------------------------- |
  * | `P meta:<ch>`        | hash    | `epoch`, `offset`: where the channel's stream stands     |
  * | `P hist:<ch>`        | list    | the last HISTORY_SIZE entries, oldest first             |
- * | `P epoch-base`       | string  | the epoch base of this dataset (lib/broker/epochs.ts)   |
+ * | `P epoch-gen`        | hash    | `base`, `runid`: the epoch base of this Redis run (lib/broker/epochs.ts) |
  * | `P presence:<ch>`    | hash    | each instance's presence share (lib/broker/redis-presence.ts) |
  * | `P presence-nodes`   | zset    | instances' presence heartbeats                          |
  * | `P revocations`      | hash    | revoked users and token ids (lib/broker/redis-control.ts) |
+ * | `P idem:<ch>:<key>`  | string  | a deduplicated draft's place, for IDEMPOTENCY_TTL_SECONDS |
+ * | `P idem-claim:<scope>` | string | the fingerprint of the request that claimed an Idempotency-Key |
+ * | `P origin:<topic>:<p>` | string | a Kafka partition's high-water mark `offset,index`, for IDEMPOTENCY_TTL_SECONDS |
  * | `P db<D>:control`    | pub/sub | disconnects and revocations, to every instance          |
  * | `P db<D>:ev:<ch>`    | pub/sub | every entry, as it is published                         |
  * | `P node:<id>`, `P nodes` | string, set | cluster stats (lib/ops/node-registry.ts)    |
@@ -33,12 +36,19 @@ import type { PublishedEvent } from '../core/event.js'
  * still told `recovered: true` with nothing to replay.
  *
  * Epochs. A channel without a meta hash is in the computed epoch of lib/broker/epochs.ts:
- * the dataset's epoch base (made on first use) and the number of the current bucket of
- * `retentionSeconds`, by Redis's clock. Its first publish stores that epoch. The base goes
- * when the dataset goes (a Redis restarted without persistence, FLUSH), so every epoch
- * after such a loss is new. An evicted meta hash (maxmemory with an evicting policy) would
- * restart its channel in the same epoch: run Redis with `maxmemory-policy noeviction`
- * (docs/operations.md); the broker warns at start-up when it sees another policy.
+ * the dataset's epoch base and the number of the current bucket of `retentionSeconds`, by
+ * Redis's clock. Its first publish stores that epoch, and the base it was made under.
+ *
+ * The base belongs to one run of one Redis server: `P epoch-gen` holds it with that
+ * server's `run_id`, and every script compares the `run_id` of the server it runs on (INFO
+ * server): a different one means a restart or a failover to a replica, either of which may
+ * have lost the last writes, so a new base is made, and a channel whose meta hash names
+ * another base starts a new stream (new epoch, offsets from 1) at its next publish, and
+ * reads as empty until then. So no offset is ever handed out twice in one epoch, whatever
+ * Redis lost: live subscribers get `system:reset`, resuming clients `recovered: false`
+ * (docs/operations.md, "Redis failover"). An evicted meta hash (maxmemory with an evicting
+ * policy) would restart its channel in the same epoch: run Redis with
+ * `maxmemory-policy noeviction`; the broker warns at start-up when it sees another policy.
  */
 export class RedisLayout {
   readonly baseKey: string
@@ -50,7 +60,7 @@ export class RedisLayout {
   readonly revocationsKey: string
 
   constructor (readonly keyPrefix: string, readonly db = 0) {
-    this.baseKey = `${keyPrefix}epoch-base`
+    this.baseKey = `${keyPrefix}epoch-gen`
     this.pubsubPrefix = `${keyPrefix}db${db}:ev:`
     this.controlChannel = `${keyPrefix}db${db}:control`
     this.revocationsKey = `${keyPrefix}revocations`
@@ -64,6 +74,21 @@ export class RedisLayout {
   /** Instance heartbeats for presence. */
   get nodesKey (): string {
     return `${this.keyPrefix}presence-nodes`
+  }
+
+  /** Where a draft's dedupe key is remembered (with the channel's keys, for a cluster's sake). */
+  dedupeKey (channel: string, dedupe: string): string {
+    return `${this.keyPrefix}idem:${channel}:${dedupe}`
+  }
+
+  /** An ordered source's high-water mark (EventDraft.origin): `offset,index` of the last draft published from it. */
+  originKey (source: string): string {
+    return `${this.keyPrefix}origin:${source}`
+  }
+
+  /** Where an idempotency scope's claim is kept. */
+  claimKey (scope: string): string {
+    return `${this.keyPrefix}idem-claim:${scope}`
   }
 
   keys (channel: string): ChannelKeys {
@@ -105,16 +130,20 @@ export const globLiteral = (text: string): string => text.replace(/[*?[\]\\]/g, 
 export const randomName = (): string => randomBytes(6).toString('base64url')
 
 /**
- * The epoch of a channel without a meta hash (lib/broker/epochs.ts, in Lua): the base,
- * made from ARGV `newBase` if the dataset has none, then the bucket number in base 36.
+ * In Lua: `currentBase` is the epoch base of the Redis run the script runs on (a new one,
+ * from ARGV `newBase`, when the stored one was made under another `run_id`: a restart or a
+ * failover); `bucketEpoch` is the epoch of a channel without a stream: the base, then the
+ * bucket number in base 36 (lib/broker/epochs.ts).
  */
 const EPOCH_OF_EMPTY_CHANNEL = `
-local function emptyEpoch (baseKey, newBase, bucketSeconds, nowSeconds)
-  local base = redis.call('GET', baseKey)
-  if not base then
-    base = newBase
-    redis.call('SET', baseKey, base)
-  end
+local function currentBase (baseKey, newBase)
+  local runid = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
+  local stored = redis.call('HMGET', baseKey, 'base', 'runid')
+  if stored[1] and stored[2] == runid then return stored[1] end
+  redis.call('HSET', baseKey, 'base', newBase, 'runid', runid)
+  return newBase
+end
+local function bucketEpoch (base, bucketSeconds, nowSeconds)
   local n = math.floor(nowSeconds / bucketSeconds)
   local digits = '0123456789abcdefghijklmnopqrstuvwxyz'
   local text = ''
@@ -134,17 +163,52 @@ end
  * sees a channel's entries in offset order. The time comes from Redis, one clock for all
  * instances.
  *
- * KEYS: meta, history, epoch base. ARGV: new base (if the dataset has none), body, history
- * size, history TTL, retention (meta TTL and epoch bucket), pub/sub channel.
- * Returns {epoch, offset, ms}.
+ * With a dedupe key (lib/core/event.ts EventDraft.dedupe) the check and the publish are one
+ * step: a key seen within its TTL answers the first event's place, `replayed` 1, and
+ * publishes nothing; a new one is remembered with the place it got. A crash can therefore
+ * never leave an event published without its key, nor a key without its event.
+ *
+ * With an origin (EventDraft.origin: a Kafka partition, the message's offset and the
+ * draft's index) the source's high-water mark is checked and moved in the same step: a
+ * draft at or below it was published already and is skipped (`replayed` 2, no place).
+ *
+ * KEYS: meta, history, epoch base, dedupe key, origin mark (any key when unused). ARGV: new
+ * base (if the dataset has none), body, history size, history TTL, retention (meta TTL and
+ * epoch bucket), pub/sub channel, idempotency TTL, dedupe (1 or 0), origin offset (-1:
+ * none), origin index. Returns {epoch, offset, ms, replayed}.
  */
 export const PUBLISH_SCRIPT = EPOCH_OF_EMPTY_CHANNEL + `
+local idempotencyTtl = ARGV[7]
+local dedupe = ARGV[8] == '1'
+if dedupe then
+  local first = redis.call('GET', KEYS[4])
+  if first then
+    local a = string.find(first, ',', 1, true)
+    local b = string.find(first, ',', a + 1, true)
+    return {string.sub(first, 1, a - 1), tonumber(string.sub(first, a + 1, b - 1)), string.sub(first, b + 1), 1}
+  end
+end
+local originOffset = tonumber(ARGV[9])
+local originIndex = tonumber(ARGV[10])
+if originOffset >= 0 then
+  local mark = redis.call('GET', KEYS[5])
+  if mark then
+    local comma = string.find(mark, ',', 1, true)
+    local markOffset = tonumber(string.sub(mark, 1, comma - 1))
+    local markIndex = tonumber(string.sub(mark, comma + 1))
+    if originOffset < markOffset or (originOffset == markOffset and originIndex <= markIndex) then
+      return {'', 0, '0', 2}
+    end
+  end
+end
 local now = redis.call('TIME')
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then
-  epoch = emptyEpoch(KEYS[3], ARGV[1], tonumber(ARGV[5]), tonumber(now[1]))
+local base = currentBase(KEYS[3], ARGV[1])
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'base')
+local epoch = meta[1]
+if not epoch or meta[2] ~= base then
+  epoch = bucketEpoch(base, tonumber(ARGV[5]), tonumber(now[1]))
   redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'base', base, 'offset', 0)
 end
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 redis.call('EXPIRE', KEYS[1], ARGV[5])
@@ -157,7 +221,9 @@ if size > 0 then
   redis.call('EXPIRE', KEYS[2], ARGV[4])
 end
 redis.call('PUBLISH', ARGV[6], entry)
-return {epoch, offset, ms}
+if dedupe then redis.call('SET', KEYS[4], epoch .. ',' .. offset .. ',' .. ms, 'EX', idempotencyTtl) end
+if originOffset >= 0 then redis.call('SET', KEYS[5], ARGV[9] .. ',' .. ARGV[10], 'EX', idempotencyTtl) end
+return {epoch, offset, ms, 0}
 `
 
 /**
@@ -167,9 +233,10 @@ return {epoch, offset, ms}
  * in between: all of the events are taken or none.
  *
  * What every event shares is sent once (lib/broker/redis-publish-batch.ts builds the
- * call). KEYS: epoch base, then meta and history of each event, one pair after another.
- * ARGV: new base (if the dataset has none), then each event's body, history size, history
- * TTL, retention and pub/sub name. Returns each event's reply. (On a Redis Cluster every
+ * call). KEYS: epoch base, then meta, history, dedupe key and origin mark of each event,
+ * four by four. ARGV: new base (if the dataset has none), idempotency TTL, then each
+ * event's body, history size, history TTL, retention, pub/sub name, dedupe (1/0), origin
+ * offset and origin index. Returns each event's reply. (On a Redis Cluster every
  * key of one call must share a slot: group the events by slot.)
  */
 export const PUBLISH_BATCH_SCRIPT = `
@@ -177,10 +244,11 @@ local function publish_one (KEYS, ARGV)
 ${PUBLISH_SCRIPT}
 end
 local replies = {}
-for e = 0, (#KEYS - 1) / 2 - 1 do
-  local a = 2 + 5 * e
-  replies[e + 1] = publish_one({KEYS[2 + 2 * e], KEYS[3 + 2 * e], KEYS[1]},
-    {ARGV[1], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]})
+for e = 0, (#KEYS - 1) / 4 - 1 do
+  local a = 3 + 8 * e
+  local k = 2 + 4 * e
+  replies[e + 1] = publish_one({KEYS[k], KEYS[k + 1], KEYS[1], KEYS[k + 2], KEYS[k + 3]},
+    {ARGV[1], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[2], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]})
 end
 return replies
 `
@@ -196,11 +264,12 @@ return replies
  * Returns {epoch, offset, entries…}.
  */
 export const READ_SCRIPT = EPOCH_OF_EMPTY_CHANNEL + `
-local meta = redis.call('HMGET', KEYS[1], 'epoch', 'offset')
+local base = currentBase(KEYS[3], ARGV[1])
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'offset', 'base')
 local epoch = meta[1]
 local offset = 0
-if not epoch then
-  epoch = emptyEpoch(KEYS[3], ARGV[1], tonumber(ARGV[2]), tonumber(redis.call('TIME')[1]))
+if not epoch or meta[3] ~= base then
+  epoch = bucketEpoch(base, tonumber(ARGV[2]), tonumber(redis.call('TIME')[1]))
 else
   offset = tonumber(meta[2]) or 0
 end

@@ -3,8 +3,8 @@ import { newEpochBase } from './epochs.js'
 import type { ChannelHistory, HistoryPolicy } from './history-policy.js'
 import { entryBody, type RedisLayout } from './redis-layout.js'
 
-/** What PUBLISH_SCRIPT answers for one event: {epoch, offset, ms}. */
-export type PublishReply = [string, number, string]
+/** What PUBLISH_SCRIPT answers for one event: {epoch, offset, ms, replayed (1: a dedupe key seen before)}. */
+export type PublishReply = [string, number, string, number]
 
 /**
  * The KEYS and ARGV of one PUBLISH_BATCH_SCRIPT call (lib/broker/redis-layout.ts): what
@@ -12,15 +12,34 @@ export type PublishReply = [string, number, string]
  * arguments, as RedisBroker.publish passes them one event at a time (keep the two in step).
  */
 export function publishBatchArgs (
-  drafts: readonly EventDraft[], layout: RedisLayout, policy: HistoryPolicy, retentionOf: (history: ChannelHistory) => number
+  drafts: readonly EventDraft[], layout: RedisLayout, policy: HistoryPolicy, retentionOf: (history: ChannelHistory) => number,
+  dedupeTtlSeconds: number
 ): { keys: string[], args: Array<string | number> } {
   const keys: string[] = [layout.baseKey]
-  const args: Array<string | number> = [newEpochBase()]
+  const args: Array<string | number> = [newEpochBase(), dedupeTtlSeconds]
   for (const draft of drafts) {
-    const channel = layout.keys(draft.channel)
-    const history = policy.of(draft.channel)
-    keys.push(channel.meta, channel.history)
-    args.push(entryBody(draft.type, draft.payload), history.size, history.ttlSeconds, retentionOf(history), channel.pubsub)
+    const [eventKeys, eventArgs] = eventArguments(draft, layout, policy, retentionOf)
+    keys.push(...eventKeys)
+    args.push(...eventArgs)
   }
   return { keys, args }
+}
+
+/**
+ * One event's KEYS (meta, history, dedupe key, origin mark) and ARGV (body, history size,
+ * history TTL, retention, pub/sub name, dedupe 1/0, origin offset, origin index) for
+ * PUBLISH_SCRIPT, shared by the single publish and the batch.
+ */
+export function eventArguments (
+  draft: EventDraft, layout: RedisLayout, policy: HistoryPolicy, retentionOf: (history: ChannelHistory) => number
+): [string[], Array<string | number>] {
+  const channel = layout.keys(draft.channel)
+  const history = policy.of(draft.channel)
+  const dedupe = draft.dedupe === undefined ? undefined : layout.dedupeKey(draft.channel, draft.dedupe)
+  const origin = draft.origin
+  return [
+    [channel.meta, channel.history, dedupe ?? channel.meta, origin === undefined ? channel.meta : layout.originKey(origin.source)],
+    [entryBody(draft.type, draft.payload), history.size, history.ttlSeconds, retentionOf(history), channel.pubsub,
+      dedupe === undefined ? 0 : 1, origin?.offset ?? -1, origin?.index ?? 0]
+  ]
 }

@@ -9,6 +9,29 @@ export interface EventDraft {
   channel: string
   type: string
   payload: Record<string, unknown>
+  /**
+   * Makes the publish idempotent (docs/protocol.md, "Idempotent publishing"): a draft with
+   * the same key for the same channel within IDEMPOTENCY_TTL_SECONDS is not published again;
+   * the broker answers the first one's event, marked `replayed`. Checked in the same atomic
+   * step as the publish: the caller, its Idempotency-Key and the draft's index.
+   */
+  dedupe?: string
+  /**
+   * Where the draft comes from in an ordered source (a Kafka partition): published at most
+   * once per origin within IDEMPOTENCY_TTL_SECONDS, checked against the source's high-water
+   * mark in the same atomic step as the publish, so a message read again (a restart, a
+   * rebalance before its commit) publishes nothing new. A source's drafts are published in
+   * (offset, index) order.
+   */
+  origin?: DraftOrigin
+}
+
+export interface DraftOrigin {
+  /** The ordered source, e.g. `<topic>:<partition>`. */
+  source: string
+  /** The message's place in it (a Kafka offset) and the draft's index among the message's. */
+  offset: number
+  index: number
 }
 
 /** An event as the broker stored and fanned it out: the draft plus its place in the channel. */
@@ -17,6 +40,8 @@ export interface PublishedEvent extends EventDraft {
   epoch: string
   /** ISO-8601 time the broker accepted it. */
   ts: string
+  /** Only on what a publish returns: its dedupe key had been seen, so this is the first one's event and nothing was published. */
+  replayed?: true
 }
 
 /**

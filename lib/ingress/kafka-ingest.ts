@@ -1,5 +1,6 @@
 import { setImmediate as nextTurn } from 'node:timers/promises'
 import type { EventDraft } from '../core/event.js'
+import { withKafkaOrigin } from './idempotency.js'
 import { type KafkaTopic, mapKafkaMessage, type MappingOptions, type MappingResult } from './kafka-mapping.js'
 
 /**
@@ -151,7 +152,12 @@ export async function ingestMessage (topic: KafkaTopic, message: SourceMessage, 
  */
 export async function ingestBatch<M extends BatchMessage> (topic: KafkaTopic, batch: SourceBatch<M>, ctx: BatchContext<M>): Promise<'done' | 'stopped'> {
   const { messages } = batch
-  const mapped = messages.map((m) => mapKafkaMessage(topic, m.value, ctx.mapping))
+  // Each message's drafts carry their origin: the broker publishes them at most once (effectively once).
+  const mapped = messages.map((m) => {
+    const result = mapKafkaMessage(topic, m.value, ctx.mapping)
+    if (result.ok) withKafkaOrigin(result.drafts, batch.topic, batch.partition, m.offset)
+    return result
+  })
   const maxEvents = ctx.maxEventsPerPublish ?? MAX_EVENTS_PER_PUBLISH
   const source = (m: M): SourceMessage => ({ ...m, topic: batch.topic, partition: batch.partition })
 

@@ -78,7 +78,10 @@ export function createGatewayMetrics (registry: client.Registry) {
     name: 'gateway_origins_refused_total', help: 'WebSocket upgrades and SSE requests refused for their Origin (WS_ALLOWED_ORIGINS)', labelNames: ['transport'], registers
   })
   const idempotentReplays = new client.Counter({
-    name: 'gateway_idempotent_replays_total', help: 'Publishes answered from an earlier one with the same Idempotency-Key (nothing published again)', registers
+    name: 'gateway_idempotent_replays_total',
+    help: 'Publishes not made again: HTTP requests answered from an earlier one with the same Idempotency-Key, Kafka events whose message was read again',
+    labelNames: ['source'],
+    registers
   })
   const disconnects = new client.Counter({
     name: 'gateway_disconnects_total', help: 'Connections closed on this instance by a disconnect or a revocation', labelNames: ['cause'], registers

@@ -1,5 +1,6 @@
 import t, { type Test } from 'tap'
 import { type BrokerOptions, BrokerUnavailableError } from '../../lib/broker/broker.js'
+import type { StreamPosition } from '../../lib/core/event.js'
 import { Hub } from '../../lib/hub/hub.js'
 import { NodeRegistry } from '../../lib/ops/node-registry.js'
 import { RedisBroker, type RedisBrokerOptions } from '../../lib/broker/redis-broker.js'
@@ -25,9 +26,12 @@ async function redisBroker (options: BrokerOptions & Partial<RedisBrokerOptions>
 /** A "node": a RedisBroker with its own connections and a recorder of what it delivers. */
 async function node (t: Test, options: Partial<RedisBrokerOptions> = {}) {
   const recorder = new DeliveryRecorder()
-  const broker = await redisBroker({ deliver: recorder.deliver, historySize: 100, historyTtlSeconds: 300, ...options })
+  const resets: Array<{ channel: string, position: StreamPosition }> = []
+  const broker = await redisBroker({
+    deliver: recorder.deliver, reset: (channel, position) => resets.push({ channel, position }), historySize: 100, historyTtlSeconds: 300, ...options
+  })
   t.teardown(() => broker.close())
-  return { broker, recorder }
+  return { broker, recorder, resets }
 }
 
 const draft = (channel: string, n: number) => ({ channel, type: 'test:event', payload: { n } })
@@ -92,6 +96,27 @@ t.test('the epoch changes when the channel keys are lost; old positions no longe
   await b.recorder.until('the new epoch reaches the subscriber', () => b.recorder.of(channel).length >= 4)
   t.same(b.recorder.of(channel).map((e) => [e.epoch, e.offset]),
     [[old.epoch, 1], [old.epoch, 2], [old.epoch, 3], [fresh.epoch, 1]])
+})
+
+t.test('a new Redis run (restart or failover, data kept or not) starts new epochs: no offset handed out twice', async (t) => {
+  if (!requireService(t, 'Redis', available)) return
+  const redis = await redisClient(t)
+  const [a, b] = [await node(t), await node(t)]
+  const channel = suiteChannel('runid')
+  await b.broker.subscribe(channel)
+  for (let n = 1; n <= 3; n++) await a.broker.publish(draft(channel, n))
+  const old = await a.broker.position(channel)
+  // What a promoted replica or a restarted server looks like to the scripts: another run_id.
+  const layout = new RedisLayout(prefix)
+  await redis.hset(layout.baseKey, 'runid', 'another-run')
+  t.equal((await a.broker.position(channel)).offset, 0, 'the channel reads as empty in the new run')
+  const fresh = await a.broker.publish(draft(channel, 4))
+  t.equal(fresh.offset, 1, 'offsets restart...')
+  t.not(fresh.epoch, old.epoch, '...in a new epoch')
+  t.same(await b.broker.history(channel, { offset: 2, epoch: old.epoch }), { events: [], position: { offset: 1, epoch: fresh.epoch }, recovered: false },
+    'a client resuming from the old run is told to reload')
+  await b.recorder.until('the new epoch reaches the subscriber', () => b.recorder.of(channel).length >= 4)
+  t.same(b.resets.map((r) => [r.channel, r.position]), [[channel, { offset: 0, epoch: fresh.epoch }]], 'and the live subscriber gets a reset first')
 })
 
 t.test('Redis pub/sub: subscribed on the first local subscriber, released after the last, without flapping', async (t) => {

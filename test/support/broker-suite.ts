@@ -197,6 +197,48 @@ export function brokerSuite (t: Test, factory: BrokerFactory): void {
     t.same(offsets((await broker.recent(other, 100)).events), [9, 10, 11, 12], 'no prefix: the default 4')
   })
 
+  t.test('dedupe keys: a draft seen before is not published again; its first place is answered', async (t) => {
+    const { broker, recorder } = await make(t)
+    const channel = suiteChannel('dedupe')
+    await broker.subscribe(channel)
+    const first = await broker.publish({ ...draft(channel, 1), dedupe: 'h:caller:key:0' })
+    t.equal(first.replayed, undefined)
+    const again = await broker.publish({ ...draft(channel, 1), dedupe: 'h:caller:key:0' })
+    t.match(again, { offset: first.offset, epoch: first.epoch, replayed: true }, 'the first event\'s place, replayed')
+    const batch = await broker.publishBatch([{ ...draft(channel, 2), dedupe: 'h:caller:key:0' }, { ...draft(channel, 3), dedupe: 'h:caller:key:1' }])
+    t.same(batch.map((e) => [e.offset, e.replayed === true]), [[1, true], [2, false]], 'in a batch too')
+    const other = await broker.publish({ ...draft(suiteChannel('dedupe-other'), 9), dedupe: 'h:caller:key:0' })
+    t.equal(other.replayed, undefined, 'keys are per channel')
+    await recorder.until('two deliveries', () => recorder.of(channel).length >= 2)
+    t.same(offsets(recorder.of(channel)), [1, 2], 'delivered once each')
+    t.same(offsets((await broker.history(channel, { offset: 0 })).events), [1, 2], 'kept once each')
+  })
+
+  t.test('origins: drafts at or below a source\'s high-water mark are skipped (a Kafka message read again)', async (t) => {
+    const { broker, recorder } = await make(t)
+    const channel = suiteChannel('origin')
+    await broker.subscribe(channel)
+    const at = (offset: number, index: number) => ({ ...draft(channel, offset * 10 + index), origin: { source: 'topic-a:0', offset, index } })
+    const firstRead = await broker.publishBatch([at(5, 0), at(5, 1), at(6, 0)])
+    t.same(firstRead.map((e) => e.replayed === true), [false, false, false])
+    const readAgain = await broker.publishBatch([at(5, 0), at(5, 1), at(6, 0), at(7, 0)])
+    t.same(readAgain.map((e) => e.replayed === true), [true, true, true, false], 'only the new message is published')
+    t.equal((await broker.publish(at(6, 0))).replayed, true, 'single publishes check it too')
+    const otherSource = await broker.publish({ ...draft(channel, 99), origin: { source: 'topic-a:1', offset: 5, index: 0 } })
+    t.equal(otherSource.replayed, undefined, 'marks are per source')
+    await recorder.until('five deliveries', () => recorder.of(channel).length >= 5)
+    t.same(recorder.of(channel).map((e) => e.payload.n), [50, 51, 60, 70, 99])
+  })
+
+  t.test('claim: new, then repeat for the same fingerprint, conflict for another', async (t) => {
+    const { broker } = await make(t)
+    const scope = `scope-${suiteChannel('claim')}`
+    t.equal(await broker.claim(scope, 'fp-1', 60), 'new')
+    t.equal(await broker.claim(scope, 'fp-1', 60), 'repeat')
+    t.equal(await broker.claim(scope, 'fp-2', 60), 'conflict')
+    t.equal(await broker.claim(`${scope}-b`, 'fp-2', 60), 'new')
+  })
+
   t.test('200 concurrent publishes on one channel: distinct consecutive offsets, in issue order', async (t) => {
     const { broker } = await make(t, { historySize: 500 })
     const channel = suiteChannel('concurrent')

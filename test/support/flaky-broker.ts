@@ -52,6 +52,7 @@ export class FlakyBroker implements Broker {
   history = async (channel: string, since?: SincePosition) => await this.inner.history(channel, since)
   recent = async (channel: string, count: number) => await this.inner.recent(channel, count)
   isReady = () => true
+  claim = async (scope: string, fingerprint: string, ttl: number) => await this.inner.claim(scope, fingerprint, ttl)
   get control () { return this.inner.control }
   close = async () => await this.inner.close()
 

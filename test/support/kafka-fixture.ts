@@ -50,6 +50,8 @@ export interface KafkaFixture {
   produceMany: (topic: string, messages: Array<{ value: unknown } & ProduceOptions>) => Promise<void>
   /** The offset the fixture's group (or `groupId`) committed for a partition: the next message it will read; -1 for none. */
   committedOffset: (topic: string, partition: number, groupId?: string) => Promise<number>
+  /** Moves the group's committed offsets of a topic back to the earliest message (the group must be empty). */
+  resetToEarliest: (topic: string, groupId?: string) => Promise<void>
   /** Reads the DLQ topic from the beginning until `count` messages came (bounded). */
   readDlq: (count: number, timeoutMs?: number) => Promise<Array<KafkaMessage & { partition: number }>>
   close: () => Promise<void>
@@ -109,6 +111,9 @@ export async function kafkaFixture (t: Test, partitions = 3): Promise<KafkaFixtu
     async committedOffset (topic, partition, group = groupId) {
       const [offsets] = await admin.fetchOffsets({ groupId: group, topics: [`${prefix}${topic}`] })
       return Number(offsets?.partitions.find((p) => p.partition === partition)?.offset ?? -1)
+    },
+    async resetToEarliest (topic, group = groupId) {
+      await admin.resetOffsets({ groupId: group, topic: `${prefix}${topic}`, earliest: true })
     },
     async readDlq (count, timeoutMs = 15_000) {
       const consumer = kafka.consumer({ groupId: `${groupId}-dlq-reader-${randomBytes(3).toString('hex')}`, maxWaitTimeInMs: 500 })

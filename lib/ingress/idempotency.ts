@@ -1,0 +1,50 @@
+import { createHash } from 'node:crypto'
+import type { EventDraft } from '../core/event.js'
+
+/**
+ * Idempotent publishing (docs/protocol.md, "Idempotent publishing"): what an Idempotency-Key
+ * turns into. A caller's key is its *scope*: claimed by the request that first used it (with
+ * that request's fingerprint) for IDEMPOTENCY_TTL_SECONDS, on every instance; each of the
+ * request's events carries a dedupe key derived from the scope, which the broker checks in
+ * the same atomic step as the publish. So a repeat publishes nothing new (it gets the first
+ * request's places back), a crash half way is completed by the retry without doubling
+ * anything, and two racing requests publish each event once and answer the same receipt.
+ */
+
+/** 1–255 printable ASCII characters (as the IETF Idempotency-Key draft's keys are). */
+const KEY = /^[\x20-\x7E]{1,255}$/
+
+export class IdempotencyKeyError extends Error {
+  readonly statusCode = 400
+}
+
+/** The request's Idempotency-Key, undefined when it has none; IdempotencyKeyError when it is malformed. */
+export function idempotencyKeyOf (header: string | string[] | undefined): string | undefined {
+  if (header === undefined) return undefined
+  if (Array.isArray(header) || !KEY.test(header)) {
+    throw new IdempotencyKeyError('Idempotency-Key: must be one value of 1 to 255 printable ASCII characters')
+  }
+  return header
+}
+
+/** A caller's key, unambiguous whatever either contains (the caller's length first). */
+export const scopeOf = (caller: string | null, key: string): string => {
+  const who = caller ?? ''
+  return `${who.length}:${who}:${key}`
+}
+
+/** What the request asked, so the same key with another request can be told apart (422). */
+export const fingerprintOf = (route: string, body: unknown): string =>
+  createHash('sha256').update(route).update('\n').update(JSON.stringify(body) ?? '').digest('base64url')
+
+/** The request's drafts, each with its dedupe key (its index in the request: the mapping is deterministic). */
+export const withDedupe = (drafts: readonly EventDraft[], scope: string): EventDraft[] =>
+  drafts.map((draft, i) => ({ ...draft, dedupe: `h:${scope}:${i}` }))
+
+/** A Kafka message's events, with where they come from: reading the message again publishes nothing new. */
+export function withKafkaOrigin (drafts: EventDraft[], topic: string, partition: number, offset: string): EventDraft[] {
+  const source = `${topic}:${partition}`
+  const at = Number(offset)
+  for (let i = 0; i < drafts.length; i++) drafts[i].origin = { source, offset: at, index: i }
+  return drafts
+}

@@ -1,0 +1,42 @@
+import t from 'tap'
+import { adminToken, requireService, token, WsClient } from '../support/helper.js'
+import { gateway, kafkaFixture, metricsText, sample, useKafka, waitForMetric } from '../support/kafka-fixture.js'
+import { REDIS_URL, redisAvailable, redisClient, uniquePrefix } from '../support/redis-fixture.js'
+
+// Effectively once from Kafka (issue 15): a message read again — here every message, after
+// the group's offsets were reset to the earliest — publishes nothing new.
+const redisUp = await redisAvailable()
+
+t.test('consume, stop, reset the group to the earliest offsets, start again: every channel holds each message once', async (t) => {
+  if (!await useKafka(t)) return
+  if (!requireService(t, 'Redis', redisUp)) return
+  const kafka = await kafkaFixture(t, 3)
+  const prefix = uniquePrefix('eo')
+  await redisClient(t, prefix)
+  const settings = { REDIS_URL, REDIS_KEY_PREFIX: prefix, HISTORY_SIZE: 1000 }
+  const count = 60
+  await kafka.produceMany('order.updated', Array.from({ length: count }, (_, n) => ({
+    value: { orderId: `o${n % 6}`, buyerId: `b${n % 6}`, status: `s${n}` }, partition: n % 3, key: `o${n % 6}`
+  })))
+  const delivered = { topic: `${kafka.prefix}order.updated`, outcome: 'delivered' }
+  const first = await gateway(t, kafka, settings)
+  await waitForMetric(first.url, 'gateway_kafka_messages_total', delivered, count, 30_000)
+  await first.app.close()
+  await kafka.resetToEarliest('order.updated')
+
+  const second = await gateway(t, kafka, settings)
+  await waitForMetric(second.url, 'gateway_kafka_messages_total', delivered, count, 30_000)
+  t.equal(sample(await metricsText(second.url), 'gateway_idempotent_replays_total', { source: 'kafka' }), 3 * count,
+    'every event of every message read again was recognised, none published')
+
+  const admin = await WsClient.connect(t, second.wsUrl, adminToken())
+  const ack = await admin.subscribe(['orders'], { orders: { offset: 0 } })
+  t.same(ack.payload.recovered, { orders: true })
+  t.equal(ack.payload.positions.orders.offset, count, 'orders: one offset per message, not two')
+  await admin.request({ type: 'system:ping' })
+  const statuses = admin.events('orders').map((e) => e.payload.status as string)
+  t.same([...statuses].sort(), Array.from({ length: count }, (_, n) => `s${n}`).sort(), 'each message once')
+  const buyer = await WsClient.connect(t, second.wsUrl, token('b1'))
+  const mine = await buyer.subscribe(['user:b1'], { 'user:b1': { offset: 0 } })
+  t.equal(mine.payload.positions['user:b1'].offset, count / 6, 'the buyer\'s channel too')
+})

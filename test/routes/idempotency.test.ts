@@ -1,0 +1,74 @@
+import t, { type Test } from 'tap'
+import { requireService, serviceToken, startServer, token, WsClient } from '../support/helper.js'
+import { REDIS_URL, redisAvailable, redisClient, uniquePrefix } from '../support/redis-fixture.js'
+
+// Idempotent publishing (issue 15): Idempotency-Key per caller, across instances.
+const redisUp = await redisAvailable()
+
+async function send (url: string, route: string, body: unknown, key?: string, bearer = serviceToken()) {
+  const headers: Record<string, string> = { 'content-type': 'application/json', authorization: `Bearer ${bearer}` }
+  if (key !== undefined) headers['idempotency-key'] = key
+  const res = await fetch(`${url}${route}`, { method: 'POST', headers, body: JSON.stringify(body) })
+  return { status: res.status, replayed: res.headers.get('idempotent-replayed'), body: await res.json() as any }
+}
+
+async function twoOnRedis (t: Test) {
+  const prefix = uniquePrefix('idem')
+  await redisClient(t, prefix)
+  const settings = { REDIS_URL, REDIS_KEY_PREFIX: prefix }
+  return [await startServer(t, settings), await startServer(t, settings)] as const
+}
+
+for (const backend of ['memory', 'redis'] as const) {
+  t.test(`${backend}: a repeat publishes nothing and answers the first 202 body; another body with the key: 422`, async (t) => {
+    if (backend === 'redis' && !requireService(t, 'Redis', redisUp)) return
+    const [a, b] = backend === 'redis' ? await twoOnRedis(t) : [await startServer(t), undefined]
+    const other = b ?? a
+    const watcher = await WsClient.connect(t, other.wsUrl, token('w'))
+    await watcher.subscribe(['product:i1', 'product:i2'])
+    const body = { channels: ['product:i1', 'product:i2'], type: 'price', payload: { price: 10 } }
+    const first = await send(a.url, '/realtime/broadcast', body, 'order-17-price')
+    t.equal(first.status, 202)
+    t.equal(first.replayed, null, 'the first is not a replay')
+    const again = await send(other.url, '/realtime/broadcast', body, 'order-17-price')
+    t.same([again.status, again.replayed], [202, 'true'], 'a repeat (on any instance): 202, Idempotent-Replayed: true')
+    t.same(again.body, first.body, 'the first request\'s body')
+    t.equal((await send(a.url, '/realtime/broadcast', { ...body, payload: { price: 11 } }, 'order-17-price')).status, 422, 'another body: 422')
+    t.equal((await send(a.url, '/realtime/publish', { channel: 'product:i1', type: 'price', payload: { price: 10 } }, 'order-17-price')).status, 422,
+      'another route with the key: 422')
+    const otherCaller = await send(a.url, '/realtime/broadcast', body, 'order-17-price', token('svc-2', ['service']))
+    t.same([otherCaller.status, otherCaller.replayed], [202, null], 'keys are per caller: another service\'s same key is its own')
+    await send(a.url, '/realtime/publish', { channel: 'product:i1', type: 'marker', payload: {} })
+    await watcher.next((f) => f.type === 'marker')
+    t.same(watcher.events('product:i1').map((e) => [e.type, e.offset]), [['price', 1], ['price', 2]],
+      'product:i1: the first publish and the other caller\'s, nothing from the repeat')
+    t.same(watcher.events('product:i2').map((e) => e.offset), [1, 2])
+  })
+
+  t.test(`${backend}: racing requests with one new key publish once and answer alike`, async (t) => {
+    if (backend === 'redis' && !requireService(t, 'Redis', redisUp)) return
+    const [a, b] = backend === 'redis' ? await twoOnRedis(t) : [await startServer(t), undefined]
+    const body = { userIds: ['r1', 'r2', 'r3'], type: 'notification', payload: { hello: 1 } }
+    const answers = await Promise.all(Array.from({ length: 8 }, (_, i) => send(i % 2 === 0 || b === undefined ? a.url : b.url, '/realtime/notify', body, 'race-key')))
+    t.same(answers.map((r) => r.status), Array(8).fill(202))
+    for (const r of answers) t.same(r.body, answers[0].body, 'the same receipt')
+    for (const user of ['r1', 'r2', 'r3']) t.equal(answers[0].body.positions[`user:${user}`].offset, 1, `user:${user} got it once`)
+  })
+}
+
+t.test('Idempotency-Key must be 1-255 printable ASCII characters: 400 naming it', async (t) => {
+  const { url } = await startServer(t)
+  const body = { channel: 'room:k', type: 't', payload: {} }
+  for (const key of ['', 'x'.repeat(256)]) {
+    const res = await send(url, '/realtime/publish', body, key)
+    t.equal(res.status, 400, `${key.length} characters`)
+    t.match(res.body.message, /idempotency-key/i)
+  }
+  const tab = await fetch(`${url}/realtime/publish`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${serviceToken()}`, 'idempotency-key': 'a\tb' },
+    body: JSON.stringify(body)
+  })
+  t.equal(tab.status, 400, 'a control character')
+  t.equal((await send(url, '/realtime/publish', body, 'x'.repeat(255))).status, 202, '255 characters are fine')
+})
