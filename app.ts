@@ -77,7 +77,7 @@ export async function buildApp (config: Config, options: AppOptions = {}) {
   await app.register(controlPlugin)
   // Cluster stats (and, with Redis, waiting for it at start-up and the node heartbeat).
   await app.register(clusterPlugin)
-  // Kafka ingress (CONTRACT §7) only when brokers are configured.
+  // Kafka ingress (docs/protocol.md, Kafka) only when brokers are configured.
   if (config.KAFKA_BROKERS !== undefined) await app.register(kafkaPlugin)
   // clientTracking off: ws would keep every socket in a Set of its own, with a close
   // listener closure per socket to leave it; routes/ws.ts tracks its connections already

@@ -13,7 +13,7 @@ import { serve } from './lib/ipc.js'
  *
  * Receiving costs CPU on the same two cores as the gateway: a frame is not JSON-parsed
  * for the count, only its channel and offset are read from its head (the gateway writes
- * `{"type","channel","offset",…}` in that order, CONTRACT §4).
+ * `{"type","channel","offset",…}` in that order, docs/protocol.md, WebSocket).
  */
 interface ConnectRequest {
   url: string

@@ -5,7 +5,7 @@ import type { WebSocketConstructor } from './ws-transport.js'
 
 export type ConnectionState = 'connecting' | 'open' | 'reconnecting' | 'closed'
 
-/** An event as both transports deliver it (the WebSocket frame of CONTRACT §4). */
+/** An event as both transports deliver it (the WebSocket frame of docs/protocol.md, WebSocket). */
 export interface RealtimeEvent {
   type: string
   channel: string

@@ -37,7 +37,7 @@ export type { WebSocketConstructor, WebSocketLike } from './ws-transport.js'
 
 interface Pending { resolve(value: any): void, reject(err: Error): void, since?: Record<string, Position> }
 
-/** WebSocket close code of an expired token (CONTRACT §4). */
+/** WebSocket close code of an expired token (docs/protocol.md, WebSocket). */
 const TOKEN_EXPIRED = 4001
 
 /** Client-side events; a channel event with one of these types reaches only '*' handlers. */

@@ -1,6 +1,6 @@
 /**
  * What the client needs from a transport. Both the WebSocket and the SSE transport
- * hand the client frames in the WebSocket shape of CONTRACT §4, so everything above
+ * hand the client frames in the WebSocket shape of docs/protocol.md, WebSocket, so everything above
  * this seam is transport-blind.
  */
 

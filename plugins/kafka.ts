@@ -28,7 +28,7 @@ export const CONSUMER_FETCH = { maxWaitTimeInMs: 1000 }
 export const PARTITIONS_CONSUMED_CONCURRENTLY = 8
 
 /**
- * The Kafka ingress (CONTRACT §7) — the only file that knows kafkajs. A consumer group
+ * The Kafka ingress (docs/protocol.md, Kafka) — the only file that knows kafkajs. A consumer group
  * reads the §7 topics; each partition's batches are handled in order, several partitions
  * at a time, by lib/ingress/kafka-ingest.ts: a batch's events go to the broker in a few
  * large calls rather than one message at a time, and a message's offset is resolved only

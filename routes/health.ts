@@ -13,7 +13,7 @@ const Ready = Type.Object({
   unavailable: Type.Optional(Type.Array(Type.String()))
 })
 
-/** Health and readiness probes (CONTRACT §6). */
+/** Health and readiness probes (docs/protocol.md, HTTP API). */
 export default async function healthRoutes (app: FastifyInstance): Promise<void> {
   app.get('/health', {
     schema: { summary: 'Service health', tags: ['health'], response: { 200: Health } }

@@ -27,7 +27,7 @@ interface PublishRoute<B> {
 }
 
 /**
- * The publishing routes (CONTRACT §6). Each maps its body to event drafts with the
+ * The publishing routes (docs/protocol.md, HTTP API). Each maps its body to event drafts with the
  * shared mapping functions and answers 202 only once the broker took every event.
  */
 export default async function publishRoutes (app: FastifyInstance): Promise<void> {

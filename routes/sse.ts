@@ -20,7 +20,7 @@ const plainError = (reply: FastifyReply, statusCode: number, error: string, mess
   reply.code(statusCode).send({ statusCode, error, message })
 
 /**
- * GET /sse (CONTRACT §5). Refusals are plain HTTP; once accepted the response is
+ * GET /sse (docs/protocol.md, Server-Sent Events). Refusals are plain HTTP; once accepted the response is
  * handed over (hijacked) to an SseConnection that the hub feeds like any other.
  */
 export default async function sseRoutes (app: FastifyInstance): Promise<void> {

@@ -3,7 +3,7 @@ import { ClusterStatsSchema } from '../lib/core/stats-schema.js'
 
 export { ClusterStatsSchema }
 
-/** GET /realtime/stats (CONTRACT §6): admin or service. */
+/** GET /realtime/stats (docs/protocol.md, HTTP API): admin or service. */
 export default async function statsRoutes (app: FastifyInstance): Promise<void> {
   app.get('/realtime/stats', {
     onRequest: app.requireServiceOrAdmin,

@@ -12,7 +12,7 @@ import { WsConnection, type WsConnectionOptions } from '../lib/transport/ws-conn
 import { WsSession, type WsSessionDeps } from '../lib/transport/ws-session.js'
 
 /**
- * GET /ws (CONTRACT §4). Authentication runs in onRequest, before the upgrade, so a
+ * GET /ws (docs/protocol.md, WebSocket). Authentication runs in onRequest, before the upgrade, so a
  * refusal is a plain HTTP 401. The socket's listeners are attached before any await.
  */
 export default async function wsRoutes (app: FastifyInstance): Promise<void> {

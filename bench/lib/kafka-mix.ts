@@ -1,7 +1,7 @@
 import { type KafkaTopic, mapKafkaMessage } from '../../lib/ingress/kafka-mapping.js'
 
 /**
- * The Kafka benchmark's traffic: a shop's mix over every topic of CONTRACT §7, made
+ * The Kafka benchmark's traffic: a shop's mix over every topic of docs/protocol.md, Kafka, made
  * deterministically from a message's index, and what the gateway must make of it
  * (computed with the gateway's own mapping, so the bench checks delivery, not mapping).
  */
@@ -107,7 +107,7 @@ export function mixMessage (i: number, sentAt: number): MixMessage {
   }
 }
 
-/** Every channel the mix can reach, grouped by who may subscribe to it (CONTRACT §3). */
+/** Every channel the mix can reach, grouped by who may subscribe to it (docs/protocol.md, Channels). */
 export function mixChannels (): { users: string[], admin: string[], public: string[] } {
   return {
     users: Array.from({ length: USERS }, (_, k) => `u${k}`),

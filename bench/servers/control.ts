@@ -14,7 +14,7 @@ export interface BenchMessage {
   sentAt: number
 }
 
-/** The gateway's frame shape (CONTRACT §4), which the bare servers imitate byte for byte. */
+/** The gateway's frame shape (docs/protocol.md, WebSocket), which the bare servers imitate byte for byte. */
 export function frameOf (m: BenchMessage): { type: string, channel: string, offset: number, payload: BenchMessage, ts: string } {
   return { type: 'bench', channel: BENCH_CHANNEL, offset: m.seq, payload: m, ts: new Date(Math.floor(m.sentAt)).toISOString() }
 }

@@ -1,7 +1,7 @@
 import { Type } from '@sinclair/typebox'
 import { type Identity, isAdmin } from './identity.js'
 
-/** CONTRACT §3: 1–200 characters of [A-Za-z0-9_\-:.@]. */
+/** docs/protocol.md, Channels: 1–200 characters of [A-Za-z0-9_\-:.@]. */
 const CHANNEL_NAME = /^[A-Za-z0-9_\-:.@]{1,200}$/
 
 /** The same rule as a schema, for every frame and body that names a channel. */
@@ -23,7 +23,7 @@ const PUBLIC_EXACT = new Set([INVENTORY_CHANNEL, PRODUCTS_CHANNEL])
 const PUBLIC_PREFIXES = ['product:', 'event:', 'room:']
 
 /**
- * Whether `identity` may read `channel` (CONTRACT §3). Channels outside the table are
+ * Whether `identity` may read `channel` (docs/protocol.md, Channels). Channels outside the table are
  * refused: a new namespace is opened here on purpose, not by accident.
  * Assumes the name is valid (see isValidChannelName).
  */

@@ -1,5 +1,5 @@
 /**
- * The clock leeway a token gets (CONTRACT §2: no more than one second). Verification and
+ * The clock leeway a token gets (docs/protocol.md, Tokens: no more than one second). Verification and
  * the connection's end use the same figure, so a token accepted at connect is not cut
  * the same instant, sending its client into a connect/close loop for that second.
  */

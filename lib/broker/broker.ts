@@ -26,7 +26,7 @@ export type DeliverFn = (event: PublishedEvent) => void
 /**
  * A subscribed channel's stream restarted, or skipped events that can no longer be
  * delivered: its next events count on from `position` (often in a new epoch). Live
- * subscribers must be told before those events (CONTRACT: `system:reset`).
+ * subscribers must be told before those events (docs/protocol.md, Positions: `system:reset`).
  */
 export type ResetFn = (channel: string, position: StreamPosition) => void
 

@@ -1,4 +1,4 @@
-/** Error codes of CONTRACT §4 `error` frames. */
+/** Error codes of docs/protocol.md, WebSocket `error` frames. */
 export type ErrorCode = 'bad_request' | 'forbidden' | 'rate_limited' | 'too_many_channels' | 'internal'
 
 /** An error meant for the client: its code and message are safe to send as they are. */
@@ -9,7 +9,7 @@ export class ClientError extends Error {
   }
 }
 
-/** WebSocket close codes of CONTRACT §4. */
+/** WebSocket close codes of docs/protocol.md, WebSocket. */
 export const CloseCode = {
   GOING_AWAY: 1001,
   POLICY_VIOLATION: 1008,

@@ -56,7 +56,7 @@ export class EncodedEvent {
 
   constructor (readonly event: PublishedEvent) {}
 
-  /** The WebSocket frame of CONTRACT §4. */
+  /** The WebSocket frame of docs/protocol.md, WebSocket. */
   get ws (): string {
     if (this.wsFrame === undefined) {
       const e = this.event
@@ -85,7 +85,7 @@ export class EncodedEvent {
     return this.wsWire
   }
 
-  /** The `data:` JSON of the SSE event of CONTRACT §5 (the `id:` line is per stream). */
+  /** The `data:` JSON of the SSE event of docs/protocol.md, Server-Sent Events (the `id:` line is per stream). */
   get sse (): string {
     if (this.sseData === undefined) {
       const e = this.event

@@ -1,7 +1,7 @@
 import { Type } from '@sinclair/typebox'
 
 /**
- * The body of GET /realtime/stats and of the WebSocket `stats` frame (CONTRACT §6, §4),
+ * The body of GET /realtime/stats and of the WebSocket `stats` frame (docs/protocol.md, HTTP API / WebSocket),
  * as a schema: the HTTP route validates its reply with it and the AsyncAPI document
  * shows it, so both transports describe the same shape. Mirrors lib/ops/stats.ts.
  */

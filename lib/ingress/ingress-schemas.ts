@@ -2,7 +2,7 @@ import { Type, type Static } from '@sinclair/typebox'
 import { ChannelName } from '../auth/channels.js'
 
 /**
- * Bodies of the publishing routes (CONTRACT §6), shared by the HTTP routes and the
+ * Bodies of the publishing routes (docs/protocol.md, HTTP API), shared by the HTTP routes and the
  * Kafka consumer (§7), so both ingresses accept exactly the same shapes.
  */
 export const MAX_TARGETS = 1000

@@ -12,7 +12,7 @@ import {
 } from './ingress-schemas.js'
 
 /**
- * The Kafka topics of CONTRACT §7 and how a message value becomes event drafts. Pure:
+ * The Kafka topics of docs/protocol.md, Kafka and how a message value becomes event drafts. Pure:
  * no Kafka client here, so the mapping is tested without a broker and shared with
  * the HTTP routes through commerce-events.ts and ingress-schemas.ts.
  */
@@ -84,7 +84,7 @@ function describe (schema: TSchema): string {
 
 const truncate = (text: string, max: number): string => text.length > max ? `${text.slice(0, max)}…` : text
 
-/** CONTRACT §7 `realtime.publish`: the target field picks the HTTP route whose body it is. */
+/** docs/protocol.md, Kafka `realtime.publish`: the target field picks the HTTP route whose body it is. */
 function realtimePublishEvents (value: Record<string, unknown>): EventDraft[] {
   const kinds = [
     'channel' in value && 'channel',

@@ -6,7 +6,7 @@ const MAX_STATUS_LABELS = 50
 
 /**
  * The Kafka consumer's Prometheus metrics, on the app's registry (see metrics.ts).
- * Topic labels are the real topic names, a fixed set (CONTRACT §7 plus prefix).
+ * Topic labels are the real topic names, a fixed set (docs/protocol.md, Kafka plus prefix).
  */
 export function createKafkaMetrics (registry: client.Registry) {
   const registers = [registry]

@@ -1,6 +1,6 @@
 import type { LocalStats } from '../hub/hub.js'
 
-/** What one instance reports about itself (CONTRACT §6 `nodes`). */
+/** What one instance reports about itself (docs/protocol.md, HTTP API `nodes`). */
 export interface NodeStats extends LocalStats {
   nodeId: string
   broker: string

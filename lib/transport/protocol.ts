@@ -6,7 +6,7 @@ import type { StreamPosition } from '../core/event.js'
 import type { PresenceCounts } from '../core/presence.js'
 
 /**
- * The WebSocket protocol of CONTRACT §4 as schemas: every client frame is validated
+ * The WebSocket protocol of docs/protocol.md, WebSocket as schemas: every client frame is validated
  * against these before anything acts on it, and the same schemas document the protocol.
  */
 const RequestId = Type.Optional(Type.Union([Type.String({ maxLength: 200 }), Type.Number()]))

@@ -4,7 +4,7 @@ import { ChannelName } from '../auth/channels.js'
 import { ClusterStatsSchema } from '../core/stats-schema.js'
 
 /**
- * The server side of CONTRACT §4–5 as schemas: every WebSocket frame and SSE event the
+ * The server side of docs/protocol.md, WebSocket / Server-Sent Events as schemas: every WebSocket frame and SSE event the
  * gateway sends. protocol.ts encodes them on the hot path by hand; the tests check that
  * what it really sends matches these, and lib/ops/asyncapi.ts documents the protocol from
  * them, so the document cannot drift from the wire.
@@ -118,7 +118,7 @@ export const EventFrame = Type.Object({
   ...EventFields
 }, { ...strict, description: 'one event of a subscribed channel, in offset order' })
 
-/** SSE events of CONTRACT §5: `event:` is the key, `data:` is the schema. */
+/** SSE events of docs/protocol.md, Server-Sent Events: `event:` is the key, `data:` is the schema. */
 export const SseEvents = {
   'system:connected': Type.Object({
     connectionId: Type.String(),

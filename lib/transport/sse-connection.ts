@@ -12,7 +12,7 @@ export interface SseConnectionOptions {
   onTooSlow?: (connection: SseConnection) => void
 }
 
-/** Headers of every event stream (CONTRACT §5). */
+/** Headers of every event stream (docs/protocol.md, Server-Sent Events). */
 export const SSE_HEADERS = {
   'content-type': 'text/event-stream; charset=utf-8',
   'cache-control': 'no-cache',
@@ -58,13 +58,13 @@ export class SseConnection extends HubMember implements Connection {
     this.write(`id: ${this.cursor()}\nevent: ${e.type}\ndata: ${encoded.sse}\n\n`)
   }
 
-  /** `system:reset` (CONTRACT §4, §5): the cursor moves to the position the channel counts on from. */
+  /** `system:reset` (docs/protocol.md, WebSocket / Server-Sent Events): the cursor moves to the position the channel counts on from. */
   sendReset (channel: string, position: StreamPosition): void {
     this.positions.set(channel, { offset: position.offset, epoch: position.epoch })
     this.sendSystem('system:reset', { channel, payload: { position: { offset: position.offset, epoch: position.epoch } } }, true)
   }
 
-  /** `event: presence`: not an event of the channel, so no `id:` (CONTRACT §5, §8). */
+  /** `event: presence`: not an event of the channel, so no `id:` (docs/protocol.md, Server-Sent Events / Presence). */
   sendPresence (channel: string, counts: PresenceCounts): void {
     this.sendSystem('presence', { channel, payload: { connections: counts.connections, users: counts.users } })
   }

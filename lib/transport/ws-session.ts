@@ -36,7 +36,7 @@ export type Admission = 'ok' | 'limited' | 'flooding'
 const IDLE: Promise<void> = Promise.resolve()
 
 /**
- * The protocol of one WebSocket connection (CONTRACT §4): it parses client frames,
+ * The protocol of one WebSocket connection (docs/protocol.md, WebSocket): it parses client frames,
  * applies the channel rules and the inbound rate limit, and answers. Errors become
  * `error` frames; only flooding, expiry and transport limits close the connection.
  *

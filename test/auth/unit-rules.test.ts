@@ -19,7 +19,7 @@ t.test('channel names: 1–200 characters of [A-Za-z0-9_\\-:.@]', async (t) => {
   }
 })
 
-t.test('who may subscribe (CONTRACT §3)', async (t) => {
+t.test('who may subscribe (docs/protocol.md, Channels)', async (t) => {
   const alice = user('42')
   const admin = user('1', ['admin'])
   const service = user('svc', ['service'])

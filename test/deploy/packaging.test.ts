@@ -20,7 +20,7 @@ const services = compose.services
 const envExample = parseEnvExample(read('.env.example'))
 const schemaVars = Object.keys(EnvSchema.properties)
 const GATEWAYS = ['gateway-1', 'gateway-2']
-/** Topics of CONTRACT §7, and the dead-letter topic. */
+/** Topics of docs/protocol.md, Kafka, and the dead-letter topic. */
 const CONTRACT_TOPICS = ['order.created', 'order.updated', 'order.cancelled', 'inventory.updated', 'product.created',
   'product.updated', 'notification.created', 'realtime.publish']
 /** Variables of .env.example that only docker-compose.yml reads. */
@@ -106,7 +106,7 @@ t.test('docker-compose.yml: two gateway replicas on Redis and Kafka, each a vali
   t.equal(env('gateway-1').PORT, '3000', 'the port nginx and Prometheus use')
 })
 
-t.test('docker-compose.yml: Kafka in KRaft mode, and the topics of CONTRACT §7 created at start', async (t) => {
+t.test('docker-compose.yml: Kafka in KRaft mode, and the topics of docs/protocol.md, Kafka created at start', async (t) => {
   const kafka = env('kafka')
   t.equal(services.kafka.image, 'apache/kafka:3.9.1')
   t.same(kafka.KAFKA_PROCESS_ROLES.split(',').sort(), ['broker', 'controller'], 'one node is broker and controller')
@@ -125,7 +125,7 @@ t.test('docker-compose.yml: Kafka in KRaft mode, and the topics of CONTRACT §7 
   const init = env('kafka-init')
   t.equal(services['kafka-init'].image, services.kafka.image, 'topics are made with the same Kafka version')
   t.same(init.TOPICS.split(/\s+/).filter(Boolean).sort(), [...CONTRACT_TOPICS, EnvSchema.properties.KAFKA_DLQ_TOPIC.default].sort(),
-    'every topic of CONTRACT §7 and the dead-letter topic')
+    'every topic of docs/protocol.md, Kafka and the dead-letter topic')
   t.equal(init.BOOTSTRAP, env('gateway-1').KAFKA_BROKERS, 'topics go to the broker the gateways read')
   t.equal(init.TOPIC_PREFIX, env('gateway-1').KAFKA_TOPIC_PREFIX, 'with the gateways\' topic prefix')
   const script = services['kafka-init'].command.join('\n')

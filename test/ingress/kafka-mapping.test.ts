@@ -10,7 +10,7 @@ const map = (topic: KafkaTopic, value: unknown): MappingResult =>
 const routes = (result: MappingResult) => result.ok ? result.drafts.map((d) => `${d.channel} ${d.type}`) : result.reason
 const reason = (result: MappingResult) => result.ok ? 'delivered' : result.reason
 
-t.test('topic names carry the prefix and map back to CONTRACT §7', async (t) => {
+t.test('topic names carry the prefix and map back to docs/protocol.md, Kafka', async (t) => {
   const names = topicNames('staging.')
   t.equal(names.size, 8)
   t.equal(names.get('staging.order.created'), 'order.created')
@@ -18,7 +18,7 @@ t.test('topic names carry the prefix and map back to CONTRACT §7', async (t) =>
   t.same([...topicNames('').values()], [...KAFKA_TOPICS])
 })
 
-t.test('each topic maps to the channels of CONTRACT §7', async (t) => {
+t.test('each topic maps to the channels of docs/protocol.md, Kafka', async (t) => {
   t.same(routes(map('order.created', { orderId: 'o1', buyerId: 'u1', total: 5 })),
     ['user:u1 order:created', 'admin admin:order:created', 'orders admin:order:created'])
   t.same(routes(map('order.created', { orderId: 1, userId: 7 })),

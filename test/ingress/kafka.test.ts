@@ -4,7 +4,7 @@ import { gateway, kafkaFixture, metricsText, sample, settled, useKafka, waitForM
 
 const pairs = (events: Array<{ channel: string, type: string }>) => events.map((e) => `${e.channel} ${e.type}`).sort()
 
-t.test('every topic of CONTRACT §7 reaches its channels, and no others', async (t) => {
+t.test('every topic of docs/protocol.md, Kafka reaches its channels, and no others', async (t) => {
   if (!await useKafka(t)) return
   const kafka = await kafkaFixture(t)
   const { url, wsUrl } = await gateway(t, kafka, { LOW_STOCK_THRESHOLD: 5 })

@@ -60,7 +60,7 @@ t.test('every $ref in the document resolves', async (t) => {
   for (const ref of refs) t.doesNotThrow(() => resolve(ref), ref)
 })
 
-t.test('every client and server frame of CONTRACT §4–5 is in the document, with its schema', async (t) => {
+t.test('every client and server frame of docs/protocol.md, WebSocket / Server-Sent Events is in the document, with its schema', async (t) => {
   const ws = messageNames('websocket')
   for (const type of Object.keys(ClientFrames)) t.ok(ws.includes(type), `client frame ${type}`)
   for (const type of Object.keys(ServerFrames)) t.ok(ws.includes(type), `server frame ${type}`)
@@ -70,7 +70,7 @@ t.test('every client and server frame of CONTRACT §4–5 is in the document, wi
   // The contract's own list, so a frame dropped from the schemas is caught here too.
   for (const type of ['system:ping', 'subscribe', 'unsubscribe', 'room:join', 'room:leave', 'subscribe:admin',
     'subscribe:orders', 'request:stats', 'auth:refresh', 'system:connected', 'system:pong', 'subscribed',
-    'unsubscribed', 'stats', 'auth:refreshed', 'error']) t.ok(ws.includes(type), `CONTRACT frame ${type}`)
+    'unsubscribed', 'stats', 'auth:refreshed', 'error']) t.ok(ws.includes(type), `protocol frame ${type}`)
 
   const subscribe = resolve(resolve('#/channels/websocket/messages/client.subscribe').$ref)
   t.same(resolve(subscribe.payload.$ref), JSON.parse(JSON.stringify(ClientFrames.subscribe)), 'the payload is the validating schema')

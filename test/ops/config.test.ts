@@ -6,7 +6,7 @@ import { mintToken } from '../../lib/auth/token.js'
 import { freePort } from '../support/ports.js'
 import { buildServer, spawnServer, within } from '../support/server-process.js'
 
-t.test('defaults are those of CONTRACT §1', async (t) => {
+t.test('defaults are those of docs/protocol.md, Limits', async (t) => {
   const config = loadConfig({})
   t.match(config, {
     PORT: 3000,

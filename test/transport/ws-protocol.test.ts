@@ -3,7 +3,7 @@ import WebSocket from 'ws'
 import { mintToken } from '../../lib/auth/token.js'
 import { adminToken, post, serviceToken, sleep, startServer, TEST_SECRET, token, WsClient } from '../support/helper.js'
 
-/** The connection still answers after an error: errors never kill it (CONTRACT §4). */
+/** The connection still answers after an error: errors never kill it (docs/protocol.md, WebSocket). */
 async function stillWorks (t: Test, client: WsClient, what: string): Promise<void> {
   const pong = await client.request({ type: 'system:ping', id: `alive-${what}` })
   t.equal(pong.type, 'system:pong', `still open after ${what}`)
