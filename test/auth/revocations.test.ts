@@ -1,0 +1,59 @@
+import t from 'tap'
+import { RevocationList, revokes } from '../../lib/auth/revocations.js'
+import { ExpiringMap } from '../../lib/broker/expiring-map.js'
+
+const NOW = 1_800_000_000_000
+const at = (seconds: number) => NOW / 1000 + seconds
+
+t.test('a user revocation refuses tokens issued at or before it, and those without iat, until it ends', async (t) => {
+  const list = new RevocationList()
+  t.equal(list.isRevoked({ userId: 'u', iat: at(0) }, NOW), false, 'nothing revoked: nothing refused')
+  list.apply({ kind: 'user', userId: 'u', issuedBefore: at(0), until: NOW + 60_000 })
+  t.equal(list.isRevoked({ userId: 'u', iat: at(-10) }, NOW), true, 'issued before')
+  t.equal(list.isRevoked({ userId: 'u', iat: at(0) }, NOW), true, 'issued at the moment')
+  t.equal(list.isRevoked({ userId: 'u', iat: at(1) }, NOW), false, 'issued after')
+  t.equal(list.isRevoked({ userId: 'u' }, NOW), true, 'no iat counts as before')
+  t.equal(list.isRevoked({ userId: 'v', iat: at(-10) }, NOW), false, 'another user')
+  t.equal(list.isRevoked({ userId: null }, NOW), false, 'no user')
+  t.equal(list.isRevoked({ userId: 'u', iat: at(-10) }, NOW + 60_001), false, 'ended')
+  list.apply({ kind: 'user', userId: 'u', issuedBefore: at(-100), until: NOW + 1000 })
+  t.equal(list.isRevoked({ userId: 'u', iat: at(-10) }, NOW), true, 'the later moment and the longer life win')
+  t.equal(list.isRevoked({ userId: 'u', iat: at(-10) }, NOW + 30_000), true)
+})
+
+t.test('a jti revocation refuses that token only', async (t) => {
+  const list = new RevocationList()
+  list.apply({ kind: 'jti', jti: 'j1', until: NOW + 1000 })
+  t.equal(list.isRevoked({ userId: 'u', jti: 'j1', iat: at(5) }, NOW), true)
+  t.equal(list.isRevoked({ userId: 'u', jti: 'j2', iat: at(5) }, NOW), false)
+  t.equal(list.isRevoked({ userId: 'u', jti: 'j1' }, NOW + 1000), false, 'ended')
+  t.equal(revokes({ kind: 'jti', jti: 'j1', until: 0 }, { userId: 'x', jti: 'j1' }), true)
+  t.equal(revokes({ kind: 'user', userId: 'x', issuedBefore: at(0), until: 0 }, { userId: 'x', iat: at(1) }), false)
+})
+
+t.test('prune drops what ended; replace swaps the whole list', async (t) => {
+  const list = new RevocationList()
+  list.apply({ kind: 'jti', jti: 'old', until: NOW - 1 })
+  list.apply({ kind: 'user', userId: 'old', issuedBefore: 0, until: NOW - 1 })
+  list.apply({ kind: 'jti', jti: 'live', until: NOW + 1000 })
+  t.equal(list.size, 3)
+  list.prune(NOW)
+  t.equal(list.size, 1)
+  list.replace([{ kind: 'user', userId: 'a', issuedBefore: 0, until: NOW + 5 }, { kind: 'user', userId: 'b', issuedBefore: 0, until: NOW + 5 }])
+  t.equal(list.size, 2)
+  t.equal(list.isRevoked({ userId: 'live', jti: 'live' }, NOW), false, 'what was there before is gone')
+})
+
+t.test('ExpiringMap: entries end after the TTL; sweep frees them in order', async (t) => {
+  const map = new ExpiringMap<number>(1000)
+  map.set('a', 1, NOW)
+  map.set('b', 2, NOW + 500)
+  t.equal(map.get('a', NOW + 999), 1)
+  t.equal(map.get('a', NOW + 1000), undefined, 'ended at its TTL')
+  t.equal(map.size, 1, 'a read of an ended entry frees it')
+  map.set('c', 3, NOW + 600)
+  map.set('b', 4, NOW + 700) // set again: moves to the end, lives longer
+  map.sweep(NOW + 1650)
+  t.same([map.get('b', NOW + 1650), map.get('c', NOW + 1650)], [4, undefined])
+  t.equal(map.size, 1)
+})
