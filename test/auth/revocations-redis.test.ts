@@ -1,7 +1,7 @@
 import t, { type Test } from 'tap'
 import { Redis } from 'ioredis'
 import { mintToken } from '../../lib/auth/token.js'
-import { post, requireService, serviceToken, sleep, startServer, TEST_SECRET, token, WsClient } from '../support/helper.js'
+import { post, requireService, type RunningServer, serviceToken, startServer, TEST_SECRET, token, WsClient } from '../support/helper.js'
 import { eventually, REDIS_URL, redisAvailable, redisClient, uniquePrefix } from '../support/redis-fixture.js'
 
 // Issue 15, "Speed": checking revocations costs no Redis round trip per connect. Every
@@ -14,6 +14,11 @@ const redisUp = await redisAvailable()
 interface Watch {
   /** Commands the instance sent since the last `take`, as their arguments. */
   take(): string[][]
+  /**
+   * Waits until Redis has run everything the command connection sent so far (an ECHO sent
+   * through it shows up in MONITOR after them), then takes what was seen.
+   */
+  settle(server: RunningServer): Promise<string[][]>
   /** Re-reads which client addresses are the instance's (after a reconnect). */
   refresh(): Promise<void>
   admin: Redis
@@ -34,7 +39,15 @@ async function watchInstance (t: Test, nodeId: string): Promise<Watch> {
   t.teardown(() => { monitor.disconnect(); admin.disconnect() })
   let seen: string[][] = []
   monitor.on('monitor', (_time: string, args: string[], source: string) => { if (addresses.has(source)) seen.push(args) })
-  return { take: () => { const s = seen; seen = []; return s }, refresh, admin, nodeId }
+  const take = (): string[][] => { const s = seen; seen = []; return s }
+  let markers = 0
+  const settle = async (server: RunningServer): Promise<string[][]> => {
+    const marker = `settled-${markers++}`
+    await (server.app.hub.broker as unknown as { redis: Redis }).redis.echo(marker)
+    await eventually(`MONITOR shows ${marker}`, () => seen.some((c) => c[1] === marker), 30_000)
+    return take().filter((c) => c[1] !== marker)
+  }
+  return { take, settle, refresh, admin, nodeId }
 }
 
 async function instance (t: Test) {
@@ -62,29 +75,25 @@ t.test('a connect sends Redis nothing but its own channel\'s subscribe and reads
   const { prefix, server, watch } = await instance(t)
   // Something is revoked (another user), so the local list is not empty.
   t.equal((await post(`${server.url}/realtime/revoke`, serviceToken(), { userId: 'someone-else', issuedBefore: Math.floor(Date.now() / 1000) })).status, 202)
-  await sleep(300)
-  watch.take()
+  await watch.settle(server)
 
   const users = Array.from({ length: 20 }, (_, i) => `conn-${i}`)
   for (const user of users) await WsClient.connect(t, server.wsUrl, token(user))
-  await sleep(300)
-  const commands = work(watch.take(), prefix)
+  const commands = work(await watch.settle(server), prefix)
   t.same(commands.filter((c) => c.some((a) => a.endsWith('revocations'))), [], 'no command reads the revocations')
   t.same(commands.filter((c) => !users.some((u) => aboutUserChannel(c, u))), [], 'every command is about a connecting user\'s own channel')
 
   // The same user again: the channel is held already, so only its position is read.
   const again = users.slice(0, 5)
   for (const user of again) await WsClient.connect(t, server.wsUrl, token(user))
-  await sleep(300)
-  const repeat = work(watch.take(), prefix)
+  const repeat = work(await watch.settle(server), prefix)
   t.same(repeat.filter((c) => !again.some((u) => aboutUserChannel(c, u))), [], 'a second connection of a user: its own channel only')
   t.notOk(repeat.some((c) => c[0].toLowerCase() === 'subscribe'), 'and no new SUBSCRIBE')
 
   // A revoked token is refused from the local copy: no command at all.
   const revoked = mintToken(TEST_SECRET, { sub: 'someone-else', ttlSeconds: 3600 }, Date.now() - 60_000)
   await t.rejects(WsClient.connect(t, server.wsUrl, revoked), /HTTP 401/)
-  await sleep(300)
-  t.same(work(watch.take(), prefix), [], 'refusing a revoked token costs no command')
+  t.same(work(await watch.settle(server), prefix), [], 'refusing a revoked token costs no command')
 })
 
 t.test('the local copy is read again from Redis when the subscriber connection comes back', async (t) => {
