@@ -236,7 +236,8 @@ class CommandWatch {
   private readonly groups = new Map<string, string[][]>()
   private monitor: Redis | undefined
 
-  constructor (private readonly admin: Redis, private readonly names: string[]) {}
+  /** `presence`: the prefix of presence's keys (`<REDIS_KEY_PREFIX>presence`). */
+  constructor (private readonly admin: Redis, private readonly names: string[], private readonly presence: string) {}
 
   async start (): Promise<void> {
     await this.refresh()
@@ -271,7 +272,7 @@ class CommandWatch {
     if (group !== undefined && command !== 'exec') { group.push(args); return }
     const commands = group === undefined ? [args] : [...group, args]
     this.groups.delete(source)
-    const isPresence = commands.some((c) => c.slice(1).some((a) => a.includes('presence') || a.startsWith('~p')))
+    const isPresence = commands.some((c) => c.slice(1).some((a) => a.startsWith(this.presence) || a.startsWith('~p')))
     for (const c of commands) {
       const name = c[0].toLowerCase()
       this.counts.total++
@@ -307,17 +308,18 @@ async function presenceRedis (settings: Settings, options: FeatureOptions, track
   const connectionsPerInstance = CHANNELS / PER_CONNECTION
   const phaseMs = options.quick ? 6000 : 20_000
   const secret = secretOf()
-  const keyPrefix = newPrefix('presence')
+  // Neither the prefix nor the node ids say "presence": only presence's own keys do.
+  const keyPrefix = newPrefix('pres')
   liveFeaturePrefixes.add(keyPrefix)
-  const nodeIds = Array.from({ length: INSTANCES }, (_, k) => `bench-presence-${process.pid}-${k}`)
+  const nodeIds = Array.from({ length: INSTANCES }, (_, k) => `bench-pr-${process.pid}-${k}`)
   const servers = nodeIds.map((nodeId, k) => startServer('gateway', secret, settings, track, {
     BENCH_REDIS_URL: REDIS_URL,
     BENCH_REDIS_KEY_PREFIX: keyPrefix,
     BENCH_CONFIG: JSON.stringify({ NODE_ID: nodeId, PRESENCE_CHANNELS: 'product:', PRESENCE_INTERVAL_MS: INTERVAL_MS, MAX_CHANNELS_PER_CONNECTION: 1000 })
-  }, `gateway-presence-${k}`))
+  }, `gateway-pres-${k}`))
   const admin = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 })
   admin.on('error', () => {})
-  const watch = new CommandWatch(admin, nodeIds.map((id) => `rtg-${id}:`))
+  const watch = new CommandWatch(admin, nodeIds.map((id) => `rtg-${id}:`), `${keyPrefix}presence`)
   const clients: WebSocket[][] = nodeIds.map(() => [])
   const phases: Phase[] = []
   let keysDeleted: number | undefined
