@@ -413,7 +413,13 @@ async function rewind (settings: Settings, options: FeatureOptions, track: Track
     for (const variant of abba(['no rewind', 'rewind 1'], rounds)) {
       const secret = secretOf()
       const keyPrefix = newPrefix('rewind')
-      const env: Record<string, string> = broker === 'redis' ? { BENCH_REDIS_URL: REDIS_URL, BENCH_REDIS_KEY_PREFIX: keyPrefix } : {}
+      // Presence off for room:bench (on by default): its first frame walks the channel's
+      // subscribers, O(n²) for n joining at once (docs/operations.md, "Presence cost"),
+      // which would bury what rewind costs; the `presence` case measures that.
+      const env: Record<string, string> = {
+        BENCH_CONFIG: JSON.stringify({ PRESENCE_CHANNELS: 'product:' }),
+        ...(broker === 'redis' ? { BENCH_REDIS_URL: REDIS_URL, BENCH_REDIS_KEY_PREFIX: keyPrefix } : {})
+      }
       if (broker === 'redis') liveFeaturePrefixes.add(keyPrefix)
       const srv = startServer('gateway', secret, here, track, env, `gateway-rewind-${broker}`)
       let loads: ChildChannel[] = []
