@@ -7,10 +7,13 @@ import { RedisLayout } from '../../lib/broker/redis-layout.js'
 import { slotOf } from '../../lib/broker/redis-slots.js'
 import { brokerSuite, DeliveryRecorder, suiteChannel } from '../support/broker-suite.js'
 import { requireService } from '../support/helper.js'
+import { holdServiceLock } from '../support/service-lock.js'
 import { clusterSeeds, eventually, redisClusterAvailable, uniquePrefix } from '../support/redis-fixture.js'
 
 // The shared broker suite and the cluster-only cases on a real 6-node Redis Cluster
 // (scripts/redis-cluster.sh). The failover case is in test/broker/redis-cluster-failover.test.ts.
+// Shared: test/broker/redis-cluster-failover.test.ts kills a master only when no one else is on the cluster.
+await holdServiceLock(t, 'redis-cluster', 'shared')
 const available = await redisClusterAvailable()
 const prefix = uniquePrefix('redis-cluster')
 
