@@ -155,8 +155,8 @@ export class RedisBroker implements Broker {
       })
       // From its first placement on, no disconnect or revocation is missed.
       this.shards.holdAlways(this.layout.controlChannel)
-      const cluster = this.commands as Cluster
       const scripts = [script(PUBLISH_SCRIPT), READ_SCRIPT, script(PUBLISH_BATCH_SCRIPT)]
+      const cluster = this.commands as Cluster
       const preload = () => { void this.preloadScripts(cluster, scripts) }
       cluster.on('ready', preload)
       cluster.on('refresh', preload)
@@ -307,7 +307,7 @@ export class RedisBroker implements Broker {
 
   isReady (): boolean {
     if (this.closed || this.commands.status !== 'ready') return false
-    if (this.shards !== undefined) return this.shards.isReady()
+    if (this.shards !== undefined) return this.scriptsPreloaded && this.shards.isReady()
     return this.restored && this.subscriber?.status === 'ready'
   }
 
@@ -379,34 +379,42 @@ export class RedisBroker implements Broker {
     if (channels.length > 0) this.log.info({ channels: channels.length }, 'redis subscriptions restored')
   }
 
-  /** Nodes of the cluster that hold the scripts (a node loses them when its connection closes: a restart). */
+  /** Cluster nodes that hold the scripts since their connection last came up. */
   private readonly scriptNodes = new WeakSet<Redis>()
+  /** A cluster broker is ready only once its first preload ran. */
+  private scriptsPreloaded = false
 
   /**
-   * Loads the scripts on every node of the cluster, replicas included (one of them may be
-   * the next master), before they are first called. Otherwise a node's first EVALSHA fails
-   * with NOSCRIPT and ioredis re-sends it as EVAL, behind calls made after it: two publishes
-   * of a channel issued in one order could take offsets in the other.
+   * Loads the scripts on every node of the cluster, replicas included (one of them is the
+   * next master), once the cluster is ready and again after every slot map refresh for nodes
+   * that came (back) since. Otherwise a node's first EVALSHA fails with NOSCRIPT and ioredis
+   * re-sends it as EVAL behind calls made after it: two publishes of a channel issued in
+   * one order could take offsets in the other. (A replica restarted since the last refresh
+   * that is promoted before the next one can still show it, once.)
    */
   private async preloadScripts (cluster: Cluster, scripts: readonly string[]): Promise<void> {
+    if (cluster.status !== 'ready') return
     await Promise.all(cluster.nodes('all').map(async (node) => {
       if (this.scriptNodes.has(node)) return
       try {
-        for (const lua of scripts) await node.script('LOAD', lua)
+        await Promise.all(scripts.map(async (lua) => await node.script('LOAD', lua)))
       } catch {
-        return // the node is down: the next refresh tries again
+        return // the node is away: the next refresh tries again
       }
       if (this.scriptNodes.has(node)) return
       this.scriptNodes.add(node)
       node.once('close', () => this.scriptNodes.delete(node))
     }))
+    this.scriptsPreloaded = true
   }
 
   /** A cluster's shard channels subscribed again after a loss (ShardSubscribers): catch each up. */
   private onRestored (names: string[]): void {
     for (const name of names) {
       if (name === this.layout.controlChannel) {
-        this.control.resynced()
+        // Revocations are re-read with the command connection: once it is up, if it is not yet.
+        if (this.commands.status === 'ready') this.control.resynced()
+        else this.commands.once('ready', () => this.control.resynced())
         continue
       }
       const channel = this.layout.channelOf(name)

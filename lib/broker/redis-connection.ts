@@ -60,17 +60,15 @@ export interface ClusterNode {
 }
 
 /**
- * The command connection to a Redis Cluster. It fails as fast as failFastConnection where
- * the cluster client lets it: the broker refuses commands while the cluster connection is
- * not ready, a command unanswered for `commandTimeoutMs` fails, and a node's command is not
- * retried on that node. The offline queue stays on, because the cluster client itself sends
- * its first commands (the ready check) before its node connections are up. MOVED/ASK
+ * The command connection to a Redis Cluster, failing fast as failFastConnection does: no
+ * offline queue (a command while the cluster is not ready fails at once) and no retry of a
+ * command in flight on its node (a publish script runs at most once). MOVED/ASK
  * redirections are followed, and the slot map is re-read every couple of seconds and
  * whenever a node drops, so a promoted replica is found without a restart.
  */
 export function clusterConnection (nodes: readonly ClusterNode[], options: RedisConnectionOptions): Cluster {
   const connection = new Cluster([...nodes], {
-    enableOfflineQueue: true,
+    enableOfflineQueue: false,
     clusterRetryStrategy: reconnectBackoff,
     slotsRefreshInterval: 2000,
     retryDelayOnFailover: 200,

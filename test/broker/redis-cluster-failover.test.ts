@@ -27,7 +27,7 @@ async function masterOf (slot: number): Promise<{ port: number, pid: number }> {
     probe.on('error', () => {})
     try {
       await probe.connect()
-      const shards = await probe.cluster('SLOTS') as Array<[number, number, [string, number]]>
+      const shards = await probe.cluster('SLOTS') as unknown as Array<[number, number, [string, number]]>
       const owner = shards.find(([from, to]) => slot >= from && slot <= to)
       if (owner === undefined) continue
       const master = new Redis({ host: owner[2][0], port: owner[2][1] })
@@ -75,9 +75,9 @@ t.test('a master killed under live traffic: publishing resumes, no offset repeat
 
   const published = new Map<string, PublishedEvent[]>(channels.map((c) => [c, []]))
   let failures = 0
-  let running = true
-  const traffic = (async () => {
-    for (let n = 0; running; n++) {
+  const traffic = { running: true }
+  const done = (async () => {
+    for (let n = 0; traffic.running; n++) {
       await Promise.all(channels.map(async (channel) => {
         try {
           published.get(channel)!.push(await publisher.publish({ channel, type: 'test:event', payload: { n } }))
@@ -99,8 +99,8 @@ t.test('a master killed under live traffic: publishing resumes, no offset repeat
   while (published.get(victim)!.length < countAtKill + 20 && Date.now() - killedAt < 60_000) await sleep(100)
   const resumedAfterMs = Date.now() - killedAt
   await sleep(500)
-  running = false
-  await traffic
+  traffic.running = false
+  await done
   t.ok(published.get(victim)!.length >= countAtKill + 20, `publishing to the failed shard resumed (${resumedAfterMs} ms after the kill; ${failures} publishes refused meanwhile)`)
   const after = published.get(victim)!.at(-1)!
   t.not(after.epoch, before.epoch, 'the promoted replica is a new Redis run: a new epoch, offsets from 1')
