@@ -35,7 +35,8 @@ export interface ShardSubscribersOptions {
  * placed again is reported to `onRestored`.
  */
 export class ShardSubscribers {
-  private readonly wanted = new Set<string>()
+  /** Held shard channels, with their slot (computed once). */
+  private readonly wanted = new Map<string, number>()
   /** Held channel → the master (`host:port`) whose connection it is subscribed on. */
   private readonly placed = new Map<string, string>()
   /** Channels that were placed once and lost since: their next placement is a restoration. */
@@ -62,13 +63,13 @@ export class ShardSubscribers {
   isReady (): boolean {
     if (this.closed) return false
     if (this.placed.size === this.wanted.size) return true
-    for (const name of this.wanted) if (!this.placed.has(name) && !this.holding.has(name)) return false
+    for (const name of this.wanted.keys()) if (!this.placed.has(name) && !this.holding.has(name)) return false
     return true
   }
 
   /** Subscribes a shard channel on its master; rejects (BrokerUnavailableError) when that master is not reachable now. */
   async hold (name: string): Promise<void> {
-    this.wanted.add(name)
+    this.wanted.set(name, slotOf(name))
     this.holding.add(name)
     try {
       const owner = this.ownerOf(name)
@@ -108,7 +109,7 @@ export class ShardSubscribers {
 
   /** Holds a channel for good (the control channel): placed now if possible, else by `reconcile`. */
   holdAlways (name: string): void {
-    this.wanted.add(name)
+    this.wanted.set(name, slotOf(name))
     this.lost.add(name) // its first placement is reported, like a restoration
     this.reconcile()
   }
@@ -158,8 +159,8 @@ export class ShardSubscribers {
 
   private async place (): Promise<void> {
     const bySlotOwner = new Map<string, string[]>()
-    for (const name of this.wanted) {
-      const owner = this.ownerOf(name)
+    for (const [name, slot] of this.wanted) {
+      const owner = this.cluster.slots[slot]?.[0]
       const current = this.placed.get(name)
       if (owner === undefined || current === owner) continue
       if (current !== undefined) {
@@ -191,6 +192,20 @@ export class ShardSubscribers {
       }))
     }))
     if (restored.length > 0) this.options.onRestored(restored)
+    this.prune()
+  }
+
+  /** Closes connections to nodes that are no longer masters and hold nothing (an old master back as a replica). */
+  private prune (): void {
+    const masters = new Set<string>()
+    for (const owners of this.cluster.slots) if (owners?.[0] !== undefined) masters.add(owners[0])
+    if (masters.size === 0) return // no slot map: nothing is known
+    const used = new Set(this.placed.values())
+    for (const [node, connection] of this.connections) {
+      if (masters.has(node) || used.has(node)) continue
+      this.connections.delete(node)
+      connection.disconnect()
+    }
   }
 
   private ownerOf (name: string): string | undefined {
@@ -222,7 +237,13 @@ export class ShardSubscribers {
     })
     connection.on('smessage', (name: string, message: string) => this.options.onMessage(name, message))
     connection.on('ready', () => this.reconcile())
-    connection.on('error', (err: Error) => this.options.log.warn({ err, node }, 'redis cluster subscriber connection error'))
+    let down = false
+    connection.on('error', (err: Error) => {
+      if (down) return // once per outage, not once per reconnect attempt
+      down = true
+      this.options.log.warn({ err, node }, 'redis cluster subscriber connection lost; retrying with backoff')
+    })
+    connection.on('ready', () => { down = false })
     connection.on('close', () => {
       // A new connection starts with no subscriptions: everything placed here is lost.
       for (const [name, at] of this.placed) {
