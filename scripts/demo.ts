@@ -12,8 +12,8 @@ import { ViewerCrowd } from './demo-viewers.js'
 const ADMIN_USER = 'admin'
 /** The storefront's shopper: one of the simulated buyers, so some orders are theirs. */
 const SHOPPER_USER = 'u-7'
-/** Product channels keep their latest state for a day (the storefront's rewind: 1), users a day of orders. */
-const DEMO_HISTORY_POLICY = 'product:=20/86400,products=50/86400,user:=100/86400'
+/** Product channels keep their latest state for a day (the storefront's rewind: 1), the inventory channel the stock levels (the dashboard's low-stock panel), users a day of orders. */
+const DEMO_HISTORY_POLICY = 'product:=20/86400,products=50/86400,inventory=200/86400,user:=100/86400'
 const TOKEN_TTL_SECONDS = 12 * 3600
 
 // The demo is the embedded default whatever the shell exports; logs stay quiet unless asked.
