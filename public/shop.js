@@ -81,14 +81,17 @@ function renderViewers ({ connections }) {
     : `${connections} people are looking at this right now`
 }
 
-// Your orders: one row per order, its latest status.
+// Your orders: one row per order, its latest status (by the user channel's offset, as the
+// history read at open and the live events may interleave).
 const orders = new Map()
-function applyOrder (event) {
+function applyOrder (event, { quiet = false } = {}) {
   const p = event.payload ?? {}
   if (p.orderId === undefined) return
   const status = event.type === 'order:cancelled' ? 'cancelled' : event.type === 'order:created' ? 'created' : p.status
   const id = String(p.orderId)
   let row = orders.get(id)
+  if (row !== undefined && Number(row.dataset.offset) >= event.offset) return
+
   if (row === undefined) {
     row = document.createElement('li')
     row.className = 'order'
@@ -100,9 +103,11 @@ function applyOrder (event) {
     orders.set(id, row)
   }
   row.dataset.status = status
+  row.dataset.offset = String(event.offset)
   row.querySelector('.order-status').textContent = STATUS_WORDS[status] ?? status
   if (typeof p.total === 'number') row.querySelector('.order-total').textContent = money(p.total, p.currency ?? 'USD')
   $('orders-empty').hidden = true
+  if (quiet) return
   const reason = p.reason !== undefined ? ` (${p.reason})` : ''
   toast({
     title: `Order ${id}: ${STATUS_WORDS[status] ?? status}`,
@@ -146,6 +151,16 @@ client.on('*', (event) => {
   else if (event.channel === 'products') applyCatalog(event)
   else if (event.channel.startsWith('user:') && event.type.startsWith('order:')) applyOrder(event)
   else if (event.type === 'notification') toast({ title: event.payload?.title ?? 'Notice', body: event.payload?.message ?? '' })
+})
+// The shopper's recent orders (the user channel's history), once, without notices.
+let ordersLoaded = false
+client.on('open', async ({ userId }) => {
+  if (ordersLoaded || userId === null) return
+  ordersLoaded = true
+  try {
+    const { events } = await client.history(`user:${userId}`)
+    for (const event of events) if (event.type.startsWith('order:')) applyOrder(event, { quiet: true })
+  } catch { /* the live ones still come */ }
 })
 client.on('presence', (counts) => { if (counts.channel === channel) renderViewers(counts) })
 client.on('state', ({ state, transport }) => {

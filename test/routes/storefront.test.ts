@@ -65,6 +65,7 @@ test('the storefront in headless Chromium: stock and price from rewind, viewers,
     type: 'product:updated',
     payload: { productId: 'p-2', name: 'Blue ceramic mug', price: 14, currency: 'USD', stock: 9 }
   })
+  await send(url, '/realtime/broadcast/order', { userId: 'u-7', orderId: 'o-0', status: 'shipped', previousStatus: 'paid', total: 14, currency: 'USD' })
 
   const page = await openBrowser(t)
   const pageErrors: string[] = []
@@ -81,6 +82,8 @@ test('the storefront in headless Chromium: stock and price from rewind, viewers,
   t.match(await text(page, '#stock'), /Only 3 left/)
   t.equal(await text(page, '#product-name'), 'Desk lamp')
   await page.locator('#more a', { hasText: 'Blue ceramic mug' }).waitFor({ timeout: WAIT_MS })
+  await page.locator('#orders [data-order-id="o-0"][data-status="shipped"]').waitFor({ timeout: WAIT_MS })
+  t.equal(await page.locator('.toast', { hasText: 'o-0' }).count(), 0, 'an order from before the visit is listed (history), with no notice')
 
   // Viewers: the page itself, then two more shoppers over WebSocket and SSE.
   await page.locator('#viewers[data-count="1"]').waitFor({ timeout: WAIT_MS })
@@ -99,7 +102,7 @@ test('the storefront in headless Chromium: stock and price from rewind, viewers,
   await send(url, '/realtime/broadcast/order', { userId: 'u-8', orderId: 'o-2', status: 'paid', total: 14, currency: 'USD' })
   await page.locator('#orders [data-order-id="o-1"][data-status="paid"]').waitFor({ timeout: WAIT_MS })
   await page.locator('.toast', { hasText: 'Order o-1: Payment received' }).waitFor({ timeout: WAIT_MS })
-  t.equal(await page.locator('#orders .order').count(), 1, 'only the shopper\'s own orders')
+  t.same(await page.locator('#orders .order').evaluateAll((rows) => rows.map((r) => (r as HTMLElement).dataset.orderId)), ['o-1', 'o-0'], 'only the shopper\'s own orders, newest first')
 
   mkdirSync(ARTIFACTS, { recursive: true })
   await page.screenshot({ path: join(ARTIFACTS, 'storefront.png') })
