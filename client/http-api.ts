@@ -65,3 +65,14 @@ export function historyUrl (base: string, channel: string, options: HistoryOptio
 }
 
 export const presenceUrl = (base: string, channel: string): string => `${base}/realtime/presence/${encodeURIComponent(channel)}`
+
+/**
+ * The position `limit` events before a channel's latest (its first event to show, less
+ * one), read from the history route: a stream resumed from it sends those events, then
+ * live ones, with the seam of any resume. What `rewind` does for a fresh subscription.
+ */
+export async function rewindPosition (fetchImpl: typeof fetch, base: string, channel: string, limit: number, token: string | undefined): Promise<Position> {
+  const page: HistoryPage = await getJson(fetchImpl, historyUrl(base, channel, { limit }), token)
+  const first = page.events[0]
+  return { offset: first === undefined ? page.position.offset : first.offset - 1, epoch: page.position.epoch }
+}
