@@ -28,8 +28,11 @@ export async function requireRedis (url: string): Promise<void> {
   }
 }
 
-/** Deletes every key under `prefix`; resolves to how many were deleted. */
-export async function deletePrefix (url: string, prefix: string): Promise<number> {
+/**
+ * Deletes every key under `prefix`; resolves to how many were deleted. On a cluster node
+ * (`oneByOne`) each key is unlinked by itself: one command may name keys of one slot only.
+ */
+export async function deletePrefix (url: string, prefix: string, oneByOne = false): Promise<number> {
   if (prefix.length < 4) throw new Error(`refusing to delete under the short prefix ${JSON.stringify(prefix)}`)
   const redis = connect(url)
   redis.on('error', () => { /* the commands below report it */ })
@@ -40,7 +43,8 @@ export async function deletePrefix (url: string, prefix: string): Promise<number
     let cursor = '0'
     for (let i = 0; i < MAX_SCANS && Date.now() < deadline; i++) {
       const [next, keys] = await redis.scan(cursor, 'MATCH', `${globLiteral(prefix)}*`, 'COUNT', 500)
-      if (keys.length > 0) deleted += await redis.unlink(...keys)
+      if (keys.length > 0 && !oneByOne) deleted += await redis.unlink(...keys)
+      if (keys.length > 0 && oneByOne) deleted += (await Promise.all(keys.map(async (key) => await redis.unlink(key)))).reduce((a, b) => a + b, 0)
       cursor = next
       if (cursor === '0') break
     }
@@ -92,6 +96,6 @@ export async function deleteClusterPrefix (seeds: string, prefix: string): Promi
   const masters = await clusterMasters(seeds)
   const urls = masters.map((m) => `redis://${m.options.host}:${m.options.port}`)
   for (const m of masters) m.disconnect()
-  const counts = await Promise.all(urls.map(async (url) => await deletePrefix(url, prefix)))
+  const counts = await Promise.all(urls.map(async (url) => await deletePrefix(url, prefix, true)))
   return counts.reduce((a, b) => a + b, 0)
 }
