@@ -46,9 +46,9 @@ t.test('two gateways on a cluster: events across instances with one offset seque
   t.same(replay.map((f) => f.offset), [3, 4, 5, 6], 'what was missed, from the channel\'s shard')
 })
 
-t.test('stats and presence across instances on a cluster', async (t) => {
+t.test('stats, presence, disconnect and revoke across instances on a cluster', async (t) => {
   if (!requireService(t, 'Redis Cluster', available)) return
-  const { a, b } = await twoOnCluster(t)
+  const { settings, a, b } = await twoOnCluster(t)
   const one = await WsClient.connect(t, a.wsUrl, token('p1'))
   const two = await WsClient.connect(t, b.wsUrl, token('p2'))
   await one.subscribe(['product:pc'])
@@ -66,6 +66,14 @@ t.test('stats and presence across instances on a cluster', async (t) => {
   const revoke = await post(`${b.url}/realtime/disconnect`, serviceToken(), { userId: 'p1' })
   t.equal(revoke.status, 202)
   t.equal((await one.closed).code, 4003, 'a disconnect from the other instance reaches it (control over sharded pub/sub)')
+  const leaver = token('leaver')
+  const live = await WsClient.connect(t, a.wsUrl, leaver)
+  const revoked = await post(`${b.url}/realtime/revoke`, serviceToken(), { userId: 'leaver', issuedBefore: new Date(Date.now() + 1000).toISOString() })
+  t.equal(revoked.status, 202)
+  t.equal((await live.closed).code, 4003, 'a revocation closes the user on the other instance')
+  await t.rejects(WsClient.connect(t, a.wsUrl, leaver), /HTTP 401/, 'and its token is refused there')
+  const later = await startServer(t, settings)
+  await t.rejects(WsClient.connect(t, later.wsUrl, leaver), /HTTP 401/, 'by an instance started later too (revocations kept in the cluster)')
 })
 
 t.test('REDIS_CLUSTER_NODES: malformed, or with REDIS_URL, stops start-up naming the variable', async (t) => {
