@@ -49,7 +49,7 @@ const secret = `soak-${runId}`
 const keyPrefix = `rtg-soak-${runId}:`
 const tokenTtl = Math.ceil(settings.minutes * 60) + 600
 
-const counters = { reconnects: 0, unexpectedCloses: {} as Record<string, number>, errors: {} as Record<string, number>, churned: 0, published: 0, publishFailures: 0 }
+const counters = { reconnects: 0, resumeFailures: 0, slowReconnects: 0, longestReconnectMs: 0, unexpectedCloses: {} as Record<string, number>, errors: {} as Record<string, number>, churned: 0, published: 0, publishFailures: 0 }
 const bump = (table: Record<string, number>, key: string) => { table[key] = (table[key] ?? 0) + 1 }
 /** Per home channel, the offset of the last event published there (from the 202 receipts). */
 const publishedOffset = new Map<string, number>()
@@ -107,6 +107,7 @@ class SoakClient {
     if (this.base === undefined) {
       this.base = this.last = position.offset
     } else if (payload.recovered[this.home] !== true) {
+      counters.resumeFailures++
       this.lost += Math.max(0, position.offset - this.last)
       this.last = Math.max(this.last, position.offset)
     }
@@ -135,12 +136,17 @@ class SoakClient {
   async reconnect (): Promise<void> {
     const old = this.socket
     if (old?.readyState !== WebSocket.OPEN) return
+    const started = Date.now()
     this.socket = undefined
     const closed = new Promise((resolve) => old.once('close', resolve))
     old.close(1000)
     await closed
     counters.reconnects++
     if (!this.stopped) await this.connect()
+    // Closed, connected again and resumed: longer than the history holds means events lost.
+    const tookMs = Date.now() - started
+    counters.longestReconnectMs = Math.max(counters.longestReconnectMs, tookMs)
+    if (tookMs > 10_000) counters.slowReconnects++
   }
 
   stop (): void {
@@ -173,7 +179,7 @@ function gauge (text: string, name: string): number {
   return line === undefined ? NaN : Number(line.slice(line.lastIndexOf(' ') + 1))
 }
 
-interface Sample { minute: number, connections: number, heapUsed: number, heapAfterGc: number, rss: number, eldP99Ms: number, delivered: number, expected: number, lost: number, duplicates: number, channels: number, load: number }
+interface Sample { minute: number, connections: number, heapUsed: number, heapAfterGc: number, rss: number, eldP99Ms: number, eldMaxMs: number, delivered: number, expected: number, lost: number, duplicates: number, channels: number, load: number }
 
 function tally (clients: SoakClient[]): Pick<Sample, 'delivered' | 'expected' | 'lost' | 'duplicates'> {
   let delivered = 0; let expected = 0; let lost = 0; let duplicates = 0
@@ -189,11 +195,12 @@ function tally (clients: SoakClient[]): Pick<Sample, 'delivered' | 'expected' | 
 const MB = 1024 * 1024
 const fmt = (s: Sample): string => [
   (s.minute).toFixed(1).padStart(6), String(s.connections).padStart(6), (s.heapUsed / MB).toFixed(1).padStart(8),
-  (s.heapAfterGc / MB).toFixed(1).padStart(8), (s.rss / MB).toFixed(1).padStart(7), s.eldP99Ms.toFixed(1).padStart(7),
+  (s.heapAfterGc / MB).toFixed(1).padStart(8), (s.rss / MB).toFixed(1).padStart(7), s.eldP99Ms.toFixed(0).padStart(7), s.eldMaxMs.toFixed(0).padStart(7),
   String(s.channels).padStart(6), `${s.delivered}/${s.expected}`.padStart(19),
-  (s.expected === 0 ? 100 : 100 * s.delivered / s.expected).toFixed(2).padStart(7), String(s.lost).padStart(5), s.load.toFixed(2).padStart(5)
+  (s.expected === 0 ? 100 : 100 * s.delivered / s.expected).toFixed(2).padStart(7), String(s.lost).padStart(6), s.load.toFixed(2).padStart(5)
 ].join(' ')
-const HEADER = '   min  conns heapMB  gcHeapMB  rssMB  eldP99  chans   delivered/expected       %  lost  load'
+const HEADER = [['min', 6], ['conns', 6], ['heapMB', 8], ['gcHeapMB', 8], ['rssMB', 7], ['eldP99', 7], ['eldMax', 7], ['chans', 6],
+  ['delivered/expected', 19], ['%', 7], ['lost', 6], ['load', 5]].map(([name, width]) => String(name).padStart(Number(width))).join(' ')
 
 /** Least-squares slope of y over x. */
 function slope (points: Array<[number, number]>): number {
@@ -268,6 +275,7 @@ async function main (): Promise<void> {
         heapAfterGc: mem.heapUsed,
         rss: gauge(metrics, 'process_resident_memory_bytes'),
         eldP99Ms: gauge(metrics, 'nodejs_eventloop_lag_p99_seconds') * 1000,
+        eldMaxMs: gauge(metrics, 'nodejs_eventloop_lag_max_seconds') * 1000,
         load: loadavg()[0],
         ...tally(clients)
       }
@@ -280,7 +288,8 @@ async function main (): Promise<void> {
     const final = tally(clients)
     console.log(`soak: published ${counters.published} events (${counters.publishFailures} failed), delivered ${final.delivered}/${final.expected} ` +
       `(${(100 * final.delivered / Math.max(1, final.expected)).toFixed(3)} %), lost ${final.lost}, duplicates ${final.duplicates}; ` +
-      `${counters.churned} fresh room names joined and left, ${counters.reconnects} reconnects, ` +
+      `${counters.churned} fresh room names joined and left, ${counters.reconnects} reconnects (${counters.resumeFailures} not resumed, ` +
+      `${counters.slowReconnects} took over 10 s, the longest ${(counters.longestReconnectMs / 1000).toFixed(1)} s), ` +
       `unexpected closes ${JSON.stringify(counters.unexpectedCloses)}, error frames ${JSON.stringify(counters.errors)}; load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}`)
     verdict(samples)
   } finally {
