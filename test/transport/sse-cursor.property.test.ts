@@ -1,6 +1,7 @@
 import fc from 'fast-check'
 import t from 'tap'
 import { decodeCursor, encodeCursor } from '../../lib/transport/sse-cursor.js'
+import { post, serviceToken, SseClient, startServer, token } from '../support/helper.js'
 
 /**
  * The SSE `Last-Event-ID` cursor comes back from the client as it likes (docs/protocol.md, SSE).
@@ -59,4 +60,46 @@ t.test('what encodeCursor writes decodes to the same positions', async (t) => {
     if (JSON.stringify([...decoded]) !== JSON.stringify([...map])) throw new Error(`round trip changed ${JSON.stringify([...map])} into ${JSON.stringify([...decoded])}`)
   }), { numRuns: NUM_RUNS })
   t.pass('round trip')
+})
+
+t.test('any Last-Event-ID on a live stream: 200, system:connected, offsets that never go back, then live events', async (t) => {
+  const { url } = await startServer(t, { HTTP_RATE_LIMIT_PER_MINUTE: 1_000_000 })
+  const publish = async (channel: string, payload: Record<string, unknown>) => {
+    const res = await post(`${url}/realtime/publish`, serviceToken(), { channel, type: 't', payload })
+    if (res.status !== 202) throw new Error(`publish answered ${res.status}`)
+    return res.body.positions[channel] as { offset: number, epoch: string }
+  }
+  for (let i = 0; i < 5; i++) await publish('event:1', { i })
+  const { epoch } = await publish('room:a', { i: 0 })
+
+  /** Cursors naming the stream's channels with the real epoch or another, at offsets around the real ones. */
+  const nearCursor = fc.array(fc.tuple(
+    fc.constantFrom('room:a', 'event:1', 'user:42', 'room:other'),
+    fc.oneof({ weight: 3, arbitrary: fc.constant(epoch) }, { weight: 1, arbitrary: fc.constantFrom('', 'x', `${epoch}x`) }),
+    fc.oneof(fc.integer({ min: 0, max: 200 }).map(String), fc.constantFrom('-1', '1.5', 'abc', '99999999999999999'))
+  ), { maxLength: 4 }).map((parts) => `v1;${parts.map((p) => p.join(',')).join(';')}`)
+  const headerValue = fc.oneof(nearCursor, cursorLike, fc.stringMatching(/^[\x20-\x7e]{1,300}$/))
+
+  let marker = 0
+  await fc.assert(fc.asyncProperty(fc.oneof(
+    headerValue.map((value) => ({ header: value })),
+    fc.string({ unit: 'binary', minLength: 1, maxLength: 300 }).map((value) => ({ query: value }))
+  ), async (resume) => {
+    const query = 'query' in resume ? `&lastEventId=${encodeURIComponent(resume.query)}` : ''
+    const headers: Record<string, string> = 'header' in resume ? { 'last-event-id': resume.header } : {}
+    const sse = await SseClient.open(t, `${url}/sse?channels=room:a,event:1&token=${token('42')}${query}`, headers)
+    try {
+      if (sse.status !== 200) throw new Error(`answered ${sse.status}: ${sse.body.slice(0, 200)}`)
+      const [first] = await sse.waitFor(1)
+      if (first.event !== 'system:connected') throw new Error(`first event ${first.event}`)
+      const n = ++marker
+      await publish('room:a', { marker: n })
+      await sse.waitFor(1, (e) => e.data?.payload?.marker === n)
+      const offsets = sse.events.filter((e) => e.data?.channel === 'room:a').map((e) => e.data.offset as number)
+      if (offsets.some((o, i) => i > 0 && o <= offsets[i - 1])) throw new Error(`offsets went back: ${offsets.join(',')}`)
+    } finally {
+      sse.close()
+    }
+  }), { numRuns: 40 })
+  t.pass('every stream answered')
 })
