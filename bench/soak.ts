@@ -49,7 +49,7 @@ const secret = `soak-${runId}`
 const keyPrefix = `rtg-soak-${runId}:`
 const tokenTtl = Math.ceil(settings.minutes * 60) + 600
 
-const counters = { reconnects: 0, resumeFailures: 0, slowReconnects: 0, longestReconnectMs: 0, unexpectedCloses: {} as Record<string, number>, errors: {} as Record<string, number>, churned: 0, published: 0, publishFailures: 0 }
+const counters = { reconnects: 0, resumeFailures: 0, slowReconnects: 0, longestReconnectMs: 0, unexpectedCloses: {} as Record<string, number>, errors: {} as Record<string, number>, churned: 0, published: 0, publishFailures: {} as Record<string, number> }
 const bump = (table: Record<string, number>, key: string) => { table[key] = (table[key] ?? 0) + 1 }
 /** Per home channel, the offset of the last event published there (from the 202 receipts). */
 const publishedOffset = new Map<string, number>()
@@ -165,11 +165,11 @@ async function publish (port: number, token: string, channel: string, seq: numbe
     })
     const body = await res.json() as { positions?: Record<string, { offset: number }> }
     const offset = body.positions?.[channel]?.offset
-    if (res.status !== 202 || offset === undefined) { counters.publishFailures++; return }
+    if (res.status !== 202 || offset === undefined) { bump(counters.publishFailures, `HTTP ${res.status}`); return }
     publishedOffset.set(channel, Math.max(publishedOffset.get(channel) ?? 0, offset))
     counters.published++
-  } catch {
-    counters.publishFailures++
+  } catch (err) {
+    bump(counters.publishFailures, (err as Error).name)
   }
 }
 
@@ -286,7 +286,7 @@ async function main (): Promise<void> {
     // In-flight publishes and deliveries settle; then the final count must be exact.
     await sleep(3000)
     const final = tally(clients)
-    console.log(`soak: published ${counters.published} events (${counters.publishFailures} failed), delivered ${final.delivered}/${final.expected} ` +
+    console.log(`soak: published ${counters.published} events (failed: ${JSON.stringify(counters.publishFailures)}), delivered ${final.delivered}/${final.expected} ` +
       `(${(100 * final.delivered / Math.max(1, final.expected)).toFixed(3)} %), lost ${final.lost}, duplicates ${final.duplicates}; ` +
       `${counters.churned} fresh room names joined and left, ${counters.reconnects} reconnects (${counters.resumeFailures} not resumed, ` +
       `${counters.slowReconnects} took over 10 s, the longest ${(counters.longestReconnectMs / 1000).toFixed(1)} s), ` +
