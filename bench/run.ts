@@ -3,7 +3,7 @@ import { cpus, loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { buildTable, formatTable } from './report.js'
 import { type ClusterResult, deleteLivePrefixes, INSTANCES, runCluster } from './cluster.js'
-import { buildClusterTable, CLUSTER_HEADER } from './cluster-report.js'
+import { buildClusterTable, buildShardedTable, CLUSTER_HEADER, SHARDED_HEADER } from './cluster-report.js'
 import type { ChildChannel } from './lib/ipc.js'
 import { type KafkaResult, type KafkaSettings, liveKafkaPrefixes, runKafka } from './kafka.js'
 import { kafkaTables } from './kafka-report.js'
@@ -16,7 +16,7 @@ import { runScenario, type ScenarioResult, SERVERS, type ServerName, type Settin
 
 /**
  * npm run bench [-- --quick] [--connections=1000,5000] [--only=gateway,ws-corked] [--rounds=N] [--churn=N] [--burst-deliveries=N] [--profile] [--no-http]
- *   [--cluster] [--no-cluster] [--cluster-connections=1000,5000] [--no-kafka] [--kafka-backlog=N] [--kafka-brokers=memory,redis]
+ *   [--cluster] [--no-cluster] [--redis-cluster] [--cluster-connections=1000,5000] [--no-kafka] [--kafka-backlog=N] [--kafka-brokers=memory,redis]
  *   [--only=idempotency,presence,presence-redis,rewind] [--feature-connections=N]
  *
  * The cross-instance case (bench/cluster.ts: 3 gateways on one Redis) runs with
@@ -46,7 +46,9 @@ const isFeature = (o: string): o is FeatureName => (FEATURES as readonly string[
 const features = (only ?? []).filter(isFeature)
 // Kafka and the feature costs alone: no server-by-server table.
 const kafkaOnly = only !== undefined && only.every((o) => o === 'kafka' || isFeature(o))
-const clusterOn = !flag('no-cluster') && (flag('cluster') || (quick && !kafkaOnly) || only?.includes('cluster') === true)
+/** --redis-cluster: the cross-instance case also on the local Redis Cluster (scripts/redis-cluster.sh). */
+const shardedOn = flag('redis-cluster')
+const clusterOn = !flag('no-cluster') && (flag('cluster') || shardedOn || (quick && !kafkaOnly) || only?.includes('cluster') === true)
 const kafkaOn = !flag('no-kafka') && (only === undefined || only.includes('kafka'))
 const connectionCounts = kafkaOnly
   ? []
@@ -138,6 +140,10 @@ for (const connections of [...new Set([...connectionCounts, ...clusterCounts])].
   if (withCluster) {
     const result = await timed(`gateway-cluster ×${INSTANCES}`, connections, () => runCluster(connections, settings, track))
     if (result !== undefined) clusters.push(result)
+    if (shardedOn) {
+      const sharded = await timed(`gateway-cluster ×${INSTANCES} on a Redis Cluster`, connections, () => runCluster(connections, settings, track, 'redis-cluster'))
+      if (sharded !== undefined) clusters.push(sharded)
+    }
   }
 }
 const kafkaSettings: KafkaSettings = {
@@ -206,6 +212,12 @@ if (clusterRows.length > 0) {
   process.stdout.write(`\nCross-instance: ${INSTANCES} gateways on one Redis vs one gateway with the memory broker, same clients and load.\n` +
     `${formatTable(clusterRows, CLUSTER_HEADER)}\n` +
     'Ratios are cluster ÷ single: above 1 is better for msgs/s, below 1 is better for CPU (all instances summed) and latency.\n')
+}
+const shardedRows = buildShardedTable(clusters)
+if (shardedRows.length > 0) {
+  process.stdout.write(`\nSharded: the same ${INSTANCES} gateways, clients and load on one Redis and on a Redis Cluster of 3 masters (sharded pub/sub).\n` +
+    `${formatTable(shardedRows, SHARDED_HEADER)}\n` +
+    'Ratios are cluster ÷ one Redis: above 1 is better for msgs/s, below 1 is better for CPU and latency.\n')
 }
 
 const kafkaReport = kafka === undefined ? undefined : kafkaTables(kafka)

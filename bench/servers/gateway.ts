@@ -26,6 +26,12 @@ const config = configFrom({
   LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn',
   // The bench publishes far more than a service would; the HTTP limit is not what is measured.
   HTTP_RATE_LIMIT_PER_MINUTE: 100_000_000,
+  ...(process.env.BENCH_REDIS_CLUSTER_NODES === undefined
+    ? {}
+    : {
+        REDIS_CLUSTER_NODES: process.env.BENCH_REDIS_CLUSTER_NODES,
+        REDIS_KEY_PREFIX: process.env.BENCH_REDIS_KEY_PREFIX ?? 'rtg-bench:'
+      }),
   ...(process.env.BENCH_REDIS_URL === undefined
     ? {}
     : {
