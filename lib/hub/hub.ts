@@ -1,6 +1,6 @@
 import type { Broker, DeliverFn, HistoryResult, ResetFn, SincePosition } from '../broker/broker.js'
 import { type ChannelReset, type Connection, isReset, type Transport } from './connection.js'
-import { type PresenceShare, type PresenceTotals, tracksPresence } from '../core/presence.js'
+import { type PresenceTotals, tracksPresence } from '../core/presence.js'
 import { type PresenceLogger, PresenceTracker } from './presence-tracker.js'
 import { type ChannelAsk, type ChannelPlan, type ChannelRead, holdsLive, planFor, readFor } from './replay-plan.js'
 import { ClientError } from '../core/errors.js'
@@ -94,7 +94,6 @@ export class Hub {
       : new PresenceTracker({
         intervalMs: options.presence.intervalMs,
         backend: this.broker.presence,
-        localShare: (channel) => this.localShare(channel),
         push: (channel, counts) => { for (const member of this.subscribersOf(channel)) member.sendPresence(channel, counts) },
         log: options.presence.log
       })
@@ -239,8 +238,7 @@ export class Hub {
         // Presence comes right after subscribing, then as it changes (lib/hub/presence-tracker.ts).
         for (const channel of unique) {
           if (!this.tracksPresence(channel) || !holds(member.heldChannels, channel)) continue
-          const { connections, users } = (this.presence as PresenceTracker).totals(channel)
-          connection.sendPresence(channel, { connections, users })
+          connection.sendPresence(channel, (this.presence as PresenceTracker).counts(channel))
         }
       }
     }
@@ -361,24 +359,13 @@ export class Hub {
     if (current === undefined) this.byChannel.set(channel, member)
     else if (current instanceof Set) current.add(member)
     else if (current !== member) this.byChannel.set(channel, new Set([current, member]))
-    if (this.tracksPresence(channel)) this.presence?.changed(channel)
+    if (this.tracksPresence(channel)) this.presence?.joined(channel, member.identity.userId)
   }
 
   /** A channel's local subscribers. */
   private subscribersOf (channel: string): Iterable<Member> {
     const current = this.byChannel.get(channel)
     return current === undefined ? [] : current instanceof Set ? current : [current]
-  }
-
-  /** This instance's part of a channel's presence: its connections, and their distinct users. */
-  private localShare (channel: string): PresenceShare {
-    let connections = 0
-    const users = new Set<string>()
-    for (const member of this.subscribersOf(channel)) {
-      connections++
-      if (member.identity.userId !== null) users.add(member.identity.userId)
-    }
-    return { connections, userIds: [...users].sort() }
   }
 
   private leave (member: Member, channel: string): void {
@@ -397,10 +384,7 @@ export class Hub {
       this.brokerSubscriptions.delete(channel)
       this.broker.unsubscribe(channel).catch(() => { /* the broker logs; nothing to undo here */ })
     }
-    if (this.tracksPresence(channel)) {
-      if (empty) this.presence?.closed(channel)
-      else this.presence?.changed(channel)
-    }
+    if (this.tracksPresence(channel)) this.presence?.left(channel, member.identity.userId, empty)
   }
 
   /** Subscribes the broker on a channel's first local subscriber (`first`), or shares what is under way. */

@@ -1,6 +1,7 @@
 import {
   EMPTY_SHARE, type PresenceBackend, type PresenceCounts, type PresenceShare, type PresenceTotals, sameShare, totalsOf
 } from '../core/presence.js'
+import { PresenceTally } from './presence-tally.js'
 
 export interface PresenceLogger {
   warn(obj: object, msg: string): void
@@ -10,8 +11,6 @@ export interface PresenceTrackerOptions {
   intervalMs: number
   /** Other instances' shares; absent on the memory broker (this instance is all there is). */
   backend?: PresenceBackend
-  /** This instance's share of a channel, counted from the hub's registry. */
-  localShare(channel: string): PresenceShare
   /** Sends the counts to every local subscriber of the channel. */
   push(channel: string, counts: PresenceCounts): void
   log?: PresenceLogger
@@ -28,6 +27,10 @@ interface ChannelState {
   pushed?: PresenceCounts
   /** Held locally (false once the last local subscriber left: the share still has to be withdrawn). */
   held: boolean
+  /** The counts, local and remote, kept current (lib/hub/presence-tally.ts). */
+  tally: PresenceTally
+  /** The other instances' shares were read (open). */
+  loaded: boolean
 }
 
 const DEFAULT_REFRESH_MS = 3_600_000
@@ -59,39 +62,51 @@ export class PresenceTracker {
    * so the subscriber's first counts already cover every instance.
    */
   async open (channel: string): Promise<void> {
-    const state = this.channels.get(channel)
-    if (state !== undefined) {
-      state.held = true
-      return
-    }
-    const fresh: ChannelState = { remote: new Map(), held: true }
-    this.channels.set(channel, fresh)
+    const state = this.stateOf(channel)
+    state.held = true
     const backend = this.options.backend
-    if (backend === undefined) return
+    if (state.loaded || backend === undefined) return
+    state.loaded = true
     try {
-      for (const [nodeId, share] of await backend.load(channel)) fresh.remote.set(nodeId, share)
+      for (const [nodeId, share] of await backend.load(channel)) setRemote(state, nodeId, share)
     } catch (err) {
       this.options.log?.warn({ err, channel }, 'presence: could not read the other instances\' shares; they come with their next change')
     }
   }
 
-  /** A local subscriber joined or left the channel. */
-  changed (channel: string): void {
+  /** A local connection (its user, or null) joined the channel. */
+  joined (channel: string, userId: string | null): void {
+    const state = this.stateOf(channel)
+    state.held = true
+    state.tally.join(userId)
     this.localDirty.add(channel)
   }
 
-  /** The channel's last local subscriber left. */
-  closed (channel: string): void {
+  /** A local connection left the channel; `last`: it was the last local one. */
+  left (channel: string, userId: string | null, last: boolean): void {
     const state = this.channels.get(channel)
-    if (state !== undefined) state.held = false
+    if (state === undefined) return
+    state.tally.leave(userId)
+    if (last) state.held = false
     this.localDirty.add(channel)
   }
 
-  /** The channel's counts now, every instance's live share included. */
+  /** The channel's counts now, every instance's live share included: O(1). */
+  counts (channel: string): PresenceCounts {
+    return this.channels.get(channel)?.tally.counts() ?? { connections: 0, users: 0 }
+  }
+
+  /** The channel's counts now with every user id (the HTTP route): O(users). */
   totals (channel: string): PresenceTotals {
     const state = this.channels.get(channel)
-    const local = this.options.localShare(channel)
-    return totalsOf(state === undefined ? [local] : [local, ...state.remote.values()])
+    if (state === undefined) return totalsOf([])
+    return totalsOf([state.tally.localShare(), ...state.remote.values()])
+  }
+
+  private stateOf (channel: string): ChannelState {
+    let state = this.channels.get(channel)
+    if (state === undefined) this.channels.set(channel, state = { remote: new Map(), held: true, tally: new PresenceTally(), loaded: false })
+    return state
   }
 
   /** The counts of a channel that may not be held here (presence:get, the HTTP route). */
@@ -99,7 +114,7 @@ export class PresenceTracker {
     const state = this.channels.get(channel)
     if (state?.held === true || this.options.backend === undefined) return this.totals(channel)
     const remote = await this.options.backend.load(channel)
-    return totalsOf([this.options.localShare(channel), ...remote.values()])
+    return totalsOf([...(state === undefined ? [] : [state.tally.localShare()]), ...remote.values()])
   }
 
   close (): void {
@@ -110,8 +125,7 @@ export class PresenceTracker {
     const state = this.channels.get(channel)
     if (state === undefined) return
     if (this.live !== null && !this.live.has(nodeId)) return
-    if (share === null || share.connections === 0) state.remote.delete(nodeId)
-    else state.remote.set(nodeId, share)
+    setRemote(state, nodeId, share === null || share.connections === 0 ? undefined : share)
     this.totalsDirty.add(channel)
   }
 
@@ -141,9 +155,9 @@ export class PresenceTracker {
       return
     }
     for (const [channel, state] of this.channels) {
-      for (const nodeId of state.remote.keys()) {
+      for (const nodeId of [...state.remote.keys()]) {
         if (this.live.has(nodeId)) continue
-        state.remote.delete(nodeId)
+        setRemote(state, nodeId, undefined)
         this.totalsDirty.add(channel)
       }
     }
@@ -165,7 +179,7 @@ export class PresenceTracker {
       this.localDirty.delete(channel)
       const state = this.channels.get(channel)
       if (state === undefined) continue
-      const share = state.held ? this.options.localShare(channel) : EMPTY_SHARE
+      const share = state.held ? state.tally.localShare() : EMPTY_SHARE
       this.totalsDirty.add(channel)
       if (!state.held) this.channels.delete(channel)
       if (sameShare(state.written, share)) continue
@@ -185,9 +199,21 @@ export class PresenceTracker {
   private pushIfChanged (channel: string): void {
     const state = this.channels.get(channel)
     if (state === undefined || !state.held) return
-    const { connections, users } = this.totals(channel)
+    const { connections, users } = state.tally.counts()
     if (state.pushed?.connections === connections && state.pushed.users === users) return
     state.pushed = { connections, users }
     this.options.push(channel, state.pushed)
   }
+}
+
+/** Sets (or, undefined, drops) another instance's share, keeping the tally in step. */
+function setRemote (state: ChannelState, nodeId: string, share: PresenceShare | undefined): void {
+  const old = state.remote.get(nodeId)
+  if (old !== undefined) state.tally.removeShare(old)
+  if (share === undefined) {
+    state.remote.delete(nodeId)
+    return
+  }
+  state.remote.set(nodeId, share)
+  state.tally.addShare(share)
 }
