@@ -1,7 +1,9 @@
+import net from 'node:net'
 import { setTimeout as delay } from 'node:timers/promises'
+import tls from 'node:tls'
 import type { FastifyBaseLogger } from 'fastify'
 import fp from 'fastify-plugin'
-import kafkajs, { type EachBatchPayload, type LogEntry } from 'kafkajs'
+import kafkajs, { type EachBatchPayload, type ISocketFactory, type LogEntry } from 'kafkajs'
 import { kafkaBrokerList } from '../lib/ops/config.js'
 import { BackgroundCommits } from '../lib/ingress/kafka-commits.js'
 import { backoffDelay, type BatchContext, ingestBatch } from '../lib/ingress/kafka-ingest.js'
@@ -57,7 +59,8 @@ export default fp(async (app) => {
     // and restarts, and a DLQ send is retried by the ingest loop.
     retry: { retries: 3, initialRetryTime: 300, maxRetryTime: 5000 },
     logLevel: debug ? KafkaLogLevel.INFO : KafkaLogLevel.WARN,
-    logCreator: () => kafkaLogEntry(log)
+    logCreator: () => kafkaLogEntry(log),
+    socketFactory
   })
   const consumer = kafka.consumer({
     groupId: config.KAFKA_GROUP_ID,
@@ -239,6 +242,22 @@ export default fp(async (app) => {
     await bounded(producer.disconnect(), 1000, () => log.warn('kafka DLQ producer did not disconnect in time'))
   })
 }, { name: 'kafka', dependencies: ['config', 'hub', 'metrics', 'readiness'] })
+
+/**
+ * kafkajs's own socket factory plus TCP_NODELAY: fetches, heartbeats and commits share a
+ * connection, and with Nagle a small request sent while another is unacknowledged waits
+ * for its ACK (up to the peer's delayed-ACK timer) — latency on the fetch path.
+ */
+const socketFactory: ISocketFactory = ({ host, port, ssl, onConnect }) => {
+  // kafkajs passes its `ssl` option through: absent, false, true or TLS options.
+  const secure = ssl as tls.ConnectionOptions | boolean | undefined | null
+  const socket = secure === undefined || secure === null || secure === false
+    ? net.connect({ host, port }, onConnect)
+    : tls.connect({ host, port, ...(net.isIP(host) === 0 ? { servername: host } : {}), ...(secure === true ? {} : secure) }, onConnect)
+  socket.setKeepAlive(true, 60_000)
+  socket.setNoDelay(true)
+  return socket
+}
 
 async function bounded (work: Promise<unknown>, ms: number, onTimeout: () => void): Promise<void> {
   const timer = delay(ms, 'timeout' as const, { ref: false })
