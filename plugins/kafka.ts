@@ -1,8 +1,11 @@
+import net from 'node:net'
 import { setTimeout as delay } from 'node:timers/promises'
+import tls from 'node:tls'
 import type { FastifyBaseLogger } from 'fastify'
 import fp from 'fastify-plugin'
-import kafkajs, { type EachBatchPayload, type LogEntry } from 'kafkajs'
+import kafkajs, { type EachBatchPayload, type ISocketFactory, type LogEntry } from 'kafkajs'
 import { kafkaBrokerList } from '../lib/ops/config.js'
+import { BackgroundCommits } from '../lib/ingress/kafka-commits.js'
 import { backoffDelay, type BatchContext, ingestBatch } from '../lib/ingress/kafka-ingest.js'
 import { topicNames } from '../lib/ingress/kafka-mapping.js'
 import { createKafkaMetrics } from '../lib/ops/kafka-metrics.js'
@@ -13,6 +16,8 @@ const { Kafka, logLevel: KafkaLogLevel } = kafkajs
 
 /** How long a retry sleep runs between checks that the consumer still owns the partition. */
 const SLEEP_SLICE_MS = 500
+/** Resolved offsets are committed in the background at most this often (lib/ingress/kafka-commits.ts). */
+const COMMIT_INTERVAL_MS = 1000
 
 /**
  * How the consumer fetches (bench/kafka.ts gives its do-nothing consumer the same, so the
@@ -35,7 +40,8 @@ export const PARTITIONS_CONSUMED_CONCURRENTLY = 8
  * once it and every earlier one were handed to the broker (or the DLQ), so a crash or
  * restart redelivers rather than loses. Transient failures (broker or Kafka down) are
  * retried in place with backoff, which holds the partition's later messages back and so
- * keeps their order. Heartbeat and commit come once per batch.
+ * keeps their order. Heartbeats come once per batch; offsets are committed in the background
+ * (lib/ingress/kafka-commits.ts), so the next fetch never waits for a commit.
  */
 export default fp(async (app) => {
   const config = app.config
@@ -53,7 +59,8 @@ export default fp(async (app) => {
     // and restarts, and a DLQ send is retried by the ingest loop.
     retry: { retries: 3, initialRetryTime: 300, maxRetryTime: 5000 },
     logLevel: debug ? KafkaLogLevel.INFO : KafkaLogLevel.WARN,
-    logCreator: () => kafkaLogEntry(log)
+    logCreator: () => kafkaLogEntry(log),
+    socketFactory
   })
   const consumer = kafka.consumer({
     groupId: config.KAFKA_GROUP_ID,
@@ -95,19 +102,35 @@ export default fp(async (app) => {
 
   app.readiness.add('kafka', () => joined)
 
+  /** The latest batch's hooks: they act on the consumer group as it is now (its current generation). */
+  let current: Pick<EachBatchPayload, 'commitOffsetsIfNecessary' | 'uncommittedOffsets'> | undefined
+  const commits = new BackgroundCommits(async () => {
+    if (current !== undefined) await current.commitOffsetsIfNecessary(current.uncommittedOffsets())
+  }, COMMIT_INTERVAL_MS, (err) => { log.warn({ err }, 'kafka offset commit failed; the next one carries its offsets') })
+
   /**
-   * Sleeps in slices, heartbeating and committing what was settled so far (a long outage
-   * does not hold back the offsets before it), and gives up as soon as this batch is no
-   * longer ours.
+   * A heartbeat; when it reports a rebalance, what was resolved is committed first (the
+   * partitions may go to another member), as kafkajs's autoCommit would.
+   */
+  async function heartbeat (payload: EachBatchPayload): Promise<void> {
+    try {
+      await payload.heartbeat()
+    } catch (err) {
+      await commits.flush().catch((e: unknown) => log.warn({ err: e }, 'kafka offsets not committed before a rebalance'))
+      throw err
+    }
+  }
+
+  /**
+   * Sleeps in slices, heartbeating (offsets settled so far are committed in the background:
+   * a long outage does not hold back the offsets before it), and gives up as soon as this
+   * batch is no longer ours.
    */
   const sleepWhileOwned = (payload: EachBatchPayload) => async (ms: number): Promise<boolean> => {
     const owned = () => !closing && payload.isRunning() && !payload.isStale()
     for (let left = ms; left > 0 && owned(); left -= SLEEP_SLICE_MS) {
       await delay(Math.min(left, SLEEP_SLICE_MS))
-      if (owned()) {
-        await payload.heartbeat()
-        await payload.commitOffsetsIfNecessary()
-      }
+      if (owned()) await heartbeat(payload)
     }
     return owned()
   }
@@ -140,6 +163,7 @@ export default fp(async (app) => {
     const topic = topics.get(batch.topic)
     if (topic === undefined) return // not ours: never resolved, never committed
     const topicMetrics = metrics.topic(batch.topic)
+    current = payload
     let lastSettled: string | undefined
     const result = await ingestBatch(topic, batch, {
       ...ingest,
@@ -151,6 +175,7 @@ export default fp(async (app) => {
       },
       settled: (message, outcome) => {
         payload.resolveOffset(message.offset)
+        commits.resolved()
         lastSettled = message.offset
         if (outcome.outcome === 'delivered') {
           topicMetrics.delivered(Number(message.timestamp), outcome.orderStatus)
@@ -163,10 +188,11 @@ export default fp(async (app) => {
       }
     })
     if (lastSettled !== undefined) metrics.lag(batch.topic, batch.partition, Number(batch.highWatermark) - Number(lastSettled) - 1)
-    // Stopped: what was not settled stays unresolved and goes to the partition's next owner.
+    // Stopping: what was settled is committed now (the group is left next); what was not
+    // stays unresolved and goes to the partition's next owner.
+    if (closing) await commits.flush().catch((err: unknown) => log.warn({ err }, 'kafka offsets not committed at shutdown'))
     if (result === 'stopped') return
-    await payload.heartbeat()
-    await payload.commitOffsetsIfNecessary()
+    await heartbeat(payload)
   }
 
   async function start (): Promise<void> {
@@ -181,10 +207,8 @@ export default fp(async (app) => {
         eachBatch,
         partitionsConsumedConcurrently: PARTITIONS_CONSUMED_CONCURRENTLY,
         eachBatchAutoResolve: false,
-        autoCommit: true,
-        // Besides the commit after every batch, a long batch commits every second or 100 messages.
-        autoCommitInterval: 1000,
-        autoCommitThreshold: 100
+        // Commits in the background (`commits`): kafkajs's autoCommit commits after every batch, before the next fetch.
+        autoCommit: false
       })
     } catch (err) {
       if (closing) return
@@ -208,6 +232,9 @@ export default fp(async (app) => {
   app.addHook('onClose', async () => {
     closing = true
     clearTimeout(restartTimer)
+    commits.stop()
+    // What was settled before now (an idle consumer has no batch in hand to commit it).
+    await bounded(commits.flush(), 1000, () => log.warn('kafka offsets were not committed in time'))
     // Disconnecting waits for the message in hand, then commits what was delivered and
     // leaves the group. Bounded: whatever is not committed is redelivered, never lost.
     const budget = Math.max(1000, Math.floor(config.SHUTDOWN_TIMEOUT_MS / 2))
@@ -215,6 +242,22 @@ export default fp(async (app) => {
     await bounded(producer.disconnect(), 1000, () => log.warn('kafka DLQ producer did not disconnect in time'))
   })
 }, { name: 'kafka', dependencies: ['config', 'hub', 'metrics', 'readiness'] })
+
+/**
+ * kafkajs's own socket factory plus TCP_NODELAY: fetches, heartbeats and commits share a
+ * connection, and with Nagle a small request sent while another is unacknowledged waits
+ * for its ACK (up to the peer's delayed-ACK timer) — latency on the fetch path.
+ */
+const socketFactory: ISocketFactory = ({ host, port, ssl, onConnect }) => {
+  // kafkajs passes its `ssl` option through: absent, false, true or TLS options.
+  const secure = ssl as tls.ConnectionOptions | boolean | undefined | null
+  const socket = secure === undefined || secure === null || secure === false
+    ? net.connect({ host, port }, onConnect)
+    : tls.connect({ host, port, ...(net.isIP(host) === 0 ? { servername: host } : {}), ...(secure === true ? {} : secure) }, onConnect)
+  socket.setKeepAlive(true, 60_000)
+  socket.setNoDelay(true)
+  return socket
+}
 
 async function bounded (work: Promise<unknown>, ms: number, onTimeout: () => void): Promise<void> {
   const timer = delay(ms, 'timeout' as const, { ref: false })

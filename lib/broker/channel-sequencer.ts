@@ -88,6 +88,25 @@ export class ChannelSequencer {
     }
   }
 
+  /**
+   * An event this instance published, known from the publish's own reply before its
+   * pub/sub copy arrives: handed on at once when it directly follows the last event handed
+   * on. Otherwise (another instance's earlier events still on their way, a gap being
+   * filled, a new epoch) it is left to its pub/sub copy, which comes after every earlier
+   * event of the channel: pub/sub keeps a channel's order.
+   */
+  pushOwn (event: PublishedEvent): void {
+    const cursor = this.cursors.get(event.channel)
+    if (cursor === undefined || cursor.held !== null || event.epoch !== cursor.epoch || event.offset !== cursor.offset + 1) return
+    this.accept(cursor, event)
+  }
+
+  /** Whether the event at this place was handed on already: its pub/sub copy can be dropped undecoded. */
+  handedOn (channel: string, epoch: string, offset: number): boolean {
+    const cursor = this.cursors.get(channel)
+    return cursor !== undefined && cursor.epoch === epoch && offset <= cursor.offset
+  }
+
   /** Delivers whatever the channel got while the transport was away (after a reconnect). */
   catchUp (channel: string): void {
     const cursor = this.cursors.get(channel)

@@ -5,6 +5,7 @@ import {
 } from './broker.js'
 import { ChannelSequencer } from './channel-sequencer.js'
 import type { EventDraft, PublishedEvent, StreamPosition } from '../core/event.js'
+import { inBurst } from '../core/write-batch.js'
 import { recoverFrom } from './recovery.js'
 import {
   type ClusterNode, clusterConnection, ConnectionProbe, failFastConnection, type RedisClient, type RedisLogger
@@ -174,7 +175,9 @@ export class RedisBroker implements Broker {
     } catch (err) {
       throw new BrokerUnavailableError('redis did not take the publish', { cause: err })
     }
-    return eventOf(draft, reply, new Date(Number(reply[2])).toISOString())
+    const event = eventOf(draft, reply, new Date(Number(reply[2])).toISOString())
+    this.deliverOwn(event)
+    return event
   }
 
   async claim (scope: string, fingerprint: string, ttlSeconds: number): Promise<'new' | 'repeat' | 'conflict'> {
@@ -214,7 +217,7 @@ export class RedisBroker implements Broker {
     // Events of one script run share a handful of milliseconds: one ISO string for each.
     let lastMs = ''
     let lastTs = ''
-    return drafts.map((draft, i) => {
+    const events = drafts.map((draft, i) => {
       const ms = replies[i][2]
       if (ms !== lastMs) {
         lastMs = ms
@@ -222,6 +225,18 @@ export class RedisBroker implements Broker {
       }
       return eventOf(draft, replies[i], lastTs)
     })
+    // One burst: what the batch delivers here leaves as one write per socket.
+    inBurst(() => { for (const event of events) this.deliverOwn(event) })
+    return events
+  }
+
+  /**
+   * This instance's own event, delivered from the script's reply rather than after a round
+   * trip through pub/sub (ChannelSequencer.pushOwn keeps the channel's order with other
+   * instances' events); its pub/sub copy is then dropped undecoded (onMessage).
+   */
+  private deliverOwn (event: PublishedEvent): void {
+    if (event.replayed !== true && this.held.has(event.channel)) this.sequencer.pushOwn(event)
   }
 
   async subscribe (channel: string): Promise<void> {
@@ -448,6 +463,10 @@ export class RedisBroker implements Broker {
     const channel = this.layout.channelOf(name)
     if (channel === undefined || !this.held.has(channel)) return
     if (entry.startsWith(PRESENCE_MESSAGE)) return this.presence.receive(channel, entry)
+    // Most often this instance's own event, delivered already from its publish's reply.
+    const a = entry.indexOf(',')
+    const b = entry.indexOf(',', a + 1)
+    if (a > 0 && b > a && this.sequencer.handedOn(channel, entry.slice(0, a), Number(entry.slice(a + 1, b)))) return
     let event: PublishedEvent
     try {
       event = decodeEntry(channel, entry)

@@ -210,7 +210,7 @@ end
  * epoch bucket), pub/sub channel, idempotency TTL, dedupe (1 or 0), origin offset (-1:
  * none), origin index. Returns {epoch, offset, ms, replayed}.
  */
-export const PUBLISH_SCRIPT = EPOCH_OF_EMPTY_CHANNEL + `
+const publishBody = (base: string): string => `
 local idempotencyTtl = ARGV[7]
 local dedupe = ARGV[8] == '1'
 if dedupe then
@@ -235,7 +235,7 @@ if originOffset >= 0 then
   end
 end
 local now = redis.call('TIME')
-local base = currentBase(KEYS[3], ARGV[1])
+local base = ${base}
 local meta = redis.call('HMGET', KEYS[1], 'epoch', 'base')
 local epoch = meta[1]
 if not epoch or meta[2] ~= base then
@@ -258,12 +258,15 @@ if dedupe then redis.call('SET', KEYS[4], epoch .. ',' .. offset .. ',' .. ms, '
 if originOffset >= 0 then redis.call('SET', KEYS[5], ARGV[9] .. ',' .. ARGV[10], 'EX', idempotencyTtl) end
 return {epoch, offset, ms, 0}
 `
+export const PUBLISH_SCRIPT = EPOCH_OF_EMPTY_CHANNEL + publishBody('currentBase(KEYS[3], ARGV[1])')
 
 /**
  * Many publishes in one script run: PUBLISH_SCRIPT itself, as a function whose KEYS and
  * ARGV are one event's, run for each event in the order given. So the batch follows the
  * one-event rules exactly (and whatever they become), in one round trip, and nothing runs
- * in between: all of the events are taken or none.
+ * in between: all of the events are taken or none. The epoch base is looked up once per
+ * run, not per event (INFO and its parse cost more than the rest of an event's publish);
+ * it cannot change within a run.
  *
  * What every event shares is sent once (lib/broker/redis-publish-batch.ts builds the
  * call). KEYS: epoch base, then meta, history, dedupe key and origin mark of each event,
@@ -272,9 +275,10 @@ return {epoch, offset, ms, 0}
  * offset and origin index. Returns each event's reply. (On a Redis Cluster every
  * key of one call must share a slot: group the events by slot.)
  */
-export const PUBLISH_BATCH_SCRIPT = `
+export const PUBLISH_BATCH_SCRIPT = EPOCH_OF_EMPTY_CHANNEL + `
+local batchBase = currentBase(KEYS[1], ARGV[1])
 local function publish_one (KEYS, ARGV)
-${PUBLISH_SCRIPT}
+${publishBody('batchBase')}
 end
 local replies = {}
 for e = 0, (#KEYS - 1) / 4 - 1 do

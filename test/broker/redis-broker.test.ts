@@ -64,6 +64,36 @@ t.test('two nodes on one Redis share offsets and both deliver every event once, 
   t.same(await a.broker.position(channel), await b.broker.position(channel))
 })
 
+t.test('a node delivers its own events from the publish reply, in order with other nodes\' events, each once', async (t) => {
+  if (!requireService(t, 'Redis', available)) return
+  const [a, b] = [await node(t), await node(t)]
+  const channel = suiteChannel('own-events')
+  await Promise.all([a.broker.subscribe(channel), b.broker.subscribe(channel)])
+  await a.broker.publishBatch([draft(channel, 1), draft(channel, 2), draft(channel, 3)])
+  t.same(a.recorder.of(channel).map((e) => e.offset), [1, 2, 3], 'delivered by the time the publish resolves, before any pub/sub copy')
+  await a.broker.publish(draft(channel, 4))
+  t.same(a.recorder.of(channel).map((e) => e.offset), [1, 2, 3, 4], 'a single publish too')
+
+  // Both nodes publish at once: a node's own reply often arrives before the other's earlier events.
+  const rounds = 15
+  for (let r = 0; r < rounds; r++) {
+    await Promise.all([
+      a.broker.publishBatch([draft(channel, r), draft(channel, r)]),
+      b.broker.publishBatch([draft(channel, r), draft(channel, r), draft(channel, r)]),
+      a.broker.publish(draft(channel, r)),
+      b.broker.publish(draft(channel, r))
+    ])
+  }
+  const total = 4 + rounds * 7
+  const all = Array.from({ length: total }, (_, i) => i + 1)
+  for (const [name, n] of [['a', a], ['b', b]] as const) {
+    await n.recorder.until(`node ${name} gets ${total} events`, () => n.recorder.of(channel).length >= total)
+    t.same(n.recorder.of(channel).map((e) => e.offset), all, `node ${name}: in order, once each`)
+  }
+  t.same(a.resets, [], 'never a reset')
+  t.same(b.resets, [], 'never a reset')
+})
+
 t.test('the hub seam across nodes: clients join on one node while another publishes', async (t) => {
   if (!requireService(t, 'Redis', available)) return
   const publisher = await node(t)
