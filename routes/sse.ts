@@ -100,7 +100,7 @@ export default async function sseRoutes (app: FastifyInstance): Promise<void> {
       hub.remove(connection)
     })
     for (const channel of channels) connection.setPosition(channel, outcome.startsAfter[channel])
-    connection.sendSystem('system:connected', { connectionId: connection.id, userId: identity.userId, channels }, true)
+    connection.open({ connectionId: connection.id, userId: identity.userId, channels })
     const lostSomething = typeof lastEventId === 'string' && lastEventId !== '' &&
       (cursor === null || Object.values(outcome.recovered).some((r) => !r))
     if (lostSomething) connection.sendSystem('system:recovery', { recovered: false })

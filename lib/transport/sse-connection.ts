@@ -28,6 +28,13 @@ export class SseConnection extends HubMember implements Connection {
   readonly transport = 'sse' as const
   private readonly positions = new Map<string, StreamPosition>()
   private closed = false
+  /**
+   * What was written before the route opened the stream (open): the hub may push presence
+   * counts or a reset while the subscription is still being read, and writing them then would
+   * send the response head early and put them before `system:connected`, which opens every
+   * stream (docs/protocol.md, Server-Sent Events).
+   */
+  private waiting: string[] | null = []
 
   constructor (
     readonly id: string,
@@ -37,6 +44,14 @@ export class SseConnection extends HubMember implements Connection {
   ) {
     super()
     res.once('close', () => { this.closed = true })
+  }
+
+  /** Starts the stream (after the route wrote the head): `system:connected`, then whatever waited. */
+  open (connected: unknown): void {
+    const waiting = this.waiting ?? []
+    this.waiting = null
+    this.sendSystem('system:connected', connected, true)
+    for (const text of waiting) this.write(text)
   }
 
   /** Records where a channel stands before its first event (from the subscription). */
@@ -97,6 +112,10 @@ export class SseConnection extends HubMember implements Connection {
 
   private write (text: string): void {
     if (this.closed) return
+    if (this.waiting !== null) {
+      this.waiting.push(text)
+      return
+    }
     if (this.res.writableLength > this.options.sendBufferLimit) {
       this.options.onTooSlow?.(this)
       this.close(4008, 'too slow')
