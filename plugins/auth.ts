@@ -2,7 +2,7 @@ import fastifyJwt from '@fastify/jwt'
 import createError from '@fastify/error'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import { CLOCK_TOLERANCE_MS } from '../lib/auth/expiry.js'
+import { CLOCK_TOLERANCE_MS, Expiries } from '../lib/auth/expiry.js'
 import { listOf } from '../lib/ops/config.js'
 import { ANONYMOUS, canPublish, type Identity, identityFromClaims, isAdmin } from '../lib/auth/identity.js'
 import { RevocationList } from '../lib/auth/revocations.js'
@@ -13,6 +13,8 @@ declare module 'fastify' {
     verifyToken(token: string): Identity
     /** The revoked tokens this instance knows (kept current by plugins/control.ts). */
     revocations: RevocationList
+    /** This app's token expiries (lib/auth/expiry.ts): connections end when their token does. */
+    expiries: Expiries
     /** onRequest hook for /ws and /sse: a browser Origin outside WS_ALLOWED_ORIGINS is refused with 403. */
     checkOrigin(request: FastifyRequest, reply: FastifyReply): Promise<void>
     /** onRequest hook: a valid token is required. */
@@ -115,6 +117,9 @@ export default fp(async (app) => {
   app.decorateRequest('identity', null as unknown as Identity)
   app.decorate('verifyToken', verifyToken)
   app.decorate('revocations', revocations)
+  const expiries = new Expiries()
+  app.decorate('expiries', expiries)
+  app.addHook('onClose', async () => { expiries.close() })
   app.decorate('checkOrigin', checkOrigin)
   app.decorate('authenticate', async (request: FastifyRequest) => { request.identity = identify(request, false) })
   app.decorate('authenticateClient', async (request: FastifyRequest) => {

@@ -70,7 +70,7 @@ export default async function publishRoutes (app: FastifyInstance): Promise<void
         }
         drafts = withDedupe(drafts, scope)
       }
-      const events = await publishAll(app.hub.broker, drafts)
+      const events = await publishAll(app.hub, drafts)
       const replayed = events.filter((e) => e.replayed === true).length
       app.gatewayMetrics.eventsPublished.inc({ source: 'http' }, events.length - replayed)
       if (key !== undefined && replayed === events.length) {

@@ -5,7 +5,6 @@ import { canSubscribe, defaultChannels, isValidChannelName } from '../lib/auth/c
 import { refusalFor, REFUSAL_MESSAGES } from '../lib/hub/admission.js'
 import { newConnectionId } from '../lib/hub/connection.js'
 import { CloseCode } from '../lib/core/errors.js'
-import { scheduleExpiry } from '../lib/auth/expiry.js'
 import { SSE_HEADERS, SseConnection } from '../lib/transport/sse-connection.js'
 import { decodeCursor } from '../lib/transport/sse-cursor.js'
 
@@ -93,7 +92,7 @@ export default async function sseRoutes (app: FastifyInstance): Promise<void> {
     reply.raw.writeHead(200, { ...SSE_HEADERS, ...corsHeaders(reply) })
     // `exp` is enforced on streams too: the stream ends when the token expires, and
     // EventSource's reconnect with the same token is then refused with 401.
-    const cancelExpiry = scheduleExpiry(identity.exp, () => connection.close(CloseCode.TOKEN_EXPIRED, 'token expired'))
+    const cancelExpiry = app.expiries.schedule(identity.exp, () => connection.close(CloseCode.TOKEN_EXPIRED, 'token expired'))
     reply.raw.once('close', () => {
       cancelExpiry()
       streams.delete(connection)

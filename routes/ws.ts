@@ -1,4 +1,3 @@
-import type { ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 import type { RawData, WebSocket } from 'ws'
@@ -6,7 +5,7 @@ import { defaultChannels } from '../lib/auth/channels.js'
 import { newConnectionId } from '../lib/hub/connection.js'
 import { CloseCode } from '../lib/core/errors.js'
 import { refusalFor, REFUSAL_MESSAGES } from '../lib/hub/admission.js'
-import { compactListeners } from '../lib/transport/listener-table.js'
+import { compactListeners, detachUpgradeResponse } from '../lib/transport/internals.js'
 import { serverFrame } from '../lib/transport/protocol.js'
 import { WsConnection, type WsConnectionOptions } from '../lib/transport/ws-connection.js'
 import { WsSession, type WsSessionDeps } from '../lib/transport/ws-session.js'
@@ -39,11 +38,13 @@ export default async function wsRoutes (app: FastifyInstance): Promise<void> {
   // memory per connection is made of, so nothing here is built per socket.
   const connectionOptions: WsConnectionOptions = {
     sendBufferLimit: config.SEND_BUFFER_LIMIT_BYTES,
+    writeBatch: hub.writeBatch,
     onTooSlow: () => metrics.slowClients.inc({ transport: 'ws' })
   }
   const sessionDeps: WsSessionDeps = {
     ...connectionOptions,
     hub,
+    expiries: app.expiries,
     verifyToken: (token) => app.verifyToken(token),
     stats: () => app.clusterStats(),
     maxRewind: app.historyPolicy.maxSize,
@@ -153,6 +154,5 @@ const sessionOf = (socket: WebSocket): WsSession => (socket as SessionSocket)[kS
  */
 function releaseUpgradeRequest (socket: { removeAllListeners(event: 'error'): unknown }, raw: Socket): void {
   socket.removeAllListeners('error')
-  const response = (raw as Socket & { _httpMessage?: ServerResponse | null })._httpMessage
-  response?.detachSocket(raw)
+  detachUpgradeResponse(raw)
 }
