@@ -27,8 +27,11 @@ declare module 'fastify' {
     requireServiceOrAdmin(request: FastifyRequest, reply: FastifyReply): Promise<void>
   }
   interface FastifyRequest {
-    /** Set by the auth hooks; null on routes that have none. */
-    identity: Identity
+    /**
+     * Who sent the request: set by the auth hooks, null on routes that have none. Routes
+     * behind a hook read it through `requireIdentity` (lib/auth/identity.ts).
+     */
+    identity: Identity | null
   }
 }
 
@@ -99,8 +102,9 @@ export default fp(async (app) => {
 
   const requireRole = (allowed: (identity: Identity) => boolean, what: string) =>
     async (request: FastifyRequest): Promise<void> => {
-      request.identity = identify(request, false)
-      if (!allowed(request.identity)) throw new ForbiddenError(`${what} required`)
+      const identity = identify(request, false)
+      request.identity = identity
+      if (!allowed(identity)) throw new ForbiddenError(`${what} required`)
     }
 
   // Browsers send Origin on WebSocket upgrades and EventSource requests; clients that are
@@ -114,7 +118,7 @@ export default fp(async (app) => {
     throw new ForbiddenError('origin not allowed (WS_ALLOWED_ORIGINS)')
   }
 
-  app.decorateRequest('identity', null as unknown as Identity)
+  app.decorateRequest('identity', null)
   app.decorate('verifyToken', verifyToken)
   app.decorate('revocations', revocations)
   const expiries = new Expiries()

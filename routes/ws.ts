@@ -1,7 +1,8 @@
 import type { Socket } from 'node:net'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { RawData, WebSocket } from 'ws'
 import { defaultChannels } from '../lib/auth/channels.js'
+import { requireIdentity } from '../lib/auth/identity.js'
 import { newConnectionId } from '../lib/hub/connection.js'
 import { CloseCode } from '../lib/core/errors.js'
 import { refusalFor, REFUSAL_MESSAGES } from '../lib/hub/admission.js'
@@ -14,7 +15,7 @@ import { WsSession, type WsSessionDeps } from '../lib/transport/ws-session.js'
  * GET /ws (docs/protocol.md, WebSocket). Authentication runs in onRequest, before the upgrade, so a
  * refusal is a plain HTTP 401. The socket's listeners are attached before any await.
  */
-export default async function wsRoutes (app: FastifyInstance): Promise<void> {
+const wsRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { config, hub, gatewayMetrics: metrics } = app
   // One timer for every socket: ping each, cut those that missed the previous ping. The
   // hub's registry is the list (a Set of our own would cost an entry per connection).
@@ -112,7 +113,7 @@ export default async function wsRoutes (app: FastifyInstance): Promise<void> {
   }, (socket, request) => {
     releaseUpgradeRequest(socket, request.raw.socket)
     socket.on('error', onError)
-    const identity = request.identity
+    const identity = requireIdentity(request.identity)
     const refusal = refusalFor(hub, identity, admissionLimits)
     if (refusal !== null) {
       metrics.refusedConnections.inc({ transport: 'ws', reason: refusal })
@@ -132,6 +133,8 @@ export default async function wsRoutes (app: FastifyInstance): Promise<void> {
     compactListeners(socket)
   })
 }
+
+export default wsRoutes
 
 /** How long a closing socket may take to finish the closing handshake before it is cut. */
 const CLOSE_GRACE_MS = 2000
