@@ -89,7 +89,7 @@ export class Hub {
   private readonly brokerSubscriptions = new Map<string, Promise<void> | typeof FAILED>()
   private readonly transportCounts: Record<Transport, number> = { ws: 0, sse: 0 }
 
-  /** Presence counts (lib/hub/presence.ts); null when no channel keeps them. */
+  /** Presence counts (lib/core/presence.ts); null when no channel keeps them. */
   private readonly presence: PresenceTracker | null
   private readonly presencePrefixes: readonly string[]
 
