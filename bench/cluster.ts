@@ -1,5 +1,5 @@
 import type { ChildChannel } from './lib/ipc.js'
-import { deletePrefix, requireRedis } from './lib/redis-prefix.js'
+import { clusterMasters, deleteClusterPrefix, deletePrefix, redisCpuSeconds, requireRedis } from './lib/redis-prefix.js'
 import { connectClients, droppedClients, measureFanout, type ScenarioResult, type Settings, shutdown, startLoads, startServer } from './scenario.js'
 
 /**
@@ -12,36 +12,59 @@ import { connectClients, droppedClients, measureFanout, type ScenarioResult, typ
 export const INSTANCES = 3
 /** The local Redis the tests use too: hence a key prefix of the run's own, deleted afterwards. */
 const REDIS_URL = 'redis://127.0.0.1:6379'
+/** The local Redis Cluster (scripts/redis-cluster.sh: 3 masters, 3 replicas), for `--redis-cluster`. */
+export const REDIS_CLUSTER_NODES = process.env.BENCH_REDIS_CLUSTER_NODES ??
+  '127.0.0.1:30001,127.0.0.1:30002,127.0.0.1:30003,127.0.0.1:30004,127.0.0.1:30005,127.0.0.1:30006'
+
+/** What the instances share: one Redis, or a Redis Cluster (sharded pub/sub). */
+export type ClusterBackend = 'redis' | 'redis-cluster'
 
 /** Key prefixes of cluster runs still going: what an interrupted run must still delete. */
 const livePrefixes = new Set<string>()
 
 /** For run.ts's signal handler, after the children are killed: delete what runs in flight left in Redis. */
 export async function deleteLivePrefixes (): Promise<void> {
-  await Promise.all([...livePrefixes].map((prefix) => deletePrefix(REDIS_URL, prefix).catch(() => 0)))
+  await Promise.all([...livePrefixes].map(async (prefix) => await Promise.all([
+    deletePrefix(REDIS_URL, prefix).catch(() => 0),
+    deleteClusterPrefix(REDIS_CLUSTER_NODES, prefix).catch(() => 0)
+  ])))
 }
 
 export interface ClusterResult extends Omit<ScenarioResult, 'server' | 'memory'> {
   server: 'gateway-cluster'
   instances: number
+  backend: ClusterBackend
+  /** Seconds of CPU each Redis server (each master of a cluster) used during the fan-out measurements, by `host:port`. */
+  redisCpu: Record<string, number>
   /** Connections each instance counted once every client was connected. */
   perInstance: number[]
   keyPrefix: string
   redisKeysDeleted?: number
 }
 
-export async function runCluster (connections: number, settings: Settings, track: (c: ChildChannel) => void): Promise<ClusterResult> {
+export async function runCluster (
+  connections: number, settings: Settings, track: (c: ChildChannel) => void, backend: ClusterBackend = 'redis'
+): Promise<ClusterResult> {
   const secret = `bench-${process.pid}-${Date.now()}`
   const keyPrefix = `rtg-bench-${process.pid}-${Date.now()}:`
   const result: ClusterResult = {
-    server: 'gateway-cluster', instances: INSTANCES, connections, connected: 0, connectErrors: {}, connectPerSec: 0, dropped: 0, perInstance: [], keyPrefix
+    server: 'gateway-cluster', instances: INSTANCES, backend, redisCpu: {}, connections, connected: 0, connectErrors: {}, connectPerSec: 0, dropped: 0, perInstance: [], keyPrefix
   }
+  let redisUrls = [REDIS_URL]
   const servers: ChildChannel[] = []
   let loads: ChildChannel[] = []
   livePrefixes.add(keyPrefix)
   try {
-    await requireRedis(REDIS_URL)
-    const env = { BENCH_REDIS_URL: REDIS_URL, BENCH_REDIS_KEY_PREFIX: keyPrefix }
+    let env: Record<string, string>
+    if (backend === 'redis') {
+      await requireRedis(REDIS_URL)
+      env = { BENCH_REDIS_URL: REDIS_URL, BENCH_REDIS_KEY_PREFIX: keyPrefix }
+    } else {
+      const masters = await clusterMasters(REDIS_CLUSTER_NODES)
+      redisUrls = masters.map((m) => `redis://${m.options.host}:${m.options.port}`)
+      for (const m of masters) m.disconnect()
+      env = { BENCH_REDIS_CLUSTER_NODES: REDIS_CLUSTER_NODES, BENCH_REDIS_KEY_PREFIX: keyPrefix }
+    }
     for (let k = 0; k < INSTANCES; k++) servers.push(startServer('gateway', secret, settings, track, env, `gateway-cluster-${k}`))
     const ports = (await Promise.all(servers.map((s) => s.event<{ port: number }>('ready', 30_000)))).map((r) => r.port)
     loads = startLoads(settings, track)
@@ -58,7 +81,10 @@ export async function runCluster (connections: number, settings: Settings, track
       .map((r) => r.connections)
 
     const httpPort = settings.noHttp === true ? undefined : ports[0]
+    const cpuBefore = await redisCpuSeconds(redisUrls)
     const { httpLastFailure, ...measured } = await measureFanout(servers, servers[0], loads, settings, result.connected, secret, httpPort)
+    const cpuAfter = await redisCpuSeconds(redisUrls)
+    for (const [node, seconds] of cpuAfter) result.redisCpu[node] = seconds - (cpuBefore.get(node) ?? seconds)
     Object.assign(result, measured)
     if ((result.httpFailures ?? 0) > 0) result.connectErrors[`http publish: ${httpLastFailure ?? ''}`] = result.httpFailures ?? 0
     result.dropped = await droppedClients(loads)
@@ -67,7 +93,8 @@ export async function runCluster (connections: number, settings: Settings, track
   } finally {
     await shutdown(servers, loads)
     // After the instances are gone, so no heartbeat writes a key back.
-    result.redisKeysDeleted = await deletePrefix(REDIS_URL, keyPrefix).catch((err: unknown) => {
+    const cleanup = backend === 'redis' ? deletePrefix(REDIS_URL, keyPrefix) : deleteClusterPrefix(REDIS_CLUSTER_NODES, keyPrefix)
+    result.redisKeysDeleted = await cleanup.catch((err: unknown) => {
       result.error ??= `redis cleanup under ${keyPrefix} failed: ${(err as Error).message}`
       return undefined
     })

@@ -23,6 +23,8 @@ interface ConnectRequest {
   secret?: string
   channel?: string
   localAddress?: string
+  /** Subscribes with `rewind: n` and is ready only once the n rewound events arrived (bench/features.ts). */
+  rewind?: number
 }
 
 const HANDSHAKE_TIMEOUT_MS = 15_000
@@ -71,6 +73,8 @@ function connectOne (request: ConnectRequest, index: number): Promise<WebSocket>
   })
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => fail(new Error('not ready in time')), HANDSHAKE_TIMEOUT_MS + 5000)
+    let subscribed = false
+    let rewound = 0
     const ready = () => {
       clearTimeout(timer)
       ws.removeAllListeners('message')
@@ -94,9 +98,14 @@ function connectOne (request: ConnectRequest, index: number): Promise<WebSocket>
       if (request.kind === 'gateway') {
         const frame = JSON.parse(text) as { type: string, id?: string }
         if (frame.type === 'system:connected') {
-          ws.send(JSON.stringify({ type: 'subscribe', id: 'bench', payload: { channels: [request.channel] } }))
+          const rewind = request.rewind === undefined ? {} : { rewind: request.rewind }
+          ws.send(JSON.stringify({ type: 'subscribe', id: 'bench', payload: { channels: [request.channel], ...rewind } }))
         } else if (frame.type === 'subscribed' && frame.id === 'bench') {
-          ready()
+          subscribed = true
+          if (rewound >= (request.rewind ?? 0)) ready()
+        } else if ((frame as { channel?: string }).channel === request.channel && request.rewind !== undefined) {
+          // A rewound event comes after the `subscribed` reply (docs/protocol.md, "Subscribe").
+          if (++rewound >= request.rewind && subscribed) ready()
         } else if (frame.type === 'error') {
           fail(new Error(`error frame: ${text.slice(0, 200)}`))
         }

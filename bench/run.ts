@@ -3,7 +3,7 @@ import { cpus, loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { buildTable, formatTable } from './report.js'
 import { type ClusterResult, deleteLivePrefixes, INSTANCES, runCluster } from './cluster.js'
-import { buildClusterTable, CLUSTER_HEADER } from './cluster-report.js'
+import { buildClusterTable, buildShardedTable, CLUSTER_HEADER, SHARDED_HEADER } from './cluster-report.js'
 import type { ChildChannel } from './lib/ipc.js'
 import { type KafkaResult, type KafkaSettings, liveKafkaPrefixes, runKafka } from './kafka.js'
 import { kafkaTables } from './kafka-report.js'
@@ -11,16 +11,19 @@ import { CONSUMER_FETCH, PARTITIONS_CONSUMED_CONCURRENTLY } from '../plugins/kaf
 import { deleteLiveTopics } from './lib/kafka-topics.js'
 import { deletePrefix } from './lib/redis-prefix.js'
 import { combineRounds, roundOrder } from './rounds.js'
+import { type FeatureName, FEATURES, type FeatureResult, featureText, liveFeaturePrefixes, runFeature } from './features.js'
 import { runScenario, type ScenarioResult, SERVERS, type ServerName, type Settings } from './scenario.js'
 
 /**
  * npm run bench [-- --quick] [--connections=1000,5000] [--only=gateway,ws-corked] [--rounds=N] [--churn=N] [--burst-deliveries=N] [--profile] [--no-http]
- *   [--cluster] [--no-cluster] [--cluster-connections=1000,5000] [--no-kafka] [--kafka-backlog=N] [--kafka-brokers=memory,redis]
+ *   [--cluster] [--no-cluster] [--redis-cluster] [--cluster-connections=1000,5000] [--no-kafka] [--kafka-backlog=N] [--kafka-brokers=memory,redis]
+ *   [--only=idempotency,presence,presence-redis,rewind] [--feature-connections=N]
  *
  * The cross-instance case (bench/cluster.ts: 3 gateways on one Redis) runs with
  * --cluster, with --only=cluster (it and its single-gateway baseline alone), and in
  * --quick at C = 1000 unless --no-cluster. The Kafka ingest case (bench/kafka.ts) runs
- * last in every run unless --no-kafka; --only=kafka runs it alone.
+ * last in every run unless --no-kafka; --only=kafka runs it alone. The feature costs
+ * (bench/features.ts) run only when named in --only, after everything else.
  *
  * Runs every server in turn at every connection count, each under the same load from
  * separate load-generator processes, `--rounds` times (3 in a full run, 1 with --quick;
@@ -39,8 +42,13 @@ const FD_LIMITED_MAX = 19_000
 
 const only = option('only')?.split(',')
 const servers = (only ?? [...SERVERS]).filter((s): s is ServerName => (SERVERS as readonly string[]).includes(s))
-const kafkaOnly = only !== undefined && only.every((o) => o === 'kafka')
-const clusterOn = !flag('no-cluster') && (flag('cluster') || (quick && !kafkaOnly) || only?.includes('cluster') === true)
+const isFeature = (o: string): o is FeatureName => (FEATURES as readonly string[]).includes(o)
+const features = (only ?? []).filter(isFeature)
+// Kafka and the feature costs alone: no server-by-server table.
+const kafkaOnly = only !== undefined && only.every((o) => o === 'kafka' || isFeature(o))
+/** --redis-cluster: the cross-instance case also on the local Redis Cluster (scripts/redis-cluster.sh). */
+const shardedOn = flag('redis-cluster')
+const clusterOn = !flag('no-cluster') && (flag('cluster') || shardedOn || (quick && !kafkaOnly) || only?.includes('cluster') === true)
 const kafkaOn = !flag('no-kafka') && (only === undefined || only.includes('kafka'))
 const connectionCounts = kafkaOnly
   ? []
@@ -59,7 +67,8 @@ function ephemeralPorts (): number {
   }
 }
 
-const maxC = Math.max(0, ...connectionCounts, ...clusterCounts)
+const featureConnections = Number(option('feature-connections') ?? (quick ? 2000 : 10_000))
+const maxC = Math.max(0, ...connectionCounts, ...clusterCounts, ...(features.length > 0 ? [featureConnections] : []))
 const CHURN_CONNECTIONS = Number(option('churn') ?? 3000)
 const settings: Settings = {
   burstDeliveries: Number(option('burst-deliveries') ?? (quick ? 60_000 : 300_000)),
@@ -86,7 +95,8 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.on(signal, () => {
     killAll()
     // An interrupted cluster or Kafka run still deletes its Redis keys and topics (bounded: 15 s at most).
-    void Promise.all([deleteLivePrefixes(), deleteLiveTopics().catch(() => {}), ...[...liveKafkaPrefixes].map((p) => deletePrefix('redis://127.0.0.1:6379', p).catch(() => 0))])
+    void Promise.all([deleteLivePrefixes(), deleteLiveTopics().catch(() => {}),
+      ...[...liveKafkaPrefixes, ...liveFeaturePrefixes].map((p) => deletePrefix('redis://127.0.0.1:6379', p).catch(() => 0))])
       .finally(() => process.exit(130))
   })
 }
@@ -130,6 +140,10 @@ for (const connections of [...new Set([...connectionCounts, ...clusterCounts])].
   if (withCluster) {
     const result = await timed(`gateway-cluster ×${INSTANCES}`, connections, () => runCluster(connections, settings, track))
     if (result !== undefined) clusters.push(result)
+    if (shardedOn) {
+      const sharded = await timed(`gateway-cluster ×${INSTANCES} on a Redis Cluster`, connections, () => runCluster(connections, settings, track, 'redis-cluster'))
+      if (sharded !== undefined) clusters.push(sharded)
+    }
   }
 }
 const kafkaSettings: KafkaSettings = {
@@ -148,6 +162,13 @@ if (kafkaOn) {
   const t0 = Date.now()
   kafka = await runKafka(kafkaSettings, track, log)
   log(`kafka ingest: ${kafka.error === undefined ? 'done' : `FAILED: ${kafka.error}`} in ${((Date.now() - t0) / 1000).toFixed(1)} s`)
+}
+const featureResults: FeatureResult[] = []
+for (const name of features) {
+  const t0 = Date.now()
+  const result = await runFeature(name, settings, { quick, connections: featureConnections, rounds: Number(option('rounds') ?? 2) || 2 }, track, log)
+  log(`feature ${name}: ${result.error === undefined ? 'done' : `FAILED: ${result.error}`} in ${((Date.now() - t0) / 1000).toFixed(1)} s`)
+  featureResults.push(result)
 }
 const loadAfter = loadavg()
 
@@ -192,11 +213,22 @@ if (clusterRows.length > 0) {
     `${formatTable(clusterRows, CLUSTER_HEADER)}\n` +
     'Ratios are cluster ÷ single: above 1 is better for msgs/s, below 1 is better for CPU (all instances summed) and latency.\n')
 }
+const shardedRows = buildShardedTable(clusters)
+if (shardedRows.length > 0) {
+  process.stdout.write(`\nSharded: the same ${INSTANCES} gateways, clients and load on one Redis and on a Redis Cluster of 3 masters (sharded pub/sub).\n` +
+    `${formatTable(shardedRows, SHARDED_HEADER)}\n` +
+    'Ratios are cluster ÷ one Redis: above 1 is better for msgs/s, below 1 is better for CPU and latency.\n')
+}
 
 const kafkaReport = kafka === undefined ? undefined : kafkaTables(kafka)
 if (kafkaReport !== undefined) {
   process.stdout.write(`\n${kafkaReport.text}\n` +
     kafkaReport.checks.filter((c) => !c.met).map((c) => `target missed: ${c.what} = ${c.value.toFixed(2)} (target ${c.limit})\n`).join(''))
+}
+
+if (featureResults.length > 0) {
+  process.stdout.write(featureResults.map((r) => `\n${featureText(r)}\n`).join('') +
+    `load average before ${loadBefore.map((l) => l.toFixed(2)).join(' ')}, after ${loadAfter.map((l) => l.toFixed(2)).join(' ')} (${cpus().length} cores, shared)\n`)
 }
 
 mkdirSync(RESULTS, { recursive: true })
@@ -214,9 +246,10 @@ writeFileSync(file, JSON.stringify({
   results,
   rounds: runs,
   cluster: { table: clusterRows, results: clusters },
-  kafka: kafka === undefined ? undefined : { ...kafka, targets: kafkaReport?.checks }
+  kafka: kafka === undefined ? undefined : { ...kafka, targets: kafkaReport?.checks },
+  features: featureResults.length === 0 ? undefined : featureResults
 }, null, 2) + '\n')
 log(`results written to ${file}`)
 killAll()
 const kafkaFailed = kafka !== undefined && (kafka.error !== undefined || kafka.limit === undefined || kafka.drains.some((d) => d.messagesPerSec === 0))
-process.exit([...results, ...clusters].some((r) => r.error !== undefined) || kafkaFailed ? 1 : 0)
+process.exit([...results, ...clusters, ...featureResults].some((r) => r.error !== undefined) || kafkaFailed ? 1 : 0)

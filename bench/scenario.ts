@@ -94,7 +94,7 @@ const WARMUP_CONNECTIONS = 100
  */
 export async function connectClients (
   loads: ChildChannel[], kind: ClientKind, targets: Array<{ url: string, count: number }>, settings: Settings, secret: string,
-  firstIndex = 0, op: 'connect' | 'churn' = 'connect'
+  firstIndex = 0, op: 'connect' | 'churn' = 'connect', extra: Record<string, unknown> = {}
 ): Promise<{ connected: number, perSec: number, errors: Record<string, number> }> {
   const total = sum(targets.map((t) => t.count))
   const requests: Array<Promise<{ ok: number, errors: Record<string, number> }>> = []
@@ -113,7 +113,8 @@ export async function connectClients (
         concurrency: Math.ceil(settings.connectConcurrency / targets.length),
         secret,
         channel: BENCH_CHANNEL,
-        localAddress: settings.sourceAddresses > 1 ? `127.0.0.${1 + (i % settings.sourceAddresses)}` : undefined
+        localAddress: settings.sourceAddresses > 1 ? `127.0.0.${1 + (i % settings.sourceAddresses)}` : undefined,
+        ...extra
       }, 30_000 + total * 5))
       from += count
     })
@@ -186,11 +187,12 @@ export async function shutdown (servers: ChildChannel[], loads: ChildChannel[]):
 
 /**
  * Runs one server at one connection count: connect, idle memory, bursts, steady latency.
- * Each step is bounded by a timeout; whatever is left is killed on any error.
+ * Each step is bounded by a timeout; whatever is left is killed on any error. `env` goes to
+ * the server process (bench/features.ts: the gateway with other settings).
  */
-export async function runScenario (server: ServerName, connections: number, settings: Settings, track: Track): Promise<ScenarioResult> {
+export async function runScenario (server: ServerName, connections: number, settings: Settings, track: Track, env: Record<string, string> = {}): Promise<ScenarioResult> {
   const secret = `bench-${process.pid}-${Date.now()}`
-  const srv = startServer(server, secret, settings, track)
+  const srv = startServer(server, secret, settings, track, env)
   let loads: ChildChannel[] = []
   const result: ScenarioResult = { server, connections, connected: 0, connectErrors: {}, connectPerSec: 0, dropped: 0 }
   try {

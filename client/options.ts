@@ -37,6 +37,8 @@ export interface ConnectOptions {
   /** A JWT, or a function that returns a fresh one for every (re)connect. */
   token?: string | (() => string | Promise<string>)
   channels?: string[]
+  /** Start each of `channels` with its last n events (see SubscribeOptions). */
+  rewind?: number
   /** Which transports to use, in order of preference. Default ['ws', 'sse']. */
   transports?: TransportKind[]
   /** Override the derived endpoints (`<url>/ws`, `<url>/sse`). */
@@ -50,4 +52,13 @@ export interface ConnectOptions {
   connectTimeoutMs?: number
   /** An SSE stream silent (not even a heartbeat) for this long is reconnected. Default 45 s. */
   sseIdleTimeoutMs?: number
+}
+
+export interface SubscribeOptions {
+  /**
+   * Start with the channel's last n events (1 to its history size; `1` is its current
+   * state: a product's latest stock or price), then live, with no gap and no duplicate.
+   * Only when the client has no position in the channel yet; reconnects resume instead.
+   */
+  rewind?: number
 }

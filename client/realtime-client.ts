@@ -3,10 +3,11 @@
  * runs in Node 20 for tests, given the `ws` package as `WebSocket`).
  *
  *   import { connect } from '/client.js'
- *   const rt = connect({ token, channels: ['product:7'] })
+ *   const rt = connect({ token, channels: ['product:7'], rewind: 1 })  // with its current state
  *   rt.on('inventory:updated', (e) => render(e.payload))   // or '*' for every event
  *   rt.on('state', ({ state }) => badge(state))   // connecting | open | reconnecting | closed
- *   rt.on('recovery', ({ channels }) => reload(channels))  // history gone: reload state
+ *   rt.on('recovery', ({ channels }) => reload(channels))  // history gone or stream reset: reload
+ *   rt.on('presence', ({ channel, connections }) => viewers(connections))
  *
  * WebSocket first, Server-Sent Events when a WebSocket cannot connect (a proxy that
  * refuses the upgrade): same events, same API. Reconnects with exponential backoff and
@@ -14,15 +15,20 @@
  * WebSocket, a Last-Event-ID cursor over SSE).
  *
  * Client events: `state` (StateChange), `open` ({transport, connectionId, userId,
- * channels, resumed}: live on every channel), `recovery` ({recovered: false, channels}),
+ * channels, resumed}: live on every channel), `recovery` ({recovered: false, channels,
+ * reset?}: a resume the history no longer covers, or a `system:reset` of a channel),
+ * `presence` ({channel, connections, users}), `disconnected` ({code: 4003, reason,
+ * willReconnect}: an admin or service disconnected it or revoked its token; it comes back
+ * only with a new token from its token function, else the state goes to `closed`),
  * `error` (server `error` frames; `unauthorized`/`forbidden` refusals over SSE;
  * `token_expired` on close 4001).
  *
  * Size as built by `npm run build` (dist/client, comments stripped, not minified): the
- * seven modules a browser loads come to about 23 KB, 5.6 KB gzipped.
+ * eight modules a browser loads come to about 31 KB, 7.3 KB gzipped.
  */
 import { Emitter, type Handler } from './emitter.js'
-import type { ConnectionState, ConnectOptions, RealtimeEvent, StateChange } from './options.js'
+import { getJson, type HistoryOptions, type HistoryPage, historyUrl, type PresenceCounts, presenceUrl, rewindPosition } from './http-api.js'
+import type { ConnectionState, ConnectOptions, RealtimeEvent, StateChange, SubscribeOptions } from './options.js'
 import type { Position } from './positions.js'
 import { ReconnectPolicy } from './reconnect-policy.js'
 import { openEventStream } from './sse-transport.js'
@@ -30,18 +36,20 @@ import { Subscriptions } from './subscriptions.js'
 import type { ServerFrame, Transport, TransportClosed, TransportKind } from './transport.js'
 import { openWebSocket, type WebSocketConstructor } from './ws-transport.js'
 
-export type { BackoffOptions, ConnectionState, ConnectOptions, RealtimeEvent, StateChange } from './options.js'
+export type { BackoffOptions, ConnectionState, ConnectOptions, RealtimeEvent, StateChange, SubscribeOptions } from './options.js'
+export type { HistoryOptions, HistoryPage, HttpError, PresenceCounts } from './http-api.js'
 export type { Position } from './positions.js'
 export type { TransportKind } from './transport.js'
 export type { WebSocketConstructor, WebSocketLike } from './ws-transport.js'
 
 interface Pending { resolve(value: any): void, reject(err: Error): void, since?: Record<string, Position> }
 
-/** WebSocket close code of an expired token (docs/protocol.md, WebSocket). */
+/** WebSocket close codes (docs/protocol.md, WebSocket): an expired token; disconnected or revoked. */
 const TOKEN_EXPIRED = 4001
+const DISCONNECTED = 4003
 
 /** Client-side events; a channel event with one of these types reaches only '*' handlers. */
-const LIFECYCLE = new Set(['state', 'open', 'recovery', 'error', 'presence'])
+const LIFECYCLE = new Set(['state', 'open', 'recovery', 'error', 'presence', 'disconnected'])
 
 export function connect (options: ConnectOptions = {}): RealtimeClient {
   return new RealtimeClient(options)
@@ -65,22 +73,33 @@ export class RealtimeClient {
   private seq = 0
   private timer: ReturnType<typeof setTimeout> | undefined
   private token: ConnectOptions['token']
+  /** The token the current (or last) connection was opened with. */
+  private usedToken: string | undefined
+  /** After a 4003: the token that must not be used again (docs/protocol.md, Disconnect and revoke). */
+  private refusedToken: string | undefined | null = null
+  /** The latest counts each presence channel reported (what presence() answers over SSE). */
+  private readonly presenceSeen = new Map<string, PresenceCounts>()
   private readonly WebSocketImpl: WebSocketConstructor | undefined
   private readonly wsUrl: string
   private readonly sseUrl: string
+  private readonly httpUrl: string
+  private readonly fetchImpl: typeof fetch
 
   constructor (private readonly options: ConnectOptions) {
     const base = (options.url ?? (globalThis as any).location?.origin ?? '').replace(/\/+$/, '')
     if (base === '' && (options.wsUrl === undefined || options.sseUrl === undefined)) throw new Error('connect: url is required outside a browser')
     this.wsUrl = options.wsUrl ?? base.replace(/^http/, 'ws') + '/ws'
     this.sseUrl = options.sseUrl ?? base.replace(/^ws/, 'http') + '/sse'
+    this.httpUrl = base !== '' ? base.replace(/^ws/, 'http') : this.sseUrl.replace(/\/sse$/, '')
+    this.fetchImpl = options.fetch ?? globalThis.fetch.bind(globalThis)
     this.WebSocketImpl = options.WebSocket ?? (globalThis as any).WebSocket
     const transports = (options.transports ?? ['ws', 'sse']).filter((k) => k !== 'ws' || this.WebSocketImpl !== undefined)
     if (transports.length === 0) throw new Error('connect: no usable transport (pass a WebSocket implementation or allow sse)')
     this.policy = new ReconnectPolicy(transports, options.backoff)
     this.nextKind = transports[0]
     this.token = options.token
-    this.subs = new Subscriptions(options.channels ?? [])
+    this.subs = new Subscriptions([])
+    this.subs.add(options.channels ?? [], options.rewind)
     // Started on the next tick, so handlers the app adds right after connect() see everything.
     this.timer = setTimeout(() => {
       this.setState('connecting', { transport: this.nextKind })
@@ -102,16 +121,46 @@ export class RealtimeClient {
     this.emitter.off(type, handler)
   }
 
-  /** Adds channels; settles once the server acknowledged (or at once while disconnected). */
-  subscribe (channels: string | string[]): Promise<void> {
-    const fresh = this.subs.add(list(channels))
+  /**
+   * Adds channels; settles once the server acknowledged (or at once while disconnected).
+   * `rewind: n` starts each new channel with its last n events (`rewind: 1`: its current
+   * state), then live, with no gap at the seam; a reconnect resumes from where it stood.
+   */
+  subscribe (channels: string | string[], options: SubscribeOptions = {}): Promise<void> {
+    const fresh = this.subs.add(list(channels), options.rewind)
     if (fresh.length === 0 || !this.greeted || this.current === null) return Promise.resolve()
     if (this.current.kind === 'sse') return this.reopenStream()
-    return quiet(this.request({ type: 'subscribe', payload: { channels: fresh } }).then(() => undefined))
+    return quiet(Promise.all(this.subscribeFrames(fresh)).then(() => undefined))
+  }
+
+  /**
+   * The channel's live counts, `{channel, connections, users}`. Over WebSocket it asks
+   * (`presence:get`; rejected with the server's `forbidden`); over SSE, which cannot ask,
+   * it is the latest `presence` the stream delivered for the channel (sent on subscribe
+   * and on every change), else `GET /realtime/presence/<channel>` (admins and services).
+   */
+  async presence (channel: string): Promise<PresenceCounts> {
+    if (this.greeted && this.current?.kind === 'ws') {
+      const answer = await quiet(this.request({ type: 'presence:get', payload: { channel } }))
+      if (answer !== undefined) return answer as PresenceCounts
+    }
+    const seen = this.presenceSeen.get(channel)
+    if (seen !== undefined) return { ...seen }
+    return await getJson(this.fetchImpl, presenceUrl(this.httpUrl, channel), await this.currentToken())
+  }
+
+  /**
+   * A channel's history over HTTP (`GET /realtime/history/<channel>`): with `since`, the
+   * events after it (`recovered: false` and none when the history no longer holds them);
+   * without, the last `limit`. Oldest first. Rejects with an HttpError (`status`, `code`).
+   */
+  async history (channel: string, options: HistoryOptions = {}): Promise<HistoryPage> {
+    return await getJson(this.fetchImpl, historyUrl(this.httpUrl, channel, options), await this.currentToken())
   }
 
   unsubscribe (channels: string | string[]): Promise<void> {
     const gone = this.subs.remove(list(channels))
+    for (const c of gone) this.presenceSeen.delete(c)
     if (gone.length === 0 || !this.greeted || this.current === null) return Promise.resolve()
     if (this.current.kind === 'sse') return this.reopenStream()
     return quiet(this.request({ type: 'unsubscribe', payload: { channels: gone } }).then(() => undefined))
@@ -141,12 +190,20 @@ export class RealtimeClient {
   }
 
   close (): void {
+    this.shutDown()
+  }
+
+  private shutDown (reason?: string): void {
     if (this.state === 'closed') return
     clearTimeout(this.timer)
     this.current?.close()
     this.dropConnection()
     for (const resolve of this.reopenWaiters.splice(0)) resolve()
-    this.setState('closed')
+    this.setState('closed', reason === undefined ? {} : { reason })
+  }
+
+  private async currentToken (): Promise<string | undefined> {
+    return typeof this.token === 'function' ? await this.token() : this.token
   }
 
   private async attempt (): Promise<void> {
@@ -154,11 +211,20 @@ export class RealtimeClient {
     const kind = this.nextKind
     let token: string | undefined
     try {
-      token = typeof this.token === 'function' ? await this.token() : this.token
+      token = await this.currentToken()
     } catch (err) {
-      return this.closed(null, { reason: `token: ${err instanceof Error ? err.message : String(err)}` })
+      const reason = `token: ${err instanceof Error ? err.message : String(err)}`
+      if (this.refusedToken !== null) return this.shutDown(`disconnected; no new token (${reason})`)
+      return this.closed(null, { reason })
     }
+    if (this.refusedToken !== null) {
+      // docs/protocol.md, close 4003: never again with the token that was disconnected.
+      if (token === undefined || token === '' || token === this.refusedToken) return this.shutDown('disconnected; no new token')
+      this.refusedToken = null
+    }
+    if (kind === 'sse') await this.prepareRewinds(token)
     if (this.state === 'closed' || this.current !== null) return
+    this.usedToken = token
     const events = {
       frame: (frame: ServerFrame) => { if (this.current === transport) this.onFrame(frame) },
       closed: (info: TransportClosed) => { if (this.current === transport) this.closed(transport, info) }
@@ -166,7 +232,7 @@ export class RealtimeClient {
     const transport: Transport = kind === 'ws'
       ? openWebSocket(withQuery(this.wsUrl, 'token', token), this.WebSocketImpl as WebSocketConstructor, events)
       : openEventStream(this.streamUrl(), {
-        fetch: this.options.fetch ?? globalThis.fetch.bind(globalThis),
+        fetch: this.fetchImpl,
         token,
         lastEventId: this.subs.positions.cursor(this.subs.all()),
         idleTimeoutMs: this.options.sseIdleTimeoutMs ?? 45_000
@@ -192,6 +258,12 @@ export class RealtimeClient {
         return this.onGreeting(frame.payload)
       case 'system:recovery':
         return this.emit('recovery', { recovered: false, channels: this.subs.all() })
+      case 'system:disconnect': {
+        // SSE's 4003: the stream ends right after it.
+        const transport = this.current
+        transport?.close()
+        return this.closed(transport, { code: frame.payload?.code ?? DISCONNECTED, reason: frame.payload?.reason ?? 'disconnected' })
+      }
       case 'subscribed': {
         const { lost, ready } = this.subs.acknowledged(frame.payload, pending?.since)
         if (lost.length > 0) this.emit('recovery', { recovered: false, channels: lost })
@@ -207,7 +279,8 @@ export class RealtimeClient {
 
   /** Live counts of a channel (not an event: no offset); also the answer to presence:get. */
   private onPresence (frame: ServerFrame): void {
-    const counts = { channel: frame.channel, connections: frame.payload?.connections, users: frame.payload?.users }
+    const counts = { channel: frame.channel as string, connections: frame.payload?.connections, users: frame.payload?.users }
+    this.presenceSeen.set(counts.channel, counts)
     const pending = frame.id === undefined ? undefined : this.pending.get(String(frame.id))
     if (pending !== undefined) {
       this.pending.delete(String(frame.id))
@@ -271,8 +344,36 @@ export class RealtimeClient {
       requests.push(this.subscribeFrame(this.subs.defaults).finally(() => this.show(this.subs.releaseUnacknowledged(resumed))))
     }
     const extra = this.subs.extra()
-    if (extra.length > 0) requests.push(this.subscribeFrame(extra))
+    if (extra.length > 0) requests.push(...this.subscribeFrames(extra))
     return Promise.allSettled(requests)
+  }
+
+  /** One subscribe per rewind asked for (a frame carries one); channels with a position resume (`since`). */
+  private subscribeFrames (channels: string[]): Array<Promise<unknown>> {
+    const groups = new Map<number | undefined, string[]>()
+    for (const channel of channels) {
+      const rewind = this.subs.rewindOf(channel)
+      groups.set(rewind, [...groups.get(rewind) ?? [], channel])
+    }
+    return [...groups].map(([rewind, group]) => {
+      const since = this.subs.positions.since(group)
+      return this.request({ type: 'subscribe', payload: { channels: group, since, rewind } }, since)
+    })
+  }
+
+  /**
+   * SSE: `?rewind=` is ignored on a stream that resumes (and applies to every channel), so
+   * a channel to rewind is given the position n events back instead (see rewindPosition),
+   * from which the stream's cursor resumes it. Should that fail, the channel starts live
+   * (or, one it may not read, is refused by the stream, which says so).
+   */
+  private async prepareRewinds (token: string | undefined): Promise<void> {
+    await Promise.all([...this.subs.desired].map(async (channel) => {
+      const limit = this.subs.rewindOf(channel)
+      if (limit === undefined) return
+      const position = await rewindPosition(this.fetchImpl, this.httpUrl, channel, limit, token).catch(() => undefined)
+      if (position !== undefined) this.subs.positions.set(channel, position)
+    }))
   }
 
   private subscribeFrame (channels: string[]): Promise<unknown> {
@@ -305,6 +406,12 @@ export class RealtimeClient {
     this.dropConnection()
     if (this.state === 'closed') return
     if (info.code === TOKEN_EXPIRED) this.emit('error', { code: 'token_expired', message: 'the token expired: refreshToken() or a token function keeps the connection' })
+    if (info.code === DISCONNECTED) {
+      const willReconnect = typeof this.token === 'function'
+      this.emit('disconnected', { code: DISCONNECTED, reason: info.reason, willReconnect })
+      if (!willReconnect) return this.shutDown(`disconnected: ${info.reason}`)
+      this.refusedToken = this.usedToken ?? ''
+    }
     if (info.status === 401 || info.status === 403) {
       this.emit('error', { code: info.status === 401 ? 'unauthorized' : 'forbidden', status: info.status, message: info.reason })
     }

@@ -23,6 +23,8 @@ export class Subscriptions {
   readonly desired: Set<string>
   /** Channels the server subscribed by itself (the user's own), from the greeting. */
   defaults: string[] = []
+  /** How many past events the app asked for per channel, until the channel has a position. */
+  private readonly rewinds = new Map<string, number>()
   /** Live events held per channel being resumed, oldest first. */
   private readonly held = new Map<string, RealtimeEvent[]>()
   /** Channels acknowledged and replaying: release what is held once this offset is seen. */
@@ -32,17 +34,32 @@ export class Subscriptions {
     this.desired = new Set(channels)
   }
 
-  /** Adds channels; returns the ones that were new. */
-  add (channels: readonly string[]): string[] {
+  /** Adds channels (each to start with its last `rewind` events); returns the ones that were new. */
+  add (channels: readonly string[], rewind?: number): string[] {
     const fresh = channels.filter((c) => !this.desired.has(c))
-    for (const c of fresh) this.desired.add(c)
+    for (const c of fresh) {
+      this.desired.add(c)
+      if (rewind !== undefined) this.rewinds.set(c, rewind)
+    }
     return fresh
+  }
+
+  /**
+   * The rewind a channel starts with: only while it has no position. Once the client has
+   * one, a reconnect resumes from it (`since`, the SSE cursor) instead.
+   */
+  rewindOf (channel: string): number | undefined {
+    if (this.positions.get(channel) !== undefined) this.rewinds.delete(channel)
+    return this.rewinds.get(channel)
   }
 
   /** Removes channels and forgets where they stood (a later subscribe starts live). */
   remove (channels: readonly string[]): string[] {
     const gone = channels.filter((c) => this.desired.delete(c))
-    for (const c of gone) this.positions.forget(c)
+    for (const c of gone) {
+      this.positions.forget(c)
+      this.rewinds.delete(c)
+    }
     return gone
   }
 

@@ -35,7 +35,11 @@ export default fp(async (app) => {
   if (!await broker.waitUntilReady(STARTUP_WAIT_MS)) {
     app.log.warn('redis is not reachable yet: starting not ready; it is retried in the background')
   }
-  const registry = new NodeRegistry(broker.redis, { keyPrefix: broker.keyPrefix, pubsubPrefix: broker.layout.pubsubPrefix, ttlMs: NODE_TTL_MS })
+  const registry = new NodeRegistry(broker.redis, {
+    keyPrefix: broker.layout.registryPrefix,
+    countChannels: async () => await broker.distinctChannels(),
+    ttlMs: NODE_TTL_MS
+  })
   let failing = false
   let inFlight: Promise<void> = Promise.resolve()
   const beat = () => {

@@ -4,7 +4,7 @@ import fp from 'fastify-plugin'
 import type { Broker, DeliverFn, ResetFn } from '../lib/broker/broker.js'
 import type { HistoryPolicy } from '../lib/broker/history-policy.js'
 import { CloseCode } from '../lib/core/errors.js'
-import { historyPolicy, listOf } from '../lib/ops/config.js'
+import { historyPolicy, listOf, redisClusterNodes } from '../lib/ops/config.js'
 import { Hub } from '../lib/hub/hub.js'
 import { MemoryBroker } from '../lib/broker/memory-broker.js'
 import { RedisBroker } from '../lib/broker/redis-broker.js'
@@ -21,7 +21,7 @@ declare module 'fastify' {
 }
 
 export interface HubPluginOptions {
-  /** Picks the broker; the default is RedisBroker with REDIS_URL, else the in-process MemoryBroker. */
+  /** Picks the broker; the default is RedisBroker with REDIS_URL or REDIS_CLUSTER_NODES, else the in-process MemoryBroker. */
   createBroker?: (deliver: DeliverFn, reset: ResetFn) => Broker
 }
 
@@ -37,12 +37,14 @@ export default fp<HubPluginOptions>(async (app, opts) => {
   const policy = historyPolicy(config)
   const history = { historySize: config.HISTORY_SIZE, historyTtlSeconds: config.HISTORY_TTL_SECONDS, policy, idempotencyTtlSeconds: config.IDEMPOTENCY_TTL_SECONDS }
   const redisUrl = config.REDIS_URL
-  const createBroker = opts.createBroker ?? (redisUrl !== undefined
+  const clusterNodes = config.REDIS_CLUSTER_NODES === undefined ? undefined : redisClusterNodes(config)
+  const createBroker = opts.createBroker ?? (redisUrl !== undefined || clusterNodes !== undefined
     ? (deliver: DeliverFn, reset: ResetFn) => new RedisBroker({
         deliver,
         reset,
         ...history,
-        url: redisUrl,
+        url: redisUrl ?? '',
+        clusterNodes,
         keyPrefix: config.REDIS_KEY_PREFIX,
         connectionName: `rtg-${nodeId}`,
         nodeId,
@@ -66,7 +68,7 @@ export default fp<HubPluginOptions>(async (app, opts) => {
   app.decorate('historyPolicy', policy)
   app.decorate('nodeId', nodeId)
   app.decorate('nodeStats', nodeStats)
-  app.readiness.add(hub.broker.kind, () => hub.broker.isReady())
+  app.readiness.add(clusterNodes !== undefined ? 'redis-cluster' : hub.broker.kind, () => hub.broker.isReady())
 
   app.addHook('preClose', async () => {
     hub.closeAll(CloseCode.SERVICE_RESTART, 'server restarting')

@@ -91,6 +91,7 @@ function start (token) {
 
   const client = connect({ token, channels: CHANNELS })
   window.realtimeClient = client // for poking at from the console
+  void seedLowStock(client, alerts)
 
   client.on('*', (event) => {
     // Order events reach both `admin` and `orders`; the `orders` copy is the one kept.
@@ -148,6 +149,21 @@ function start (token) {
   })
 
   pollStats(token, client)
+}
+
+/**
+ * The low-stock panel starts from what is true now: the gateway's threshold, then the
+ * stock levels in the inventory channel's history (live updates then keep it current).
+ */
+async function seedLowStock (client, alerts) {
+  try {
+    const res = await fetch('/dashboard/settings')
+    if (res.ok) alerts.setThreshold((await res.json()).lowStockThreshold)
+  } catch { /* the default threshold stands until an alert names it */ }
+  try {
+    const { events } = await client.history('inventory')
+    for (const event of events) alerts.stockChanged(event)
+  } catch { /* the live updates fill it in */ }
 }
 
 async function pollStats (token, client) {

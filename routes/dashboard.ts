@@ -30,6 +30,10 @@ const dashboardRoutes: FastifyPluginAsyncTypebox = async (app) => {
     setHeaders: (res) => { res.setHeader('content-security-policy', CONTENT_SECURITY_POLICY) }
   })
 
+  // What the dashboard cannot learn from events alone: the threshold its low-stock panel
+  // applies to every stock figure (admin:alert names it only when a product crosses it).
+  app.get('/dashboard/settings', { schema: { hide: true } }, async () => ({ lowStockThreshold: app.config.LOW_STOCK_THRESHOLD }))
+
   const clientDir = join(root, 'dist', 'client')
   if (!existsSync(join(clientDir, 'realtime-client.js'))) {
     app.log.warn('the browser client is not built (npm run build): /client.js and the dashboard will not work')

@@ -24,6 +24,8 @@ export interface ShopOptions {
   speed?: number
   /** Who receives the occasional notification (the admin watching the dashboard). */
   adminUserId?: string
+  /** The storefront's shopper: places about one order in eight, so its page gets order notices. */
+  shopperUserId?: string
   random?: () => number
 }
 
@@ -64,9 +66,14 @@ export class ShopSimulator {
     this.random = options.random ?? Math.random
   }
 
+  /** Product ids, in catalog order. */
+  static readonly productIds = CATALOG.map((p) => p.id)
+
   start (): void {
     if (this.running) return
     this.running = true
+    // Every product's state first, so a product page (rewind: 1) has it from the start.
+    for (const product of this.products) this.run(this.channels.publish(productEvents('updated', this.stateOf(product))))
     this.every(1200, 500, () => this.placeOrder())
     this.every(15_000, 5000, () => this.changePrice())
     if (this.options.adminUserId !== undefined) this.every(40_000, 10_000, () => this.notifyAdmin())
@@ -85,7 +92,8 @@ export class ShopSimulator {
 
   private placeOrder (): void {
     const orderId = `ord-${this.nextOrder++}`
-    const userId = `u-${1 + Math.floor(this.random() * 60)}`
+    const shopper = this.options.shopperUserId
+    const userId = shopper !== undefined && this.random() < 0.125 ? shopper : `u-${1 + Math.floor(this.random() * 60)}`
     const items = this.pickItems()
     const total = Math.round(items.reduce((sum, i) => sum + i.price * i.quantity, 0) * 100) / 100
     const order = { orderId, userId, total, currency: 'USD' }
@@ -144,8 +152,10 @@ export class ShopSimulator {
 
   private postStock (product: Product, previousStock: number): void {
     this.counts.stockUpdates++
+    // The price rides along: every event of a product channel carries the product's whole
+    // state, so the channel's latest event (rewind: 1) is all a product page needs.
     this.run(this.channels.post('/realtime/broadcast/inventory', {
-      productId: product.id, sku: product.sku, productName: product.name, stock: product.stock, previousStock
+      productId: product.id, sku: product.sku, productName: product.name, stock: product.stock, previousStock, price: product.price, currency: 'USD'
     }))
   }
 
@@ -164,8 +174,11 @@ export class ShopSimulator {
     const factor = 0.9 + this.random() * 0.2
     product.price = Math.max(1, Math.round(product.price * factor * 2) / 2)
     this.counts.priceChanges++
-    const fact = { productId: product.id, sku: product.sku, name: product.name, price: product.price, currency: 'USD' }
-    this.run(this.channels.publish(productEvents('updated', fact)))
+    this.run(this.channels.publish(productEvents('updated', this.stateOf(product))))
+  }
+
+  private stateOf (product: Product): { productId: string, sku: string, name: string, price: number, currency: string, stock: number } {
+    return { productId: product.id, sku: product.sku, name: product.name, price: product.price, currency: 'USD', stock: product.stock }
   }
 
   private notifyAdmin (): void {

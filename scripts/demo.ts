@@ -7,12 +7,19 @@ import { ConfigError, loadConfig } from '../lib/ops/config.js'
 import { publishAll } from '../lib/ingress/publisher.js'
 import { makeDevSecret, mintToken } from '../lib/auth/token.js'
 import { ShopSimulator } from './demo-shop.js'
+import { ViewerCrowd } from './demo-viewers.js'
 
 const ADMIN_USER = 'admin'
+/** The storefront's shopper: one of the simulated buyers, so some orders are theirs. */
+const SHOPPER_USER = 'u-7'
+/** Product channels keep their latest state for a day (the storefront's rewind: 1), the inventory channel the stock levels (the dashboard's low-stock panel), users a day of orders. */
+const DEMO_HISTORY_POLICY = 'product:=20/86400,products=50/86400,inventory=200/86400,user:=100/86400'
 const TOKEN_TTL_SECONDS = 12 * 3600
 
 // The demo is the embedded default whatever the shell exports; logs stay quiet unless asked.
-const env: Record<string, string | undefined> = { LOG_LEVEL: 'warn', ...process.env, REDIS_URL: undefined, KAFKA_BROKERS: undefined }
+const env: Record<string, string | undefined> = {
+  LOG_LEVEL: 'warn', HISTORY_POLICY: DEMO_HISTORY_POLICY, ...process.env, REDIS_URL: undefined, KAFKA_BROKERS: undefined
+}
 let config
 try {
   config = loadConfig(env)
@@ -39,6 +46,7 @@ try {
 const base = `http://localhost:${config.PORT}`
 const serviceToken = mintToken(secret, { sub: 'demo-shop', roles: ['service'], ttlSeconds: TOKEN_TTL_SECONDS })
 const adminToken = mintToken(secret, { sub: ADMIN_USER, roles: ['admin'], ttlSeconds: TOKEN_TTL_SECONDS })
+const shopperToken = mintToken(secret, { sub: SHOPPER_USER, ttlSeconds: TOKEN_TTL_SECONDS })
 
 const shop = new ShopSimulator({
   async post (route, body) {
@@ -53,21 +61,31 @@ const shop = new ShopSimulator({
     await publishAll(app.hub, drafts)
   },
   log: (line) => process.stderr.write(line + '\n')
-}, { adminUserId: ADMIN_USER })
+}, { adminUserId: ADMIN_USER, shopperUserId: SHOPPER_USER })
 shop.start()
+const featured = 'p-104'
+const crowd = new ViewerCrowd({
+  url: `http://127.0.0.1:${config.PORT}`,
+  tokenFor: (userId) => mintToken(secret, { sub: userId, ttlSeconds: TOKEN_TTL_SECONDS }),
+  products: [featured, ...ShopSimulator.productIds.filter((id) => id !== featured)]
+})
+crowd.start()
 
 process.stdout.write([
   '',
   '  realtime-gateway demo: embedded broker, simulated shop traffic',
   '',
   `  Dashboard   ${base}/?token=${adminToken}`,
+  `  Storefront  ${base}/shop.html?product=${featured}&token=${shopperToken}`,
   `  API docs    ${base}/api/docs`,
   `  Metrics     ${base}/metrics`,
   `  Client      ${base}/client.js`,
   '',
   `  The link carries an admin token valid for ${TOKEN_TTL_SECONDS / 3600} h (the secret is in .jwt-dev-secret unless JWT_SECRET is set).`,
   '  Simulating: an order about every 1.5 s (created → paid → shipped → delivered, ~13 % cancelled),',
-  `  stock falling to the low-stock threshold (${config.LOW_STOCK_THRESHOLD}) and restocked, price changes. Ctrl-C to stop.`,
+  `  stock falling to the low-stock threshold (${config.LOW_STOCK_THRESHOLD}) and restocked, price changes;`,
+  `  4 to 14 shoppers browsing product pages (a third over SSE), most on ${featured}; the storefront's`,
+  `  shopper is ${SHOPPER_USER}, who places about one order in eight. Ctrl-C to stop.`,
   '', ''
 ].join('\n'))
 
@@ -75,7 +93,7 @@ const progress = setInterval(() => {
   const c = shop.counts
   process.stdout.write(`  ${new Date().toLocaleTimeString()}  orders ${c.orders} (cancelled ${c.cancelled}, delivered ${c.delivered}) · ` +
     `stock updates ${c.stockUpdates} · restocks ${c.restocks} · price changes ${c.priceChanges}` +
-    `${c.failures > 0 ? ` · failed publishes ${c.failures}` : ''} · connections ${app.hub.connectionCount()}\n`)
+    `${c.failures > 0 ? ` · failed publishes ${c.failures}` : ''} · viewers ${crowd.size} · connections ${app.hub.connectionCount()}\n`)
 }, 30_000)
 
 let stopping = false
@@ -85,6 +103,7 @@ async function stop (signal: string): Promise<void> {
   process.stdout.write(`\n  ${signal}: stopping the simulator and closing connections (1012)…\n`)
   clearInterval(progress)
   shop.stop()
+  crowd.stop()
   await shop.settled()
   await app.close()
   process.exit(0)

@@ -13,6 +13,7 @@
 #   KAFKA_START_TIMEOUT    seconds to wait for the broker (default: 90)
 #   KAFKA_HEAP_OPTS        JVM heap flags (default: -Xms128m -Xmx512m)
 #   REDIS_PORT             Redis port (default: 6379)
+#   REDIS_CLUSTER          0: do not start the local Redis Cluster (scripts/redis-cluster.sh)
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -246,6 +247,8 @@ start_kafka() {
 
 start_redis
 start_kafka
+# The Redis Cluster tests' 6 nodes (scripts/redis-cluster.sh); REDIS_CLUSTER=0 leaves it out.
+if [[ "${REDIS_CLUSTER:-1}" != "0" ]]; then bash "$SCRIPT_DIR/redis-cluster.sh" start; fi
 
 log "Redis log: $REDIS_LOG"
 log "Kafka log: $KAFKA_LOG (data: $DATA_DIR, pid file: $PID_FILE)"

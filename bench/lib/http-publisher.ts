@@ -14,7 +14,7 @@ export class HttpPublisher {
   }
 
   /** One publish; resolves (never rejects) when answered or failed, counting failures. */
-  publish (body: unknown): Promise<void> {
+  publish (body: unknown, headers: Record<string, string> = {}): Promise<void> {
     const payload = JSON.stringify(body)
     return new Promise((resolve) => {
       const req = request({
@@ -27,7 +27,8 @@ export class HttpPublisher {
         headers: {
           'content-type': 'application/json',
           'content-length': Buffer.byteLength(payload),
-          authorization: `Bearer ${this.token}`
+          authorization: `Bearer ${this.token}`,
+          ...headers
         }
       }, (res) => {
         res.resume()
@@ -46,10 +47,13 @@ export class HttpPublisher {
   }
 
   /** `count` publishes with at most poolSize in flight. */
-  async burst (count: number, body: (i: number) => unknown): Promise<void> {
+  async burst (count: number, body: (i: number) => unknown, headers?: (i: number) => Record<string, string>): Promise<void> {
     let next = 0
     const worker = async (): Promise<void> => {
-      while (next < count) await this.publish(body(next++))
+      while (next < count) {
+        const i = next++
+        await this.publish(body(i), headers?.(i))
+      }
     }
     await Promise.all(Array.from({ length: Math.min(this.poolSize, count) }, worker))
   }

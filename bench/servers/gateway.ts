@@ -7,7 +7,7 @@ import { BENCH_CHANNEL, type BenchMessage, serveControl } from './control.js'
 /**
  * Our gateway as it runs in production: buildApp with the memory broker and JWT auth,
  * or, with BENCH_REDIS_URL (the cluster case), the Redis broker under
- * BENCH_REDIS_KEY_PREFIX. Broadcasts through the broker API here (the `burst`/`steady`
+ * BENCH_REDIS_KEY_PREFIX; BENCH_CONFIG (JSON) sets any other setting. Broadcasts through the broker API here (the `burst`/`steady`
  * control ops); the parent also drives it through HTTP POST /realtime/publish with a
  * service token.
  *
@@ -26,6 +26,12 @@ const config = configFrom({
   LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn',
   // The bench publishes far more than a service would; the HTTP limit is not what is measured.
   HTTP_RATE_LIMIT_PER_MINUTE: 100_000_000,
+  ...(process.env.BENCH_REDIS_CLUSTER_NODES === undefined
+    ? {}
+    : {
+        REDIS_CLUSTER_NODES: process.env.BENCH_REDIS_CLUSTER_NODES,
+        REDIS_KEY_PREFIX: process.env.BENCH_REDIS_KEY_PREFIX ?? 'rtg-bench:'
+      }),
   ...(process.env.BENCH_REDIS_URL === undefined
     ? {}
     : {
@@ -39,7 +45,9 @@ const config = configFrom({
         KAFKA_TOPIC_PREFIX: process.env.BENCH_KAFKA_TOPIC_PREFIX,
         KAFKA_GROUP_ID: process.env.BENCH_KAFKA_GROUP_ID,
         LOW_STOCK_THRESHOLD: process.env.BENCH_LOW_STOCK_THRESHOLD
-      })
+      }),
+  // Any other setting a case needs (bench/features.ts: PRESENCE_CHANNELS, NODE_ID, …), as JSON.
+  ...(JSON.parse(process.env.BENCH_CONFIG ?? '{}') as Record<string, string | number>)
 })
 const app = await buildApp(config)
 const openGate = process.env.BENCH_KAFKA_GATED === undefined ? () => {} : gate(app.hub.broker)

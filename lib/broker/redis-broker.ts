@@ -1,4 +1,4 @@
-import type { Redis, RedisOptions } from 'ioredis'
+import type { Cluster, Redis, RedisOptions } from 'ioredis'
 import {
   type Broker, type BrokerOptions, BrokerUnavailableError, DEFAULT_IDEMPOTENCY_TTL_SECONDS, type DeliverFn, type HistoryResult,
   policyOf, type SincePosition
@@ -6,19 +6,24 @@ import {
 import { ChannelSequencer } from './channel-sequencer.js'
 import type { EventDraft, PublishedEvent, StreamPosition } from '../core/event.js'
 import { recoverFrom } from './recovery.js'
-import { ConnectionProbe, failFastConnection, type RedisLogger } from './redis-connection.js'
+import {
+  type ClusterNode, clusterConnection, ConnectionProbe, failFastConnection, type RedisClient, type RedisLogger
+} from './redis-connection.js'
+import { ShardSubscribers } from './redis-shard-subscribers.js'
 import { newEpochBase, REDIS_STREAM_FLOOR_SECONDS, streamRetentionSeconds } from './epochs.js'
 import { RedisControl } from './redis-control.js'
 import { PRESENCE_MESSAGE, RedisPresence } from './redis-presence.js'
 import type { ChannelHistory, HistoryPolicy } from './history-policy.js'
 import {
-  databaseOf, decodeEntry, PUBLISH_BATCH_SCRIPT, PUBLISH_SCRIPT, randomName, READ_SCRIPT, RedisLayout
+  databaseOf, decodeEntry, globLiteral, PUBLISH_BATCH_SCRIPT, PUBLISH_SCRIPT, randomName, READ_SCRIPT, RedisLayout, sharded
 } from './redis-layout.js'
-import { eventArguments, publishBatchArgs, type PublishReply } from './redis-publish-batch.js'
+import { eventArguments, groupBySlot, publishBatchArgs, type PublishReply } from './redis-publish-batch.js'
 
 export interface RedisBrokerOptions extends BrokerOptions {
-  /** redis:// or rediss:// URL (a /db suffix selects the database). */
+  /** redis:// or rediss:// URL (a /db suffix selects the database); unused with `clusterNodes`. */
   url: string
+  /** REDIS_CLUSTER_NODES: seeds of a Redis Cluster, instead of `url` (docs/operations.md, "Redis Cluster"). */
+  clusterNodes?: readonly ClusterNode[]
   /** Prefix of every key and pub/sub channel, so deployments (and tests) can share a Redis. */
   keyPrefix: string
   /** Names the connections in CLIENT LIST (`<name>:cmd`, `<name>:sub`). */
@@ -38,7 +43,7 @@ export interface RedisBrokerOptions extends BrokerOptions {
   log?: RedisLogger
 }
 
-interface ScriptedRedis extends Redis {
+type ScriptedRedis = RedisClient & {
   rtgPublish(...args: Array<string | number>): Promise<PublishReply>
   rtgRead(...args: Array<string | number>): Promise<[string, number, ...string[]]>
   rtgPublishBatch(numberOfKeys: number, ...args: Array<string | number>): Promise<PublishReply[]>
@@ -80,9 +85,12 @@ export class RedisBroker implements Broker {
   readonly keyPrefix: string
   readonly layout: RedisLayout
   /** The command connection; also used for cluster stats (lib/ops/node-registry.ts). */
-  readonly redis: Redis
+  readonly redis: RedisClient
   private readonly commands: ScriptedRedis
-  private readonly subscriber: Redis
+  /** One Redis: the subscriber connection. */
+  private readonly subscriber?: Redis
+  /** A Redis Cluster: a subscriber connection per master, for sharded pub/sub. */
+  private readonly shards?: ShardSubscribers
   private readonly sequencer: ChannelSequencer
   /** Channels held in Redis (subscribed, or being subscribed), lingering ones included. */
   private readonly held = new Set<string>()
@@ -94,42 +102,65 @@ export class RedisBroker implements Broker {
   readonly presence: RedisPresence
   readonly control: RedisControl
   private readonly log: RedisLogger
-  private readonly probe: ConnectionProbe
+  private readonly probe?: ConnectionProbe
   /** True once the subscriber connection holds every channel in `held`. */
   private restored = false
   private closed = false
 
   constructor (private readonly options: RedisBrokerOptions) {
     this.keyPrefix = options.keyPrefix
-    this.layout = new RedisLayout(options.keyPrefix, databaseOf(options.url))
+    const clusterNodes = options.clusterNodes
+    this.layout = new RedisLayout(options.keyPrefix, clusterNodes === undefined ? databaseOf(options.url) : 0, clusterNodes !== undefined)
     this.deliver = options.deliver
     this.policy = policyOf(options)
     this.dedupeTtlSeconds = options.idempotencyTtlSeconds ?? DEFAULT_IDEMPOTENCY_TTL_SECONDS
     this.log = options.log ?? noopLog
     const name = options.connectionName ?? `rtg-${randomName()}`
     const connection = { commandTimeoutMs: options.commandTimeoutMs ?? 5000, redisOptions: options.redisOptions, log: this.log }
-    this.commands = failFastConnection(options.url, { ...connection, name: `${name}:cmd` }) as ScriptedRedis
-    this.commands.defineCommand('rtgPublish', { numberOfKeys: 5, lua: PUBLISH_SCRIPT })
+    this.commands = (clusterNodes === undefined
+      ? failFastConnection(options.url, { ...connection, name: `${name}:cmd` })
+      : clusterConnection(clusterNodes, { ...connection, name: `${name}:cmd` })) as ScriptedRedis
+    // On a cluster the scripts publish with SPUBLISH, into the channel's shard.
+    const script = clusterNodes === undefined ? (lua: string) => lua : sharded
+    this.commands.defineCommand('rtgPublish', { numberOfKeys: 5, lua: script(PUBLISH_SCRIPT) })
     this.commands.defineCommand('rtgRead', { numberOfKeys: 3, lua: READ_SCRIPT })
-    this.commands.defineCommand('rtgPublishBatch', { lua: PUBLISH_BATCH_SCRIPT })
+    this.commands.defineCommand('rtgPublishBatch', { lua: script(PUBLISH_BATCH_SCRIPT) })
     this.redis = this.commands
-    this.subscriber = failFastConnection(options.url, { ...connection, name: `${name}:sub` })
     const live = (channel: string): boolean => this.held.has(channel) && !this.lingering.has(channel)
     this.sequencer = new ChannelSequencer((channel, since) => this.read(channel, since), (event) => {
       if (live(event.channel)) this.deliver(event)
     }, (channel, position) => {
       if (live(channel)) options.reset?.(channel, position)
     }, this.log)
-    this.subscriber.on('ready', () => { void this.restoreSubscriptions() })
     // History reads need the command connection: if it came back last, catch up now.
     this.commands.on('ready', () => { if (this.restored) this.catchUpAll() })
-    this.subscriber.on('close', () => { this.restored = false })
-    this.subscriber.on('message', (name: string, entry: string) => this.onMessage(name, entry))
-    this.control = new RedisControl(this.commands, this.layout)
-    this.presence = new RedisPresence(this.commands, this.layout, options.nodeId ?? name, 1.5 * (options.presenceIntervalMs ?? 2000),
-      async (pubsub, message) => await this.commands.publish(pubsub, message))
+    const publishOn = clusterNodes === undefined
+      ? async (pubsub: string, message: string) => await this.commands.publish(pubsub, message)
+      : async (pubsub: string, message: string) => await this.commands.spublish(pubsub, message)
+    this.control = new RedisControl(this.commands, this.layout, publishOn)
+    this.presence = new RedisPresence(this.commands, this.layout, options.nodeId ?? name, 1.5 * (options.presenceIntervalMs ?? 2000), publishOn)
     this.commands.once('ready', () => { void this.checkEvictionPolicy() })
-    this.probe = new ConnectionProbe([this.commands, this.subscriber], options.probeIntervalMs ?? 2000, this.log)
+    if (clusterNodes === undefined) {
+      const subscriber = this.subscriber = failFastConnection(options.url, { ...connection, name: `${name}:sub` })
+      subscriber.on('ready', () => { void this.restoreSubscriptions(subscriber) })
+      subscriber.on('close', () => { this.restored = false })
+      subscriber.on('message', (pubsub: string, entry: string) => this.onMessage(pubsub, entry))
+      this.probe = new ConnectionProbe([this.commands as Redis, subscriber], options.probeIntervalMs ?? 2000, this.log)
+    } else {
+      this.shards = new ShardSubscribers(this.commands as Cluster, {
+        ...connection,
+        name,
+        onMessage: (pubsub, entry) => this.onMessage(pubsub, entry),
+        onRestored: (names) => this.onRestored(names)
+      })
+      // From its first placement on, no disconnect or revocation is missed.
+      this.shards.holdAlways(this.layout.controlChannel)
+      const scripts = [script(PUBLISH_SCRIPT), READ_SCRIPT, script(PUBLISH_BATCH_SCRIPT)]
+      const cluster = this.commands as Cluster
+      const preload = () => { void this.preloadScripts(cluster, scripts) }
+      cluster.on('ready', preload)
+      cluster.on('refresh', preload)
+    }
   }
 
   async publish (draft: EventDraft): Promise<PublishedEvent> {
@@ -138,7 +169,7 @@ export class RedisBroker implements Broker {
       eventArguments(draft, this.layout, this.policy, retentionOf)
     let reply: PublishReply
     try {
-      reply = await this.commands.rtgPublish(meta, history, this.layout.baseKey, dedupe, origin,
+      reply = await this.commands.rtgPublish(meta, history, this.layout.baseKeyOf(draft.channel), dedupe, origin,
         newEpochBase(), body, size, ttl, retention, pubsub, this.dedupeTtlSeconds, ...idempotency)
     } catch (err) {
       throw new BrokerUnavailableError('redis did not take the publish', { cause: err })
@@ -163,10 +194,20 @@ export class RedisBroker implements Broker {
     if (drafts.length === 1) return [await this.publish(drafts[0])]
     if (this.closed || this.commands.status !== 'ready') throw new BrokerUnavailableError('redis is not connected')
     if (drafts.length === 0) return []
-    const { keys, args } = publishBatchArgs(drafts, this.layout, this.policy, retentionOf, this.dedupeTtlSeconds)
     let replies: PublishReply[]
     try {
-      replies = await this.commands.rtgPublishBatch(keys.length, ...keys, ...args)
+      // On a cluster, one script run per slot, in parallel: each is all or nothing, the
+      // batch is not (a retry is safe where drafts carry dedupe keys or a Kafka origin).
+      const groups = groupBySlot(drafts, this.layout)
+      const parts = await Promise.all(groups.map(async (group) => {
+        const { keys, args } = publishBatchArgs(group.drafts, this.layout, this.policy, retentionOf, this.dedupeTtlSeconds)
+        return await this.commands.rtgPublishBatch(keys.length, ...keys, ...args)
+      }))
+      if (groups.length === 1) replies = parts[0]
+      else {
+        replies = new Array<PublishReply>(drafts.length)
+        groups.forEach((group, g) => group.indexes.forEach((index, i) => { replies[index] = parts[g][i] }))
+      }
     } catch (err) {
       throw new BrokerUnavailableError('redis did not take the publish', { cause: err })
     }
@@ -239,7 +280,7 @@ export class RedisBroker implements Broker {
     const keys = this.layout.keys(channel)
     let reply: [string, number, ...string[]]
     try {
-      reply = await this.commands.rtgRead(keys.meta, keys.history, this.layout.baseKey, newEpochBase(),
+      reply = await this.commands.rtgRead(keys.meta, keys.history, this.layout.baseKeyOf(channel), newEpochBase(),
         retentionOf(this.policy.of(channel)), since?.offset ?? -1, since?.epoch ?? '', last)
     } catch (err) {
       throw new BrokerUnavailableError('redis did not answer a history read', { cause: err })
@@ -251,8 +292,23 @@ export class RedisBroker implements Broker {
     return recoverFrom(since, position, events)
   }
 
+  /**
+   * Channels with a subscriber on some instance: each instance holds the pub/sub channel of
+   * every channel its clients hold, so Redis counts them without double counting (on a
+   * cluster, each master its shard's channels).
+   */
+  async distinctChannels (): Promise<number> {
+    const pattern = `${globLiteral(this.layout.pubsubPrefix)}*`
+    if (this.shards === undefined) return (await this.commands.pubsub('CHANNELS', pattern) as string[]).length
+    const counts = await Promise.all((this.commands as Cluster).nodes('master').map(async (node) =>
+      (await node.pubsub('SHARDCHANNELS', pattern) as string[]).length))
+    return counts.reduce((a, b) => a + b, 0)
+  }
+
   isReady (): boolean {
-    return !this.closed && this.restored && this.commands.status === 'ready' && this.subscriber.status === 'ready'
+    if (this.closed || this.commands.status !== 'ready') return false
+    if (this.shards !== undefined) return this.scriptsPreloaded && this.shards.isReady()
+    return this.restored && this.subscriber?.status === 'ready'
   }
 
   /** Resolves true once ready, false if not within `timeoutMs` (start-up: don't open the doors before Redis). */
@@ -265,13 +321,15 @@ export class RedisBroker implements Broker {
   async close (): Promise<void> {
     if (this.closed) return
     this.closed = true
-    this.probe.stop()
+    this.probe?.stop()
     for (const timer of this.lingering.values()) clearTimeout(timer)
     this.lingering.clear()
     // Forgetting releases any history read still waiting on live delivery.
     for (const channel of this.held) this.sequencer.forget(channel)
     this.held.clear()
-    await Promise.all([this.commands, this.subscriber].map(async (connection) => {
+    await this.shards?.close()
+    const connections: RedisClient[] = this.subscriber === undefined ? [this.commands] : [this.commands, this.subscriber]
+    await Promise.all(connections.map(async (connection) => {
       if (connection.status !== 'ready') return connection.disconnect()
       await connection.quit().catch(() => connection.disconnect())
     }))
@@ -280,7 +338,9 @@ export class RedisBroker implements Broker {
   /** SUBSCRIBE, then note where the channel stands so a later gap can be told from a start. */
   private async holdChannel (channel: string): Promise<void> {
     try {
-      await this.subscriber.subscribe(this.layout.pubsubName(channel))
+      const pubsub = this.layout.pubsubName(channel)
+      if (this.shards !== undefined) await this.shards.hold(pubsub)
+      else await this.subscriber?.subscribe(pubsub)
       this.sequencer.start(channel, await this.position(channel))
     } catch (err) {
       this.release(channel)
@@ -291,31 +351,76 @@ export class RedisBroker implements Broker {
   private release (channel: string): void {
     if (!this.held.delete(channel)) return
     this.sequencer.forget(channel)
-    if (this.subscriber.status !== 'ready') return // a new connection starts with no subscriptions
+    if (this.shards !== undefined) return this.shards.release(this.layout.pubsubName(channel))
+    if (this.subscriber?.status !== 'ready') return // a new connection starts with no subscriptions
     this.subscriber.unsubscribe(this.layout.pubsubName(channel)).catch((err: unknown) => {
       this.log.warn({ err, channel }, 'redis unsubscribe failed')
     })
   }
 
   /** After a (re)connect: SUBSCRIBE every held channel, then catch up on what was missed. */
-  private async restoreSubscriptions (): Promise<void> {
+  private async restoreSubscriptions (subscriber: Redis): Promise<void> {
     const channels = [...this.held]
     try {
       // The control channel first: from here on no disconnect or revocation is missed.
-      await this.subscriber.subscribe(this.layout.controlChannel)
+      await subscriber.subscribe(this.layout.controlChannel)
       for (let i = 0; i < channels.length; i += SUBSCRIBE_BATCH) {
-        await this.subscriber.subscribe(...channels.slice(i, i + SUBSCRIBE_BATCH).map((c) => this.layout.pubsubName(c)))
+        await subscriber.subscribe(...channels.slice(i, i + SUBSCRIBE_BATCH).map((c) => this.layout.pubsubName(c)))
       }
     } catch (err) {
       // The connection dropped again; the next 'ready' retries.
       this.log.warn({ err, channels: channels.length }, 'redis re-subscribe failed')
       return
     }
-    if (this.subscriber.status !== 'ready') return
+    if (subscriber.status !== 'ready') return
     this.restored = true
     this.control.resynced()
     if (this.commands.status === 'ready') this.catchUpAll()
     if (channels.length > 0) this.log.info({ channels: channels.length }, 'redis subscriptions restored')
+  }
+
+  /** Cluster nodes that hold the scripts since their connection last came up. */
+  private readonly scriptNodes = new WeakSet<Redis>()
+  /** A cluster broker is ready only once its first preload ran. */
+  private scriptsPreloaded = false
+
+  /**
+   * Loads the scripts on every node of the cluster, replicas included (one of them is the
+   * next master), once the cluster is ready and again after every slot map refresh for nodes
+   * that came (back) since. Otherwise a node's first EVALSHA fails with NOSCRIPT and ioredis
+   * re-sends it as EVAL behind calls made after it: two publishes of a channel issued in
+   * one order could take offsets in the other. (A replica restarted since the last refresh
+   * that is promoted before the next one can still show it, once.)
+   */
+  private async preloadScripts (cluster: Cluster, scripts: readonly string[]): Promise<void> {
+    if (cluster.status !== 'ready') return
+    await Promise.all(cluster.nodes('all').map(async (node) => {
+      if (this.scriptNodes.has(node)) return
+      try {
+        await Promise.all(scripts.map(async (lua) => await node.script('LOAD', lua)))
+      } catch {
+        return // the node is away: the next refresh tries again
+      }
+      if (this.scriptNodes.has(node)) return
+      this.scriptNodes.add(node)
+      node.once('close', () => this.scriptNodes.delete(node))
+    }))
+    this.scriptsPreloaded = true
+  }
+
+  /** A cluster's shard channels subscribed again after a loss (ShardSubscribers): catch each up. */
+  private onRestored (names: string[]): void {
+    for (const name of names) {
+      if (name === this.layout.controlChannel) {
+        // Revocations are re-read with the command connection: once it is up, if it is not yet.
+        if (this.commands.status === 'ready') this.control.resynced()
+        else this.commands.once('ready', () => this.control.resynced())
+        continue
+      }
+      const channel = this.layout.channelOf(name)
+      if (channel !== undefined && this.held.has(channel) && this.commands.status === 'ready') this.sequencer.catchUp(channel)
+    }
+    this.log.info({ channels: names.length }, 'redis cluster subscriptions restored')
   }
 
   /** Delivers what every held channel got while the subscriber was away. */

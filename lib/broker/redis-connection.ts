@@ -1,4 +1,4 @@
-import { Redis, type RedisOptions } from 'ioredis'
+import { Cluster, Redis, type RedisOptions } from 'ioredis'
 
 export interface RedisLogger {
   info(obj: object, msg: string): void
@@ -46,6 +46,54 @@ export function failFastConnection (url: string, options: RedisConnectionOptions
     if (!down) return
     down = false
     options.log.info({ connection: options.name }, 'redis connection is back')
+  })
+  return connection
+}
+
+/** A command connection: to one Redis, or to a Redis Cluster. */
+export type RedisClient = Redis | Cluster
+
+/** A `host:port` seed of REDIS_CLUSTER_NODES. */
+export interface ClusterNode {
+  host: string
+  port: number
+}
+
+/**
+ * The command connection to a Redis Cluster, failing fast as failFastConnection does: no
+ * offline queue (a command while the cluster is not ready fails at once) and no retry of a
+ * command in flight on its node (a publish script runs at most once). MOVED/ASK
+ * redirections are followed, and the slot map is re-read every couple of seconds and
+ * whenever a node drops, so a promoted replica is found without a restart.
+ */
+export function clusterConnection (nodes: readonly ClusterNode[], options: RedisConnectionOptions): Cluster {
+  const connection = new Cluster([...nodes], {
+    enableOfflineQueue: false,
+    clusterRetryStrategy: reconnectBackoff,
+    slotsRefreshInterval: 2000,
+    retryDelayOnFailover: 200,
+    retryDelayOnClusterDown: 200,
+    maxRedirections: 16,
+    scaleReads: 'master',
+    redisOptions: {
+      maxRetriesPerRequest: 0,
+      autoResendUnfulfilledCommands: false,
+      commandTimeout: options.commandTimeoutMs,
+      connectTimeout: 5000,
+      ...options.redisOptions,
+      connectionName: options.name.replace(/[^\w.:@-]/g, '_')
+    }
+  })
+  let down = false
+  connection.on('error', (err: Error) => {
+    if (down || connection.status === 'end') return
+    down = true
+    options.log.warn({ err, connection: options.name }, 'redis cluster connection lost; retrying with backoff')
+  })
+  connection.on('ready', () => {
+    if (!down) return
+    down = false
+    options.log.info({ connection: options.name }, 'redis cluster connection is back')
   })
   return connection
 }

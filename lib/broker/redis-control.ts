@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis'
+import type { RedisClient } from './redis-connection.js'
 import type { Revocation } from '../auth/revocations.js'
 import { BrokerUnavailableError } from './broker.js'
 import type { ControlBackend, ControlMessage } from './control.js'
@@ -28,19 +28,24 @@ redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(new))
 return 1
 `
 
-type ScriptedRedis = Redis & { rtgStoreRevocation(key: string, field: string, value: string): Promise<number> }
+type ScriptedRedis = RedisClient & { rtgStoreRevocation(key: string, field: string, value: string): Promise<number> }
 
 export class RedisControl implements ControlBackend {
   private listener: (message: ControlMessage) => void = () => {}
   private readonly resyncListeners: Array<() => void> = []
 
-  constructor (private readonly redis: Redis, private readonly layout: ControlLayout) {
+  constructor (
+    private readonly redis: RedisClient,
+    private readonly layout: ControlLayout,
+    /** Publishes on the control channel (PUBLISH; SPUBLISH on a cluster). */
+    private readonly publish: (name: string, message: string) => Promise<unknown>
+  ) {
     redis.defineCommand('rtgStoreRevocation', { numberOfKeys: 1, lua: STORE_SCRIPT })
   }
 
   async send (message: ControlMessage): Promise<void> {
     try {
-      await this.redis.publish(this.layout.controlChannel, JSON.stringify(message))
+      await this.publish(this.layout.controlChannel, JSON.stringify(message))
     } catch (err) {
       throw new BrokerUnavailableError('redis did not take the control message', { cause: err })
     }

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import type { PublishedEvent } from '../core/event.js'
+import { slotOf, slotTag } from './redis-slots.js'
 
 /**
  * How the Redis broker lays a channel out, under the key prefix P (REDIS_KEY_PREFIX), in the
@@ -51,6 +52,7 @@ import type { PublishedEvent } from '../core/event.js'
  * `maxmemory-policy noeviction`; the broker warns at start-up when it sees another policy.
  */
 export class RedisLayout {
+  /** The epoch base of the dataset (one Redis); on a cluster each slot has its own (baseKeyOf). */
   readonly baseKey: string
   /** What every pub/sub name of this deployment starts with; the gateway channel follows. */
   readonly pubsubPrefix: string
@@ -58,12 +60,34 @@ export class RedisLayout {
   /** The pub/sub channel of disconnects and revocations (lib/broker/redis-control.ts). */
   readonly controlChannel: string
   readonly revocationsKey: string
+  /** What the cluster stats keys start with (lib/ops/node-registry.ts): one slot on a cluster. */
+  readonly registryPrefix: string
 
-  constructor (readonly keyPrefix: string, readonly db = 0) {
+  /**
+   * `clustered`: the layout for a Redis Cluster (docs/operations.md, "Redis Cluster"). Every
+   * key of a channel carries the channel as its hash tag, `P{<ch>}:meta`, `P{<ch>}:hist`,
+   * `P{<ch>}:idem:<key>`, `P{<ch>}:origin:<source>` (a Kafka partition's mark per channel),
+   * so one script can touch them all; its pub/sub name is a shard channel in the same slot,
+   * `P db0:ev:{<ch>}`; and the epoch base is kept per slot, `P{<tag>}:epoch-gen` with a tag
+   * of that slot (lib/broker/redis-slots.ts), since a script may touch only its own slot and
+   * each shard has its own run (and its own failovers).
+   */
+  constructor (readonly keyPrefix: string, readonly db = 0, readonly clustered = false) {
     this.baseKey = `${keyPrefix}epoch-gen`
     this.pubsubPrefix = `${keyPrefix}db${db}:ev:`
     this.controlChannel = `${keyPrefix}db${db}:control`
     this.revocationsKey = `${keyPrefix}revocations`
+    this.registryPrefix = clustered ? `${keyPrefix}{registry}:` : keyPrefix
+  }
+
+  /** The epoch base key a channel's scripts use: the dataset's, or its slot's on a cluster. */
+  baseKeyOf (channel: string): string {
+    return this.clustered ? `${this.keyPrefix}{${slotTag(slotOf(channel))}}:epoch-gen` : this.baseKey
+  }
+
+  /** The cluster slot of a channel's keys (0 on one Redis, where slots do not matter). */
+  slotOfChannel (channel: string): number {
+    return this.clustered ? slotOf(channel) : 0
   }
 
   /** Each instance's presence share of the channel (lib/broker/redis-presence.ts). */
@@ -78,12 +102,16 @@ export class RedisLayout {
 
   /** Where a draft's dedupe key is remembered (with the channel's keys, for a cluster's sake). */
   dedupeKey (channel: string, dedupe: string): string {
-    return `${this.keyPrefix}idem:${channel}:${dedupe}`
+    return this.clustered ? `${this.keyPrefix}{${channel}}:idem:${dedupe}` : `${this.keyPrefix}idem:${channel}:${dedupe}`
   }
 
-  /** An ordered source's high-water mark (EventDraft.origin): `offset,index` of the last draft published from it. */
-  originKey (source: string): string {
-    return `${this.keyPrefix}origin:${source}`
+  /**
+   * An ordered source's high-water mark (EventDraft.origin): `offset,index` of the last draft
+   * published from it; per channel on a cluster (a source's drafts reach each channel in the
+   * source's order, so a mark per channel skips exactly what a mark per source would).
+   */
+  originKey (source: string, channel: string): string {
+    return this.clustered ? `${this.keyPrefix}{${channel}}:origin:${source}` : `${this.keyPrefix}origin:${source}`
   }
 
   /** Where an idempotency scope's claim is kept. */
@@ -92,16 +120,21 @@ export class RedisLayout {
   }
 
   keys (channel: string): ChannelKeys {
+    if (this.clustered) {
+      const tagged = `${this.keyPrefix}{${channel}}:`
+      return { meta: `${tagged}meta`, history: `${tagged}hist`, pubsub: this.pubsubName(channel) }
+    }
     return { meta: `${this.keyPrefix}meta:${channel}`, history: `${this.keyPrefix}hist:${channel}`, pubsub: this.pubsubName(channel) }
   }
 
   pubsubName (channel: string): string {
-    return this.pubsubPrefix + channel
+    return this.clustered ? `${this.pubsubPrefix}{${channel}}` : this.pubsubPrefix + channel
   }
 
   /** The gateway channel of a pub/sub name of this deployment, or undefined. */
   channelOf (pubsubName: string): string | undefined {
-    return pubsubName.startsWith(this.pubsubPrefix) ? pubsubName.slice(this.pubsubPrefix.length) : undefined
+    if (!pubsubName.startsWith(this.pubsubPrefix)) return undefined
+    return this.clustered ? pubsubName.slice(this.pubsubPrefix.length + 1, -1) : pubsubName.slice(this.pubsubPrefix.length)
   }
 }
 
@@ -285,6 +318,16 @@ end
 for i = 1, #entries do reply[i + 2] = entries[i] end
 return reply
 `
+
+/**
+ * A script as it runs on a Redis Cluster: SPUBLISH (sharded pub/sub, the message stays in
+ * the channel's shard) instead of PUBLISH (broadcast over the whole cluster bus).
+ */
+export function sharded (script: string): string {
+  const classic = "redis.call('PUBLISH', ARGV[6], entry)"
+  if (!script.includes(classic)) throw new Error('no PUBLISH to shard in this script')
+  return script.replace(classic, "redis.call('SPUBLISH', ARGV[6], entry)")
+}
 
 /** The entry body: what of the event is not its place in the stream. */
 export const entryBody = (type: string, payload: Record<string, unknown>): string => JSON.stringify({ type, payload })

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis'
+import type { RedisClient } from './redis-connection.js'
 import type { PresenceBackend, PresenceShare } from '../core/presence.js'
 
 /**
@@ -41,14 +41,14 @@ return redis.call('ZRANGE', KEYS[1], 0, -1)
 /** A share hash outlives the last write to it by this: every holder rewrites its share hourly. */
 const SHARES_TTL_SECONDS = 3 * 3600
 
-type BeatingRedis = Redis & { rtgPresenceBeat(key: string, nodeId: string, deadMs: number): Promise<string[]> }
+type BeatingRedis = RedisClient & { rtgPresenceBeat(key: string, nodeId: string, deadMs: number): Promise<string[]> }
 
 export class RedisPresence implements PresenceBackend {
   private listener: (channel: string, nodeId: string, share: PresenceShare | null) => void = () => {}
   private live: Set<string> | null = null
 
   constructor (
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly layout: PresenceLayout,
     private readonly nodeId: string,
     private readonly deadMs: number,

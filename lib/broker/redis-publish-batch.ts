@@ -7,6 +7,24 @@ import { entryBody, type RedisLayout } from './redis-layout.js'
 export type PublishReply = [string, number, string, number]
 
 /**
+ * Splits a batch by cluster slot, keeping the drafts' order within each part (so each
+ * channel's, whose keys share a slot); on one Redis it is one part. Each part is one script
+ * run: on a cluster a batch spanning several shards is several runs, each all or nothing.
+ */
+export function groupBySlot<T extends { channel: string }> (drafts: readonly T[], layout: RedisLayout): Array<{ drafts: T[], indexes: number[] }> {
+  if (!layout.clustered) return [{ drafts: [...drafts], indexes: drafts.map((_, i) => i) }]
+  const groups = new Map<number, { drafts: T[], indexes: number[] }>()
+  drafts.forEach((draft, i) => {
+    const slot = layout.slotOfChannel(draft.channel)
+    let group = groups.get(slot)
+    if (group === undefined) groups.set(slot, group = { drafts: [], indexes: [] })
+    group.drafts.push(draft)
+    group.indexes.push(i)
+  })
+  return [...groups.values()]
+}
+
+/**
  * The KEYS and ARGV of one PUBLISH_BATCH_SCRIPT call (lib/broker/redis-layout.ts): what
  * every event's PUBLISH_SCRIPT call shares, once, then each event's own keys and
  * arguments, as RedisBroker.publish passes them one event at a time (keep the two in step).
@@ -15,7 +33,8 @@ export function publishBatchArgs (
   drafts: readonly EventDraft[], layout: RedisLayout, policy: HistoryPolicy, retentionOf: (history: ChannelHistory) => number,
   dedupeTtlSeconds: number
 ): { keys: string[], args: Array<string | number> } {
-  const keys: string[] = [layout.baseKey]
+  // On a cluster the caller passes drafts of one slot (RedisBroker.publishBatch groups them).
+  const keys: string[] = [layout.baseKeyOf(drafts[0].channel)]
   const args: Array<string | number> = [newEpochBase(), dedupeTtlSeconds]
   for (const draft of drafts) {
     const [eventKeys, eventArgs] = eventArguments(draft, layout, policy, retentionOf)
@@ -38,7 +57,7 @@ export function eventArguments (
   const dedupe = draft.dedupe === undefined ? undefined : layout.dedupeKey(draft.channel, draft.dedupe)
   const origin = draft.origin
   return [
-    [channel.meta, channel.history, dedupe ?? channel.meta, origin === undefined ? channel.meta : layout.originKey(origin.source)],
+    [channel.meta, channel.history, dedupe ?? channel.meta, origin === undefined ? channel.meta : layout.originKey(origin.source, draft.channel)],
     [entryBody(draft.type, draft.payload), history.size, history.ttlSeconds, retentionOf(history), channel.pubsub,
       dedupe === undefined ? 0 : 1, origin?.offset ?? -1, origin?.index ?? 0]
   ]

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto'
 import type { EventDraft } from '../core/event.js'
+import { deepestPath, MAX_PAYLOAD_DEPTH, PublishRefusedError } from './publish-limits.js'
 
 /**
  * Idempotent publishing (docs/protocol.md, "Idempotent publishing"): what an Idempotency-Key
@@ -33,9 +34,21 @@ export const scopeOf = (caller: string | null, key: string): string => {
   return `${who.length}:${who}:${key}`
 }
 
-/** What the request asked, so the same key with another request can be told apart (422). */
-export const fingerprintOf = (route: string, body: unknown): string =>
-  createHash('sha256').update(route).update('\n').update(JSON.stringify(body) ?? '').digest('base64url')
+/**
+ * Deepest a body may nest to be fingerprinted: a payload's limit plus the body around it.
+ * The drafts were checked, but a field no event carries was not, and JSON.stringify of a
+ * body nested thousands deep overflows the stack (a 500, not an answer).
+ */
+const MAX_BODY_DEPTH = MAX_PAYLOAD_DEPTH + 1
+
+/** What the request asked, so the same key with another request can be told apart (422); PublishRefusedError (400) when nested too deep. */
+export function fingerprintOf (route: string, body: unknown): string {
+  const tooDeep = deepestPath(body, MAX_BODY_DEPTH)
+  if (tooDeep !== null) {
+    throw new PublishRefusedError('too_deep', 400, tooDeep === '' ? '(body)' : tooDeep, `nested deeper than ${MAX_BODY_DEPTH} levels (with Idempotency-Key)`)
+  }
+  return createHash('sha256').update(route).update('\n').update(JSON.stringify(body) ?? '').digest('base64url')
+}
 
 /** The request's drafts, each with its dedupe key (its index in the request: the mapping is deterministic). */
 export const withDedupe = (drafts: readonly EventDraft[], scope: string): EventDraft[] =>

@@ -70,7 +70,20 @@ function validated<T extends TSchema> (checker: TypeCheck<T>, value: unknown): S
   const field = first === undefined || first.path === '' ? '(value)' : first.path.slice(1).replaceAll('/', '.')
   if (first !== undefined && first.value === undefined) throw new SchemaViolation(`${field}: is required`)
   const expected = Array.isArray(first?.schema.anyOf) ? `Expected ${first.schema.anyOf.map(describe).join(' or ')}` : first?.message
-  throw new SchemaViolation(`${field}: ${expected ?? 'invalid'} (got ${truncate(JSON.stringify(first?.value), 80)})`)
+  throw new SchemaViolation(`${field}: ${expected ?? 'invalid'} (got ${preview(first?.value)})`)
+}
+
+/**
+ * The start of a value's JSON for a reason line. A value nested thousands deep cannot be
+ * encoded (JSON.stringify overflows the stack): that must still be a reason, not a throw
+ * that leaves the message undelivered and never dead-lettered.
+ */
+function preview (value: unknown): string {
+  try {
+    return truncate(JSON.stringify(value), 80)
+  } catch {
+    return Array.isArray(value) ? 'an array nested too deep to show' : 'an object nested too deep to show'
+  }
 }
 
 /** A union member in words, for reasons better than TypeBox's "Expected union value". */

@@ -30,6 +30,7 @@ export const EnvSchema = Type.Object({
   TRUST_PROXY: Type.String({ default: 'false', minLength: 1 }),
 
   REDIS_URL: Type.Optional(Type.String({ minLength: 1 })),
+  REDIS_CLUSTER_NODES: Type.Optional(Type.String({ minLength: 1 })),
   REDIS_KEY_PREFIX: Type.String({ default: 'rtg:' }),
   KAFKA_BROKERS: Type.Optional(Type.String({ minLength: 1 })),
   KAFKA_GROUP_ID: Type.String({ default: 'realtime-gateway', minLength: 1 }),
@@ -97,12 +98,34 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
   return config
 }
 
+/** The seeds of REDIS_CLUSTER_NODES (`host:port`, comma-separated); throws naming the variable. */
+export function redisClusterNodes (config: Pick<Config, 'REDIS_CLUSTER_NODES'>): Array<{ host: string, port: number }> {
+  const seeds = listOf(config.REDIS_CLUSTER_NODES ?? '')
+  const nodes = seeds.map((seed) => {
+    const match = /^([A-Za-z0-9.\-_]+|\[[0-9A-Fa-f:.]+\]):(\d{1,5})$/.exec(seed)
+    const port = Number(match?.[2])
+    if (match === null || port < 1 || port > 65535) return undefined
+    return { host: match[1].replace(/^\[|\]$/g, ''), port }
+  })
+  if (nodes.length === 0 || nodes.some((n) => n === undefined)) {
+    throw new ConfigError('REDIS_CLUSTER_NODES', `must be a comma-separated list of host:port (got ${JSON.stringify(config.REDIS_CLUSTER_NODES)})`)
+  }
+  return nodes as Array<{ host: string, port: number }>
+}
+
 function checkSemantics (config: Config): void {
   if (config.REDIS_URL !== undefined) {
     let url: URL
     try { url = new URL(config.REDIS_URL) } catch { throw new ConfigError('REDIS_URL', `is not a valid URL (got ${JSON.stringify(config.REDIS_URL)})`) }
     if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') {
       throw new ConfigError('REDIS_URL', `must start with redis:// or rediss:// (got ${JSON.stringify(config.REDIS_URL)})`)
+    }
+  }
+  if (config.REDIS_CLUSTER_NODES !== undefined) {
+    if (config.REDIS_URL !== undefined) throw new ConfigError('REDIS_CLUSTER_NODES', 'is set together with REDIS_URL: set one of them')
+    redisClusterNodes(config)
+    if (/[{}]/.test(config.REDIS_KEY_PREFIX)) {
+      throw new ConfigError('REDIS_KEY_PREFIX', `must not contain { or } with REDIS_CLUSTER_NODES (keys carry the channel as their hash tag; got ${JSON.stringify(config.REDIS_KEY_PREFIX)})`)
     }
   }
   if (config.KAFKA_BROKERS !== undefined) {

@@ -1,11 +1,11 @@
-import type { Redis } from 'ioredis'
-import { globLiteral } from '../broker/redis-layout.js'
+import type { RedisClient } from '../broker/redis-connection.js'
 import type { NodeStats } from './stats.js'
 
 export interface NodeRegistryOptions {
+  /** What the registry's keys start with (RedisLayout.registryPrefix: one slot on a cluster, for MULTI and MGET). */
   keyPrefix: string
-  /** What this deployment's pub/sub names start with (RedisLayout.pubsubPrefix). */
-  pubsubPrefix: string
+  /** Channels with a subscriber on some instance (RedisBroker.distinctChannels). */
+  countChannels: () => Promise<number>
   /** How long a node's report outlives its last heartbeat: a dead node drops out after it. */
   ttlMs: number
 }
@@ -19,7 +19,7 @@ export interface NodeRegistryOptions {
 export class NodeRegistry {
   private readonly setKey: string
 
-  constructor (private readonly redis: Redis, private readonly options: NodeRegistryOptions) {
+  constructor (private readonly redis: RedisClient, private readonly options: NodeRegistryOptions) {
     this.setKey = `${options.keyPrefix}nodes`
   }
 
@@ -52,13 +52,9 @@ export class NodeRegistry {
     return alive
   }
 
-  /**
-   * Channels with a subscriber on some instance: each instance holds the pub/sub channel
-   * of every channel its clients hold, so Redis counts them without double counting.
-   */
+  /** Channels with a subscriber on some instance. */
   async distinctChannels (): Promise<number> {
-    const names = await this.redis.pubsub('CHANNELS', `${globLiteral(this.options.pubsubPrefix)}*`) as string[]
-    return names.length
+    return await this.options.countChannels()
   }
 
   private nodeKey (nodeId: string): string {

@@ -193,7 +193,8 @@ t.test('Redis unreachable: not ready, publish/subscribe/history reject at once w
 t.test('node registry: live reports merge, a node that stops beating drops out after its TTL', async (t) => {
   if (!requireService(t, 'Redis', available)) return
   const redis = await redisClient(t)
-  const registry = new NodeRegistry(redis, { keyPrefix: prefix, pubsubPrefix: new RedisLayout(prefix).pubsubPrefix, ttlMs: 400 })
+  const a = await node(t)
+  const registry = new NodeRegistry(redis, { keyPrefix: prefix, countChannels: async () => await a.broker.distinctChannels(), ttlMs: 400 })
   const report = (nodeId: string, totalConnections: number): NodeStats => ({
     nodeId,
     broker: 'redis',
@@ -218,7 +219,6 @@ t.test('node registry: live reports merge, a node that stops beating drops out a
   await registry.leave('node-a')
   t.same(await registry.nodes(), [], 'a clean leave is immediate')
 
-  const a = await node(t)
   const before = await registry.distinctChannels()
   await a.broker.subscribe(suiteChannel('count-1'))
   await a.broker.subscribe(suiteChannel('count-2'))

@@ -1,73 +1,14 @@
 import { createServer } from 'node:net'
-import { test, type Test } from 'tap'
+import { test } from 'tap'
 import WebSocket from 'ws'
-import { connect, type ConnectOptions, type RealtimeClient, type RealtimeEvent, type WebSocketConstructor } from '../../client/realtime-client.js'
-import { post, serviceToken, sleep, startServer, token } from '../support/helper.js'
+import type { RealtimeEvent, WebSocketConstructor } from '../../client/realtime-client.js'
+import { gatedToken, notify, publish, watch } from '../support/client-watch.js'
+import { sleep, startServer, token } from '../support/helper.js'
 
 /**
  * The browser client (client/) in Node against a real gateway: real sockets and
  * streams, the `ws` package standing in for the browser's WebSocket.
  */
-
-interface Watched {
-  client: RealtimeClient
-  events: RealtimeEvent[]
-  states: string[]
-  recoveries: Array<{ recovered: boolean, channels: string[] }>
-  errors: Array<{ code: string, status?: number }>
-  opens: Array<{ transport: string, resumed: boolean }>
-  /** Resolves once `done()` holds; rejects after `timeoutMs` naming what it waited for. */
-  until(what: string, done: () => boolean, timeoutMs?: number): Promise<void>
-  on(channel: string): RealtimeEvent[]
-}
-
-function watch (t: Test, options: ConnectOptions): Watched {
-  const client = connect({ WebSocket, backoff: { initialMs: 100, maxMs: 1000 }, ...options })
-  t.teardown(() => client.close())
-  const w: Watched = {
-    client,
-    events: [],
-    states: [],
-    recoveries: [],
-    errors: [],
-    opens: [],
-    async until (what, done, timeoutMs = 5000) {
-      const deadline = Date.now() + timeoutMs
-      while (!done()) {
-        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; states ${w.states.join(',')}; events ${JSON.stringify(w.events).slice(0, 400)}`)
-        await sleep(10)
-      }
-    },
-    on: (channel) => w.events.filter((e) => e.channel === channel)
-  }
-  client.on('*', (e) => w.events.push(e))
-  client.on('state', (s) => w.states.push(s.state))
-  client.on('recovery', (r) => w.recoveries.push(r))
-  client.on('error', (e) => w.errors.push(e))
-  client.on('open', (o) => w.opens.push(o))
-  return w
-}
-
-/** A token function that holds every reconnect until `release()`: the gap is then certain. */
-function gatedToken (jwt: string) {
-  let gate: Promise<void> = Promise.resolve()
-  let release = (): void => {}
-  return {
-    token: async () => { await gate; return jwt },
-    hold () { gate = new Promise((resolve) => { release = resolve }) },
-    release: () => release()
-  }
-}
-
-async function publish (t: Test, url: string, channel: string, type: string, payload: Record<string, unknown>): Promise<void> {
-  const res = await post(`${url}/realtime/publish`, serviceToken(), { channel, type, payload })
-  t.equal(res.status, 202, `published ${type} to ${channel}`)
-}
-
-async function notify (t: Test, url: string, userId: string, message: string): Promise<void> {
-  const res = await post(`${url}/realtime/test/notification`, serviceToken(), { userId, message })
-  t.equal(res.status, 202, `notified ${userId}`)
-}
 
 const offsets = (events: RealtimeEvent[]) => events.map((e) => e.offset)
 

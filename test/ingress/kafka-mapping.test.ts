@@ -156,3 +156,23 @@ t.test('the publish limits make a message poison: too deep, too large, a reserve
     'an id beyond 2^53 cannot be carried exactly')
   t.equal(reason(map('realtime.publish', { channel: 'room:a', type: 't', payload: { ok: true } })), 'delivered')
 })
+
+t.test('a deeply nested value in a field that fails its schema is poison with a reason, not a throw (found by the property test)', async (t) => {
+  const deep = '['.repeat(20_000) + ']'.repeat(20_000)
+  t.match(reason(map('order.updated', `{"orderId":"o1","buyerId":"u1","status":${deep}}`)),
+    /^schema_violation: status: .*\(got an array nested too deep to show\)/)
+  t.match(reason(map('realtime.publish', `{"channel":{"a":${deep}},"type":"t","payload":{}}`)),
+    /^schema_violation: channel: .*\(got an object nested too deep to show\)/)
+  const dead: string[] = []
+  const result = await ingestMessage('order.updated', {
+    topic: 'p.order.updated', partition: 0, offset: '7', key: null, value: Buffer.from(`{"orderId":"o1","buyerId":"u1","status":${deep}}`)
+  }, {
+    mapping: options,
+    publish: async () => { throw new Error('poison must not be published') },
+    deadLetter: async (m) => { dead.push(m.offset) },
+    sleep: async () => false,
+    onRetry: () => { throw new Error('poison must not be retried') }
+  })
+  t.match(result, { outcome: 'dlq', reason: /^schema_violation: status: / })
+  t.same(dead, ['7'])
+})

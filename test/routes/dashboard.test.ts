@@ -186,3 +186,37 @@ test('behind a proxy that refuses WebSocket upgrades, the dashboard runs on SSE'
   t.equal(await page.locator('#log [data-type="admin:order:updated"]').count(), 1, 'events arrive once over SSE as well')
   t.same(pageErrors.filter((m) => !/WebSocket/.test(m)), [], 'no errors in the page but the refused upgrade')
 })
+
+test('the low-stock panel lists every product at or below the threshold, alerted or not', async (t) => {
+  if (!requireService(t, `Chromium at ${CHROMIUM} (apt-get install chromium)`, existsSync(CHROMIUM))) return
+  await buildClient()
+  const { url } = await startServer(t, { LOW_STOCK_THRESHOLD: 10 })
+  // Before the page opens: one product sits at 0 (its alert, if any, is long gone), one is fine.
+  await send(url, '/realtime/broadcast/inventory', { productId: 'p-0', sku: 'LMP-DSK', productName: 'Desk lamp', stock: 0, previousStock: 0 })
+  await send(url, '/realtime/broadcast/inventory', { productId: 'p-5', productName: 'Tote bag', stock: 20 })
+
+  const page = await openBrowser(t)
+  const pageErrors: string[] = []
+  page.on('pageerror', (err) => pageErrors.push(err.message))
+  await page.goto(`${url}/?token=${adminToken()}`)
+  await page.locator('#status[data-state="open"]').waitFor({ timeout: WAIT_MS })
+  await page.locator('#alerts [data-product-id="p-0"]').waitFor({ timeout: WAIT_MS })
+  t.match(await text(page, '#alerts [data-product-id="p-0"]'), /Desk lamp.*out of stock.*threshold 10/s, 'from the inventory history, with the gateway\'s threshold')
+  t.equal(await text(page, '#alerts-count'), '1')
+  t.ok(await page.locator('#alerts-empty').isHidden(), 'no "No product at or below its threshold" while one is')
+
+  // Live: stock that stays low raises no admin:alert (it did not cross), yet it is listed.
+  await send(url, '/realtime/broadcast/inventory', { productId: 'p-8', productName: 'Gel pens', stock: 8, previousStock: 9 })
+  await send(url, '/realtime/broadcast/inventory', { productId: 'p-5', productName: 'Tote bag', stock: 19, previousStock: 20 })
+  await page.locator('#alerts [data-product-id="p-8"]').waitFor({ timeout: WAIT_MS })
+  t.match(await text(page, '#alerts [data-product-id="p-8"]'), /Gel pens.*8 left/s)
+  t.equal(await page.locator('#log [data-type="admin:alert"]').count(), 0, 'no alert fired for either')
+  t.equal(await page.locator('#alerts [data-product-id="p-5"]').count(), 0, 'a product above the threshold is not listed')
+  await waitForText(page, '#alerts-count', /^2$/)
+  t.same(await page.locator('#alerts .alert').evaluateAll((rows) => rows.map((r) => (r as HTMLElement).dataset.productId)), ['p-0', 'p-8'], 'lowest stock first')
+
+  await send(url, '/realtime/broadcast/inventory', { productId: 'p-0', productName: 'Desk lamp', stock: 40, previousStock: 0 })
+  await page.locator('#alerts [data-product-id="p-0"][data-resolved="true"]').waitFor({ timeout: WAIT_MS })
+  await waitForText(page, '#alerts-count', /^1$/)
+  t.same(pageErrors, [], 'no errors in the page')
+})

@@ -72,3 +72,19 @@ t.test('Idempotency-Key must be 1-255 printable ASCII characters: 400 naming it'
   t.equal(tab.status, 400, 'a control character')
   t.equal((await send(url, '/realtime/publish', body, 'x'.repeat(255))).status, 202, '255 characters are fine')
 })
+
+t.test('with Idempotency-Key, a field no event carries nested thousands deep is a 400, not a 500 (found by the property test)', async (t) => {
+  const { url } = await startServer(t)
+  const deep = '['.repeat(20_000) + ']'.repeat(20_000)
+  const post = (key: string | undefined, extra: string) => fetch(`${url}/realtime/publish`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${serviceToken()}`, ...(key === undefined ? {} : { 'idempotency-key': key }) },
+    body: `{"channel":"room:deep","type":"t","payload":{},"extra":${extra}}`
+  })
+  const refused = await post('deep-1', deep)
+  t.equal(refused.status, 400)
+  t.match(await refused.json(), { statusCode: 400, message: /^extra: nested deeper than 65 levels/ })
+  t.equal((await post(undefined, deep)).status, 202, 'without a key the body is not fingerprinted, and the field is not published')
+  const shallow = '['.repeat(60) + ']'.repeat(60)
+  t.equal((await post('deep-2', shallow)).status, 202, 'nesting within the limit is fingerprinted as before')
+})

@@ -26,7 +26,7 @@ test('the demo shop drives orders through their lifecycle, stock down to a low-s
     },
     async publish (drafts) { await publishAll(app.hub, drafts) },
     log: (line) => problems.push(line)
-  }, { speed: 20, random: seeded(7), adminUserId: 'admin' })
+  }, { speed: 20, random: seeded(7), adminUserId: 'admin', shopperUserId: 'u-7' })
   t.teardown(() => shop.stop())
   shop.start()
 
@@ -37,7 +37,8 @@ test('the demo shop drives orders through their lifecycle, stock down to a low-s
     .map((f) => f.type === 'admin:order:updated' ? f.payload.status : f.type.split(':').pop())
   const shippedOrder = () => seen().find((f) => f.channel === 'orders' && f.payload.status === 'shipped')
   const alert = () => seen().find((f) => f.type === 'admin:alert')
-  while ((shippedOrder() === undefined || alert() === undefined) && Date.now() < deadline) await sleep(50)
+  const shopperOrder = () => seen().find((f) => f.channel === 'orders' && f.payload.userId === 'u-7')
+  while ((shippedOrder() === undefined || alert() === undefined || shopperOrder() === undefined) && Date.now() < deadline) await sleep(50)
   shop.stop()
 
   const shipped = shippedOrder()
@@ -46,6 +47,12 @@ test('the demo shop drives orders through their lifecycle, stock down to a low-s
   t.match(alert()?.payload, { kind: 'low_stock', threshold: 5 }, 'stock fell to the low-stock threshold')
   t.ok(seen().some((f) => f.type === 'admin:inventory:updated' && f.payload.stock < f.payload.previousStock), 'stock falls as orders are placed')
   t.ok(shop.counts.orders > 0 && shop.counts.stockUpdates > 0)
+  t.ok(shopperOrder(), 'the storefront\'s shopper places orders too')
+  const states = seen().filter((f) => f.type === 'product:updated')
+  t.same(new Set(states.map((f) => f.payload.productId)), new Set(ShopSimulator.productIds), 'every product\'s state is published at start')
+  t.ok(states.every((f) => typeof f.payload.price === 'number' && typeof f.payload.stock === 'number'), 'a product update carries price and stock')
+  t.ok(seen().filter((f) => f.type === 'admin:inventory:updated').every((f) => typeof f.payload.price === 'number'),
+    'a stock update carries the price: any product event is the whole state (rewind: 1)')
   t.same(problems, [], 'every publish was accepted')
 
   // Let what was in flight land, then a marker: the socket delivers in order, so once the

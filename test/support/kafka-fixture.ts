@@ -1,12 +1,10 @@
 import { randomBytes } from 'node:crypto'
-import { closeSync, mkdirSync, openSync, readdirSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import kafkajs, { type Admin, type IHeaders, type KafkaMessage } from 'kafkajs'
 import type { Test } from 'tap'
 import type { Broker, DeliverFn } from '../../lib/broker/broker.js'
 import { KAFKA_TOPICS } from '../../lib/ingress/kafka-mapping.js'
 import { requireService, type RunningServer, sleep, startServer, type WsClient } from './helper.js'
+import { holdServiceLock } from './service-lock.js'
 
 const { Kafka, logLevel } = kafkajs
 
@@ -200,26 +198,6 @@ export async function settled (client: WsClient): Promise<Array<{ channel: strin
 }
 
 /**
- * A readers–writer lock across test processes: every Kafka test file holds it shared;
- * the file that restarts Kafka holds it exclusively, so it never pulls the broker from
- * under another file's test. Entries name their pid, so a crashed holder cannot wedge it.
- */
-const LOCK_DIR = join(tmpdir(), 'realtime-gateway-kafka-test-lock')
-const EXCLUSIVE = 'exclusive'
-
-const alive = (pid: number): boolean => { try { process.kill(pid, 0); return true } catch { return false } }
-
-function liveEntries (): string[] {
-  mkdirSync(LOCK_DIR, { recursive: true })
-  return readdirSync(LOCK_DIR).filter((name) => {
-    const pid = Number(name.split('-')[1])
-    if (Number.isInteger(pid) && alive(pid)) return true
-    rmSync(join(LOCK_DIR, name), { force: true })
-    return false
-  })
-}
-
-/**
  * Takes the Kafka test lock, then checks that the broker answers. In that order: a
  * probe taken before the lock can land while test/kafka-restart.test.ts has the broker
  * stopped, and would fail (CI) or skip a test that the lock would have made wait.
@@ -230,26 +208,5 @@ export async function useKafka (t: Test, mode: 'shared' | 'exclusive' = 'shared'
 }
 
 export async function holdKafka (t: Test, mode: 'shared' | 'exclusive', timeoutMs = 150_000): Promise<void> {
-  const name = `${mode}-${process.pid}-${randomBytes(3).toString('hex')}`
-  const path = join(LOCK_DIR, name)
-  const deadline = Date.now() + timeoutMs
-  const others = (prefix: string) => liveEntries().filter((e) => e !== name && e.startsWith(prefix))
-  for (;;) {
-    // Announce first, then look: of two that race, at least one sees the other.
-    // A writer waits for readers and writers; a reader only for writers.
-    if (others(EXCLUSIVE).length === 0) {
-      closeSync(openSync(path, 'wx'))
-      t.teardown(() => rmSync(path, { force: true }))
-      for (;;) {
-        const blocking = mode === 'shared' ? others(EXCLUSIVE) : [...others(EXCLUSIVE), ...others('shared-')]
-        if (blocking.length === 0) return
-        if (mode === 'shared' || others(EXCLUSIVE).length > 0) break // back off and let the writer go
-        if (Date.now() > deadline) throw new Error(`Kafka tests still running after ${timeoutMs} ms`)
-        await sleep(200)
-      }
-      rmSync(path, { force: true })
-    }
-    if (Date.now() > deadline) throw new Error(`could not take the Kafka test lock (${mode}) within ${timeoutMs} ms`)
-    await sleep(200 + Math.random() * 200)
-  }
+  await holdServiceLock(t, 'kafka', mode, timeoutMs)
 }

@@ -113,3 +113,25 @@ export class OwnRedis {
     await exited
   }
 }
+
+/** The local Redis Cluster's seeds (scripts/redis-cluster.sh; `npm run services:start` starts it). */
+export const REDIS_CLUSTER_NODES = process.env.TEST_REDIS_CLUSTER_NODES ??
+  '127.0.0.1:30001,127.0.0.1:30002,127.0.0.1:30003,127.0.0.1:30004,127.0.0.1:30005,127.0.0.1:30006'
+
+export const clusterSeeds = (nodes = REDIS_CLUSTER_NODES): Array<{ host: string, port: number }> =>
+  nodes.split(',').map((seed) => ({ host: seed.slice(0, seed.lastIndexOf(':')), port: Number(seed.slice(seed.lastIndexOf(':') + 1)) }))
+
+/** True when the first seed answers CLUSTER INFO with `cluster_state:ok`. */
+export async function redisClusterAvailable (nodes = REDIS_CLUSTER_NODES): Promise<boolean> {
+  const [seed] = clusterSeeds(nodes)
+  const probe = new Redis({ ...seed, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 1000 })
+  probe.on('error', () => {})
+  try {
+    await probe.connect()
+    return (await probe.cluster('INFO') as string).includes('cluster_state:ok')
+  } catch {
+    return false
+  } finally {
+    probe.disconnect()
+  }
+}

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# A local Redis Cluster for tests and benchmarks: 6 nodes (3 masters, 3 replicas) from the
+# same redis-server binary, on spare ports, data in a cache directory outside the repository.
+#
+#   bash scripts/redis-cluster.sh start   # idempotent: a healthy cluster is left alone
+#   bash scripts/redis-cluster.sh stop    # shuts every node down and forgets the cluster
+#   bash scripts/redis-cluster.sh nodes   # prints the seeds: 127.0.0.1:30001,...
+#
+# A node killed by a test (the failover test kills a master) is started again by `start`,
+# and rejoins as a replica of whoever took its slots.
+#
+# Environment:
+#   REDIS_CLUSTER_PORT   first port (default: 30001; the nodes use it and the next 5)
+#   REDIS_CLUSTER_DIR    data dir (default: $HOME/.cache/realtime-gateway-redis-cluster)
+set -euo pipefail
+
+FIRST_PORT="${REDIS_CLUSTER_PORT:-30001}"
+DIR="${REDIS_CLUSTER_DIR:-$HOME/.cache/realtime-gateway-redis-cluster}"
+PORTS=()
+for i in 0 1 2 3 4 5; do PORTS+=($((FIRST_PORT + i))); done
+
+log() { printf '[redis-cluster] %s\n' "$*"; }
+die() { printf '[redis-cluster] ERROR: %s\n' "$*" >&2; exit 1; }
+ping() { [[ "$(redis-cli -p "$1" ping 2>/dev/null || true)" == "PONG" ]]; }
+cluster_ok() { redis-cli -p "$FIRST_PORT" cluster info 2>/dev/null | grep -q '^cluster_state:ok'; }
+seeds() { local IFS=,; local list=(); for p in "${PORTS[@]}"; do list+=("127.0.0.1:$p"); done; echo "${list[*]}"; }
+
+start_node() {
+  local port="$1"
+  mkdir -p "$DIR/$port"
+  ping "$port" && return 0
+  # The node's own file remembers the cluster across restarts (a killed master rejoins).
+  redis-server --port "$port" --bind 127.0.0.1 --daemonize yes --dir "$DIR/$port" \
+    --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
+    --save "" --appendonly no --maxmemory-policy noeviction \
+    --logfile "$DIR/$port/redis.log" --pidfile "$DIR/$port/redis.pid"
+}
+
+start() {
+  command -v redis-server >/dev/null || die "redis-server is not installed"
+  for port in "${PORTS[@]}"; do start_node "$port"; done
+  for port in "${PORTS[@]}"; do
+    for _ in $(seq 1 50); do ping "$port" && break; sleep 0.1; done
+    ping "$port" || die "node $port did not start (log: $DIR/$port/redis.log)"
+  done
+  if ! redis-cli -p "$FIRST_PORT" cluster info | grep -q '^cluster_known_nodes:6'; then
+    if [[ "$(redis-cli -p "$FIRST_PORT" cluster info | sed -n 's/^cluster_known_nodes:\([0-9]*\).*/\1/p')" == "1" ]]; then
+      log "creating the cluster on $(seeds)"
+      # shellcheck disable=SC2046
+      redis-cli --cluster create $(seeds | tr , ' ') --cluster-replicas 1 --cluster-yes >"$DIR/create.log" 2>&1 \
+        || die "cluster create failed (see $DIR/create.log)"
+    fi
+  fi
+  for _ in $(seq 1 100); do cluster_ok && break; sleep 0.2; done
+  cluster_ok || die "the cluster did not reach state ok (see $DIR/*/redis.log)"
+  log "Redis Cluster ready: REDIS_CLUSTER_NODES=$(seeds)"
+}
+
+stop() {
+  for port in "${PORTS[@]}"; do
+    ping "$port" && redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
+  done
+  rm -rf "$DIR"
+  log "stopped"
+}
+
+case "${1:-start}" in
+  start) start ;;
+  stop) stop ;;
+  nodes) seeds ;;
+  *) echo "usage: $0 start|stop|nodes" >&2; exit 2 ;;
+esac

@@ -1,0 +1,129 @@
+import t, { type Test } from 'tap'
+import { Cluster, Redis } from 'ioredis'
+import type { BrokerOptions } from '../../lib/broker/broker.js'
+import type { StreamPosition } from '../../lib/core/event.js'
+import { RedisBroker, type RedisBrokerOptions } from '../../lib/broker/redis-broker.js'
+import { RedisLayout } from '../../lib/broker/redis-layout.js'
+import { slotOf } from '../../lib/broker/redis-slots.js'
+import { brokerSuite, DeliveryRecorder, suiteChannel } from '../support/broker-suite.js'
+import { requireService } from '../support/helper.js'
+import { holdServiceLock } from '../support/service-lock.js'
+import { clusterSeeds, eventually, redisClusterAvailable, uniquePrefix } from '../support/redis-fixture.js'
+
+// The shared broker suite and the cluster-only cases on a real 6-node Redis Cluster
+// (scripts/redis-cluster.sh). The failover case is in test/broker/redis-cluster-failover.test.ts.
+// Shared: test/broker/redis-cluster-failover.test.ts kills a master only when no one else is on the cluster.
+await holdServiceLock(t, 'redis-cluster', 'shared')
+const available = await redisClusterAvailable()
+const prefix = uniquePrefix('redis-cluster')
+
+async function clusterBroker (options: BrokerOptions & Partial<RedisBrokerOptions>): Promise<RedisBroker> {
+  const broker = new RedisBroker({ url: '', clusterNodes: clusterSeeds(), keyPrefix: prefix, unsubscribeDelayMs: 50, ...options })
+  if (!await broker.waitUntilReady(10_000)) {
+    await broker.close()
+    throw new Error('RedisBroker not ready on the Redis Cluster')
+  }
+  return broker
+}
+
+async function node (t: Test, options: Partial<RedisBrokerOptions> = {}) {
+  const recorder = new DeliveryRecorder()
+  const resets: Array<{ channel: string, position: StreamPosition }> = []
+  const broker = await clusterBroker({
+    deliver: recorder.deliver, reset: (channel, position) => resets.push({ channel, position }), historySize: 100, historyTtlSeconds: 300, ...options
+  })
+  t.teardown(() => broker.close())
+  return { broker, recorder, resets }
+}
+
+const draft = (channel: string, n: number) => ({ channel, type: 'test:event', payload: { n } })
+
+/** Every master of the cluster, as plain connections (for PUBSUB SHARDCHANNELS and key checks). */
+async function masters (t: Test): Promise<Redis[]> {
+  const cluster = new Cluster(clusterSeeds())
+  cluster.on('error', () => {})
+  await new Promise((resolve) => cluster.once('ready', resolve))
+  const nodes = cluster.nodes('master').map((n) => new Redis({ host: n.options.host, port: n.options.port }))
+  await cluster.quit()
+  t.teardown(() => { for (const n of nodes) n.disconnect() })
+  return nodes
+}
+
+t.teardown(async () => {
+  if (!available) return
+  const cluster = new Cluster(clusterSeeds())
+  cluster.on('error', () => {})
+  await new Promise((resolve) => cluster.once('ready', resolve))
+  await Promise.all(cluster.nodes('master').map(async (n) => {
+    let cursor = '0'
+    do {
+      const [next, keys] = await n.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 500)
+      cursor = next
+      for (const key of keys) await n.del(key)
+    } while (cursor !== '0')
+  }))
+  await cluster.quit()
+})
+
+t.test('RedisBroker on a Redis Cluster passes the shared broker suite', async (t) => {
+  if (!requireService(t, 'Redis Cluster', available)) return
+  brokerSuite(t, clusterBroker)
+})
+
+t.test('two nodes on a cluster: publishes via both reach both, consecutive offsets, channels across slots', async (t) => {
+  if (!requireService(t, 'Redis Cluster', available)) return
+  const [a, b] = [await node(t), await node(t)]
+  const channels = Array.from({ length: 12 }, (_, i) => suiteChannel(`spread-${i}`))
+  t.ok(new Set(channels.map(slotOf)).size >= 6, 'the channels sit in many slots')
+  await Promise.all(channels.flatMap((c) => [a.broker.subscribe(c), b.broker.subscribe(c)]))
+  for (let n = 0; n < 10; n++) {
+    await Promise.all(channels.map((c, i) => ((n + i) % 2 === 0 ? a : b).broker.publish(draft(c, n))))
+  }
+  // A batch spanning every shard: one script run per slot.
+  const batch = await a.broker.publishBatch(channels.map((c) => draft(c, 10)))
+  t.same(batch.map((e) => e.offset), channels.map(() => 11), 'the batch takes the next offset on every channel, in the order given')
+  for (const [name, n] of [['a', a], ['b', b]] as const) {
+    await n.recorder.until(`node ${name} gets every event`, () => channels.every((c) => n.recorder.of(c).length >= 11))
+    for (const c of channels) t.same(n.recorder.of(c).map((e) => e.offset), Array.from({ length: 11 }, (_, i) => i + 1), `node ${name}, ${c}: in order, once each`)
+  }
+  // Recovery on any node, from the channel's own shard.
+  const since = { offset: 4, epoch: batch[0].epoch }
+  const recovered = await b.broker.history(channels[0], since)
+  t.equal(recovered.recovered, true)
+  t.same(recovered.events.map((e) => e.offset), [5, 6, 7, 8, 9, 10, 11])
+})
+
+t.test('each channel is subscribed on exactly one master, with sharded pub/sub only', async (t) => {
+  if (!requireService(t, 'Redis Cluster', available)) return
+  const a = await node(t)
+  const layout = new RedisLayout(prefix, 0, true)
+  const channels = Array.from({ length: 6 }, (_, i) => suiteChannel(`placed-${i}`))
+  for (const c of channels) await a.broker.subscribe(c)
+  const nodes = await masters(t)
+  for (const c of channels) {
+    const name = layout.pubsubName(c)
+    const holders = await Promise.all(nodes.map(async (n) => (await n.pubsub('SHARDCHANNELS', name) as string[]).length))
+    t.equal(holders.reduce((x, y) => x + y, 0), 1, `${c} is held by one master`)
+    const owner = nodes[holders.indexOf(1)]
+    t.equal(Number(await owner.cluster('COUNTKEYSINSLOT', slotOf(name))), Number(await owner.cluster('COUNTKEYSINSLOT', slotOf(c))), 'the shard channel and the keys share a slot')
+    t.equal(slotOf(name), slotOf(c))
+  }
+  const classic = await Promise.all(nodes.map(async (n) => (await n.pubsub('CHANNELS', `${prefix}*`) as string[]).length))
+  t.same(classic, nodes.map(() => 0), 'nothing on classic pub/sub')
+  t.equal(await a.broker.distinctChannels(), channels.length, 'distinct channels counted over every master')
+  for (const c of channels) await a.broker.unsubscribe(c)
+  await eventually('released after the last subscriber', async () => await a.broker.distinctChannels() === 0)
+})
+
+t.test('a channel keeps all its keys in one slot; publishing writes only there', async (t) => {
+  if (!requireService(t, 'Redis Cluster', available)) return
+  const a = await node(t)
+  const channel = suiteChannel('one-slot')
+  const layout = new RedisLayout(prefix, 0, true)
+  await a.broker.publish({ ...draft(channel, 1), dedupe: 'k1', origin: { source: 'orders:0', offset: 7, index: 0 } })
+  const keys = layout.keys(channel)
+  const slots = new Set([keys.meta, keys.history, keys.pubsub, layout.dedupeKey(channel, 'k1'), layout.originKey('orders:0', channel), layout.baseKeyOf(channel)].map(slotOf))
+  t.same([...slots], [slotOf(channel)], 'meta, history, pub/sub, dedupe, origin and epoch base in the channel\'s slot')
+  const replay = await a.broker.publish({ ...draft(channel, 2), origin: { source: 'orders:0', offset: 7, index: 0 } })
+  t.equal(replay.replayed, true, 'a Kafka message read again publishes nothing on a cluster either')
+})
