@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs'
  *
  * Prints bytes and objects per connection for every (type, name) that grew, largest
  * first. Comparing the gateway's lines with ws-naive's shows what the gateway adds:
- * that is how the per-socket listener dictionary (lib/transport/listener-table.ts) was found.
+ * that is how the per-socket listener dictionary (compactListeners in lib/transport/internals.ts) was found.
  */
 interface Group { count: number, size: number }
 

@@ -2,7 +2,7 @@ import fastifyJwt from '@fastify/jwt'
 import createError from '@fastify/error'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import { CLOCK_TOLERANCE_MS } from '../lib/auth/expiry.js'
+import { CLOCK_TOLERANCE_MS, Expiries } from '../lib/auth/expiry.js'
 import { listOf } from '../lib/ops/config.js'
 import { ANONYMOUS, canPublish, type Identity, identityFromClaims, isAdmin } from '../lib/auth/identity.js'
 import { RevocationList } from '../lib/auth/revocations.js'
@@ -13,6 +13,8 @@ declare module 'fastify' {
     verifyToken(token: string): Identity
     /** The revoked tokens this instance knows (kept current by plugins/control.ts). */
     revocations: RevocationList
+    /** This app's token expiries (lib/auth/expiry.ts): connections end when their token does. */
+    expiries: Expiries
     /** onRequest hook for /ws and /sse: a browser Origin outside WS_ALLOWED_ORIGINS is refused with 403. */
     checkOrigin(request: FastifyRequest, reply: FastifyReply): Promise<void>
     /** onRequest hook: a valid token is required. */
@@ -25,8 +27,11 @@ declare module 'fastify' {
     requireServiceOrAdmin(request: FastifyRequest, reply: FastifyReply): Promise<void>
   }
   interface FastifyRequest {
-    /** Set by the auth hooks; null on routes that have none. */
-    identity: Identity
+    /**
+     * Who sent the request: set by the auth hooks, null on routes that have none. Routes
+     * behind a hook read it through `requireIdentity` (lib/auth/identity.ts).
+     */
+    identity: Identity | null
   }
 }
 
@@ -97,8 +102,9 @@ export default fp(async (app) => {
 
   const requireRole = (allowed: (identity: Identity) => boolean, what: string) =>
     async (request: FastifyRequest): Promise<void> => {
-      request.identity = identify(request, false)
-      if (!allowed(request.identity)) throw new ForbiddenError(`${what} required`)
+      const identity = identify(request, false)
+      request.identity = identity
+      if (!allowed(identity)) throw new ForbiddenError(`${what} required`)
     }
 
   // Browsers send Origin on WebSocket upgrades and EventSource requests; clients that are
@@ -112,9 +118,12 @@ export default fp(async (app) => {
     throw new ForbiddenError('origin not allowed (WS_ALLOWED_ORIGINS)')
   }
 
-  app.decorateRequest('identity', null as unknown as Identity)
+  app.decorateRequest('identity', null)
   app.decorate('verifyToken', verifyToken)
   app.decorate('revocations', revocations)
+  const expiries = new Expiries()
+  app.decorate('expiries', expiries)
+  app.addHook('onClose', async () => { expiries.close() })
   app.decorate('checkOrigin', checkOrigin)
   app.decorate('authenticate', async (request: FastifyRequest) => { request.identity = identify(request, false) })
   app.decorate('authenticateClient', async (request: FastifyRequest) => {

@@ -143,7 +143,7 @@ export default fp(async (app) => {
       limits: { eventMaxBytes: config.EVENT_MAX_BYTES, publishMaxBytes: config.PUBLISH_MAX_BYTES }
     },
     publish: async (drafts) => {
-      const events = await publishAll(app.hub.broker, drafts)
+      const events = await publishAll(app.hub, drafts)
       // Events of a message read again (a restart, a rebalance before its commit) are not published twice.
       let again = 0
       for (const event of events) if (event.replayed === true) again++

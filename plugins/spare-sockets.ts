@@ -7,6 +7,14 @@ import fp from 'fastify-plugin'
  * idle and waits for them, so a shutdown would hang until the client drops them, or
  * until the grace timeout kills the process with exit code 1.
  *
+ * This works around a Node bug: nodejs/node#63452 (https://github.com/nodejs/node/issues/63452),
+ * "http: Server.closeIdleConnections() does not iterate pre-request sockets", fixed by
+ * nodejs/node#63470. server.close() closes idle connections itself since Node 19, but a
+ * socket that never sent a byte is not in the list it walks. On 2026-11-30 Node 20.20.2
+ * and 24.22.3 still hang on the issue's reproduction; once the Node the gateway runs on
+ * (24 LTS) carries the fix, this plugin can go: test/routes/shutdown.test.ts opens
+ * such a spare socket before closing and must pass without it.
+ *
  * Registered last, so its preClose hook runs right before the server stops accepting.
  */
 export default fp(async (app) => {

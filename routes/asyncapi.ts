@@ -1,4 +1,4 @@
-import type { FastifyInstance } from 'fastify'
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { buildAsyncApiDocument } from '../lib/ops/asyncapi.js'
 
 /** Kept in step with the OpenAPI document's version (plugins/swagger.ts). */
@@ -8,7 +8,7 @@ const APP_VERSION = '0.1.0'
  * GET /api/asyncapi.json: the AsyncAPI 3 document of /ws and /sse. Servers name the host
  * the caller used (behind a proxy: its Host header), so the document works where it is read.
  */
-export default async function asyncApiRoutes (app: FastifyInstance): Promise<void> {
+const asyncApiRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get('/api/asyncapi.json', {
     schema: { summary: 'AsyncAPI 3 document of the WebSocket and SSE protocol', tags: ['docs'] }
   }, async (request) => buildAsyncApiDocument({
@@ -17,3 +17,5 @@ export default async function asyncApiRoutes (app: FastifyInstance): Promise<voi
     version: APP_VERSION
   }))
 }
+
+export default asyncApiRoutes

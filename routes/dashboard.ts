@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import fastifyStatic from '@fastify/static'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 
 /** The browser client's entry: its modules are served from /client/. */
 const CLIENT_ENTRY = "export * from './client/realtime-client.js'\n"
@@ -21,7 +21,7 @@ const CONTENT_SECURITY_POLICY = [
  * (built from client/ into dist/client by `npm run build`). Files are listed once at
  * start-up (no catch-all route), so unknown paths keep the API's 404.
  */
-export default async function dashboardRoutes (app: FastifyInstance): Promise<void> {
+const dashboardRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const root = projectRoot()
   await app.register(fastifyStatic, {
     root: join(root, 'public'),
@@ -43,6 +43,8 @@ export default async function dashboardRoutes (app: FastifyInstance): Promise<vo
   app.get('/client.js', { schema: { hide: true } }, async (_request, reply) =>
     await reply.type('text/javascript; charset=utf-8').header('cache-control', 'no-cache').send(CLIENT_ENTRY))
 }
+
+export default dashboardRoutes
 
 /** The directory holding package.json: this file runs from routes/ (tests) or dist/routes/. */
 function projectRoot (): string {

@@ -1,5 +1,6 @@
-import type { FastifyInstance } from 'fastify'
-import { Type } from '@sinclair/typebox'
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import { type Static, Type } from '@sinclair/typebox'
 
 const Health = Type.Object({
   status: Type.String(),
@@ -14,7 +15,7 @@ const Ready = Type.Object({
 })
 
 /** Health and readiness probes (docs/protocol.md, HTTP API). */
-export default async function healthRoutes (app: FastifyInstance): Promise<void> {
+const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get('/health', {
     schema: { summary: 'Service health', tags: ['health'], response: { 200: Health } }
   }, async () => ({
@@ -29,11 +30,12 @@ export default async function healthRoutes (app: FastifyInstance): Promise<void>
     schema: { summary: 'Liveness: 200 while the process serves', tags: ['health'], response: { 200: Type.Object({ status: Type.String() }) } }
   }, async () => ({ status: 'ok' }))
 
-  const ready = async (_request: unknown, reply: import('fastify').FastifyReply) => {
+  const ready = async (_request: FastifyRequest, reply: FastifyReply): Promise<Static<typeof Ready>> => {
     const report = await app.readiness.report()
-    const unavailable = Object.entries(report.checks).filter(([, s]) => s !== 'ok').map(([name]) => name)
     if (report.ready) return { status: 'ready', checks: report.checks }
-    return reply.code(503).send({ status: 'not_ready', checks: report.checks, unavailable })
+    const unavailable = Object.entries(report.checks).filter(([, s]) => s !== 'ok').map(([name]) => name)
+    reply.code(503)
+    return { status: 'not_ready', checks: report.checks, unavailable }
   }
   const readySchema = {
     summary: 'Readiness: 200 when every configured dependency is reachable, else 503 naming it',
@@ -43,3 +45,5 @@ export default async function healthRoutes (app: FastifyInstance): Promise<void>
   app.get('/health/ready', { logLevel: 'warn', schema: readySchema }, ready)
   app.get('/ready', { logLevel: 'warn', schema: { ...readySchema, hide: true } }, ready)
 }
+
+export default healthRoutes

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { canSubscribe, ChannelName } from '../lib/auth/channels.js'
-import { canPublish } from '../lib/auth/identity.js'
+import { canPublish, requireIdentity } from '../lib/auth/identity.js'
 import type { PublishedEvent } from '../lib/core/event.js'
 import { ErrorReply, Position } from './schemas.js'
 
@@ -44,7 +44,7 @@ const historyRoutes: FastifyPluginAsyncTypebox = async (app) => {
     }
   }, async (request, reply) => {
     const { channel } = request.params
-    const identity = request.identity
+    const identity = requireIdentity(request.identity)
     if (!canSubscribe(identity, channel) && !canPublish(identity)) {
       return await reply.code(403).send({ statusCode: 403, error: 'Forbidden', message: `not allowed to read ${channel}` })
     }

@@ -1,9 +1,10 @@
-import type { FastifyInstance } from 'fastify'
-import { Type, type TSchema } from '@sinclair/typebox'
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { type Static, Type, type TSchema } from '@sinclair/typebox'
 import {
   broadcastEvents, inventoryEvents, notificationEvents, notifyEvents, orderEvents, publishEvents
 } from '../lib/ingress/commerce-events.js'
 import type { EventDraft } from '../lib/core/event.js'
+import { requireIdentity } from '../lib/auth/identity.js'
 import {
   BroadcastBody, InventoryBody, NotifyBody, OrderBody, PublishBody, TestNotificationBody
 } from '../lib/ingress/ingress-schemas.js'
@@ -17,11 +18,12 @@ const Receipt = Type.Object({
   events: Type.Array(Type.Object({ channel: Type.String(), type: Type.String(), offset: Type.Integer(), epoch: Type.String() }))
 })
 
-interface PublishRoute<B> {
+/** One publishing route: its body schema, and how a body of that schema becomes drafts. */
+interface PublishRoute<S extends TSchema> {
   url: string
   summary: string
-  body: TSchema
-  events: (body: B, lowStockThreshold: number) => EventDraft[]
+  body: S
+  events: (body: Static<S>, lowStockThreshold: number) => EventDraft[]
   /** Where the event payload sits in the body ('' when the body's own fields are the payload), for 400/413 messages. */
   payloadField: string
 }
@@ -30,18 +32,11 @@ interface PublishRoute<B> {
  * The publishing routes (docs/protocol.md, HTTP API). Each maps its body to event drafts with the
  * shared mapping functions and answers 202 only once the broker took every event.
  */
-export default async function publishRoutes (app: FastifyInstance): Promise<void> {
-  const routes: Array<PublishRoute<any>> = [
-    { url: '/realtime/publish', summary: 'Publish one event to one channel', body: PublishBody, events: publishEvents, payloadField: 'payload' },
-    { url: '/realtime/broadcast', summary: 'Publish one event to each of several channels', body: BroadcastBody, events: broadcastEvents, payloadField: 'payload' },
-    { url: '/realtime/notify', summary: 'Notify one or more users on user:<id>', body: NotifyBody, events: notifyEvents, payloadField: 'payload' },
-    { url: '/realtime/broadcast/order', summary: 'Order status change to the buyer and the admins', body: OrderBody, events: (b) => orderEvents('updated', b), payloadField: '' },
-    { url: '/realtime/broadcast/inventory', summary: 'Stock change to the product, inventory and admins (low-stock alert)', body: InventoryBody, events: inventoryEvents, payloadField: '' },
-    { url: '/realtime/test/notification', summary: 'Send a test notification to a user', body: TestNotificationBody, events: notificationEvents, payloadField: '' }
-  ]
+const publishRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const limits = { eventMaxBytes: app.config.EVENT_MAX_BYTES, publishMaxBytes: app.config.PUBLISH_MAX_BYTES }
 
-  for (const route of routes) {
+  /** Registers one route; generic so each handler's body is typed by its own schema. */
+  function publishRoute<S extends TSchema> (route: PublishRoute<S>): void {
     app.post(route.url, {
       onRequest: app.requireServiceOrAdmin,
       schema: {
@@ -63,14 +58,14 @@ export default async function publishRoutes (app: FastifyInstance): Promise<void
       checkDrafts(drafts, limits, route.payloadField)
       const key = idempotencyKeyOf(request.headers['idempotency-key'])
       if (key !== undefined) {
-        const scope = scopeOf(request.identity.userId, key)
+        const scope = scopeOf(requireIdentity(request.identity).userId, key)
         const claim = await app.hub.broker.claim(scope, fingerprintOf(route.url, request.body), app.config.IDEMPOTENCY_TTL_SECONDS)
         if (claim === 'conflict') {
           return await reply.code(422).send({ statusCode: 422, error: 'Unprocessable Entity', message: 'Idempotency-Key: already used with a different request' })
         }
         drafts = withDedupe(drafts, scope)
       }
-      const events = await publishAll(app.hub.broker, drafts)
+      const events = await publishAll(app.hub, drafts)
       const replayed = events.filter((e) => e.replayed === true).length
       app.gatewayMetrics.eventsPublished.inc({ source: 'http' }, events.length - replayed)
       if (key !== undefined && replayed === events.length) {
@@ -81,4 +76,13 @@ export default async function publishRoutes (app: FastifyInstance): Promise<void
       return await reply.code(202).send(receiptOf(events))
     })
   }
+
+  publishRoute({ url: '/realtime/publish', summary: 'Publish one event to one channel', body: PublishBody, events: publishEvents, payloadField: 'payload' })
+  publishRoute({ url: '/realtime/broadcast', summary: 'Publish one event to each of several channels', body: BroadcastBody, events: broadcastEvents, payloadField: 'payload' })
+  publishRoute({ url: '/realtime/notify', summary: 'Notify one or more users on user:<id>', body: NotifyBody, events: notifyEvents, payloadField: 'payload' })
+  publishRoute({ url: '/realtime/broadcast/order', summary: 'Order status change to the buyer and the admins', body: OrderBody, events: (b) => orderEvents('updated', b), payloadField: '' })
+  publishRoute({ url: '/realtime/broadcast/inventory', summary: 'Stock change to the product, inventory and admins (low-stock alert)', body: InventoryBody, events: inventoryEvents, payloadField: '' })
+  publishRoute({ url: '/realtime/test/notification', summary: 'Send a test notification to a user', body: TestNotificationBody, events: notificationEvents, payloadField: '' })
 }
+
+export default publishRoutes

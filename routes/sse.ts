@@ -1,11 +1,12 @@
-import type { FastifyInstance, FastifyReply } from 'fastify'
-import { Type, type Static } from '@sinclair/typebox'
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { FastifyReply } from 'fastify'
+import { Type } from '@sinclair/typebox'
 import type { SincePosition } from '../lib/broker/broker.js'
 import { canSubscribe, defaultChannels, isValidChannelName } from '../lib/auth/channels.js'
+import { requireIdentity } from '../lib/auth/identity.js'
 import { refusalFor, REFUSAL_MESSAGES } from '../lib/hub/admission.js'
 import { newConnectionId } from '../lib/hub/connection.js'
 import { CloseCode } from '../lib/core/errors.js'
-import { scheduleExpiry } from '../lib/auth/expiry.js'
 import { SSE_HEADERS, SseConnection } from '../lib/transport/sse-connection.js'
 import { decodeCursor } from '../lib/transport/sse-cursor.js'
 
@@ -23,7 +24,7 @@ const plainError = (reply: FastifyReply, statusCode: number, error: string, mess
  * GET /sse (docs/protocol.md, Server-Sent Events). Refusals are plain HTTP; once accepted the response is
  * handed over (hijacked) to an SseConnection that the hub feeds like any other.
  */
-export default async function sseRoutes (app: FastifyInstance): Promise<void> {
+const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { config, hub, gatewayMetrics: metrics } = app
   const streams = new Set<SseConnection>()
   const admissionLimits = { maxConnections: config.MAX_CONNECTIONS, maxPerUser: config.MAX_CONNECTIONS_PER_USER }
@@ -35,7 +36,7 @@ export default async function sseRoutes (app: FastifyInstance): Promise<void> {
   heartbeat.unref()
   app.addHook('onClose', async () => { clearInterval(heartbeat) })
 
-  app.get<{ Querystring: Static<typeof SseQuery> }>('/sse', {
+  app.get('/sse', {
     onRequest: [app.checkOrigin, app.authenticateClient],
     schema: {
       summary: 'Server-Sent Events stream of the given channels',
@@ -44,7 +45,7 @@ export default async function sseRoutes (app: FastifyInstance): Promise<void> {
       produces: ['text/event-stream']
     }
   }, async (request, reply) => {
-    const identity = request.identity
+    const identity = requireIdentity(request.identity)
     const requested = (request.query.channels ?? '').split(',').map((c) => c.trim()).filter((c) => c !== '')
     const bad = requested.filter((c) => !isValidChannelName(c))
     if (bad.length > 0) return plainError(reply, 400, 'Bad Request', `invalid channel name: ${bad[0].slice(0, 200)}`)
@@ -93,7 +94,7 @@ export default async function sseRoutes (app: FastifyInstance): Promise<void> {
     reply.raw.writeHead(200, { ...SSE_HEADERS, ...corsHeaders(reply) })
     // `exp` is enforced on streams too: the stream ends when the token expires, and
     // EventSource's reconnect with the same token is then refused with 401.
-    const cancelExpiry = scheduleExpiry(identity.exp, () => connection.close(CloseCode.TOKEN_EXPIRED, 'token expired'))
+    const cancelExpiry = app.expiries.schedule(identity.exp, () => connection.close(CloseCode.TOKEN_EXPIRED, 'token expired'))
     reply.raw.once('close', () => {
       cancelExpiry()
       streams.delete(connection)
@@ -113,6 +114,8 @@ export default async function sseRoutes (app: FastifyInstance): Promise<void> {
     }
   })
 }
+
+export default sseRoutes
 
 /** A hijacked reply skips Fastify's onSend, so CORS headers set so far are copied over. */
 function corsHeaders (reply: FastifyReply): Record<string, string> {

@@ -1,10 +1,10 @@
-import type { FastifyInstance } from 'fastify'
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { ClusterStatsSchema } from '../lib/core/stats-schema.js'
 
 export { ClusterStatsSchema }
 
 /** GET /realtime/stats (docs/protocol.md, HTTP API): admin or service. */
-export default async function statsRoutes (app: FastifyInstance): Promise<void> {
+const statsRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get('/realtime/stats', {
     onRequest: app.requireServiceOrAdmin,
     schema: {
@@ -15,3 +15,5 @@ export default async function statsRoutes (app: FastifyInstance): Promise<void> 
     }
   }, async () => await app.clusterStats())
 }
+
+export default statsRoutes

@@ -1,12 +1,12 @@
-import type { ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { RawData, WebSocket } from 'ws'
 import { defaultChannels } from '../lib/auth/channels.js'
+import { requireIdentity } from '../lib/auth/identity.js'
 import { newConnectionId } from '../lib/hub/connection.js'
 import { CloseCode } from '../lib/core/errors.js'
 import { refusalFor, REFUSAL_MESSAGES } from '../lib/hub/admission.js'
-import { compactListeners } from '../lib/transport/listener-table.js'
+import { compactListeners, detachUpgradeResponse } from '../lib/transport/internals.js'
 import { serverFrame } from '../lib/transport/protocol.js'
 import { WsConnection, type WsConnectionOptions } from '../lib/transport/ws-connection.js'
 import { WsSession, type WsSessionDeps } from '../lib/transport/ws-session.js'
@@ -15,7 +15,7 @@ import { WsSession, type WsSessionDeps } from '../lib/transport/ws-session.js'
  * GET /ws (docs/protocol.md, WebSocket). Authentication runs in onRequest, before the upgrade, so a
  * refusal is a plain HTTP 401. The socket's listeners are attached before any await.
  */
-export default async function wsRoutes (app: FastifyInstance): Promise<void> {
+const wsRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { config, hub, gatewayMetrics: metrics } = app
   // One timer for every socket: ping each, cut those that missed the previous ping. The
   // hub's registry is the list (a Set of our own would cost an entry per connection).
@@ -39,11 +39,13 @@ export default async function wsRoutes (app: FastifyInstance): Promise<void> {
   // memory per connection is made of, so nothing here is built per socket.
   const connectionOptions: WsConnectionOptions = {
     sendBufferLimit: config.SEND_BUFFER_LIMIT_BYTES,
+    writeBatch: hub.writeBatch,
     onTooSlow: () => metrics.slowClients.inc({ transport: 'ws' })
   }
   const sessionDeps: WsSessionDeps = {
     ...connectionOptions,
     hub,
+    expiries: app.expiries,
     verifyToken: (token) => app.verifyToken(token),
     stats: () => app.clusterStats(),
     maxRewind: app.historyPolicy.maxSize,
@@ -111,7 +113,7 @@ export default async function wsRoutes (app: FastifyInstance): Promise<void> {
   }, (socket, request) => {
     releaseUpgradeRequest(socket, request.raw.socket)
     socket.on('error', onError)
-    const identity = request.identity
+    const identity = requireIdentity(request.identity)
     const refusal = refusalFor(hub, identity, admissionLimits)
     if (refusal !== null) {
       metrics.refusedConnections.inc({ transport: 'ws', reason: refusal })
@@ -131,6 +133,8 @@ export default async function wsRoutes (app: FastifyInstance): Promise<void> {
     compactListeners(socket)
   })
 }
+
+export default wsRoutes
 
 /** How long a closing socket may take to finish the closing handshake before it is cut. */
 const CLOSE_GRACE_MS = 2000
@@ -153,6 +157,5 @@ const sessionOf = (socket: WebSocket): WsSession => (socket as SessionSocket)[kS
  */
 function releaseUpgradeRequest (socket: { removeAllListeners(event: 'error'): unknown }, raw: Socket): void {
   socket.removeAllListeners('error')
-  const response = (raw as Socket & { _httpMessage?: ServerResponse | null })._httpMessage
-  response?.detachSocket(raw)
+  detachUpgradeResponse(raw)
 }

@@ -58,7 +58,7 @@ const shop = new ShopSimulator({
     if (!res.ok) throw new Error(`${route} answered ${res.status}: ${await res.text()}`)
   },
   async publish (drafts) {
-    await publishAll(app.hub.broker, drafts)
+    await publishAll(app.hub, drafts)
   },
   log: (line) => process.stderr.write(line + '\n')
 }, { adminUserId: ADMIN_USER, shopperUserId: SHOPPER_USER })

@@ -56,7 +56,7 @@ await app.listen({ host: config.HOST, port: config.PORT })
 /** A burst goes through publishAll, the batch publish of Kafka batches and multi-event HTTP bodies. */
 function broadcast (messages: BenchMessage[]): void {
   const drafts = messages.map((m) => ({ channel: BENCH_CHANNEL, type: 'bench', payload: { seq: m.seq, sentAt: m.sentAt } }))
-  publishAll(app.hub.broker, drafts).catch((err: unknown) => { app.log.error({ err }, 'bench publish failed') })
+  publishAll(app.hub, drafts).catch((err: unknown) => { app.log.error({ err }, 'bench publish failed') })
 }
 
 /** Holds every publish (instance properties shadowing the broker's methods) until the returned function is called. */

@@ -13,79 +13,97 @@ export interface Expiring {
   expire(): void
 }
 
-/**
- * Every pending expiry, by the second it falls due (`exp` is whole epoch seconds), behind
- * one timer for the earliest. A timer and its closures per connection were a large part
- * of an idle connection's memory; here a connection costs a Set entry and nothing else:
- * the connection itself is the entry, no closure to call it or to cancel it.
- */
-const due = new Map<number, Set<Expiring>>()
-let timer: NodeJS.Timeout | undefined
-let timerExp = Infinity
-
 const nothing = (): void => {}
 const dueAt = (exp: number): number => exp * 1000 + CLOCK_TOLERANCE_MS
 
 /**
- * Calls `target.expire()` when a token's `exp` (epoch seconds) plus the leeway passes;
- * nothing for a token without one. The timer does not keep the process alive. A target
- * watched twice for the same second expires once; `unwatchExpiry` with the same `exp`
- * cancels.
+ * Every pending expiry of one app, by the second it falls due (`exp` is whole epoch
+ * seconds), behind one timer for the earliest. A timer and its closures per connection
+ * were a large part of an idle connection's memory; here a connection costs a Set entry
+ * and nothing else: the connection itself is the entry, no closure to call it or to
+ * cancel it. Each app makes its own (plugins/auth.ts), so two apps in one process never
+ * share entries or a timer.
  */
-export function watchExpiry (exp: number | undefined, target: Expiring): void {
-  if (exp === undefined) return
-  let targets = due.get(exp)
-  if (targets === undefined) due.set(exp, (targets = new Set()))
-  targets.add(target)
-  if (exp < timerExp) arm(exp)
-}
+export class Expiries {
+  private readonly due = new Map<number, Set<Expiring>>()
+  private timer: NodeJS.Timeout | undefined
+  private timerExp = Infinity
 
-/** Cancels `watchExpiry(exp, target)`; nothing if it already fired or was never made. */
-export function unwatchExpiry (exp: number | undefined, target: Expiring): void {
-  if (exp === undefined) return
-  const targets = due.get(exp)
-  if (targets === undefined) return
-  targets.delete(target)
-  if (targets.size === 0) due.delete(exp)
-}
+  /**
+   * Calls `target.expire()` when a token's `exp` (epoch seconds) plus the leeway passes;
+   * nothing for a token without one. The timer does not keep the process alive. A target
+   * watched twice for the same second expires once; `unwatch` with the same `exp` cancels.
+   */
+  watch (exp: number | undefined, target: Expiring): void {
+    if (exp === undefined) return
+    let targets = this.due.get(exp)
+    if (targets === undefined) this.due.set(exp, (targets = new Set()))
+    targets.add(target)
+    if (exp < this.timerExp) this.arm(exp)
+  }
 
-/**
- * `watchExpiry` for a callback; returns its cancel function. Costs a closure or two per
- * call, so long-lived connections in numbers use `watchExpiry` on themselves instead.
- */
-export function scheduleExpiry (exp: number | undefined, onExpired: () => void): () => void {
-  if (exp === undefined) return nothing
-  const target: Expiring = { expire: onExpired }
-  watchExpiry(exp, target)
-  return () => { unwatchExpiry(exp, target) }
-}
+  /** Cancels `watch(exp, target)`; nothing if it already fired or was never made. */
+  unwatch (exp: number | undefined, target: Expiring): void {
+    if (exp === undefined) return
+    const targets = this.due.get(exp)
+    if (targets === undefined) return
+    targets.delete(target)
+    if (targets.size === 0) this.due.delete(exp)
+  }
 
-function arm (exp: number): void {
-  clearTimeout(timer)
-  timerExp = exp
-  timer = setTimeout(fire, Math.max(0, Math.min(dueAt(exp) - Date.now(), MAX_TIMER_MS)))
-  timer.unref()
-}
+  /**
+   * `watch` for a callback; returns its cancel function. Costs a closure or two per
+   * call, so long-lived connections in numbers use `watch` on themselves instead.
+   */
+  schedule (exp: number | undefined, onExpired: () => void): () => void {
+    if (exp === undefined) return nothing
+    const target: Expiring = { expire: onExpired }
+    this.watch(exp, target)
+    return () => { this.unwatch(exp, target) }
+  }
 
-function fire (): void {
-  timer = undefined
-  timerExp = Infinity
-  const now = Date.now()
-  let next = Infinity
-  for (const [exp, targets] of due) {
-    if (dueAt(exp) > now) {
-      if (exp < next) next = exp
-      continue
-    }
-    due.delete(exp)
-    for (const target of targets) {
-      try {
-        target.expire()
-      } catch (err) {
-        // As from a timer of its own: the error surfaces, the other expiries still run.
-        process.nextTick(() => { throw err })
+  /** How many targets are waiting. */
+  get size (): number {
+    let n = 0
+    for (const targets of this.due.values()) n += targets.size
+    return n
+  }
+
+  /** Forgets every pending expiry and stops the timer (the app is closing). */
+  close (): void {
+    clearTimeout(this.timer)
+    this.timer = undefined
+    this.timerExp = Infinity
+    this.due.clear()
+  }
+
+  private arm (exp: number): void {
+    clearTimeout(this.timer)
+    this.timerExp = exp
+    this.timer = setTimeout(this.fire, Math.max(0, Math.min(dueAt(exp) - Date.now(), MAX_TIMER_MS)))
+    this.timer.unref()
+  }
+
+  private readonly fire = (): void => {
+    this.timer = undefined
+    this.timerExp = Infinity
+    const now = Date.now()
+    let next = Infinity
+    for (const [exp, targets] of this.due) {
+      if (dueAt(exp) > now) {
+        if (exp < next) next = exp
+        continue
+      }
+      this.due.delete(exp)
+      for (const target of targets) {
+        try {
+          target.expire()
+        } catch (err) {
+          // As from a timer of its own: the error surfaces, the other expiries still run.
+          process.nextTick(() => { throw err })
+        }
       }
     }
+    if (next < this.timerExp) this.arm(next)
   }
-  if (next < timerExp) arm(next)
 }

@@ -53,6 +53,16 @@ export function identityFromClaims (claims: Record<string, unknown>): Identity {
   return identity
 }
 
+/**
+ * The identity an authentication step set, for code that runs only after one (an HTTP
+ * route behind an auth hook). None is a wiring error, so it throws rather than letting
+ * the request through as anyone.
+ */
+export function requireIdentity (identity: Identity | null): Identity {
+  if (identity === null) throw new Error('no identity: this route runs without an authentication hook')
+  return identity
+}
+
 export const isAdmin = (identity: Identity): boolean => identity.roles.includes(ROLE_ADMIN)
 export const canPublish = (identity: Identity): boolean =>
   identity.roles.includes(ROLE_SERVICE) || identity.roles.includes(ROLE_ADMIN)

@@ -20,52 +20,59 @@ export interface Flushable {
   flush(): void
 }
 
-/** The connections written to in this turn (each once). */
-const batched: Flushable[] = []
-let endOfTurnScheduled = false
-let wroteThisTurn = false
-/** The previous turn wrote: traffic is streaming, so even first frames are corked. */
-let streaming = false
-let burstDepth = 0
-
-/** Whether even a socket's first frame of the turn should be corked. */
-export function batchesFirstFrame (): boolean {
-  return streaming || burstDepth > 0
-}
-
-/** Registers a connection written to in this turn: flushed at the end of the burst or turn. */
-export function joinBatch (connection: Flushable): void {
-  batched.push(connection)
-  wroteThisTurn = true
-  if (!endOfTurnScheduled) {
-    endOfTurnScheduled = true
-    setImmediate(endTurn)
-  }
-}
-
 /**
- * Runs `publish` as one burst: every frame it sends (synchronously, as the memory broker
- * delivers) is corked, and all of it leaves, one write per socket, when it returns.
+ * One app's batching state (the connections written to this turn, whether a burst or a
+ * stream is on). Each app makes its own (lib/hub/hub.ts), so two apps in one process
+ * never flush, cork or time each other's sockets.
  */
-export function inBurst<T> (publish: () => T): T {
-  burstDepth++
-  try {
-    return publish()
-  } finally {
-    if (--burstDepth === 0) flushAll()
+export class WriteBatch {
+  /** The connections written to in this turn (each once). */
+  private readonly batched: Flushable[] = []
+  private endOfTurnScheduled = false
+  private wroteThisTurn = false
+  /** The previous turn wrote: traffic is streaming, so even first frames are corked. */
+  private streaming = false
+  private burstDepth = 0
+
+  /** Whether even a socket's first frame of the turn should be corked. */
+  batchesFirstFrame (): boolean {
+    return this.streaming || this.burstDepth > 0
   }
-}
 
-function flushAll (): void {
-  for (const connection of batched) connection.flush()
-  batched.length = 0
-}
+  /** Registers a connection written to in this turn: flushed at the end of the burst or turn. */
+  join (connection: Flushable): void {
+    this.batched.push(connection)
+    this.wroteThisTurn = true
+    if (!this.endOfTurnScheduled) {
+      this.endOfTurnScheduled = true
+      setImmediate(this.endTurn)
+    }
+  }
 
-/** Runs at the end of every turn that wrote, and of the turn after (which ends streaming). */
-function endTurn (): void {
-  streaming = wroteThisTurn
-  wroteThisTurn = false
-  flushAll()
-  if (streaming) setImmediate(endTurn)
-  else endOfTurnScheduled = false
+  /**
+   * Runs `publish` as one burst: every frame it sends (synchronously, as the memory broker
+   * delivers) is corked, and all of it leaves, one write per socket, when it returns.
+   */
+  inBurst<T> (publish: () => T): T {
+    this.burstDepth++
+    try {
+      return publish()
+    } finally {
+      if (--this.burstDepth === 0) this.flushAll()
+    }
+  }
+
+  private flushAll (): void {
+    for (const connection of this.batched) connection.flush()
+    this.batched.length = 0
+  }
+
+  /** Runs at the end of every turn that wrote, and of the turn after (which ends streaming). */
+  private readonly endTurn = (): void => {
+    this.streaming = this.wroteThisTurn
+    this.wroteThisTurn = false
+    this.flushAll()
+    if (this.streaming) setImmediate(this.endTurn)
+    else this.endOfTurnScheduled = false
+  }
 }

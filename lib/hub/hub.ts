@@ -5,6 +5,7 @@ import { type PresenceLogger, PresenceTracker } from './presence-tracker.js'
 import { type ChannelAsk, type ChannelPlan, type ChannelRead, holdsLive, planFor, readFor } from './replay-plan.js'
 import { ClientError } from '../core/errors.js'
 import { EncodedEvent, type PublishedEvent, type StreamPosition } from '../core/event.js'
+import { WriteBatch } from '../core/write-batch.js'
 import {
   channelNames, heldCount, holds, NO_CHANNELS, sentAfter, setSentAfter, withChannel, withoutChannel
 } from './held-channels.js'
@@ -62,6 +63,12 @@ export interface HubOptions {
  */
 export class Hub {
   readonly broker: Broker
+  /**
+   * When this hub's socket writes leave (lib/core/write-batch.ts): one per hub, so two
+   * apps in one process never batch each other's sockets. Publishers issue bursts
+   * through it (lib/ingress/publisher.ts), WebSocket connections join it.
+   */
+  readonly writeBatch = new WriteBatch()
   /** Keyed by the connection itself: no id string kept per connection for the key. */
   private readonly members = new Set<Member>()
   /** Connections per user: only counted, never walked. */
@@ -82,7 +89,7 @@ export class Hub {
   private readonly brokerSubscriptions = new Map<string, Promise<void> | typeof FAILED>()
   private readonly transportCounts: Record<Transport, number> = { ws: 0, sse: 0 }
 
-  /** Presence counts (lib/hub/presence.ts); null when no channel keeps them. */
+  /** Presence counts (lib/core/presence.ts); null when no channel keeps them. */
   private readonly presence: PresenceTracker | null
   private readonly presencePrefixes: readonly string[]
 

@@ -36,7 +36,7 @@ interface ChannelState {
 const DEFAULT_REFRESH_MS = 3_600_000
 
 /**
- * The moving part of presence (lib/hub/presence.ts): which channels' shares changed, one
+ * The moving part of presence (lib/core/presence.ts): which channels' shares changed, one
  * timer for all of them, the throttle (each channel's subscribers are told at most once per
  * interval), and the other instances' shares of the channels held here.
  */

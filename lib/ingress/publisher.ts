@@ -1,11 +1,17 @@
 import type { Broker } from '../broker/broker.js'
 import type { EventDraft, PublishedEvent, StreamPosition } from '../core/event.js'
-import { inBurst } from '../core/write-batch.js'
+import type { WriteBatch } from '../core/write-batch.js'
 
 export interface PublishReceipt {
   /** Per channel, the position of the last event this publish put there. */
   positions: Record<string, StreamPosition>
   events: Array<{ channel: string, type: string, offset: number, epoch: string }>
+}
+
+/** Where drafts go: the app's broker, and its write batching for bursts (the Hub is one). */
+export interface PublishTarget {
+  broker: Broker
+  writeBatch: WriteBatch
 }
 
 /**
@@ -16,9 +22,9 @@ export interface PublishReceipt {
  * what a broker delivers while they are issued (the memory broker, synchronously) leaves as
  * one write per socket.
  */
-export async function publishAll (broker: Broker, drafts: readonly EventDraft[]): Promise<PublishedEvent[]> {
+export async function publishAll ({ broker, writeBatch }: PublishTarget, drafts: readonly EventDraft[]): Promise<PublishedEvent[]> {
   if (drafts.length === 1) return [await broker.publish(drafts[0])]
-  return await inBurst(() => broker.publishBatch(drafts))
+  return await writeBatch.inBurst(() => broker.publishBatch(drafts))
 }
 
 export function receiptOf (events: readonly PublishedEvent[]): PublishReceipt {

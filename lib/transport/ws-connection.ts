@@ -5,12 +5,15 @@ import { CloseCode } from '../core/errors.js'
 import type { EncodedEvent, StreamPosition } from '../core/event.js'
 import type { PresenceCounts } from '../core/presence.js'
 import type { Identity } from '../auth/identity.js'
-import { batchesFirstFrame, type Flushable, joinBatch } from '../core/write-batch.js'
+import type { Flushable, WriteBatch } from '../core/write-batch.js'
+import { rawSocketOf, releaseReadBuffers } from './internals.js'
 import { serverFrame } from './protocol.js'
 
 export interface WsConnectionOptions {
   /** Bytes the socket may have queued before the client counts as too slow (4008). */
   sendBufferLimit: number
+  /** The app's write batching (lib/core/write-batch.ts): when this socket's frames leave. */
+  writeBatch: WriteBatch
   /** Called once when the connection is cut for being too slow. */
   onTooSlow?: (connection: WsConnection) => void
 }
@@ -55,20 +58,22 @@ export class WsConnection<O extends WsConnectionOptions = WsConnectionOptions> e
   }
 
   sendEvent (event: EncodedEvent): void {
-    if (!this.plainFrames) return this.send(event.wsBytes)
+    // Without the TCP socket (lib/transport/internals.ts) frames go through ws.send.
+    const raw = this.plainFrames ? rawSocketOf(this.socket) : undefined
+    if (raw === undefined) return this.send(event.wsBytes)
     // The frame is built once per event: ws's framing of each send (two option objects, a
     // header and two writes) was most of a fan-out's allocations, and so of its GC.
     // Frames are written whole, so they never interleave with ws's own.
     if (!this.writable()) return
-    if (this.turnWrites === null && !batchesFirstFrame()) {
+    if (this.turnWrites === null && !this.options.writeBatch.batchesFirstFrame()) {
       // The turn's first frame, outside a burst or stream: out at once (lib/core/write-batch.ts).
       this.turnWrites = 'written'
-      joinBatch(this)
+      this.options.writeBatch.join(this)
     } else {
-      this.cork()
+      this.cork(raw)
     }
-    this.rawSocket.write(event.wsFrameBytes)
-    this.flushIfFull()
+    raw.write(event.wsFrameBytes)
+    this.flushIfFull(raw)
   }
 
   sendReset (channel: string, position: StreamPosition): void {
@@ -82,9 +87,10 @@ export class WsConnection<O extends WsConnectionOptions = WsConnectionOptions> e
   /** Sends a text frame (a string, or UTF-8 bytes) unless the client has fallen too far behind. */
   send (text: string | Buffer): void {
     if (!this.writable()) return
-    this.cork()
+    const raw = rawSocketOf(this.socket)
+    if (raw !== undefined) this.cork(raw)
     this.socket.send(text, TEXT)
-    this.flushIfFull()
+    if (raw !== undefined) this.flushIfFull(raw)
   }
 
   /**
@@ -102,40 +108,32 @@ export class WsConnection<O extends WsConnectionOptions = WsConnectionOptions> e
   }
 
   /** Corks the socket until the end of the burst or turn (once per turn). */
-  private cork (): void {
+  private cork (raw: Socket): void {
     if (this.turnWrites === 'corked') return
-    if (this.turnWrites === null) joinBatch(this)
+    if (this.turnWrites === null) this.options.writeBatch.join(this)
     this.turnWrites = 'corked'
-    this.rawSocket.cork()
+    raw.cork()
   }
 
-  private flushIfFull (): void {
-    if (this.turnWrites !== 'corked' || this.rawSocket.writableLength <= CORK_FLUSH_BYTES) return
-    this.rawSocket.uncork()
+  private flushIfFull (raw: Socket): void {
+    if (this.turnWrites !== 'corked' || raw.writableLength <= CORK_FLUSH_BYTES) return
+    raw.uncork()
     this.turnWrites = 'written'
   }
 
   /** Writes out what is corked; the next frame is this socket's first again. */
   flush (): void {
-    if (this.turnWrites === 'corked') this.rawSocket.uncork()
+    if (this.turnWrites === 'corked') rawSocketOf(this.socket)?.uncork()
     this.turnWrites = null
   }
 
   /**
-   * Lets go of the read buffer list ws grew for the frames read so far, if it is empty.
-   * ws pushes each chunk it reads onto an array and shifts it off again: V8 keeps the
-   * grown backing store (17 slots, 152 B) for the socket's life, so every client that
-   * ever sent a frame or a pong would carry it while idle. Call it after a frame or pong
-   * has been read (ws reads `_buffers` afresh each time; nothing holds the old array).
+   * Lets go of the read buffer list ws grew for the frames read so far, if it is empty
+   * (lib/transport/internals.ts: 152 B per client that ever sent a frame or pong). Call it
+   * after a frame or pong has been read.
    */
   releaseReadBuffer (): void {
-    const receiver = (this.socket as unknown as { _receiver?: { _buffers?: unknown[] } })._receiver
-    if (receiver?._buffers?.length === 0) receiver._buffers = []
-  }
-
-  /** The TCP socket under the WebSocket (ws keeps it as `_socket`). */
-  private get rawSocket (): Socket {
-    return (this.socket as unknown as { _socket: Socket })._socket
+    releaseReadBuffers(this.socket)
   }
 
   /**

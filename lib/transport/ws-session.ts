@@ -2,7 +2,7 @@ import type { WebSocket } from 'ws'
 import type { SincePosition } from '../broker/broker.js'
 import { ADMIN_CHANNEL, canSubscribe, ORDERS_CHANNEL } from '../auth/channels.js'
 import { ClientError, CloseCode } from '../core/errors.js'
-import { type Expiring, unwatchExpiry, watchExpiry } from '../auth/expiry.js'
+import type { Expiries, Expiring } from '../auth/expiry.js'
 import type { Hub } from '../hub/hub.js'
 import { type Identity, isAdmin } from '../auth/identity.js'
 import { type ClientFrame, FrameError, parseClientFrame, serverFrame } from './protocol.js'
@@ -18,6 +18,8 @@ export interface SessionLogger {
 /** Shared by every session of a server: the connection options and what the protocol needs. */
 export interface WsSessionDeps extends WsConnectionOptions {
   hub: Hub
+  /** The app's token expiries (plugins/auth.ts): a session watches its own token's `exp`. */
+  expiries: Expiries
   /** Verifies a token and returns who it names; throws when invalid or expired. */
   verifyToken(token: string): Identity
   /** The stats of GET /realtime/stats. */
@@ -59,7 +61,7 @@ export class WsSession extends WsConnection<WsSessionDeps> implements Expiring, 
   constructor (id: string, identity: Identity, socket: WebSocket, deps: WsSessionDeps) {
     super(id, identity, socket, deps)
     this.milliTokens = deps.rateLimit.burst * 1000
-    watchExpiry(identity.exp, this)
+    this.deps.expiries.watch(identity.exp, this)
   }
 
   /**
@@ -117,7 +119,7 @@ export class WsSession extends WsConnection<WsSessionDeps> implements Expiring, 
 
   /** Ends the session's own timers; the hub forgets the connection separately. */
   dispose (): void {
-    unwatchExpiry(this.identity.exp, this)
+    this.deps.expiries.unwatch(this.identity.exp, this)
   }
 
   /** Closes with 4001: the token expired (and no refresh moved the expiry). */
@@ -205,9 +207,9 @@ export class WsSession extends WsConnection<WsSessionDeps> implements Expiring, 
       throw new ClientError('forbidden', 'the new token must have an exp')
     }
     // The session itself is the expiry entry (no closure per connection), moved to the new exp.
-    unwatchExpiry(this.identity.exp, this)
+    this.deps.expiries.unwatch(this.identity.exp, this)
     this.identity = identity.userId === null ? { ...identity, clientIp: this.identity.clientIp } : identity
-    watchExpiry(identity.exp, this)
+    this.deps.expiries.watch(identity.exp, this)
     // Channels the new token's roles may not read are left at once (an admin refreshed to a
     // plain user's token stops receiving admin events).
     const held = this.deps.hub.channelsOf(this)

@@ -3,7 +3,7 @@ import { canSubscribe, defaultChannels, isValidChannelName } from '../../lib/aut
 import {
   broadcastEvents, inventoryEvents, MissingFieldError, notificationEvents, notifyEvents, orderEvents, productEvents
 } from '../../lib/ingress/commerce-events.js'
-import { ANONYMOUS, canPublish, type Identity, identityFromClaims, isAdmin } from '../../lib/auth/identity.js'
+import { ANONYMOUS, canPublish, type Identity, identityFromClaims, isAdmin, requireIdentity } from '../../lib/auth/identity.js'
 import { decodeCursor, encodeCursor } from '../../lib/transport/sse-cursor.js'
 import { fullBucket, takeToken } from '../../lib/transport/token-bucket.js'
 
@@ -65,6 +65,13 @@ t.test('identity: roles from `roles` (array) or `role` (string)', async (t) => {
   t.ok(canPublish(identityFromClaims({ sub: 'a', role: 'service' })))
   t.ok(canPublish(identityFromClaims({ sub: 'a', roles: ['admin'] })))
   t.notOk(canPublish(identityFromClaims({ sub: 'a', roles: ['user'] })))
+})
+
+t.test('requireIdentity: the identity an auth hook set; none is a wiring error, never anyone', async (t) => {
+  const alice = user('alice')
+  t.equal(requireIdentity(alice), alice)
+  t.equal(requireIdentity(ANONYMOUS), ANONYMOUS)
+  t.throws(() => requireIdentity(null), /no identity/)
 })
 
 t.test('order events: the buyer, the admins and every-order watchers', async (t) => {

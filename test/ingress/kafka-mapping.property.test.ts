@@ -5,6 +5,7 @@ import { isValidChannelName } from '../../lib/auth/channels.js'
 import { ingestMessage, type SourceMessage } from '../../lib/ingress/kafka-ingest.js'
 import { KAFKA_TOPICS, type KafkaTopic, mapKafkaMessage } from '../../lib/ingress/kafka-mapping.js'
 import { publishAll } from '../../lib/ingress/publisher.js'
+import { WriteBatch } from '../../lib/core/write-batch.js'
 
 /**
  * Kafka values are whatever a producer wrote (docs/protocol.md, Kafka). For every topic, any
@@ -83,6 +84,7 @@ t.test('any value of any topic maps to events within the rules or to a DLQ reaso
 t.test('ingesting any value settles it, delivered or dead-lettered, without a retry', async (t) => {
   const broker = new MemoryBroker({ deliver: () => {}, historySize: 10, historyTtlSeconds: 60 })
   t.teardown(() => broker.close())
+  const target = { broker, writeBatch: new WriteBatch() }
   let offset = 0
   await fc.assert(fc.asyncProperty(topic, valueBytes, async (name, value) => {
     const message: SourceMessage = { topic: `p.${name}`, partition: 0, offset: String(offset++), key: null, value }
@@ -90,7 +92,7 @@ t.test('ingesting any value settles it, delivered or dead-lettered, without a re
     const retries: unknown[] = []
     const result = await ingestMessage(name, message, {
       mapping: options,
-      publish: async (drafts) => await publishAll(broker, drafts),
+      publish: async (drafts) => await publishAll(target, drafts),
       deadLetter: async (m, headers) => { dead.push(String(headers['x-dlq-reason'])); if (m.offset !== message.offset) throw new Error('wrong message') },
       sleep: async () => false,
       onRetry: (err) => { retries.push(err) }

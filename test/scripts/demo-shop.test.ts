@@ -24,7 +24,7 @@ test('the demo shop drives orders through their lifecycle, stock down to a low-s
       const res = await post(`${url}${route}`, serviceToken(), body)
       if (res.status !== 202) throw new Error(`${route}: ${res.status}`)
     },
-    async publish (drafts) { await publishAll(app.hub.broker, drafts) },
+    async publish (drafts) { await publishAll(app.hub, drafts) },
     log: (line) => problems.push(line)
   }, { speed: 20, random: seeded(7), adminUserId: 'admin', shopperUserId: 'u-7' })
   t.teardown(() => shop.stop())

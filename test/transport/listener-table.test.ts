@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events'
 import t from 'tap'
 import { WebSocket, WebSocketServer } from 'ws'
-import { compactListeners } from '../../lib/transport/listener-table.js'
+import { compactListeners } from '../../lib/transport/internals.js'
 
 /** An emitter whose listeners were compacted: it must behave exactly as before. */
 function compacted (): { emitter: EventEmitter, calls: string[] } {

@@ -5,7 +5,8 @@ import WebSocket, { WebSocketServer } from 'ws'
 import { EncodedEvent, type PublishedEvent } from '../../lib/core/event.js'
 import { ANONYMOUS } from '../../lib/auth/identity.js'
 import { WsConnection } from '../../lib/transport/ws-connection.js'
-import { inBurst } from '../../lib/core/write-batch.js'
+import { WriteBatch } from '../../lib/core/write-batch.js'
+import { rawSocketOf } from '../../lib/transport/internals.js'
 
 // Write batching (lib/core/write-batch.ts, lib/transport/ws-connection.ts) over a real socket pair: a lone
 // event leaves at once, a burst or a stream as one write per socket, order holds, and a
@@ -20,6 +21,9 @@ interface Pair {
   frames: (n: number) => Promise<string[]>
 }
 
+/** The write batching every connection of these tests shares, as an app's do. */
+const batch = new WriteBatch()
+
 async function pair (t: Test): Promise<Pair> {
   const server = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false })
   await once(server, 'listening')
@@ -30,7 +34,7 @@ async function pair (t: Test): Promise<Pair> {
   socket.on('error', () => {})
   client.on('error', () => {})
 
-  const raw = (socket as unknown as { _socket: Socket })._socket
+  const raw = rawSocketOf(socket) as Socket
   let writes = 0
   const write = raw._write.bind(raw)
   const writev = raw._writev?.bind(raw)
@@ -50,7 +54,7 @@ async function pair (t: Test): Promise<Pair> {
     clearTimeout(deadline)
     return received.splice(0, n)
   }
-  const connection = new WsConnection('c1', ANONYMOUS, socket, { sendBufferLimit: 1 << 20 })
+  const connection = new WsConnection('c1', ANONYMOUS, socket, { sendBufferLimit: 1 << 20, writeBatch: batch })
   return { connection, client, writes: () => writes, frames }
 }
 
@@ -74,7 +78,7 @@ t.test('a lone event is written at once, as the fan-out reaches its socket', asy
 t.test('a burst leaves as one write when it ends, in order', async (t) => {
   const { connection, writes, frames } = await pair(t)
   await turnDone()
-  inBurst(() => {
+  batch.inBurst(() => {
     for (let n = 1; n <= 50; n++) connection.sendEvent(event(n))
     t.equal(writes(), 0, 'nothing written while the burst is issued')
   })
@@ -117,7 +121,7 @@ t.test('while traffic streams (the previous turn wrote), even first frames are c
 
 t.test('a reply then an event in the same burst keep their order', async (t) => {
   const { connection, frames } = await pair(t)
-  inBurst(() => {
+  batch.inBurst(() => {
     connection.send('{"type":"reply"}')
     connection.sendEvent(event(7))
   })
@@ -128,7 +132,7 @@ t.test('a reply then an event in the same burst keep their order', async (t) => 
 t.test('close writes what was corked before the close frame', async (t) => {
   const { connection, client, frames } = await pair(t)
   const closed = once(client, 'close') as Promise<[number, Buffer]>
-  inBurst(() => {
+  batch.inBurst(() => {
     connection.sendEvent(event(8))
     connection.sendEvent(event(9))
     connection.close(4000, 'bye')

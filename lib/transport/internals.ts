@@ -1,0 +1,99 @@
+import type { EventEmitter } from 'node:events'
+import type { ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
+import type { WebSocket } from 'ws'
+
+/**
+ * Every reach into `ws` or Node internals (an underscore property neither documents) is
+ * here and nowhere else. Each one buys memory or speed measured in bench/README.md, and
+ * each degrades to the public API when the property is not what it was: the gateway
+ * keeps working, it only costs what the reach saved. test/transport/internals.test.ts
+ * holds a canary per reach against the real `ws` and Node objects, so an upgrade that
+ * moves one fails CI instead of silently costing memory or throughput.
+ *
+ * | reach | buys (bench/README.md) | without it |
+ * | --- | --- | --- |
+ * | `ws._socket` (the TCP socket under a WebSocket) | event frames prebuilt once and written as is, sockets corked per turn or burst ("Before and after the performance work", "Write batching": burst fan-out about 1.0–1.3M msgs/s at 5k against 95–120k for `ws.send` per frame) | `rawSocketOf` returns undefined: frames go through `socket.send` (framed per send, one write each) |
+ * | `ws._receiver._buffers` (ws's read chunk list) | 152 B per client that ever sent a frame or pong, for its life ("Idle heap per connection": 37.1 → 35.7 MB per 10k idle) | nothing is released; the array stays grown |
+ * | `EventEmitter._events` (the listener table) | 256 B → 56 B per WebSocket ("Idle heap per connection", "The last two targets": 31.8 → 28.8 MB per 10k idle at 10k) | the null-prototype hash table stays |
+ * | `net.Socket._httpMessage` (the upgrade's ServerResponse) | the upgrade's request, response, headers (token included) and logger no longer live as long as the socket: several kB per idle connection ("Before and after the performance work", idle memory) | they stay reachable until the socket closes |
+ */
+
+/** What `ws` keeps on a WebSocket beside its public API. */
+interface WsInternals {
+  _socket?: unknown
+  _receiver?: { _buffers?: unknown }
+}
+
+/**
+ * The TCP socket under a WebSocket (`ws` keeps it as `_socket`), or undefined when it is
+ * not there (another `ws`, a socket that never opened): callers then use `socket.send`.
+ */
+export function rawSocketOf (socket: WebSocket): Socket | undefined {
+  const raw = (socket as unknown as WsInternals)._socket
+  return typeof raw === 'object' && raw !== null && typeof (raw as Socket).cork === 'function' ? raw as Socket : undefined
+}
+
+/**
+ * Lets go of the read buffer list `ws` grew for the frames read so far, if it is empty.
+ * `ws` pushes each chunk it reads onto an array and shifts it off again: V8 keeps the
+ * grown backing store (17 slots, 152 B) for the socket's life, so every client that
+ * ever sent a frame or a pong would carry it while idle. Call it after a frame or pong
+ * has been read (`ws` reads `_buffers` afresh each time; nothing holds the old array).
+ * Returns whether it replaced the array.
+ */
+export function releaseReadBuffers (socket: WebSocket): boolean {
+  const receiver = (socket as unknown as WsInternals)._receiver
+  const buffers = receiver?._buffers
+  if (!Array.isArray(buffers) || buffers.length !== 0) return false
+  ;(receiver as { _buffers: unknown[] })._buffers = []
+  return true
+}
+
+/**
+ * Node's EventEmitter keeps its listeners in `_events`, an object created as
+ * `{ __proto__: null }`, which V8 keeps in dictionary mode: a 256 B hash table once
+ * four event names are in it (a socket's `error`, `message`, `pong`, `close`). Over
+ * thousands of idle WebSockets that table was the largest thing the gateway kept per
+ * connection beyond what bare `ws` keeps.
+ *
+ * A table made by this constructor has the same semantics (no inherited keys, so an
+ * event named `toString` or `constructor` finds nothing) but V8 gives it fast, in-object
+ * properties and one hidden class shared by every socket whose listeners were added in
+ * the same order: 56 B. EventEmitter reads and writes `_events` as a plain object,
+ * so listeners added, removed or emitted later behave as before (test/transport/listener-table.test.ts).
+ */
+const ListenerTable = function ListenerTable () {} as unknown as new () => Record<string | symbol, unknown>
+ListenerTable.prototype = Object.create(null)
+
+type WithListeners = EventEmitter & { _events?: Record<string | symbol, unknown> }
+
+/**
+ * Moves an emitter's listeners into a compact table. Call it once the listeners that
+ * last the emitter's life are added. Leaves an emitter whose `_events` is not the
+ * null-prototype object it knows (another Node version, say, or a table already
+ * compacted) as it is. Returns whether it compacted.
+ */
+export function compactListeners (emitter: EventEmitter): boolean {
+  const target = emitter as WithListeners
+  const current = target._events
+  if (typeof current !== 'object' || current === null || Object.getPrototypeOf(current) !== null) return false
+  const table = new ListenerTable()
+  for (const name of Reflect.ownKeys(current)) table[name] = current[name]
+  target._events = table
+  return true
+}
+
+/**
+ * Detaches the ServerResponse an HTTP upgrade leaves on its socket (@fastify/websocket
+ * routes the upgrade through a ServerResponse it assigns to the socket, and Node keeps
+ * it as `_httpMessage` until a response ends, which an upgrade's never does). Through it
+ * the request, its headers (token included) and its logger would live as long as the
+ * WebSocket. Returns whether there was one to detach.
+ */
+export function detachUpgradeResponse (raw: Socket): boolean {
+  const response = (raw as Socket & { _httpMessage?: ServerResponse | null })._httpMessage
+  if (typeof response?.detachSocket !== 'function') return false
+  response.detachSocket(raw)
+  return true
+}

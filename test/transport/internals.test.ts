@@ -1,0 +1,128 @@
+import { EventEmitter, once } from 'node:events'
+import type { Socket } from 'node:net'
+import fastifyWebsocket from '@fastify/websocket'
+import Fastify from 'fastify'
+import t, { type Test } from 'tap'
+import WebSocket, { WebSocketServer } from 'ws'
+import { ANONYMOUS } from '../../lib/auth/identity.js'
+import { EncodedEvent } from '../../lib/core/event.js'
+import { WriteBatch } from '../../lib/core/write-batch.js'
+import { compactListeners, detachUpgradeResponse, rawSocketOf, releaseReadBuffers } from '../../lib/transport/internals.js'
+import { WsConnection } from '../../lib/transport/ws-connection.js'
+
+// Canaries for lib/transport/internals.ts: each reach into `ws` or Node internals, against
+// the real objects of the installed versions. Every reach degrades quietly (the gateway
+// still works, it only costs memory or throughput again), so it is here that an upgrade
+// which moves one must fail. If one does, see what the module's header says it bought.
+
+/** A real ws server and client pair on loopback; the server's side of the socket. */
+async function pair (t: Test): Promise<{ socket: WebSocket, client: WebSocket }> {
+  const server = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false })
+  await once(server, 'listening')
+  t.teardown(() => new Promise<void>((resolve) => { for (const c of server.clients) c.terminate(); server.close(() => resolve()) }))
+  const { port } = server.address() as { port: number }
+  const client = new WebSocket(`ws://127.0.0.1:${port}/`, { perMessageDeflate: false })
+  const [[socket]] = await Promise.all([once(server, 'connection') as Promise<[WebSocket]>, once(client, 'open')])
+  socket.on('error', () => {})
+  client.on('error', () => {})
+  return { socket, client }
+}
+
+const event = (n: number): EncodedEvent => new EncodedEvent({
+  channel: 'room:i', type: 'e', payload: { n }, offset: n, epoch: 'x', ts: new Date(0).toISOString()
+})
+
+t.test('ws._socket: the TCP socket under a WebSocket, and a frame written to it arrives', async (t) => {
+  const { socket, client } = await pair(t)
+  const raw = rawSocketOf(socket)
+  t.ok(raw, 'ws still keeps the TCP socket as _socket')
+  t.equal(typeof raw?.cork, 'function')
+  t.equal(typeof raw?.uncork, 'function')
+  t.equal(typeof raw?.writableLength, 'number')
+  // The prebuilt frame is what the gateway writes there: it must be a frame ws's client reads.
+  const received = once(client, 'message')
+  raw?.write(event(1).wsFrameBytes)
+  const [data] = await received
+  t.same(JSON.parse(String(data)).payload, { n: 1 })
+})
+
+t.test('ws._receiver._buffers: the read chunk list is an array, emptied after a frame is read', async (t) => {
+  const { socket, client } = await pair(t)
+  const released: boolean[] = []
+  socket.on('message', () => { released.push(releaseReadBuffers(socket)) })
+  client.send('one')
+  await once(socket, 'message')
+  t.same(released, [true], 'ws still keeps its read chunks in _receiver._buffers, empty after the frame')
+  // ws reads the list afresh: frames after the swap still arrive.
+  client.send('two')
+  const [data] = await once(socket, 'message')
+  t.equal(String(data), 'two')
+})
+
+t.test('EventEmitter._events: a real ws socket\'s listener table is the null-prototype object compacted', async (t) => {
+  const { socket } = await pair(t)
+  socket.on('message', () => {})
+  socket.on('pong', () => {})
+  socket.on('close', () => {})
+  const before = (socket as unknown as { _events: object })._events
+  t.equal(Object.getPrototypeOf(before), null, 'Node still keeps listeners in a null-prototype _events')
+  t.equal(compactListeners(socket), true)
+  const after = (socket as unknown as { _events: object })._events
+  t.not(after, before)
+  t.same(Reflect.ownKeys(after), Reflect.ownKeys(before), 'every event name moved')
+  t.equal(compactListeners(socket), false, 'a compacted table is left as it is')
+  t.equal(compactListeners(new EventEmitter()), true, 'a bare emitter too')
+})
+
+t.test('net.Socket._httpMessage: @fastify/websocket leaves the upgrade\'s response on the socket', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  await app.register(fastifyWebsocket)
+  const seen: Array<{ before: boolean, detached: boolean, after: unknown }> = []
+  app.get('/ws', { websocket: true }, (socket, request) => {
+    const raw = request.raw.socket as Socket & { _httpMessage?: unknown }
+    const before = raw._httpMessage !== null && raw._httpMessage !== undefined
+    const detached = detachUpgradeResponse(raw)
+    seen.push({ before, detached, after: raw._httpMessage })
+    socket.send('hi')
+  })
+  const address = await app.listen({ host: '127.0.0.1', port: 0 })
+  const client = new WebSocket(`${address.replace('http', 'ws')}/ws`)
+  client.on('error', () => {})
+  await once(client, 'message')
+  client.terminate()
+  t.same(seen, [{ before: true, detached: true, after: null }], 'the response was on the socket, and is no longer')
+})
+
+t.test('without ws._socket, frames go through socket.send, in order, and nothing is corked', async (t) => {
+  const { socket, client } = await pair(t)
+  // A ws that keeps no _socket, as another version might: every read of it finds nothing.
+  const hidden = new Proxy(socket, {
+    get: (target, key) => key === '_socket' ? undefined : Reflect.get(target, key, target)
+  })
+  t.equal(rawSocketOf(hidden), undefined)
+  const raw = rawSocketOf(socket) as Socket
+  const batch = new WriteBatch()
+  const connection = new WsConnection('c1', ANONYMOUS, hidden, { sendBufferLimit: 1 << 20, writeBatch: batch })
+  const received: string[] = []
+  client.on('message', (data) => received.push(String(data)))
+  const all = new Promise<void>((resolve) => client.on('message', () => { if (received.length === 4) resolve() }))
+  connection.sendEvent(event(1))
+  batch.inBurst(() => {
+    connection.sendEvent(event(2))
+    connection.send('{"type":"text"}')
+    t.equal(raw.writableCorked, 0, 'the socket is never corked')
+  })
+  connection.sendEvent(event(3))
+  await all
+  t.same(received.map((r) => JSON.parse(r).payload?.n ?? JSON.parse(r).type), [1, 2, 'text', 3])
+  connection.flush()
+  t.equal(raw.writableCorked, 0)
+})
+
+t.test('releaseReadBuffers and detachUpgradeResponse leave objects they do not know alone', async (t) => {
+  t.equal(releaseReadBuffers({} as WebSocket), false)
+  t.equal(releaseReadBuffers({ _receiver: { _buffers: [1] } } as unknown as WebSocket), false, 'chunks still waiting are kept')
+  t.equal(detachUpgradeResponse({} as Socket), false)
+  t.equal(rawSocketOf({ _socket: {} } as unknown as WebSocket), undefined)
+})
