@@ -5,7 +5,6 @@ import {
 } from './broker.js'
 import { ChannelSequencer } from './channel-sequencer.js'
 import type { EventDraft, PublishedEvent, StreamPosition } from '../core/event.js'
-import { inBurst } from '../core/write-batch.js'
 import { recoverFrom } from './recovery.js'
 import {
   type ClusterNode, clusterConnection, ConnectionProbe, failFastConnection, type RedisClient, type RedisLogger
@@ -225,8 +224,9 @@ export class RedisBroker implements Broker {
       }
       return eventOf(draft, replies[i], lastTs)
     })
-    // One burst: what the batch delivers here leaves as one write per socket.
-    inBurst(() => { for (const event of events) this.deliverOwn(event) })
+    // Delivered in one turn: the hub's write batching (lib/core/write-batch.ts) gives each
+    // socket at most two writes for the whole batch.
+    for (const event of events) this.deliverOwn(event)
     return events
   }
 
