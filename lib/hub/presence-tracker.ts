@@ -124,7 +124,9 @@ export class PresenceTracker {
   private onShare (channel: string, nodeId: string, share: PresenceShare | null): void {
     const state = this.channels.get(channel)
     if (state === undefined) return
-    if (this.live !== null && !this.live.has(nodeId)) return
+    // A share from an instance the last heartbeat did not list yet (it started since) is
+    // taken: it just published, so it is alive; the next beat drops it if it dies.
+    if (this.live !== null && !this.live.has(nodeId) && share !== null) this.live.add(nodeId)
     setRemote(state, nodeId, share === null || share.connections === 0 ? undefined : share)
     this.totalsDirty.add(channel)
   }
