@@ -228,6 +228,8 @@ serve({
     let expected = 0
     let lossyClients = 0
     for (const c of clients) {
+      // One that did not resume missed everything since: counted as not resumed, not here.
+      if (!c.ready) continue
       let clientLost = 0
       for (const [ch, t] of c.tracks) {
         const final = finals[ch] ?? t.last
