@@ -6,7 +6,6 @@ import { CLOCK_TOLERANCE_MS } from '../lib/auth/expiry.js'
 import { listOf } from '../lib/ops/config.js'
 import { ANONYMOUS, canPublish, type Identity, identityFromClaims, isAdmin } from '../lib/auth/identity.js'
 import { RevocationList } from '../lib/auth/revocations.js'
-import { VerifiedTokenCache } from '../lib/auth/token-cache.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -75,15 +74,9 @@ export default fp(async (app) => {
   }
 
   const revocations = new RevocationList()
-  // One entry per connection the instance may hold: a storm of reconnects finds every token.
-  const verified = new VerifiedTokenCache(app.config.MAX_CONNECTIONS)
 
   function verifyToken (token: string): Identity {
-    let identity = verified.get(token)
-    if (identity === undefined) {
-      identity = identityFromClaims(app.jwt.verify<Record<string, unknown>>(token))
-      verified.set(token, identity)
-    }
+    const identity = identityFromClaims(app.jwt.verify<Record<string, unknown>>(token))
     if (revocations.isRevoked(identity)) throw new RevokedTokenError('token revoked')
     return identity
   }
