@@ -13,9 +13,11 @@ import { deletePrefix } from './lib/redis-prefix.js'
 import { combineRounds, roundOrder } from './rounds.js'
 import { type FeatureName, FEATURES, type FeatureResult, featureText, liveFeaturePrefixes, runFeature } from './features.js'
 import { runScenario, type ScenarioResult, SERVERS, type ServerName, type Settings } from './scenario.js'
+import { deleteLiveStormPrefixes, runStorm, type StormResult, stormReport } from './storm.js'
 
 /**
  * npm run bench [-- --quick] [--connections=1000,5000] [--only=gateway,ws-corked] [--rounds=N] [--churn=N] [--burst-deliveries=N] [--profile] [--no-http]
+ *   [--storm] [--storm-connections=2000,5000] [--storm-concurrency=N]
  *   [--cluster] [--no-cluster] [--redis-cluster] [--cluster-connections=1000,5000] [--no-kafka] [--kafka-backlog=N] [--kafka-brokers=memory,redis]
  *   [--only=idempotency,presence,presence-redis,rewind] [--feature-connections=N]
  *
@@ -23,7 +25,8 @@ import { runScenario, type ScenarioResult, SERVERS, type ServerName, type Settin
  * --cluster, with --only=cluster (it and its single-gateway baseline alone), and in
  * --quick at C = 1000 unless --no-cluster. The Kafka ingest case (bench/kafka.ts) runs
  * last in every run unless --no-kafka; --only=kafka runs it alone. The feature costs
- * (bench/features.ts) run only when named in --only, after everything else.
+ * (bench/features.ts) run only when named in --only, after everything else. The reconnect
+ * storm (bench/storm.ts) runs with --storm or --only=storm.
  *
  * Runs every server in turn at every connection count, each under the same load from
  * separate load-generator processes, `--rounds` times (3 in a full run, 1 with --quick;
@@ -44,8 +47,9 @@ const only = option('only')?.split(',')
 const servers = (only ?? [...SERVERS]).filter((s): s is ServerName => (SERVERS as readonly string[]).includes(s))
 const isFeature = (o: string): o is FeatureName => (FEATURES as readonly string[]).includes(o)
 const features = (only ?? []).filter(isFeature)
-// Kafka and the feature costs alone: no server-by-server table.
-const kafkaOnly = only !== undefined && only.every((o) => o === 'kafka' || isFeature(o))
+// Kafka, the storm and the feature costs alone: no server-by-server table.
+const kafkaOnly = only !== undefined && only.every((o) => o === 'kafka' || o === 'storm' || isFeature(o))
+const stormOn = flag('storm') || only?.includes('storm') === true
 /** --redis-cluster: the cross-instance case also on the local Redis Cluster (scripts/redis-cluster.sh). */
 const shardedOn = flag('redis-cluster')
 const clusterOn = !flag('no-cluster') && (flag('cluster') || shardedOn || (quick && !kafkaOnly) || only?.includes('cluster') === true)
@@ -54,6 +58,9 @@ const connectionCounts = kafkaOnly
   ? []
   : (option('connections') ?? (quick ? '1000,2000' : `1000,5000,10000,${FD_LIMITED_MAX}`))
       .split(',').map(Number).filter((n) => Number.isInteger(n) && n > 0)
+const stormCounts = stormOn
+  ? (option('storm-connections') ?? (quick ? '2000,5000' : `2000,5000,10000,${FD_LIMITED_MAX}`)).split(',').map(Number).filter((n) => Number.isInteger(n) && n > 0)
+  : []
 const clusterCounts = clusterOn
   ? (option('cluster-connections')?.split(',').map(Number).filter((n) => Number.isInteger(n) && n > 0) ?? (quick ? [1000] : connectionCounts))
   : []
@@ -95,7 +102,7 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.on(signal, () => {
     killAll()
     // An interrupted cluster or Kafka run still deletes its Redis keys and topics (bounded: 15 s at most).
-    void Promise.all([deleteLivePrefixes(), deleteLiveTopics().catch(() => {}),
+    void Promise.all([deleteLivePrefixes(), deleteLiveStormPrefixes(), deleteLiveTopics().catch(() => {}),
       ...[...liveKafkaPrefixes, ...liveFeaturePrefixes].map((p) => deletePrefix('redis://127.0.0.1:6379', p).catch(() => 0))])
       .finally(() => process.exit(130))
   })
@@ -104,7 +111,8 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
 const log = (line: string) => process.stderr.write(`[bench] ${line}\n`)
 const loadBefore = loadavg()
 const startedAt = new Date()
-const deadline = Date.now() + (quick ? 140_000 : settings.rounds * 25 * 60_000)
+// The storm (opt-in) has a budget of its own on top: 4 minutes at most in --quick.
+const deadline = Date.now() + (quick ? 140_000 + (stormOn ? 240_000 : 0) : settings.rounds * 25 * 60_000)
 log(`${quick ? 'quick' : 'full'} run: C = ${connectionCounts.join(', ')}; servers: ${servers.join(', ') || 'none'}; ${settings.rounds} round(s); ` +
   `${clusterOn ? `cluster of ${INSTANCES} at C = ${clusterCounts.join(', ')}; ` : ''}` +
   `${settings.loadProcesses} load processes; load average ${loadBefore.map((l) => l.toFixed(2)).join(' ')}`)
@@ -156,6 +164,14 @@ const kafkaSettings: KafkaSettings = {
   partitionsConsumedConcurrently: PARTITIONS_CONSUMED_CONCURRENTLY,
   brokers: (option('kafka-brokers') ?? 'memory,redis').split(',').filter((b): b is 'memory' | 'redis' => b === 'memory' || b === 'redis'),
   profileDir: settings.profileDir
+}
+const storms: StormResult[] = []
+for (const connections of stormCounts) {
+  const result = await timed('reconnect storm', connections, () => runStorm(connections, settings, {
+    concurrency: Number(option('storm-concurrency') ?? 250),
+    calmMs: quick ? 1000 : 3000
+  }, track, log))
+  if (result !== undefined) storms.push(result)
 }
 let kafka: KafkaResult | undefined
 if (kafkaOn) {
@@ -220,6 +236,15 @@ if (shardedRows.length > 0) {
     'Ratios are cluster ÷ one Redis: above 1 is better for msgs/s, below 1 is better for CPU and latency.\n')
 }
 
+const storm = storms.length === 0 ? undefined : stormReport(storms)
+if (storm !== undefined) {
+  process.stdout.write('\nReconnect storm: one gateway on Redis, every client on user:<id> and 2 shared channels, publishing throughout; ' +
+    'every socket dropped at once (drop: by the clients; restart: the gateway restarted), every client resuming with since.\n' +
+    `${storm.text}\nratio = resumes/s ÷ bare ws's plain connects/s, same load processes and concurrency. ` +
+    `load average before ${loadBefore.map((l) => l.toFixed(2)).join(' ')}, after ${loadAfter.map((l) => l.toFixed(2)).join(' ')}\n` +
+    storm.misses.map((m) => `${m}\n`).join(''))
+}
+
 const kafkaReport = kafka === undefined ? undefined : kafkaTables(kafka)
 if (kafkaReport !== undefined) {
   process.stdout.write(`\n${kafkaReport.text}\n` +
@@ -247,9 +272,10 @@ writeFileSync(file, JSON.stringify({
   rounds: runs,
   cluster: { table: clusterRows, results: clusters },
   kafka: kafka === undefined ? undefined : { ...kafka, targets: kafkaReport?.checks },
-  features: featureResults.length === 0 ? undefined : featureResults
+  features: featureResults.length === 0 ? undefined : featureResults,
+  storm: storms.length === 0 ? undefined : { results: storms, targets: storm?.misses }
 }, null, 2) + '\n')
 log(`results written to ${file}`)
 killAll()
 const kafkaFailed = kafka !== undefined && (kafka.error !== undefined || kafka.limit === undefined || kafka.drains.some((d) => d.messagesPerSec === 0))
-process.exit([...results, ...clusters, ...featureResults].some((r) => r.error !== undefined) || kafkaFailed ? 1 : 0)
+process.exit([...results, ...clusters, ...featureResults, ...storms].some((r) => r.error !== undefined) || kafkaFailed ? 1 : 0)

@@ -26,6 +26,8 @@ const config = configFrom({
   LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn',
   // The bench publishes far more than a service would; the HTTP limit is not what is measured.
   HTTP_RATE_LIMIT_PER_MINUTE: 100_000_000,
+  // The reconnect storm (bench/storm.ts) keeps more history than the default, for its longest storms.
+  ...(process.env.BENCH_HISTORY_SIZE === undefined ? {} : { HISTORY_SIZE: Number(process.env.BENCH_HISTORY_SIZE) }),
   ...(process.env.BENCH_REDIS_CLUSTER_NODES === undefined
     ? {}
     : {
