@@ -2,8 +2,8 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { cpus, loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { buildTable, formatTable } from './report.js'
-import { type ClusterResult, deleteLivePrefixes, INSTANCES, runCluster } from './cluster.js'
-import { buildClusterTable, buildShardedTable, CLUSTER_HEADER, SHARDED_HEADER } from './cluster-report.js'
+import { type ClusterPeer, type ClusterResult, deleteLivePrefixes, INSTANCES, runCluster } from './cluster.js'
+import { buildClusterTable, buildPeerTable, buildShardedTable, CLUSTER_HEADER, SHARDED_HEADER } from './cluster-report.js'
 import type { ChildChannel } from './lib/ipc.js'
 import { type KafkaResult, type KafkaSettings, liveKafkaPrefixes, runKafka } from './kafka.js'
 import { kafkaTables } from './kafka-report.js'
@@ -15,11 +15,13 @@ import { runScenario, type ScenarioResult, SERVERS, type ServerName, type Settin
 
 /**
  * npm run bench [-- --quick] [--connections=1000,5000] [--only=gateway,ws-corked] [--rounds=N] [--churn=N] [--burst-deliveries=N] [--profile] [--no-http]
- *   [--cluster] [--no-cluster] [--redis-cluster] [--cluster-connections=1000,5000] [--no-kafka] [--kafka-backlog=N] [--kafka-brokers=memory,redis]
+ *   [--cluster] [--no-cluster] [--redis-cluster] [--cluster-socketio[=redis,streams]] [--cluster-connections=1000,5000] [--no-kafka] [--kafka-backlog=N] [--kafka-brokers=memory,redis]
  *
  * The cross-instance case (bench/cluster.ts: 3 gateways on one Redis) runs with
  * --cluster, with --only=cluster (it and its single-gateway baseline alone), and in
- * --quick at C = 1000 unless --no-cluster. The Kafka ingest case (bench/kafka.ts) runs
+ * --quick at C = 1000 unless --no-cluster; with --cluster-socketio also against 3 Socket.IO
+ * servers on @socket.io/redis-adapter and on @socket.io/redis-streams-adapter (`=redis` or
+ * `=streams` for one of them). The Kafka ingest case (bench/kafka.ts) runs
  * last in every run unless --no-kafka; --only=kafka runs it alone.
  *
  * Runs every server in turn at every connection count, each under the same load from
@@ -42,7 +44,11 @@ const servers = (only ?? [...SERVERS]).filter((s): s is ServerName => (SERVERS a
 const kafkaOnly = only !== undefined && only.every((o) => o === 'kafka')
 /** --redis-cluster: the cross-instance case also on the local Redis Cluster (scripts/redis-cluster.sh). */
 const shardedOn = flag('redis-cluster')
-const clusterOn = !flag('no-cluster') && (flag('cluster') || shardedOn || (quick && !kafkaOnly) || only?.includes('cluster') === true)
+/** --cluster-socketio[=redis,streams]: the cross-instance case also against Socket.IO on a Redis adapter (issue 18). */
+const socketIoPeers: ClusterPeer[] = flag('cluster-socketio')
+  ? ['socketio-redis', 'socketio-streams']
+  : (option('cluster-socketio')?.split(',') ?? []).map((a) => `socketio-${a}`).filter((p): p is ClusterPeer => p === 'socketio-redis' || p === 'socketio-streams')
+const clusterOn = !flag('no-cluster') && (flag('cluster') || shardedOn || socketIoPeers.length > 0 || (quick && !kafkaOnly) || only?.includes('cluster') === true)
 const kafkaOn = !flag('no-kafka') && (only === undefined || only.includes('kafka'))
 const connectionCounts = kafkaOnly
   ? []
@@ -96,7 +102,7 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
 const log = (line: string) => process.stderr.write(`[bench] ${line}\n`)
 const loadBefore = loadavg()
 const startedAt = new Date()
-const deadline = Date.now() + (quick ? 140_000 : settings.rounds * 25 * 60_000)
+const deadline = Date.now() + (quick ? 140_000 + 60_000 * socketIoPeers.length : settings.rounds * 25 * 60_000)
 log(`${quick ? 'quick' : 'full'} run: C = ${connectionCounts.join(', ')}; servers: ${servers.join(', ') || 'none'}; ${settings.rounds} round(s); ` +
   `${clusterOn ? `cluster of ${INSTANCES} at C = ${clusterCounts.join(', ')}; ` : ''}` +
   `${settings.loadProcesses} load processes; load average ${loadBefore.map((l) => l.toFixed(2)).join(' ')}`)
@@ -135,6 +141,10 @@ for (const connections of [...new Set([...connectionCounts, ...clusterCounts])].
     if (shardedOn) {
       const sharded = await timed(`gateway-cluster ×${INSTANCES} on a Redis Cluster`, connections, () => runCluster(connections, settings, track, 'redis-cluster'))
       if (sharded !== undefined) clusters.push(sharded)
+    }
+    for (const peer of socketIoPeers) {
+      const run = await timed(`${peer} ×${INSTANCES}`, connections, () => runCluster(connections, settings, track, 'redis', peer))
+      if (run !== undefined) clusters.push(run)
     }
   }
 }
@@ -205,6 +215,14 @@ if (shardedRows.length > 0) {
     'Ratios are cluster ÷ one Redis: above 1 is better for msgs/s, below 1 is better for CPU and latency.\n')
 }
 
+const peerTable = buildPeerTable(clusters)
+if (peerTable.rows.length > 0) {
+  process.stdout.write(`\nCross-instance against Socket.IO: ${INSTANCES} gateways on one Redis vs ${INSTANCES} Socket.IO servers on a Redis adapter, same clients and load, published through instance 0.\n` +
+    `${formatTable(peerTable.rows, peerTable.header)}\n` +
+    'Ratios are gateway ÷ Socket.IO: above 1 is better for msgs/s, below 1 is better for CPU (all instances summed) and latency.\n' +
+    peerTable.checks.filter((c) => !c.met).map((c) => `target missed at C=${c.connections}: ${c.metric} gateway/sio+redis = ${c.ratio.toFixed(2)}× (target ${c.limit}×)\n`).join(''))
+}
+
 const kafkaReport = kafka === undefined ? undefined : kafkaTables(kafka)
 if (kafkaReport !== undefined) {
   process.stdout.write(`\n${kafkaReport.text}\n` +
@@ -225,7 +243,7 @@ writeFileSync(file, JSON.stringify({
   roundTargets: roundChecks.flat(),
   results,
   rounds: runs,
-  cluster: { table: clusterRows, results: clusters },
+  cluster: { table: clusterRows, socketIo: peerTable, results: clusters },
   kafka: kafka === undefined ? undefined : { ...kafka, targets: kafkaReport?.checks }
 }, null, 2) + '\n')
 log(`results written to ${file}`)
