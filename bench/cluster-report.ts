@@ -1,4 +1,4 @@
-import type { ClusterResult } from './cluster.js'
+import type { ClusterPeer, ClusterResult } from './cluster.js'
 import { problemsOf, rate } from './report.js'
 import type { ScenarioResult } from './scenario.js'
 
@@ -22,11 +22,14 @@ const ROWS: Row[] = [
   { name: 'latency p99, ms (HTTP)', value: (r) => r.latencyHttp?.p99, format: ms }
 ]
 
+/** Results written before issue 18 have no `peer`: they are the gateway's. */
+const isGateway = (r: ClusterResult) => (r.peer ?? 'gateway') === 'gateway'
+
 export const CLUSTER_HEADER = ['C', 'metric', 'single', 'cluster', 'cluster/single', 'notes']
 
 export function buildClusterTable (singles: ScenarioResult[], clusters: ClusterResult[]): string[][] {
   const rows: string[][] = []
-  for (const cluster of clusters.filter((r) => r.backend === 'redis')) {
+  for (const cluster of clusters.filter((r) => r.backend === 'redis' && isGateway(r))) {
     const c = cluster.connections
     const single = singles.find((r) => r.server === 'gateway' && r.connections === c)
     const cell = (row: Row, r: Side | undefined) => { const v = r === undefined ? undefined : row.value(r); return v === undefined || !Number.isFinite(v) ? '–' : row.format(v) }
@@ -61,7 +64,7 @@ export function buildShardedTable (clusters: ClusterResult[]): string[][] {
   const rows: string[][] = []
   for (const sharded of clusters.filter((r) => r.backend === 'redis-cluster')) {
     const c = sharded.connections
-    const one = clusters.find((r) => r.backend === 'redis' && r.connections === c)
+    const one = clusters.find((r) => r.backend === 'redis' && isGateway(r) && r.connections === c)
     const cell = (row: Row, r: Side | undefined) => { const v = r === undefined ? undefined : row.value(r); return v === undefined || !Number.isFinite(v) ? '–' : row.format(v) }
     for (const row of ROWS) {
       const a = one === undefined ? undefined : row.value(one)
@@ -77,4 +80,57 @@ export function buildShardedTable (clusters: ClusterResult[]): string[][] {
     if (problems.length > 0) rows.push([String(c), 'problems', '', '', '', problems.join('; ')])
   }
   return rows
+}
+
+const PEER_NAMES: Record<Exclude<ClusterPeer, 'gateway'>, string> = { 'socketio-redis': 'sio+redis', 'socketio-streams': 'sio+streams' }
+
+/** A target of issue 18's cross-instance case, checked on one run: gateway ÷ Socket.IO on the Redis adapter. */
+export interface PeerCheck { connections: number, metric: string, ratio: number, limit: number, met: boolean }
+
+/** The targets: ≥ 3× msgs/s and p99 ≤ 0.8× Socket.IO on `@socket.io/redis-adapter`, fed each way. */
+const PEER_TARGETS: Array<{ metric: string, kind: 'min' | 'max', limit: number }> = [
+  { metric: 'fan-out, delivered msgs/s (broker API)', kind: 'min', limit: 3 },
+  { metric: 'fan-out, delivered msgs/s (HTTP)', kind: 'min', limit: 3 },
+  { metric: 'latency p99, ms (broker API)', kind: 'max', limit: 0.8 },
+  { metric: 'latency p99, ms (HTTP)', kind: 'max', limit: 0.8 }
+]
+
+/**
+ * Issue 18's cross-instance table: per C, 3 gateways on one Redis against 3 Socket.IO servers
+ * on the Redis adapter (and on the streams adapter when it ran), same clients and load, with
+ * gateway ÷ Socket.IO ratios. CPU per delivered message is summed over the 3 instances.
+ */
+export function buildPeerTable (clusters: ClusterResult[]): { header: string[], rows: string[][], checks: PeerCheck[] } {
+  const peers = (Object.keys(PEER_NAMES) as Array<keyof typeof PEER_NAMES>).filter((p) => clusters.some((r) => r.peer === p))
+  const header = ['C', 'metric', 'gateway ×3', ...peers.map((p) => `${PEER_NAMES[p]} ×3`), ...peers.map((p) => `gw/${PEER_NAMES[p]}`), 'targets']
+  const rows: string[][] = []
+  const checks: PeerCheck[] = []
+  if (peers.length === 0) return { header, rows, checks }
+  const counts = [...new Set(clusters.filter((r) => r.peer !== undefined && r.peer !== 'gateway').map((r) => r.connections))].sort((a, b) => a - b)
+  for (const c of counts) {
+    const gw = clusters.find((r) => r.backend === 'redis' && isGateway(r) && r.connections === c)
+    const others = peers.map((p) => clusters.find((r) => r.peer === p && r.connections === c))
+    const value = (row: Row, r: Side | undefined) => { const v = r === undefined ? undefined : row.value(r); return v === undefined || !Number.isFinite(v) ? undefined : v }
+    for (const row of ROWS) {
+      const a = value(row, gw)
+      const bs = others.map((o) => value(row, o))
+      const ratios = bs.map((b) => a === undefined || b === undefined || b === 0 ? undefined : a / b)
+      const target = PEER_TARGETS.find((t) => t.metric === row.name)
+      let note = ''
+      const vsRedis = ratios[peers.indexOf('socketio-redis')]
+      if (target !== undefined && vsRedis !== undefined && peers.includes('socketio-redis')) {
+        const met = target.kind === 'min' ? vsRedis >= target.limit : vsRedis <= target.limit
+        checks.push({ connections: c, metric: row.name, ratio: vsRedis, limit: target.limit, met })
+        note = `${met ? 'ok' : 'TARGET MISSED'} ${target.kind === 'min' ? '≥' : '≤'}${target.limit}×sio+redis`
+      }
+      rows.push([String(c), row.name, a === undefined ? '–' : row.format(a), ...bs.map((b) => b === undefined ? '–' : row.format(b)),
+        ...ratios.map((r) => r === undefined ? '–' : `${r.toFixed(2)}×`), note])
+    }
+    const blanks = (n: number) => Array.from({ length: n }, () => '')
+    rows.push([String(c), 'clients per instance', gw?.perInstance.join(' / ') ?? '–', ...others.map((o) => o?.perInstance.join(' / ') ?? '–'), ...blanks(peers.length), ''])
+    const problems = [gw === undefined ? 'no gateway cluster run at this C' : problemsOf(gw), ...others.map((o, i) => o === undefined ? `no ${peers[i]} run` : problemsOf(o))]
+      .filter((p) => p !== '')
+    if (problems.length > 0) rows.push([String(c), 'problems', ...blanks(1 + 2 * peers.length), problems.join('; ')])
+  }
+  return { header, rows, checks }
 }

@@ -1,4 +1,6 @@
-import type { ChildChannel } from './lib/ipc.js'
+import { fork } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import { ChildChannel } from './lib/ipc.js'
 import { clusterMasters, deleteClusterPrefix, deletePrefix, redisCpuSeconds, requireRedis } from './lib/redis-prefix.js'
 import { connectClients, droppedClients, measureFanout, type ScenarioResult, type Settings, shutdown, startLoads, startServer } from './scenario.js'
 
@@ -30,8 +32,31 @@ export async function deleteLivePrefixes (): Promise<void> {
   ])))
 }
 
+/**
+ * Who runs on the instances: the gateway, or (issue 18) Socket.IO on `@socket.io/redis-adapter`
+ * or on `@socket.io/redis-streams-adapter` (bench/servers/socketio-cluster.ts), same clients
+ * and load, spoken to on the wire as in the single Socket.IO scenario.
+ */
+export const CLUSTER_PEERS = ['gateway', 'socketio-redis', 'socketio-streams'] as const
+export type ClusterPeer = typeof CLUSTER_PEERS[number]
+
+/** A Socket.IO instance of the cluster case, started the way scenario.ts starts the others. */
+function startSocketIo (adapter: 'redis' | 'streams', settings: Settings, track: (c: ChildChannel) => void, env: Record<string, string>, label: string): ChildChannel {
+  const profile = settings.profileDir !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${settings.profileDir}/${label}`] : []
+  const child = fork(fileURLToPath(new URL('servers/socketio-cluster.js', import.meta.url)), [], {
+    execArgv: ['--expose-gc', ...profile],
+    env: { ...process.env, ...env, BENCH_SIO_ADAPTER: adapter },
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc']
+  })
+  const channel = new ChildChannel(child, label)
+  track(channel)
+  return channel
+}
+
 export interface ClusterResult extends Omit<ScenarioResult, 'server' | 'memory'> {
-  server: 'gateway-cluster'
+  server: 'gateway-cluster' | 'socketio-cluster'
+  /** Absent in results written before issue 18's Socket.IO peers: the gateway. */
+  peer?: ClusterPeer
   instances: number
   backend: ClusterBackend
   /** Seconds of CPU each Redis server (each master of a cluster) used during the fan-out measurements, by `host:port`. */
@@ -43,12 +68,13 @@ export interface ClusterResult extends Omit<ScenarioResult, 'server' | 'memory'>
 }
 
 export async function runCluster (
-  connections: number, settings: Settings, track: (c: ChildChannel) => void, backend: ClusterBackend = 'redis'
+  connections: number, settings: Settings, track: (c: ChildChannel) => void, backend: ClusterBackend = 'redis', peer: ClusterPeer = 'gateway'
 ): Promise<ClusterResult> {
+  if (peer !== 'gateway' && backend !== 'redis') throw new Error(`${peer} runs on one Redis only`)
   const secret = `bench-${process.pid}-${Date.now()}`
   const keyPrefix = `rtg-bench-${process.pid}-${Date.now()}:`
   const result: ClusterResult = {
-    server: 'gateway-cluster', instances: INSTANCES, backend, redisCpu: {}, connections, connected: 0, connectErrors: {}, connectPerSec: 0, dropped: 0, perInstance: [], keyPrefix
+    server: peer === 'gateway' ? 'gateway-cluster' : 'socketio-cluster', peer, instances: INSTANCES, backend, redisCpu: {}, connections, connected: 0, connectErrors: {}, connectPerSec: 0, dropped: 0, perInstance: [], keyPrefix
   }
   let redisUrls = [REDIS_URL]
   const servers: ChildChannel[] = []
@@ -65,14 +91,18 @@ export async function runCluster (
       for (const m of masters) m.disconnect()
       env = { BENCH_REDIS_CLUSTER_NODES: REDIS_CLUSTER_NODES, BENCH_REDIS_KEY_PREFIX: keyPrefix }
     }
-    for (let k = 0; k < INSTANCES; k++) servers.push(startServer('gateway', secret, settings, track, env, `gateway-cluster-${k}`))
+    for (let k = 0; k < INSTANCES; k++) {
+      servers.push(peer === 'gateway'
+        ? startServer('gateway', secret, settings, track, env, `gateway-cluster-${k}`)
+        : startSocketIo(peer === 'socketio-redis' ? 'redis' : 'streams', settings, track, env, `${peer}-${k}`))
+    }
     const ports = (await Promise.all(servers.map((s) => s.event<{ port: number }>('ready', 30_000)))).map((r) => r.port)
     loads = startLoads(settings, track)
     const targets = ports.map((port, k) => ({
-      url: `ws://127.0.0.1:${port}/ws`,
+      url: peer === 'gateway' ? `ws://127.0.0.1:${port}/ws` : `ws://127.0.0.1:${port}/socket.io/?EIO=4&transport=websocket`,
       count: Math.floor(connections / INSTANCES) + (k < connections % INSTANCES ? 1 : 0)
     }))
-    const connect = await connectClients(loads, 'gateway', targets, settings, secret)
+    const connect = await connectClients(loads, peer === 'gateway' ? 'gateway' : 'socketio', targets, settings, secret)
     result.connected = connect.connected
     result.connectPerSec = connect.perSec
     result.connectErrors = connect.errors

@@ -2,8 +2,8 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { cpus, loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { buildTable, formatTable } from './report.js'
-import { type ClusterResult, deleteLivePrefixes, INSTANCES, runCluster } from './cluster.js'
-import { buildClusterTable, buildShardedTable, CLUSTER_HEADER, SHARDED_HEADER } from './cluster-report.js'
+import { type ClusterPeer, type ClusterResult, deleteLivePrefixes, INSTANCES, runCluster } from './cluster.js'
+import { buildClusterTable, buildPeerTable, buildShardedTable, CLUSTER_HEADER, SHARDED_HEADER } from './cluster-report.js'
 import type { ChildChannel } from './lib/ipc.js'
 import { type KafkaResult, type KafkaSettings, liveKafkaPrefixes, runKafka } from './kafka.js'
 import { kafkaTables } from './kafka-report.js'
@@ -18,12 +18,14 @@ import { deleteLiveStormPrefixes, runStorm, type StormResult, stormReport } from
 /**
  * npm run bench [-- --quick] [--connections=1000,5000] [--only=gateway,ws-corked] [--rounds=N] [--churn=N] [--burst-deliveries=N] [--profile] [--no-http]
  *   [--storm] [--storm-connections=2000,5000] [--storm-concurrency=N]
- *   [--cluster] [--no-cluster] [--redis-cluster] [--cluster-connections=1000,5000] [--no-kafka] [--kafka-backlog=N] [--kafka-brokers=memory,redis]
+ *   [--cluster] [--no-cluster] [--redis-cluster] [--cluster-socketio[=redis,streams]] [--cluster-connections=1000,5000] [--no-kafka] [--kafka-backlog=N] [--kafka-brokers=memory,redis]
  *   [--only=idempotency,presence,presence-redis,rewind] [--feature-connections=N]
  *
  * The cross-instance case (bench/cluster.ts: 3 gateways on one Redis) runs with
  * --cluster, with --only=cluster (it and its single-gateway baseline alone), and in
- * --quick at C = 1000 unless --no-cluster. The Kafka ingest case (bench/kafka.ts) runs
+ * --quick at C = 1000 unless --no-cluster; with --cluster-socketio also against 3 Socket.IO
+ * servers on @socket.io/redis-adapter and on @socket.io/redis-streams-adapter (`=redis` or
+ * `=streams` for one of them). The Kafka ingest case (bench/kafka.ts) runs
  * last in every run unless --no-kafka; --only=kafka runs it alone. The feature costs
  * (bench/features.ts) run only when named in --only, after everything else. The reconnect
  * storm (bench/storm.ts) runs with --storm or --only=storm.
@@ -52,7 +54,11 @@ const kafkaOnly = only !== undefined && only.every((o) => o === 'kafka' || o ===
 const stormOn = flag('storm') || only?.includes('storm') === true
 /** --redis-cluster: the cross-instance case also on the local Redis Cluster (scripts/redis-cluster.sh). */
 const shardedOn = flag('redis-cluster')
-const clusterOn = !flag('no-cluster') && (flag('cluster') || shardedOn || (quick && !kafkaOnly) || only?.includes('cluster') === true)
+/** --cluster-socketio[=redis,streams]: the cross-instance case also against Socket.IO on a Redis adapter (issue 18). */
+const socketIoPeers: ClusterPeer[] = flag('cluster-socketio')
+  ? ['socketio-redis', 'socketio-streams']
+  : (option('cluster-socketio')?.split(',') ?? []).map((a) => `socketio-${a}`).filter((p): p is ClusterPeer => p === 'socketio-redis' || p === 'socketio-streams')
+const clusterOn = !flag('no-cluster') && (flag('cluster') || shardedOn || socketIoPeers.length > 0 || (quick && !kafkaOnly) || only?.includes('cluster') === true)
 const kafkaOn = !flag('no-kafka') && (only === undefined || only.includes('kafka'))
 const connectionCounts = kafkaOnly
   ? []
@@ -111,8 +117,8 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
 const log = (line: string) => process.stderr.write(`[bench] ${line}\n`)
 const loadBefore = loadavg()
 const startedAt = new Date()
-// The storm (opt-in) has a budget of its own on top: 4 minutes at most in --quick.
-const deadline = Date.now() + (quick ? 140_000 + (stormOn ? 240_000 : 0) : settings.rounds * 25 * 60_000)
+// The storm and the Socket.IO peers (opt-in) have budgets of their own on top in --quick.
+const deadline = Date.now() + (quick ? 140_000 + (stormOn ? 240_000 : 0) + 60_000 * socketIoPeers.length : settings.rounds * 25 * 60_000)
 log(`${quick ? 'quick' : 'full'} run: C = ${connectionCounts.join(', ')}; servers: ${servers.join(', ') || 'none'}; ${settings.rounds} round(s); ` +
   `${clusterOn ? `cluster of ${INSTANCES} at C = ${clusterCounts.join(', ')}; ` : ''}` +
   `${settings.loadProcesses} load processes; load average ${loadBefore.map((l) => l.toFixed(2)).join(' ')}`)
@@ -151,6 +157,10 @@ for (const connections of [...new Set([...connectionCounts, ...clusterCounts])].
     if (shardedOn) {
       const sharded = await timed(`gateway-cluster ×${INSTANCES} on a Redis Cluster`, connections, () => runCluster(connections, settings, track, 'redis-cluster'))
       if (sharded !== undefined) clusters.push(sharded)
+    }
+    for (const peer of socketIoPeers) {
+      const run = await timed(`${peer} ×${INSTANCES}`, connections, () => runCluster(connections, settings, track, 'redis', peer))
+      if (run !== undefined) clusters.push(run)
     }
   }
 }
@@ -244,6 +254,13 @@ if (storm !== undefined) {
     `load average before ${loadBefore.map((l) => l.toFixed(2)).join(' ')}, after ${loadAfter.map((l) => l.toFixed(2)).join(' ')}\n` +
     storm.misses.map((m) => `${m}\n`).join(''))
 }
+const peerTable = buildPeerTable(clusters)
+if (peerTable.rows.length > 0) {
+  process.stdout.write(`\nCross-instance against Socket.IO: ${INSTANCES} gateways on one Redis vs ${INSTANCES} Socket.IO servers on a Redis adapter, same clients and load, published through instance 0.\n` +
+    `${formatTable(peerTable.rows, peerTable.header)}\n` +
+    'Ratios are gateway ÷ Socket.IO: above 1 is better for msgs/s, below 1 is better for CPU (all instances summed) and latency.\n' +
+    peerTable.checks.filter((c) => !c.met).map((c) => `target missed at C=${c.connections}: ${c.metric} gateway/sio+redis = ${c.ratio.toFixed(2)}× (target ${c.limit}×)\n`).join(''))
+}
 
 const kafkaReport = kafka === undefined ? undefined : kafkaTables(kafka)
 if (kafkaReport !== undefined) {
@@ -270,7 +287,7 @@ writeFileSync(file, JSON.stringify({
   roundTargets: roundChecks.flat(),
   results,
   rounds: runs,
-  cluster: { table: clusterRows, results: clusters },
+  cluster: { table: clusterRows, socketIo: peerTable, results: clusters },
   kafka: kafka === undefined ? undefined : { ...kafka, targets: kafkaReport?.checks },
   features: featureResults.length === 0 ? undefined : featureResults,
   storm: storms.length === 0 ? undefined : { results: storms, targets: storm?.misses }
