@@ -12,15 +12,17 @@ import { deleteLiveTopics } from './lib/kafka-topics.js'
 import { deletePrefix } from './lib/redis-prefix.js'
 import { combineRounds, roundOrder } from './rounds.js'
 import { runScenario, type ScenarioResult, SERVERS, type ServerName, type Settings } from './scenario.js'
+import { buildSseTable, formatSseTable, README_WS_RSS_PER_CONNECTION, runSseScenario, SSE_SERVERS, type SseResult } from './sse.js'
 
 /**
  * npm run bench [-- --quick] [--connections=1000,5000] [--only=gateway,ws-corked] [--rounds=N] [--churn=N] [--burst-deliveries=N] [--profile] [--no-http]
- *   [--cluster] [--no-cluster] [--redis-cluster] [--cluster-connections=1000,5000] [--no-kafka] [--kafka-backlog=N] [--kafka-brokers=memory,redis]
+ *   [--sse] [--sse-connections=1000,5000] [--cluster] [--no-cluster] [--redis-cluster] [--cluster-connections=1000,5000] [--no-kafka] [--kafka-backlog=N] [--kafka-brokers=memory,redis]
  *
  * The cross-instance case (bench/cluster.ts: 3 gateways on one Redis) runs with
  * --cluster, with --only=cluster (it and its single-gateway baseline alone), and in
  * --quick at C = 1000 unless --no-cluster. The Kafka ingest case (bench/kafka.ts) runs
- * last in every run unless --no-kafka; --only=kafka runs it alone.
+ * last in every run unless --no-kafka; --only=kafka runs it alone. The SSE case
+ * (bench/sse.ts) runs with --sse, after the WebSocket case; --only=sse runs it alone.
  *
  * Runs every server in turn at every connection count, each under the same load from
  * separate load-generator processes, `--rounds` times (3 in a full run, 1 with --quick;
@@ -40,14 +42,16 @@ const FD_LIMITED_MAX = 19_000
 const only = option('only')?.split(',')
 const servers = (only ?? [...SERVERS]).filter((s): s is ServerName => (SERVERS as readonly string[]).includes(s))
 const kafkaOnly = only !== undefined && only.every((o) => o === 'kafka')
+const sseOnly = only !== undefined && only.every((o) => o === 'sse')
+const sseOn = flag('sse') || only?.includes('sse') === true
 /** --redis-cluster: the cross-instance case also on the local Redis Cluster (scripts/redis-cluster.sh). */
 const shardedOn = flag('redis-cluster')
-const clusterOn = !flag('no-cluster') && (flag('cluster') || shardedOn || (quick && !kafkaOnly) || only?.includes('cluster') === true)
+const clusterOn = !flag('no-cluster') && (flag('cluster') || shardedOn || (quick && !kafkaOnly && !sseOnly) || only?.includes('cluster') === true)
 const kafkaOn = !flag('no-kafka') && (only === undefined || only.includes('kafka'))
-const connectionCounts = kafkaOnly
-  ? []
-  : (option('connections') ?? (quick ? '1000,2000' : `1000,5000,10000,${FD_LIMITED_MAX}`))
-      .split(',').map(Number).filter((n) => Number.isInteger(n) && n > 0)
+const countsOf = (text: string) => text.split(',').map(Number).filter((n) => Number.isInteger(n) && n > 0)
+const defaultCounts = option('connections') ?? (quick ? '1000,2000' : `1000,5000,10000,${FD_LIMITED_MAX}`)
+const connectionCounts = kafkaOnly || sseOnly ? [] : countsOf(defaultCounts)
+const sseCounts = sseOn ? countsOf(option('sse-connections') ?? defaultCounts) : []
 const clusterCounts = clusterOn
   ? (option('cluster-connections')?.split(',').map(Number).filter((n) => Number.isInteger(n) && n > 0) ?? (quick ? [1000] : connectionCounts))
   : []
@@ -61,7 +65,7 @@ function ephemeralPorts (): number {
   }
 }
 
-const maxC = Math.max(0, ...connectionCounts, ...clusterCounts)
+const maxC = Math.max(0, ...connectionCounts, ...clusterCounts, ...sseCounts)
 const CHURN_CONNECTIONS = Number(option('churn') ?? 3000)
 const settings: Settings = {
   burstDeliveries: Number(option('burst-deliveries') ?? (quick ? 60_000 : 300_000)),
@@ -99,7 +103,7 @@ const startedAt = new Date()
 const deadline = Date.now() + (quick ? 140_000 : settings.rounds * 25 * 60_000)
 log(`${quick ? 'quick' : 'full'} run: C = ${connectionCounts.join(', ')}; servers: ${servers.join(', ') || 'none'}; ${settings.rounds} round(s); ` +
   `${clusterOn ? `cluster of ${INSTANCES} at C = ${clusterCounts.join(', ')}; ` : ''}` +
-  `${settings.loadProcesses} load processes; load average ${loadBefore.map((l) => l.toFixed(2)).join(' ')}`)
+  `${sseOn ? `SSE at C = ${sseCounts.join(', ')}; ` : ''}${settings.loadProcesses} load processes; load average ${loadBefore.map((l) => l.toFixed(2)).join(' ')}`)
 
 const track = (c: ChildChannel) => {
   children.add(c)
@@ -135,6 +139,16 @@ for (const connections of [...new Set([...connectionCounts, ...clusterCounts])].
     if (shardedOn) {
       const sharded = await timed(`gateway-cluster ×${INSTANCES} on a Redis Cluster`, connections, () => runCluster(connections, settings, track, 'redis-cluster'))
       if (sharded !== undefined) clusters.push(sharded)
+    }
+  }
+}
+const sseRuns: Array<SseResult & { round: number }> = []
+for (const connections of sseCounts) {
+  for (let round = 0; round < settings.rounds; round++) {
+    for (const server of roundOrder(SSE_SERVERS, round)) {
+      const name = settings.rounds > 1 ? `${server} (round ${round + 1} of ${settings.rounds})` : server
+      const result = await timed(name, connections, () => runSseScenario(server, connections, settings, track))
+      if (result !== undefined) sseRuns.push({ ...result, round })
     }
   }
 }
@@ -205,6 +219,23 @@ if (shardedRows.length > 0) {
     'Ratios are cluster ÷ one Redis: above 1 is better for msgs/s, below 1 is better for CPU and latency.\n')
 }
 
+// The SSE medians go through the WebSocket case's combineRounds (it reads the server name only as a key).
+const sseResults = combineRounds(sseRuns as unknown as Array<ScenarioResult & { round: number }>) as unknown as SseResult[]
+const sseTable = buildSseTable(sseResults, (c) => {
+  const ws = results.find((r) => r.server === 'gateway' && r.connections === c)?.memory?.rssPerConnection
+  if (ws !== undefined) return { bytes: ws, from: 'this run' }
+  const readme = README_WS_RSS_PER_CONNECTION[c]
+  return readme === undefined ? undefined : { bytes: readme, from: 'README' }
+})
+if (sseTable.rows.length > 0) {
+  process.stdout.write('\nSSE: the gateway\'s GET /sse against bare node:http SSE servers and better-sse, same clients and load.\n' +
+    `${formatSseTable(sseTable.rows)}\n` +
+    'Ratios are gateway ÷ peer: above 1 is better for msgs/s, below 1 is better for memory, CPU and latency. The HTTP-fed rows compare the gateway fed by POST /realtime/publish with the peers fed by their own loop.\n' +
+    '"gw ws RSS" is the gateway\'s WebSocket RSS per 10k idle connections at the same C (from this run, else from bench/README.md\'s latest full run).\n' +
+    (results.length === 0 ? `load average before ${loadBefore.map((l) => l.toFixed(2)).join(' ')}, after ${loadAfter.map((l) => l.toFixed(2)).join(' ')} (${cpus().length} cores)\n` : '') +
+    sseTable.checks.filter((c) => !c.met).map((c) => `target missed at C=${c.connections}: ${c.metric.trim()} gateway/${c.peer} = ${c.ratio.toFixed(2)}× (target ${c.limit}×)\n`).join(''))
+}
+
 const kafkaReport = kafka === undefined ? undefined : kafkaTables(kafka)
 if (kafkaReport !== undefined) {
   process.stdout.write(`\n${kafkaReport.text}\n` +
@@ -226,9 +257,10 @@ writeFileSync(file, JSON.stringify({
   results,
   rounds: runs,
   cluster: { table: clusterRows, results: clusters },
+  sse: sseRuns.length === 0 ? undefined : { table: sseTable.rows, targets: sseTable.checks, results: sseResults, rounds: sseRuns },
   kafka: kafka === undefined ? undefined : { ...kafka, targets: kafkaReport?.checks }
 }, null, 2) + '\n')
 log(`results written to ${file}`)
 killAll()
 const kafkaFailed = kafka !== undefined && (kafka.error !== undefined || kafka.limit === undefined || kafka.drains.some((d) => d.messagesPerSec === 0))
-process.exit([...results, ...clusters].some((r) => r.error !== undefined) || kafkaFailed ? 1 : 0)
+process.exit([...results, ...clusters, ...sseResults].some((r) => r.error !== undefined) || kafkaFailed ? 1 : 0)
