@@ -5,6 +5,7 @@ import { type Connection, HubMember } from '../hub/connection.js'
 import type { EncodedEvent, StreamPosition } from '../core/event.js'
 import type { PresenceCounts } from '../core/presence.js'
 import type { Identity } from '../auth/identity.js'
+import { batchesFirstFrame, type Flushable, joinBatch } from '../core/write-batch.js'
 import { encodeCursor } from './sse-cursor.js'
 
 export interface SseConnectionOptions {
@@ -25,7 +26,7 @@ export const SSE_HEADERS = {
  * A Connection over a Server-Sent Events response. Each event carries, as its `id:`,
  * a cursor of every channel's position, so a reconnect can resume all of them.
  */
-export class SseConnection extends HubMember implements Connection {
+export class SseConnection extends HubMember implements Connection, Flushable {
   readonly transport = 'sse' as const
   private readonly positions = new Map<string, StreamPosition>()
   private closed = false
@@ -36,6 +37,8 @@ export class SseConnection extends HubMember implements Connection {
    */
   private head?: Buffer
   private headChannel?: string
+  /** This turn's direct writes (lib/core/write-batch.ts): none yet, one written at once, or corked. */
+  private turnWrites: null | 'written' | 'corked' = null
 
   constructor (
     readonly id: string,
@@ -81,7 +84,28 @@ export class SseConnection extends HubMember implements Connection {
       this.head = Buffer.from(headOf(this.positions, e.channel))
       this.headChannel = e.channel
     }
-    writeChunk(socket, this.head, tailOf(encoded))
+    // As WebSocket frames do (lib/core/write-batch.ts): a lone event leaves at once; in a
+    // burst, or while events stream in, the socket stays corked to the end of the burst
+    // or turn, so several publishes (one per HTTP request) share one write per stream.
+    if (this.turnWrites === null) {
+      this.turnWrites = batchesFirstFrame() ? 'corked' : 'written'
+      if (this.turnWrites === 'corked') socket.cork()
+      joinBatch(this)
+    } else if (this.turnWrites === 'written') {
+      this.turnWrites = 'corked'
+      socket.cork()
+    }
+    socket.write(chunkOf(this.head, tailOf(encoded)))
+    if (this.turnWrites === 'corked' && socket.writableLength > CORK_FLUSH_BYTES) {
+      socket.uncork()
+      this.turnWrites = 'written'
+    }
+  }
+
+  /** Writes out what is corked; the next event is this stream's first of the turn again. */
+  flush (): void {
+    if (this.turnWrites === 'corked') this.res.socket?.uncork()
+    this.turnWrites = null
   }
 
   /**
@@ -173,14 +197,11 @@ function tailOf (encoded: EncodedEvent): Buffer {
   return lastTail
 }
 
-const uncork = (socket: Socket): void => { socket.uncork() }
+/** A socket with more than this corked is written out at once, as in ws-connection.ts. */
+const CORK_FLUSH_BYTES = 64 * 1024
 
-/**
- * One HTTP/1.1 chunk (RFC 9112 §7.1) holding head and tail, in one write. The socket is
- * corked until the end of the tick, as res.write does, so a burst's events leave in one
- * write per socket.
- */
-function writeChunk (socket: Socket, head: Buffer, tail: Buffer): void {
+/** One HTTP/1.1 chunk (RFC 9112 §7.1) holding head and tail: two copies, one write. */
+function chunkOf (head: Buffer, tail: Buffer): Buffer {
   const size = (head.length + tail.length).toString(16)
   const chunk = Buffer.allocUnsafe(size.length + 2 + head.length + tail.length + 2)
   let at = chunk.write(size, 0, 'latin1')
@@ -190,9 +211,5 @@ function writeChunk (socket: Socket, head: Buffer, tail: Buffer): void {
   at += tail.copy(chunk, at)
   chunk[at++] = 13
   chunk[at] = 10
-  if (socket.writableCorked === 0) {
-    socket.cork()
-    process.nextTick(uncork, socket)
-  }
-  socket.write(chunk)
+  return chunk
 }

@@ -1,6 +1,7 @@
 import { EventSource } from 'eventsource'
 import { connect } from 'node:net'
 import t, { type Test } from 'tap'
+import { publishAll } from '../../lib/ingress/publisher.js'
 import { decodeCursor } from '../../lib/transport/sse-cursor.js'
 import { post, serviceToken, SseClient, type SseEvent, startServer, token } from '../support/helper.js'
 
@@ -248,4 +249,16 @@ t.test('an HTTP/1.0 client (no chunked encoding) gets the same events', async (t
   t.same(ids.map((id) => Object.fromEntries([...(decodeCursor(id) ?? new Map()).entries()].map(([c, p]) => [c, p.offset]))),
     [{ 'user:42': 0, 'product:7': 1 }, { 'user:42': 0, 'product:7': 2 }])
   t.match(text, /event: test:event\ndata: \{"channel":"product:7","offset":2,"payload":\{"n":2\}/)
+})
+
+t.test('a burst larger than what a stream holds corked arrives whole and in order', async (t) => {
+  const { app, url } = await startServer(t)
+  const sse = await SseClient.open(t, sseUrl(url, 'product:7'))
+  await sse.waitFor(1)
+  // 40 events of 4 KB in one batch publish: more than the 64 KB a socket is left corked with.
+  const text = 'x'.repeat(4096)
+  await publishAll(app.hub.broker, Array.from({ length: 40 }, (_, i) => ({ channel: 'product:7', type: 'test:event', payload: { i, text } })))
+  const events = await sse.waitFor(40, isData)
+  t.same(events.map((e) => e.data.payload.i), Array.from({ length: 40 }, (_, i) => i))
+  t.ok(events.every((e) => e.data.payload.text === text), 'every byte')
 })
