@@ -14,10 +14,11 @@ import { combineRounds, roundOrder } from './rounds.js'
 import { type FeatureName, FEATURES, type FeatureResult, featureText, liveFeaturePrefixes, runFeature } from './features.js'
 import { runScenario, type ScenarioResult, SERVERS, type ServerName, type Settings } from './scenario.js'
 import { deleteLiveStormPrefixes, runStorm, type StormResult, stormReport } from './storm.js'
+import { buildSseTable, formatSseTable, README_WS_RSS_PER_CONNECTION, runSseScenario, SSE_SERVERS, type SseResult } from './sse.js'
 
 /**
  * npm run bench [-- --quick] [--connections=1000,5000] [--only=gateway,ws-corked] [--rounds=N] [--churn=N] [--burst-deliveries=N] [--profile] [--no-http]
- *   [--storm] [--storm-connections=2000,5000] [--storm-concurrency=N]
+ *   [--sse] [--sse-connections=1000,5000] [--storm] [--storm-connections=2000,5000] [--storm-concurrency=N]
  *   [--cluster] [--no-cluster] [--redis-cluster] [--cluster-socketio[=redis,streams]] [--cluster-connections=1000,5000] [--no-kafka] [--kafka-backlog=N] [--kafka-brokers=memory,redis]
  *   [--only=idempotency,presence,presence-redis,rewind] [--feature-connections=N]
  *
@@ -28,7 +29,8 @@ import { deleteLiveStormPrefixes, runStorm, type StormResult, stormReport } from
  * `=streams` for one of them). The Kafka ingest case (bench/kafka.ts) runs
  * last in every run unless --no-kafka; --only=kafka runs it alone. The feature costs
  * (bench/features.ts) run only when named in --only, after everything else. The reconnect
- * storm (bench/storm.ts) runs with --storm or --only=storm.
+ * storm (bench/storm.ts) runs with --storm or --only=storm. The SSE case (bench/sse.ts)
+ * runs with --sse, after the WebSocket case; --only=sse runs it alone.
  *
  * Runs every server in turn at every connection count, each under the same load from
  * separate load-generator processes, `--rounds` times (3 in a full run, 1 with --quick;
@@ -51,6 +53,8 @@ const isFeature = (o: string): o is FeatureName => (FEATURES as readonly string[
 const features = (only ?? []).filter(isFeature)
 // Kafka, the storm and the feature costs alone: no server-by-server table.
 const kafkaOnly = only !== undefined && only.every((o) => o === 'kafka' || o === 'storm' || isFeature(o))
+const sseOnly = only !== undefined && only.every((o) => o === 'sse')
+const sseOn = flag('sse') || only?.includes('sse') === true
 const stormOn = flag('storm') || only?.includes('storm') === true
 /** --redis-cluster: the cross-instance case also on the local Redis Cluster (scripts/redis-cluster.sh). */
 const shardedOn = flag('redis-cluster')
@@ -58,12 +62,12 @@ const shardedOn = flag('redis-cluster')
 const socketIoPeers: ClusterPeer[] = flag('cluster-socketio')
   ? ['socketio-redis', 'socketio-streams']
   : (option('cluster-socketio')?.split(',') ?? []).map((a) => `socketio-${a}`).filter((p): p is ClusterPeer => p === 'socketio-redis' || p === 'socketio-streams')
-const clusterOn = !flag('no-cluster') && (flag('cluster') || shardedOn || socketIoPeers.length > 0 || (quick && !kafkaOnly) || only?.includes('cluster') === true)
+const clusterOn = !flag('no-cluster') && (flag('cluster') || shardedOn || socketIoPeers.length > 0 || (quick && !kafkaOnly && !sseOnly) || only?.includes('cluster') === true)
 const kafkaOn = !flag('no-kafka') && (only === undefined || only.includes('kafka'))
-const connectionCounts = kafkaOnly
-  ? []
-  : (option('connections') ?? (quick ? '1000,2000' : `1000,5000,10000,${FD_LIMITED_MAX}`))
-      .split(',').map(Number).filter((n) => Number.isInteger(n) && n > 0)
+const countsOf = (text: string) => text.split(',').map(Number).filter((n) => Number.isInteger(n) && n > 0)
+const defaultCounts = option('connections') ?? (quick ? '1000,2000' : `1000,5000,10000,${FD_LIMITED_MAX}`)
+const connectionCounts = kafkaOnly || sseOnly ? [] : countsOf(defaultCounts)
+const sseCounts = sseOn ? countsOf(option('sse-connections') ?? defaultCounts) : []
 const stormCounts = stormOn
   ? (option('storm-connections') ?? (quick ? '2000,5000' : `2000,5000,10000,${FD_LIMITED_MAX}`)).split(',').map(Number).filter((n) => Number.isInteger(n) && n > 0)
   : []
@@ -81,7 +85,7 @@ function ephemeralPorts (): number {
 }
 
 const featureConnections = Number(option('feature-connections') ?? (quick ? 2000 : 10_000))
-const maxC = Math.max(0, ...connectionCounts, ...clusterCounts, ...(features.length > 0 ? [featureConnections] : []))
+const maxC = Math.max(0, ...connectionCounts, ...clusterCounts, ...sseCounts, ...(features.length > 0 ? [featureConnections] : []))
 const CHURN_CONNECTIONS = Number(option('churn') ?? 3000)
 const settings: Settings = {
   burstDeliveries: Number(option('burst-deliveries') ?? (quick ? 60_000 : 300_000)),
@@ -121,7 +125,7 @@ const startedAt = new Date()
 const deadline = Date.now() + (quick ? 140_000 + (stormOn ? 240_000 : 0) + 60_000 * socketIoPeers.length : settings.rounds * 25 * 60_000)
 log(`${quick ? 'quick' : 'full'} run: C = ${connectionCounts.join(', ')}; servers: ${servers.join(', ') || 'none'}; ${settings.rounds} round(s); ` +
   `${clusterOn ? `cluster of ${INSTANCES} at C = ${clusterCounts.join(', ')}; ` : ''}` +
-  `${settings.loadProcesses} load processes; load average ${loadBefore.map((l) => l.toFixed(2)).join(' ')}`)
+  `${sseOn ? `SSE at C = ${sseCounts.join(', ')}; ` : ''}${settings.loadProcesses} load processes; load average ${loadBefore.map((l) => l.toFixed(2)).join(' ')}`)
 
 const track = (c: ChildChannel) => {
   children.add(c)
@@ -161,6 +165,16 @@ for (const connections of [...new Set([...connectionCounts, ...clusterCounts])].
     for (const peer of socketIoPeers) {
       const run = await timed(`${peer} ×${INSTANCES}`, connections, () => runCluster(connections, settings, track, 'redis', peer))
       if (run !== undefined) clusters.push(run)
+    }
+  }
+}
+const sseRuns: Array<SseResult & { round: number }> = []
+for (const connections of sseCounts) {
+  for (let round = 0; round < settings.rounds; round++) {
+    for (const server of roundOrder(SSE_SERVERS, round)) {
+      const name = settings.rounds > 1 ? `${server} (round ${round + 1} of ${settings.rounds})` : server
+      const result = await timed(name, connections, () => runSseScenario(server, connections, settings, track))
+      if (result !== undefined) sseRuns.push({ ...result, round })
     }
   }
 }
@@ -261,6 +275,22 @@ if (peerTable.rows.length > 0) {
     'Ratios are gateway ÷ Socket.IO: above 1 is better for msgs/s, below 1 is better for CPU (all instances summed) and latency.\n' +
     peerTable.checks.filter((c) => !c.met).map((c) => `target missed at C=${c.connections}: ${c.metric} gateway/sio+redis = ${c.ratio.toFixed(2)}× (target ${c.limit}×)\n`).join(''))
 }
+// The SSE medians go through the WebSocket case's combineRounds (it reads the server name only as a key).
+const sseResults = combineRounds(sseRuns as unknown as Array<ScenarioResult & { round: number }>) as unknown as SseResult[]
+const sseTable = buildSseTable(sseResults, (c) => {
+  const ws = results.find((r) => r.server === 'gateway' && r.connections === c)?.memory?.rssPerConnection
+  if (ws !== undefined) return { bytes: ws, from: 'this run' }
+  const readme = README_WS_RSS_PER_CONNECTION[c]
+  return readme === undefined ? undefined : { bytes: readme, from: 'README' }
+})
+if (sseTable.rows.length > 0) {
+  process.stdout.write('\nSSE: the gateway\'s GET /sse against bare node:http SSE servers and better-sse, same clients and load.\n' +
+    `${formatSseTable(sseTable.rows)}\n` +
+    'Ratios are gateway ÷ peer: above 1 is better for msgs/s, below 1 is better for memory, CPU and latency. The HTTP-fed rows compare the gateway fed by POST /realtime/publish with the peers fed by their own loop.\n' +
+    '"gw ws RSS" is the gateway\'s WebSocket RSS per 10k idle connections at the same C (from this run, else from bench/README.md\'s latest full run).\n' +
+    (results.length === 0 ? `load average before ${loadBefore.map((l) => l.toFixed(2)).join(' ')}, after ${loadAfter.map((l) => l.toFixed(2)).join(' ')} (${cpus().length} cores)\n` : '') +
+    sseTable.checks.filter((c) => !c.met).map((c) => `target missed at C=${c.connections}: ${c.metric.trim()} gateway/${c.peer} = ${c.ratio.toFixed(2)}× (target ${c.limit}×)\n`).join(''))
+}
 
 const kafkaReport = kafka === undefined ? undefined : kafkaTables(kafka)
 if (kafkaReport !== undefined) {
@@ -288,6 +318,7 @@ writeFileSync(file, JSON.stringify({
   results,
   rounds: runs,
   cluster: { table: clusterRows, socketIo: peerTable, results: clusters },
+  sse: sseRuns.length === 0 ? undefined : { table: sseTable.rows, targets: sseTable.checks, results: sseResults, rounds: sseRuns },
   kafka: kafka === undefined ? undefined : { ...kafka, targets: kafkaReport?.checks },
   features: featureResults.length === 0 ? undefined : featureResults,
   storm: storms.length === 0 ? undefined : { results: storms, targets: storm?.misses }
@@ -295,4 +326,4 @@ writeFileSync(file, JSON.stringify({
 log(`results written to ${file}`)
 killAll()
 const kafkaFailed = kafka !== undefined && (kafka.error !== undefined || kafka.limit === undefined || kafka.drains.some((d) => d.messagesPerSec === 0))
-process.exit([...results, ...clusters, ...featureResults, ...storms].some((r) => r.error !== undefined) || kafkaFailed ? 1 : 0)
+process.exit([...results, ...clusters, ...sseResults, ...featureResults, ...storms].some((r) => r.error !== undefined) || kafkaFailed ? 1 : 0)

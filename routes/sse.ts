@@ -78,6 +78,7 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
     const connection = new SseConnection(newConnectionId(), identity, reply.raw, {
       sendBufferLimit: config.SEND_BUFFER_LIMIT_BYTES,
+      writeBatch: hub.writeBatch,
       onTooSlow: () => metrics.slowClients.inc({ transport: 'sse' })
     })
     hub.add(connection)

@@ -1,5 +1,8 @@
 import { EventSource } from 'eventsource'
+import { connect } from 'node:net'
 import t, { type Test } from 'tap'
+import { publishAll } from '../../lib/ingress/publisher.js'
+import { decodeCursor } from '../../lib/transport/sse-cursor.js'
 import { post, serviceToken, SseClient, type SseEvent, startServer, token } from '../support/helper.js'
 
 const publish = (url: string, channel: string, payload: Record<string, unknown> = {}, type = 'test:event') =>
@@ -200,4 +203,62 @@ t.test('the real EventSource reconnects by itself with Last-Event-ID and gets wh
   await until(() => received.length === 5, 'missed and live events')
   t.same(received.map((r) => r.offset), [1, 2, 3, 4, 5], 'every event once, in order')
   t.same(lastEventIds, [null, received[1].id], 'the reconnect carried the last id it saw')
+})
+
+t.test('every id holds every channel\'s position, the event\'s own last, through a burst to several streams', async (t) => {
+  const { url } = await startServer(t)
+  const streams = await Promise.all([1, 2, 3].map(async () => await SseClient.open(t, sseUrl(url, 'product:7,inventory'))))
+  await Promise.all(streams.map(async (s) => await s.waitFor(1)))
+  const sends: Array<Promise<unknown>> = []
+  for (let i = 0; i < 20; i++) sends.push(publish(url, i % 3 === 0 ? 'inventory' : 'product:7', { i }))
+  await Promise.all(sends)
+  await post(`${url}/realtime/notify`, serviceToken(), { userId: '42', payload: { mine: true } })
+  for (const sse of streams) {
+    const events = await sse.waitFor(21, isData)
+    const seen = new Map<string, number>()
+    for (const e of events) {
+      seen.set(e.data.channel, e.data.offset)
+      const cursor = decodeCursor(e.id ?? '')
+      t.ok(cursor !== null, 'a cursor of ours')
+      const positions = [...(cursor ?? new Map()).entries()]
+      t.equal(positions.at(-1)?.[0], e.data.channel, 'the event\'s channel last')
+      t.same(Object.fromEntries(positions.map(([c, p]) => [c, p.offset])),
+        { 'user:42': seen.get('user:42') ?? 0, 'product:7': seen.get('product:7') ?? 0, inventory: seen.get('inventory') ?? 0 },
+        'every channel where the stream stands')
+    }
+    t.same(events.filter((e) => e.data.channel === 'product:7').map((e) => e.data.offset), Array.from({ length: 13 }, (_, i) => i + 1), 'in order, none lost')
+  }
+})
+
+t.test('an HTTP/1.0 client (no chunked encoding) gets the same events', async (t) => {
+  const { url } = await startServer(t)
+  const { port } = new URL(url)
+  const socket = connect(Number(port), '127.0.0.1')
+  t.teardown(() => socket.destroy())
+  let text = ''
+  socket.setEncoding('utf8')
+  socket.on('data', (chunk: string) => { text += chunk })
+  socket.write(`GET /sse?channels=product:7&token=${encodeURIComponent(token('42'))} HTTP/1.0\r\n\r\n`)
+  const until = async (done: () => boolean) => { while (!done()) await new Promise((resolve) => setTimeout(resolve, 10)) }
+  await until(() => text.includes('event: system:connected'))
+  await publish(url, 'product:7', { n: 1 })
+  await publish(url, 'product:7', { n: 2 })
+  await until(() => text.split('event: test:event').length === 3)
+  t.notMatch(text, /transfer-encoding: chunked/i, 'not chunked')
+  const ids = [...text.matchAll(/^id: (.*)$/gm)].map((m) => m[1]).slice(1)
+  t.same(ids.map((id) => Object.fromEntries([...(decodeCursor(id) ?? new Map()).entries()].map(([c, p]) => [c, p.offset]))),
+    [{ 'user:42': 0, 'product:7': 1 }, { 'user:42': 0, 'product:7': 2 }])
+  t.match(text, /event: test:event\ndata: \{"channel":"product:7","offset":2,"payload":\{"n":2\}/)
+})
+
+t.test('a burst larger than what a stream holds corked arrives whole and in order', async (t) => {
+  const { app, url } = await startServer(t)
+  const sse = await SseClient.open(t, sseUrl(url, 'product:7'))
+  await sse.waitFor(1)
+  // 40 events of 4 KB in one batch publish: more than the 64 KB a socket is left corked with.
+  const text = 'x'.repeat(4096)
+  await publishAll(app.hub, Array.from({ length: 40 }, (_, i) => ({ channel: 'product:7', type: 'test:event', payload: { i, text } })))
+  const events = await sse.waitFor(40, isData)
+  t.same(events.map((e) => e.data.payload.i), Array.from({ length: 40 }, (_, i) => i))
+  t.ok(events.every((e) => e.data.payload.text === text), 'every byte')
 })
