@@ -423,13 +423,22 @@ export class RedisBroker implements Broker {
     this.scriptsPreloaded = true
   }
 
+  /** A control resync waits for the command connection (once, however often it is asked). */
+  private resyncPending = false
+
   /** A cluster's shard channels subscribed again after a loss (ShardSubscribers): catch each up. */
   private onRestored (names: string[]): void {
     for (const name of names) {
       if (name === this.layout.controlChannel) {
         // Revocations are re-read with the command connection: once it is up, if it is not yet.
         if (this.commands.status === 'ready') this.control.resynced()
-        else this.commands.once('ready', () => this.control.resynced())
+        else if (!this.resyncPending) {
+          this.resyncPending = true
+          this.commands.once('ready', () => {
+            this.resyncPending = false
+            this.control.resynced()
+          })
+        }
         continue
       }
       const channel = this.layout.channelOf(name)

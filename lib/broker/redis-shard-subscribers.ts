@@ -91,20 +91,29 @@ export class ShardSubscribers {
     }
   }
 
+  /** Waits for a connection that is still connecting, one wait shared by every caller. */
+  private readonly readyWaits = new Map<Redis, Promise<boolean>>()
+
   /** A connection just made to a master is still connecting: wait for it, a while. */
   private async readyWithin (connection: Redis, timeoutMs: number): Promise<boolean> {
     if (connection.status === 'ready') return true
     if (connection.status === 'end' || connection.status === 'close') return false
-    return await new Promise<boolean>((resolve) => {
-      const done = (ok: boolean) => {
-        clearTimeout(timer)
-        connection.off('ready', onReady)
-        resolve(ok)
-      }
-      const onReady = () => done(true)
-      const timer = setTimeout(() => done(false), timeoutMs)
-      connection.once('ready', onReady)
-    })
+    let wait = this.readyWaits.get(connection)
+    if (wait === undefined) {
+      wait = new Promise<boolean>((resolve) => {
+        const done = (ok: boolean) => {
+          clearTimeout(timer)
+          connection.off('ready', onReady)
+          this.readyWaits.delete(connection)
+          resolve(ok)
+        }
+        const onReady = () => done(true)
+        const timer = setTimeout(() => done(false), timeoutMs)
+        connection.once('ready', onReady)
+      })
+      this.readyWaits.set(connection, wait)
+    }
+    return await wait
   }
 
   /** Holds a channel for good (the control channel): placed now if possible, else by `reconcile`. */
