@@ -45,12 +45,17 @@ function sentAtOf (data: Buffer): number {
   return (JSON.parse(data.toString()) as { payload: { sentAt: number } }).payload.sentAt
 }
 
+const PRESENCE_FRAME = '{"type":"presence"'
+
 /** The one listener every ready client shares: count, maybe time, answer Engine.IO pings. */
 function onBroadcast (this: WebSocket, data: Buffer): void {
   if (kind === 'socketio' && !isSocketIoEvent(data)) {
     if (data[0] === 0x32) this.send('3') // Engine.IO ping → pong
     return
   }
+  // Presence counts (room:bench is a presence channel by default) are not broadcasts: counted,
+  // they ended a phase early and left its last broadcasts unrecorded.
+  if (kind !== 'socketio' && data.length > 18 && data.toString('latin1', 0, 18) === PRESENCE_FRAME) return
   received++
   if (timing) histogram.record(now() - sentAtOf(data))
   if (received === expected) {
