@@ -36,18 +36,26 @@ export function failFastConnection (url: string, options: RedisConnectionOptions
     ...options.redisOptions,
     connectionName: options.name.replace(/[^\w.:@-]/g, '_')
   })
+  logOutages(connection, options.name, options.log, 'redis connection')
+  return connection
+}
+
+/**
+ * Logs an outage once, when it starts (not at every reconnect attempt), and its end. `what`
+ * names the connection in the messages ("redis connection lost; retrying with backoff").
+ */
+export function logOutages (connection: Redis | Cluster, name: string, log: RedisLogger, what: string): void {
   let down = false
   connection.on('error', (err: Error) => {
     if (down || connection.status === 'end') return
     down = true
-    options.log.warn({ err, connection: options.name }, 'redis connection lost; retrying with backoff')
+    log.warn({ err, connection: name }, `${what} lost; retrying with backoff`)
   })
   connection.on('ready', () => {
     if (!down) return
     down = false
-    options.log.info({ connection: options.name }, 'redis connection is back')
+    log.info({ connection: name }, `${what} is back`)
   })
-  return connection
 }
 
 /** A command connection: to one Redis, or to a Redis Cluster. */
@@ -84,17 +92,7 @@ export function clusterConnection (nodes: readonly ClusterNode[], options: Redis
       connectionName: options.name.replace(/[^\w.:@-]/g, '_')
     }
   })
-  let down = false
-  connection.on('error', (err: Error) => {
-    if (down || connection.status === 'end') return
-    down = true
-    options.log.warn({ err, connection: options.name }, 'redis cluster connection lost; retrying with backoff')
-  })
-  connection.on('ready', () => {
-    if (!down) return
-    down = false
-    options.log.info({ connection: options.name }, 'redis cluster connection is back')
-  })
+  logOutages(connection, options.name, options.log, 'redis cluster connection')
   return connection
 }
 

@@ -1,6 +1,6 @@
 import { Redis, type Cluster, type RedisOptions } from 'ioredis'
 import { BrokerUnavailableError } from './broker.js'
-import { reconnectBackoff, type RedisLogger } from './redis-connection.js'
+import { logOutages, reconnectBackoff, type RedisLogger } from './redis-connection.js'
 import { slotOf } from './redis-slots.js'
 
 export interface ShardSubscribersOptions {
@@ -246,13 +246,7 @@ export class ShardSubscribers {
     })
     connection.on('smessage', (name: string, message: string) => this.options.onMessage(name, message))
     connection.on('ready', () => this.reconcile())
-    let down = false
-    connection.on('error', (err: Error) => {
-      if (down) return // once per outage, not once per reconnect attempt
-      down = true
-      this.options.log.warn({ err, node }, 'redis cluster subscriber connection lost; retrying with backoff')
-    })
-    connection.on('ready', () => { down = false })
+    logOutages(connection, `${this.options.name}:sub:${node}`, this.options.log, 'redis cluster subscriber connection')
     connection.on('close', () => {
       // A new connection starts with no subscriptions: everything placed here is lost.
       for (const [name, at] of this.placed) {
