@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto'
 import fp from 'fastify-plugin'
 import { type Revocation, revokes } from '../lib/auth/revocations.js'
 import type { ControlMessage } from '../lib/broker/control.js'
@@ -26,7 +27,11 @@ export default fp(async (app) => {
   const control = hub.broker.control
   const log = app.log.child({ component: 'control' })
 
-  control.onMessage((message: ControlMessage) => {
+  // This instance acts on its own messages before the route answers, so a request that
+  // follows a 202 on this instance already sees the revocation ("from now on"); the others
+  // act when the broker brings the message (within a second).
+  const self = randomUUID()
+  const act = (message: ControlMessage): void => {
     if (message.kind === 'disconnect') {
       const users = new Set(message.userIds)
       const closed = hub.closeWhere((identity) => identity.userId !== null && users.has(identity.userId), CloseCode.DISCONNECTED, message.reason)
@@ -36,7 +41,8 @@ export default fp(async (app) => {
       const closed = hub.closeWhere((identity) => revokes(message.revocation, identity), CloseCode.DISCONNECTED, message.reason)
       metrics.disconnects.inc({ cause: 'revoke' }, closed)
     }
-  })
+  }
+  control.onMessage((message: ControlMessage) => { if (message.from !== self) act(message) })
 
   async function reload (): Promise<void> {
     try {
@@ -52,11 +58,15 @@ export default fp(async (app) => {
   app.addHook('onClose', async () => { clearInterval(pruner) })
 
   app.decorate('disconnectUsers', async (userIds: string[], reason: string) => {
-    await control.send({ kind: 'disconnect', userIds, reason })
+    const message: ControlMessage = { kind: 'disconnect', userIds, reason, from: self }
+    await control.send(message)
+    act(message)
   })
   app.decorate('revoke', async (revocation: Revocation, reason: string) => {
     await control.store(revocation)
-    await control.send({ kind: 'revoke', revocation, reason })
+    const message: ControlMessage = { kind: 'revoke', revocation, reason, from: self }
+    await control.send(message)
+    act(message)
     metrics.revocations.inc({ kind: revocation.kind })
   })
 }, { name: 'control', dependencies: ['hub', 'auth', 'metrics'] })

@@ -5,9 +5,13 @@ import type { Revocation } from '../auth/revocations.js'
  * "Disconnect and revoke"), carried by the broker: the memory broker hands a message to its
  * own instance; Redis publishes it to every instance and keeps revocations.
  */
-export type ControlMessage =
+export type ControlMessage = (
   | { kind: 'disconnect', userIds: string[], reason: string }
   | { kind: 'revoke', revocation: Revocation, reason: string }
+) & {
+  /** The sending instance, which acted on the message before answering (so it skips its own). */
+  from?: string
+}
 
 export interface ControlBackend {
   /** Delivers the message to every instance, this one included, within a second. */

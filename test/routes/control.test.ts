@@ -4,7 +4,7 @@ import t, { type Test } from 'tap'
 import WebSocket from 'ws'
 import { mintToken } from '../../lib/auth/token.js'
 import { adminToken, post, requireService, serviceToken, SseClient, startServer, TEST_SECRET, token, WsClient } from '../support/helper.js'
-import { REDIS_URL, redisAvailable, redisClient, uniquePrefix } from '../support/redis-fixture.js'
+import { eventually, REDIS_URL, redisAvailable, redisClient, uniquePrefix } from '../support/redis-fixture.js'
 
 // The control plane (issue 15): disconnect and revoke on every instance, allowed origins.
 const redisUp = await redisAvailable()
@@ -67,8 +67,10 @@ t.test('revoke a user: tokens issued up to then are refused everywhere (401), li
   t.match(refresh, { type: 'error', payload: { code: 'forbidden' } }, 'auth:refresh with a revoked token: forbidden')
   const revokedService = issued('svc-gone', 60, { roles: ['service'] })
   await post(`${a.url}/realtime/revoke`, adminToken(), { userId: 'svc-gone', issuedBefore: new Date().toISOString() })
-  const publish = await post(`${b.url}/realtime/publish`, revokedService, { channel: 'room:x', type: 't', payload: {} })
-  t.equal(publish.status, 401, 'on HTTP too')
+  const publishOn = async (url: string) => (await post(`${url}/realtime/publish`, revokedService, { channel: 'room:x', type: 't', payload: {} })).status
+  t.equal(await publishOn(a.url), 401, 'on HTTP too: at once on the instance that answered the revoke')
+  await eventually('the other instance refuses it (within a second)', async () => await publishOn(b.url) === 401, 1000)
+  t.pass('and on the other instance within a second')
 })
 
 t.test('revoke one token by jti; the user\'s other tokens still work', async (t) => {
