@@ -15,9 +15,9 @@ import { RedisControl } from './redis-control.js'
 import { PRESENCE_MESSAGE, RedisPresence } from './redis-presence.js'
 import type { ChannelHistory, HistoryPolicy } from './history-policy.js'
 import {
-  databaseOf, decodeEntry, globLiteral, PUBLISH_BATCH_SCRIPT, PUBLISH_SCRIPT, randomName, READ_SCRIPT, RedisLayout, sharded
+  databaseOf, decodeEntry, globLiteral, PUBLISH_BATCH_SCRIPT, randomName, READ_SCRIPT, RedisLayout, sharded
 } from './redis-layout.js'
-import { eventArguments, groupBySlot, publishBatchArgs, type PublishReply } from './redis-publish-batch.js'
+import { groupBySlot, publishBatchArgs, type PublishReply } from './redis-publish-batch.js'
 
 export interface RedisBrokerOptions extends BrokerOptions {
   /** redis:// or rediss:// URL (a /db suffix selects the database); unused with `clusterNodes`. */
@@ -44,7 +44,6 @@ export interface RedisBrokerOptions extends BrokerOptions {
 }
 
 type ScriptedRedis = RedisClient & {
-  rtgPublish(...args: Array<string | number>): Promise<PublishReply>
   rtgRead(...args: Array<string | number>): Promise<[string, number, ...string[]]>
   rtgPublishBatch(numberOfKeys: number, ...args: Array<string | number>): Promise<PublishReply[]>
 }
@@ -122,7 +121,6 @@ export class RedisBroker implements Broker {
       : clusterConnection(clusterNodes, { ...connection, name: `${name}:cmd` })) as ScriptedRedis
     // On a cluster the scripts publish with SPUBLISH, into the channel's shard.
     const script = clusterNodes === undefined ? (lua: string) => lua : sharded
-    this.commands.defineCommand('rtgPublish', { numberOfKeys: 5, lua: script(PUBLISH_SCRIPT) })
     this.commands.defineCommand('rtgRead', { numberOfKeys: 3, lua: READ_SCRIPT })
     this.commands.defineCommand('rtgPublishBatch', { lua: script(PUBLISH_BATCH_SCRIPT) })
     this.redis = this.commands
@@ -155,7 +153,7 @@ export class RedisBroker implements Broker {
       })
       // From its first placement on, no disconnect or revocation is missed.
       this.shards.holdAlways(this.layout.controlChannel)
-      const scripts = [script(PUBLISH_SCRIPT), READ_SCRIPT, script(PUBLISH_BATCH_SCRIPT)]
+      const scripts = [READ_SCRIPT, script(PUBLISH_BATCH_SCRIPT)]
       const cluster = this.commands as Cluster
       const preload = () => { void this.preloadScripts(cluster, scripts) }
       cluster.on('ready', preload)
@@ -163,14 +161,13 @@ export class RedisBroker implements Broker {
     }
   }
 
+  /** One event: the batch script with one event (one script, one set of rules). */
   async publish (draft: EventDraft): Promise<PublishedEvent> {
     if (this.closed || this.commands.status !== 'ready') throw new BrokerUnavailableError('redis is not connected')
-    const [[meta, history, dedupe, origin], [body, size, ttl, retention, pubsub, ...idempotency]] =
-      eventArguments(draft, this.layout, this.policy, retentionOf)
     let reply: PublishReply
     try {
-      reply = await this.commands.rtgPublish(meta, history, this.layout.baseKeyOf(draft.channel), dedupe, origin,
-        newEpochBase(), body, size, ttl, retention, pubsub, this.dedupeTtlSeconds, ...idempotency)
+      const { keys, args } = publishBatchArgs([draft], this.layout, this.policy, retentionOf, this.dedupeTtlSeconds)
+      reply = (await this.commands.rtgPublishBatch(keys.length, ...keys, ...args))[0]
     } catch (err) {
       throw new BrokerUnavailableError('redis did not take the publish', { cause: err })
     }

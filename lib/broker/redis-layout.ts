@@ -190,11 +190,12 @@ end
 `
 
 /**
- * Publish, atomically: take the next offset (starting the stream in its computed epoch if
- * the channel has none), append to the bounded history, refresh both TTLs, and PUBLISH the
- * entry. Because the PUBLISH happens inside the script, every subscriber of every instance
- * sees a channel's entries in offset order. The time comes from Redis, one clock for all
- * instances.
+ * Publish a batch of events (one or many, in the order given), atomically: each takes the
+ * next offset of its channel (starting the stream in its computed epoch if the channel has
+ * none), joins the bounded history, and is PUBLISHed; both TTLs are refreshed. Because the
+ * PUBLISH happens inside the script, every subscriber of every instance sees a channel's
+ * entries in offset order; all of the events are taken or none. The time comes from Redis,
+ * one clock for all instances (one reading a run: a run's events share their ms).
  *
  * With a dedupe key (lib/core/event.ts EventDraft.dedupe) the check and the publish are one
  * step: a key seen within its TTL answers the first event's place, `replayed` 1, and
@@ -202,90 +203,106 @@ end
  * never leave an event published without its key, nor a key without its event.
  *
  * With an origin (EventDraft.origin: a Kafka partition, the message's offset and the
- * draft's index) the source's high-water mark is checked and moved in the same step: a
- * draft at or below it was published already and is skipped (`replayed` 2, no place).
+ * draft's index) the source's high-water mark for the channel is checked and moved in the
+ * same step: a draft at or below it was published already and is skipped (`replayed` 2, no
+ * place).
  *
- * KEYS: meta, history, epoch base, dedupe key, origin mark (any key when unused). ARGV: new
- * base (if the dataset has none), body, history size, history TTL, retention (meta TTL and
- * epoch bucket), pub/sub channel, idempotency TTL, dedupe (1 or 0), origin offset (-1:
- * none), origin index. Returns {epoch, offset, ms, replayed}.
- */
-const publishBody = (base: string): string => `
-local idempotencyTtl = ARGV[7]
-local dedupe = ARGV[8] == '1'
-if dedupe then
-  local first = redis.call('GET', KEYS[4])
-  if first then
-    local a = string.find(first, ',', 1, true)
-    local b = string.find(first, ',', a + 1, true)
-    return {string.sub(first, 1, a - 1), tonumber(string.sub(first, a + 1, b - 1)), string.sub(first, b + 1), 1}
-  end
-end
-local originOffset = tonumber(ARGV[9])
-local originIndex = tonumber(ARGV[10])
-if originOffset >= 0 then
-  local mark = redis.call('GET', KEYS[5])
-  if mark then
-    local comma = string.find(mark, ',', 1, true)
-    local markOffset = tonumber(string.sub(mark, 1, comma - 1))
-    local markIndex = tonumber(string.sub(mark, comma + 1))
-    if originOffset < markOffset or (originOffset == markOffset and originIndex <= markIndex) then
-      return {'', 0, '0', 2}
-    end
-  end
-end
-local now = redis.call('TIME')
-local base = ${base}
-local meta = redis.call('HMGET', KEYS[1], 'epoch', 'base')
-local epoch = meta[1]
-if not epoch or meta[2] ~= base then
-  epoch = bucketEpoch(base, tonumber(ARGV[5]), tonumber(now[1]))
-  redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'base', base, 'offset', 0)
-end
-local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-local ms = now[1] .. string.format('%03d', math.floor(tonumber(now[2]) / 1000))
-local entry = epoch .. ',' .. offset .. ',' .. ms .. ',' .. ARGV[2]
-local size = tonumber(ARGV[3])
-if size > 0 then
-  redis.call('RPUSH', KEYS[2], entry)
-  redis.call('LTRIM', KEYS[2], -size, -1)
-  redis.call('EXPIRE', KEYS[2], ARGV[4])
-end
-redis.call('PUBLISH', ARGV[6], entry)
-if dedupe then redis.call('SET', KEYS[4], epoch .. ',' .. offset .. ',' .. ms, 'EX', idempotencyTtl) end
-if originOffset >= 0 then redis.call('SET', KEYS[5], ARGV[9] .. ',' .. ARGV[10], 'EX', idempotencyTtl) end
-return {epoch, offset, ms, 0}
-`
-export const PUBLISH_SCRIPT = EPOCH_OF_EMPTY_CHANNEL + publishBody('currentBase(KEYS[3], ARGV[1])')
-
-/**
- * Many publishes in one script run: PUBLISH_SCRIPT itself, as a function whose KEYS and
- * ARGV are one event's, run for each event in the order given. So the batch follows the
- * one-event rules exactly (and whatever they become), in one round trip, and nothing runs
- * in between: all of the events are taken or none. The epoch base is looked up once per
- * run, not per event (INFO and its parse cost more than the rest of an event's publish);
- * it cannot change within a run.
+ * Cost (issue 18: Redis was the bound of the Kafka ingest at ~10 commands an event): what
+ * is per channel (its meta hash, history push, trim and TTLs, its origin mark) is done once
+ * per channel and run, whatever the number of its events in the run; per event remain the
+ * PUBLISH and, with a dedupe key, its GET and SET. The state of each channel touched is
+ * kept in Lua tables during the run and written at the end; nothing else runs meanwhile.
  *
  * What every event shares is sent once (lib/broker/redis-publish-batch.ts builds the
  * call). KEYS: epoch base, then meta, history, dedupe key and origin mark of each event,
- * four by four. ARGV: new base (if the dataset has none), idempotency TTL, then each
- * event's body, history size, history TTL, retention, pub/sub name, dedupe (1/0), origin
- * offset and origin index. Returns each event's reply. (On a Redis Cluster every
- * key of one call must share a slot: group the events by slot.)
+ * four by four (any key of the channel where unused). ARGV: new base (if the dataset has
+ * none), idempotency TTL, then each event's body, history size, history TTL, retention
+ * (meta TTL and epoch bucket), pub/sub name, dedupe (1/0), origin offset (-1: none) and
+ * origin index. Returns each event's {epoch, offset, ms, replayed}. (On a Redis Cluster
+ * every key of one call must share a slot: the caller groups the events by slot.)
  */
 export const PUBLISH_BATCH_SCRIPT = EPOCH_OF_EMPTY_CHANNEL + `
-local batchBase = currentBase(KEYS[1], ARGV[1])
-local function publish_one (KEYS, ARGV)
-${publishBody('batchBase')}
-end
+local base = currentBase(KEYS[1], ARGV[1])
+local idempotencyTtl = ARGV[2]
+local now = redis.call('TIME')
+local nowSeconds = tonumber(now[1])
+local ms = now[1] .. string.format('%03d', math.floor(tonumber(now[2]) / 1000))
+local streams = {}
+local touched = {}
+local marks = {}
 local replies = {}
 for e = 0, (#KEYS - 1) / 4 - 1 do
-  local a = 3 + 8 * e
   local k = 2 + 4 * e
-  replies[e + 1] = publish_one({KEYS[k], KEYS[k + 1], KEYS[1], KEYS[k + 2], KEYS[k + 3]},
-    {ARGV[1], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[2], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]})
+  local a = 3 + 8 * e
+  local dedupe = ARGV[a + 5] == '1'
+  local first = dedupe and redis.call('GET', KEYS[k + 2])
+  if first then
+    local c1 = string.find(first, ',', 1, true)
+    local c2 = string.find(first, ',', c1 + 1, true)
+    replies[e + 1] = {string.sub(first, 1, c1 - 1), tonumber(string.sub(first, c1 + 1, c2 - 1)), string.sub(first, c2 + 1), 1}
+  else
+    local originOffset = tonumber(ARGV[a + 6])
+    local originIndex = tonumber(ARGV[a + 7])
+    local mark = nil
+    if originOffset >= 0 then
+      mark = marks[KEYS[k + 3]]
+      if not mark then
+        mark = {-1, -1, false}
+        local text = redis.call('GET', KEYS[k + 3])
+        if text then
+          local comma = string.find(text, ',', 1, true)
+          mark[1] = tonumber(string.sub(text, 1, comma - 1))
+          mark[2] = tonumber(string.sub(text, comma + 1))
+        end
+        marks[KEYS[k + 3]] = mark
+      end
+    end
+    if mark and (originOffset < mark[1] or (originOffset == mark[1] and originIndex <= mark[2])) then
+      replies[e + 1] = {'', 0, '0', 2}
+    else
+      local s = streams[KEYS[k]]
+      if not s then
+        local meta = redis.call('HMGET', KEYS[k], 'epoch', 'base', 'offset')
+        s = {epoch = meta[1], offset = tonumber(meta[3]) or 0, meta = KEYS[k], history = KEYS[k + 1],
+          size = tonumber(ARGV[a + 1]), ttl = ARGV[a + 2], retention = ARGV[a + 3], entries = {}}
+        if not s.epoch or meta[2] ~= base then
+          s.epoch = bucketEpoch(base, tonumber(ARGV[a + 3]), nowSeconds)
+          s.offset = 0
+          redis.call('DEL', KEYS[k + 1])
+          redis.call('HSET', KEYS[k], 'epoch', s.epoch, 'base', base)
+        end
+        streams[KEYS[k]] = s
+        touched[#touched + 1] = s
+      end
+      s.offset = s.offset + 1
+      local entry = s.epoch .. ',' .. s.offset .. ',' .. ms .. ',' .. ARGV[a]
+      if s.size > 0 then s.entries[#s.entries + 1] = entry end
+      redis.call('PUBLISH', ARGV[a + 4], entry)
+      if dedupe then redis.call('SET', KEYS[k + 2], s.epoch .. ',' .. s.offset .. ',' .. ms, 'EX', idempotencyTtl) end
+      if mark then
+        mark[1] = originOffset
+        mark[2] = originIndex
+        mark[3] = true
+      end
+      replies[e + 1] = {s.epoch, s.offset, ms, 0}
+    end
+  end
+end
+for _, s in ipairs(touched) do
+  redis.call('HSET', s.meta, 'offset', s.offset)
+  redis.call('EXPIRE', s.meta, s.retention)
+  local n = #s.entries
+  if n > 0 then
+    -- Only the last \`size\` can stay: push no more than those, at most 1000 a command.
+    for i = math.max(1, n - s.size + 1), n, 1000 do
+      redis.call('RPUSH', s.history, unpack(s.entries, i, math.min(i + 999, n)))
+    end
+    redis.call('LTRIM', s.history, -s.size, -1)
+    redis.call('EXPIRE', s.history, s.ttl)
+  end
+end
+for key, mark in pairs(marks) do
+  if mark[3] then redis.call('SET', key, mark[1] .. ',' .. mark[2], 'EX', idempotencyTtl) end
 end
 return replies
 `
@@ -328,9 +345,9 @@ return reply
  * the channel's shard) instead of PUBLISH (broadcast over the whole cluster bus).
  */
 export function sharded (script: string): string {
-  const classic = "redis.call('PUBLISH', ARGV[6], entry)"
+  const classic = "redis.call('PUBLISH', ARGV[a + 4], entry)"
   if (!script.includes(classic)) throw new Error('no PUBLISH to shard in this script')
-  return script.replace(classic, "redis.call('SPUBLISH', ARGV[6], entry)")
+  return script.replace(classic, "redis.call('SPUBLISH', ARGV[a + 4], entry)")
 }
 
 /** The entry body: what of the event is not its place in the stream. */

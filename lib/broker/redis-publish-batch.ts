@@ -3,7 +3,7 @@ import { newEpochBase } from './epochs.js'
 import type { ChannelHistory, HistoryPolicy } from './history-policy.js'
 import { entryBody, type RedisLayout } from './redis-layout.js'
 
-/** What PUBLISH_SCRIPT answers for one event: {epoch, offset, ms, replayed (1: a dedupe key seen before)}. */
+/** What PUBLISH_BATCH_SCRIPT answers for each event: {epoch, offset, ms, replayed (1: a dedupe key seen before)}. */
 export type PublishReply = [string, number, string, number]
 
 /**
@@ -25,9 +25,9 @@ export function groupBySlot<T extends { channel: string }> (drafts: readonly T[]
 }
 
 /**
- * The KEYS and ARGV of one PUBLISH_BATCH_SCRIPT call (lib/broker/redis-layout.ts): what
- * every event's PUBLISH_SCRIPT call shares, once, then each event's own keys and
- * arguments, as RedisBroker.publish passes them one event at a time (keep the two in step).
+ * The KEYS and ARGV of one PUBLISH_BATCH_SCRIPT call (lib/broker/redis-layout.ts), for
+ * one event or many: what every event shares, once, then each event's own keys and
+ * arguments.
  */
 export function publishBatchArgs (
   drafts: readonly EventDraft[], layout: RedisLayout, policy: HistoryPolicy, retentionOf: (history: ChannelHistory) => number,
@@ -46,10 +46,9 @@ export function publishBatchArgs (
 
 /**
  * One event's KEYS (meta, history, dedupe key, origin mark) and ARGV (body, history size,
- * history TTL, retention, pub/sub name, dedupe 1/0, origin offset, origin index) for
- * PUBLISH_SCRIPT, shared by the single publish and the batch.
+ * history TTL, retention, pub/sub name, dedupe 1/0, origin offset, origin index).
  */
-export function eventArguments (
+function eventArguments (
   draft: EventDraft, layout: RedisLayout, policy: HistoryPolicy, retentionOf: (history: ChannelHistory) => number
 ): [string[], Array<string | number>] {
   const channel = layout.keys(draft.channel)

@@ -270,6 +270,38 @@ export function brokerSuite (t: Test, factory: BrokerFactory): void {
     t.same(await broker.publishBatch([]), [], 'an empty batch publishes nothing')
   })
 
+  t.test('publishBatch: more events of a channel than its history keeps, repeats inside one batch, a channel started in it', async (t) => {
+    const { broker, recorder } = await make(t, { historySize: 3 })
+    const [a, fresh] = [suiteChannel('batch-long'), suiteChannel('batch-fresh')]
+    await broker.subscribe(a)
+    await broker.subscribe(fresh)
+    await broker.publish(draft(a, 0))
+    const origin = (offset: number) => ({ source: 'topic-b:3', offset, index: 0 })
+    const drafts = [
+      ...range(1, 8).map((n) => draft(a, n)),
+      { ...draft(fresh, 1), origin: origin(40) },
+      { ...draft(fresh, 2), origin: origin(40) }, // the same message again: skipped
+      { ...draft(fresh, 3), origin: origin(39) }, // below the mark moved by the first: skipped
+      { ...draft(fresh, 4), origin: origin(41) },
+      { ...draft(a, 9), dedupe: 'h:c:k' },
+      { ...draft(a, 10), dedupe: 'h:c:k' } // the same key: the first one's place
+    ]
+    const events = await broker.publishBatch(drafts)
+    t.same(events.map((e) => [e.channel === a ? 'a' : 'fresh', e.offset, e.replayed === true]), [
+      ...range(2, 9).map((offset) => ['a', offset, false]),
+      ['fresh', 1, false], ['fresh', 0, true], ['fresh', 0, true], ['fresh', 2, false],
+      ['a', 10, false], ['a', 10, true]
+    ], 'offsets per channel, repeats answered as repeats')
+    const history = await broker.history(a, { offset: 7 })
+    t.same(history.events.map((e) => e.payload.n), [7, 8, 9], 'the history keeps the last 3 of the run')
+    t.same(await broker.position(a), { offset: 10, epoch: events[0].epoch })
+    t.equal((await broker.history(a, { offset: 5 })).recovered, false, 'older ones are gone: not recoverable')
+    await recorder.until('every new event delivered', () => recorder.of(a).length === 10 && recorder.of(fresh).length === 2)
+    t.same(offsets(recorder.of(a)), range(1, 10), 'delivered once each, in order')
+    t.same(recorder.of(fresh).map((e) => e.payload.n), [1, 4])
+    t.equal((await broker.publish({ ...draft(fresh, 5), origin: origin(41) })).replayed, true, 'the mark the run left holds for later calls')
+  })
+
   t.test('publishBatch and publish issued together keep call order on a channel', async (t) => {
     const { broker } = await make(t, { historySize: 500 })
     const channel = suiteChannel('batch-order')
