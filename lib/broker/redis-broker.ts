@@ -17,7 +17,7 @@ import type { ChannelHistory, HistoryPolicy } from './history-policy.js'
 import {
   databaseOf, decodeEntry, globLiteral, PUBLISH_BATCH_SCRIPT, randomName, READ_SCRIPT, RedisLayout, sharded
 } from './redis-layout.js'
-import { groupBySlot, publishBatchArgs, type PublishReply } from './redis-publish-batch.js'
+import { groupBySlot, publishBatchArgs, type PublishReply, replyAt } from './redis-publish-batch.js'
 
 export interface RedisBrokerOptions extends BrokerOptions {
   /** redis:// or rediss:// URL (a /db suffix selects the database); unused with `clusterNodes`. */
@@ -45,7 +45,8 @@ export interface RedisBrokerOptions extends BrokerOptions {
 
 type ScriptedRedis = RedisClient & {
   rtgRead(...args: Array<string | number>): Promise<[string, number, ...string[]]>
-  rtgPublishBatch(numberOfKeys: number, ...args: Array<string | number>): Promise<PublishReply[]>
+  /** Four values per event, flat (PUBLISH_BATCH_SCRIPT). */
+  rtgPublishBatch(numberOfKeys: number, ...args: Array<string | number>): Promise<Array<string | number>>
 }
 
 const SUBSCRIBE_BATCH = 500
@@ -167,7 +168,7 @@ export class RedisBroker implements Broker {
     let reply: PublishReply
     try {
       const { keys, args } = publishBatchArgs([draft], this.layout, this.policy, retentionOf, this.dedupeTtlSeconds)
-      reply = (await this.commands.rtgPublishBatch(keys.length, ...keys, ...args))[0]
+      reply = replyAt(await this.commands.rtgPublishBatch(keys.length, ...keys, ...args), 0)
     } catch (err) {
       throw new BrokerUnavailableError('redis did not take the publish', { cause: err })
     }
@@ -202,11 +203,8 @@ export class RedisBroker implements Broker {
         const { keys, args } = publishBatchArgs(group.drafts, this.layout, this.policy, retentionOf, this.dedupeTtlSeconds)
         return await this.commands.rtgPublishBatch(keys.length, ...keys, ...args)
       }))
-      if (groups.length === 1) replies = parts[0]
-      else {
-        replies = new Array<PublishReply>(drafts.length)
-        groups.forEach((group, g) => group.indexes.forEach((index, i) => { replies[index] = parts[g][i] }))
-      }
+      replies = new Array<PublishReply>(drafts.length)
+      groups.forEach((group, g) => group.indexes.forEach((index, i) => { replies[index] = replyAt(parts[g], i) }))
     } catch (err) {
       throw new BrokerUnavailableError('redis did not take the publish', { cause: err })
     }

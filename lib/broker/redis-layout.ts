@@ -66,8 +66,8 @@ export class RedisLayout {
   /**
    * `clustered`: the layout for a Redis Cluster (docs/operations.md, "Redis Cluster"). Every
    * key of a channel carries the channel as its hash tag, `P{<ch>}:meta`, `P{<ch>}:hist`,
-   * `P{<ch>}:idem:<key>`, `P{<ch>}:origin:<source>` (a Kafka partition's mark per channel),
-   * so one script can touch them all; its pub/sub name is a shard channel in the same slot,
+   * `P{<ch>}:idem:<key>`, so one script can touch them all (a Kafka partition's mark is kept
+   * per slot, `P{<tag>}:origin:<source>`, beside the slot's epoch base); its pub/sub name is a shard channel in the same slot,
    * `P db0:ev:{<ch>}`; and the epoch base is kept per slot, `P{<tag>}:epoch-gen` with a tag
    * of that slot (lib/broker/redis-slots.ts), since a script may touch only its own slot and
    * each shard has its own run (and its own failovers).
@@ -107,11 +107,12 @@ export class RedisLayout {
 
   /**
    * An ordered source's high-water mark (EventDraft.origin): `offset,index` of the last draft
-   * published from it; per channel on a cluster (a source's drafts reach each channel in the
-   * source's order, so a mark per channel skips exactly what a mark per source would).
+   * published from it; per slot on a cluster, where a script may touch only its slot (a
+   * source's drafts reach each slot in the source's order, and each slot's part of a batch
+   * is all or nothing, so a mark per slot skips exactly what a mark per source would).
    */
   originKey (source: string, channel: string): string {
-    return this.clustered ? `${this.keyPrefix}{${channel}}:origin:${source}` : `${this.keyPrefix}origin:${source}`
+    return this.clustered ? `${this.keyPrefix}{${slotTag(slotOf(channel))}}:origin:${source}` : `${this.keyPrefix}origin:${source}`
   }
 
   /** Where an idempotency scope's claim is kept. */
@@ -203,106 +204,123 @@ end
  * never leave an event published without its key, nor a key without its event.
  *
  * With an origin (EventDraft.origin: a Kafka partition, the message's offset and the
- * draft's index) the source's high-water mark for the channel is checked and moved in the
- * same step: a draft at or below it was published already and is skipped (`replayed` 2, no
- * place).
+ * draft's index) the source's high-water mark is checked and moved in the same step: a
+ * draft at or below it was published already and is skipped (`replayed` 2, no place).
  *
- * Cost (issue 18: Redis was the bound of the Kafka ingest at ~10 commands an event): what
- * is per channel (its meta hash, history push, trim and TTLs, its origin mark) is done once
- * per channel and run, whatever the number of its events in the run; per event remain the
- * PUBLISH and, with a dedupe key, its GET and SET. The state of each channel touched is
- * kept in Lua tables during the run and written at the end; nothing else runs meanwhile.
+ * Cost (issue 18: at ~10 commands an event, Redis bounded the Kafka ingest): what is per
+ * channel (its keys, history size and TTLs, pub/sub name; reading its meta hash, pushing
+ * and trimming its history, refreshing both TTLs) is sent and done once per channel and
+ * run, and a source's mark once per run, whatever the number of events; per event remain
+ * its body, its PUBLISH and, with a dedupe key, that key's GET and SET. The state of each
+ * channel touched is kept in Lua tables during the run and written at the end.
  *
- * What every event shares is sent once (lib/broker/redis-publish-batch.ts builds the
- * call). KEYS: epoch base, then meta, history, dedupe key and origin mark of each event,
- * four by four (any key of the channel where unused). ARGV: new base (if the dataset has
- * none), idempotency TTL, then each event's body, history size, history TTL, retention
- * (meta TTL and epoch bucket), pub/sub name, dedupe (1/0), origin offset (-1: none) and
- * origin index. Returns each event's {epoch, offset, ms, replayed}. (On a Redis Cluster
+ * The call (lib/broker/redis-publish-batch.ts builds it). KEYS: epoch base; each channel's
+ * meta and history (channel c at 2c and 2c+1); the origin marks; the dedupe keys. ARGV: new
+ * base (if the dataset has none), idempotency TTL, the number of channels C and of marks
+ * M; each channel's history size, history TTL, retention (meta TTL and epoch bucket) and
+ * pub/sub name (channel c from 5 + 4(c-1)); then six per event: its channel c, body,
+ * dedupe key d (0: none), mark m (0: none), origin offset and index. Returns, flat, four
+ * per event: epoch, offset, ms, replayed (0, or 1 and 2 as above). (On a Redis Cluster
  * every key of one call must share a slot: the caller groups the events by slot.)
  */
 export const PUBLISH_BATCH_SCRIPT = EPOCH_OF_EMPTY_CHANNEL + `
 local base = currentBase(KEYS[1], ARGV[1])
 local idempotencyTtl = ARGV[2]
+local channelCount = tonumber(ARGV[3])
+local markKeys = 1 + 2 * channelCount
+local dedupeKeys = markKeys + tonumber(ARGV[4])
 local now = redis.call('TIME')
 local nowSeconds = tonumber(now[1])
 local ms = now[1] .. string.format('%03d', math.floor(tonumber(now[2]) / 1000))
 local streams = {}
-local touched = {}
 local marks = {}
 local replies = {}
-for e = 0, (#KEYS - 1) / 4 - 1 do
-  local k = 2 + 4 * e
-  local a = 3 + 8 * e
-  local dedupe = ARGV[a + 5] == '1'
-  local first = dedupe and redis.call('GET', KEYS[k + 2])
-  if first then
-    local c1 = string.find(first, ',', 1, true)
-    local c2 = string.find(first, ',', c1 + 1, true)
-    replies[e + 1] = {string.sub(first, 1, c1 - 1), tonumber(string.sub(first, c1 + 1, c2 - 1)), string.sub(first, c2 + 1), 1}
+local r = 0
+for a = 5 + 4 * channelCount, #ARGV, 6 do
+  local c = tonumber(ARGV[a])
+  local d = tonumber(ARGV[a + 2])
+  local m = tonumber(ARGV[a + 3])
+  local seen = d > 0 and redis.call('GET', KEYS[dedupeKeys + d])
+  if seen then
+    local c1 = string.find(seen, ',', 1, true)
+    local c2 = string.find(seen, ',', c1 + 1, true)
+    replies[r + 1] = string.sub(seen, 1, c1 - 1)
+    replies[r + 2] = tonumber(string.sub(seen, c1 + 1, c2 - 1))
+    replies[r + 3] = string.sub(seen, c2 + 1)
+    replies[r + 4] = 1
   else
-    local originOffset = tonumber(ARGV[a + 6])
-    local originIndex = tonumber(ARGV[a + 7])
+    local originOffset = tonumber(ARGV[a + 4])
+    local originIndex = tonumber(ARGV[a + 5])
     local mark = nil
-    if originOffset >= 0 then
-      mark = marks[KEYS[k + 3]]
+    if m > 0 then
+      mark = marks[m]
       if not mark then
         mark = {-1, -1, false}
-        local text = redis.call('GET', KEYS[k + 3])
+        local text = redis.call('GET', KEYS[markKeys + m])
         if text then
           local comma = string.find(text, ',', 1, true)
           mark[1] = tonumber(string.sub(text, 1, comma - 1))
           mark[2] = tonumber(string.sub(text, comma + 1))
         end
-        marks[KEYS[k + 3]] = mark
+        marks[m] = mark
       end
     end
     if mark and (originOffset < mark[1] or (originOffset == mark[1] and originIndex <= mark[2])) then
-      replies[e + 1] = {'', 0, '0', 2}
+      replies[r + 1] = ''
+      replies[r + 2] = 0
+      replies[r + 3] = '0'
+      replies[r + 4] = 2
     else
-      local s = streams[KEYS[k]]
+      local p = 5 + 4 * (c - 1)
+      local s = streams[c]
       if not s then
-        local meta = redis.call('HMGET', KEYS[k], 'epoch', 'base', 'offset')
-        s = {epoch = meta[1], offset = tonumber(meta[3]) or 0, meta = KEYS[k], history = KEYS[k + 1],
-          size = tonumber(ARGV[a + 1]), ttl = ARGV[a + 2], retention = ARGV[a + 3], entries = {}}
+        local meta = redis.call('HMGET', KEYS[2 * c], 'epoch', 'base', 'offset')
+        s = {epoch = meta[1], offset = tonumber(meta[3]) or 0, size = tonumber(ARGV[p]), entries = {}}
         if not s.epoch or meta[2] ~= base then
-          s.epoch = bucketEpoch(base, tonumber(ARGV[a + 3]), nowSeconds)
+          s.epoch = bucketEpoch(base, tonumber(ARGV[p + 2]), nowSeconds)
           s.offset = 0
-          redis.call('DEL', KEYS[k + 1])
-          redis.call('HSET', KEYS[k], 'epoch', s.epoch, 'base', base)
+          redis.call('DEL', KEYS[2 * c + 1])
+          redis.call('HSET', KEYS[2 * c], 'epoch', s.epoch, 'base', base)
         end
-        streams[KEYS[k]] = s
-        touched[#touched + 1] = s
+        streams[c] = s
       end
       s.offset = s.offset + 1
-      local entry = s.epoch .. ',' .. s.offset .. ',' .. ms .. ',' .. ARGV[a]
+      local entry = s.epoch .. ',' .. s.offset .. ',' .. ms .. ',' .. ARGV[a + 1]
       if s.size > 0 then s.entries[#s.entries + 1] = entry end
-      redis.call('PUBLISH', ARGV[a + 4], entry)
-      if dedupe then redis.call('SET', KEYS[k + 2], s.epoch .. ',' .. s.offset .. ',' .. ms, 'EX', idempotencyTtl) end
+      redis.call('PUBLISH', ARGV[p + 3], entry)
+      if d > 0 then redis.call('SET', KEYS[dedupeKeys + d], s.epoch .. ',' .. s.offset .. ',' .. ms, 'EX', idempotencyTtl) end
       if mark then
         mark[1] = originOffset
         mark[2] = originIndex
         mark[3] = true
       end
-      replies[e + 1] = {s.epoch, s.offset, ms, 0}
+      replies[r + 1] = s.epoch
+      replies[r + 2] = s.offset
+      replies[r + 3] = ms
+      replies[r + 4] = 0
+    end
+  end
+  r = r + 4
+end
+for c = 1, channelCount do
+  local s = streams[c]
+  if s then
+    local p = 5 + 4 * (c - 1)
+    redis.call('HSET', KEYS[2 * c], 'offset', s.offset)
+    redis.call('EXPIRE', KEYS[2 * c], ARGV[p + 2])
+    local n = #s.entries
+    if n > 0 then
+      -- Only the last \`size\` can stay: push no more than those, at most 1000 a command.
+      for i = math.max(1, n - s.size + 1), n, 1000 do
+        redis.call('RPUSH', KEYS[2 * c + 1], unpack(s.entries, i, math.min(i + 999, n)))
+      end
+      redis.call('LTRIM', KEYS[2 * c + 1], -s.size, -1)
+      redis.call('EXPIRE', KEYS[2 * c + 1], ARGV[p + 1])
     end
   end
 end
-for _, s in ipairs(touched) do
-  redis.call('HSET', s.meta, 'offset', s.offset)
-  redis.call('EXPIRE', s.meta, s.retention)
-  local n = #s.entries
-  if n > 0 then
-    -- Only the last \`size\` can stay: push no more than those, at most 1000 a command.
-    for i = math.max(1, n - s.size + 1), n, 1000 do
-      redis.call('RPUSH', s.history, unpack(s.entries, i, math.min(i + 999, n)))
-    end
-    redis.call('LTRIM', s.history, -s.size, -1)
-    redis.call('EXPIRE', s.history, s.ttl)
-  end
-end
-for key, mark in pairs(marks) do
-  if mark[3] then redis.call('SET', key, mark[1] .. ',' .. mark[2], 'EX', idempotencyTtl) end
+for m, mark in pairs(marks) do
+  if mark[3] then redis.call('SET', KEYS[markKeys + m], mark[1] .. ',' .. mark[2], 'EX', idempotencyTtl) end
 end
 return replies
 `
@@ -345,9 +363,9 @@ return reply
  * the channel's shard) instead of PUBLISH (broadcast over the whole cluster bus).
  */
 export function sharded (script: string): string {
-  const classic = "redis.call('PUBLISH', ARGV[a + 4], entry)"
+  const classic = "redis.call('PUBLISH', ARGV[p + 3], entry)"
   if (!script.includes(classic)) throw new Error('no PUBLISH to shard in this script')
-  return script.replace(classic, "redis.call('SPUBLISH', ARGV[a + 4], entry)")
+  return script.replace(classic, "redis.call('SPUBLISH', ARGV[p + 3], entry)")
 }
 
 /** The entry body: what of the event is not its place in the stream. */

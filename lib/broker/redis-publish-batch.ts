@@ -25,9 +25,10 @@ export function groupBySlot<T extends { channel: string }> (drafts: readonly T[]
 }
 
 /**
- * The KEYS and ARGV of one PUBLISH_BATCH_SCRIPT call (lib/broker/redis-layout.ts), for
- * one event or many: what every event shares, once, then each event's own keys and
- * arguments.
+ * The KEYS and ARGV of one PUBLISH_BATCH_SCRIPT call (lib/broker/redis-layout.ts), for one
+ * event or many: what a channel's events share (keys, history settings, pub/sub name) once
+ * per channel, a source's mark once, then each event's channel number, body, dedupe key
+ * and mark numbers and origin.
  */
 export function publishBatchArgs (
   drafts: readonly EventDraft[], layout: RedisLayout, policy: HistoryPolicy, retentionOf: (history: ChannelHistory) => number,
@@ -35,29 +36,37 @@ export function publishBatchArgs (
 ): { keys: string[], args: Array<string | number> } {
   // On a cluster the caller passes drafts of one slot (RedisBroker.publishBatch groups them).
   const keys: string[] = [layout.baseKeyOf(drafts[0].channel)]
-  const args: Array<string | number> = [newEpochBase(), dedupeTtlSeconds]
+  const channelArgs: Array<string | number> = []
+  const eventArgs: Array<string | number> = []
+  const channels = new Map<string, number>()
+  const marks = new Map<string, number>()
+  const dedupeKeys: string[] = []
   for (const draft of drafts) {
-    const [eventKeys, eventArgs] = eventArguments(draft, layout, policy, retentionOf)
-    keys.push(...eventKeys)
-    args.push(...eventArgs)
+    let c = channels.get(draft.channel)
+    if (c === undefined) {
+      channels.set(draft.channel, c = channels.size + 1)
+      const channel = layout.keys(draft.channel)
+      const history = policy.of(draft.channel)
+      keys.push(channel.meta, channel.history)
+      channelArgs.push(history.size, history.ttlSeconds, retentionOf(history), channel.pubsub)
+    }
+    let m = 0
+    const origin = draft.origin
+    if (origin !== undefined) {
+      const markKey = layout.originKey(origin.source, draft.channel)
+      m = marks.get(markKey) ?? 0
+      if (m === 0) marks.set(markKey, m = marks.size + 1)
+    }
+    let d = 0
+    if (draft.dedupe !== undefined) d = dedupeKeys.push(layout.dedupeKey(draft.channel, draft.dedupe))
+    eventArgs.push(c, entryBody(draft.type, draft.payload), d, m, origin?.offset ?? -1, origin?.index ?? 0)
   }
-  return { keys, args }
+  for (const markKey of marks.keys()) keys.push(markKey)
+  for (const dedupeKey of dedupeKeys) keys.push(dedupeKey)
+  return { keys, args: [newEpochBase(), dedupeTtlSeconds, channels.size, marks.size, ...channelArgs, ...eventArgs] }
 }
 
-/**
- * One event's KEYS (meta, history, dedupe key, origin mark) and ARGV (body, history size,
- * history TTL, retention, pub/sub name, dedupe 1/0, origin offset, origin index).
- */
-function eventArguments (
-  draft: EventDraft, layout: RedisLayout, policy: HistoryPolicy, retentionOf: (history: ChannelHistory) => number
-): [string[], Array<string | number>] {
-  const channel = layout.keys(draft.channel)
-  const history = policy.of(draft.channel)
-  const dedupe = draft.dedupe === undefined ? undefined : layout.dedupeKey(draft.channel, draft.dedupe)
-  const origin = draft.origin
-  return [
-    [channel.meta, channel.history, dedupe ?? channel.meta, origin === undefined ? channel.meta : layout.originKey(origin.source, draft.channel)],
-    [entryBody(draft.type, draft.payload), history.size, history.ttlSeconds, retentionOf(history), channel.pubsub,
-      dedupe === undefined ? 0 : 1, origin?.offset ?? -1, origin?.index ?? 0]
-  ]
+/** Event `i`'s reply in the script's flat answer (four values per event). */
+export function replyAt (flat: ReadonlyArray<string | number>, i: number): PublishReply {
+  return [String(flat[4 * i]), Number(flat[4 * i + 1]), String(flat[4 * i + 2]), Number(flat[4 * i + 3])]
 }
