@@ -29,11 +29,13 @@ export function kafkaTables (result: KafkaResult): { text: string, checks: Kafka
       ratio === undefined ? '–' : `${ratio.toFixed(2)}×`, [mark, d.error ?? ''].filter((x) => x !== '').join('; ')]
   })
   const latencyRows = result.latency.map((l) => {
+    // The do-nothing consumer's row is the floor (Kafka and kafkajs alone), not held to the target.
+    const floor = l.name.includes('does nothing')
     const met = l.p99 < LATENCY_P99_TARGET_MS
-    if (Number.isFinite(l.p99)) checks.push({ what: `latency p99, ${l.name}, ms`, value: l.p99, limit: LATENCY_P99_TARGET_MS, met })
+    if (!floor && Number.isFinite(l.p99)) checks.push({ what: `latency p99, ${l.name}, ms`, value: l.p99, limit: LATENCY_P99_TARGET_MS, met })
+    const target = floor ? 'the floor' : Number.isFinite(l.p99) ? `${met ? 'ok' : 'TARGET MISSED'} p99 <${LATENCY_P99_TARGET_MS} ms` : ''
     return ['latency', l.name, String(l.rate), `${l.received}/${l.events}`, l.p50.toFixed(2), l.p99.toFixed(2),
-      [Number.isFinite(l.p99) ? `${met ? 'ok' : 'TARGET MISSED'} p99 <${LATENCY_P99_TARGET_MS} ms` : '', l.error ?? '', l.gaps > 0 ? `${l.gaps} offsets out of sequence` : '']
-        .filter((x) => x !== '').join('; ')]
+      [target, l.error ?? '', l.gaps > 0 ? `${l.gaps} offsets out of sequence` : ''].filter((x) => x !== '').join('; ')]
   })
   const e = result.expected
   const lines = [

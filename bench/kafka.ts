@@ -154,6 +154,40 @@ async function runLimit (prefix: string, groupId: string, expected: Expected, se
   }
 }
 
+/**
+ * The latency floor: the do-nothing consumer (bench/servers/kafka-null.ts) at the same
+ * steady rate, timing each message from its send to its batch: what Kafka and kafkajs take
+ * on this machine before the gateway does anything.
+ */
+async function runLimitLatency (topics: BenchTopics, prefix: string, groupId: string, settings: KafkaSettings, track: Track): Promise<LatencyResult> {
+  const child = new ChildChannel(fork(script('servers/kafka-null.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }), 'kafka-null-latency')
+  track(child)
+  const result: LatencyResult = { name: 'kafkajs consumer, does nothing', rate: settings.latencyRate, messages: 0, events: 0, received: 0, p50: NaN, p99: NaN, gaps: 0, wrongChannels: 0 }
+  try {
+    await child.event('ready', 30_000)
+    await child.request({ op: 'listen', prefix, groupId, consumer: settings.consumer, partitionsConsumedConcurrently: settings.partitionsConsumedConcurrently }, 60_000)
+    const warmupCount = Math.round((settings.latencyRate * settings.warmupMs) / 1000)
+    await topics.steady(prefix, 0, settings.latencyRate, settings.warmupMs)
+    const count = Math.round((settings.latencyRate * settings.latencyMs) / 1000)
+    const expected = expectedOf(warmupCount, count)
+    const timed = expected.messages - expected.dlq // poison carries no sentAt
+    await child.request({ op: 'arm' }, 10_000)
+    await topics.steady(prefix, warmupCount, settings.latencyRate, settings.latencyMs)
+    const deadline = now() + 20_000
+    while ((await child.request<{ count: number }>({ op: 'count' }, 10_000)).count < timed && now() < deadline) await sleep(50)
+    const h = await child.request<{ bins: SparseHistogram, count: number }>({ op: 'stop' }, 30_000)
+    const histogram = new Histogram()
+    histogram.add(h.bins)
+    Object.assign(result, { messages: timed, events: timed, received: h.count, p50: histogram.percentile(0.5), p99: histogram.percentile(0.99) })
+    if (h.count < timed) result.error = `${h.count} of ${timed} messages read`
+  } catch (err) {
+    result.error = (err as Error).message
+  } finally {
+    await stop([child])
+  }
+  return result
+}
+
 async function runDrain (broker: 'memory' | 'redis', prefix: string, groupId: string, redisPrefix: string, expected: Expected, settings: KafkaSettings, track: Track): Promise<DrainResult> {
   const secret = `bench-${process.pid}-${Date.now()}`
   const name = `gateway, ${broker} broker`
@@ -292,6 +326,15 @@ export async function runKafka (settings: KafkaSettings, track: Track, log: (lin
       result.drains.push(drain)
       log(`kafka: ${drain.name}: ${Math.round(drain.messagesPerSec)} msgs/s, ${Math.round(drain.eventsPerSec ?? 0)} events/s` +
         `${drain.error === undefined ? '' : ` (${drain.error})`} (${((now() - t0) / 1000).toFixed(1)} s)`)
+    }
+    {
+      t0 = now()
+      const prefix = `rtg-bench-${run}.latency-null.`
+      await topics.create(prefix, settings.partitions)
+      groups.push(`rtg-bench-${run}-null-latency`)
+      const latency = await runLimitLatency(topics, prefix, groups.at(-1)!, settings, track)
+      result.latency.push(latency)
+      log(`kafka: latency, ${latency.name}: p50 ${latency.p50} ms, p99 ${latency.p99} ms${latency.error === undefined ? '' : ` (${latency.error})`} (${((now() - t0) / 1000).toFixed(1)} s)`)
     }
     for (const broker of settings.brokers) {
       t0 = now()
