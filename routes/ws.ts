@@ -65,7 +65,8 @@ const wsRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const session = sessionOf(this)
     if (session.isClosing) return
     const admission = session.admit()
-    session.receive(admission !== 'ok' || isBinary ? '' : data.toString(), admission)
+    // A refused frame's text is kept only to name its id in the `rate_limited` answer.
+    session.receive(admission === 'flooding' || isBinary ? '' : data.toString(), admission)
     session.releaseReadBuffer()
   }
   function onPong (this: WebSocket): void {

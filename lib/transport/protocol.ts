@@ -68,6 +68,18 @@ export class FrameError extends ClientError {
   }
 }
 
+/**
+ * The `id` of a frame that is not otherwise looked at (refused by the rate limit), so the
+ * client can match the refusal to its request; undefined when the text has none.
+ */
+export function requestIdOf (text: string): string | number | undefined {
+  try {
+    return idOf(JSON.parse(text))
+  } catch {
+    return undefined
+  }
+}
+
 /** Parses one text frame into a validated client frame, or throws FrameError(bad_request). */
 export function parseClientFrame (text: string): ClientFrame {
   let frame: unknown

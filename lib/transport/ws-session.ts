@@ -5,7 +5,7 @@ import { ClientError, CloseCode } from '../core/errors.js'
 import type { Expiries, Expiring } from '../auth/expiry.js'
 import type { Hub } from '../hub/hub.js'
 import { type Identity, isAdmin } from '../auth/identity.js'
-import { type ClientFrame, FrameError, parseClientFrame, serverFrame } from './protocol.js'
+import { type ClientFrame, FrameError, parseClientFrame, requestIdOf, serverFrame } from './protocol.js'
 import { monotonicMs } from '../core/clock.js'
 import { takeToken, type TokenBucket } from './token-bucket.js'
 import { WsConnection, type WsConnectionOptions } from './ws-connection.js'
@@ -102,7 +102,7 @@ export class WsSession extends WsConnection<WsSessionDeps> implements Expiring, 
   /** Acts on a frame, with the verdict `admit` gave it; never throws. */
   private async handle (text: string, admission: Admission): Promise<void> {
     if (admission === 'flooding') return this.close(CloseCode.POLICY_VIOLATION, 'flooding')
-    if (admission === 'limited') return this.send(serverFrame.error('rate_limited', 'too many frames; slow down'))
+    if (admission === 'limited') return this.send(serverFrame.error('rate_limited', 'too many frames; slow down', requestIdOf(text)))
     return await this.process(text)
   }
 

@@ -44,8 +44,8 @@ interface Verdict { closed?: number }
 
 /**
  * Resolves once a ping of ours is answered. A frame refused by the rate limit is answered
- * `rate_limited` without its id (it is not even parsed), so after a flood the ping is sent
- * again, every 300 ms, until the bucket lets one through; rejects after 15 s (a hang).
+ * `rate_limited` (with its id), not a pong, so after a flood the ping is sent again, every
+ * 300 ms, until the bucket lets one through; rejects after 15 s (a hang).
  */
 async function probe (client: WsClient, run: number): Promise<Verdict> {
   const ids = new Set<string>()
