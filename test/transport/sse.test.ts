@@ -1,6 +1,7 @@
 import { EventSource } from 'eventsource'
 import { connect } from 'node:net'
 import t, { type Test } from 'tap'
+import { CloseCode } from '../../lib/core/errors.js'
 import { publishAll } from '../../lib/ingress/publisher.js'
 import { decodeCursor } from '../../lib/transport/sse-cursor.js'
 import { post, serviceToken, SseClient, type SseEvent, startServer, token } from '../support/helper.js'
@@ -261,4 +262,23 @@ t.test('a burst larger than what a stream holds corked arrives whole and in orde
   const events = await sse.waitFor(40, isData)
   t.same(events.map((e) => e.data.payload.i), Array.from({ length: 40 }, (_, i) => i))
   t.ok(events.every((e) => e.data.payload.text === text), 'every byte')
+})
+
+t.test('a disconnect in the same burst as events comes after them, and ends the stream', async (t) => {
+  const { app, url } = await startServer(t)
+  const sse = await SseClient.open(t, sseUrl(url, 'product:7'))
+  await sse.waitFor(1)
+  // The events of a burst wait to leave as one write at its end; the disconnect, written
+  // before that, must not overtake them.
+  app.hub.writeBatch.inBurst(() => {
+    void app.hub.broker.publishBatch(Array.from({ length: 5 }, (_, i) => ({ channel: 'product:7', type: 'test:event', payload: { i } })))
+    app.hub.closeWhere((identity) => identity.userId === '42', CloseCode.DISCONNECTED, 'bye')
+  })
+  const events = await sse.waitFor(7)
+  t.same(events.slice(1).map((e) => e.event), [...Array.from({ length: 5 }, () => 'test:event'), 'system:disconnect'])
+  t.same(events.slice(1, 6).map((e) => e.data.payload.i), [0, 1, 2, 3, 4], 'in order')
+  t.match(events[6].data, { code: CloseCode.DISCONNECTED, reason: 'bye' })
+  const deadline = Date.now() + 5000
+  while (!sse.ended && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20))
+  t.ok(sse.ended, 'the stream ended')
 })
