@@ -13,7 +13,7 @@ import { BENCH_CHANNEL } from './servers/control.js'
  * between C1 and C2 streams (with --snapshots, a heap snapshot at each for bench/heap-diff.ts),
  * then broker-fed (and for the gateway HTTP-fed) bursts at C2 with CPU per delivered event.
  *
- *   npm run bench:sse-probe -- gateway-sse 1000 5000 [--snapshots] [--cpu-prof] [--per-client=60] [--reps=3]
+ *   npm run bench:sse-probe -- gateway-sse 1000 5000 [--snapshots] [--cpu-prof] [--per-client=60] [--reps=3] [--no-http | --http-only]
  */
 const args = process.argv.slice(2)
 const [server = 'gateway-sse', c1Text = '1000', c2Text = '5000'] = args.filter((a) => !a.startsWith('--'))
@@ -51,8 +51,8 @@ try {
   const reps = Number(option('reps') ?? 3)
   const burst = async () => { await srv.request({ op: 'burst', count: perClient }, 120_000) }
   await burstReps([srv], loads, 5, 1, burst)
-  const fan = await burstReps([srv], loads, perClient, reps, burst)
-  console.log(`${server} broker-fed: ${Math.round(fan.messagesPerSec)} msgs/s, ${fan.cpuUsPerMessage.toFixed(2)} µs CPU per delivery, reps ${fan.reps.map(Math.round).join(' ')}, complete ${fan.complete}`)
+  const fan = flag('http-only') ? undefined : await burstReps([srv], loads, perClient, reps, burst)
+  if (fan !== undefined) console.log(`${server} broker-fed: ${Math.round(fan.messagesPerSec)} msgs/s, ${fan.cpuUsPerMessage.toFixed(2)} µs CPU per delivery, reps ${fan.reps.map(Math.round).join(' ')}, complete ${fan.complete}`)
   if (server === 'gateway-sse' && !flag('no-http')) {
     const http = new HttpPublisher(port, mintToken(secret, { sub: 'probe', roles: ['service'], ttlSeconds: 3600 }))
     const body = () => ({ channel: BENCH_CHANNEL, type: 'bench', payload: { seq: 0, sentAt: now() } })
