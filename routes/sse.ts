@@ -115,7 +115,7 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
       (cursor === null || Object.values(outcome.recovered).some((r) => !r))
     if (lostSomething) connection.sendSystem('system:recovery', { recovered: false })
     outcome.replay()
-    forgetToken(request.raw)
+    forgetRequest(request.raw)
     // The listeners of the stream's life are all in: their tables as compact objects.
     compactListeners(reply.raw)
     compactListeners(request.raw)
@@ -125,15 +125,19 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
 export default sseRoutes
 
+/** What a stream's request reads as its headers once the route is done with them. */
+const NO_HEADERS = Object.freeze({})
+
 /**
- * Node keeps a stream's request as long as its response: the token it came with (in the
- * Authorization header or the URL) is not kept there once checked. About 200 B of an idle
- * stream's heap, and a credential less in memory.
+ * Node keeps a stream's request as long as its response, with its URL and headers: the
+ * token (Authorization or `?token=`), and from a browser its cookies, user agent and the
+ * rest, often a kilobyte or two per idle stream. Nothing reads them once the stream is
+ * open, so the URL keeps its path only, the parsed headers are dropped and the raw ones
+ * emptied in place (Node would rebuild `req.headers` from them, as empty strings).
  */
-function forgetToken (req: IncomingMessage): void {
-  const raw = req.rawHeaders
-  for (let i = 0; i < raw.length; i += 2) if (raw[i].toLowerCase() === 'authorization') raw[i + 1] = ''
-  if (req.headers.authorization !== undefined) req.headers.authorization = ''
+function forgetRequest (req: IncomingMessage): void {
+  req.rawHeaders.fill('')
+  req.headers = NO_HEADERS
   const query = req.url?.indexOf('?') ?? -1
   if (query !== -1) req.url = req.url?.slice(0, query)
 }

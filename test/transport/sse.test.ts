@@ -1,4 +1,5 @@
 import { EventSource } from 'eventsource'
+import type { IncomingMessage } from 'node:http'
 import { connect } from 'node:net'
 import t, { type Test } from 'tap'
 import { CloseCode } from '../../lib/core/errors.js'
@@ -281,4 +282,22 @@ t.test('a disconnect in the same burst as events comes after them, and ends the 
   const deadline = Date.now() + 5000
   while (!sse.ended && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20))
   t.ok(sse.ended, 'the stream ended')
+})
+
+t.test('an open stream\'s request keeps neither its token nor its headers', async (t) => {
+  const { app, url } = await startServer(t)
+  const bearer = token('42')
+  const viaQuery = await SseClient.open(t, sseUrl(url, 'product:7', bearer))
+  const viaHeader = await SseClient.open(t, `${url}/sse?channels=product:7`, { authorization: `Bearer ${bearer}`, cookie: 'session=secret' })
+  await Promise.all([viaQuery.waitFor(1), viaHeader.waitFor(1)])
+  const requests = [...app.hub.connections()].map((c) => (c as unknown as { res: { req: IncomingMessage } }).res.req)
+  t.equal(requests.length, 2)
+  for (const req of requests) {
+    t.equal(req.url, '/sse', 'the path only')
+    t.notOk(req.rawHeaders.some((h) => h.includes(bearer) || h.includes('secret')), 'no token or cookie in the raw headers')
+    t.same(req.headers, {}, 'no parsed headers')
+  }
+  // The stream goes on as before.
+  await publish(url, 'product:7', { n: 1 })
+  t.match((await viaHeader.waitFor(2))[1], { event: 'test:event', data: { payload: { n: 1 } } })
 })
