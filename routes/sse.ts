@@ -116,10 +116,9 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
     if (lostSomething) connection.sendSystem('system:recovery', { recovered: false })
     outcome.replay()
     forgetRequest(request.raw)
-    // The listeners of the stream's life are all in: their tables as compact objects.
+    // The response's listeners of the stream's life are all in: its table as a compact
+    // object (the request's and the socket's are compact already in Node's streams).
     compactListeners(reply.raw)
-    compactListeners(request.raw)
-    if (reply.raw.socket !== null) compactListeners(reply.raw.socket)
   })
 }
 
