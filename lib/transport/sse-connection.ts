@@ -162,7 +162,7 @@ export class SseConnection extends HubMember implements Connection, Flushable, E
       return
     }
     if (this.head === undefined || this.headChannel !== e.channel) {
-      this.head = Buffer.from(headOf(this.positions, e.channel), 'latin1')
+      this.head = Buffer.from(headOf(this.positions, e.channel))
       this.headChannel = e.channel
     }
     const tail = tailOf(encoded)
