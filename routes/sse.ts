@@ -1,4 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { IncomingMessage } from 'node:http'
 import type { FastifyReply } from 'fastify'
 import { Type } from '@sinclair/typebox'
 import type { SincePosition } from '../lib/broker/broker.js'
@@ -6,8 +7,8 @@ import { canSubscribe, defaultChannels, isValidChannelName } from '../lib/auth/c
 import { requireIdentity } from '../lib/auth/identity.js'
 import { refusalFor, REFUSAL_MESSAGES } from '../lib/hub/admission.js'
 import { newConnectionId } from '../lib/hub/connection.js'
-import { CloseCode } from '../lib/core/errors.js'
-import { SSE_HEADERS, SseConnection } from '../lib/transport/sse-connection.js'
+import { compactListeners, releaseHijackedReply } from '../lib/transport/internals.js'
+import { SSE_HEADERS, SseConnection, type SseStreams } from '../lib/transport/sse-connection.js'
 import { decodeCursor } from '../lib/transport/sse-cursor.js'
 
 const SseQuery = Type.Object({
@@ -26,12 +27,20 @@ const plainError = (reply: FastifyReply, statusCode: number, error: string, mess
  */
 const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { config, hub, gatewayMetrics: metrics } = app
-  const streams = new Set<SseConnection>()
   const admissionLimits = { maxConnections: config.MAX_CONNECTIONS, maxPerUser: config.MAX_CONNECTIONS_PER_USER }
+  // One object and these callbacks for every stream: none of it is kept per stream.
+  const sseStreams: SseStreams = {
+    sendBufferLimit: config.SEND_BUFFER_LIMIT_BYTES,
+    writeBatch: hub.writeBatch,
+    expiries: app.expiries,
+    onTooSlow: () => metrics.slowClients.inc({ transport: 'sse' }),
+    onClosed: (connection) => hub.remove(connection)
+  }
 
   // One timer for every stream: comment heartbeats keep proxies from closing idle streams.
+  // The hub's members are the registry (no set of streams of its own: an entry per stream).
   const heartbeat = setInterval(() => {
-    for (const stream of streams) stream.heartbeat()
+    for (const connection of hub.connections()) if (connection instanceof SseConnection) connection.heartbeat()
   }, config.SSE_HEARTBEAT_MS)
   heartbeat.unref()
   app.addHook('onClose', async () => { clearInterval(heartbeat) })
@@ -76,11 +85,7 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
       return plainError(reply, 400, 'Bad Request', `rewind must be an integer from 1 to ${app.historyPolicy.maxSize}`)
     }
 
-    const connection = new SseConnection(newConnectionId(), identity, reply.raw, {
-      sendBufferLimit: config.SEND_BUFFER_LIMIT_BYTES,
-      writeBatch: hub.writeBatch,
-      onTooSlow: () => metrics.slowClients.inc({ transport: 'sse' })
-    })
+    const connection = new SseConnection(newConnectionId(), identity, reply.raw, sseStreams)
     hub.add(connection)
     let outcome
     try {
@@ -90,33 +95,51 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
       hub.remove(connection)
       throw err
     }
+    // The client may have gone while the subscription was set up (its close has run).
+    if (connection.isClosed) {
+      hub.remove(connection)
+      reply.hijack()
+      return
+    }
 
     reply.hijack()
+    // Fastify's response listeners would keep its request and reply (logger, query,
+    // headers) as long as the stream: nothing after this reads them.
+    releaseHijackedReply(reply.raw)
     reply.raw.writeHead(200, { ...SSE_HEADERS, ...corsHeaders(reply) })
-    // `exp` is enforced on streams too: the stream ends when the token expires, and
-    // EventSource's reconnect with the same token is then refused with 401.
-    const cancelExpiry = app.expiries.schedule(identity.exp, () => connection.close(CloseCode.TOKEN_EXPIRED, 'token expired'))
-    reply.raw.once('close', () => {
-      cancelExpiry()
-      streams.delete(connection)
-      hub.remove(connection)
-    })
     for (const channel of channels) connection.setPosition(channel, outcome.startsAfter[channel])
+    // `exp` is enforced on streams too (open watches it): the stream ends when the token
+    // expires, and EventSource's reconnect with the same token is then refused with 401.
     connection.open({ connectionId: connection.id, userId: identity.userId, channels })
     const lostSomething = typeof lastEventId === 'string' && lastEventId !== '' &&
       (cursor === null || Object.values(outcome.recovered).some((r) => !r))
     if (lostSomething) connection.sendSystem('system:recovery', { recovered: false })
     outcome.replay()
-    streams.add(connection)
-    // The client may have gone while the subscription was set up.
-    if (connection.isClosed) {
-      streams.delete(connection)
-      hub.remove(connection)
-    }
+    forgetRequest(request.raw)
+    // The response's listeners of the stream's life are all in: its table as a compact
+    // object (the request's and the socket's are compact already in Node's streams).
+    compactListeners(reply.raw)
   })
 }
 
 export default sseRoutes
+
+/** What a stream's request reads as its headers once the route is done with them. */
+const NO_HEADERS = Object.freeze({})
+
+/**
+ * Node keeps a stream's request as long as its response, with its URL and headers: the
+ * token (Authorization or `?token=`), and from a browser its cookies, user agent and the
+ * rest, often a kilobyte or two per idle stream. Nothing reads them once the stream is
+ * open, so the URL keeps its path only, the parsed headers are dropped and the raw ones
+ * emptied in place (Node would rebuild `req.headers` from them, as empty strings).
+ */
+function forgetRequest (req: IncomingMessage): void {
+  req.rawHeaders.fill('')
+  req.headers = NO_HEADERS
+  const query = req.url?.indexOf('?') ?? -1
+  if (query !== -1) req.url = req.url?.slice(0, query)
+}
 
 /** A hijacked reply skips Fastify's onSend, so CORS headers set so far are copied over. */
 function corsHeaders (reply: FastifyReply): Record<string, string> {

@@ -16,6 +16,7 @@ import type { WebSocket } from 'ws'
  * | `ws._socket` (the TCP socket under a WebSocket) | event frames prebuilt once and written as is, sockets corked per turn or burst ("Before and after the performance work", "Write batching": burst fan-out about 1.0–1.3M msgs/s at 5k against 95–120k for `ws.send` per frame) | `rawSocketOf` returns undefined: frames go through `socket.send` (framed per send, one write each) |
  * | `ws._receiver._buffers` (ws's read chunk list) | 152 B per client that ever sent a frame or pong, for its life ("Idle heap per connection": 37.1 → 35.7 MB per 10k idle) | nothing is released; the array stays grown |
  * | `EventEmitter._events` (the listener table) | 256 B → 56 B per WebSocket ("Idle heap per connection", "The last two targets": 31.8 → 28.8 MB per 10k idle at 10k) | the null-prototype hash table stays |
+ * | Fastify's `onResFinished` listeners on a hijacked SSE response | Fastify's request and reply, the request's child logger, query and headers no longer live as long as the stream (bench/README.md, SSE) | they stay reachable until the stream ends |
  * | `net.Socket._httpMessage` (the upgrade's ServerResponse) | the upgrade's request, response, headers (token included) and logger no longer live as long as the socket: several kB per idle connection ("Before and after the performance work", idle memory) | they stay reachable until the socket closes |
  */
 
@@ -96,4 +97,24 @@ export function detachUpgradeResponse (raw: Socket): boolean {
   if (typeof response?.detachSocket !== 'function') return false
   response.detachSocket(raw)
   return true
+}
+
+/**
+ * Removes the `finish` and `error` listeners Fastify adds to every response with a logger
+ * (reply.js `setupResponseListeners`: a closure named `onResFinished` over the reply, so over
+ * the request, its child logger, query and params). For a hijacked SSE response, which lasts
+ * as long as the stream, they kept all of that alive for nothing Fastify would do with it but
+ * the request-completed log line (LOG_LEVEL debug) when the stream ends. Node's own
+ * listeners stay. Returns how many it removed.
+ */
+export function releaseHijackedReply (res: ServerResponse): number {
+  let removed = 0
+  for (const event of ['finish', 'error'] as const) {
+    for (const listener of res.listeners(event)) {
+      if (listener.name !== 'onResFinished') continue
+      res.removeListener(event, listener as (...args: unknown[]) => void)
+      removed++
+    }
+  }
+  return removed
 }

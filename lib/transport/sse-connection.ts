@@ -5,15 +5,25 @@ import { type Connection, HubMember } from '../hub/connection.js'
 import type { EncodedEvent, StreamPosition } from '../core/event.js'
 import type { PresenceCounts } from '../core/presence.js'
 import type { Identity } from '../auth/identity.js'
+import type { Expiries, Expiring } from '../auth/expiry.js'
 import type { Flushable, WriteBatch } from '../core/write-batch.js'
-import { encodeCursor } from './sse-cursor.js'
+import { encodePositions } from './sse-cursor.js'
+import { chunkOf, headOf, HEARTBEAT_CHUNK, tailOf } from './sse-frames.js'
 
-export interface SseConnectionOptions {
+/**
+ * What every stream of one route shares: one object for all of them, so a stream holds
+ * no options object or callback closures of its own (idle memory per stream).
+ */
+export interface SseStreams {
   /** Bytes the response may have queued before the client counts as too slow. */
   sendBufferLimit: number
-  onTooSlow?: (connection: SseConnection) => void
   /** The app's write batching (lib/core/write-batch.ts), shared with its WebSocket connections. */
   writeBatch: WriteBatch
+  /** The app's token expiries: an opened stream ends when its token's `exp` passes. */
+  expiries?: Expiries
+  onTooSlow?: (connection: SseConnection) => void
+  /** Called once when the response closes, whoever closed it. */
+  onClosed?: (connection: SseConnection) => void
 }
 
 /** Headers of every event stream (docs/protocol.md, Server-Sent Events). */
@@ -24,13 +34,28 @@ export const SSE_HEADERS = {
   'x-accel-buffering': 'no'
 } as const
 
+/** Where a response's connection is kept: one property, no closure per stream to find it. */
+const CONNECTION = Symbol('sseConnection')
+type StreamResponse = ServerResponse & { [CONNECTION]?: SseConnection }
+
+/** The one 'close' listener of every stream (a shared function: `this` is the response). */
+function onResponseClose (this: StreamResponse): void {
+  this[CONNECTION]?.closedByResponse()
+}
+
+/** A socket with more than this waiting in a turn is written out at once, as in ws-connection.ts. */
+const TURN_FLUSH_BYTES = 64 * 1024
+
 /**
  * A Connection over a Server-Sent Events response. Each event carries, as its `id:`,
  * a cursor of every channel's position, so a reconnect can resume all of them.
  */
-export class SseConnection extends HubMember implements Connection, Flushable {
-  readonly transport = 'sse' as const
-  private readonly positions = new Map<string, StreamPosition>()
+export class SseConnection extends HubMember implements Connection, Flushable, Expiring {
+  /**
+   * Every channel's position, `[channel, epoch, offset, …]`, exactly sized (as
+   * lib/hub/held-channels.ts: a Map and an object per position cost about 250 B a stream).
+   */
+  private positions: Array<string | number> = []
   private closed = false
   /**
    * `id: v1;` and the positions of every channel but `headChannel`, as bytes: the part of
@@ -39,8 +64,17 @@ export class SseConnection extends HubMember implements Connection, Flushable {
    */
   private head?: Buffer
   private headChannel?: string
-  /** This turn's direct writes (lib/core/write-batch.ts): none yet, one written at once, or corked. */
-  private turnWrites: null | 'written' | 'corked' = null
+  /**
+   * The socket once the stream is open as a chunked HTTP/1.1 response with its head out
+   * (open): every frame is then one HTTP chunk written to it directly. Null before, and
+   * for a response that is not chunked (an HTTP/1.0 client): frames go through res.write.
+   */
+  private socket: Socket | null = null
+  /** This turn's direct writes (lib/core/write-batch.ts): none yet, one written at once, or batched. */
+  private turnWrites: null | 'written' | 'batched' = null
+  /** Event bytes (heads and tails) batched this turn: written as one chunk at the end of it. */
+  private batch: Buffer[] | null = null
+  private batchBytes = 0
   /**
    * What was written before the route opened the stream (open): the hub may push presence
    * counts or a reset while the subscription is still being read, and writing them then would
@@ -53,14 +87,33 @@ export class SseConnection extends HubMember implements Connection, Flushable {
     readonly id: string,
     public identity: Identity,
     private readonly res: ServerResponse,
-    private readonly options: SseConnectionOptions
+    private readonly streams: SseStreams
   ) {
     super()
-    res.once('close', () => { this.closed = true })
+    ;(res as StreamResponse)[CONNECTION] = this
+    res.on('close', onResponseClose)
   }
 
-  /** Starts the stream (after the route wrote the head): `system:connected`, then whatever waited. */
+  get transport (): 'sse' {
+    return 'sse'
+  }
+
+  /**
+   * Starts the stream once the route set the head (writeHead): sends the head on its own,
+   * then `system:connected`, then whatever waited. The head goes out alone so that the
+   * response's header string is flattened (Node keeps it for the stream's life: as built,
+   * a tree of some thirty strings).
+   */
   open (connected: unknown): void {
+    if (this.closed) return
+    const res = this.res
+    res.flushHeaders()
+    const socket = res.socket
+    // Chunked HTTP/1.1 with nothing of its own queued: frames may go to the socket directly,
+    // and nothing written through res can come after them (res.end's last chunk still goes
+    // through it, after these).
+    if (socket !== null && res.chunkedEncoding && res.writableLength === socket.writableLength) this.socket = socket
+    this.streams.expiries?.watch(this.identity.exp, this)
     const waiting = this.waiting ?? []
     this.waiting = null
     this.sendSystem('system:connected', connected, true)
@@ -69,31 +122,42 @@ export class SseConnection extends HubMember implements Connection, Flushable {
 
   /** Records where a channel stands before its first event (from the subscription). */
   setPosition (channel: string, position: StreamPosition): void {
-    this.positions.set(channel, position)
+    const at = indexOf(this.positions, channel)
+    if (at === -1) {
+      this.positions = this.positions.concat([channel, position.epoch, position.offset])
+    } else {
+      this.positions[at + 1] = position.epoch
+      this.positions[at + 2] = position.offset
+    }
     if (channel !== this.headChannel) this.head = undefined
   }
 
   cursor (): string {
-    return encodeCursor(this.positions)
+    return encodePositions(this.positions)
   }
 
   /**
    * The event's `id:` cursor lists the event's channel last (the order of a cursor means
    * nothing: sse-cursor.ts), so an event is this stream's head (its other channels'
-   * positions) followed by a tail shared by every stream (tailOf). On a fan-out each
-   * stream then costs one small copy and one write, not a cursor, a string and its
-   * encoding; and one socket write rather than the four of res.write's chunk framing.
+   * positions) followed by a tail shared by every stream (tailOf). In a burst or while
+   * events stream in, a stream's events of the turn leave as one chunk in one write, at
+   * the end of the burst or turn (lib/core/write-batch.ts); a lone event leaves at once.
    */
   sendEvent (encoded: EncodedEvent): void {
     const e = encoded.event
-    const known = this.positions.get(e.channel)
-    // The hub never delivers a channel's events out of order; this guards replays that
-    // overlap live events after a reconnect, so the stream never repeats an event.
-    if (known !== undefined && known.epoch === e.epoch && e.offset <= known.offset) return
-    this.positions.set(e.channel, { offset: e.offset, epoch: e.epoch })
+    const positions = this.positions
+    const at = indexOf(positions, e.channel)
+    if (at === -1) {
+      this.positions = positions.concat([e.channel, e.epoch, e.offset])
+    } else {
+      // The hub never delivers a channel's events out of order; this guards replays that
+      // overlap live events after a reconnect, so the stream never repeats an event.
+      if (positions[at + 1] === e.epoch && e.offset <= (positions[at + 2] as number)) return
+      positions[at + 1] = e.epoch
+      positions[at + 2] = e.offset
+    }
     if (!this.writable()) return
-    const socket = this.directSocket()
-    if (socket === null || this.waiting !== null) {
+    if (this.socket === null) {
       this.write(`id: ${this.cursor()}\nevent: ${e.type}\ndata: ${encoded.sse}\n\n`)
       return
     }
@@ -101,46 +165,43 @@ export class SseConnection extends HubMember implements Connection, Flushable {
       this.head = Buffer.from(headOf(this.positions, e.channel))
       this.headChannel = e.channel
     }
-    // As WebSocket frames do (lib/core/write-batch.ts): a lone event leaves at once; in a
-    // burst, or while events stream in, the socket stays corked to the end of the burst
-    // or turn, so several publishes (one per HTTP request) share one write per stream.
+    const tail = tailOf(encoded)
     if (this.turnWrites === null) {
-      this.turnWrites = this.options.writeBatch.batchesFirstFrame() ? 'corked' : 'written'
-      if (this.turnWrites === 'corked') socket.cork()
-      this.options.writeBatch.join(this)
-    } else if (this.turnWrites === 'written') {
-      this.turnWrites = 'corked'
-      socket.cork()
+      this.streams.writeBatch.join(this)
+      if (this.streams.writeBatch.batchesFirstFrame()) {
+        this.turnWrites = 'batched'
+      } else {
+        this.turnWrites = 'written'
+        this.socket.write(chunkOf([this.head, tail], this.head.length + tail.length))
+        return
+      }
     }
-    socket.write(chunkOf(this.head, tailOf(encoded)))
-    if (this.turnWrites === 'corked' && socket.writableLength > CORK_FLUSH_BYTES) {
-      socket.uncork()
-      this.turnWrites = 'written'
-    }
+    this.turnWrites = 'batched'
+    if (this.batch === null) this.batch = [this.head, tail]
+    else this.batch.push(this.head, tail)
+    this.batchBytes += this.head.length + tail.length
+    if (this.batchBytes > TURN_FLUSH_BYTES) this.writeBatched()
   }
 
-  /** Writes out what is corked; the next event is this stream's first of the turn again. */
+  /** Writes out what the turn batched; the next event is this stream's first of the turn again. */
   flush (): void {
-    if (this.turnWrites === 'corked') this.res.socket?.uncork()
+    this.writeBatched()
     this.turnWrites = null
   }
 
-  /**
-   * The socket, when an event may be written to it directly: the response is a chunked
-   * HTTP/1.1 stream whose head is out and which holds nothing queued of its own, so
-   * nothing written through it can come after (res.end's last chunk still goes through
-   * it, after these). Else null, and events go through res.write.
-   */
-  private directSocket (): Socket | null {
-    const res = this.res
-    const socket = res.socket
-    if (socket === null || !res.headersSent || !res.chunkedEncoding || socket.destroyed) return null
-    return res.writableLength === socket.writableLength ? socket : null
+  /** The batched events as one HTTP chunk, in one write. */
+  private writeBatched (): void {
+    const batch = this.batch
+    if (batch === null) return
+    this.batch = null
+    const bytes = this.batchBytes
+    this.batchBytes = 0
+    if (!this.closed && this.socket !== null) this.socket.write(chunkOf(batch, bytes))
   }
 
   /** `system:reset` (docs/protocol.md, WebSocket / Server-Sent Events): the cursor moves to the position the channel counts on from. */
   sendReset (channel: string, position: StreamPosition): void {
-    this.setPosition(channel, { offset: position.offset, epoch: position.epoch })
+    this.setPosition(channel, position)
     this.sendSystem('system:reset', { channel, payload: { position: { offset: position.offset, epoch: position.epoch } } }, true)
   }
 
@@ -155,8 +216,14 @@ export class SseConnection extends HubMember implements Connection, Flushable {
     this.write(`${id}event: ${event}\ndata: ${JSON.stringify(data)}\n\n`)
   }
 
+  /** A comment, so that proxies keep an idle stream open: one chunk shared by every stream. */
   heartbeat (): void {
-    this.write(': heartbeat\n\n')
+    if (this.socket === null) {
+      this.write(': heartbeat\n\n')
+    } else if (this.writable()) {
+      this.writeBatched()
+      this.socket.write(HEARTBEAT_CHUNK)
+    }
   }
 
   /**
@@ -167,14 +234,29 @@ export class SseConnection extends HubMember implements Connection, Flushable {
   close (code: number, reason: string): void {
     if (this.closed) return
     if (code === CloseCode.DISCONNECTED) this.sendSystem('system:disconnect', { code, reason })
+    this.writeBatched()
     this.closed = true
     this.res.end()
+  }
+
+  /** The token's `exp` passed (lib/auth/expiry.ts): EventSource's reconnect with it is then refused with 401. */
+  expire (): void {
+    this.close(CloseCode.TOKEN_EXPIRED, 'token expired')
+  }
+
+  /** The response closed (onResponseClose): ended by us, or the client went. */
+  closedByResponse (): void {
+    this.closed = true
+    this.batch = null
+    this.streams.expiries?.unwatch(this.identity.exp, this)
+    this.streams.onClosed?.(this)
   }
 
   get isClosed (): boolean {
     return this.closed
   }
 
+  /** Any other frame, after what the turn batched, so nothing overtakes an event. */
   private write (text: string): void {
     if (this.closed) return
     if (this.waiting !== null) {
@@ -182,14 +264,20 @@ export class SseConnection extends HubMember implements Connection, Flushable {
       return
     }
     if (!this.writable()) return
-    this.res.write(text)
+    if (this.socket === null) {
+      this.res.write(text)
+      return
+    }
+    this.writeBatched()
+    const bytes = Buffer.from(text)
+    this.socket.write(chunkOf([bytes], bytes.length))
   }
 
   /** Whether the stream may be written to: open and not too far behind (else it is cut). */
   private writable (): boolean {
     if (this.closed) return false
-    if (this.res.writableLength > this.options.sendBufferLimit) {
-      this.options.onTooSlow?.(this)
+    if (this.res.writableLength > this.streams.sendBufferLimit) {
+      this.streams.onTooSlow?.(this)
       this.close(4008, 'too slow')
       this.res.destroy()
       return false
@@ -198,40 +286,7 @@ export class SseConnection extends HubMember implements Connection, Flushable {
   }
 }
 
-/** `id: v1;` and the cursor positions of every channel but `last`, each followed by `;`. */
-function headOf (positions: ReadonlyMap<string, StreamPosition>, last: string): string {
-  let head = 'id: v1;'
-  for (const [channel, p] of positions) if (channel !== last) head += `${channel},${p.epoch},${p.offset};`
-  return head
-}
-
-/** The last event's tail: the hub hands one event to all its streams in a row, so one entry is enough. */
-let lastEncoded: EncodedEvent | undefined
-let lastTail: Buffer = Buffer.alloc(0)
-
-/** The rest of an event after a stream's head: its channel's position, `event:`, `data:`, the blank line. */
-function tailOf (encoded: EncodedEvent): Buffer {
-  if (encoded !== lastEncoded) {
-    const e = encoded.event
-    lastTail = Buffer.from(`${e.channel},${e.epoch},${e.offset}\nevent: ${e.type}\ndata: ${encoded.sse}\n\n`)
-    lastEncoded = encoded
-  }
-  return lastTail
-}
-
-/** A socket with more than this corked is written out at once, as in ws-connection.ts. */
-const CORK_FLUSH_BYTES = 64 * 1024
-
-/** One HTTP/1.1 chunk (RFC 9112 §7.1) holding head and tail: two copies, one write. */
-function chunkOf (head: Buffer, tail: Buffer): Buffer {
-  const size = (head.length + tail.length).toString(16)
-  const chunk = Buffer.allocUnsafe(size.length + 2 + head.length + tail.length + 2)
-  let at = chunk.write(size, 0, 'latin1')
-  chunk[at++] = 13
-  chunk[at++] = 10
-  at += head.copy(chunk, at)
-  at += tail.copy(chunk, at)
-  chunk[at++] = 13
-  chunk[at] = 10
-  return chunk
+function indexOf (positions: ReadonlyArray<string | number>, channel: string): number {
+  for (let i = 0; i < positions.length; i += 3) if (positions[i] === channel) return i
+  return -1
 }

@@ -16,6 +16,19 @@ export function encodeCursor (positions: ReadonlyMap<string, StreamPosition>): s
   return VERSION + parts.join(';')
 }
 
+/**
+ * The same cursor from positions kept as `[channel, epoch, offset, …]` (sse-connection.ts:
+ * a flat array per stream, not a Map and an object per channel).
+ */
+export function encodePositions (positions: ReadonlyArray<string | number>): string {
+  let cursor = VERSION
+  for (let i = 0; i < positions.length; i += 3) {
+    if (i > 0) cursor += ';'
+    cursor += `${positions[i]},${positions[i + 1]},${positions[i + 2]}`
+  }
+  return cursor
+}
+
 /** The positions in a cursor, or null when it is not one of ours. */
 export function decodeCursor (cursor: string): Map<string, SincePosition> | null {
   if (!cursor.startsWith(VERSION) || cursor.length > MAX_CURSOR_LENGTH) return null

@@ -1,4 +1,5 @@
 import { EventEmitter, once } from 'node:events'
+import type { ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import fastifyWebsocket from '@fastify/websocket'
 import Fastify from 'fastify'
@@ -7,7 +8,7 @@ import WebSocket, { WebSocketServer } from 'ws'
 import { ANONYMOUS } from '../../lib/auth/identity.js'
 import { EncodedEvent } from '../../lib/core/event.js'
 import { WriteBatch } from '../../lib/core/write-batch.js'
-import { compactListeners, detachUpgradeResponse, rawSocketOf, releaseReadBuffers } from '../../lib/transport/internals.js'
+import { compactListeners, detachUpgradeResponse, rawSocketOf, releaseHijackedReply, releaseReadBuffers } from '../../lib/transport/internals.js'
 import { WsConnection } from '../../lib/transport/ws-connection.js'
 
 // Canaries for lib/transport/internals.ts: each reach into `ws` or Node internals, against
@@ -120,9 +121,30 @@ t.test('without ws._socket, frames go through socket.send, in order, and nothing
   t.equal(raw.writableCorked, 0)
 })
 
+t.test('onResFinished: Fastify keeps its reply on a hijacked response through finish and error listeners', async (t) => {
+  const app = Fastify({ logger: { level: 'silent' } })
+  t.teardown(() => app.close())
+  const seen: Array<{ removed: number, finish: string[], error: string[] }> = []
+  app.get('/stream', async (_request, reply) => {
+    reply.hijack()
+    const res = reply.raw
+    const removed = releaseHijackedReply(res)
+    seen.push({ removed, finish: res.listeners('finish').map((l) => l.name), error: res.listeners('error').map((l) => l.name) })
+    res.writeHead(200, { 'content-type': 'text/plain' })
+    res.end('done')
+  })
+  const address = await app.listen({ host: '127.0.0.1', port: 0 })
+  t.equal(await (await fetch(`${address}/stream`)).text(), 'done', 'the response still ends as it should')
+  t.equal(seen[0]?.removed, 2, 'Fastify still adds onResFinished for finish and error')
+  t.notOk(seen[0]?.finish.includes('onResFinished'), 'none left on finish')
+  t.ok((seen[0]?.finish.length ?? 0) > 0, 'Node\'s own finish listener stays')
+  t.same(seen[0]?.error, [])
+})
+
 t.test('releaseReadBuffers and detachUpgradeResponse leave objects they do not know alone', async (t) => {
   t.equal(releaseReadBuffers({} as WebSocket), false)
   t.equal(releaseReadBuffers({ _receiver: { _buffers: [1] } } as unknown as WebSocket), false, 'chunks still waiting are kept')
   t.equal(detachUpgradeResponse({} as Socket), false)
   t.equal(rawSocketOf({ _socket: {} } as unknown as WebSocket), undefined)
+  t.equal(releaseHijackedReply(new EventEmitter() as unknown as ServerResponse), 0, 'nothing to remove')
 })

@@ -1,6 +1,8 @@
 import { EventSource } from 'eventsource'
+import type { IncomingMessage } from 'node:http'
 import { connect } from 'node:net'
 import t, { type Test } from 'tap'
+import { CloseCode } from '../../lib/core/errors.js'
 import { publishAll } from '../../lib/ingress/publisher.js'
 import { decodeCursor } from '../../lib/transport/sse-cursor.js'
 import { post, serviceToken, SseClient, type SseEvent, startServer, token } from '../support/helper.js'
@@ -261,4 +263,41 @@ t.test('a burst larger than what a stream holds corked arrives whole and in orde
   const events = await sse.waitFor(40, isData)
   t.same(events.map((e) => e.data.payload.i), Array.from({ length: 40 }, (_, i) => i))
   t.ok(events.every((e) => e.data.payload.text === text), 'every byte')
+})
+
+t.test('a disconnect in the same burst as events comes after them, and ends the stream', async (t) => {
+  const { app, url } = await startServer(t)
+  const sse = await SseClient.open(t, sseUrl(url, 'product:7'))
+  await sse.waitFor(1)
+  // The events of a burst wait to leave as one write at its end; the disconnect, written
+  // before that, must not overtake them.
+  app.hub.writeBatch.inBurst(() => {
+    void app.hub.broker.publishBatch(Array.from({ length: 5 }, (_, i) => ({ channel: 'product:7', type: 'test:event', payload: { i } })))
+    app.hub.closeWhere((identity) => identity.userId === '42', CloseCode.DISCONNECTED, 'bye')
+  })
+  const events = await sse.waitFor(7)
+  t.same(events.slice(1).map((e) => e.event), [...Array.from({ length: 5 }, () => 'test:event'), 'system:disconnect'])
+  t.same(events.slice(1, 6).map((e) => e.data.payload.i), [0, 1, 2, 3, 4], 'in order')
+  t.match(events[6].data, { code: CloseCode.DISCONNECTED, reason: 'bye' })
+  const deadline = Date.now() + 5000
+  while (!sse.ended && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20))
+  t.ok(sse.ended, 'the stream ended')
+})
+
+t.test('an open stream\'s request keeps neither its token nor its headers', async (t) => {
+  const { app, url } = await startServer(t)
+  const bearer = token('42')
+  const viaQuery = await SseClient.open(t, sseUrl(url, 'product:7', bearer))
+  const viaHeader = await SseClient.open(t, `${url}/sse?channels=product:7`, { authorization: `Bearer ${bearer}`, cookie: 'session=secret' })
+  await Promise.all([viaQuery.waitFor(1), viaHeader.waitFor(1)])
+  const requests = [...app.hub.connections()].map((c) => (c as unknown as { res: { req: IncomingMessage } }).res.req)
+  t.equal(requests.length, 2)
+  for (const req of requests) {
+    t.equal(req.url, '/sse', 'the path only')
+    t.notOk(req.rawHeaders.some((h) => h.includes(bearer) || h.includes('secret')), 'no token or cookie in the raw headers')
+    t.same(req.headers, {}, 'no parsed headers')
+  }
+  // The stream goes on as before.
+  await publish(url, 'product:7', { n: 1 })
+  t.match((await viaHeader.waitFor(2))[1], { event: 'test:event', data: { payload: { n: 1 } } })
 })
