@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import type { Cluster, Redis, RedisOptions } from 'ioredis'
 import {
   type Broker, type BrokerOptions, BrokerUnavailableError, DEFAULT_IDEMPOTENCY_TTL_SECONDS, type DeliverFn, type HistoryResult,
@@ -5,7 +6,6 @@ import {
 } from './broker.js'
 import { ChannelSequencer } from './channel-sequencer.js'
 import type { EventDraft, PublishedEvent, StreamPosition } from '../core/event.js'
-import { recoverFrom } from './recovery.js'
 import {
   type ClusterNode, clusterConnection, ConnectionProbe, failFastConnection, type RedisClient, type RedisLogger
 } from './redis-connection.js'
@@ -18,6 +18,8 @@ import {
   databaseOf, decodeEntry, globLiteral, PUBLISH_BATCH_SCRIPT, randomName, READ_SCRIPT, RedisLayout, sharded
 } from './redis-layout.js'
 import { groupBySlot, publishBatchArgs, type PublishReply, replyAt } from './redis-publish-batch.js'
+import { type ReadCall, ReadBatch, type ReadReply } from './redis-read-batch.js'
+import { turnBatched } from './turn-batch.js'
 
 export interface RedisBrokerOptions extends BrokerOptions {
   /** redis:// or rediss:// URL (a /db suffix selects the database); unused with `clusterNodes`. */
@@ -44,7 +46,7 @@ export interface RedisBrokerOptions extends BrokerOptions {
 }
 
 type ScriptedRedis = RedisClient & {
-  rtgRead(...args: Array<string | number>): Promise<[string, number, ...string[]]>
+  rtgRead(...args: Array<string | number>): Promise<ReadReply>
   /** Four values per event, flat (PUBLISH_BATCH_SCRIPT). */
   rtgPublishBatch(numberOfKeys: number, ...args: Array<string | number>): Promise<Array<string | number>>
 }
@@ -52,6 +54,11 @@ type ScriptedRedis = RedisClient & {
 const SUBSCRIBE_BATCH = 500
 /** How long a history read waits for pub/sub to bring events it counted before reading them itself. */
 const DELIVERY_GRACE_MS = 250
+
+/** READ_SCRIPT's SHA1, for EVALSHA in a pipeline (ioredis would send the whole script once per pipeline). */
+const READ_SHA = createHash('sha1').update(READ_SCRIPT).digest('hex')
+
+const toError = (err: unknown): Error => err instanceof Error ? err : new Error(String(err))
 
 const noopLog: RedisLogger = { info () {}, warn () {} }
 
@@ -92,6 +99,18 @@ export class RedisBroker implements Broker {
   /** A Redis Cluster: a subscriber connection per master, for sharded pub/sub. */
   private readonly shards?: ShardSubscribers
   private readonly sequencer: ChannelSequencer
+  /**
+   * SUBSCRIBE on one Redis, a turn's channels in one command: a storm of reconnects to a new
+   * instance subscribes every user's own channel at once.
+   */
+  private readonly subscribeSoon = turnBatched<string>(async (names) => {
+    for (let i = 0; i < names.length; i += SUBSCRIBE_BATCH) {
+      if (this.subscriber === undefined) return
+      await this.subscriber.subscribe(...names.slice(i, i + SUBSCRIBE_BATCH))
+    }
+  })
+  /** History reads, a turn's together (lib/broker/redis-read-batch.ts). */
+  private readonly reads: ReadBatch
   /** Channels held in Redis (subscribed, or being subscribed), lingering ones included. */
   private readonly held = new Set<string>()
   private readonly subscribing = new Map<string, Promise<void>>()
@@ -125,6 +144,7 @@ export class RedisBroker implements Broker {
     this.commands.defineCommand('rtgRead', { numberOfKeys: 3, lua: READ_SCRIPT })
     this.commands.defineCommand('rtgPublishBatch', { lua: script(PUBLISH_BATCH_SCRIPT) })
     this.redis = this.commands
+    this.reads = new ReadBatch(this.runReads, decodeEntry)
     const live = (channel: string): boolean => this.held.has(channel) && !this.lingering.has(channel)
     this.sequencer = new ChannelSequencer((channel, since) => this.read(channel, since), (event) => {
       if (live(event.channel)) this.deliver(event)
@@ -287,19 +307,37 @@ export class RedisBroker implements Broker {
 
   private async read (channel: string, since?: SincePosition, last = 0): Promise<HistoryResult> {
     if (this.closed || this.commands.status !== 'ready') throw new BrokerUnavailableError('redis is not connected')
-    const keys = this.layout.keys(channel)
-    let reply: [string, number, ...string[]]
     try {
-      reply = await this.commands.rtgRead(keys.meta, keys.history, this.layout.baseKeyOf(channel), newEpochBase(),
-        retentionOf(this.policy.of(channel)), since?.offset ?? -1, since?.epoch ?? '', last)
+      return await this.reads.read(channel, since, last)
     } catch (err) {
-      throw new BrokerUnavailableError('redis did not answer a history read', { cause: err })
+      throw err instanceof BrokerUnavailableError ? err : new BrokerUnavailableError('redis did not answer a history read', { cause: err })
     }
-    const [epoch, offset, ...entries] = reply
-    const position = { epoch, offset: Number(offset) }
-    const events = entries.map((entry) => decodeEntry(channel, entry)).filter((e) => e.epoch === epoch)
-    if (since === undefined) return { events, position, recovered: true }
-    return recoverFrom(since, position, events)
+  }
+
+  /** READ_SCRIPT's arguments for a call, keys first. */
+  private readArgs (call: ReadCall): Array<string | number> {
+    const keys = this.layout.keys(call.channel)
+    return [keys.meta, keys.history, this.layout.baseKeyOf(call.channel), newEpochBase(),
+      retentionOf(this.policy.of(call.channel)), call.since, call.epoch, call.last]
+  }
+
+  /**
+   * A turn's reads (lib/broker/redis-read-batch.ts): on one Redis, one pipeline of EVALSHA
+   * (one write); a read that meets NOSCRIPT (a Redis that lost its script cache) is sent
+   * again as rtgRead, which loads it: reads change nothing, so the retry is safe. On a
+   * cluster, one command each (a pipeline must stay on one node).
+   */
+  private readonly runReads = async (calls: readonly ReadCall[]): Promise<Array<ReadReply | Error>> => {
+    const single = async (call: ReadCall) => await this.commands.rtgRead(...this.readArgs(call)).catch((err: unknown) => toError(err))
+    if (calls.length === 1 || this.shards !== undefined) return await Promise.all(calls.map(single))
+    const pipeline = this.commands.pipeline()
+    for (const call of calls) pipeline.evalsha(READ_SHA, 3, ...this.readArgs(call))
+    const replies = await pipeline.exec() ?? []
+    return await Promise.all(calls.map(async (call, i) => {
+      const [err, reply] = replies[i] ?? [new Error('no reply to a history read')]
+      if (err === null) return reply as ReadReply
+      return err.message.includes('NOSCRIPT') ? await single(call) : err
+    }))
   }
 
   /**
@@ -350,7 +388,7 @@ export class RedisBroker implements Broker {
     try {
       const pubsub = this.layout.pubsubName(channel)
       if (this.shards !== undefined) await this.shards.hold(pubsub)
-      else await this.subscriber?.subscribe(pubsub)
+      else await this.subscribeSoon(pubsub)
       this.sequencer.start(channel, await this.position(channel))
     } catch (err) {
       this.release(channel)
