@@ -109,6 +109,7 @@ export class RedisBroker implements Broker {
       await this.subscriber.subscribe(...names.slice(i, i + SUBSCRIBE_BATCH))
     }
   })
+
   /** History reads, a turn's together (lib/broker/redis-read-batch.ts). */
   private readonly reads: ReadBatch
   /** Channels held in Redis (subscribed, or being subscribed), lingering ones included. */
