@@ -265,6 +265,7 @@ if (storm !== undefined) {
   process.stdout.write('\nReconnect storm: one gateway on Redis, every client on user:<id> and 2 shared channels, publishing throughout; ' +
     'every socket dropped at once (drop: by the clients; restart: the gateway restarted), every client resuming with since.\n' +
     `${storm.text}\nratio = resumes/s ÷ bare ws's plain connects/s, same load processes and concurrency. ` +
+    'CPU µs each: the server process\'s CPU time (user + system) per connect or resume, live fan-out during the storm included; bare ws\'s per connect in brackets. ' +
     `load average before ${loadBefore.map((l) => l.toFixed(2)).join(' ')}, after ${loadAfter.map((l) => l.toFixed(2)).join(' ')}\n` +
     storm.misses.map((m) => `${m}\n`).join(''))
 }

@@ -50,6 +50,12 @@ export interface StormVariant {
   seconds: number
   /** Clients resumed per second, from the first reconnect to the last resume. */
   resumePerSec: number
+  /**
+   * The gateway's CPU time (user + system) from the drop (restart: from the new process's
+   * `ready`) to the last resume, per client resumed: the live fan-out meanwhile included.
+   * Less at the mercy of the machine's load than a rate.
+   */
+  cpuUsPerResume?: number
   /** Since the first connect, over the clients resumed (a client that did not resume is in `resumed`, not here). */
   lost: number
   duplicates: number
@@ -69,6 +75,9 @@ export interface StormResult {
   connectPerSec: number
   wsConnected: number
   wsConnectPerSec: number
+  /** Bare ws's CPU time per connect, and the gateway's per first connect (µs). */
+  wsCpuUsPerConnect?: number
+  connectCpuUs?: number
   variants: StormVariant[]
   concurrency: number
   loadProcesses: number
@@ -83,6 +92,12 @@ interface EachResult { ok: number, errors: Record<string, number>, started: numb
 interface CheckResult { lost: number, duplicates: number, expected: number, lossyClients: number, unrecovered: number, otherErrors: number }
 
 const script = (name: string) => fileURLToPath(new URL(name, import.meta.url))
+
+/** A server's CPU time so far (user + system, µs), from its control channel (bench/servers/control.ts). */
+async function cpuOf (server: ChildChannel): Promise<number> {
+  const { user, system } = await server.request<{ user: number, system: number }>({ op: 'cpu' }, 10_000)
+  return user + system
+}
 const livePrefixes = new Set<string>()
 
 /** For run.ts's signal handler: what runs in flight left in Redis. */
@@ -160,7 +175,9 @@ export async function runStorm (connections: number, settings: Settings, storm: 
     // Bare ws's plain connect rate: the same load processes, concurrency and source addresses.
     const ws = startServer('ws-naive', secret, settings, track, {}, 'storm-ws')
     const { port: wsPort } = await ws.event<{ port: number }>('ready', 30_000)
+    const wsCpu = await cpuOf(ws)
     const bare = await connectAll('ws', `ws://127.0.0.1:${wsPort}/`)
+    result.wsCpuUsPerConnect = (await cpuOf(ws) - wsCpu) / Math.max(1, bare.ok)
     result.wsConnected = bare.ok
     result.wsConnectPerSec = bare.perSec
     await Promise.all(loads.map(async (l) => await l.request({ op: 'closePlain' }, 30_000)))
@@ -174,7 +191,9 @@ export async function runStorm (connections: number, settings: Settings, storm: 
     servers.push(gateway)
     const [{ port: publisherPort }, { port }] = await Promise.all([publisher.event<{ port: number }>('ready', 30_000), gateway.event<{ port: number }>('ready', 30_000)])
     let url = `ws://127.0.0.1:${port}/ws`
+    const connectCpu = await cpuOf(gateway)
     const first = await connectAll('gateway', url)
+    result.connectCpuUs = (await cpuOf(gateway) - connectCpu) / Math.max(1, first.ok)
     result.connected = first.ok
     result.connectPerSec = first.perSec
     if (first.ok < connections) throw new Error(`${first.ok} of ${connections} connected: ${JSON.stringify(first.errors)}`)
@@ -189,7 +208,9 @@ export async function runStorm (connections: number, settings: Settings, storm: 
       const publishing = publishSteadily(http, connections)
       await sleep(storm.calmMs)
       const t0 = now()
+      let cpuBefore = 0
       if (variant === 'drop') {
+        cpuBefore = await cpuOf(gateway)
         await Promise.all(loads.map(async (l) => await l.request({ op: 'drop' }, 30_000)))
       } else {
         // A deploy: the old process closes every connection (1001) and exits, a new one starts.
@@ -198,8 +219,10 @@ export async function runStorm (connections: number, settings: Settings, storm: 
         gateway = startServer('gateway', secret, settings, track, env, 'storm-gateway-restarted')
         servers.push(gateway)
         url = `ws://127.0.0.1:${(await gateway.event<{ port: number }>('ready', 30_000)).port}/ws`
+        cpuBefore = await cpuOf(gateway)
       }
       const resumed = merge(await Promise.all(loads.map(async (l) => await l.request<EachResult>({ op: 'resume', url, concurrency: storm.concurrency }, 60_000 + connections * 20))))
+      const cpuUsPerResume = (await cpuOf(gateway) - cpuBefore) / Math.max(1, resumed.ok)
       await sleep(storm.calmMs)
       const published = await publishing.stop()
       await sleep(500) // the last publishes reach the clients
@@ -218,6 +241,7 @@ export async function runStorm (connections: number, settings: Settings, storm: 
         resumed: resumed.ok,
         seconds: (resumed.lastAt - t0) / 1000,
         resumePerSec: resumed.perSec,
+        cpuUsPerResume,
         lost: total.lost,
         duplicates: total.duplicates,
         expected: total.expected,
@@ -249,15 +273,16 @@ const f = (n: number, digits = 0) => n.toFixed(digits)
 
 /** The table run.ts prints, and the targets: zero lost events, resume rate ≥ 0.8× bare ws's connect rate. */
 export function stormReport (results: StormResult[]): { text: string, misses: string[] } {
-  const header = ['C', 'storm', 'resumed', 'seconds', 'resumes/s', 'bare ws conn/s', 'ratio', 'lost', 'dup', 'recovered:false', 'events checked']
+  const header = ['C', 'storm', 'resumed', 'seconds', 'resumes/s', 'bare ws conn/s', 'ratio', 'CPU µs each (bare ws)', 'lost', 'dup', 'recovered:false', 'events checked']
   const rows: string[][] = []
   const misses: string[] = []
   for (const r of results) {
     if (r.error !== undefined) misses.push(`storm C=${r.connections} FAILED: ${r.error}`)
-    rows.push([String(r.connections), 'first connect', String(r.connected), '', f(r.connectPerSec), f(r.wsConnectPerSec), `${f(r.connectPerSec / r.wsConnectPerSec, 2)}×`, '', '', '', ''])
+    const cpu = (us?: number) => us === undefined ? '' : `${f(us)} (${f(r.wsCpuUsPerConnect ?? 0)})`
+    rows.push([String(r.connections), 'first connect', String(r.connected), '', f(r.connectPerSec), f(r.wsConnectPerSec), `${f(r.connectPerSec / r.wsConnectPerSec, 2)}×`, cpu(r.connectCpuUs), '', '', '', ''])
     for (const v of r.variants) {
       const ratio = v.resumePerSec / r.wsConnectPerSec
-      rows.push([String(r.connections), v.variant, String(v.resumed), f(v.seconds, 2), f(v.resumePerSec), f(r.wsConnectPerSec), `${f(ratio, 2)}×`,
+      rows.push([String(r.connections), v.variant, String(v.resumed), f(v.seconds, 2), f(v.resumePerSec), f(r.wsConnectPerSec), `${f(ratio, 2)}×`, cpu(v.cpuUsPerResume),
         String(v.lost), String(v.duplicates), String(v.unrecovered), String(v.expected)])
       if (v.lost > 0 || v.duplicates > 0) misses.push(`TARGET MISSED at C=${r.connections} (${v.variant}): ${v.lost} events lost, ${v.duplicates} duplicates (target 0)`)
       if (ratio < 0.8) misses.push(`TARGET MISSED at C=${r.connections} (${v.variant}): resume rate ${f(ratio, 2)}× bare ws's connect rate (target ≥ 0.8×)`)
