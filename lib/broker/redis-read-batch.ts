@@ -57,7 +57,8 @@ export class ReadBatch {
 
   read (channel: string, since: SincePosition | undefined, last: number): Promise<HistoryResult> {
     return new Promise((resolve, reject) => {
-      const kind = since !== undefined ? 's' : last > 0 ? 'l' : 'p'
+      // A negative `since` (never sent by our callers) reads no entries: it must not share a run.
+      const kind = since !== undefined ? (since.offset >= 0 ? 's' : 'x') : last > 0 ? 'l' : 'p'
       const epoch = since?.epoch ?? ''
       const key = `${kind}${epoch}\n${channel}`
       const waiter: Waiter = { since, last, resolve, reject }
