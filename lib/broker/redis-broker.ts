@@ -139,7 +139,7 @@ export class RedisBroker implements Broker {
     const connection = { commandTimeoutMs: options.commandTimeoutMs ?? 5000, redisOptions: options.redisOptions, log: this.log }
     this.commands = (clusterNodes === undefined
       ? failFastConnection(options.url, { ...connection, name: `${name}:cmd` })
-      : clusterConnection(clusterNodes, { ...connection, name: `${name}:cmd` })) as ScriptedRedis
+      : clusterConnection(clusterNodes, { ...connection, name: `${name}:cmd`, onSlotCheck: () => this.preloadCluster?.() })) as ScriptedRedis
     // On a cluster the scripts publish with SPUBLISH, into the channel's shard.
     const script = clusterNodes === undefined ? (lua: string) => lua : sharded
     this.commands.defineCommand('rtgRead', { numberOfKeys: 3, lua: READ_SCRIPT })
@@ -177,7 +177,7 @@ export class RedisBroker implements Broker {
       this.shards.holdAlways(this.layout.controlChannel)
       const scripts = [READ_SCRIPT, script(PUBLISH_BATCH_SCRIPT)]
       const cluster = this.commands as Cluster
-      const preload = () => { void this.preloadScripts(cluster, scripts) }
+      const preload = this.preloadCluster = () => { void this.preloadScripts(cluster, scripts) }
       cluster.on('ready', preload)
       cluster.on('refresh', preload)
     }
@@ -432,14 +432,17 @@ export class RedisBroker implements Broker {
   private readonly scriptNodes = new WeakSet<Redis>()
   /** A cluster broker is ready only once its first preload ran. */
   private scriptsPreloaded = false
+  /** Loads the scripts where missing: at 'ready', after a slot map re-read, and at every slot map check. */
+  private preloadCluster?: () => void
 
   /**
    * Loads the scripts on every node of the cluster, replicas included (one of them is the
-   * next master), once the cluster is ready and again after every slot map refresh for nodes
-   * that came (back) since. Otherwise a node's first EVALSHA fails with NOSCRIPT and ioredis
-   * re-sends it as EVAL behind calls made after it: two publishes of a channel issued in
-   * one order could take offsets in the other. (A replica restarted since the last refresh
-   * that is promoted before the next one can still show it, once.)
+   * next master), once the cluster is ready and again, for nodes that came (back) since,
+   * after every slot map re-read and every slot map check (every 2 s, watchSlotMap in
+   * lib/broker/redis-connection.ts). Otherwise a node's first EVALSHA fails with NOSCRIPT
+   * and ioredis re-sends it as EVAL behind calls made after it: two publishes of a channel
+   * issued in one order could take offsets in the other. (A replica restarted since the last
+   * check that is promoted before the next one can still show it, once.)
    */
   private async preloadScripts (cluster: Cluster, scripts: readonly string[]): Promise<void> {
     if (cluster.status !== 'ready') return

@@ -71,14 +71,16 @@ export interface ClusterNode {
  * The command connection to a Redis Cluster, failing fast as failFastConnection does: no
  * offline queue (a command while the cluster is not ready fails at once) and no retry of a
  * command in flight on its node (a publish script runs at most once). MOVED/ASK
- * redirections are followed, and the slot map is re-read every couple of seconds and
- * whenever a node drops, so a promoted replica is found without a restart.
+ * redirections are followed, and the slot map is checked every couple of seconds
+ * (watchSlotMap) and re-read whenever a node drops, so a promoted replica is found without
+ * a restart. `onSlotCheck` runs after each check.
  */
-export function clusterConnection (nodes: readonly ClusterNode[], options: RedisConnectionOptions): Cluster {
+export function clusterConnection (nodes: readonly ClusterNode[], options: RedisConnectionOptions & { onSlotCheck?: () => void }): Cluster {
   const connection = new Cluster([...nodes], {
     enableOfflineQueue: false,
     clusterRetryStrategy: reconnectBackoff,
-    slotsRefreshInterval: 2000,
+    // Replaced by watchSlotMap: ioredis's own interval re-reads the whole map every time.
+    slotsRefreshInterval: 0,
     retryDelayOnFailover: 200,
     retryDelayOnClusterDown: 200,
     maxRedirections: 16,
@@ -93,7 +95,54 @@ export function clusterConnection (nodes: readonly ClusterNode[], options: Redis
     }
   })
   logOutages(connection, options.name, options.log, 'redis cluster connection')
+  watchSlotMap(connection, SLOT_CHECK_INTERVAL_MS, options.onSlotCheck)
   return connection
+}
+
+/** How often the slot map is checked (docs/operations.md: a failover is seen within this, after the election). */
+export const SLOT_CHECK_INTERVAL_MS = 2000
+/** A check unanswered this long counts as a change (the node asked may be the one that hangs). */
+const SLOT_CHECK_TIMEOUT_MS = 1000
+
+/**
+ * Every `intervalMs`, asks one master the client is connected to for CLUSTER SLOTS and
+ * compares the answer with the last one; only a change, or a check that fails, makes the
+ * client re-read its slot map (refreshSlotsCache, which emits 'refresh'). ioredis's own
+ * slotsRefreshInterval re-reads it unconditionally, each time over a new connection and
+ * rebuilding its 16384-slot table (about 5 ms of CPU per instance every 2 s, and the
+ * 'refresh' listeners after it), to find a change that almost never happened. Stops when
+ * the client ends.
+ */
+export function watchSlotMap (cluster: Cluster, intervalMs: number, onCheck?: () => void): void {
+  let last: string | undefined
+  let checking = false
+  const check = async (): Promise<void> => {
+    const masters = cluster.nodes('master').filter((node) => node.status === 'ready')
+    const node = masters[Math.floor(Math.random() * masters.length)]
+    let answer: string | undefined
+    if (node !== undefined) {
+      let timer: NodeJS.Timeout | undefined
+      const timeout = new Promise<undefined>((resolve) => { timer = setTimeout(() => resolve(undefined), SLOT_CHECK_TIMEOUT_MS) })
+      answer = await Promise.race([node.cluster('SLOTS').then((slots) => JSON.stringify(slots), () => undefined), timeout])
+      clearTimeout(timer)
+    }
+    if (answer === undefined || answer !== last) {
+      last = answer
+      try {
+        cluster.refreshSlotsCache()
+      } catch { /* a refresh already running */ }
+    }
+  }
+  const timer = setInterval(() => {
+    if (checking || cluster.status !== 'ready') return
+    checking = true
+    check().catch(() => {}).finally(() => {
+      checking = false
+      onCheck?.()
+    })
+  }, intervalMs)
+  timer.unref()
+  cluster.once('end', () => clearInterval(timer))
 }
 
 /**

@@ -43,6 +43,12 @@ export class ShardSubscribers {
   private readonly lost = new Set<string>()
   /** Channels being subscribed for the first time by `hold` (not a loss: readiness ignores them). */
   private readonly holding = new Set<string>()
+  /**
+   * Held channels neither placed nor being held for the first time: the broker is ready when
+   * there are none. Kept per change (`note`) rather than found by a scan of `wanted`, which
+   * every subscribe asks about (a scan per subscribe made connecting N clients O(N²)).
+   */
+  private readonly unplaced = new Set<string>()
   private readonly connections = new Map<string, Redis>()
   private readonly timer: NodeJS.Timeout
   private reconciling = false
@@ -61,16 +67,20 @@ export class ShardSubscribers {
 
   /** True when every held channel is subscribed on its slot's master. */
   isReady (): boolean {
-    if (this.closed) return false
-    if (this.placed.size === this.wanted.size) return true
-    for (const name of this.wanted.keys()) if (!this.placed.has(name) && !this.holding.has(name)) return false
-    return true
+    return !this.closed && this.unplaced.size === 0
+  }
+
+  /** Re-files `name` in `unplaced` after a change to its entry in `wanted`, `placed` or `holding`. */
+  private note (name: string): void {
+    if (this.wanted.has(name) && !this.placed.has(name) && !this.holding.has(name)) this.unplaced.add(name)
+    else this.unplaced.delete(name)
   }
 
   /** Subscribes a shard channel on its master; rejects (BrokerUnavailableError) when that master is not reachable now. */
   async hold (name: string): Promise<void> {
     this.wanted.set(name, slotOf(name))
     this.holding.add(name)
+    this.note(name)
     try {
       const owner = this.ownerOf(name)
       const connection = owner === undefined ? undefined : this.connectionTo(owner)
@@ -88,6 +98,7 @@ export class ShardSubscribers {
       throw err
     } finally {
       this.holding.delete(name)
+      this.note(name)
     }
   }
 
@@ -120,6 +131,7 @@ export class ShardSubscribers {
   holdAlways (name: string): void {
     this.wanted.set(name, slotOf(name))
     this.lost.add(name) // its first placement is reported, like a restoration
+    this.note(name)
     this.reconcile()
   }
 
@@ -128,6 +140,7 @@ export class ShardSubscribers {
     this.lost.delete(name)
     const node = this.placed.get(name)
     this.placed.delete(name)
+    this.note(name)
     const connection = node === undefined ? undefined : this.connections.get(node)
     if (connection?.status === 'ready') {
       connection.sunsubscribe(name).catch((err: unknown) => this.options.log.warn({ err, name }, 'redis sunsubscribe failed'))
@@ -176,6 +189,7 @@ export class ShardSubscribers {
         // The slot moved (resharding, or a failover seen before the old connection dropped).
         const old = this.connections.get(current)
         this.placed.delete(name)
+        this.note(name)
         this.lost.add(name)
         if (old?.status === 'ready') old.sunsubscribe(name).catch(() => {})
       }
@@ -197,6 +211,7 @@ export class ShardSubscribers {
         }
         if (!this.wanted.has(name) || connection.status !== 'ready') return
         this.placed.set(name, owner)
+        this.note(name)
         if (this.lost.delete(name)) restored.push(name)
       }))
     }))
@@ -252,6 +267,7 @@ export class ShardSubscribers {
       for (const [name, at] of this.placed) {
         if (at !== node) continue
         this.placed.delete(name)
+        this.note(name)
         this.lost.add(name)
       }
       if (!this.closed) this.refreshSlots()
