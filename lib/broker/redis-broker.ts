@@ -17,7 +17,6 @@ import type { ChannelHistory, HistoryPolicy } from './history-policy.js'
 import {
   databaseOf, decodeEntry, globLiteral, PUBLISH_BATCH_SCRIPT, randomName, READ_SCRIPT, RedisLayout, sharded
 } from './redis-layout.js'
-import { EchoPark } from './echo-park.js'
 import { groupBySlot, publishBatchArgs, type PublishReply, replyAt } from './redis-publish-batch.js'
 import { type ReadCall, ReadBatch, type ReadReply } from './redis-read-batch.js'
 import { turnBatched } from './turn-batch.js'
@@ -115,8 +114,6 @@ export class RedisBroker implements Broker {
   private readonly reads: ReadBatch
   /** Channels held in Redis (subscribed, or being subscribed), lingering ones included. */
   private readonly held = new Set<string>()
-  /** Pub/sub copies of channels with an own publish in flight, until its reply (lib/broker/echo-park.ts). */
-  private readonly echoes = new EchoPark((channel, entry) => this.onEntry(channel, entry))
   private readonly subscribing = new Map<string, Promise<void>>()
   private readonly lingering = new Map<string, NodeJS.Timeout>()
   private readonly deliver: DeliverFn
@@ -190,22 +187,15 @@ export class RedisBroker implements Broker {
   async publish (draft: EventDraft): Promise<PublishedEvent> {
     if (this.closed || this.commands.status !== 'ready') throw new BrokerUnavailableError('redis is not connected')
     let reply: PublishReply
-    const channels = [draft.channel]
-    this.echoes.expect(channels)
     try {
       const { keys, args } = publishBatchArgs([draft], this.layout, this.policy, retentionOf, this.dedupeTtlSeconds)
       reply = replyAt(await this.commands.rtgPublishBatch(keys.length, ...keys, ...args), 0)
     } catch (err) {
-      this.echoes.settle(channels)
       throw new BrokerUnavailableError('redis did not take the publish', { cause: err })
     }
-    try {
-      const event = eventOf(draft, reply, new Date(Number(reply[2])).toISOString())
-      this.deliverOwn(event)
-      return event
-    } finally {
-      this.echoes.settle(channels)
-    }
+    const event = eventOf(draft, reply, new Date(Number(reply[2])).toISOString())
+    this.deliverOwn(event)
+    return event
   }
 
   async claim (scope: string, fingerprint: string, ttlSeconds: number): Promise<'new' | 'repeat' | 'conflict'> {
@@ -226,8 +216,6 @@ export class RedisBroker implements Broker {
     if (this.closed || this.commands.status !== 'ready') throw new BrokerUnavailableError('redis is not connected')
     if (drafts.length === 0) return []
     let replies: PublishReply[]
-    const channels = new Set(drafts.map((d) => d.channel))
-    this.echoes.expect(channels)
     try {
       // On a cluster, one script run per slot, in parallel: each is all or nothing, the
       // batch is not (a retry is safe where drafts carry dedupe keys or a Kafka origin).
@@ -239,28 +227,23 @@ export class RedisBroker implements Broker {
       replies = new Array<PublishReply>(drafts.length)
       groups.forEach((group, g) => group.indexes.forEach((index, i) => { replies[index] = replyAt(parts[g], i) }))
     } catch (err) {
-      this.echoes.settle(channels)
       throw new BrokerUnavailableError('redis did not take the publish', { cause: err })
     }
-    try {
-      // Events of one script run share a handful of milliseconds: one ISO string for each.
-      let lastMs = ''
-      let lastTs = ''
-      const events = drafts.map((draft, i) => {
-        const ms = replies[i][2]
-        if (ms !== lastMs) {
-          lastMs = ms
-          lastTs = new Date(Number(ms)).toISOString()
-        }
-        return eventOf(draft, replies[i], lastTs)
-      })
-      // Delivered in one turn: the hub's write batching (lib/core/write-batch.ts) gives each
-      // socket at most two writes for the whole batch.
-      for (const event of events) this.deliverOwn(event)
-      return events
-    } finally {
-      this.echoes.settle(channels)
-    }
+    // Events of one script run share a handful of milliseconds: one ISO string for each.
+    let lastMs = ''
+    let lastTs = ''
+    const events = drafts.map((draft, i) => {
+      const ms = replies[i][2]
+      if (ms !== lastMs) {
+        lastMs = ms
+        lastTs = new Date(Number(ms)).toISOString()
+      }
+      return eventOf(draft, replies[i], lastTs)
+    })
+    // Delivered in one turn: the hub's write batching (lib/core/write-batch.ts) gives each
+    // socket at most two writes for the whole batch.
+    for (const event of events) this.deliverOwn(event)
+    return events
   }
 
   /**
@@ -526,15 +509,6 @@ export class RedisBroker implements Broker {
     const channel = this.layout.channelOf(name)
     if (channel === undefined || !this.held.has(channel)) return
     if (entry.startsWith(PRESENCE_MESSAGE)) return this.presence.receive(channel, entry)
-    // While a publish of this instance to the channel awaits its reply, pub/sub copies wait
-    // too (they are most often that publish's own events, which the reply delivers).
-    if (this.echoes.park(channel, entry)) return
-    this.onEntry(channel, entry)
-  }
-
-  /** A channel's pub/sub entry, in pub/sub order: dropped if delivered already, else decoded and sequenced. */
-  private onEntry (channel: string, entry: string): void {
-    if (!this.held.has(channel)) return
     // Most often this instance's own event, delivered already from its publish's reply.
     const a = entry.indexOf(',')
     const b = entry.indexOf(',', a + 1)
