@@ -9,7 +9,7 @@ import type { NodeStats } from '../../lib/ops/stats.js'
 import { brokerSuite, DeliveryRecorder, seamScenario, suiteChannel } from '../support/broker-suite.js'
 import { requireService } from '../support/helper.js'
 import { freePort } from '../support/ports.js'
-import { deletePrefix, eventually, REDIS_URL, redisAvailable, redisClient, uniquePrefix } from '../support/redis-fixture.js'
+import { eventually, REDIS_URL, redisAvailable, redisClient, uniquePrefix } from '../support/redis-fixture.js'
 
 const available = await redisAvailable()
 const prefix = uniquePrefix('redis-broker')
@@ -36,13 +36,8 @@ async function node (t: Test, options: Partial<RedisBrokerOptions> = {}) {
 
 const draft = (channel: string, n: number) => ({ channel, type: 'test:event', payload: { n } })
 
-t.teardown(async () => {
-  if (!available) return
-  const { Redis } = await import('ioredis')
-  const redis = new Redis(REDIS_URL)
-  await deletePrefix(redis, prefix)
-  redis.disconnect()
-})
+// Every key under the prefix is deleted when the file's tests end.
+if (available) await redisClient(t, prefix)
 
 t.test('RedisBroker passes the shared broker suite', async (t) => {
   if (!requireService(t, 'Redis', available)) return

@@ -4,7 +4,7 @@ import type { HistoryResult } from '../../lib/broker/broker.js'
 import { RedisBroker, type RedisBrokerOptions } from '../../lib/broker/redis-broker.js'
 import { DeliveryRecorder, suiteChannel } from '../support/broker-suite.js'
 import { requireService } from '../support/helper.js'
-import { deletePrefix, eventually, OwnRedis, REDIS_URL, redisAvailable, redisClient, uniquePrefix } from '../support/redis-fixture.js'
+import { eventually, OwnRedis, REDIS_URL, redisAvailable, redisClient, uniquePrefix } from '../support/redis-fixture.js'
 
 /**
  * A turn's history reads go to Redis together (lib/broker/redis-read-batch.ts): one pipeline,
@@ -14,13 +14,8 @@ import { deletePrefix, eventually, OwnRedis, REDIS_URL, redisAvailable, redisCli
 const available = await redisAvailable()
 const prefix = uniquePrefix('read-batch')
 
-t.teardown(async () => {
-  if (!available) return
-  const { Redis } = await import('ioredis')
-  const redis = new Redis(REDIS_URL)
-  await deletePrefix(redis, prefix)
-  redis.disconnect()
-})
+// Every key under the prefix is deleted when the file's tests end.
+if (available) await redisClient(t, prefix)
 
 async function broker (t: Test, options: Partial<RedisBrokerOptions> = {}) {
   const recorder = new DeliveryRecorder()

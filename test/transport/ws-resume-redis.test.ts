@@ -1,6 +1,6 @@
 import t from 'tap'
 import { post, requireService, serviceToken, startServer, token, WsClient } from '../support/helper.js'
-import { deletePrefix, REDIS_URL, redisAvailable, uniquePrefix } from '../support/redis-fixture.js'
+import { REDIS_URL, redisAvailable, redisClient, uniquePrefix } from '../support/redis-fixture.js'
 
 /**
  * Many clients resuming at once on a gateway on Redis (the reconnect storm, bench/storm.ts):
@@ -12,13 +12,8 @@ import { deletePrefix, REDIS_URL, redisAvailable, uniquePrefix } from '../suppor
 const available = await redisAvailable()
 const prefix = uniquePrefix('ws-resume')
 
-t.teardown(async () => {
-  if (!available) return
-  const { Redis } = await import('ioredis')
-  const redis = new Redis(REDIS_URL)
-  await deletePrefix(redis, prefix)
-  redis.disconnect()
-})
+// Every key under the prefix is deleted when the file's tests end.
+if (available) await redisClient(t, prefix)
 
 t.test('clients resuming at once from different positions each get exactly what they missed', async (t) => {
   if (!requireService(t, 'Redis', available)) return
