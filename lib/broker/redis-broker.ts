@@ -183,19 +183,9 @@ export class RedisBroker implements Broker {
     }
   }
 
-  /** One event: the batch script with one event (one script, one set of rules). */
+  /** One event: a batch of one (one script, one set of rules). */
   async publish (draft: EventDraft): Promise<PublishedEvent> {
-    if (this.closed || this.commands.status !== 'ready') throw new BrokerUnavailableError('redis is not connected')
-    let reply: PublishReply
-    try {
-      const { keys, args } = publishBatchArgs([draft], this.layout, this.policy, retentionOf, this.dedupeTtlSeconds)
-      reply = replyAt(await this.commands.rtgPublishBatch(keys.length, ...keys, ...args), 0)
-    } catch (err) {
-      throw new BrokerUnavailableError('redis did not take the publish', { cause: err })
-    }
-    const event = eventOf(draft, reply, new Date(Number(reply[2])).toISOString())
-    this.deliverOwn(event)
-    return event
+    return (await this.publishBatch([draft]))[0]
   }
 
   async claim (scope: string, fingerprint: string, ttlSeconds: number): Promise<'new' | 'repeat' | 'conflict'> {
@@ -212,7 +202,6 @@ export class RedisBroker implements Broker {
 
   /** One script run for the whole batch (PUBLISH_BATCH_SCRIPT): one round trip, all or nothing. */
   async publishBatch (drafts: readonly EventDraft[]): Promise<PublishedEvent[]> {
-    if (drafts.length === 1) return [await this.publish(drafts[0])]
     if (this.closed || this.commands.status !== 'ready') throw new BrokerUnavailableError('redis is not connected')
     if (drafts.length === 0) return []
     let replies: PublishReply[]
