@@ -122,14 +122,18 @@ export class SseConnection extends HubMember implements Connection, Flushable, E
 
   /** Records where a channel stands before its first event (from the subscription). */
   setPosition (channel: string, position: StreamPosition): void {
-    const at = indexOf(this.positions, channel)
-    if (at === -1) {
-      this.positions = this.positions.concat([channel, position.epoch, position.offset])
-    } else {
-      this.positions[at + 1] = position.epoch
-      this.positions[at + 2] = position.offset
-    }
+    this.place(indexOf(this.positions, channel), channel, position.epoch, position.offset)
     if (channel !== this.headChannel) this.head = undefined
+  }
+
+  /** Sets a channel's position at its index in `positions` (-1: a new channel, appended). */
+  private place (at: number, channel: string, epoch: string, offset: number): void {
+    if (at === -1) {
+      this.positions = this.positions.concat([channel, epoch, offset])
+    } else {
+      this.positions[at + 1] = epoch
+      this.positions[at + 2] = offset
+    }
   }
 
   cursor (): string {
@@ -147,15 +151,10 @@ export class SseConnection extends HubMember implements Connection, Flushable, E
     const e = encoded.event
     const positions = this.positions
     const at = indexOf(positions, e.channel)
-    if (at === -1) {
-      this.positions = positions.concat([e.channel, e.epoch, e.offset])
-    } else {
-      // The hub never delivers a channel's events out of order; this guards replays that
-      // overlap live events after a reconnect, so the stream never repeats an event.
-      if (positions[at + 1] === e.epoch && e.offset <= (positions[at + 2] as number)) return
-      positions[at + 1] = e.epoch
-      positions[at + 2] = e.offset
-    }
+    // The hub never delivers a channel's events out of order; this guards replays that
+    // overlap live events after a reconnect, so the stream never repeats an event.
+    if (at !== -1 && positions[at + 1] === e.epoch && e.offset <= (positions[at + 2] as number)) return
+    this.place(at, e.channel, e.epoch, e.offset)
     if (!this.writable()) return
     if (this.socket === null) {
       this.write(`id: ${this.cursor()}\nevent: ${e.type}\ndata: ${encoded.sse}\n\n`)
