@@ -10,7 +10,7 @@ import { mixMessage } from './lib/kafka-mix.js'
  * bound). Publishes the Kafka benchmark's mix (bench/lib/kafka-mix.ts, mapped by the
  * gateway's own mapping, each draft with its Kafka origin) through a RedisBroker, in calls
  * of `--batch` events as the Kafka ingest makes them, and reads Redis's own accounting
- * (INFO commandstats: the microseconds spent in EVALSHA/EVAL) before and after.
+ * (INFO commandstats: the microseconds spent in FCALL, EVALSHA or EVAL) before and after.
  *
  *   npm run bench:redis-script -- [--events=100000] [--batch=500] [--redis=redis://127.0.0.1:6379]
  *
@@ -38,7 +38,7 @@ function drafts (count: number): EventDraft[] {
 async function scriptMicros (redis: Redis): Promise<number> {
   const info = await redis.info('commandstats')
   let usec = 0
-  for (const match of info.matchAll(/cmdstat_(?:evalsha|eval):calls=\d+,usec=(\d+)/g)) usec += Number(match[1])
+  for (const match of info.matchAll(/cmdstat_(?:evalsha|eval|fcall):calls=\d+,usec=(\d+)/g)) usec += Number(match[1])
   return usec
 }
 

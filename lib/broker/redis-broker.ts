@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto'
 import type { Cluster, Redis, RedisOptions } from 'ioredis'
 import {
   type Broker, type BrokerOptions, BrokerUnavailableError, DEFAULT_IDEMPOTENCY_TTL_SECONDS, type DeliverFn, type HistoryResult,
@@ -14,9 +13,8 @@ import { newEpochBase, REDIS_STREAM_FLOOR_SECONDS, streamRetentionSeconds } from
 import { RedisControl } from './redis-control.js'
 import { PRESENCE_MESSAGE, RedisPresence } from './redis-presence.js'
 import type { ChannelHistory, HistoryPolicy } from './history-policy.js'
-import {
-  databaseOf, decodeEntry, globLiteral, PUBLISH_BATCH_SCRIPT, randomName, READ_SCRIPT, RedisLayout, sharded
-} from './redis-layout.js'
+import { databaseOf, decodeEntry, globLiteral, randomName, RedisLayout } from './redis-layout.js'
+import { callFunction, type FunctionLibrary, functionLibrary, isFunctionMissing, loadLibrary } from './redis-functions.js'
 import { groupBySlot, publishBatchArgs, type PublishReply, replyAt } from './redis-publish-batch.js'
 import { type ReadCall, ReadBatch, type ReadReply } from './redis-read-batch.js'
 import { turnBatched } from './turn-batch.js'
@@ -45,18 +43,9 @@ export interface RedisBrokerOptions extends BrokerOptions {
   log?: RedisLogger
 }
 
-type ScriptedRedis = RedisClient & {
-  rtgRead(...args: Array<string | number>): Promise<ReadReply>
-  /** Four values per event, flat (PUBLISH_BATCH_SCRIPT). */
-  rtgPublishBatch(numberOfKeys: number, ...args: Array<string | number>): Promise<Array<string | number>>
-}
-
 const SUBSCRIBE_BATCH = 500
 /** How long a history read waits for pub/sub to bring events it counted before reading them itself. */
 const DELIVERY_GRACE_MS = 250
-
-/** READ_SCRIPT's SHA1, for EVALSHA in a pipeline (ioredis would send the whole script once per pipeline). */
-const READ_SHA = createHash('sha1').update(READ_SCRIPT).digest('hex')
 
 const toError = (err: unknown): Error => err instanceof Error ? err : new Error(String(err))
 
@@ -93,7 +82,9 @@ export class RedisBroker implements Broker {
   readonly layout: RedisLayout
   /** The command connection; also used for cluster stats (lib/ops/node-registry.ts). */
   readonly redis: RedisClient
-  private readonly commands: ScriptedRedis
+  private readonly commands: RedisClient
+  /** The publish and read functions (lib/broker/redis-functions.ts). */
+  private readonly library: FunctionLibrary
   /** One Redis: the subscriber connection. */
   private readonly subscriber?: Redis
   /** A Redis Cluster: a subscriber connection per master, for sharded pub/sub. */
@@ -139,11 +130,9 @@ export class RedisBroker implements Broker {
     const connection = { commandTimeoutMs: options.commandTimeoutMs ?? 5000, redisOptions: options.redisOptions, log: this.log }
     this.commands = (clusterNodes === undefined
       ? failFastConnection(options.url, { ...connection, name: `${name}:cmd` })
-      : clusterConnection(clusterNodes, { ...connection, name: `${name}:cmd`, onSlotCheck: () => this.preloadCluster?.() })) as ScriptedRedis
-    // On a cluster the scripts publish with SPUBLISH, into the channel's shard.
-    const script = clusterNodes === undefined ? (lua: string) => lua : sharded
-    this.commands.defineCommand('rtgRead', { numberOfKeys: 3, lua: READ_SCRIPT })
-    this.commands.defineCommand('rtgPublishBatch', { lua: script(PUBLISH_BATCH_SCRIPT) })
+      : clusterConnection(clusterNodes, { ...connection, name: `${name}:cmd`, onSlotCheck: () => this.preloadCluster?.() }))
+    // On a cluster the functions publish with SPUBLISH, into the channel's shard.
+    const library = this.library = functionLibrary(clusterNodes !== undefined)
     this.redis = this.commands
     this.reads = new ReadBatch(this.runReads, decodeEntry)
     const live = (channel: string): boolean => this.held.has(channel) && !this.lingering.has(channel)
@@ -165,6 +154,10 @@ export class RedisBroker implements Broker {
       subscriber.on('ready', () => { void this.restoreSubscriptions(subscriber) })
       subscriber.on('close', () => { this.restored = false })
       subscriber.on('message', (pubsub: string, entry: string) => this.onMessage(pubsub, entry))
+      // Sent before any call can follow on the new connection (no offline queue): a Redis
+      // restarted without its data has no functions either.
+      const commands = this.commands as Redis
+      commands.on('ready', () => { loadLibrary(commands, library).catch(() => {}) })
       this.probe = new ConnectionProbe([this.commands as Redis, subscriber], options.probeIntervalMs ?? 2000, this.log)
     } else {
       this.shards = new ShardSubscribers(this.commands as Cluster, {
@@ -175,9 +168,8 @@ export class RedisBroker implements Broker {
       })
       // From its first placement on, no disconnect or revocation is missed.
       this.shards.holdAlways(this.layout.controlChannel)
-      const scripts = [READ_SCRIPT, script(PUBLISH_BATCH_SCRIPT)]
       const cluster = this.commands as Cluster
-      const preload = this.preloadCluster = () => { void this.preloadScripts(cluster, scripts) }
+      const preload = this.preloadCluster = () => { void this.preloadFunctions(cluster) }
       cluster.on('ready', preload)
       cluster.on('refresh', preload)
     }
@@ -211,7 +203,7 @@ export class RedisBroker implements Broker {
       const groups = groupBySlot(drafts, this.layout)
       const parts = await Promise.all(groups.map(async (group) => {
         const { keys, args } = publishBatchArgs(group.drafts, this.layout, this.policy, retentionOf, this.dedupeTtlSeconds)
-        return await this.commands.rtgPublishBatch(keys.length, ...keys, ...args)
+        return await callFunction<Array<string | number>>(this.commands, this.library, this.library.publish, keys, args)
       }))
       replies = new Array<PublishReply>(drafts.length)
       groups.forEach((group, g) => group.indexes.forEach((index, i) => { replies[index] = replyAt(parts[g], i) }))
@@ -304,29 +296,37 @@ export class RedisBroker implements Broker {
     }
   }
 
-  /** READ_SCRIPT's arguments for a call, keys first. */
-  private readArgs (call: ReadCall): Array<string | number> {
+  /** READ_SCRIPT's keys and arguments for a call. */
+  private readArgs (call: ReadCall): { keys: string[], args: Array<string | number> } {
     const keys = this.layout.keys(call.channel)
-    return [keys.meta, keys.history, this.layout.baseKeyOf(call.channel), newEpochBase(),
-      retentionOf(this.policy.of(call.channel)), call.since, call.epoch, call.last]
+    return {
+      keys: [keys.meta, keys.history, this.layout.baseKeyOf(call.channel)],
+      args: [newEpochBase(), retentionOf(this.policy.of(call.channel)), call.since, call.epoch, call.last]
+    }
   }
 
   /**
-   * A turn's reads (lib/broker/redis-read-batch.ts): on one Redis, one pipeline of EVALSHA
-   * (one write); a read that meets NOSCRIPT (a Redis that lost its script cache) is sent
-   * again as rtgRead, which loads it: reads change nothing, so the retry is safe. On a
-   * cluster, one command each (a pipeline must stay on one node).
+   * A turn's reads (lib/broker/redis-read-batch.ts): on one Redis, one pipeline of FCALL
+   * (one write); a read that meets a Redis that lost its functions is sent again alone,
+   * which loads them: reads change nothing, so the retry is safe. On a cluster, one command
+   * each (a pipeline must stay on one node).
    */
   private readonly runReads = async (calls: readonly ReadCall[]): Promise<Array<ReadReply | Error>> => {
-    const single = async (call: ReadCall) => await this.commands.rtgRead(...this.readArgs(call)).catch((err: unknown) => toError(err))
+    const single = async (call: ReadCall): Promise<ReadReply | Error> => {
+      const { keys, args } = this.readArgs(call)
+      return await callFunction<ReadReply>(this.commands, this.library, this.library.read, keys, args).catch((err: unknown) => toError(err))
+    }
     if (calls.length === 1 || this.shards !== undefined) return await Promise.all(calls.map(single))
     const pipeline = this.commands.pipeline()
-    for (const call of calls) pipeline.evalsha(READ_SHA, 3, ...this.readArgs(call))
+    for (const call of calls) {
+      const { keys, args } = this.readArgs(call)
+      pipeline.fcall(this.library.read, keys.length, ...keys, ...args)
+    }
     const replies = await pipeline.exec() ?? []
     return await Promise.all(calls.map(async (call, i) => {
       const [err, reply] = replies[i] ?? [new Error('no reply to a history read')]
       if (err === null) return reply as ReadReply
-      return err.message.includes('NOSCRIPT') ? await single(call) : err
+      return isFunctionMissing(err) ? await single(call) : err
     }))
   }
 
@@ -345,7 +345,7 @@ export class RedisBroker implements Broker {
 
   isReady (): boolean {
     if (this.closed || this.commands.status !== 'ready') return false
-    if (this.shards !== undefined) return this.scriptsPreloaded && this.shards.isReady()
+    if (this.shards !== undefined) return this.functionsPreloaded && this.shards.isReady()
     return this.restored && this.subscriber?.status === 'ready'
   }
 
@@ -417,36 +417,34 @@ export class RedisBroker implements Broker {
     if (channels.length > 0) this.log.info({ channels: channels.length }, 'redis subscriptions restored')
   }
 
-  /** Cluster nodes that hold the scripts since their connection last came up. */
-  private readonly scriptNodes = new WeakSet<Redis>()
+  /** Cluster masters that hold the functions since their connection last came up. */
+  private readonly functionNodes = new WeakSet<Redis>()
   /** A cluster broker is ready only once its first preload ran. */
-  private scriptsPreloaded = false
-  /** Loads the scripts where missing: at 'ready', after a slot map re-read, and at every slot map check. */
+  private functionsPreloaded = false
+  /** Loads the functions where missing: at 'ready', after a slot map re-read, and at every slot map check. */
   private preloadCluster?: () => void
 
   /**
-   * Loads the scripts on every node of the cluster, replicas included (one of them is the
-   * next master), once the cluster is ready and again, for nodes that came (back) since,
-   * after every slot map re-read and every slot map check (every 2 s, watchSlotMap in
-   * lib/broker/redis-connection.ts). Otherwise a node's first EVALSHA fails with NOSCRIPT
-   * and ioredis re-sends it as EVAL behind calls made after it: two publishes of a channel
-   * issued in one order could take offsets in the other. (A replica restarted since the last
-   * check that is promoted before the next one can still show it, once.)
+   * Loads the function library on every master of the cluster once the cluster is ready and
+   * again, for masters that came (back) since, after every slot map re-read and every slot
+   * map check (every 2 s, watchSlotMap in lib/broker/redis-connection.ts). Replicas get it
+   * through replication, so a promoted replica holds it; a master that lost it in between
+   * answers "Function not found", and callFunction loads it and calls again.
    */
-  private async preloadScripts (cluster: Cluster, scripts: readonly string[]): Promise<void> {
+  private async preloadFunctions (cluster: Cluster): Promise<void> {
     if (cluster.status !== 'ready') return
-    await Promise.all(cluster.nodes('all').map(async (node) => {
-      if (this.scriptNodes.has(node)) return
+    await Promise.all(cluster.nodes('master').map(async (node) => {
+      if (this.functionNodes.has(node)) return
       try {
-        await Promise.all(scripts.map(async (lua) => await node.script('LOAD', lua)))
+        await loadLibrary(node, this.library)
       } catch {
         return // the node is away: the next refresh tries again
       }
-      if (this.scriptNodes.has(node)) return
-      this.scriptNodes.add(node)
-      node.once('close', () => this.scriptNodes.delete(node))
+      if (this.functionNodes.has(node)) return
+      this.functionNodes.add(node)
+      node.once('close', () => this.functionNodes.delete(node))
     }))
-    this.scriptsPreloaded = true
+    this.functionsPreloaded = true
   }
 
   /** A control resync waits for the command connection (once, however often it is asked). */

@@ -42,7 +42,7 @@ import { slotOf, slotTag } from './redis-slots.js'
  *
  * The base belongs to one run of one Redis server: `P epoch-gen` holds it with that
  * server's `run_id`, and every script compares the `run_id` of the server it runs on (INFO
- * server): a different one means a restart or a failover to a replica, either of which may
+ * server, read once per server process): a different one means a restart or a failover to a replica, either of which may
  * have lost the last writes, so a new base is made, and a channel whose meta hash names
  * another base starts a new stream (new epoch, offsets from 1) at its next publish, and
  * reads as empty until then. So no offset is ever handed out twice in one epoch, whatever
@@ -164,14 +164,17 @@ export const globLiteral = (text: string): string => text.replace(/[*?[\]\\]/g, 
 export const randomName = (): string => randomBytes(6).toString('base64url')
 
 /**
- * In Lua: `currentBase` is the epoch base of the Redis run the script runs on (a new one,
- * from ARGV `newBase`, when the stored one was made under another `run_id`: a restart or a
- * failover); `bucketEpoch` is the epoch of a channel without a stream: the base, then the
- * bucket number in base 36 (lib/broker/epochs.ts).
+ * In Lua, the top of the Function library (lib/broker/redis-functions.ts): `currentBase` is
+ * the epoch base of the Redis run the function runs on (a new one, from ARGV `newBase`, when
+ * the stored one was made under another `run_id`: a restart or a failover); the run_id is
+ * read once per library load in this server process (a library-level local), which is the
+ * run_id's own lifetime. `bucketEpoch` is the epoch of a channel without a stream: the base,
+ * then the bucket number in base 36 (lib/broker/epochs.ts).
  */
-const EPOCH_OF_EMPTY_CHANNEL = `
+export const EPOCH_OF_EMPTY_CHANNEL = `
+local runid = nil
 local function currentBase (baseKey, newBase)
-  local runid = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
+  runid = runid or string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
   local stored = redis.call('HMGET', baseKey, 'base', 'runid')
   if stored[1] and stored[2] == runid then return stored[1] end
   redis.call('HSET', baseKey, 'base', newBase, 'runid', runid)
@@ -223,7 +226,7 @@ end
  * per event: epoch, offset, ms, replayed (0, or 1 and 2 as above). (On a Redis Cluster
  * every key of one call must share a slot: the caller groups the events by slot.)
  */
-export const PUBLISH_BATCH_SCRIPT = EPOCH_OF_EMPTY_CHANNEL + `
+export const PUBLISH_BATCH_SCRIPT = `
 local base = currentBase(KEYS[1], ARGV[1])
 local idempotencyTtl = ARGV[2]
 local channelCount = tonumber(ARGV[3])
@@ -335,7 +338,7 @@ return replies
  * since offset (-1: none), since epoch ('' = the current one), last (0: none).
  * Returns {epoch, offset, entries…}.
  */
-export const READ_SCRIPT = EPOCH_OF_EMPTY_CHANNEL + `
+export const READ_SCRIPT = `
 local base = currentBase(KEYS[3], ARGV[1])
 local meta = redis.call('HMGET', KEYS[1], 'epoch', 'offset', 'base')
 local epoch = meta[1]

@@ -63,34 +63,39 @@ export async function eventually (what: string, check: () => boolean | Promise<b
 }
 
 /**
- * A redis-server of the test's own, without persistence, that the test may kill and
- * start again on the same port (outage tests). Stopped when the test ends.
+ * A redis-server of the test's own, that the test may kill and start again on the same port
+ * (outage tests). Without persistence, unless `dataDir` is given: then an append-only file
+ * there, written at every command, brings its data (and Redis Functions) back after a kill.
+ * Stopped when the test ends.
  */
 export class OwnRedis {
   private child: ChildProcess | null = null
 
-  private constructor (readonly port: number) {}
+  private constructor (readonly port: number, private readonly dataDir?: string) {}
 
   get url (): string {
     return `redis://127.0.0.1:${this.port}`
   }
 
-  static async start (t: Test): Promise<OwnRedis> {
-    const server = await OwnRedis.reserve(t)
+  static async start (t: Test, options: { dataDir?: string } = {}): Promise<OwnRedis> {
+    const server = await OwnRedis.reserve(t, options)
     await server.restart()
     return server
   }
 
   /** A port for a server not started yet (`restart()` starts it). */
-  static async reserve (t: Test): Promise<OwnRedis> {
-    const server = new OwnRedis(await freePort())
+  static async reserve (t: Test, options: { dataDir?: string } = {}): Promise<OwnRedis> {
+    const server = new OwnRedis(await freePort(), options.dataDir)
     t.teardown(() => server.kill())
     return server
   }
 
   async restart (): Promise<void> {
     if (this.child !== null) throw new Error('already running')
-    const child = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+    const persistence = this.dataDir === undefined
+      ? ['--appendonly', 'no']
+      : ['--appendonly', 'yes', '--appendfsync', 'always', '--dir', this.dataDir]
+    const child = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', ...persistence], {
       stdio: 'ignore'
     })
     this.child = child
