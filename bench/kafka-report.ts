@@ -39,7 +39,7 @@ export function kafkaTables (result: KafkaResult): { text: string, checks: Kafka
   })
   const e = result.expected
   const lines = [
-    `Kafka ingest: a backlog of ${e?.messages ?? '?'} messages (${e?.events ?? '?'} events, ${e?.dlq ?? '?'} poison) on the ${'§7'} topics × ${result.settings.partitions} partitions,` +
+    `Kafka ingest: a backlog of ${e?.messages ?? '?'} messages (${e?.events ?? '?'} events, ${e?.dlq ?? '?'} poison) on the gateway's topics × ${result.settings.partitions} partitions,` +
       ' drained by a fresh group; ratios are ÷ the do-nothing kafkajs consumer (msgs/s).',
     formatTable(drainRows, ['kafka', 'case', 'msgs/s', 'events/s', 'seconds', 'CPU µs/msg', 'ratio', 'targets']),
     '',

@@ -10,7 +10,7 @@ import { deletePrefix, requireRedis } from './lib/redis-prefix.js'
 /**
  * The Kafka ingest case (issue 18, part 3). In one run, on topics of its own:
  * (a) the limit: a kafkajs consumer in a fresh group that does nothing drains a backlog
- *     of the §7 mix (bench/servers/kafka-null.ts);
+ *     of the mix of topics docs/protocol.md (Kafka) lists (bench/servers/kafka-null.ts);
  * (b) the gateway on the memory broker, in a fresh group, drains the same backlog into
  *     connected WebSocket clients (bench/kafka-clients.ts), every event counted and its
  *     offset checked;

@@ -34,7 +34,7 @@ export const PARTITIONS_CONSUMED_CONCURRENTLY = 8
 
 /**
  * The Kafka ingress (docs/protocol.md, Kafka) — the only file that knows kafkajs. A consumer group
- * reads the §7 topics; each partition's batches are handled in order, several partitions
+ * reads the documented topics; each partition's batches are handled in order, several partitions
  * at a time, by lib/ingress/kafka-ingest.ts: a batch's events go to the broker in a few
  * large calls rather than one message at a time, and a message's offset is resolved only
  * once it and every earlier one were handed to the broker (or the DLQ), so a crash or

@@ -44,3 +44,23 @@ t.test('imports only go down the layers, and never to Fastify', async (t) => {
   t.same(upward, [], 'no import reaches a higher layer (or out of lib/)')
   t.same(fastify, [], 'no Fastify import in lib/')
 })
+
+t.test('docs/architecture.md describes the tree: every lib/ folder and file, and nothing that is gone', async (t) => {
+  const doc = readFileSync(join(LIB, '..', 'docs', 'architecture.md'), 'utf8')
+  const rows = new Map<string, string>()
+  for (const m of doc.matchAll(/^\| `lib\/(\w+)\/` \|(.*)$/gm)) rows.set(m[1], m[2])
+  t.same([...rows.keys()].sort(), [...LAYERS].sort(), 'one row per layer')
+  const undescribed: string[] = []
+  for (const file of sources(LIB)) {
+    const [layer, name] = relative(LIB, file).split('/')
+    if (!(rows.get(layer) ?? '').includes(`\`${name}\``)) undescribed.push(relative(LIB, file))
+  }
+  t.same(undescribed, [], 'every lib/ file is named in its folder\'s row')
+  const files = new Set(sources(LIB).map((file) => relative(LIB, file)))
+  const gone: string[] = []
+  for (const [layer, row] of rows) {
+    for (const m of row.matchAll(/`([\w.-]+\.ts)`/g)) if (!files.has(`${layer}/${m[1]}`)) gone.push(`${layer}/${m[1]}`)
+  }
+  for (const m of doc.matchAll(/`?lib\/([\w/.-]+\.ts)/g)) if (!files.has(m[1])) gone.push(m[1])
+  t.same(gone, [], 'every lib/ file the document names exists')
+})

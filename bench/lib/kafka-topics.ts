@@ -23,7 +23,7 @@ export function kafkaClient (clientId: string): InstanceType<typeof Kafka> {
   return new Kafka({ clientId, brokers: KAFKA_BROKERS.split(','), logLevel: logLevel.NOTHING, connectionTimeout: 3000, retry: { retries: 5, initialRetryTime: 200 } })
 }
 
-/** The §7 topics and the DLQ under `prefix`. */
+/** The gateway's topics (docs/protocol.md, Kafka) and the DLQ under `prefix`. */
 export const topicsOf = (prefix: string): string[] => [...KAFKA_TOPICS, 'realtime.dlq'].map((t) => `${prefix}${t}`)
 
 export class BenchTopics {

@@ -3,7 +3,7 @@ import { ChannelName } from '../auth/channels.js'
 
 /**
  * Bodies of the publishing routes (docs/protocol.md, HTTP API), shared by the HTTP routes and the
- * Kafka consumer (§7), so both ingresses accept exactly the same shapes.
+ * Kafka consumer (docs/protocol.md, Kafka), so both ingresses accept exactly the same shapes.
  */
 export const MAX_TARGETS = 1000
 
@@ -69,7 +69,7 @@ export type OrderBody = Static<typeof OrderBody>
 export type InventoryBody = Static<typeof InventoryBody>
 export type TestNotificationBody = Static<typeof TestNotificationBody>
 
-/** Kafka §7 values that have no HTTP twin. */
+/** Values of the Kafka topics (docs/protocol.md, Kafka) that have no HTTP twin. */
 export const OrderCreatedMessage = Type.Object({
   orderId: Id('the order'),
   buyerId: Type.Optional(Id('the buyer')),

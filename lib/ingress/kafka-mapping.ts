@@ -43,7 +43,7 @@ export interface MappingOptions {
 /** The defaults of EVENT_MAX_BYTES and PUBLISH_MAX_BYTES, for callers that pass none. */
 const DEFAULT_LIMITS: PublishLimits = { eventMaxBytes: 64 * 1024, publishMaxBytes: 4 * 1024 * 1024 }
 
-/** The real topic names to subscribe to, prefixed, mapped back to their §7 name. */
+/** The real topic names to subscribe to, prefixed, mapped back to their name in docs/protocol.md (Kafka). */
 export function topicNames (prefix: string): Map<string, KafkaTopic> {
   return new Map(KAFKA_TOPICS.map((topic) => [`${prefix}${topic}`, topic]))
 }

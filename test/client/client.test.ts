@@ -1,9 +1,9 @@
-import { createServer } from 'node:net'
 import { test } from 'tap'
 import WebSocket from 'ws'
 import type { RealtimeEvent, WebSocketConstructor } from '../../client/realtime-client.js'
 import { gatedToken, notify, publish, watch } from '../support/client-watch.js'
 import { sleep, startServer, token } from '../support/helper.js'
+import { freePort } from '../support/ports.js'
 
 /**
  * The browser client (client/) in Node against a real gateway: real sockets and
@@ -169,11 +169,8 @@ for (const transport of ['ws', 'sse'] as const) {
 }
 
 test('a gateway that is down is retried with growing delays, never in a tight loop', async (t) => {
-  // A port that refuses connections: listen on a free one, then close it.
-  const probe = createServer()
-  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve))
-  const port = (probe.address() as { port: number }).port
-  await new Promise<void>((resolve) => probe.close(() => resolve()))
+  // A port that refuses connections: one that was free a moment ago, with nothing listening.
+  const port = await freePort()
 
   const w = watch(t, { url: `http://127.0.0.1:${port}`, token: token('c7'), backoff: { initialMs: 100, maxMs: 400 } })
   const delays: number[] = []

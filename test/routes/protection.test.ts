@@ -79,6 +79,12 @@ t.test('connection limits: per user and per instance refuse with 1013 (WS) and 5
   const third = new WebSocket(`${wsUrl}?token=${token('3')}`)
   const [code3] = await new Promise<[number]>((resolve) => third.on('close', (c) => resolve([c])))
   t.equal(code3, 1013, 'past the instance limit')
+
+  // One admission policy: both transports count their refusals under the same snake_case reasons.
+  const metrics = await (await fetch(`${url}/metrics`)).text()
+  t.match(metrics, /gateway_connections_refused_total\{transport="ws",reason="user_limit"\} 1\n/)
+  t.match(metrics, /gateway_connections_refused_total\{transport="sse",reason="user_limit"\} 1\n/)
+  t.match(metrics, /gateway_connections_refused_total\{transport="ws",reason="instance_limit"\} 1\n/)
 })
 
 t.test('a connection that stops answering pings is closed after two intervals', async (t) => {

@@ -42,7 +42,7 @@ export interface KafkaFixture {
   groupId: string
   /** Gateway config overrides pointing at this fixture's topics and group. */
   env: Record<string, string>
-  /** Produces one message to the prefixed §7 (or DLQ) topic; a non-string value is JSON-encoded. */
+  /** Produces one message to one of the gateway's topics (docs/protocol.md, Kafka) or the DLQ, prefixed; a non-string value is JSON-encoded. */
   produce: (topic: string, value: unknown, options?: ProduceOptions) => Promise<void>
   /** Produces many messages to one prefixed topic in one request, in the order given (per partition). */
   produceMany: (topic: string, messages: Array<{ value: unknown } & ProduceOptions>) => Promise<void>
