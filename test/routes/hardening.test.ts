@@ -293,6 +293,16 @@ t.test('a request body that never finishes is cut after REQUEST_TIMEOUT_MS; stre
   t.equal(sse.ended, false, 'a long-lived SSE stream is not a slow request')
 })
 
+t.test('a request line and headers over 16 KiB: 431 on every route, the WebSocket upgrade too', async (t) => {
+  const { url, wsUrl } = await startServer(t)
+  const long = 'v1;' + 'room:a,e,1;'.repeat(2000)
+  t.equal((await fetch(`${url}/sse?channels=room:a&token=${token('h')}&lastEventId=${long}`)).status, 431, 'SSE, a long query')
+  t.equal((await fetch(`${url}/sse?channels=room:a&token=${token('h')}`, { headers: { 'last-event-id': long } })).status, 431, 'SSE, a long header')
+  t.equal((await fetch(`${url}/realtime/publish?x=${long}`, { method: 'POST' })).status, 431, 'HTTP API')
+  await t.rejects(WsClient.connect(t, `${wsUrl}?pad=${long}`, token('h')), /HTTP 431/, 'WebSocket upgrade')
+  t.equal((await fetch(`${url}/health`)).status, 200, 'served meanwhile')
+})
+
 t.test('JWT_ISSUER and JWT_AUDIENCE, when set, are required', async (t) => {
   const { wsUrl } = await startServer(t, { JWT_ISSUER: 'https://id.shop.example', JWT_AUDIENCE: 'realtime' })
   const good = mintToken(TEST_SECRET, { sub: '1', iss: 'https://id.shop.example', aud: 'realtime', ttlSeconds: 60 })
