@@ -145,3 +145,37 @@ t.test('poison goes to the DLQ unchanged, with the reason; good messages around 
   t.equal(sample(metrics, 'gateway_kafka_messages_total', { topic: `${kafka.prefix}realtime.publish`, outcome: 'dlq' }), 2)
   t.same(buyer.events(), [], 'no event came of the poison')
 })
+
+t.test('payloads too deep, too large or of a reserved type go to the DLQ at once, and the partition flows on', async (t) => {
+  // Issue 13: a payload nested thousands deep was retried forever (never dead-lettered),
+  // stalling its partition; the publish limits were not checked on Kafka at all.
+  if (!await useKafka(t)) return
+  const kafka = await kafkaFixture(t)
+  const { url, wsUrl } = await gateway(t, kafka, { EVENT_MAX_BYTES: 1024, PUBLISH_MAX_BYTES: 4096 })
+  const client = await WsClient.connect(t, wsUrl, token('k1'))
+  await client.subscribe(['room:k'])
+
+  const p0 = { partition: 0 }
+  const deep = '{"a":'.repeat(4999) + '1' + '}'.repeat(4999)
+  await kafka.produce('realtime.publish', `{"channel":"room:k","type":"t","payload":${deep}}`, p0)
+  await kafka.produce('realtime.publish', { channel: 'room:k', type: 't', payload: { text: 'x'.repeat(2000) } }, p0)
+  const channels = Array.from({ length: 20 }, (_, i) => `room:b${i}`)
+  await kafka.produce('realtime.publish', { channels, type: 't', payload: { text: 'x'.repeat(500) } }, p0)
+  await kafka.produce('realtime.publish', { channel: 'room:k', type: 'system:reset', payload: {} }, p0)
+  await kafka.produce('realtime.publish', { channel: 'room:k', type: 'after', payload: { ok: true } }, p0)
+
+  t.match(await client.next((f) => f.channel === 'room:k', 20_000), { type: 'after', offset: 1, payload: { ok: true } },
+    'the message behind the poison arrives, and is the channel\'s first event')
+  const dlq = await kafka.readDlq(4)
+  const reasons = new Map(dlq.map((m) => [m.headers?.['x-dlq-source-offset']?.toString(), m.headers?.['x-dlq-reason']?.toString()]))
+  t.match(reasons.get('0'), /^too_deep: payload\.a: nested deeper than 64 levels/)
+  t.match(reasons.get('1'), /^too_large: payload: \d+ bytes .*EVENT_MAX_BYTES/)
+  t.match(reasons.get('2'), /^too_large: .*PUBLISH_MAX_BYTES/)
+  t.match(reasons.get('3'), /^reserved_type: type: /)
+  t.equal(dlq.find((m) => m.headers?.['x-dlq-source-offset']?.toString() === '0')?.value?.length,
+    Buffer.byteLength(`{"channel":"room:k","type":"t","payload":${deep}}`), 'dead-lettered unchanged')
+  const metrics = await metricsText(url)
+  t.equal(sample(metrics, 'gateway_kafka_messages_total', { topic: `${kafka.prefix}realtime.publish`, outcome: 'dlq' }), 4)
+  t.equal(sample(metrics, 'gateway_kafka_messages_total', { topic: `${kafka.prefix}realtime.publish`, outcome: 'delivered' }), 1)
+  t.same(client.events('room:k'), [], 'nothing else reached the channel')
+})
