@@ -72,8 +72,10 @@ t.test('SSE ?rewind=n: the last events of every channel, ignored when resuming',
   const resumed = await SseClient.open(t, `${url}/sse?channels=product:9&rewind=3&token=${token('sse-user')}`, { 'last-event-id': last })
   const next = await resumed.waitFor(1, (e) => e.data?.channel === 'product:9')
   t.same(next.map((e) => e.data.offset), [4], 'resumed from Last-Event-ID: rewind ignored')
-  const bad = await SseClient.open(t, `${url}/sse?channels=product:9&rewind=0&token=${token('sse-user')}`)
-  t.equal(bad.status, 400)
+  for (const rewind of ['0', '101', '1.5', '-1', 'x']) {
+    const bad = await SseClient.open(t, `${url}/sse?channels=product:9&rewind=${rewind}&token=${token('sse-user')}`)
+    t.equal(bad.status, 400, `rewind=${rewind}: 400 (HISTORY_SIZE is 100)`)
+  }
 })
 
 t.test('GET /realtime/history: since, epoch, limit; ACL; bad input', async (t) => {
