@@ -29,10 +29,8 @@ interface ChannelStream {
 }
 
 interface ChannelLog {
-  /** Newest last; at most historySize, none older than the TTL once trimmed. */
+  /** Newest last; at most historySize. Dropped whole once the TTL has passed since the last publish. */
   events: PublishedEvent[]
-  /** When each event was published, in `monotonicMs`. */
-  times: number[]
 }
 
 const NO_EVENTS: readonly PublishedEvent[] = Object.freeze([])
@@ -134,13 +132,9 @@ export class MemoryBroker implements Broker {
       ts
     }
     if (stream.history.size > 0) {
-      const log = stream.log ?? (stream.log = { events: [], times: [] })
+      const log = stream.log ?? (stream.log = { events: [] })
       log.events.push(event)
-      log.times.push(now)
-      if (log.events.length > stream.history.size) {
-        log.events.shift()
-        log.times.shift()
-      }
+      if (log.events.length > stream.history.size) log.events.shift()
     }
     if (stream.subscribed) this.deliver(event)
     return event
@@ -212,19 +206,15 @@ export class MemoryBroker implements Broker {
     return { offset: 0, epoch: bucketEpoch(this.epochBase, Date.now(), retentionOf(this.policy.of(channel))) }
   }
 
+  /**
+   * The history lives the channel's TTL after its last publish, as a Redis key whose EXPIRE
+   * every publish refreshes (lib/broker/broker.ts): a channel published to within the TTL
+   * keeps its last `size` events however old the first of them is.
+   */
   private trimExpired (stream: ChannelStream, now: number): void {
-    const log = stream.log
-    if (log === null) return
-    const cutoff = now - stream.history.ttlSeconds * 1000
-    let drop = 0
-    while (drop < log.times.length && log.times[drop] <= cutoff) drop++
-    if (drop === log.times.length) {
-      // All expired: back to no log, as before the first publish (same epoch and offset).
-      stream.log = null
-    } else if (drop > 0) {
-      log.events.splice(0, drop)
-      log.times.splice(0, drop)
-    }
+    if (stream.log === null || stream.lastPublishMs > now - stream.history.ttlSeconds * 1000) return
+    // Expired: back to no log, as before the first publish (same epoch and offset).
+    stream.log = null
   }
 
   private sweep (): void {

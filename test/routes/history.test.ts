@@ -1,5 +1,6 @@
 import t, { type Test } from 'tap'
 import { adminToken, post, requireService, serviceToken, SseClient, startServer, token, WsClient } from '../support/helper.js'
+import { RedisLayout } from '../../lib/broker/redis-layout.js'
 import { REDIS_URL, redisAvailable, redisClient, uniquePrefix } from '../support/redis-fixture.js'
 
 // Live state and history (issue 17): rewind on subscribe (WS and SSE), GET /realtime/history,
@@ -71,8 +72,10 @@ t.test('SSE ?rewind=n: the last events of every channel, ignored when resuming',
   const resumed = await SseClient.open(t, `${url}/sse?channels=product:9&rewind=3&token=${token('sse-user')}`, { 'last-event-id': last })
   const next = await resumed.waitFor(1, (e) => e.data?.channel === 'product:9')
   t.same(next.map((e) => e.data.offset), [4], 'resumed from Last-Event-ID: rewind ignored')
-  const bad = await SseClient.open(t, `${url}/sse?channels=product:9&rewind=0&token=${token('sse-user')}`)
-  t.equal(bad.status, 400)
+  for (const rewind of ['0', '101', '1.5', '-1', 'x']) {
+    const bad = await SseClient.open(t, `${url}/sse?channels=product:9&rewind=${rewind}&token=${token('sse-user')}`)
+    t.equal(bad.status, 400, `rewind=${rewind}: 400 (HISTORY_SIZE is 100)`)
+  }
 })
 
 t.test('GET /realtime/history: since, epoch, limit; ACL; bad input', async (t) => {
@@ -128,4 +131,51 @@ t.test('HISTORY_POLICY: a shopper back hours later gets what was sent while away
   const rewound = await back.request({ type: 'subscribe', payload: { channels: ['product:5'], rewind: 1000 } })
   t.equal(rewound.type, 'subscribed', 'rewind up to the largest size configured')
   t.match(await back.next((f) => f.channel === 'product:5'), { offset: 3, payload: { stock: 3 } })
+})
+
+t.test('SSE on two instances on Redis: ?rewind=1 is the current state; back later, Last-Event-ID brings what was sent while away (user:=1000/86400)', async (t) => {
+  if (!requireService(t, 'Redis', redisUp)) return
+  const [a, b] = await twoOnRedis(t, { HISTORY_SIZE: 3, HISTORY_POLICY: 'user:=1000/86400,product:=1/86400' })
+  for (let n = 1; n <= 3; n++) await publish(a.url, 'product:6', { stock: n })
+  const first = await SseClient.open(t, `${b.url}/sse?channels=product:6&rewind=1&token=${token('away-sse')}`)
+  const [state] = await first.waitFor(1, (e) => e.data?.channel === 'product:6')
+  t.match(state, { event: 'product:updated', data: { offset: 3, payload: { stock: 3 } } }, 'the latest state (product: keeps 1)')
+  const lastId = state.id as string
+  first.close()
+  for (let n = 1; n <= 30; n++) await post(`${a.url}/realtime/notify`, serviceToken(), { userId: 'away-sse', payload: { n } })
+  await publish(a.url, 'product:6', { stock: 4 })
+  const back = await SseClient.open(t, `${b.url}/sse?channels=product:6&rewind=1&token=${token('away-sse')}`, { 'last-event-id': lastId })
+  const missed = await back.waitFor(31, (e) => e.data?.channel !== undefined && e.event !== 'system:connected')
+  t.same(missed.filter((e) => e.data.channel === 'user:away-sse').map((e) => e.data.payload.n), Array.from({ length: 30 }, (_, i) => i + 1),
+    'every notification sent while away, in order, once (30 > HISTORY_SIZE 3: the user: entry keeps them)')
+  t.same(missed.filter((e) => e.data.channel === 'product:6').map((e) => e.data.offset), [4], 'the product from where it was: rewind ignored')
+  t.notOk(back.events.some((e) => e.event === 'system:recovery'), 'nothing lost: no recovery notice')
+})
+
+t.test('a stream restart under live subscribers on two instances: system:reset before the next event, WS and SSE', async (t) => {
+  if (!requireService(t, 'Redis', redisUp)) return
+  const prefix = uniquePrefix('history-reset')
+  const redis = await redisClient(t, prefix)
+  const settings = { REDIS_URL, REDIS_KEY_PREFIX: prefix }
+  const [a, b] = [await startServer(t, settings), await startServer(t, settings)]
+  const ws = await WsClient.connect(t, b.wsUrl, token('reset-ws'))
+  await ws.subscribe(['product:rs'])
+  const sse = await SseClient.open(t, `${b.url}/sse?channels=product:rs&token=${token('reset-sse')}`)
+  await sse.waitFor(1, (e) => e.event === 'system:connected')
+  for (let n = 1; n <= 2; n++) await publish(a.url, 'product:rs', { n })
+  t.match(await ws.next((f) => f.channel === 'product:rs'), { offset: 1 })
+  const before = await ws.next((f) => f.channel === 'product:rs')
+  t.match(before, { offset: 2 })
+  await sse.waitFor(2, (e) => e.data?.channel === 'product:rs')
+  // What a promoted replica or a Redis restarted empty looks like to the scripts: another run.
+  await redis.hset(new RedisLayout(prefix).baseKey, 'runid', 'another-run')
+  const fresh = (await publish(a.url, 'product:rs', { n: 3 })).body.positions['product:rs']
+  t.equal(fresh.offset, 1, 'the stream restarted...')
+  t.not(fresh.epoch, before.epoch, '...in a new epoch')
+  t.match(await ws.next((f) => f.channel === 'product:rs'), { type: 'system:reset', payload: { position: { offset: 0, epoch: fresh.epoch } } }, 'WS: the reset first')
+  t.match(await ws.next((f) => f.channel === 'product:rs'), { offset: 1, payload: { n: 3 } }, 'then the event')
+  const after = await sse.waitFor(4, (e) => e.data?.channel === 'product:rs')
+  t.same(after.slice(2).map((e) => [e.event, e.data.offset ?? e.data.payload.position.offset]), [['system:reset', 0], ['product:updated', 1]], 'SSE: the reset first, then the event')
+  t.match(after[2].data, { channel: 'product:rs', payload: { position: { offset: 0, epoch: fresh.epoch } } })
+  t.same(ws.events(), [], 'nothing else')
 })

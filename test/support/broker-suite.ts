@@ -197,6 +197,22 @@ export function brokerSuite (t: Test, factory: BrokerFactory): void {
     t.same(offsets((await broker.recent(other, 100)).events), [9, 10, 11, 12], 'no prefix: the default 4')
   })
 
+  t.test('HISTORY_POLICY TTLs: a prefix\'s TTL runs from the channel\'s latest publish, as on every broker', async (t) => {
+    const policy = new HistoryPolicy({ size: 10, ttlSeconds: 300 }, [{ prefix: 'room:suite-short', size: 10, ttlSeconds: 3 }])
+    const { broker } = await make(t, { historySize: 10, historyTtlSeconds: 300, policy })
+    const [busy, quiet, other] = [suiteChannel('short-busy'), suiteChannel('short-quiet'), suiteChannel('long')]
+    const first = await Promise.all([busy, quiet, other].map(async (channel) => await broker.publish(draft(channel, 1))))
+    await sleep(2000)
+    await broker.publish(draft(busy, 2))
+    await sleep(1200)
+    // busy: its first event is older than the TTL, its latest publish is not: both are kept.
+    const kept = await broker.history(busy, { offset: 0, epoch: first[0].epoch })
+    t.same([offsets(kept.events), kept.recovered], [[1, 2], true], 'kept for the TTL after the channel\'s latest publish')
+    const expired = await broker.history(quiet, { offset: 0, epoch: first[1].epoch })
+    t.same([expired.events, expired.recovered], [[], false], 'a quiet channel of the prefix: expired after its 3 s')
+    t.same(offsets((await broker.history(other, { offset: 0, epoch: first[2].epoch })).events), [1], 'another prefix: the default TTL')
+  })
+
   t.test('dedupe keys: a draft seen before is not published again; its first place is answered', async (t) => {
     const { broker, recorder } = await make(t)
     const channel = suiteChannel('dedupe')
