@@ -44,6 +44,12 @@ export interface RedisBrokerOptions extends BrokerOptions {
 }
 
 const SUBSCRIBE_BATCH = 500
+/**
+ * An instance unheard of for this many presence intervals counts as dead. It beats four
+ * times an interval (lib/hub/presence-tracker.ts), and the others see it at their next tick,
+ * at most an interval later: 0.75 + 1 stays inside the two intervals the protocol promises.
+ */
+const PRESENCE_DEAD_INTERVALS = 0.75
 /** How long a history read waits for pub/sub to bring events it counted before reading them itself. */
 const DELIVERY_GRACE_MS = 250
 
@@ -147,7 +153,7 @@ export class RedisBroker implements Broker {
       ? async (pubsub: string, message: string) => await this.commands.publish(pubsub, message)
       : async (pubsub: string, message: string) => await this.commands.spublish(pubsub, message)
     this.control = new RedisControl(this.commands, this.layout, publishOn)
-    this.presence = new RedisPresence(this.commands, this.layout, options.nodeId ?? name, 1.5 * (options.presenceIntervalMs ?? 2000), publishOn)
+    this.presence = new RedisPresence(this.commands, this.layout, options.nodeId ?? name, PRESENCE_DEAD_INTERVALS * (options.presenceIntervalMs ?? 2000), publishOn)
     this.commands.once('ready', () => { void this.checkEvictionPolicy() })
     if (clusterNodes === undefined) {
       const subscriber = this.subscriber = failFastConnection(options.url, { ...connection, name: `${name}:sub` })

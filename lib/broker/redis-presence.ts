@@ -10,7 +10,7 @@ import type { PresenceBackend, PresenceShare } from '../core/presence.js'
  * heartbeat by Redis's clock: shares of an instance not heard from within `deadMs` do not
  * count, so a crashed instance drops out by itself.
  *
- * Cost: nothing per event; per instance, one heartbeat call per interval; per channel and
+ * Cost: nothing per event; per instance, a heartbeat call four times per interval; per channel and
  * instance, one write (HSET or HDEL, EXPIRE, PUBLISH) per interval at most, only when its
  * share changed, and once an hour to keep the hash alive (docs/operations.md).
  */
@@ -29,19 +29,22 @@ export interface PresenceLayout {
 interface WireShare { c: number, u: string[] }
 interface WireMessage { n: string, s: WireShare | null }
 
+/** Returns 1 if this instance was not in the set (first beat, or dropped as dead), then the live instances. */
 const BEAT_SCRIPT = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZADD', KEYS[1], now, ARGV[1])
+local added = redis.call('ZADD', KEYS[1], now, ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 10)
-return redis.call('ZRANGE', KEYS[1], 0, -1)
+local reply = redis.call('ZRANGE', KEYS[1], 0, -1)
+table.insert(reply, 1, added)
+return reply
 `
 
 /** A share hash outlives the last write to it by this: every holder rewrites its share hourly. */
 const SHARES_TTL_SECONDS = 3 * 3600
 
-type BeatingRedis = RedisClient & { rtgPresenceBeat(key: string, nodeId: string, deadMs: number): Promise<string[]> }
+type BeatingRedis = RedisClient & { rtgPresenceBeat(key: string, nodeId: string, deadMs: number): Promise<[number, ...string[]]> }
 
 export class RedisPresence implements PresenceBackend {
   private listener: (channel: string, nodeId: string, share: PresenceShare | null) => void = () => {}
@@ -62,13 +65,14 @@ export class RedisPresence implements PresenceBackend {
     this.listener = listener
   }
 
-  async beat (): Promise<Set<string>> {
-    this.live = new Set(await (this.redis as BeatingRedis).rtgPresenceBeat(this.layout.nodesKey, this.nodeId, this.deadMs))
-    return this.live
+  async beat (): Promise<{ live: Set<string>, rejoined: boolean }> {
+    const [added, ...live] = await (this.redis as BeatingRedis).rtgPresenceBeat(this.layout.nodesKey, this.nodeId, this.deadMs)
+    this.live = new Set(live)
+    return { live: this.live, rejoined: added === 1 }
   }
 
   async load (channel: string): Promise<Map<string, PresenceShare>> {
-    const live = this.live ?? await this.beat()
+    const live = this.live ?? (await this.beat()).live
     const fields = await this.redis.hgetall(this.layout.sharesKey(channel))
     const shares = new Map<string, PresenceShare>()
     for (const [nodeId, text] of Object.entries(fields)) {

@@ -39,8 +39,12 @@ export interface PresenceBackend {
   load(channel: string): Promise<Map<string, PresenceShare>>
   /** Stores this instance's share (null: it holds the channel no more) and tells the other instances. */
   write(channel: string, share: PresenceShare | null): Promise<void>
-  /** Heartbeat: says this instance is alive; returns the instances alive now (this one included). */
-  beat(): Promise<Set<string>>
+  /**
+   * Heartbeat: says this instance is alive; returns the instances alive now (this one
+   * included), and `rejoined` when this instance had been counted as dead (or beats for the
+   * first time): the others dropped its shares, so it must tell them again.
+   */
+  beat(): Promise<{ live: Set<string>, rejoined: boolean }>
   /** Called with another instance's share as it changes (null: that instance left the channel). */
   onShare(listener: (channel: string, nodeId: string, share: PresenceShare | null) => void): void
 }

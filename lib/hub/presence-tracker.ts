@@ -34,6 +34,8 @@ interface ChannelState {
 }
 
 const DEFAULT_REFRESH_MS = 3_600_000
+/** Heartbeats per interval: an instance is dead after missing three (lib/broker/redis-broker.ts). */
+const BEATS_PER_INTERVAL = 4
 
 /**
  * The moving part of presence (lib/core/presence.ts): which channels' shares changed, one
@@ -47,6 +49,8 @@ export class PresenceTracker {
   /** Channels whose totals may have changed since the last tick. */
   private readonly totalsDirty = new Set<string>()
   private readonly timer: NodeJS.Timeout
+  /** Heartbeats between ticks (BEATS_PER_INTERVAL), with a backend only. */
+  private readonly beatTimer?: NodeJS.Timeout
   private live: Set<string> | null = null
   /** Where the rolling refresh stands in `channels` (refreshSlice). */
   private refreshCursor: Iterator<string> | null = null
@@ -56,6 +60,10 @@ export class PresenceTracker {
     options.backend?.onShare((channel, nodeId, share) => this.onShare(channel, nodeId, share))
     this.timer = setInterval(() => { void this.tick() }, options.intervalMs)
     this.timer.unref()
+    if (options.backend !== undefined) {
+      this.beatTimer = setInterval(() => { void this.beat() }, options.intervalMs / BEATS_PER_INTERVAL)
+      this.beatTimer.unref()
+    }
   }
 
   /**
@@ -120,6 +128,7 @@ export class PresenceTracker {
 
   close (): void {
     clearInterval(this.timer)
+    clearInterval(this.beatTimer)
   }
 
   private onShare (channel: string, nodeId: string, share: PresenceShare | null): void {
@@ -147,15 +156,28 @@ export class PresenceTracker {
     }
   }
 
-  /** Learns which instances are alive; shares of those that are not stop counting. */
+  /**
+   * Says this instance is alive and learns which others are; shares of those that are not
+   * stop counting. If this instance had been counted as dead itself (its event loop or its
+   * Redis stalled longer than the others allow), they dropped its shares: every held one is
+   * written again at the next tick.
+   */
   private async beat (): Promise<void> {
     const backend = this.options.backend
     if (backend === undefined) return
+    let rejoined: boolean
     try {
-      this.live = await backend.beat()
+      ({ live: this.live, rejoined } = await backend.beat())
     } catch (err) {
       this.options.log?.warn({ err }, 'presence: heartbeat failed')
       return
+    }
+    if (rejoined) {
+      for (const [channel, state] of this.channels) {
+        if (!state.held) continue
+        state.written = undefined
+        this.localDirty.add(channel)
+      }
     }
     for (const [channel, state] of this.channels) {
       for (const nodeId of [...state.remote.keys()]) {
