@@ -137,3 +137,30 @@ t.test('revocations leave Redis when they end: a revoke drops ended ones, and th
   t.equal((await post(`${server.url}/realtime/revoke`, serviceToken(), { userId: 'longer' })).status, 202)
   t.ok(await watch.admin.pttl(key) > 120_000, 'a longer one moves it (REVOCATION_TTL_SECONDS)')
 })
+
+t.test('a revocation made while the copy is being read again is not lost when the read lands', async (t) => {
+  if (!requireService(t, 'Redis', redisUp)) return
+  const { server, watch } = await instance(t)
+  // The reload's HGETALL answers before the revoke, and its answer is applied after it.
+  const control = server.app.hub.broker.control as { load: () => Promise<unknown[]> }
+  const load = control.load.bind(control)
+  let release = (): void => {}
+  const held = new Promise<void>((resolve) => { release = resolve })
+  let reading = false
+  control.load = async () => {
+    const list = await load()
+    reading = true
+    await held
+    return list
+  }
+  const list = await watch.admin.client('LIST') as string
+  const sub = list.split('\n').find((l) => l.includes(` name=rtg-${watch.nodeId}:sub`))
+  await watch.admin.client('KILL', 'ID', /id=(\d+)/.exec(sub ?? '')?.[1] ?? '0')
+  await eventually('a reload read the hash', () => reading)
+
+  const old = mintToken(TEST_SECRET, { sub: 'during', ttlSeconds: 3600 }, Date.now() - 60_000)
+  t.equal((await post(`${server.url}/realtime/revoke`, serviceToken(), { userId: 'during' })).status, 202)
+  release()
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  await t.rejects(WsClient.connect(t, server.wsUrl, old), /HTTP 401/, 'still refused after the older list replaced the copy')
+})
