@@ -31,6 +31,9 @@ export default fp(async (app) => {
   // follows a 202 on this instance already sees the revocation ("from now on"); the others
   // act when the broker brings the message (within a second).
   const self = randomUUID()
+  // Revocations applied while a reload reads the broker: what it read may predate them, and
+  // its replace() must not drop them.
+  const appliedDuringLoads = new Set<Revocation[]>()
   const act = (message: ControlMessage): void => {
     if (message.kind === 'disconnect') {
       const users = new Set(message.userIds)
@@ -38,6 +41,7 @@ export default fp(async (app) => {
       metrics.disconnects.inc({ cause: 'disconnect' }, closed)
     } else {
       revocations.apply(message.revocation)
+      for (const applied of appliedDuringLoads) applied.push(message.revocation)
       const closed = hub.closeWhere((identity) => revokes(message.revocation, identity), CloseCode.DISCONNECTED, message.reason)
       metrics.disconnects.inc({ cause: 'revoke' }, closed)
     }
@@ -45,10 +49,15 @@ export default fp(async (app) => {
   control.onMessage((message: ControlMessage) => { if (message.from !== self) act(message) })
 
   async function reload (): Promise<void> {
+    const applied: Revocation[] = []
+    appliedDuringLoads.add(applied)
     try {
       revocations.replace(await control.load())
+      for (const revocation of applied) revocations.apply(revocation)
     } catch (err) {
       log.warn({ err }, 'could not read the revocations; retried when the broker is back')
+    } finally {
+      appliedDuringLoads.delete(applied)
     }
   }
   control.onResync(() => { void reload() })

@@ -28,10 +28,19 @@ class FieldError extends Error {
   readonly statusCode = 400
 }
 
+const ISO_MOMENT = /^(\d{4})-(\d\d)-(\d\d)(T\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:?\d\d)?)?$/
+
+/** Whether the year, month and day name a day of the calendar (Date.parse takes 2026-02-30 as March 2). */
+function isCalendarDay (year: number, month: number, day: number): boolean {
+  const date = new Date(Date.UTC(year, month - 1, day))
+  return date.getUTCMonth() === month - 1 && date.getUTCDate() === day
+}
+
 /** An ISO 8601 time or Unix seconds, as epoch milliseconds; FieldError naming `field` otherwise. */
 function momentOf (value: string | number, field: string): number {
   if (typeof value === 'number') return value * 1000
-  const ms = /^\d{4}-\d\d-\d\d(T\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:?\d\d)?)?$/.test(value) ? Date.parse(value) : NaN
+  const parts = ISO_MOMENT.exec(value)
+  const ms = parts !== null && isCalendarDay(Number(parts[1]), Number(parts[2]), Number(parts[3])) ? Date.parse(value) : NaN
   if (Number.isNaN(ms)) throw new FieldError(`${field}: must be an ISO 8601 time or Unix seconds (got ${JSON.stringify(value).slice(0, 60)})`)
   return ms
 }

@@ -10,6 +10,7 @@ import { newConnectionId } from '../lib/hub/connection.js'
 import { compactListeners, releaseHijackedReply } from '../lib/transport/internals.js'
 import { SSE_HEADERS, SseConnection, type SseStreams } from '../lib/transport/sse-connection.js'
 import { decodeCursor } from '../lib/transport/sse-cursor.js'
+import { ErrorReply } from './schemas.js'
 
 const SseQuery = Type.Object({
   channels: Type.Optional(Type.String({ maxLength: 64 * 1024, description: 'comma-separated channel names' })),
@@ -51,7 +52,15 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
       summary: 'Server-Sent Events stream of the given channels',
       tags: ['streams'],
       querystring: SseQuery,
-      produces: ['text/event-stream']
+      produces: ['text/event-stream'],
+      // The 200 is the stream itself (written by SseConnection, never serialized here).
+      response: {
+        200: Type.String({ description: 'the event stream (docs/protocol.md, Server-Sent Events)' }),
+        400: ErrorReply,
+        401: ErrorReply,
+        403: { ...ErrorReply, description: 'a channel it may not read, or a browser Origin outside WS_ALLOWED_ORIGINS' },
+        503: { ...ErrorReply, description: 'the instance is full or draining (Retry-After)' }
+      }
     }
   }, async (request, reply) => {
     const identity = requireIdentity(request.identity)

@@ -14,7 +14,13 @@ export interface ControlLayout {
   readonly revocationsKey: string
 }
 
-/** Merges a revocation into its field: the later issuedBefore and the later end win. */
+/**
+ * Merges a revocation into its field: the later issuedBefore and the later end win. Then
+ * the hash keeps its TTL: fields that have ended (ARGV[3]: now, epoch ms) are deleted, and
+ * the hash expires with its last live field, so revocations leave Redis without waiting
+ * for an instance to start or reconnect (each revoke reads the hash: revokes are rare, and
+ * the hash holds only what is in force).
+ */
 const STORE_SCRIPT = `
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 local new = cjson.decode(ARGV[2])
@@ -25,10 +31,23 @@ if old then
   if prev['issuedBefore'] and new['issuedBefore'] and prev['issuedBefore'] > new['issuedBefore'] then new['issuedBefore'] = prev['issuedBefore'] end
 end
 redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(new))
+local now = tonumber(ARGV[3])
+local last = new['until']
+local fields = redis.call('HGETALL', KEYS[1])
+for i = 1, #fields, 2 do
+  local ok, r = pcall(cjson.decode, fields[i + 1])
+  local ends = ok and type(r) == 'table' and tonumber(r['until']) or nil
+  if not ends or ends <= now then
+    redis.call('HDEL', KEYS[1], fields[i])
+  elseif ends > last then
+    last = ends
+  end
+end
+if last > now then redis.call('PEXPIREAT', KEYS[1], math.ceil(last)) end
 return 1
 `
 
-type ScriptedRedis = RedisClient & { rtgStoreRevocation(key: string, field: string, value: string): Promise<number> }
+type ScriptedRedis = RedisClient & { rtgStoreRevocation(key: string, field: string, value: string, now: number): Promise<number> }
 
 export class RedisControl implements ControlBackend {
   private listener: (message: ControlMessage) => void = () => {}
@@ -61,7 +80,7 @@ export class RedisControl implements ControlBackend {
 
   async store (revocation: Revocation): Promise<void> {
     try {
-      await (this.redis as ScriptedRedis).rtgStoreRevocation(this.layout.revocationsKey, fieldOf(revocation), JSON.stringify(revocation))
+      await (this.redis as ScriptedRedis).rtgStoreRevocation(this.layout.revocationsKey, fieldOf(revocation), JSON.stringify(revocation), Date.now())
     } catch (err) {
       throw new BrokerUnavailableError('redis did not keep the revocation', { cause: err })
     }

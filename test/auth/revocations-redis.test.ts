@@ -122,3 +122,45 @@ t.test('the local copy is read again from Redis when the subscriber connection c
   })
   t.pass('refused after the reload')
 })
+
+t.test('revocations leave Redis when they end: a revoke drops ended ones, and the hash expires with its last', async (t) => {
+  if (!requireService(t, 'Redis', redisUp)) return
+  const { prefix, server, watch } = await instance(t)
+  const key = `${prefix}revocations`
+  // One that ended while no instance started or reconnected (nothing else would drop it).
+  await watch.admin.hset(key, 'u:gone', JSON.stringify({ kind: 'user', userId: 'gone', issuedBefore: 1, until: Date.now() - 1000 }), 'j:broken', 'not json')
+  const expiresAt = new Date(Date.now() + 120_000)
+  t.equal((await post(`${server.url}/realtime/revoke`, serviceToken(), { jti: 'short', expiresAt: expiresAt.toISOString() })).status, 202)
+  t.same(Object.keys(await watch.admin.hgetall(key)), ['j:short'], 'what had ended (or cannot be read) is gone; the new one stays')
+  const left = await watch.admin.pttl(key)
+  t.ok(left > 110_000 && left <= 120_000, `the hash expires with its last revocation (${left} ms)`)
+  t.equal((await post(`${server.url}/realtime/revoke`, serviceToken(), { userId: 'longer' })).status, 202)
+  t.ok(await watch.admin.pttl(key) > 120_000, 'a longer one moves it (REVOCATION_TTL_SECONDS)')
+})
+
+t.test('a revocation made while the copy is being read again is not lost when the read lands', async (t) => {
+  if (!requireService(t, 'Redis', redisUp)) return
+  const { server, watch } = await instance(t)
+  // The reload's HGETALL answers before the revoke, and its answer is applied after it.
+  const control = server.app.hub.broker.control as { load: () => Promise<unknown[]> }
+  const load = control.load.bind(control)
+  let release = (): void => {}
+  const held = new Promise<void>((resolve) => { release = resolve })
+  let reading = false
+  control.load = async () => {
+    const list = await load()
+    reading = true
+    await held
+    return list
+  }
+  const list = await watch.admin.client('LIST') as string
+  const sub = list.split('\n').find((l) => l.includes(` name=rtg-${watch.nodeId}:sub`))
+  await watch.admin.client('KILL', 'ID', /id=(\d+)/.exec(sub ?? '')?.[1] ?? '0')
+  await eventually('a reload read the hash', () => reading)
+
+  const old = mintToken(TEST_SECRET, { sub: 'during', ttlSeconds: 3600 }, Date.now() - 60_000)
+  t.equal((await post(`${server.url}/realtime/revoke`, serviceToken(), { userId: 'during' })).status, 202)
+  release()
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  await t.rejects(WsClient.connect(t, server.wsUrl, old), /HTTP 401/, 'still refused after the older list replaced the copy')
+})

@@ -77,9 +77,14 @@ t.test('every client and server frame of docs/protocol.md, WebSocket / Server-Se
   const error = resolve(resolve(doc.channels.websocket.messages['server.error'].$ref).payload.$ref)
   t.same(error.properties.payload.properties.code.anyOf.map((c: { const: string }) => c.const),
     ['bad_request', 'forbidden', 'rate_limited', 'too_many_channels', 'internal'])
-  for (const code of ['1001', '1008', '1009', '1011', '1012', '1013', '4001', '4008']) {
+  for (const code of ['1001', '1008', '1009', '1011', '1012', '1013', '4001', '4003', '4008']) {
     t.match(doc.channels.websocket.description, `| ${code} |`, `close code ${code} described`)
   }
+  t.match(doc.channels.websocket.description, /\| 4003 \| [^|]*revoked[^|]*same token/, '4003: disconnected or revoked, not again with the same token')
+  // The contract's SSE list (§5), the disconnect frame (issue 15) with its 4003.
+  for (const type of ['system:connected', 'system:recovery', 'system:disconnect', 'system:reset', 'presence']) t.ok(sse.includes(type), `SSE contract ${type}`)
+  const disconnect = resolve(resolve(doc.channels.sse.messages['system.disconnect'].$ref).payload.$ref)
+  t.equal(disconnect.properties.code.const, 4003, 'system:disconnect carries code 4003')
   for (const acl of ['`user:<id>`', '`admin`', '`orders`', '`product:<id>`', 'role `admin`']) {
     t.match(doc.channels.websocket.description, acl, `ACL mentions ${acl}`)
     t.match(doc.channels.sse.description, acl)

@@ -3,12 +3,13 @@ import { once } from 'node:events'
 import t, { type Test } from 'tap'
 import WebSocket from 'ws'
 import { mintToken } from '../../lib/auth/token.js'
-import { adminToken, post, requireService, serviceToken, SseClient, startServer, TEST_SECRET, token, WsClient } from '../support/helper.js'
+import { adminToken, post, requireService, serviceToken, sleep, SseClient, startServer, TEST_SECRET, token, WsClient } from '../support/helper.js'
 import { eventually, REDIS_URL, redisAvailable, redisClient, uniquePrefix } from '../support/redis-fixture.js'
 
 // The control plane (issue 15): disconnect and revoke on every instance, allowed origins.
 const redisUp = await redisAvailable()
 const nowSeconds = () => Math.floor(Date.now() / 1000)
+const metricsOf = async (url: string) => await (await fetch(`${url}/metrics`)).text()
 /** A token issued `ago` seconds before now (iat), valid for an hour. */
 const issued = (sub: string, ago: number, claims: Record<string, unknown> = {}) =>
   mintToken(TEST_SECRET, { sub, ttlSeconds: 3600, ...claims }, Date.now() - ago * 1000)
@@ -33,12 +34,20 @@ t.test('disconnect: every connection of the users, on every instance; WS 4003, S
   const wsOnA = await WsClient.connect(t, a.wsUrl, token('bad-user'))
   const sseOnB = await SseClient.open(t, `${b.url}/sse?channels=product:1&token=${token('bad-user')}`)
   await sseOnB.waitFor(1)
+  const wsOnB = await WsClient.connect(t, b.wsUrl, token('bad-user'))
   const bystander = await WsClient.connect(t, b.wsUrl, token('good-user'))
   const res = await post(`${a.url}/realtime/disconnect`, serviceToken(), { userId: 'bad-user', reason: 'account suspended' })
+  const answered = Date.now()
   t.match(res, { status: 202, body: { userIds: ['bad-user'] } })
+  const sseClosedOnB = sseOnB.waitFor(1, (e) => e.event === 'system:disconnect', 1000)
+  const wsClosedOnB = Promise.race([wsOnB.closed, sleep(1000).then(() => null)])
   t.same(await wsOnA.closed, { code: 4003, reason: 'account suspended' }, 'the WebSocket gets 4003 with the reason')
-  const [bye] = await sseOnB.waitFor(1, (e) => e.event === 'system:disconnect')
+  const [bye] = await sseClosedOnB
   t.same(bye.data, { code: 4003, reason: 'account suspended' })
+  t.same(await wsClosedOnB, { code: 4003, reason: 'account suspended' }, 'the other instance closes its WebSocket too')
+  t.ok(Date.now() - answered <= 1000, `the other instance's SSE and WebSocket within a second of the 202 (${Date.now() - answered} ms)`)
+  t.match(await metricsOf(a.url), /^gateway_disconnects_total\{cause="disconnect"\} 1$/m, 'metric: the connection closed on the instance that answered')
+  t.match(await metricsOf(b.url), /^gateway_disconnects_total\{cause="disconnect"\} 2$/m, 'and the two on the other')
   await new Promise((resolve) => setTimeout(resolve, 100))
   t.ok(sseOnB.ended, 'and the stream ends')
   t.match(await bystander.request({ type: 'system:ping' }), { type: 'system:pong' }, 'others stay')
@@ -56,6 +65,8 @@ t.test('revoke a user: tokens issued up to then are refused everywhere (401), li
   t.equal(res.status, 202)
   t.match(res.body, { userId: 'leaver', issuedBefore: /^\d{4}-/ })
   t.equal((await ws.closed).code, 4003, 'the live connection is closed')
+  t.match(await metricsOf(a.url), /^gateway_revocations_total\{kind="user"\} 1$/m, 'metric: the revocation, on the instance that made it')
+  t.match(await metricsOf(b.url), /^gateway_disconnects_total\{cause="revoke"\} 1$/m, 'metric: the connection it closed, on the other')
   await t.rejects(WsClient.connect(t, a.wsUrl, old), /HTTP 401/, 'the old token: 401 on the other instance')
   t.equal((await SseClient.open(t, `${b.url}/sse?token=${old}`)).status, 401, 'and over SSE (EventSource stops retrying)')
   t.ok(await WsClient.connect(t, a.wsUrl, issued('leaver', 0)), 'a token issued after issuedBefore works')
@@ -82,6 +93,7 @@ t.test('revoke one token by jti; the user\'s other tokens still work', async (t)
   const ws2 = await WsClient.connect(t, b.wsUrl, other)
   const res = await post(`${b.url}/realtime/revoke`, serviceToken(), { jti: 'tok-1', expiresAt: nowSeconds() + 600 })
   t.match(res, { status: 202, body: { jti: 'tok-1', expiresAt: /^\d{4}-/ } })
+  t.match(await metricsOf(b.url), /^gateway_revocations_total\{kind="jti"\} 1$/m)
   t.equal((await ws1.closed).code, 4003)
   await t.rejects(WsClient.connect(t, b.wsUrl, stolen), /HTTP 401/)
   t.match(await ws2.request({ type: 'system:ping' }), { type: 'system:pong' }, 'the other token\'s connection stays')
@@ -104,10 +116,17 @@ t.test('bad input: 400 naming the field; users and other roles: 403', async (t) 
     ['/realtime/disconnect', {}, /userId/],
     ['/realtime/disconnect', { userIds: [] }, /userIds/],
     ['/realtime/disconnect', { userId: 'a b' }, /userId/],
-    ['/realtime/disconnect', 'not json', /./],
+    ['/realtime/disconnect', 'not json', /JSON/],
+    ['/realtime/disconnect', '', /empty/],
+    ['/realtime/disconnect', 'null', /body/],
+    ['/realtime/revoke', '[]', /body/],
     ['/realtime/revoke', {}, /userId/],
     ['/realtime/revoke', { userId: 'u', issuedBefore: 'yesterday' }, /issuedBefore/],
     ['/realtime/revoke', { userId: 'u', issuedBefore: -5 }, /issuedBefore/],
+    ['/realtime/revoke', { userId: 'u', issuedBefore: 1.5 }, /issuedBefore/],
+    ['/realtime/revoke', { userId: 'u', issuedBefore: '2026-02-30' }, /issuedBefore/],
+    ['/realtime/revoke', { userId: 'u', issuedBefore: '2026-01-01T25:00:00Z' }, /issuedBefore/],
+    ['/realtime/revoke', { jti: 'j', expiresAt: '2026-04-31T00:00:00Z' }, /expiresAt/],
     ['/realtime/revoke', { userId: 'u', jti: 'j' }, /jti/],
     ['/realtime/revoke', { jti: '' }, /jti/],
     ['/realtime/revoke', { jti: 'j', expiresAt: '2026-13-45T99:00:00Z' }, /expiresAt/]
@@ -117,6 +136,7 @@ t.test('bad input: 400 naming the field; users and other roles: 403', async (t) 
     t.equal(res.status, 400, `${route} ${JSON.stringify(body)}`)
     t.match(res.body.message, field)
   }
+  t.equal((await post(`${url}/realtime/revoke`, serviceToken(), { userId: 'leap', issuedBefore: '2024-02-29T12:00:00Z' })).status, 202, 'a leap day is a day')
   t.equal((await post(`${url}/realtime/disconnect`, token('u'), { userId: 'x' })).status, 403, 'a user')
   t.equal((await post(`${url}/realtime/revoke`, token('u', ['reader']), { userId: 'x' })).status, 403, 'another role')
   t.equal((await post(`${url}/realtime/revoke`, undefined, { userId: 'x' })).status, 401)

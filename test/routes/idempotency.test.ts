@@ -1,6 +1,8 @@
 import t, { type Test } from 'tap'
 import { requireService, serviceToken, startServer, token, WsClient } from '../support/helper.js'
 import { REDIS_URL, redisAvailable, redisClient, uniquePrefix } from '../support/redis-fixture.js'
+import { broadcastEvents } from '../../lib/ingress/commerce-events.js'
+import { fingerprintOf, scopeOf, withDedupe } from '../../lib/ingress/idempotency.js'
 
 // Idempotent publishing (issue 15): Idempotency-Key per caller, across instances.
 const redisUp = await redisAvailable()
@@ -55,6 +57,71 @@ for (const backend of ['memory', 'redis'] as const) {
     for (const user of ['r1', 'r2', 'r3']) t.equal(answers[0].body.positions[`user:${user}`].offset, 1, `user:${user} got it once`)
   })
 }
+
+/** Where a channel stands, read over HTTP (how many events it got). */
+async function offsetOf (url: string, channel: string): Promise<number> {
+  const res = await fetch(`${url}/realtime/history/${encodeURIComponent(channel)}?limit=1`, { headers: { authorization: `Bearer ${serviceToken()}` } })
+  return ((await res.json()) as { position: { offset: number } }).position.offset
+}
+
+t.test('redis: every publishing route takes the key; a repeat on the other instance publishes nothing and is counted', async (t) => {
+  if (!requireService(t, 'Redis', redisUp)) return
+  const [a, b] = await twoOnRedis(t)
+  const routes: Array<[string, unknown]> = [
+    ['/realtime/publish', { channel: 'room:every', type: 'said', payload: { n: 1 } }],
+    ['/realtime/broadcast', { channels: ['product:e1', 'product:e2'], type: 'price', payload: { price: 1 } }],
+    ['/realtime/notify', { userIds: ['e1', 'e2'], payload: { hello: 1 } }],
+    ['/realtime/broadcast/order', { userId: 'e3', orderId: 'o-e', status: 'paid' }],
+    ['/realtime/broadcast/inventory', { productId: 'e4', stock: 1, previousStock: 50 }],
+    ['/realtime/test/notification', { userId: 'e5', message: 'hi' }]
+  ]
+  for (const [route, body] of routes) {
+    const first = await send(a.url, route, body, `every:${route}`)
+    t.same([first.status, first.replayed], [202, null], `${route}: published`)
+    const again = await send(b.url, route, body, `every:${route}`)
+    t.same([again.status, again.replayed], [202, 'true'], `${route}: the repeat on the other instance is a replay`)
+    t.same(again.body, first.body, `${route}: the first receipt`)
+    for (const [channel, position] of Object.entries(first.body.positions as Record<string, { offset: number }>)) {
+      t.equal(await offsetOf(b.url, channel), position.offset, `${route}: ${channel} got nothing more`)
+    }
+  }
+  const metrics = await (await fetch(`${b.url}/metrics`)).text()
+  t.match(metrics, new RegExp(`^gateway_idempotent_replays_total\\{source="http"\\} ${routes.length}$`, 'm'), 'metric: one replay per route')
+})
+
+t.test('redis: a gateway that died after claiming the key and before publishing: the retry publishes, once', async (t) => {
+  if (!requireService(t, 'Redis', redisUp)) return
+  const [a, b] = await twoOnRedis(t)
+  const body = { channels: ['product:c1', 'product:c2'], type: 'price', payload: { price: 7 } }
+  // What the handler of a does up to the publish script (routes/publish.ts), then a dies.
+  const scope = scopeOf('svc-1', 'crash-before')
+  t.equal(await a.app.hub.broker.claim(scope, fingerprintOf('/realtime/broadcast', body), 300), 'new')
+  await a.app.close()
+
+  const retry = await send(b.url, '/realtime/broadcast', body, 'crash-before')
+  t.same([retry.status, retry.replayed], [202, null], 'the retry publishes (nothing was)')
+  t.same(retry.body.events.map((e: { offset: number }) => e.offset), [1, 1])
+  const again = await send(b.url, '/realtime/broadcast', body, 'crash-before')
+  t.same([again.status, again.replayed, again.body], [202, 'true', retry.body], 'and only once')
+  t.equal(await offsetOf(b.url, 'product:c1'), 1)
+  t.equal(await offsetOf(b.url, 'product:c2'), 1)
+})
+
+t.test('redis: a gateway that died after the publish script and before answering: the retry replays its events', async (t) => {
+  if (!requireService(t, 'Redis', redisUp)) return
+  const [a, b] = await twoOnRedis(t)
+  const body = { channels: ['product:d1', 'product:d2'], type: 'price', payload: { price: 8 } }
+  const scope = scopeOf('svc-1', 'crash-after')
+  t.equal(await a.app.hub.broker.claim(scope, fingerprintOf('/realtime/broadcast', body), 300), 'new')
+  const published = await a.app.hub.broker.publishBatch(withDedupe(broadcastEvents(body), scope))
+  await a.app.close()
+
+  const retry = await send(b.url, '/realtime/broadcast', body, 'crash-after')
+  t.same([retry.status, retry.replayed], [202, 'true'], 'nothing published again')
+  t.same(retry.body.events, published.map((e) => ({ channel: e.channel, type: e.type, offset: e.offset, epoch: e.epoch })), 'the places the dead gateway got')
+  t.equal(await offsetOf(b.url, 'product:d1'), 1)
+  t.equal(await offsetOf(b.url, 'product:d2'), 1)
+})
 
 t.test('Idempotency-Key must be 1-255 printable ASCII characters: 400 naming it', async (t) => {
   const { url } = await startServer(t)
