@@ -3,7 +3,8 @@ import { type Static, Type, type TSchema } from '@sinclair/typebox'
 import {
   broadcastEvents, inventoryEvents, notificationEvents, notifyEvents, orderEvents, publishEvents
 } from '../lib/ingress/commerce-events.js'
-import type { EventDraft } from '../lib/core/event.js'
+import type { EventDraft, PublishedEvent } from '../lib/core/event.js'
+import { type IdempotencyClaim, IdempotencyConflictError } from '../lib/broker/broker.js'
 import { requireIdentity } from '../lib/auth/identity.js'
 import {
   BroadcastBody, InventoryBody, NotifyBody, OrderBody, PublishBody, TestNotificationBody
@@ -57,15 +58,19 @@ const publishRoutes: FastifyPluginAsyncTypebox = async (app) => {
       let drafts = route.events(request.body, app.config.LOW_STOCK_THRESHOLD)
       checkDrafts(drafts, limits, route.payloadField)
       const key = idempotencyKeyOf(request.headers['idempotency-key'])
+      let claim: IdempotencyClaim | undefined
       if (key !== undefined) {
         const scope = scopeOf(requireIdentity(request.identity).userId, key)
-        const claim = await app.hub.broker.claim(scope, fingerprintOf(route.url, request.body), app.config.IDEMPOTENCY_TTL_SECONDS)
-        if (claim === 'conflict') {
-          return await reply.code(422).send({ statusCode: 422, error: 'Unprocessable Entity', message: 'Idempotency-Key: already used with a different request' })
-        }
+        claim = { scope, fingerprint: fingerprintOf(route.url, request.body) }
         drafts = withDedupe(drafts, scope)
       }
-      const events = await publishAll(app.hub, drafts)
+      let events: PublishedEvent[]
+      try {
+        events = await publishAll(app.hub, drafts, claim)
+      } catch (err) {
+        if (!(err instanceof IdempotencyConflictError)) throw err
+        return await reply.code(422).send({ statusCode: 422, error: 'Unprocessable Entity', message: err.message })
+      }
       const replayed = events.filter((e) => e.replayed === true).length
       app.gatewayMetrics.eventsPublished.inc({ source: 'http' }, events.length - replayed)
       if (key !== undefined && replayed === events.length) {

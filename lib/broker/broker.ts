@@ -69,8 +69,16 @@ export interface Broker {
    * never a part (save a Redis that fails in the middle of a script, as when out of
    * memory), so the caller may publish the same drafts again and keep their order.
    * This is the call an ingress uses for many events (lib/ingress/publisher.ts publishAll).
+   *
+   * With `claim` (an HTTP caller's Idempotency-Key), the claim's scope is taken for its
+   * fingerprint in the same step, before anything is published (memory: synchronously; one
+   * Redis: inside the publish call; a cluster: just before it, since the claim's key lives
+   * in a slot of its own). Taken by another fingerprint: rejects with
+   * IdempotencyConflictError and publishes nothing. Taken by the same one (a repeat, or a
+   * request whose gateway died before answering): published as usual, the drafts' dedupe
+   * keys deciding what is new. The claim lasts the broker's idempotency TTL.
    */
-  publishBatch(drafts: readonly EventDraft[]): Promise<PublishedEvent[]>
+  publishBatch(drafts: readonly EventDraft[], claim?: IdempotencyClaim): Promise<PublishedEvent[]>
   /**
    * Most drafts worth handing to one publishBatch call, when the backend wants smaller
    * calls (Redis: a script holds Redis for as long as it runs). Unset: the caller decides.
@@ -87,12 +95,6 @@ export interface Broker {
    * and its position; `recovered` is true. Same delivery guarantee as `history`.
    */
   recent(channel: string, count: number): Promise<HistoryResult>
-  /**
-   * Claims an idempotency scope (an HTTP caller's Idempotency-Key) for a request with this
-   * fingerprint, for `ttlSeconds`: `new` the first time, `repeat` when the same fingerprint
-   * claimed it before, `conflict` when another did. One atomic step, on every instance.
-   */
-  claim(scope: string, fingerprint: string, ttlSeconds: number): Promise<'new' | 'repeat' | 'conflict'>
   /** True while the backend is reachable (readiness). */
   isReady(): boolean
   /** How presence shares travel between instances (lib/core/presence.ts); absent with one instance. */
@@ -121,6 +123,20 @@ export const DEFAULT_IDEMPOTENCY_TTL_SECONDS = 300
 /** The policy a broker applies: the given one, or the defaults for every channel. */
 export const policyOf = (options: BrokerOptions): HistoryPolicy =>
   options.policy ?? new HistoryPolicy({ size: options.historySize, ttlSeconds: options.historyTtlSeconds })
+
+/** An HTTP caller's Idempotency-Key (lib/ingress/idempotency.ts), claimed by the request with this fingerprint. */
+export interface IdempotencyClaim {
+  scope: string
+  fingerprint: string
+}
+
+/** The claim's scope is taken by a request with another fingerprint: nothing was published (HTTP 422). */
+export class IdempotencyConflictError extends Error {
+  constructor () {
+    super('Idempotency-Key: already used with a different request')
+    this.name = 'IdempotencyConflictError'
+  }
+}
 
 /** Thrown by a broker when its backend cannot take a publish right now (HTTP 503). */
 export class BrokerUnavailableError extends Error {

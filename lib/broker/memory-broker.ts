@@ -1,5 +1,6 @@
 import {
-  type Broker, type BrokerOptions, DEFAULT_IDEMPOTENCY_TTL_SECONDS, type DeliverFn, type HistoryResult, policyOf, type SincePosition
+  type Broker, type BrokerOptions, DEFAULT_IDEMPOTENCY_TTL_SECONDS, type DeliverFn, type HistoryResult, type IdempotencyClaim,
+  IdempotencyConflictError, policyOf, type SincePosition
 } from './broker.js'
 import { monotonicMs } from '../core/clock.js'
 import type { EventDraft, PublishedEvent, StreamPosition } from '../core/event.js'
@@ -77,24 +78,19 @@ export class MemoryBroker implements Broker {
     return this.append(draft, monotonicMs(), new Date().toISOString())
   }
 
-  /** Synchronous, so all of it or (closed) none of it; the drafts share one timestamp. */
-  async publishBatch (drafts: readonly EventDraft[]): Promise<PublishedEvent[]> {
+  /** Synchronous, so all of it or (closed, or a conflicting claim) none of it; the drafts share one timestamp. */
+  async publishBatch (drafts: readonly EventDraft[], claim?: IdempotencyClaim): Promise<PublishedEvent[]> {
     if (this.closed) throw new Error('broker closed')
+    if (claim !== undefined) {
+      const claimed = this.claims.get(claim.scope)
+      if (claimed === undefined) this.claims.set(claim.scope, claim.fingerprint)
+      else if (claimed !== claim.fingerprint) throw new IdempotencyConflictError()
+    }
     const now = monotonicMs()
     const ts = new Date().toISOString()
     const events = new Array<PublishedEvent>(drafts.length)
     for (let i = 0; i < drafts.length; i++) events[i] = this.append(drafts[i], now, ts)
     return events
-  }
-
-  /** The claim lasts the broker's idempotency TTL (the caller passes the same IDEMPOTENCY_TTL_SECONDS). */
-  async claim (scope: string, fingerprint: string, _ttlSeconds?: number): Promise<'new' | 'repeat' | 'conflict'> {
-    const claimed = this.claims.get(scope)
-    if (claimed === undefined) {
-      this.claims.set(scope, fingerprint)
-      return 'new'
-    }
-    return claimed === fingerprint ? 'repeat' : 'conflict'
   }
 
   /**

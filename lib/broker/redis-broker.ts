@@ -1,7 +1,7 @@
 import type { Cluster, Redis, RedisOptions } from 'ioredis'
 import {
   type Broker, type BrokerOptions, BrokerUnavailableError, DEFAULT_IDEMPOTENCY_TTL_SECONDS, type DeliverFn, type HistoryResult,
-  policyOf, type SincePosition
+  type IdempotencyClaim, IdempotencyConflictError, policyOf, type SincePosition
 } from './broker.js'
 import { ChannelSequencer } from './channel-sequencer.js'
 import type { EventDraft, PublishedEvent, StreamPosition } from '../core/event.js'
@@ -186,34 +186,47 @@ export class RedisBroker implements Broker {
     return (await this.publishBatch([draft]))[0]
   }
 
-  async claim (scope: string, fingerprint: string, ttlSeconds: number): Promise<'new' | 'repeat' | 'conflict'> {
-    if (this.closed || this.commands.status !== 'ready') throw new BrokerUnavailableError('redis is not connected')
+  /**
+   * A cluster's claim, in a call of its own just before the publish (its key cannot share a
+   * slot with every channel of a request). A gateway that dies between the two leaves the
+   * key taken without its events: the retry with the same body publishes them (the claim
+   * says `repeat`, the dedupe keys find nothing), one with another body gets 422.
+   */
+  private async claimApart (claim: IdempotencyClaim): Promise<void> {
     let previous: string | null
     try {
       // One command: set if absent, and say what was there (Redis 7: SET … NX GET).
-      previous = await this.commands.call('SET', this.layout.claimKey(scope), fingerprint, 'NX', 'GET', 'EX', ttlSeconds) as string | null
+      previous = await this.commands.call('SET', this.layout.claimKey(claim.scope), claim.fingerprint, 'NX', 'GET', 'EX', this.dedupeTtlSeconds) as string | null
     } catch (err) {
       throw new BrokerUnavailableError('redis did not take the idempotency key', { cause: err })
     }
-    return previous === null ? 'new' : previous === fingerprint ? 'repeat' : 'conflict'
+    if (previous !== null && previous !== claim.fingerprint) throw new IdempotencyConflictError()
   }
 
-  /** One script run for the whole batch (PUBLISH_BATCH_SCRIPT): one round trip, all or nothing. */
-  async publishBatch (drafts: readonly EventDraft[]): Promise<PublishedEvent[]> {
+  /**
+   * One script run for the whole batch (PUBLISH_BATCH_SCRIPT): one round trip, all or
+   * nothing; a claim is taken in the same run (on a cluster, claimApart).
+   */
+  async publishBatch (drafts: readonly EventDraft[], claim?: IdempotencyClaim): Promise<PublishedEvent[]> {
     if (this.closed || this.commands.status !== 'ready') throw new BrokerUnavailableError('redis is not connected')
     if (drafts.length === 0) return []
+    const clustered = this.shards !== undefined
+    if (claim !== undefined && clustered) await this.claimApart(claim)
     let replies: PublishReply[]
     try {
       // On a cluster, one script run per slot, in parallel: each is all or nothing, the
       // batch is not (a retry is safe where drafts carry dedupe keys or a Kafka origin).
       const groups = groupBySlot(drafts, this.layout)
       const parts = await Promise.all(groups.map(async (group) => {
-        const { keys, args } = publishBatchArgs(group.drafts, this.layout, this.policy, retentionOf, this.dedupeTtlSeconds)
+        const { keys, args } = publishBatchArgs(group.drafts, this.layout, this.policy, retentionOf, this.dedupeTtlSeconds,
+          clustered ? undefined : claim)
         return await callFunction<Array<string | number>>(this.commands, this.library, this.library.publish, keys, args)
       }))
+      if (parts[0].length === 1 && parts[0][0] === 'conflict') throw new IdempotencyConflictError()
       replies = new Array<PublishReply>(drafts.length)
       groups.forEach((group, g) => group.indexes.forEach((index, i) => { replies[index] = replyAt(parts[g], i) }))
     } catch (err) {
+      if (err instanceof IdempotencyConflictError) throw err
       throw new BrokerUnavailableError('redis did not take the publish', { cause: err })
     }
     // Events of one script run share a handful of milliseconds: one ISO string for each.

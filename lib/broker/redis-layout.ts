@@ -217,18 +217,28 @@ end
  * its body, its PUBLISH and, with a dedupe key, that key's GET and SET. The state of each
  * channel touched is kept in Lua tables during the run and written at the end.
  *
+ * With a claim (an HTTP caller's Idempotency-Key, lib/broker/broker.ts IdempotencyClaim),
+ * the claim key is set to the request's fingerprint first, unless it holds one already: a
+ * different one answers `{'conflict'}` and nothing is published. So a key is never taken
+ * without its request's events, as it could be with the claim in a call of its own.
+ *
  * The call (lib/broker/redis-publish-batch.ts builds it). KEYS: epoch base; each channel's
- * meta and history (channel c at 2c and 2c+1); the origin marks; the dedupe keys. ARGV: new
- * base (if the dataset has none), idempotency TTL, the number of channels C and of marks
- * M; each channel's history size, history TTL, retention (meta TTL and epoch bucket) and
- * pub/sub name (channel c from 5 + 4(c-1)); then six per event: its channel c, body,
- * dedupe key d (0: none), mark m (0: none), origin offset and index. Returns, flat, four
- * per event: epoch, offset, ms, replayed (0, or 1 and 2 as above). (On a Redis Cluster
- * every key of one call must share a slot: the caller groups the events by slot.)
+ * meta and history (channel c at 2c and 2c+1); the origin marks; the dedupe keys; the
+ * claim key, last, if any. ARGV: new base (if the dataset has none), idempotency TTL, the
+ * number of channels C and of marks M, the claim's fingerprint ('' for none); each
+ * channel's history size, history TTL, retention (meta TTL and epoch bucket) and pub/sub
+ * name (channel c from 6 + 4(c-1)); then six per event: its channel c, body, dedupe key d
+ * (0: none), mark m (0: none), origin offset and index. Returns, flat, four per event:
+ * epoch, offset, ms, replayed (0, or 1 and 2 as above). (On a Redis Cluster every key of
+ * one call must share a slot: the caller groups the events by slot, and claims apart.)
  */
 export const PUBLISH_BATCH_SCRIPT = `
-local base = currentBase(KEYS[1], ARGV[1])
 local idempotencyTtl = ARGV[2]
+if ARGV[5] ~= '' then
+  local claimed = redis.call('SET', KEYS[#KEYS], ARGV[5], 'NX', 'GET', 'EX', idempotencyTtl)
+  if claimed and claimed ~= ARGV[5] then return {'conflict'} end
+end
+local base = currentBase(KEYS[1], ARGV[1])
 local channelCount = tonumber(ARGV[3])
 local markKeys = 1 + 2 * channelCount
 local dedupeKeys = markKeys + tonumber(ARGV[4])
@@ -239,7 +249,7 @@ local streams = {}
 local marks = {}
 local replies = {}
 local r = 0
-for a = 5 + 4 * channelCount, #ARGV, 6 do
+for a = 6 + 4 * channelCount, #ARGV, 6 do
   local c = tonumber(ARGV[a])
   local d = tonumber(ARGV[a + 2])
   local m = tonumber(ARGV[a + 3])
@@ -274,7 +284,7 @@ for a = 5 + 4 * channelCount, #ARGV, 6 do
       replies[r + 3] = '0'
       replies[r + 4] = 2
     else
-      local p = 5 + 4 * (c - 1)
+      local p = 6 + 4 * (c - 1)
       local s = streams[c]
       if not s then
         local meta = redis.call('HMGET', KEYS[2 * c], 'epoch', 'base', 'offset')
@@ -308,7 +318,7 @@ end
 for c = 1, channelCount do
   local s = streams[c]
   if s then
-    local p = 5 + 4 * (c - 1)
+    local p = 6 + 4 * (c - 1)
     redis.call('HSET', KEYS[2 * c], 'offset', s.offset)
     redis.call('EXPIRE', KEYS[2 * c], ARGV[p + 2])
     local n = #s.entries

@@ -1,4 +1,5 @@
 import type { EventDraft } from '../core/event.js'
+import type { IdempotencyClaim } from './broker.js'
 import { newEpochBase } from './epochs.js'
 import type { ChannelHistory, HistoryPolicy } from './history-policy.js'
 import { entryBody, type RedisLayout } from './redis-layout.js'
@@ -32,7 +33,7 @@ export function groupBySlot<T extends { channel: string }> (drafts: readonly T[]
  */
 export function publishBatchArgs (
   drafts: readonly EventDraft[], layout: RedisLayout, policy: HistoryPolicy, retentionOf: (history: ChannelHistory) => number,
-  dedupeTtlSeconds: number
+  dedupeTtlSeconds: number, claim?: IdempotencyClaim
 ): { keys: string[], args: Array<string | number> } {
   // On a cluster the caller passes drafts of one slot (RedisBroker.publishBatch groups them).
   const keys: string[] = [layout.baseKeyOf(drafts[0].channel)]
@@ -63,7 +64,8 @@ export function publishBatchArgs (
   }
   for (const markKey of marks.keys()) keys.push(markKey)
   for (const dedupeKey of dedupeKeys) keys.push(dedupeKey)
-  return { keys, args: [newEpochBase(), dedupeTtlSeconds, channels.size, marks.size, ...channelArgs, ...eventArgs] }
+  if (claim !== undefined) keys.push(layout.claimKey(claim.scope))
+  return { keys, args: [newEpochBase(), dedupeTtlSeconds, channels.size, marks.size, claim?.fingerprint ?? '', ...channelArgs, ...eventArgs] }
 }
 
 /** Event `i`'s reply in the script's flat answer (four values per event). */

@@ -5,9 +5,9 @@ import { deepestPath, MAX_PAYLOAD_DEPTH, PublishRefusedError } from './publish-l
 /**
  * Idempotent publishing (docs/protocol.md, "Idempotent publishing"): what an Idempotency-Key
  * turns into. A caller's key is its *scope*: claimed by the request that first used it (with
- * that request's fingerprint) for IDEMPOTENCY_TTL_SECONDS, on every instance; each of the
- * request's events carries a dedupe key derived from the scope, which the broker checks in
- * the same atomic step as the publish. So a repeat publishes nothing new (it gets the first
+ * that request's fingerprint) for IDEMPOTENCY_TTL_SECONDS, on every instance, in the same
+ * step as its publish (Broker.publishBatch); each of the request's events carries a dedupe
+ * key derived from the scope, which the broker checks in that step too. So a repeat publishes nothing new (it gets the first
  * request's places back), a crash half way is completed by the retry without doubling
  * anything, and two racing requests publish each event once and answer the same receipt.
  */

@@ -1,4 +1,4 @@
-import type { Broker } from '../broker/broker.js'
+import type { Broker, IdempotencyClaim } from '../broker/broker.js'
 import type { EventDraft, PublishedEvent, StreamPosition } from '../core/event.js'
 import type { WriteBatch } from '../core/write-batch.js'
 
@@ -20,11 +20,12 @@ export interface PublishTarget {
  * drafts. Rejects if the batch was not taken; the caller reports failure (never a silent
  * 202) or, for Kafka, retries it whole. Several drafts are one burst (lib/core/write-batch.ts):
  * what a broker delivers while they are issued (the memory broker, synchronously) leaves as
- * one write per socket.
+ * one write per socket. With `claim` (an Idempotency-Key), the broker claims it in the same
+ * step (Broker.publishBatch): IdempotencyConflictError when another request holds it.
  */
-export async function publishAll ({ broker, writeBatch }: PublishTarget, drafts: readonly EventDraft[]): Promise<PublishedEvent[]> {
-  if (drafts.length === 1) return [await broker.publish(drafts[0])]
-  return await writeBatch.inBurst(() => broker.publishBatch(drafts))
+export async function publishAll ({ broker, writeBatch }: PublishTarget, drafts: readonly EventDraft[], claim?: IdempotencyClaim): Promise<PublishedEvent[]> {
+  if (drafts.length === 1) return claim === undefined ? [await broker.publish(drafts[0])] : await broker.publishBatch(drafts, claim)
+  return await writeBatch.inBurst(() => broker.publishBatch(drafts, claim))
 }
 
 export function receiptOf (events: readonly PublishedEvent[]): PublishReceipt {

@@ -35,7 +35,6 @@ class RejectingBroker implements Broker {
 
   recent = async (channel: string, count: number) => await this.inner.recent(channel, count)
   isReady = () => true
-  claim = async (scope: string, fingerprint: string, ttl: number) => await this.inner.claim(scope, fingerprint, ttl)
   get control () { return this.inner.control }
   close = async () => await this.inner.close()
 }

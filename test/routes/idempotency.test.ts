@@ -3,6 +3,7 @@ import { requireService, serviceToken, startServer, token, WsClient } from '../s
 import { REDIS_URL, redisAvailable, redisClient, uniquePrefix } from '../support/redis-fixture.js'
 import { broadcastEvents } from '../../lib/ingress/commerce-events.js'
 import { fingerprintOf, scopeOf, withDedupe } from '../../lib/ingress/idempotency.js'
+import { RedisLayout } from '../../lib/broker/redis-layout.js'
 
 // Idempotent publishing (issue 15): Idempotency-Key per caller, across instances.
 const redisUp = await redisAvailable()
@@ -89,14 +90,16 @@ t.test('redis: every publishing route takes the key; a repeat on the other insta
   t.match(metrics, new RegExp(`^gateway_idempotent_replays_total\\{source="http"\\} ${routes.length}$`, 'm'), 'metric: one replay per route')
 })
 
-t.test('redis: a gateway that died after claiming the key and before publishing: the retry publishes, once', async (t) => {
+t.test('redis: a claim left without its events (a cluster gateway that died between its claim and its publish): the retry publishes, once', async (t) => {
   if (!requireService(t, 'Redis', redisUp)) return
-  const [a, b] = await twoOnRedis(t)
+  const prefix = uniquePrefix('idem-left')
+  const redis = await redisClient(t, prefix)
+  const b = await startServer(t, { REDIS_URL, REDIS_KEY_PREFIX: prefix })
   const body = { channels: ['product:c1', 'product:c2'], type: 'price', payload: { price: 7 } }
-  // What the handler of a does up to the publish script (routes/publish.ts), then a dies.
+  // On one Redis the claim is taken inside the publish call; on a cluster it is a call of
+  // its own just before (its key has a slot of its own). What the dead gateway left:
   const scope = scopeOf('svc-1', 'crash-before')
-  t.equal(await a.app.hub.broker.claim(scope, fingerprintOf('/realtime/broadcast', body), 300), 'new')
-  await a.app.close()
+  await redis.set(new RedisLayout(prefix).claimKey(scope), fingerprintOf('/realtime/broadcast', body), 'EX', 300)
 
   const retry = await send(b.url, '/realtime/broadcast', body, 'crash-before')
   t.same([retry.status, retry.replayed], [202, null], 'the retry publishes (nothing was)')
@@ -105,6 +108,20 @@ t.test('redis: a gateway that died after claiming the key and before publishing:
   t.same([again.status, again.replayed, again.body], [202, 'true', retry.body], 'and only once')
   t.equal(await offsetOf(b.url, 'product:c1'), 1)
   t.equal(await offsetOf(b.url, 'product:c2'), 1)
+  t.equal((await send(b.url, '/realtime/broadcast', { ...body, type: 'other' }, 'crash-before')).status, 422, 'another body: 422')
+})
+
+t.test('redis: a request whose key is taken by another body publishes nothing, in the same step as the check', async (t) => {
+  if (!requireService(t, 'Redis', redisUp)) return
+  const [a, b] = await twoOnRedis(t)
+  const body = { channels: ['product:e1', 'product:e2'], type: 'price', payload: { price: 9 } }
+  const racing = await Promise.all([
+    send(a.url, '/realtime/broadcast', body, 'race-bodies'),
+    send(b.url, '/realtime/broadcast', { ...body, payload: { price: 10 } }, 'race-bodies')
+  ])
+  t.same(racing.map((r) => r.status).sort(), [202, 422], 'one wins, the other is refused')
+  t.equal(await offsetOf(a.url, 'product:e1'), 1, 'only the winner published')
+  t.equal(await offsetOf(a.url, 'product:e2'), 1)
 })
 
 t.test('redis: a gateway that died after the publish script and before answering: the retry replays its events', async (t) => {
@@ -112,8 +129,8 @@ t.test('redis: a gateway that died after the publish script and before answering
   const [a, b] = await twoOnRedis(t)
   const body = { channels: ['product:d1', 'product:d2'], type: 'price', payload: { price: 8 } }
   const scope = scopeOf('svc-1', 'crash-after')
-  t.equal(await a.app.hub.broker.claim(scope, fingerprintOf('/realtime/broadcast', body), 300), 'new')
-  const published = await a.app.hub.broker.publishBatch(withDedupe(broadcastEvents(body), scope))
+  // What the handler of a does (routes/publish.ts), then a dies before answering.
+  const published = await a.app.hub.broker.publishBatch(withDedupe(broadcastEvents(body), scope), { scope, fingerprint: fingerprintOf('/realtime/broadcast', body) })
   await a.app.close()
 
   const retry = await send(b.url, '/realtime/broadcast', body, 'crash-after')

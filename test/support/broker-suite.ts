@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import type { Test } from 'tap'
-import type { Broker, BrokerOptions, SincePosition } from '../../lib/broker/broker.js'
+import { type Broker, type BrokerOptions, IdempotencyConflictError, type SincePosition } from '../../lib/broker/broker.js'
 import { type Connection, HubMember } from '../../lib/hub/connection.js'
 import type { EncodedEvent, PublishedEvent, StreamPosition } from '../../lib/core/event.js'
 import type { PresenceCounts } from '../../lib/core/presence.js'
@@ -246,13 +246,20 @@ export function brokerSuite (t: Test, factory: BrokerFactory): void {
     t.same(recorder.of(channel).map((e) => e.payload.n), [50, 51, 60, 70, 99])
   })
 
-  t.test('claim: new, then repeat for the same fingerprint, conflict for another', async (t) => {
+  t.test('a claim is taken with its publish: a repeat publishes as usual, another fingerprint publishes nothing', async (t) => {
     const { broker } = await make(t)
-    const scope = `scope-${suiteChannel('claim')}`
-    t.equal(await broker.claim(scope, 'fp-1', 60), 'new')
-    t.equal(await broker.claim(scope, 'fp-1', 60), 'repeat')
-    t.equal(await broker.claim(scope, 'fp-2', 60), 'conflict')
-    t.equal(await broker.claim(`${scope}-b`, 'fp-2', 60), 'new')
+    const [channel, other] = [suiteChannel('claim'), suiteChannel('claim-other')]
+    const scope = `scope-${channel}`
+    const keyed = (n: number) => [{ ...draft(channel, n), dedupe: `h:${scope}:0` }, { ...draft(other, n), dedupe: `h:${scope}:1` }]
+    const first = await broker.publishBatch(keyed(1), { scope, fingerprint: 'fp-1' })
+    t.same(offsets(first), [1, 1])
+    const repeat = await broker.publishBatch(keyed(1), { scope, fingerprint: 'fp-1' })
+    t.same([offsets(repeat), repeat.map((e) => e.replayed)], [[1, 1], [true, true]], 'a repeat: the first places, nothing new')
+    await t.rejects(broker.publishBatch([draft(channel, 2), draft(other, 2)], { scope, fingerprint: 'fp-2' }), IdempotencyConflictError,
+      'another request with the key')
+    t.same([(await broker.position(channel)).offset, (await broker.position(other)).offset], [1, 1], 'it published nothing')
+    const apart = await broker.publishBatch([draft(channel, 3)], { scope: `${scope}-b`, fingerprint: 'fp-2' })
+    t.equal(apart[0].offset, 2, 'another scope is another claim')
   })
 
   t.test('200 concurrent publishes on one channel: distinct consecutive offsets, in issue order', async (t) => {

@@ -1,4 +1,4 @@
-import { type Broker, BrokerUnavailableError, type DeliverFn, type SincePosition } from '../../lib/broker/broker.js'
+import { type Broker, BrokerUnavailableError, type DeliverFn, type IdempotencyClaim, type SincePosition } from '../../lib/broker/broker.js'
 import type { EventDraft, PublishedEvent } from '../../lib/core/event.js'
 import { MemoryBroker } from '../../lib/broker/memory-broker.js'
 
@@ -41,9 +41,9 @@ export class FlakyBroker implements Broker {
     return await this.inner.publish(draft)
   }
 
-  async publishBatch (drafts: readonly EventDraft[]): Promise<PublishedEvent[]> {
+  async publishBatch (drafts: readonly EventDraft[], claim?: IdempotencyClaim): Promise<PublishedEvent[]> {
     this.admit(drafts.length)
-    return await this.inner.publishBatch(drafts)
+    return await this.inner.publishBatch(drafts, claim)
   }
 
   subscribe = async (channel: string) => await this.inner.subscribe(channel)
@@ -52,7 +52,6 @@ export class FlakyBroker implements Broker {
   history = async (channel: string, since?: SincePosition) => await this.inner.history(channel, since)
   recent = async (channel: string, count: number) => await this.inner.recent(channel, count)
   isReady = () => true
-  claim = async (scope: string, fingerprint: string, ttl: number) => await this.inner.claim(scope, fingerprint, ttl)
   get control () { return this.inner.control }
   close = async () => await this.inner.close()
 
