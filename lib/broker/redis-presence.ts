@@ -41,10 +41,20 @@ table.insert(reply, 1, added)
 return reply
 `
 
+/** The instances alive now (read only: no heartbeat of this one). */
+const LIVE_SCRIPT = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[1]), '+inf')
+`
+
 /** A share hash outlives the last write to it by this: every holder rewrites its share hourly. */
 const SHARES_TTL_SECONDS = 3 * 3600
 
-type BeatingRedis = RedisClient & { rtgPresenceBeat(key: string, nodeId: string, deadMs: number): Promise<[number, ...string[]]> }
+type BeatingRedis = RedisClient & {
+  rtgPresenceBeat(key: string, nodeId: string, deadMs: number): Promise<[number, ...string[]]>
+  rtgPresenceLive(key: string, deadMs: number): Promise<string[]>
+}
 
 export class RedisPresence implements PresenceBackend {
   private listener: (channel: string, nodeId: string, share: PresenceShare | null) => void = () => {}
@@ -59,6 +69,7 @@ export class RedisPresence implements PresenceBackend {
     private readonly publish: (name: string, message: string) => Promise<unknown>
   ) {
     redis.defineCommand('rtgPresenceBeat', { numberOfKeys: 1, lua: BEAT_SCRIPT })
+    redis.defineCommand('rtgPresenceLive', { numberOfKeys: 1, lua: LIVE_SCRIPT })
   }
 
   onShare (listener: (channel: string, nodeId: string, share: PresenceShare | null) => void): void {
@@ -72,8 +83,13 @@ export class RedisPresence implements PresenceBackend {
   }
 
   async load (channel: string): Promise<Map<string, PresenceShare>> {
-    const live = this.live ?? (await this.beat()).live
     const fields = await this.redis.hgetall(this.layout.sharesKey(channel))
+    let live = this.live
+    // An instance that started since the last heartbeat may have written its share already,
+    // and tells it again only when it changes: ask who is alive now rather than skip it.
+    if (live === null || Object.keys(fields).some((nodeId) => nodeId !== this.nodeId && !live?.has(nodeId))) {
+      live = new Set(await (this.redis as BeatingRedis).rtgPresenceLive(this.layout.nodesKey, this.deadMs))
+    }
     const shares = new Map<string, PresenceShare>()
     for (const [nodeId, text] of Object.entries(fields)) {
       if (nodeId === this.nodeId || !live.has(nodeId)) continue

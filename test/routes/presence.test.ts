@@ -110,6 +110,40 @@ t.test('two instances on Redis: counts cover both, distinct users across them', 
   t.same(counts(await onA.nextPresence((f) => f.payload.connections === 1)), [1, 1], 'B\'s connections leave the count')
 })
 
+t.test('two instances on Redis: an SSE stream on one counts and is told the other\'s viewers', async (t) => {
+  if (!requireService(t, 'Redis', redisUp)) return
+  const { a, b } = await twoOnRedis(t)
+  const stream = await SseClient.open(t, `${b.url}/sse?channels=product:x1&token=${token('sse-x')}`)
+  await stream.waitFor(1)
+  const onA = await Promise.all(['x-1', 'x-2'].map(async (u) => await WsClient.connect(t, a.wsUrl, token(u))))
+  await Promise.all(onA.map(async (c) => await c.subscribe(['product:x1'])))
+  t.same(counts(await onA[0].nextPresence((f) => f.payload.connections === 3)), [3, 3], 'the stream on b counts on a')
+  const seen = async (n: number) => {
+    const deadline = Date.now() + 5000
+    while (!stream.presence.some((p) => p.data.payload.connections === n) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20))
+    return stream.presence.find((p) => p.data.payload.connections === n)?.data.payload
+  }
+  t.same(await seen(3), { connections: 3, users: 3 }, 'the stream is told of a\'s viewers')
+  onA[1].close()
+  t.same(await seen(2), { connections: 2, users: 2 }, 'and of one leaving')
+})
+
+t.test('the presence route lists at most 1000 user ids, and counts them all', async (t) => {
+  if (!requireService(t, 'Redis', redisUp)) return
+  const { prefix, a } = await twoOnRedis(t)
+  const redis = await redisClient(t)
+  // Another instance's share of the channel, as it writes it (lib/broker/redis-presence.ts), and its heartbeat.
+  const userIds = Array.from({ length: 1500 }, (_, i) => `crowd-${String(i).padStart(4, '0')}`)
+  await redis.hset(`${prefix}presence:product:crowd`, 'elsewhere', JSON.stringify({ c: 1600, u: userIds }))
+  await redis.zadd(`${prefix}presence-nodes`, Date.now() + 60_000, 'elsewhere')
+  const viewer = await WsClient.connect(t, a.wsUrl, token('crowd-local'))
+  await viewer.subscribe(['product:crowd'])
+  t.same(counts(await viewer.nextPresence((f) => f.payload.connections === 1601)), [1601, 1501], 'every one counted')
+  const res = await presenceOf(a.url, 'product:crowd')
+  t.equal(res.status, 200)
+  t.same([res.body.connections, res.body.users, res.body.userIds.length], [1601, 1501, 1000], 'ids capped at 1000, counts not')
+})
+
 t.test('an instance that dies stops being counted within two intervals', async (t) => {
   if (!requireService(t, 'Redis', redisUp)) return
   const prefix = uniquePrefix('presence-kill')
