@@ -46,7 +46,8 @@ const summary = (r: HistoryResult) => ({ offsets: r.events.map((e) => e.offset),
 
 t.test('reads of one channel in one turn share a script run, and each gets what its own read gets', async (t) => {
   if (!requireService(t, 'Redis', available)) return
-  const { broker: b } = await broker(t)
+  const own = await OwnRedis.start(t) // MONITOR sees only this test's traffic
+  const { broker: b } = await broker(t, { url: own.url })
   const channel = suiteChannel('batched')
   for (let n = 1; n <= 8; n++) await b.publish({ channel, type: 'test:event', payload: { n } })
   const { epoch } = await b.position(channel)
@@ -66,8 +67,8 @@ t.test('reads of one channel in one turn share a script run, and each gets what 
   const alone: HistoryResult[] = []
   for (const read of reads) alone.push(await read())
 
-  const redis = await redisClient(t)
-  const monitor = await watch(t, REDIS_URL, `${prefix}`)
+  const redis = await redisClient(t, undefined, own.url)
+  const monitor = await watch(t, own.url, `${prefix}`)
   const together = await Promise.all(reads.map(async (read) => await read()))
   await monitor.until(redis, 'batched-done')
 
@@ -109,16 +110,17 @@ t.test('a Redis that lost its functions still answers a batch of reads, and publ
 
 t.test('channels subscribed in one turn take one SUBSCRIBE, and each delivers', async (t) => {
   if (!requireService(t, 'Redis', available)) return
-  const { broker: b, recorder } = await broker(t)
+  const own = await OwnRedis.start(t) // MONITOR sees only this test's traffic
+  const { broker: b, recorder } = await broker(t, { url: own.url })
   const channels = Array.from({ length: 25 }, (_, i) => suiteChannel(`subscribe-${i}`))
-  const redis = await redisClient(t)
-  const monitor = await watch(t, REDIS_URL, `${prefix}`)
+  const redis = await redisClient(t, undefined, own.url)
+  const monitor = await watch(t, own.url, `${prefix}`)
   await Promise.all(channels.map(async (channel) => await b.subscribe(channel)))
   await monitor.until(redis, 'subscribe-done')
   const subscribes = monitor.seen.filter((args) => args[0].toLowerCase() === 'subscribe')
   t.equal(subscribes.length, 1, 'one SUBSCRIBE')
   t.equal(subscribes[0]?.length, 1 + channels.length, 'naming every channel')
-  const publisher = await broker(t)
+  const publisher = await broker(t, { url: own.url })
   await Promise.all(channels.map(async (channel) => await publisher.broker.publish({ channel, type: 'test:event', payload: {} })))
   await recorder.until('an event on every channel', () => channels.every((c) => recorder.of(c).length === 1))
   t.pass('every channel delivers')

@@ -172,3 +172,25 @@ t.test('with Idempotency-Key, a field no event carries nested thousands deep is 
   const shallow = '['.repeat(60) + ']'.repeat(60)
   t.equal((await post('deep-2', shallow)).status, 202, 'nesting within the limit is fingerprinted as before')
 })
+
+for (const backend of ['memory', 'redis'] as const) {
+  t.test(`${backend}: a key lasts IDEMPOTENCY_TTL_SECONDS, then the same request publishes again`, async (t) => {
+    if (backend === 'redis' && !requireService(t, 'Redis', redisUp)) return
+    const settings: Record<string, string | number> = { IDEMPOTENCY_TTL_SECONDS: 1 }
+    if (backend === 'redis') {
+      const prefix = uniquePrefix('idem-ttl')
+      await redisClient(t, prefix)
+      Object.assign(settings, { REDIS_URL, REDIS_KEY_PREFIX: prefix })
+    }
+    const { url } = await startServer(t, settings)
+    const body = { channel: 'room:ttl', type: 't', payload: { n: 1 } }
+    const first = await send(url, '/realtime/publish', body, 'short-lived')
+    const repeat = await send(url, '/realtime/publish', body, 'short-lived')
+    t.same([first.status, repeat.replayed, repeat.body], [202, 'true', first.body], 'within the TTL: a repeat')
+    await new Promise((resolve) => setTimeout(resolve, 1500))
+    const later = await send(url, '/realtime/publish', body, 'short-lived')
+    t.same([later.status, later.replayed, later.body.events[0].offset], [202, null, 2], 'after it: published again')
+    const other = await send(url, '/realtime/publish', { ...body, payload: { n: 2 } }, 'short-lived')
+    t.equal(other.status, 422, 'and the key is claimed anew by that request: another body is refused again')
+  })
+}
