@@ -10,14 +10,19 @@
 # and rejoins as a replica of whoever took its slots.
 #
 # Environment:
-#   REDIS_CLUSTER_PORT   first port (default: 30001; the nodes use it and the next 5)
-#   REDIS_CLUSTER_DIR    data dir (default: $HOME/.cache/realtime-gateway-redis-cluster)
+#   REDIS_CLUSTER_PORT      first port (default: 30001; the nodes use it and the next ones)
+#   REDIS_CLUSTER_DIR       data dir (default: $HOME/.cache/realtime-gateway-redis-cluster)
+#   REDIS_CLUSTER_REPLICAS  replicas per master (default: 1, so 6 nodes; 0 gives 3 masters alone,
+#                           as the benchmark's comparison with one Redis without a replica does:
+#                           bench/README.md, "Sharded")
 set -euo pipefail
 
 FIRST_PORT="${REDIS_CLUSTER_PORT:-30001}"
 DIR="${REDIS_CLUSTER_DIR:-$HOME/.cache/realtime-gateway-redis-cluster}"
+REPLICAS="${REDIS_CLUSTER_REPLICAS:-1}"
+NODES=$((3 * (1 + REPLICAS)))
 PORTS=()
-for i in 0 1 2 3 4 5; do PORTS+=($((FIRST_PORT + i))); done
+for ((i = 0; i < NODES; i++)); do PORTS+=($((FIRST_PORT + i))); done
 
 log() { printf '[redis-cluster] %s\n' "$*"; }
 die() { printf '[redis-cluster] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -43,11 +48,11 @@ start() {
     for _ in $(seq 1 50); do ping "$port" && break; sleep 0.1; done
     ping "$port" || die "node $port did not start (log: $DIR/$port/redis.log)"
   done
-  if ! redis-cli -p "$FIRST_PORT" cluster info | grep -q '^cluster_known_nodes:6'; then
+  if ! redis-cli -p "$FIRST_PORT" cluster info | grep -q "^cluster_known_nodes:$NODES"; then
     if [[ "$(redis-cli -p "$FIRST_PORT" cluster info | sed -n 's/^cluster_known_nodes:\([0-9]*\).*/\1/p')" == "1" ]]; then
       log "creating the cluster on $(seeds)"
       # shellcheck disable=SC2046
-      redis-cli --cluster create $(seeds | tr , ' ') --cluster-replicas 1 --cluster-yes >"$DIR/create.log" 2>&1 \
+      redis-cli --cluster create $(seeds | tr , ' ') --cluster-replicas "$REPLICAS" --cluster-yes >"$DIR/create.log" 2>&1 \
         || die "cluster create failed (see $DIR/create.log)"
     fi
   fi
