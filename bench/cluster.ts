@@ -84,7 +84,8 @@ export async function runCluster (
     let env: Record<string, string>
     if (backend === 'redis') {
       await requireRedis(REDIS_URL)
-      env = { BENCH_REDIS_URL: REDIS_URL, BENCH_REDIS_KEY_PREFIX: keyPrefix }
+      // Not a cluster, even when BENCH_REDIS_CLUSTER_NODES picks the one this run compares with.
+      env = { BENCH_REDIS_URL: REDIS_URL, BENCH_REDIS_KEY_PREFIX: keyPrefix, BENCH_REDIS_CLUSTER_NODES: '' }
     } else {
       const masters = await clusterMasters(REDIS_CLUSTER_NODES)
       redisUrls = masters.map((m) => `redis://${m.options.host}:${m.options.port}`)

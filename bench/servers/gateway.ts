@@ -28,7 +28,7 @@ const config = configFrom({
   HTTP_RATE_LIMIT_PER_MINUTE: 100_000_000,
   // The reconnect storm (bench/storm.ts) keeps more history than the default, for its longest storms.
   ...(process.env.BENCH_HISTORY_SIZE === undefined ? {} : { HISTORY_SIZE: Number(process.env.BENCH_HISTORY_SIZE) }),
-  ...(process.env.BENCH_REDIS_CLUSTER_NODES === undefined
+  ...(process.env.BENCH_REDIS_CLUSTER_NODES === undefined || process.env.BENCH_REDIS_CLUSTER_NODES === ''
     ? {}
     : {
         REDIS_CLUSTER_NODES: process.env.BENCH_REDIS_CLUSTER_NODES,
