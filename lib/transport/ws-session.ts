@@ -101,6 +101,9 @@ export class WsSession extends WsConnection<WsSessionDeps> implements Expiring, 
 
   /** Acts on a frame, with the verdict `admit` gave it; never throws. */
   private async handle (text: string, admission: Admission): Promise<void> {
+    // Queued behind a slow subscribe of a client that has gone since: the hub has forgotten
+    // the connection, and there is no one to answer.
+    if (this.isClosing || this.socket.readyState !== this.socket.OPEN) return
     if (admission === 'flooding') return this.close(CloseCode.POLICY_VIOLATION, 'flooding')
     if (admission === 'limited') return this.send(serverFrame.error('rate_limited', 'too many frames; slow down', requestIdOf(text)))
     return await this.process(text)

@@ -326,6 +326,40 @@ t.test('a frame over the size limit always gets its 1009 close frame, never a ba
   t.same(codes, Array(30).fill(1009))
 })
 
+t.test('frames queued behind a slow subscribe of a client that has gone are dropped, not failed and logged', async (t) => {
+  const lines: string[] = []
+  const sink = new Writable({ write (chunk, _enc, done) { lines.push(String(chunk)); done() } })
+  let release = (): void => {}
+  const gate = new Promise<void>((resolve) => { release = resolve })
+  const app = await buildApp(testConfig(), {
+    logger: { ...loggerOptions('info'), stream: sink },
+    createBroker: (deliver, reset) => {
+      // A history read that takes as long as the test says, as a busy Redis's may.
+      const broker = new MemoryBroker({ deliver, reset, historySize: 10, historyTtlSeconds: 60 })
+      const history = broker.history.bind(broker)
+      broker.history = async (channel, since) => {
+        if (channel === 'room:slow') await gate
+        return await history(channel, since)
+      }
+      return broker
+    }
+  })
+  t.teardown(() => app.close())
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const { port } = app.server.address() as { port: number }
+  const client = await WsClient.connect(t, `ws://127.0.0.1:${port}/ws`, token('gone'))
+  client.send({ type: 'subscribe', payload: { channels: ['room:slow'] } })
+  client.send({ type: 'subscribe', payload: { channels: ['room:queued'] } })
+  client.close()
+  await client.closed
+  for (let waited = 0; app.hub.stats().totalConnections > 0 && waited < 5000; waited += 20) await new Promise((resolve) => setTimeout(resolve, 20))
+  release()
+  await new Promise((resolve) => setTimeout(resolve, 200))
+  const failures = lines.map((l) => JSON.parse(l) as { level: number, msg: string }).filter((l) => l.level >= 50)
+  t.same(failures.map((l) => l.msg), [], 'nothing logged as failed')
+  t.same(app.hub.stats().channels, 0, 'and nothing left subscribed')
+})
+
 /** A WebSocket client on a bare socket: what arrived, frame by frame, and how it ended. */
 function rawWebSocket (port: number, path: string) {
   const socket = connect(port, '127.0.0.1')
