@@ -144,24 +144,29 @@ t.test('the presence route lists at most 1000 user ids, and counts them all', as
   t.same([res.body.connections, res.body.users, res.body.userIds.length], [1601, 1501, 1000], 'ids capped at 1000, counts not')
 })
 
+/** An instance in a process of its own (so the test can kill or stop it) and one in this process, on one Redis. */
+async function processAndLocal (t: Test, name: string, interval: number) {
+  const prefix = uniquePrefix(`presence-${name}`)
+  await redisClient(t, prefix)
+  const port = await freePort()
+  const env = { REDIS_URL, REDIS_KEY_PREFIX: prefix, PRESENCE_INTERVAL_MS: String(interval), JWT_SECRET: TEST_SECRET, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'info', NODE_ID: name }
+  const child = spawnServer(t, await buildServer(), env)
+  await child.waitForOutput('Server listening')
+  const local = await startServer(t, { REDIS_URL, REDIS_KEY_PREFIX: prefix, PRESENCE_INTERVAL_MS: interval })
+  return { child: child.child, childWsUrl: `ws://127.0.0.1:${port}/ws`, local }
+}
+
 t.test('an instance that dies stops being counted within two intervals', async (t) => {
   if (!requireService(t, 'Redis', redisUp)) return
-  const prefix = uniquePrefix('presence-kill')
-  await redisClient(t, prefix)
-  const dir = await buildServer()
-  const port = await freePort()
   const interval = 1000
-  const env = { REDIS_URL, REDIS_KEY_PREFIX: prefix, PRESENCE_INTERVAL_MS: String(interval), JWT_SECRET: TEST_SECRET, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'info', NODE_ID: 'doomed' }
-  const doomed = spawnServer(t, dir, env)
-  await doomed.waitForOutput('Server listening')
-  const survivor = await startServer(t, { REDIS_URL, REDIS_KEY_PREFIX: prefix, PRESENCE_INTERVAL_MS: interval })
-  const victims = await Promise.all([1, 2, 3].map((i) => WsClient.connect(t, `ws://127.0.0.1:${port}/ws`, token(`v${i}`))))
+  const { child: doomed, childWsUrl, local: survivor } = await processAndLocal(t, 'doomed', interval)
+  const victims = await Promise.all([1, 2, 3].map((i) => WsClient.connect(t, childWsUrl, token(`v${i}`))))
   await Promise.all(victims.map((v) => v.subscribe(['product:k1'])))
   const watcher = await WsClient.connect(t, survivor.wsUrl, token('watcher'))
   await watcher.subscribe(['product:k1'])
   t.same(counts(await watcher.nextPresence((f) => f.payload.connections === 4)), [4, 4], 'the other instance\'s three count')
   watcher.presence.length = 0 // older frames, from before the three were counted
-  doomed.child.kill('SIGKILL')
+  doomed.kill('SIGKILL')
   const killedAt = Date.now()
   t.same(counts(await watcher.nextPresence((f) => f.payload.connections === 1, 10_000)), [1, 1], 'its share expired')
   const dropped = Date.now() - killedAt
@@ -172,25 +177,18 @@ t.test('an instance that dies stops being counted within two intervals', async (
 
 t.test('an instance counted as dead while alive (a stall) tells its shares again when it resumes', async (t) => {
   if (!requireService(t, 'Redis', redisUp)) return
-  const prefix = uniquePrefix('presence-stall')
-  await redisClient(t, prefix)
-  const dir = await buildServer()
-  const port = await freePort()
-  const env = { REDIS_URL, REDIS_KEY_PREFIX: prefix, PRESENCE_INTERVAL_MS: String(INTERVAL), JWT_SECRET: TEST_SECRET, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'info', NODE_ID: 'stalled' }
-  const stalled = spawnServer(t, dir, env)
-  await stalled.waitForOutput('Server listening')
-  const other = await startServer(t, { REDIS_URL, REDIS_KEY_PREFIX: prefix, PRESENCE_INTERVAL_MS: INTERVAL })
-  const viewers = await Promise.all([1, 2].map(async (i) => await WsClient.connect(t, `ws://127.0.0.1:${port}/ws`, token(`viewer-${i}`))))
+  const { child: stalled, childWsUrl, local: other } = await processAndLocal(t, 'stalled', INTERVAL)
+  const viewers = await Promise.all([1, 2].map(async (i) => await WsClient.connect(t, childWsUrl, token(`viewer-${i}`))))
   await Promise.all(viewers.map(async (v) => await v.subscribe(['product:stall'])))
   const watcher = await WsClient.connect(t, other.wsUrl, token('watcher'))
   await watcher.subscribe(['product:stall'])
   await watcher.nextPresence((f) => f.payload.connections === 3)
   watcher.presence.length = 0
   // Its heartbeats stop for five intervals: the other instance drops its shares...
-  stalled.child.kill('SIGSTOP')
+  stalled.kill('SIGSTOP')
   t.same(counts(await watcher.nextPresence((f) => f.payload.connections === 1, 5000)), [1, 1], 'counted as dead while stalled')
   await new Promise((resolve) => setTimeout(resolve, 3 * INTERVAL))
-  stalled.child.kill('SIGCONT')
+  stalled.kill('SIGCONT')
   // ...and once it beats again it finds itself dropped and tells them again (nobody joined or left).
   t.same(counts(await watcher.nextPresence((f) => f.payload.connections === 3, 5000)), [3, 3], 'counted again once it resumed')
 })
