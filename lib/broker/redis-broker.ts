@@ -12,6 +12,7 @@ import { ShardSubscribers } from './redis-shard-subscribers.js'
 import { newEpochBase, REDIS_STREAM_FLOOR_SECONDS, streamRetentionSeconds } from './epochs.js'
 import { RedisControl } from './redis-control.js'
 import { PRESENCE_MESSAGE, RedisPresence } from './redis-presence.js'
+import { PRESENCE_DEAD_INTERVALS } from '../core/presence.js'
 import type { ChannelHistory, HistoryPolicy } from './history-policy.js'
 import { databaseOf, decodeEntry, globLiteral, randomName, RedisLayout } from './redis-layout.js'
 import { callFunction, type FunctionLibrary, functionLibrary, isFunctionMissing, loadLibrary } from './redis-functions.js'
@@ -44,12 +45,6 @@ export interface RedisBrokerOptions extends BrokerOptions {
 }
 
 const SUBSCRIBE_BATCH = 500
-/**
- * An instance unheard of for this many presence intervals counts as dead. It beats four
- * times an interval (lib/hub/presence-tracker.ts), and the others see it at their next tick,
- * at most an interval later: 0.75 + 1 stays inside the two intervals the protocol promises.
- */
-const PRESENCE_DEAD_INTERVALS = 0.75
 /** How long a history read waits for pub/sub to bring events it counted before reading them itself. */
 const DELIVERY_GRACE_MS = 250
 

@@ -49,6 +49,16 @@ export interface PresenceBackend {
   onShare(listener: (channel: string, nodeId: string, share: PresenceShare | null) => void): void
 }
 
+/**
+ * Liveness of an instance's shares: it beats PRESENCE_BEATS_PER_INTERVAL times an interval
+ * (lib/hub/presence-tracker.ts) and counts as dead to the others once unheard of for
+ * PRESENCE_DEAD_INTERVALS intervals (lib/broker/redis-presence.ts), which they see at their
+ * next tick, at most an interval later: 0.75 + 1 stays inside the two intervals the
+ * protocol promises, and a live instance is dropped only after missing three beats.
+ */
+export const PRESENCE_BEATS_PER_INTERVAL = 4
+export const PRESENCE_DEAD_INTERVALS = 0.75
+
 export const EMPTY_SHARE: PresenceShare = Object.freeze({ connections: 0, userIds: Object.freeze([]) as unknown as string[] })
 
 export function sameShare (a: PresenceShare | undefined, b: PresenceShare): boolean {

@@ -1,5 +1,6 @@
 import {
-  EMPTY_SHARE, type PresenceBackend, type PresenceCounts, type PresenceShare, type PresenceTotals, sameShare, totalsOf
+  EMPTY_SHARE, PRESENCE_BEATS_PER_INTERVAL, type PresenceBackend, type PresenceCounts, type PresenceShare, type PresenceTotals,
+  sameShare, totalsOf
 } from '../core/presence.js'
 import { PresenceTally } from './presence-tally.js'
 
@@ -34,8 +35,6 @@ interface ChannelState {
 }
 
 const DEFAULT_REFRESH_MS = 3_600_000
-/** Heartbeats per interval: an instance is dead after missing three (lib/broker/redis-broker.ts). */
-const BEATS_PER_INTERVAL = 4
 
 /**
  * The moving part of presence (lib/core/presence.ts): which channels' shares changed, one
@@ -48,9 +47,9 @@ export class PresenceTracker {
   private readonly localDirty = new Set<string>()
   /** Channels whose totals may have changed since the last tick. */
   private readonly totalsDirty = new Set<string>()
+  /** Every interval a tick; with a backend, heartbeats between (PRESENCE_BEATS_PER_INTERVAL steps an interval). */
   private readonly timer: NodeJS.Timeout
-  /** Heartbeats between ticks (BEATS_PER_INTERVAL), with a backend only. */
-  private readonly beatTimer?: NodeJS.Timeout
+  private steps = 0
   private live: Set<string> | null = null
   /** Where the rolling refresh stands in `channels` (refreshSlice). */
   private refreshCursor: Iterator<string> | null = null
@@ -58,12 +57,12 @@ export class PresenceTracker {
 
   constructor (private readonly options: PresenceTrackerOptions) {
     options.backend?.onShare((channel, nodeId, share) => this.onShare(channel, nodeId, share))
-    this.timer = setInterval(() => { void this.tick() }, options.intervalMs)
+    const perInterval = options.backend === undefined ? 1 : PRESENCE_BEATS_PER_INTERVAL
+    this.timer = setInterval(() => {
+      // The tick beats first, so what it pushes reflects a heartbeat this instant.
+      void (this.steps++ % perInterval === 0 ? this.tick() : this.beat())
+    }, options.intervalMs / perInterval)
     this.timer.unref()
-    if (options.backend !== undefined) {
-      this.beatTimer = setInterval(() => { void this.beat() }, options.intervalMs / BEATS_PER_INTERVAL)
-      this.beatTimer.unref()
-    }
   }
 
   /**
@@ -128,7 +127,6 @@ export class PresenceTracker {
 
   close (): void {
     clearInterval(this.timer)
-    clearInterval(this.beatTimer)
   }
 
   private onShare (channel: string, nodeId: string, share: PresenceShare | null): void {
