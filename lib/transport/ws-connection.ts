@@ -98,7 +98,7 @@ export class WsConnection<O extends WsConnectionOptions = WsConnectionOptions> e
    * it is cut with 4008).
    */
   private writable (): boolean {
-    if (this.closing || this.socket.readyState !== 1) return false
+    if (!this.isOpen) return false
     if (this.socket.bufferedAmount > this.options.sendBufferLimit) {
       this.options.onTooSlow?.(this)
       this.close(CloseCode.TOO_SLOW, 'send buffer overflow')
@@ -155,5 +155,10 @@ export class WsConnection<O extends WsConnectionOptions = WsConnectionOptions> e
 
   get isClosing (): boolean {
     return this.closing
+  }
+
+  /** Open and not being closed by us: frames may go out, and the client's frames are still answered. */
+  get isOpen (): boolean {
+    return !this.closing && this.socket.readyState === 1
   }
 }

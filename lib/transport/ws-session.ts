@@ -103,7 +103,7 @@ export class WsSession extends WsConnection<WsSessionDeps> implements Expiring, 
   private async handle (text: string, admission: Admission): Promise<void> {
     // Queued behind a slow subscribe of a client that has gone since: the hub has forgotten
     // the connection, and there is no one to answer.
-    if (this.isClosing || this.socket.readyState !== this.socket.OPEN) return
+    if (!this.isOpen) return
     if (admission === 'flooding') return this.close(CloseCode.POLICY_VIOLATION, 'flooding')
     if (admission === 'limited') return this.send(serverFrame.error('rate_limited', 'too many frames; slow down', requestIdOf(text)))
     return await this.process(text)
