@@ -3,8 +3,8 @@ import { type Static, Type, type TSchema } from '@sinclair/typebox'
 import {
   broadcastEvents, inventoryEvents, notificationEvents, notifyEvents, orderEvents, publishEvents
 } from '../lib/ingress/commerce-events.js'
-import type { EventDraft, PublishedEvent } from '../lib/core/event.js'
-import { type IdempotencyClaim, IdempotencyConflictError } from '../lib/broker/broker.js'
+import type { EventDraft } from '../lib/core/event.js'
+import type { IdempotencyClaim } from '../lib/broker/broker.js'
 import { requireIdentity } from '../lib/auth/identity.js'
 import {
   BroadcastBody, InventoryBody, NotifyBody, OrderBody, PublishBody, TestNotificationBody
@@ -64,13 +64,8 @@ const publishRoutes: FastifyPluginAsyncTypebox = async (app) => {
         claim = { scope, fingerprint: fingerprintOf(route.url, request.body) }
         drafts = withDedupe(drafts, scope)
       }
-      let events: PublishedEvent[]
-      try {
-        events = await publishAll(app.hub, drafts, claim)
-      } catch (err) {
-        if (!(err instanceof IdempotencyConflictError)) throw err
-        return await reply.code(422).send({ statusCode: 422, error: 'Unprocessable Entity', message: err.message })
-      }
+      // Another body with the key: IdempotencyConflictError, a 422 (plugins/error-handler.ts).
+      const events = await publishAll(app.hub, drafts, claim)
       const replayed = events.filter((e) => e.replayed === true).length
       app.gatewayMetrics.eventsPublished.inc({ source: 'http' }, events.length - replayed)
       if (key !== undefined && replayed === events.length) {

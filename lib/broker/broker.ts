@@ -132,6 +132,7 @@ export interface IdempotencyClaim {
 
 /** The claim's scope is taken by a request with another fingerprint: nothing was published (HTTP 422). */
 export class IdempotencyConflictError extends Error {
+  readonly statusCode = 422
   constructor () {
     super('Idempotency-Key: already used with a different request')
     this.name = 'IdempotencyConflictError'
