@@ -1,4 +1,5 @@
-import type { KafkaResult } from './kafka.js'
+import { cpus } from 'node:os'
+import type { DrainResult, KafkaResult } from './kafka.js'
 import { formatTable, rate } from './report.js'
 
 /**
@@ -10,6 +11,22 @@ export const DRAIN_TARGETS: Record<string, number> = { memory: 0.5, redis: 0.2 }
 export const LATENCY_P99_TARGET_MS = 50
 
 export interface KafkaCheck { what: string, value: number, limit: number, met: boolean }
+
+const micros = (us: number | undefined): string => us === undefined ? '–' : us.toFixed(1)
+
+/**
+ * What this machine could drain if the gateway cost nothing: its cores, spent only on what
+ * the rest of the machine (clients, Kafka, Redis) spent per message in the same drain.
+ * A target above that ratio is beyond these cores whatever the gateway does.
+ */
+function ceilingLine (d: DrainResult, limit: number | undefined): string | undefined {
+  if (d.cpuUsPerMessage === undefined || d.machineCpuUsPerMessage === undefined) return undefined
+  const rest = d.machineCpuUsPerMessage - d.cpuUsPerMessage
+  if (rest <= 0) return undefined
+  const ceiling = (cpus().length * 1e6) / rest
+  const ratio = limit === undefined || limit === 0 ? '' : ` = ${(ceiling / limit).toFixed(2)}× the do-nothing consumer`
+  return `${d.name}: with a gateway that cost nothing, the rest (${rest.toFixed(1)} µs/msg) on ${cpus().length} cores ≤ ${rate(ceiling)} msgs/s${ratio}`
+}
 
 export function kafkaTables (result: KafkaResult): { text: string, checks: KafkaCheck[] } {
   const checks: KafkaCheck[] = []
@@ -25,7 +42,7 @@ export function kafkaTables (result: KafkaResult): { text: string, checks: Kafka
       mark = `${met ? 'ok' : 'TARGET MISSED'} ≥${target}×`
     }
     return ['drain', d.name, rate(d.messagesPerSec), d.eventsPerSec === undefined ? '–' : rate(d.eventsPerSec),
-      (d.ms / 1000).toFixed(2), d.cpuUsPerMessage === undefined ? '–' : d.cpuUsPerMessage.toFixed(1),
+      (d.ms / 1000).toFixed(2), micros(d.cpuUsPerMessage), micros(d.clientsCpuUsPerMessage), micros(d.machineCpuUsPerMessage),
       ratio === undefined ? '–' : `${ratio.toFixed(2)}×`, [mark, d.error ?? ''].filter((x) => x !== '').join('; ')]
   })
   const latencyRows = result.latency.map((l) => {
@@ -41,7 +58,9 @@ export function kafkaTables (result: KafkaResult): { text: string, checks: Kafka
   const lines = [
     `Kafka ingest: a backlog of ${e?.messages ?? '?'} messages (${e?.events ?? '?'} events, ${e?.dlq ?? '?'} poison) on the gateway's topics × ${result.settings.partitions} partitions,` +
       ' drained by a fresh group; ratios are ÷ the do-nothing kafkajs consumer (msgs/s).',
-    formatTable(drainRows, ['kafka', 'case', 'msgs/s', 'events/s', 'seconds', 'CPU µs/msg', 'ratio', 'targets']),
+    formatTable(drainRows, ['kafka', 'case', 'msgs/s', 'events/s', 'seconds', 'CPU µs/msg', 'clients µs/msg', 'machine µs/msg', 'ratio', 'targets']),
+    'CPU per message: the gateway process, its clients\' process, the whole machine (Kafka, Redis and the bench included).',
+    ...result.drains.map((d) => ceilingLine(d, limit)).filter((l) => l !== undefined),
     '',
     `Produce-to-receive latency at a steady ${result.settings.latencyRate} msgs/s for ${(result.settings.latencyMs / 1000).toFixed(0)} s (every event's time, ms).`,
     formatTable(latencyRows, ['kafka', 'case', 'msgs/s', 'events', 'p50', 'p99', 'targets'])

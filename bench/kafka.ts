@@ -5,6 +5,7 @@ import { Histogram, type SparseHistogram } from './lib/histogram.js'
 import { ChildChannel } from './lib/ipc.js'
 import { emptyExpected, type Expected, expect, LOW_STOCK_THRESHOLD, mixChannels, mixMessage } from './lib/kafka-mix.js'
 import { BenchTopics, holdKafkaShared, KAFKA_BROKERS } from './lib/kafka-topics.js'
+import { machineBusyUs } from './lib/machine-cpu.js'
 import { deletePrefix, requireRedis } from './lib/redis-prefix.js'
 
 /**
@@ -47,7 +48,10 @@ export interface DrainResult {
   /** Events whose offset was not the channel's previous one plus one. */
   gaps?: number
   dlq?: number
+  /** CPU time per message: the gateway process's, its clients' process's, and the whole machine's (Kafka and Redis included). */
   cpuUsPerMessage?: number
+  clientsCpuUsPerMessage?: number
+  machineCpuUsPerMessage?: number
   error?: string
 }
 
@@ -202,10 +206,10 @@ async function runDrain (broker: 'memory' | 'redis', prefix: string, groupId: st
     await clients.channel.request({ op: 'arm', perChannel: expected.perChannel, timing: false }, 10_000)
     const timeoutMs = 60_000 + expected.messages
     const waiting = clients.channel.request<{ received: number, lastAt: number, gaps: number, wrongChannels: number, wrong: string[] }>({ op: 'wait', timeoutMs }, timeoutMs + 10_000)
-    const cpuBefore = await gateway.request<{ user: number, system: number }>({ op: 'cpu' }, 10_000)
+    const cpuBefore = await cpuOf(gateway, clients.channel)
     const { openedAt } = await gateway.request<{ openedAt: number }>({ op: 'open' }, 10_000)
     const done = await waiting
-    const cpuAfter = await gateway.request<{ user: number, system: number }>({ op: 'cpu' }, 10_000)
+    const cpuAfter = await cpuOf(gateway, clients.channel)
     const ms = done.lastAt - openedAt
     const dlq = await dlqCount(port)
     const problems = [
@@ -225,7 +229,9 @@ async function runDrain (broker: 'memory' | 'redis', prefix: string, groupId: st
       wrong: done.wrong,
       gaps: done.gaps,
       dlq,
-      cpuUsPerMessage: (cpuAfter.user + cpuAfter.system - cpuBefore.user - cpuBefore.system) / expected.messages,
+      cpuUsPerMessage: (cpuAfter.gateway - cpuBefore.gateway) / expected.messages,
+      clientsCpuUsPerMessage: (cpuAfter.clients - cpuBefore.clients) / expected.messages,
+      machineCpuUsPerMessage: (cpuAfter.machine - cpuBefore.machine) / expected.messages,
       error: problems.length > 0 ? problems.join('; ') : undefined
     }
   } catch (err) {
@@ -235,6 +241,13 @@ async function runDrain (broker: 'memory' | 'redis', prefix: string, groupId: st
     clients?.channel.kill()
     await stop([gateway])
   }
+}
+
+/** CPU time so far (µs): the gateway process, the clients' process, the whole machine. */
+async function cpuOf (gateway: ChildChannel, clients: ChildChannel): Promise<{ gateway: number, clients: number, machine: number }> {
+  type Usage = { user: number, system: number }
+  const [g, c] = await Promise.all([gateway.request<Usage>({ op: 'cpu' }, 10_000), clients.request<Usage>({ op: 'cpu' }, 10_000)])
+  return { gateway: g.user + g.system, clients: c.user + c.system, machine: machineBusyUs() }
 }
 
 /** What messages [from, from + count) of the mix must become (the values' sentAt does not change it). */
