@@ -142,7 +142,7 @@ async function runLimit (prefix: string, groupId: string, expected: Expected, se
   try {
     await child.event('ready', 30_000)
     const timeoutMs = 60_000 + expected.messages
-    const r = await child.request<{ count: number, firstAt: number, lastAt: number }>({
+    const r = await child.request<{ count: number, firstAt: number, lastAt: number, cpuUs: number }>({
       op: 'drain', prefix, groupId, expected: expected.messages, timeoutMs, consumer: settings.consumer, partitionsConsumedConcurrently: settings.partitionsConsumedConcurrently
     }, timeoutMs + 30_000)
     const ms = r.lastAt - r.firstAt
@@ -151,6 +151,7 @@ async function runLimit (prefix: string, groupId: string, expected: Expected, se
       messagesPerSec: r.count / (ms / 1000),
       ms,
       messages: r.count,
+      cpuUsPerMessage: r.cpuUs / r.count,
       error: r.count < expected.messages ? `${r.count} of ${expected.messages} messages` : undefined
     }
   } finally {

@@ -79,6 +79,9 @@ serve({
     let count = 0
     let firstAt = 0
     let lastAt = 0
+    let cpuAtFirst = 0
+    let cpuAtLast = 0
+    const cpu = () => { const u = process.cpuUsage(); return u.user + u.system }
     const started = now()
     try {
       await consumer.connect()
@@ -88,9 +91,10 @@ serve({
         void consumer.run({
           partitionsConsumedConcurrently: r.partitionsConsumedConcurrently,
           eachBatch: async ({ batch }) => {
-            if (firstAt === 0) firstAt = now()
+            if (firstAt === 0) { firstAt = now(); cpuAtFirst = cpu() }
             count += batch.messages.length
             lastAt = now()
+            cpuAtLast = cpu()
             if (count >= r.expected) {
               clearTimeout(timer)
               resolve()
@@ -101,7 +105,8 @@ serve({
     } finally {
       await consumer.disconnect().catch(() => {})
     }
-    return { count, firstAt, lastAt, started }
+    // CPU over the timed part (first batch to last), as µs: what fetching and decoding a message costs.
+    return { count, firstAt, lastAt, started, cpuUs: cpuAtLast - cpuAtFirst }
   }
 })
 notify({ op: 'ready', port: 0 })
