@@ -173,10 +173,12 @@ export default fp(async (app) => {
         topicMetrics.retried()
         log.warn({ err, topic: batch.topic, partition: batch.partition, attempt, delayMs }, 'kafka messages not handed off yet; retrying')
       },
-      settled: (message, outcome) => {
-        payload.resolveOffset(message.offset)
-        commits.resolved()
+      settled: (message, outcome, last) => {
         lastSettled = message.offset
+        if (last) {
+          payload.resolveOffset(message.offset)
+          commits.resolved()
+        }
         if (outcome.outcome === 'delivered') {
           topicMetrics.delivered(Number(message.timestamp), outcome.orderStatus)
           kafkaEvents.inc(outcome.events)

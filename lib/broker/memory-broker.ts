@@ -75,7 +75,7 @@ export class MemoryBroker implements Broker {
 
   async publish (draft: EventDraft): Promise<PublishedEvent> {
     if (this.closed) throw new Error('broker closed')
-    return this.append(draft, monotonicMs(), new Date().toISOString())
+    return this.appendAll([draft], monotonicMs(), new Date().toISOString())[0]
   }
 
   /** Synchronous, so all of it or (closed, or a conflicting claim) none of it; the drafts share one timestamp. */
@@ -86,36 +86,60 @@ export class MemoryBroker implements Broker {
       if (claimed === undefined) this.claims.set(claim.scope, claim.fingerprint)
       else if (claimed !== claim.fingerprint) throw new IdempotencyConflictError()
     }
-    const now = monotonicMs()
-    const ts = new Date().toISOString()
-    const events = new Array<PublishedEvent>(drafts.length)
-    for (let i = 0; i < drafts.length; i++) events[i] = this.append(drafts[i], now, ts)
-    return events
+    return this.appendAll(drafts, monotonicMs(), new Date().toISOString())
   }
 
   /**
-   * Takes the channel's next offset, keeps the event in history, and delivers it if
-   * subscribed; a draft whose dedupe key was seen answers the first event instead.
+   * Appends the drafts in order. A source's high-water mark is looked up and written once
+   * per call, not per draft (a Kafka batch is one source): its drafts are checked against
+   * the mark as the call advances it.
    */
-  private append (draft: EventDraft, now: number, ts: string): PublishedEvent {
-    const origin = draft.origin
-    if (origin !== undefined) {
-      const mark = this.marks.get(origin.source)
-      if (mark !== undefined && (origin.offset < mark[0] || (origin.offset === mark[0] && origin.index <= mark[1]))) {
-        // Published already from this origin: nothing again (and no place kept for it).
-        return { channel: draft.channel, type: draft.type, payload: draft.payload, offset: 0, epoch: '', ts, replayed: true }
+  private appendAll (drafts: readonly EventDraft[], now: number, ts: string): PublishedEvent[] {
+    const events = new Array<PublishedEvent>(drafts.length)
+    const wall = Date.now()
+    const advanced = new Map<string, [number, number]>()
+    try {
+      for (let i = 0; i < drafts.length; i++) {
+        const draft = drafts[i]
+        const origin = draft.origin
+        if (origin === undefined) {
+          events[i] = this.appendOnce(draft, now, ts)
+          continue
+        }
+        let mark = advanced.get(origin.source)
+        if (mark === undefined) {
+          const stored = this.marks.get(origin.source, wall)
+          advanced.set(origin.source, mark = stored === undefined ? [-1, -1] : [stored[0], stored[1]])
+        }
+        if (origin.offset < mark[0] || (origin.offset === mark[0] && origin.index <= mark[1])) {
+          // Published already from this origin: nothing again (and no place kept for it).
+          events[i] = { channel: draft.channel, type: draft.type, payload: draft.payload, offset: 0, epoch: '', ts, replayed: true }
+          continue
+        }
+        mark[0] = origin.offset
+        mark[1] = origin.index
+        events[i] = this.appendOnce(draft, now, ts)
       }
-      this.marks.set(origin.source, [origin.offset, origin.index])
-      return this.append({ channel: draft.channel, type: draft.type, payload: draft.payload, dedupe: draft.dedupe }, now, ts)
+    } finally {
+      // Whatever was appended is marked, even if a delivery threw part of the way.
+      for (const [source, mark] of advanced) if (mark[0] >= 0) this.marks.set(source, mark, wall)
     }
-    if (draft.dedupe !== undefined) {
-      const key = `${draft.channel}\u0000${draft.dedupe}`
-      const first = this.deduped.get(key)
-      if (first !== undefined) return { ...first, replayed: true }
-      const event = this.append({ channel: draft.channel, type: draft.type, payload: draft.payload }, now, ts)
-      this.deduped.set(key, event)
-      return event
-    }
+    return events
+  }
+
+  /** A draft whose dedupe key was seen answers the first event; any other is appended. */
+  private appendOnce (draft: EventDraft, now: number, ts: string): PublishedEvent {
+    if (draft.dedupe === undefined) return this.append(draft, now, ts)
+    const key = `${draft.channel}\u0000${draft.dedupe}`
+    const first = this.deduped.get(key)
+    if (first !== undefined) return { ...first, replayed: true }
+    const event = this.append(draft, now, ts)
+    this.deduped.set(key, event)
+    return event
+  }
+
+  /** Takes the channel's next offset, keeps the event in history, and delivers it if subscribed. */
+  private append (draft: EventDraft, now: number, ts: string): PublishedEvent {
     const stream = this.streams.get(draft.channel) ?? this.open(draft.channel)
     stream.offset += 1
     stream.lastPublishMs = now

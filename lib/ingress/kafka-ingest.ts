@@ -69,9 +69,11 @@ export interface BatchContext<M extends BatchMessage = BatchMessage> extends Ing
   running: () => boolean
   /**
    * Called in offset order for each message once it and every earlier message of the batch
-   * were handed over: its offset may be resolved (and committed).
+   * were handed over: its offset may be resolved (and committed). `last` marks the last
+   * message settled before the batch goes on with a call or waits: resolving offsets only
+   * then commits the same (a commit carries the highest resolved offset).
    */
-  settled: (message: M, outcome: SettledOutcome) => void
+  settled: (message: M, outcome: SettledOutcome, last: boolean) => void
   /**
    * Most events in one publish call (the broker's maxBatchSize); a message with more still
    * goes in one call of its own.
@@ -179,7 +181,7 @@ export async function ingestBatch<M extends BatchMessage> (topic: KafkaTopic, ba
     if (poison !== undefined) {
       const message = source(messages[i])
       if (!await untilDone(() => ctx.deadLetter(message, dlqHeaders(message, poison.reason)), ctx, poison.sent)) return 'stopped'
-      ctx.settled(messages[i], { outcome: 'dlq', reason: poison.reason })
+      ctx.settled(messages[i], { outcome: 'dlq', reason: poison.reason }, true)
       i++
       continue
     }
@@ -196,7 +198,7 @@ export async function ingestBatch<M extends BatchMessage> (topic: KafkaTopic, ba
     attempt = 0
     for (; i < end; i++) {
       const result = mapped[i] as Extract<MappingResult, { ok: true }>
-      ctx.settled(messages[i], { outcome: 'delivered', events: result.drafts.length, orderStatus: result.orderStatus })
+      ctx.settled(messages[i], { outcome: 'delivered', events: result.drafts.length, orderStatus: result.orderStatus }, i === end - 1)
     }
     // Let sockets and timers run between calls: a large batch on the memory broker is
     // otherwise one long synchronous stretch.

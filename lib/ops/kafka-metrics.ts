@@ -35,6 +35,18 @@ export function createKafkaMetrics (registry: client.Registry) {
     name: 'orders_total', help: 'Order events consumed from Kafka, by status', labelNames: ['status'], registers
   })
 
+  /** The orders counter bound per status (a label lookup per order message otherwise); bounded as the labels are. */
+  const ordersByStatus = new Map<string, client.Counter.Internal>()
+  function ordersOf (status: string): client.Counter.Internal {
+    let counter = ordersByStatus.get(status)
+    if (counter === undefined) {
+      const label = statusLabel(status)
+      counter = orders.labels({ status: label })
+      if (label === status) ordersByStatus.set(status, counter)
+    }
+    return counter
+  }
+
   /**
    * One topic's series, bound once (the topics are a fixed set): counting a message is
    * then no label lookup, which at a backlog's rate of messages is worth having.
@@ -51,7 +63,7 @@ export function createKafkaMetrics (registry: client.Registry) {
         delivered (timestampMs: number, orderStatus: string | undefined): void {
           delivered.inc()
           if (Number.isFinite(timestampMs) && timestampMs > 0) topicLatency.observe(Math.max(0, Date.now() - timestampMs) / 1000)
-          if (orderStatus !== undefined) orders.inc({ status: statusLabel(orderStatus) })
+          if (orderStatus !== undefined) ordersOf(orderStatus).inc()
         },
         deadLettered: () => dlq.inc(),
         retried: () => retried.inc()

@@ -14,6 +14,7 @@ const poison = (n: number): BatchMessage => ({ offset: String(n), key: null, val
 function context (overrides: Partial<BatchContext> = {}) {
   const calls: EventDraft[][] = []
   const settled: Array<[string, SettledOutcome['outcome']]> = []
+  const ends: string[] = []
   const dead: string[] = []
   const retries: number[] = []
   const ctx: BatchContext = {
@@ -23,22 +24,26 @@ function context (overrides: Partial<BatchContext> = {}) {
     sleep: async () => true,
     onRetry: (_err, attempt) => { retries.push(attempt) },
     running: () => true,
-    settled: (message, outcome) => { settled.push([message.offset, outcome.outcome]) },
+    settled: (message, outcome, last) => {
+      settled.push([message.offset, outcome.outcome])
+      if (last) ends.push(message.offset)
+    },
     maxEventsPerPublish: 6, // two order messages (3 events each) a call
     ...overrides
   }
-  return { ctx, calls, settled, dead, retries }
+  return { ctx, calls, settled, dead, retries, ends }
 }
 
 const statuses = (calls: EventDraft[][]) => calls.map((drafts) => [...new Set(drafts.map((d) => d.payload.status))])
 
 t.test('consecutive good messages go in calls of at most maxEventsPerPublish events, in order; poison splits them', async (t) => {
-  const { ctx, calls, settled, dead } = context()
+  const { ctx, calls, settled, dead, ends } = context()
   const batch = { topic: 'p.order.updated', partition: 1, messages: [good(0), good(1), good(2), poison(3), good(4)] }
   t.equal(await ingestBatch('order.updated', batch, ctx), 'done')
   t.same(statuses(calls), [['s0', 's1'], ['s2'], ['s4']], 'a message\'s events never straddle two calls')
   t.same(dead, ['3'])
   t.same(settled, [['0', 'delivered'], ['1', 'delivered'], ['2', 'delivered'], ['3', 'dlq'], ['4', 'delivered']], 'settled in offset order')
+  t.same(ends, ['1', '2', '3', '4'], 'the last message of each call (and each dead letter) is marked last: what the plugin resolves')
 })
 
 t.test('a refused call is retried in place: nothing after it is published before it, nothing before it again', async (t) => {
