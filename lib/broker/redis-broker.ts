@@ -426,7 +426,7 @@ export class RedisBroker implements Broker {
     }
     if (subscriber.status !== 'ready') return
     this.restored = true
-    this.control.resynced()
+    this.resyncControl()
     if (this.commands.status === 'ready') this.catchUpAll()
     if (channels.length > 0) this.log.info({ channels: channels.length }, 'redis subscriptions restored')
   }
@@ -464,19 +464,27 @@ export class RedisBroker implements Broker {
   /** A control resync waits for the command connection (once, however often it is asked). */
   private resyncPending = false
 
+  /**
+   * The control channel was subscribed again: messages may have been missed meanwhile, so the
+   * revocations are read again, with the command connection. If that one is not up yet (both
+   * dropped, the subscriber came back first), once it is: read at once it would fail, and a
+   * revocation missed while away would stay missed until the next reconnect.
+   */
+  private resyncControl (): void {
+    if (this.commands.status === 'ready') return this.control.resynced()
+    if (this.resyncPending) return
+    this.resyncPending = true
+    this.commands.once('ready', () => {
+      this.resyncPending = false
+      this.control.resynced()
+    })
+  }
+
   /** A cluster's shard channels subscribed again after a loss (ShardSubscribers): catch each up. */
   private onRestored (names: string[]): void {
     for (const name of names) {
       if (name === this.layout.controlChannel) {
-        // Revocations are re-read with the command connection: once it is up, if it is not yet.
-        if (this.commands.status === 'ready') this.control.resynced()
-        else if (!this.resyncPending) {
-          this.resyncPending = true
-          this.commands.once('ready', () => {
-            this.resyncPending = false
-            this.control.resynced()
-          })
-        }
+        this.resyncControl()
         continue
       }
       const channel = this.layout.channelOf(name)

@@ -1,4 +1,5 @@
 import t, { type Test } from 'tap'
+import type { Redis } from 'ioredis'
 import { type BrokerOptions, BrokerUnavailableError } from '../../lib/broker/broker.js'
 import type { StreamPosition } from '../../lib/core/event.js'
 import { Hub } from '../../lib/hub/hub.js'
@@ -194,6 +195,24 @@ t.test('a subscriber connection that drops catches up on what was published mean
   await a.broker.publish(draft(channel, 5))
   await b.recorder.until('live delivery again', () => b.recorder.of(channel).length >= 5)
   t.same(b.recorder.of(channel).map((e) => e.offset), [1, 2, 3, 4, 5], 'nothing lost, nothing doubled, in order')
+})
+
+t.test('the subscriber back before the command connection: revocations are read again once that one is up, not before', async (t) => {
+  if (!requireService(t, 'Redis', available)) return
+  const { broker } = await node(t)
+  const connections = broker as unknown as { commands: Redis, subscriber: Redis }
+  // What a resync does first is read the revocations with the command connection.
+  const readWith: string[] = []
+  broker.control.onResync(() => readWith.push(connections.commands.status))
+  connections.commands.disconnect(false) // down until connected again below
+  await eventually('the command connection is down', () => connections.commands.status === 'end')
+  connections.subscriber.disconnect(true) // drops, and comes back by itself
+  await eventually('the subscriber is back', () => connections.subscriber.status === 'ready')
+  await new Promise((resolve) => setTimeout(resolve, 300)) // its re-subscribe is done
+  t.same(readWith, [], 'no resync while the command connection is down (its read would fail, and nothing would retry it)')
+  await connections.commands.connect()
+  await eventually('the resync once the command connection is up', () => readWith.length > 0)
+  t.same(readWith, ['ready'], 'once, with the command connection up')
 })
 
 t.test('Redis unreachable: not ready, publish/subscribe/history reject at once with BrokerUnavailableError', async (t) => {
