@@ -1,5 +1,5 @@
 import client from 'prom-client'
-import { boundedLabel } from './metrics.js'
+import { boundedLabel, seriesPerLabel } from './metrics.js'
 
 /** Order statuses are free text; past this many distinct ones they count as "other". */
 const MAX_STATUS_LABELS = 50
@@ -10,7 +10,6 @@ const MAX_STATUS_LABELS = 50
  */
 export function createKafkaMetrics (registry: client.Registry) {
   const registers = [registry]
-  const statusLabel = boundedLabel(MAX_STATUS_LABELS)
 
   const messages = new client.Counter({
     name: 'gateway_kafka_messages_total',
@@ -35,17 +34,8 @@ export function createKafkaMetrics (registry: client.Registry) {
     name: 'orders_total', help: 'Order events consumed from Kafka, by status', labelNames: ['status'], registers
   })
 
-  /** The orders counter bound per status (a label lookup per order message otherwise); bounded as the labels are. */
-  const ordersByStatus = new Map<string, client.Counter.Internal>()
-  function ordersOf (status: string): client.Counter.Internal {
-    let counter = ordersByStatus.get(status)
-    if (counter === undefined) {
-      const label = statusLabel(status)
-      counter = orders.labels({ status: label })
-      if (label === status) ordersByStatus.set(status, counter)
-    }
-    return counter
-  }
+  /** The orders counter bound per status: a label lookup per order message otherwise. */
+  const ordersOf = seriesPerLabel(orders, 'status', boundedLabel(MAX_STATUS_LABELS))
 
   /**
    * One topic's series, bound once (the topics are a fixed set): counting a message is

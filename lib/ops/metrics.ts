@@ -27,6 +27,25 @@ export function boundedLabel (max: number): (value: string) => string {
   }
 }
 
+/**
+ * A counter's series bound once per label value: an increment is then no label lookup,
+ * which matters on paths run per event or per message. `label` keeps the values bounded
+ * (past its limit they share one series), and so does the map: only values kept as they
+ * are get an entry.
+ */
+export function seriesPerLabel (counter: client.Counter, name: string, label: (value: string) => string): (value: string) => client.Counter.Internal {
+  const bound = new Map<string, client.Counter.Internal>()
+  return (value) => {
+    let series = bound.get(value)
+    if (series === undefined) {
+      const kept = label(value)
+      series = counter.labels({ [name]: kept })
+      if (kept === value) bound.set(value, series)
+    }
+    return series
+  }
+}
+
 export function createGatewayMetrics (registry: client.Registry) {
   const registers = [registry]
   /** Read at scrape time; bound by the hub plugin once the hub exists. */
@@ -95,16 +114,7 @@ export function createGatewayMetrics (registry: client.Registry) {
    * `delivered` runs for every event, and a label lookup there was a visible share of a
    * Kafka backlog's drain (bench/README.md, "Kafka ingest").
    */
-  const sentByType = new Map<string, client.Counter.Internal>()
-  function sentOfType (type: string): client.Counter.Internal {
-    let counter = sentByType.get(type)
-    if (counter === undefined) {
-      const label = typeLabel(type)
-      counter = messagesSent.labels({ type: label })
-      if (label === type) sentByType.set(type, counter) // so the map stays as bounded as the labels
-    }
-    return counter
-  }
+  const sentOfType = seriesPerLabel(messagesSent, 'type', typeLabel)
 
   let lastTs = ''
   let lastTsMs = 0
