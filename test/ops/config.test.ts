@@ -125,6 +125,15 @@ t.test('the real server', async (t) => {
     t.match(lines[0], /REDIS_URL/)
   })
 
+  t.test('a HOST it cannot listen on: exit code 1 and one line naming HOST', async (t) => {
+    const server = spawnServer(t, dir, { PORT: String(await freePort()), JWT_SECRET: 's', HOST: '999.1.1.1' })
+    t.equal(await within(15_000, server.exited, 'exit'), 1)
+    // (The test build has no browser client: warnings about it come first.)
+    const errors = (server.stdout() + server.stderr()).split('\n').filter((l) => l.includes('"level":50'))
+    t.equal(errors.length, 1, `one error line: ${errors.join('\n')}`)
+    t.match(errors[0], /HOST=999\.1\.1\.1/)
+  })
+
   t.test('production without a secret: exit code 1 naming JWT_SECRET', async (t) => {
     const server = spawnServer(t, dir, { NODE_ENV: 'production', PORT: String(await freePort()) })
     t.equal(await within(15_000, server.exited, 'exit'), 1)
