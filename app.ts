@@ -57,10 +57,14 @@ export async function buildApp (config: Config, options: AppOptions = {}) {
       headersTimeout: Math.min(60_000, config.REQUEST_TIMEOUT_MS),
       connectionsCheckingInterval: Math.min(5000, Math.ceil(config.REQUEST_TIMEOUT_MS / 2))
     },
+    // The one path parameter is a channel name, up to 200 characters, each of which a client
+    // may percent-encode (3 bytes): the router's default of 100 answered 414 to valid names.
+    routerOptions: { maxParamLength: 600 },
     // Errors the router raises before any route (a malformed URL, an over-long parameter):
-    // the usual error shape, naming no part of the URL (it may carry a token).
+    // the usual error shape, naming no part of the URL (it may carry a token). An over-long
+    // parameter is a bad channel name like any other: 400, not the router's 414.
     frameworkErrors: (error, _request, reply) => {
-      const statusCode = error.statusCode ?? 400
+      const statusCode = error.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 400 : error.statusCode ?? 400
       const message = error.code === 'FST_ERR_BAD_URL' ? 'malformed URL' : 'bad request'
       ;(reply as FastifyReply).code(statusCode).send({ statusCode, error: 'Bad Request', message })
     }

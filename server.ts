@@ -37,7 +37,8 @@ async function main (): Promise<void> {
   try {
     await app.listen({ port: config.PORT, host: config.HOST })
   } catch (err) {
-    app.log.error({ err }, `could not listen on ${config.HOST}:${config.PORT}`)
+    // Names the variables: a HOST that does not resolve is an invalid value like a PORT of abc.
+    app.log.error({ err }, `could not listen on HOST=${config.HOST} PORT=${config.PORT}: ${(err as Error).message}`)
     process.exit(1)
   }
   app.log.info(`dashboard: http://localhost:${config.PORT}/ · API docs: /api/docs · metrics: /metrics · WebSocket: /ws · SSE: /sse`)

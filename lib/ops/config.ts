@@ -120,6 +120,13 @@ function checkSemantics (config: Config): void {
     if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') {
       throw new ConfigError('REDIS_URL', `must start with redis:// or rediss:// (got ${JSON.stringify(config.REDIS_URL)})`)
     }
+    // The path (or ?db=) is the database number: ioredis SELECTs whatever it says, and a
+    // SELECT of `abc` crashes the process with a Redis reply error instead of naming the variable.
+    const db = url.pathname.replace(/^\//, '')
+    const dbParam = url.searchParams.get('db')
+    if (!/^\d{0,9}$/.test(db) || (dbParam !== null && !/^\d{1,9}$/.test(dbParam))) {
+      throw new ConfigError('REDIS_URL', 'must select the database by its number, as in redis://host:6379/2 (the URL is not repeated: it may hold a password)')
+    }
   }
   if (config.REDIS_CLUSTER_NODES !== undefined) {
     if (config.REDIS_URL !== undefined) throw new ConfigError('REDIS_CLUSTER_NODES', 'is set together with REDIS_URL: set one of them')

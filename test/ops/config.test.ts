@@ -56,6 +56,9 @@ t.test('an invalid value is a ConfigError whose one-line message names the varia
     [{ PORT: '70000' }, 'PORT'],
     [{ REDIS_URL: 'not-a-url' }, 'REDIS_URL'],
     [{ REDIS_URL: 'http://127.0.0.1:6379' }, 'REDIS_URL'],
+    [{ REDIS_URL: 'redis://127.0.0.1:6379/abc' }, 'REDIS_URL'],
+    [{ REDIS_URL: 'redis://127.0.0.1:6379/1/2' }, 'REDIS_URL'],
+    [{ REDIS_URL: 'redis://127.0.0.1:6379?db=x' }, 'REDIS_URL'],
     [{ KAFKA_BROKERS: 'bad' }, 'KAFKA_BROKERS'],
     [{ KAFKA_BROKERS: 'k1:9092,,nope' }, 'KAFKA_BROKERS'],
     [{ HISTORY_SIZE: '-1' }, 'HISTORY_SIZE'],
@@ -112,6 +115,23 @@ t.test('the real server', async (t) => {
     const lines = server.stderr().split('\n').filter((l) => l !== '')
     t.equal(lines.length, 1, `one line: ${server.stderr()}`)
     t.match(lines[0], /PORT/)
+  })
+
+  t.test('REDIS_URL naming no database number: exit code 1 and one stderr line naming REDIS_URL, not a crash in the Redis client', async (t) => {
+    const server = spawnServer(t, dir, { PORT: String(await freePort()), JWT_SECRET: 's', REDIS_URL: 'redis://127.0.0.1:6379/abc' })
+    t.equal(await within(15_000, server.exited, 'exit'), 1)
+    const lines = server.stderr().split('\n').filter((l) => l !== '')
+    t.equal(lines.length, 1, `one line: ${server.stderr()}`)
+    t.match(lines[0], /REDIS_URL/)
+  })
+
+  t.test('a HOST it cannot listen on: exit code 1 and one line naming HOST', async (t) => {
+    const server = spawnServer(t, dir, { PORT: String(await freePort()), JWT_SECRET: 's', HOST: '999.1.1.1' })
+    t.equal(await within(15_000, server.exited, 'exit'), 1)
+    // (The test build has no browser client: warnings about it come first.)
+    const errors = (server.stdout() + server.stderr()).split('\n').filter((l) => l.includes('"level":50'))
+    t.equal(errors.length, 1, `one error line: ${errors.join('\n')}`)
+    t.match(errors[0], /HOST=999\.1\.1\.1/)
   })
 
   t.test('production without a secret: exit code 1 naming JWT_SECRET', async (t) => {

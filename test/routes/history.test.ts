@@ -109,6 +109,22 @@ t.test('GET /realtime/history: since, epoch, limit; ACL; bad input', async (t) =
   }
 })
 
+t.test('a channel name of up to 200 characters is read by the history and presence routes; a longer one is a 400', async (t) => {
+  const { url } = await startServer(t)
+  const long = `product:${'a'.repeat(192)}`
+  t.equal(long.length, 200)
+  await publish(url, long, { n: 1 })
+  t.match(await history(url, long, token('u')), { status: 200, body: { channel: long, events: [{ offset: 1 }] } }, 'history')
+  t.match(await history(url, encodeURIComponent(long).replaceAll('a', '%61'), token('u')), { status: 200, body: { channel: long } }, 'every character percent-encoded')
+  const presence = await fetch(`${url}/realtime/presence/${long}`, { headers: { authorization: `Bearer ${serviceToken()}` } })
+  t.match({ status: presence.status, body: await presence.json() }, { status: 200, body: { channel: long, connections: 0 } }, 'presence')
+  for (const name of [`${long}a`, `product:${'a'.repeat(2000)}`]) {
+    const res = await history(url, name, token('u'))
+    t.match(res, { status: 400, body: { statusCode: 400, error: 'Bad Request' } }, `${name.length} characters`)
+    t.notMatch(JSON.stringify(res.body), 'aaaa', 'the URL is not echoed')
+  }
+})
+
 t.test('HISTORY_POLICY: a shopper back hours later gets what was sent while away; product channels keep their latest', async (t) => {
   if (!requireService(t, 'Redis', redisUp)) return
   const [a, b] = await twoOnRedis(t, { HISTORY_SIZE: 3, HISTORY_POLICY: 'user:=1000/86400,product:=1/86400' })
