@@ -116,16 +116,17 @@ export function redisClusterNodes (config: Pick<Config, 'REDIS_CLUSTER_NODES'>):
 function checkSemantics (config: Config): void {
   if (config.REDIS_URL !== undefined) {
     let url: URL
-    try { url = new URL(config.REDIS_URL) } catch { throw new ConfigError('REDIS_URL', `is not a valid URL (got ${JSON.stringify(config.REDIS_URL)})`) }
+    // The URL itself is never repeated in these messages: it may hold a password.
+    try { url = new URL(config.REDIS_URL) } catch { throw new ConfigError('REDIS_URL', 'is not a valid URL (expected redis://[user:password@]host:port[/db])') }
     if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') {
-      throw new ConfigError('REDIS_URL', `must start with redis:// or rediss:// (got ${JSON.stringify(config.REDIS_URL)})`)
+      throw new ConfigError('REDIS_URL', `must start with redis:// or rediss:// (got ${JSON.stringify(`${url.protocol}//`)})`)
     }
     // The path (or ?db=) is the database number: ioredis SELECTs whatever it says, and a
     // SELECT of `abc` crashes the process with a Redis reply error instead of naming the variable.
     const db = url.pathname.replace(/^\//, '')
     const dbParam = url.searchParams.get('db')
     if (!/^\d{0,9}$/.test(db) || (dbParam !== null && !/^\d{1,9}$/.test(dbParam))) {
-      throw new ConfigError('REDIS_URL', 'must select the database by its number, as in redis://host:6379/2 (the URL is not repeated: it may hold a password)')
+      throw new ConfigError('REDIS_URL', 'must select the database by its number, as in redis://host:6379/2')
     }
   }
   if (config.REDIS_CLUSTER_NODES !== undefined) {

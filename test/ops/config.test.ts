@@ -50,6 +50,14 @@ t.test('values are parsed from strings', async (t) => {
   t.equal(loadConfig({ PORT: '' }).PORT, 3000, 'an empty value means unset')
 })
 
+t.test('a bad REDIS_URL is named, never repeated: it may hold a password', async (t) => {
+  for (const url of ['redis://:s3cret@127.0.0.1:6379/abc', 'http://:s3cret@127.0.0.1:6379', 'redis//:s3cret@127.0.0.1:6379', 'redis://:s3cret@127.0.0.1:6379?db=x']) {
+    const err = (() => { try { loadConfig({ REDIS_URL: url }) } catch (e) { return e as Error } })()
+    t.ok(err instanceof ConfigError && /REDIS_URL/.test(err.message), `${url.replace('s3cret', '…')}: named`)
+    t.notMatch(err?.message ?? '', /s3cret/, 'the password is not in the message')
+  }
+})
+
 t.test('an invalid value is a ConfigError whose one-line message names the variable', async (t) => {
   const cases: Array<[Record<string, string>, string]> = [
     [{ PORT: 'abc' }, 'PORT'],
