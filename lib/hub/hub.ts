@@ -1,6 +1,6 @@
 import type { Broker, DeliverFn, HistoryResult, ResetFn, SincePosition } from '../broker/broker.js'
 import { type ChannelReset, type Connection, isReset, type Transport } from './connection.js'
-import { type PresenceTotals, tracksPresence } from '../core/presence.js'
+import { type PresenceCounts, type PresenceTotals, tracksPresence } from '../core/presence.js'
 import { type PresenceLogger, PresenceTracker } from './presence-tracker.js'
 import { type ChannelAsk, type ChannelPlan, type ChannelRead, holdsLive, planFor, readFor } from './replay-plan.js'
 import { ClientError } from '../core/errors.js'
@@ -92,6 +92,13 @@ export class Hub {
   /** Presence counts (lib/core/presence.ts); null when no channel keeps them. */
   private readonly presence: PresenceTracker | null
   private readonly presencePrefixes: readonly string[]
+  /**
+   * Per channel, the subscribers told its counts right after subscribing since the channel's
+   * last push, with what they were told: that frame already carried the change the next push
+   * announces, so the push skips them when its numbers are the same (a subscriber is told
+   * only when its numbers change). Emptied at each push of the channel and as members leave.
+   */
+  private readonly presenceGreeted = new Map<string, Map<Member, PresenceCounts>>()
 
   constructor (createBroker: (deliver: DeliverFn, reset: ResetFn) => Broker, private readonly options: HubOptions) {
     this.broker = createBroker((event) => this.deliver(event), (channel, position) => this.reset(channel, position))
@@ -101,7 +108,7 @@ export class Hub {
       : new PresenceTracker({
         intervalMs: options.presence.intervalMs,
         backend: this.broker.presence,
-        push: (channel, counts) => { for (const member of this.subscribersOf(channel)) member.sendPresence(channel, counts) },
+        push: (channel, counts) => { this.pushPresence(channel, counts) },
         log: options.presence.log
       })
   }
@@ -115,6 +122,16 @@ export class Hub {
   async presenceOf (channel: string): Promise<PresenceTotals | undefined> {
     if (this.presence === null || !this.tracksPresence(channel)) return undefined
     return await this.presence.lookup(channel)
+  }
+
+  private pushPresence (channel: string, counts: PresenceCounts): void {
+    const greeted = this.presenceGreeted.get(channel)
+    this.presenceGreeted.delete(channel)
+    for (const member of this.subscribersOf(channel)) {
+      const told = greeted?.get(member)
+      if (told !== undefined && told.connections === counts.connections && told.users === counts.users) continue
+      member.sendPresence(channel, counts)
+    }
   }
 
   /** Stops the hub's timers (the broker is closed by its owner). */
@@ -245,7 +262,11 @@ export class Hub {
         // Presence comes right after subscribing, then as it changes (lib/hub/presence-tracker.ts).
         for (const channel of unique) {
           if (!this.tracksPresence(channel) || !holds(member.heldChannels, channel)) continue
-          connection.sendPresence(channel, (this.presence as PresenceTracker).counts(channel))
+          const counts = (this.presence as PresenceTracker).counts(channel)
+          connection.sendPresence(channel, counts)
+          let greeted = this.presenceGreeted.get(channel)
+          if (greeted === undefined) this.presenceGreeted.set(channel, greeted = new Map())
+          greeted.set(member, counts)
         }
       }
     }
@@ -391,7 +412,11 @@ export class Hub {
       this.brokerSubscriptions.delete(channel)
       this.broker.unsubscribe(channel).catch(() => { /* the broker logs; nothing to undo here */ })
     }
-    if (this.tracksPresence(channel)) this.presence?.left(channel, member.identity.userId, empty)
+    if (this.tracksPresence(channel)) {
+      this.presence?.left(channel, member.identity.userId, empty)
+      const greeted = this.presenceGreeted.get(channel)
+      if (greeted?.delete(member) === true && greeted.size === 0) this.presenceGreeted.delete(channel)
+    }
   }
 
   /** Subscribes the broker on a channel's first local subscriber (`first`), or shares what is under way. */

@@ -3,6 +3,7 @@ import {
   sameShare, totalsOf
 } from '../core/presence.js'
 import { PresenceTally } from './presence-tally.js'
+import { monotonicMs } from '../core/clock.js'
 
 export interface PresenceLogger {
   warn(obj: object, msg: string): void
@@ -32,6 +33,10 @@ interface ChannelState {
   tally: PresenceTally
   /** The other instances' shares were read (open). */
   loaded: boolean
+  /** When the local subscribers were last told (monotonicMs). */
+  pushedAt?: number
+  /** A push held back until an interval after the last one. */
+  deferred?: NodeJS.Timeout
 }
 
 const DEFAULT_REFRESH_MS = 3_600_000
@@ -127,6 +132,7 @@ export class PresenceTracker {
 
   close (): void {
     clearInterval(this.timer)
+    for (const state of this.channels.values()) clearTimeout(state.deferred)
   }
 
   private onShare (channel: string, nodeId: string, share: PresenceShare | null): void {
@@ -237,6 +243,18 @@ export class PresenceTracker {
     if (state === undefined || !state.held) return
     const { connections, users } = state.tally.counts()
     if (state.pushed?.connections === connections && state.pushed.users === users) return
+    // At most once per interval, measured between pushes: a tick pushes after its heartbeat's
+    // round trip, whose length varies, so a slow tick then a fast one came a few ms closer
+    // than the interval. The push waits out the rest (a few ms: still within two intervals).
+    const wait = state.pushedAt === undefined ? 0 : state.pushedAt + this.options.intervalMs - monotonicMs()
+    if (wait > 0) {
+      state.deferred ??= setTimeout(() => {
+        state.deferred = undefined
+        this.pushIfChanged(channel)
+      }, wait).unref()
+      return
+    }
+    state.pushedAt = monotonicMs()
     state.pushed = { connections, users }
     this.options.push(channel, state.pushed)
   }

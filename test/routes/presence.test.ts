@@ -54,6 +54,22 @@ t.test('throttled: a burst of joins is told at most once per interval', async (t
   t.ok(seen <= Math.ceil((Date.now() - started) / 1000) + 1, `${seen} presence frames for 10 joins within ${Date.now() - started} ms`)
 })
 
+t.test('a subscriber is told its counts once: the tick after subscribing sends no second frame with the same numbers', async (t) => {
+  // The frame right after subscribing already carries the new counts; the tick that then
+  // tells the channel's other subscribers of the change must not repeat them to this one.
+  const { wsUrl } = await startServer(t, fast)
+  const alice = await WsClient.connect(t, wsUrl, token('alice'))
+  await alice.subscribe(['room:once'])
+  t.same(counts(await alice.nextPresence()), [1, 1], 'right after subscribing')
+  const bob = await WsClient.connect(t, wsUrl, token('bob'))
+  await bob.subscribe(['room:once'])
+  t.same(counts(await bob.nextPresence()), [2, 2], 'right after subscribing')
+  t.same(counts(await alice.nextPresence()), [2, 2], 'the other subscriber is told of the change')
+  await new Promise((resolve) => setTimeout(resolve, 3 * INTERVAL))
+  t.same(alice.presence, [], 'nothing changed since: no frame')
+  t.same(bob.presence, [], 'nothing changed since it subscribed: no frame repeating its counts')
+})
+
 t.test('presence:get and the route: refusals', async (t) => {
   const { url, wsUrl } = await startServer(t, fast)
   const user = await WsClient.connect(t, wsUrl, token('u1'))
