@@ -24,6 +24,26 @@ export interface WsConnectionOptions {
  */
 const CORK_FLUSH_BYTES = 64 * 1024
 
+/** A close frame's reason holds at most 123 bytes of UTF-8 (RFC 6455 §5.5). */
+const MAX_CLOSE_REASON_BYTES = 123
+
+/**
+ * The reason cut to what a close frame holds, at a character boundary. ws throws on a longer
+ * one, and the socket was then cut without its code: a disconnect's reason comes from the
+ * API (up to 200 characters), and the client saw 1006 where 4003 was promised.
+ */
+function closeReason (reason: string): string {
+  if (Buffer.byteLength(reason) <= MAX_CLOSE_REASON_BYTES) return reason
+  let cut = ''
+  let bytes = 0
+  for (const char of reason) {
+    bytes += Buffer.byteLength(char)
+    if (bytes > MAX_CLOSE_REASON_BYTES) break
+    cut += char
+  }
+  return cut
+}
+
 /** Sends a Buffer as a text frame (the encoded event is UTF-8 JSON). */
 const TEXT = { binary: false } as const
 
@@ -145,7 +165,7 @@ export class WsConnection<O extends WsConnectionOptions = WsConnectionOptions> e
     this.closing = true
     this.flush() // what was sent before the close goes before the close frame
     try {
-      this.socket.close(code, reason)
+      this.socket.close(code, closeReason(reason))
     } catch {
       this.socket.terminate()
       return

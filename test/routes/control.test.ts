@@ -110,6 +110,25 @@ t.test('disconnect and revoke on the embedded broker (one instance)', async (t) 
   await t.rejects(WsClient.connect(t, wsUrl, issued('solo', 30)), /HTTP 401/)
 })
 
+t.test('a reason longer than a close frame holds still closes with 4003, not a bare drop', async (t) => {
+  const { url, wsUrl } = await startServer(t)
+  // A WebSocket close reason is at most 123 bytes (RFC 6455 §5.5); the API takes 200 characters.
+  for (const [sub, reason] of [['long-ascii', 'x'.repeat(200)], ['long-utf8', 'é'.repeat(100)]]) {
+    const ws = await WsClient.connect(t, wsUrl, token(sub))
+    const sse = await SseClient.open(t, `${url}/sse?token=${token(sub)}`)
+    await sse.waitFor(1)
+    t.equal((await post(`${url}/realtime/disconnect`, serviceToken(), { userId: sub, reason })).status, 202)
+    const closed = await ws.closed
+    t.equal(closed.code, 4003, `${sub}: the close frame arrives`)
+    t.ok(Buffer.byteLength(closed.reason) <= 123 && reason.startsWith(closed.reason), `${sub}: with as much of the reason as fits, whole characters only`)
+    const [bye] = await sse.waitFor(1, (e) => e.event === 'system:disconnect', 1000)
+    t.same(bye.data, { code: 4003, reason }, `${sub}: SSE has no such limit and gets all of it`)
+  }
+  const revoked = await WsClient.connect(t, wsUrl, issued('long-revoked', 30))
+  await post(`${url}/realtime/revoke`, serviceToken(), { userId: 'long-revoked', reason: 'r'.repeat(200) })
+  t.equal((await revoked.closed).code, 4003, 'a revocation with a long reason too')
+})
+
 t.test('bad input: 400 naming the field; users and other roles: 403', async (t) => {
   const { url } = await startServer(t)
   const cases: Array<[string, unknown, RegExp]> = [
