@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { ConfigError, corsOrigins, historyPolicy, kafkaBrokerList, loadConfig, trustProxy } from '../../lib/ops/config.js'
 import { mintToken } from '../../lib/auth/token.js'
 import { freePort } from '../support/ports.js'
@@ -117,20 +117,21 @@ t.test('TRUST_PROXY: off by default, true, a hop count or proxy addresses', asyn
 t.test('the real server', async (t) => {
   const dir = await buildServer()
 
-  t.test('PORT=abc: exit code 1 and one stderr line naming PORT', async (t) => {
-    const server = spawnServer(t, dir, { PORT: 'abc', JWT_SECRET: 's' })
+  /** Start-up stops: exit code 1 and one stderr line, naming the variable. */
+  async function stopsNaming (t: Test, env: Record<string, string>, variable: string): Promise<void> {
+    const server = spawnServer(t, dir, { JWT_SECRET: 's', ...env })
     t.equal(await within(15_000, server.exited, 'exit'), 1)
     const lines = server.stderr().split('\n').filter((l) => l !== '')
     t.equal(lines.length, 1, `one line: ${server.stderr()}`)
-    t.match(lines[0], /PORT/)
+    t.match(lines[0], new RegExp(variable))
+  }
+
+  t.test('PORT=abc: exit code 1 and one stderr line naming PORT', async (t) => {
+    await stopsNaming(t, { PORT: 'abc' }, 'PORT')
   })
 
   t.test('REDIS_URL naming no database number: exit code 1 and one stderr line naming REDIS_URL, not a crash in the Redis client', async (t) => {
-    const server = spawnServer(t, dir, { PORT: String(await freePort()), JWT_SECRET: 's', REDIS_URL: 'redis://127.0.0.1:6379/abc' })
-    t.equal(await within(15_000, server.exited, 'exit'), 1)
-    const lines = server.stderr().split('\n').filter((l) => l !== '')
-    t.equal(lines.length, 1, `one line: ${server.stderr()}`)
-    t.match(lines[0], /REDIS_URL/)
+    await stopsNaming(t, { PORT: String(await freePort()), REDIS_URL: 'redis://127.0.0.1:6379/abc' }, 'REDIS_URL')
   })
 
   t.test('a HOST it cannot listen on: exit code 1 and one line naming HOST', async (t) => {
