@@ -3,7 +3,7 @@ import createError from '@fastify/error'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { CLOCK_TOLERANCE_MS, Expiries } from '../lib/auth/expiry.js'
-import { listOf } from '../lib/ops/config.js'
+import { allowedOrigins, listOf } from '../lib/ops/config.js'
 import { ANONYMOUS, canPublish, type Identity, identityFromClaims, isAdmin } from '../lib/auth/identity.js'
 import { RevocationList } from '../lib/auth/revocations.js'
 
@@ -109,11 +109,10 @@ export default fp(async (app) => {
 
   // Browsers send Origin on WebSocket upgrades and EventSource requests; clients that are
   // not browsers send none and pass (they could send any Origin anyway).
-  const origins = listOf(app.config.WS_ALLOWED_ORIGINS)
-  const anyOrigin = origins.includes('*')
+  const origins = allowedOrigins(app.config)
   async function checkOrigin (request: FastifyRequest): Promise<void> {
     const origin = request.headers.origin
-    if (anyOrigin || origin === undefined || origins.includes(origin)) return
+    if (origins === '*' || origin === undefined || origins.has(origin)) return
     app.gatewayMetrics.refusedOrigins.inc({ transport: request.url.startsWith('/sse') ? 'sse' : 'ws' })
     throw new ForbiddenError('origin not allowed (WS_ALLOWED_ORIGINS)')
   }

@@ -153,6 +153,7 @@ function checkSemantics (config: Config): void {
   if (Array.isArray(proxies) && !proxies.every((a) => PROXY_NAMES.has(a) || /^[0-9A-Fa-f.:]+(\/\d{1,3})?$/.test(a))) {
     throw new ConfigError('TRUST_PROXY', `must be true, false, or comma-separated proxy addresses, CIDRs, loopback, linklocal or uniquelocal (got ${JSON.stringify(config.TRUST_PROXY)})`)
   }
+  allowedOrigins(config)
   if (!listOf(config.PRESENCE_CHANNELS).every((p) => /^[A-Za-z0-9_\-:.@]{1,200}$/.test(p))) {
     throw new ConfigError('PRESENCE_CHANNELS', `must be comma-separated channel name prefixes (got ${JSON.stringify(config.PRESENCE_CHANNELS)})`)
   }
@@ -202,6 +203,25 @@ export function historyPolicy (config: Pick<Config, 'HISTORY_SIZE' | 'HISTORY_TT
 export function corsOrigins (config: Pick<Config, 'CORS_ORIGIN'>): '*' | string[] {
   const origins = config.CORS_ORIGIN.split(',').map((o) => o.trim()).filter((o) => o !== '')
   return origins.includes('*') ? '*' : origins
+}
+
+/**
+ * WS_ALLOWED_ORIGINS as a browser sends an Origin: scheme, host and port, lower case, with
+ * no default port or trailing slash (`new URL(…).origin`). An entry written
+ * `https://Shop.example/` would otherwise never match the `https://shop.example` a browser
+ * sends. '*' allows every origin. Throws (naming the variable) on an entry that is no origin.
+ */
+export function allowedOrigins (config: Pick<Config, 'WS_ALLOWED_ORIGINS'>): '*' | Set<string> {
+  const entries = listOf(config.WS_ALLOWED_ORIGINS)
+  if (entries.includes('*')) return '*'
+  return new Set(entries.map((entry) => {
+    let origin: string | undefined
+    try { origin = new URL(entry).origin } catch { /* below */ }
+    if (origin === undefined || origin === 'null') {
+      throw new ConfigError('WS_ALLOWED_ORIGINS', `must be origins such as https://shop.example, comma-separated, or * (got ${JSON.stringify(entry)})`)
+    }
+    return origin
+  }))
 }
 
 /** Config for tests and tools: defaults plus overrides, validated like the environment. */

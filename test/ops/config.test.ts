@@ -83,7 +83,9 @@ t.test('an invalid value is a ConfigError whose one-line message names the varia
     [{ HISTORY_POLICY: 'us er:=10/60' }, 'HISTORY_POLICY'],
     [{ HISTORY_POLICY: 'user:=1/60,user:=2/60' }, 'HISTORY_POLICY'],
     [{ EVENT_MAX_BYTES: '100000', PUBLISH_MAX_BYTES: '50000' }, 'PUBLISH_MAX_BYTES'],
-    [{ REQUEST_TIMEOUT_MS: '10' }, 'REQUEST_TIMEOUT_MS']
+    [{ REQUEST_TIMEOUT_MS: '10' }, 'REQUEST_TIMEOUT_MS'],
+    [{ WS_ALLOWED_ORIGINS: 'shop.example' }, 'WS_ALLOWED_ORIGINS'],
+    [{ WS_ALLOWED_ORIGINS: 'https://shop.example,file:///x' }, 'WS_ALLOWED_ORIGINS']
   ]
   for (const [env, variable] of cases) {
     let error: unknown

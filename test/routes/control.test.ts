@@ -162,7 +162,9 @@ t.test('bad input: 400 naming the field; users and other roles: 403', async (t) 
 })
 
 t.test('WS_ALLOWED_ORIGINS: a browser from another origin is refused with 403 before the upgrade or any event', async (t) => {
-  const { url, wsUrl } = await startServer(t, { WS_ALLOWED_ORIGINS: 'https://shop.example, https://admin.shop.example' })
+  // Written as an operator may write them (a trailing slash, capitals, the default port):
+  // matched as the browser sends its Origin.
+  const { url, wsUrl } = await startServer(t, { WS_ALLOWED_ORIGINS: 'https://Shop.example/, https://admin.shop.example:443' })
   const refused = new WebSocket(`${wsUrl}?token=${token('o')}`, { headers: { origin: 'https://evil.example' } })
   const [, response] = await once(refused, 'unexpected-response')
   t.equal(response.statusCode, 403, 'WS: 403, no upgrade')
