@@ -96,8 +96,9 @@ export class MemoryBroker implements Broker {
    */
   private appendAll (drafts: readonly EventDraft[], now: number, ts: string): PublishedEvent[] {
     const events = new Array<PublishedEvent>(drafts.length)
-    const wall = Date.now()
-    const advanced = new Map<string, [number, number]>()
+    // Only drafts with an origin (Kafka) need these: an HTTP publish allocates nothing for them.
+    let wall = 0
+    let advanced: Map<string, [number, number]> | undefined
     try {
       for (let i = 0; i < drafts.length; i++) {
         const draft = drafts[i]
@@ -105,6 +106,10 @@ export class MemoryBroker implements Broker {
         if (origin === undefined) {
           events[i] = this.appendOnce(draft, now, ts)
           continue
+        }
+        if (advanced === undefined) {
+          advanced = new Map()
+          wall = Date.now()
         }
         let mark = advanced.get(origin.source)
         if (mark === undefined) {
@@ -122,7 +127,7 @@ export class MemoryBroker implements Broker {
       }
     } finally {
       // Whatever was appended is marked, even if a delivery threw part of the way.
-      for (const [source, mark] of advanced) if (mark[0] >= 0) this.marks.set(source, mark, wall)
+      if (advanced !== undefined) for (const [source, mark] of advanced) if (mark[0] >= 0) this.marks.set(source, mark, wall)
     }
     return events
   }
