@@ -1,11 +1,13 @@
 import type { Socket } from 'node:net'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { FastifyRequest } from 'fastify'
 import type { RawData, WebSocket } from 'ws'
 import { defaultChannels } from '../lib/auth/channels.js'
 import { requireIdentity } from '../lib/auth/identity.js'
 import { newConnectionId } from '../lib/hub/connection.js'
 import { CloseCode } from '../lib/core/errors.js'
 import { refusalFor, REFUSAL_MESSAGES } from '../lib/hub/admission.js'
+import { holdHandshake, releaseHandshake } from '../lib/transport/handshake-hold.js'
 import { compactListeners, detachUpgradeResponse } from '../lib/transport/internals.js'
 import { serverFrame } from '../lib/transport/protocol.js'
 import { WsConnection, type WsConnectionOptions } from '../lib/transport/ws-connection.js'
@@ -88,8 +90,11 @@ const wsRoutes: FastifyPluginAsyncTypebox = async (app) => {
     hub.remove(session)
   }
 
-  /** Subscribes a new connection to its own channels, then greets it. Never rejects. */
-  function greet (connection: WsConnection): Promise<void> {
+  /**
+   * Subscribes a new connection to its own channels, then greets it; the 101 held since
+   * onRequest leaves with the greeting (lib/transport/handshake-hold.ts). Never rejects.
+   */
+  function greet (connection: WsConnection, raw: Socket): Promise<void> {
     const identity = connection.identity
     const channels = defaultChannels(identity)
     return hub.subscribe(connection, channels).then((outcome) => {
@@ -101,18 +106,26 @@ const wsRoutes: FastifyPluginAsyncTypebox = async (app) => {
         heartbeatMs: config.HEARTBEAT_MS
       }))
       outcome.replay()
+      releaseHandshake(raw)
     }).catch((err) => {
       app.log.error({ err, connectionId: connection.id }, 'could not subscribe a new connection')
       connection.close(CloseCode.INTERNAL_ERROR, 'could not subscribe')
+      releaseHandshake(raw)
     })
+  }
+
+  /** The last onRequest hook: the upgrade is allowed, so its 101 may wait for the greeting. */
+  async function holdUpgrade (request: FastifyRequest): Promise<void> {
+    holdHandshake(request.raw.socket)
   }
 
   app.get('/ws', {
     websocket: true,
-    onRequest: [app.checkOrigin, app.authenticateClient],
+    onRequest: [app.checkOrigin, app.authenticateClient, holdUpgrade],
     schema: { hide: true }
   }, (socket, request) => {
-    releaseUpgradeRequest(socket, request.raw.socket)
+    const raw = request.raw.socket
+    releaseUpgradeRequest(socket, raw)
     socket.on('error', onError)
     const identity = requireIdentity(request.identity)
     const refusal = refusalFor(hub, identity, admissionLimits)
@@ -120,13 +133,14 @@ const wsRoutes: FastifyPluginAsyncTypebox = async (app) => {
       metrics.refusedConnections.inc({ transport: 'ws', reason: refusal })
       // A bare connection, only to close it: no session, no hub entry, no expiry.
       new WsConnection(newConnectionId(), identity, socket, connectionOptions).close(CloseCode.TRY_AGAIN_LATER, REFUSAL_MESSAGES[refusal])
+      releaseHandshake(raw)
       return
     }
 
     const session = new WsSession(newConnectionId(), identity, socket, sessionDeps)
     hub.add(session)
     ;(socket as SessionSocket)[kSession] = session
-    session.holdFramesUntil(greet(session))
+    session.holdFramesUntil(greet(session, raw))
     socket.on('message', onMessage)
     socket.on('pong', onPong)
     socket.on('close', onClose)
