@@ -22,8 +22,12 @@ import type { Socket } from 'node:net'
  */
 const holds = new WeakMap<Socket, NodeJS.Timeout>()
 
-/** How long a handshake may be held at most. */
-export const HANDSHAKE_HOLD_MS = 1000
+/**
+ * How long a handshake may be held at most: a Redis round trip is well under a millisecond,
+ * so this only bounds what an overloaded or stalled instance adds to a client's wait for its
+ * 101 (a client's handshake timeout counts until then).
+ */
+export const HANDSHAKE_HOLD_MS = 250
 
 /** Corks `socket` until releaseHandshake, or `maxMs`. Holding a socket already held does nothing. */
 export function holdHandshake (socket: Socket, maxMs = HANDSHAKE_HOLD_MS): void {
