@@ -9,7 +9,7 @@ import { requireIdentity } from '../lib/auth/identity.js'
 import {
   BroadcastBody, InventoryBody, NotifyBody, OrderBody, PublishBody, TestNotificationBody
 } from '../lib/ingress/ingress-schemas.js'
-import { fingerprintOf, idempotencyKeyOf, scopeOf, withDedupe } from '../lib/ingress/idempotency.js'
+import { fingerprintOf, headerValues, idempotencyKeyOf, scopeOf, withDedupe } from '../lib/ingress/idempotency.js'
 import { checkDrafts } from '../lib/ingress/publish-limits.js'
 import { publishAll, receiptOf } from '../lib/ingress/publisher.js'
 import { ErrorReply, Position } from './schemas.js'
@@ -57,7 +57,7 @@ const publishRoutes: FastifyPluginAsyncTypebox = async (app) => {
     }, async (request, reply) => {
       let drafts = route.events(request.body, app.config.LOW_STOCK_THRESHOLD)
       checkDrafts(drafts, limits, route.payloadField)
-      const key = idempotencyKeyOf(request.headers['idempotency-key'])
+      const key = idempotencyKeyOf(headerValues(request.raw.rawHeaders, 'idempotency-key'))
       let claim: IdempotencyClaim | undefined
       if (key !== undefined) {
         const scope = scopeOf(requireIdentity(request.identity).userId, key)

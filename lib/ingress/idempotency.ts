@@ -19,13 +19,29 @@ export class IdempotencyKeyError extends Error {
   readonly statusCode = 400
 }
 
-/** The request's Idempotency-Key, undefined when it has none; IdempotencyKeyError when it is malformed. */
-export function idempotencyKeyOf (header: string | string[] | undefined): string | undefined {
-  if (header === undefined) return undefined
-  if (Array.isArray(header) || !KEY.test(header)) {
+/**
+ * The request's Idempotency-Key, undefined when it has none; IdempotencyKeyError when it is
+ * malformed or given more than once. `values` are the header's values as sent, one per
+ * header line (headerValues): Node joins repeated lines of a header it does not know with
+ * ", ", and "a, b" is itself a well-formed key, so two keys would silently become a third.
+ */
+export function idempotencyKeyOf (values: readonly string[]): string | undefined {
+  if (values.length === 0) return undefined
+  if (values.length > 1) throw new IdempotencyKeyError('Idempotency-Key: given more than once; send one value')
+  const [header] = values
+  if (!KEY.test(header)) {
     throw new IdempotencyKeyError('Idempotency-Key: must be one value of 1 to 255 printable ASCII characters')
   }
   return header
+}
+
+/** Every value of header `name` (lower case) as sent, one per header line, from Node's `rawHeaders`. */
+export function headerValues (rawHeaders: readonly string[], name: string): string[] {
+  const values: string[] = []
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    if (rawHeaders[i].length === name.length && rawHeaders[i].toLowerCase() === name) values.push(rawHeaders[i + 1])
+  }
+  return values
 }
 
 /** A caller's key, unambiguous whatever either contains (the caller's length first). */

@@ -1,3 +1,4 @@
+import { request } from 'node:http'
 import t, { type Test } from 'tap'
 import { requireService, serviceToken, startServer, token, WsClient } from '../support/helper.js'
 import { REDIS_URL, redisAvailable, redisClient, uniquePrefix } from '../support/redis-fixture.js'
@@ -155,6 +156,23 @@ t.test('Idempotency-Key must be 1-255 printable ASCII characters: 400 naming it'
   })
   t.equal(tab.status, 400, 'a control character')
   t.equal((await send(url, '/realtime/publish', body, 'x'.repeat(255))).status, 202, '255 characters are fine')
+
+  // Two header lines: Node would join them into "k1, k2", itself a well-formed key.
+  const twice = await new Promise<{ status: number, body: string }>((resolve, reject) => {
+    const req = request(`${url}/realtime/publish`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${serviceToken()}`, 'idempotency-key': ['k1', 'k2'] }
+    }, (res) => {
+      let text = ''
+      res.on('data', (chunk) => { text += String(chunk) })
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }))
+    })
+    req.on('error', reject)
+    req.end(JSON.stringify(body))
+  })
+  t.equal(twice.status, 400, 'the key given twice')
+  t.match(JSON.parse(twice.body), { statusCode: 400, message: /^Idempotency-Key: given more than once/ })
+  t.equal((await send(url, '/realtime/publish', body, 'k1, k2')).status, 202, 'one line with a comma is one key')
 })
 
 t.test('with Idempotency-Key, a field no event carries nested thousands deep is a 400, not a 500 (found by the property test)', async (t) => {
