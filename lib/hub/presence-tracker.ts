@@ -7,6 +7,7 @@ import { monotonicMs } from '../core/clock.js'
 
 export interface PresenceLogger {
   warn(obj: object, msg: string): void
+  info(obj: object, msg: string): void
 }
 
 export interface PresenceTrackerOptions {
@@ -59,6 +60,13 @@ export class PresenceTracker {
   /** Where the rolling refresh stands in `channels` (refreshSlice). */
   private refreshCursor: Iterator<string> | null = null
   private ticking = false
+  /** A tick came due while one was still running (tick). */
+  private tickPending = false
+  /** Whether a heartbeat has worked yet, and how many have failed since the last that did (beat). */
+  private beaten = false
+  /** The heartbeat still out, if any (beat). */
+  private beatInFlight: Promise<void> | null = null
+  private beatFailures = 0
 
   constructor (private readonly options: PresenceTrackerOptions) {
     options.backend?.onShare((channel, nodeId, share) => this.onShare(channel, nodeId, share))
@@ -147,16 +155,26 @@ export class PresenceTracker {
 
   /** Once per interval: shares out, dead instances dropped, subscribers told what changed. */
   private async tick (): Promise<void> {
-    if (this.ticking) return
+    if (this.ticking) {
+      // A tick still waiting on its heartbeat (a slow Redis, a stalled event loop): this one
+      // runs when it is done rather than not at all, or a change made meanwhile would wait a
+      // whole interval more and be told later than two intervals after it.
+      this.tickPending = true
+      return
+    }
     this.ticking = true
     try {
-      await this.beat()
+      await this.beat(true)
       this.refreshSlice()
       await this.writeShares()
       for (const channel of this.totalsDirty) this.pushIfChanged(channel)
       this.totalsDirty.clear()
     } finally {
       this.ticking = false
+      if (this.tickPending) {
+        this.tickPending = false
+        void this.tick()
+      }
     }
   }
 
@@ -165,17 +183,35 @@ export class PresenceTracker {
    * stop counting. If this instance had been counted as dead itself (its event loop or its
    * Redis stalled longer than the others allow), they dropped its shares: every held one is
    * written again at the next tick.
+   *
+   * One at a time: a step that comes while a heartbeat is still out (a slow Redis) shares
+   * its answer instead of sending another, so slow heartbeats never pile up, and their
+   * answers (and what they log) come in the order they were sent. A tick (`fresh`) wants
+   * an answer given after it began: it waits for the one out, then sends its own.
    */
-  private async beat (): Promise<void> {
+  private beat (fresh = false): Promise<void> {
+    if (this.beatInFlight !== null) return fresh ? this.beatInFlight.then(async () => { await this.beat(true) }) : this.beatInFlight
+    this.beatInFlight = this.beatOnce().finally(() => { this.beatInFlight = null })
+    return this.beatInFlight
+  }
+
+  private async beatOnce (): Promise<void> {
     const backend = this.options.backend
     if (backend === undefined) return
     let rejoined: boolean
     try {
       ({ live: this.live, rejoined } = await backend.beat())
     } catch (err) {
-      this.options.log?.warn({ err }, 'presence: heartbeat failed')
+      // Said once per outage (a beat runs several times a second), and not before the first
+      // beat has worked: at start the broker may still be connecting, and its own logs and
+      // /health/ready already say when Redis is down.
+      if (this.beaten && this.beatFailures === 0) this.options.log?.warn({ err }, 'presence: heartbeat failed (said once until it works again)')
+      this.beatFailures++
       return
     }
+    if (this.beatFailures > 0 && this.beaten) this.options.log?.info({ failed: this.beatFailures }, 'presence: heartbeat works again')
+    this.beaten = true
+    this.beatFailures = 0
     if (rejoined) {
       for (const [channel, state] of this.channels) {
         if (!state.held) continue
