@@ -8,20 +8,26 @@ import { PresenceTracker } from '../../lib/hub/presence-tracker.js'
 // heartbeat followed by a fast one brought two pushes closer than the interval.
 const INTERVAL_MS = 200
 
+type Heartbeat = Awaited<ReturnType<PresenceBackend['beat']>>
+const ALIVE: Heartbeat = { live: new Set(['me']), rejoined: false }
+
+/** A backend of one instance, with nothing shared, whose heartbeat is `beat`. */
+const withHeartbeat = (beat: () => Promise<Heartbeat>): PresenceBackend => ({
+  load: async () => new Map(),
+  write: async () => {},
+  onShare: () => {},
+  beat
+})
+
 t.test('two pushes of a channel are at least an interval apart, however long each tick\'s heartbeat took', async (t) => {
   let beatMs = 0
   // The tracker's own clock: a heartbeat every step, PRESENCE_BEATS_PER_INTERVAL steps an interval.
   let beats = 0
-  const backend: PresenceBackend = {
-    load: async () => new Map(),
-    write: async () => {},
-    onShare: () => {},
-    beat: async () => {
-      beats++
-      await delay(beatMs)
-      return { live: new Set(['me']), rejoined: false }
-    }
-  }
+  const backend = withHeartbeat(async () => {
+    beats++
+    await delay(beatMs)
+    return ALIVE
+  })
   const pushes: Array<{ at: number, connections: number }> = []
   let changed: () => void = () => {}
   const tracker = new PresenceTracker({
@@ -59,15 +65,10 @@ t.test('a tick that comes due while the last one waits on its heartbeat runs whe
   // Heartbeats answer only when the test lets them (a Redis slower than an interval).
   let beats = 0
   const held: Array<() => void> = []
-  const backend: PresenceBackend = {
-    load: async () => new Map(),
-    write: async () => {},
-    onShare: () => {},
-    beat: async () => {
-      beats++
-      return await new Promise((resolve) => held.push(() => resolve({ live: new Set(['me']), rejoined: false })))
-    }
-  }
+  const backend = withHeartbeat(async () => {
+    beats++
+    return await new Promise((resolve) => held.push(() => resolve(ALIVE)))
+  })
   const pushes: number[] = []
   const tracker = new PresenceTracker({ intervalMs: 40, backend, push: (_channel, counts) => pushes.push(counts.connections) })
   t.teardown(() => tracker.close())
