@@ -62,11 +62,12 @@ export class PresenceTracker {
   private ticking = false
   /** A tick came due while one was still running (tick). */
   private tickPending = false
-  /** Whether a heartbeat has worked yet, and how many have failed since the last that did (beat). */
-  private beaten = false
   /** The heartbeat still out, if any (beat). */
   private beatInFlight: Promise<void> | null = null
+  /** Whether a heartbeat has worked yet, and how many have failed since the last that did (beat). */
+  private beaten = false
   private beatFailures = 0
+  private closed = false
 
   constructor (private readonly options: PresenceTrackerOptions) {
     options.backend?.onShare((channel, nodeId, share) => this.onShare(channel, nodeId, share))
@@ -139,6 +140,7 @@ export class PresenceTracker {
   }
 
   close (): void {
+    this.closed = true
     clearInterval(this.timer)
     for (const state of this.channels.values()) clearTimeout(state.deferred)
   }
@@ -171,7 +173,7 @@ export class PresenceTracker {
       this.totalsDirty.clear()
     } finally {
       this.ticking = false
-      if (this.tickPending) {
+      if (this.tickPending && !this.closed) {
         this.tickPending = false
         void this.tick()
       }
