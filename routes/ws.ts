@@ -19,16 +19,17 @@ import { WsSession, type WsSessionDeps } from '../lib/transport/ws-session.js'
  */
 const wsRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { config, hub, gatewayMetrics: metrics } = app
-  // One timer for every socket: ping each, cut those that missed the previous ping. The
-  // hub's registry is the list (a Set of our own would cost an entry per connection).
+  // One timer for every socket: ping each, cut those that have not answered within two
+  // intervals (docs/protocol.md: one missed interval is a slow client or a busy loop, not a
+  // dead one). The hub's registry is the list (a Set of our own would cost an entry per connection).
   const heartbeat = setInterval(() => {
     for (const connection of hub.connections()) {
       if (!(connection instanceof WsConnection)) continue
-      if (!connection.alive) {
+      if (connection.unanswered >= 2) {
         connection.socket.terminate()
         continue
       }
-      connection.alive = false
+      connection.unanswered++
       connection.socket.ping()
     }
   }, config.HEARTBEAT_MS)
@@ -73,7 +74,7 @@ const wsRoutes: FastifyPluginAsyncTypebox = async (app) => {
   }
   function onPong (this: WebSocket): void {
     const session = sessionOf(this)
-    session.alive = true
+    session.unanswered = 0
     session.releaseReadBuffer()
   }
   function onError (this: WebSocket, err: Error): void {

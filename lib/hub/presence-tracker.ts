@@ -62,8 +62,6 @@ export class PresenceTracker {
   private ticking = false
   /** A tick came due while one was still running (tick). */
   private tickPending = false
-  /** The heartbeat still out, if any (beat). */
-  private beatInFlight: Promise<void> | null = null
   /** Whether a heartbeat has worked yet, and how many have failed since the last that did (beat). */
   private beaten = false
   private beatFailures = 0
@@ -166,7 +164,7 @@ export class PresenceTracker {
     }
     this.ticking = true
     try {
-      await this.beat(true)
+      await this.beat()
       this.refreshSlice()
       await this.writeShares()
       for (const channel of this.totalsDirty) this.pushIfChanged(channel)
@@ -185,19 +183,8 @@ export class PresenceTracker {
    * stop counting. If this instance had been counted as dead itself (its event loop or its
    * Redis stalled longer than the others allow), they dropped its shares: every held one is
    * written again at the next tick.
-   *
-   * One at a time: a step that comes while a heartbeat is still out (a slow Redis) shares
-   * its answer instead of sending another, so slow heartbeats never pile up, and their
-   * answers (and what they log) come in the order they were sent. A tick (`fresh`) wants
-   * an answer given after it began: it waits for the one out, then sends its own.
    */
-  private beat (fresh = false): Promise<void> {
-    if (this.beatInFlight !== null) return fresh ? this.beatInFlight.then(async () => { await this.beat(true) }) : this.beatInFlight
-    this.beatInFlight = this.beatOnce().finally(() => { this.beatInFlight = null })
-    return this.beatInFlight
-  }
-
-  private async beatOnce (): Promise<void> {
+  private async beat (): Promise<void> {
     const backend = this.options.backend
     if (backend === undefined) return
     let rejoined: boolean

@@ -52,8 +52,8 @@ const TEXT = { binary: false } as const
  * kept in the same shared object (a field per socket is memory per connection).
  */
 export class WsConnection<O extends WsConnectionOptions = WsConnectionOptions> extends HubMember implements Connection, Flushable {
-  /** Set by the heartbeat: false after a ping until the pong arrives. */
-  alive = true
+  /** Heartbeat intervals since the last pong (routes/ws.ts): 0 when the client answered. */
+  unanswered = 0
   private closing = false
   /** This turn's writes (lib/core/write-batch.ts): none yet, one frame written at once, or corked. */
   private turnWrites: null | 'written' | 'corked' = null

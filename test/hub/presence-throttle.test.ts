@@ -79,10 +79,9 @@ t.test('a tick that comes due while the last one waits on its heartbeat runs whe
   t.teardown(() => clearInterval(stepCounter))
   await tracker.open('room:r')
   tracker.joined('room:r', 'a')
-  // Step 0's tick waits on its heartbeat (the steps between share it) past step 4, the next tick.
+  // Step 0's tick waits on its heartbeat past step 4, the next tick.
   const stepsSoFar = (): number => steps
   for (let waited = 0; stepsSoFar() < 10 && waited < 10_000; waited += 5) await delay(5)
-  t.equal(beats, 1, 'one heartbeat out at a time')
   const before = beats
   for (const release of held.splice(0)) release()
   // Before any timer can fire again (setImmediate runs ahead of the next timers phase).

@@ -94,7 +94,7 @@ t.test('a connection that stops answering pings is closed after two intervals', 
   const closed = new Promise<number>((resolve) => mute.on('close', (c) => resolve(c)))
   await closed
   t.pass('the mute connection was closed')
-  await sleep(400)
+  await sleep(600)
   t.equal(answering.socket.readyState, WebSocket.OPEN, 'the answering one stays open')
   t.equal(app.hub.connectionCount(), 1)
 })
