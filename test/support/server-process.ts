@@ -56,6 +56,8 @@ export function buildServer (): Promise<string> {
     })
     writeFileSync(join(dir, 'package.json'), '{"type":"module"}\n')
     symlinkSync(join(ROOT, 'node_modules'), join(dir, 'node_modules'), 'dir')
+    // The dashboard's static files, so the build serves them as `npm start` does (and does not warn).
+    symlinkSync(join(ROOT, 'public'), join(dir, 'public'), 'dir')
     try {
       renameSync(dir, target)
     } catch {
@@ -99,7 +101,8 @@ export function spawnServer (t: Test, buildDir: string, env: Record<string, stri
   void exited.then(() => { hasExited = true; for (const l of listeners) l() })
   t.teardown(() => { if (!hasExited) child.kill('SIGKILL') })
 
-  const waitForOutput = (text: string, timeoutMs = 15_000) => new Promise<void>((resolve, reject) => {
+  // A cold start loads every module; on a loaded CI machine that has taken over 15 s.
+  const waitForOutput = (text: string, timeoutMs = 45_000) => new Promise<void>((resolve, reject) => {
     const check = () => {
       if (out.includes(text)) done(null)
       else if (hasExited) done(new Error(`server exited before printing ${JSON.stringify(text)}; stderr: ${err}; stdout: ${out}`))
