@@ -49,6 +49,7 @@ export default fp<HubPluginOptions>(async (app, opts) => {
         connectionName: `rtg-${nodeId}`,
         nodeId,
         presenceIntervalMs: config.PRESENCE_INTERVAL_MS,
+        historyCacheBytes: config.HISTORY_CACHE_BYTES,
         log: app.log.child({ component: 'redis-broker' })
       })
     : (deliver: DeliverFn, reset: ResetFn) => new MemoryBroker({ deliver, reset, ...history }))

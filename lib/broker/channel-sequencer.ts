@@ -43,6 +43,16 @@ export class ChannelSequencer {
     if (!this.cursors.has(channel)) this.cursors.set(channel, { ...position, held: null })
   }
 
+  /**
+   * Where the channel's delivery stands when every event up to there was handed on and
+   * nothing is being filled: live delivery is then the channel's stream up to this position.
+   * Undefined for a channel not counted, or with a gap being filled.
+   */
+  settledAt (channel: string): StreamPosition | undefined {
+    const cursor = this.cursors.get(channel)
+    return cursor === undefined || cursor.held !== null ? undefined : { epoch: cursor.epoch, offset: cursor.offset }
+  }
+
   forget (channel: string): void {
     this.cursors.delete(channel)
     for (const waiter of this.waiters.get(channel) ?? []) waiter.resolve()

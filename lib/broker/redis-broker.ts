@@ -14,11 +14,12 @@ import { RedisControl } from './redis-control.js'
 import { PRESENCE_MESSAGE, RedisPresence } from './redis-presence.js'
 import { PRESENCE_DEAD_INTERVALS } from '../core/presence.js'
 import type { ChannelHistory, HistoryPolicy } from './history-policy.js'
-import { databaseOf, decodeEntry, globLiteral, randomName, RedisLayout } from './redis-layout.js'
+import { databaseOf, decodeEntry, entryBody, globLiteral, randomName, RedisLayout } from './redis-layout.js'
 import { callFunction, type FunctionLibrary, functionLibrary, isFunctionMissing, loadLibrary } from './redis-functions.js'
 import { groupBySlot, publishBatchArgs, type PublishReply, replyAt } from './redis-publish-batch.js'
 import { type ReadCall, ReadBatch, type ReadReply } from './redis-read-batch.js'
 import { turnBatched } from './turn-batch.js'
+import { RecentEntries } from './recent-entries.js'
 
 export interface RedisBrokerOptions extends BrokerOptions {
   /** redis:// or rediss:// URL (a /db suffix selects the database); unused with `clusterNodes`. */
@@ -39,12 +40,24 @@ export interface RedisBrokerOptions extends BrokerOptions {
   commandTimeoutMs?: number
   /** How often both connections are pinged, to notice a Redis that hangs without closing. */
   probeIntervalMs?: number
+  /**
+   * HISTORY_CACHE_BYTES: held channels' recent entries kept in memory to answer resumes and
+   * `rewind` without Redis (lib/broker/recent-entries.ts); 0 turns it off. Default 32 MiB.
+   */
+  historyCacheBytes?: number
   /** Overrides of the ioredis options (tests: a fixed retryStrategy). */
   redisOptions?: RedisOptions
   log?: RedisLogger
 }
 
 const SUBSCRIBE_BATCH = 500
+const DEFAULT_HISTORY_CACHE_BYTES = 32 * 1024 * 1024
+/**
+ * Redis expires a channel's history this long after its last publish; the copy here is
+ * used only while it is younger than that by this margin (it was received a little after
+ * the publish), so it never answers with entries Redis no longer has.
+ */
+const HISTORY_EXPIRY_MARGIN_MS = 1000
 /** How long a history read waits for pub/sub to bring events it counted before reading them itself. */
 const DELIVERY_GRACE_MS = 250
 
@@ -59,6 +72,9 @@ function eventOf (draft: EventDraft, [epoch, offset, , replayed]: PublishReply, 
   if (Number(replayed) !== 0) event.replayed = true
   return event
 }
+
+/** An event's entry as Redis keeps it (lib/broker/redis-layout.ts), for one that came without it (a gap filled from history). */
+const entryOf = (event: PublishedEvent): string => `${event.epoch},${event.offset},${Date.parse(event.ts)},${entryBody(event.type, event.payload)}`
 
 /** How long a channel's meta hash outlives its last publish, and its epoch bucket (lib/broker/epochs.ts). */
 const retentionOf = (history: ChannelHistory): number => streamRetentionSeconds(history.ttlSeconds, REDIS_STREAM_FLOOR_SECONDS)
@@ -104,6 +120,10 @@ export class RedisBroker implements Broker {
 
   /** History reads, a turn's together (lib/broker/redis-read-batch.ts). */
   private readonly reads: ReadBatch
+  /** Held channels' last entries, as delivered: reads they can answer skip Redis. */
+  private readonly recentEntries: RecentEntries
+  /** The raw entry of an event decoded from pub/sub or built from a publish reply, until it is remembered. */
+  private readonly entryOf = new WeakMap<PublishedEvent, string>()
   /** Channels held in Redis (subscribed, or being subscribed), lingering ones included. */
   private readonly held = new Set<string>()
   private readonly subscribing = new Map<string, Promise<void>>()
@@ -136,10 +156,14 @@ export class RedisBroker implements Broker {
     const library = this.library = functionLibrary(clusterNodes !== undefined)
     this.redis = this.commands
     this.reads = new ReadBatch(this.runReads, decodeEntry)
+    this.recentEntries = new RecentEntries(options.historyCacheBytes ?? DEFAULT_HISTORY_CACHE_BYTES, (channel) => this.policy.of(channel).size)
     const live = (channel: string): boolean => this.held.has(channel) && !this.lingering.has(channel)
     this.sequencer = new ChannelSequencer((channel, since) => this.read(channel, since), (event) => {
+      // Lingering channels too: still subscribed, their copy stays whole.
+      this.recentEntries.append(event.channel, event, this.entryOf.get(event) ?? entryOf(event))
       if (live(event.channel)) this.deliver(event)
     }, (channel, position) => {
+      this.recentEntries.reset(channel, position)
       if (live(channel)) options.reset?.(channel, position)
     }, this.log)
     // History reads need the command connection: if it came back last, catch up now.
@@ -208,13 +232,15 @@ export class RedisBroker implements Broker {
     const clustered = this.shards !== undefined
     if (claim !== undefined && clustered) await this.claimApart(claim)
     let replies: PublishReply[]
+    const bodies = new Array<string>(drafts.length)
     try {
       // On a cluster, one script run per slot, in parallel: each is all or nothing, the
       // batch is not (a retry is safe where drafts carry dedupe keys or a Kafka origin).
       const groups = groupBySlot(drafts, this.layout)
       const parts = await Promise.all(groups.map(async (group) => {
-        const { keys, args } = publishBatchArgs(group.drafts, this.layout, this.policy, retentionOf, this.dedupeTtlSeconds,
+        const { keys, args, bodies: groupBodies } = publishBatchArgs(group.drafts, this.layout, this.policy, retentionOf, this.dedupeTtlSeconds,
           clustered ? undefined : claim)
+        group.indexes.forEach((index, i) => { bodies[index] = groupBodies[i] })
         return await callFunction<Array<string | number>>(this.commands, this.library, this.library.publish, keys, args)
       }))
       if (parts[0].length === 1 && parts[0][0] === 'conflict') throw new IdempotencyConflictError()
@@ -237,7 +263,7 @@ export class RedisBroker implements Broker {
     })
     // Delivered in one turn: the hub's write batching (lib/core/write-batch.ts) gives each
     // socket at most two writes for the whole batch.
-    for (const event of events) this.deliverOwn(event)
+    events.forEach((event, i) => this.deliverOwn(event, replies[i][2], bodies[i]))
     return events
   }
 
@@ -246,8 +272,10 @@ export class RedisBroker implements Broker {
    * trip through pub/sub (ChannelSequencer.pushOwn keeps the channel's order with other
    * instances' events); its pub/sub copy is then dropped undecoded (onMessage).
    */
-  private deliverOwn (event: PublishedEvent): void {
-    if (event.replayed !== true && this.held.has(event.channel)) this.sequencer.pushOwn(event)
+  private deliverOwn (event: PublishedEvent, ms: string, body: string): void {
+    if (event.replayed === true || !this.held.has(event.channel)) return
+    this.entryOf.set(event, `${event.epoch},${event.offset},${ms},${body}`)
+    this.sequencer.pushOwn(event)
   }
 
   async subscribe (channel: string): Promise<void> {
@@ -303,11 +331,44 @@ export class RedisBroker implements Broker {
 
   private async read (channel: string, since?: SincePosition, last = 0): Promise<HistoryResult> {
     if (this.closed || this.commands.status !== 'ready') throw new BrokerUnavailableError('redis is not connected')
+    const local = this.readLocally(channel, since, last)
+    if (local !== undefined) return local
     try {
       return await this.reads.read(channel, since, last)
     } catch (err) {
       throw err instanceof BrokerUnavailableError ? err : new BrokerUnavailableError('redis did not answer a history read', { cause: err })
     }
+  }
+
+  /**
+   * A read of a held channel answered from what live delivery brought, when that is exactly
+   * what Redis would answer: delivery is settled (no gap being filled, the subscriber
+   * connection up), `since` is in the same epoch and no further than delivery, and the
+   * entries asked for are all still here and younger than Redis's expiry of them. The
+   * position is where delivery stands: anything published after it is still on its way
+   * through pub/sub and reaches the reader live. Otherwise undefined: Redis is read.
+   */
+  private readLocally (channel: string, since: SincePosition | undefined, last: number): HistoryResult | undefined {
+    const position = this.held.has(channel) ? this.sequencer.settledAt(channel) : undefined
+    if (position === undefined || !this.isReady()) return undefined
+    if (since === undefined && last === 0) return { events: [], position, recovered: true }
+    if (since !== undefined) {
+      if (since.epoch !== position.epoch || since.offset < 0 || since.offset > position.offset) return undefined
+      if (since.offset === position.offset) return { events: [], position, recovered: true }
+    }
+    const view = this.recentEntries.view(channel)
+    if (view === undefined || view.epoch !== position.epoch || view.base + view.entries.length !== position.offset) return undefined
+    if (Date.now() >= view.appendedAt + this.policy.of(channel).ttlSeconds * 1000 - HISTORY_EXPIRY_MARGIN_MS) return undefined
+    let entries: readonly string[]
+    if (since !== undefined) {
+      if (since.offset < view.base) return undefined
+      entries = view.entries.slice(since.offset - view.base)
+    } else {
+      // Fewer than asked is the answer only when they are the epoch's every event.
+      if (view.entries.length < last && view.base > 0) return undefined
+      entries = view.entries.slice(-last)
+    }
+    return { events: entries.map((entry) => decodeEntry(channel, entry)), position, recovered: true }
   }
 
   /** READ_SCRIPT's keys and arguments for a call. */
@@ -403,6 +464,7 @@ export class RedisBroker implements Broker {
   private release (channel: string): void {
     if (!this.held.delete(channel)) return
     this.sequencer.forget(channel)
+    this.recentEntries.forget(channel)
     if (this.shards !== undefined) return this.shards.release(this.layout.pubsubName(channel))
     if (this.subscriber?.status !== 'ready') return // a new connection starts with no subscriptions
     this.subscriber.unsubscribe(this.layout.pubsubName(channel)).catch((err: unknown) => {
@@ -529,6 +591,7 @@ export class RedisBroker implements Broker {
       this.log.warn({ err, channel }, 'ignored a malformed pub/sub message')
       return
     }
+    this.entryOf.set(event, entry)
     this.sequencer.push(event)
   }
 }

@@ -29,12 +29,14 @@ export function groupBySlot<T extends { channel: string }> (drafts: readonly T[]
  * The KEYS and ARGV of one PUBLISH_BATCH_SCRIPT call (lib/broker/redis-layout.ts), for one
  * event or many: what a channel's events share (keys, history settings, pub/sub name) once
  * per channel, a source's mark once, then each event's channel number, body, dedupe key
- * and mark numbers and origin.
+ * and mark numbers and origin. `bodies` are the events' entry bodies, in order (the
+ * entry Redis keeps is `epoch,offset,ms,body`: RedisBroker remembers its own without
+ * encoding them again).
  */
 export function publishBatchArgs (
   drafts: readonly EventDraft[], layout: RedisLayout, policy: HistoryPolicy, retentionOf: (history: ChannelHistory) => number,
   dedupeTtlSeconds: number, claim?: IdempotencyClaim
-): { keys: string[], args: Array<string | number> } {
+): { keys: string[], args: Array<string | number>, bodies: string[] } {
   // On a cluster the caller passes drafts of one slot (RedisBroker.publishBatch groups them).
   const keys: string[] = [layout.baseKeyOf(drafts[0].channel)]
   const channelArgs: Array<string | number> = []
@@ -42,6 +44,7 @@ export function publishBatchArgs (
   const channels = new Map<string, number>()
   const marks = new Map<string, number>()
   const dedupeKeys: string[] = []
+  const bodies: string[] = []
   for (const draft of drafts) {
     let c = channels.get(draft.channel)
     if (c === undefined) {
@@ -60,12 +63,14 @@ export function publishBatchArgs (
     }
     let d = 0
     if (draft.dedupe !== undefined) d = dedupeKeys.push(layout.dedupeKey(draft.channel, draft.dedupe))
-    eventArgs.push(c, entryBody(draft.type, draft.payload), d, m, origin?.offset ?? -1, origin?.index ?? 0)
+    const body = entryBody(draft.type, draft.payload)
+    bodies.push(body)
+    eventArgs.push(c, body, d, m, origin?.offset ?? -1, origin?.index ?? 0)
   }
   for (const markKey of marks.keys()) keys.push(markKey)
   for (const dedupeKey of dedupeKeys) keys.push(dedupeKey)
   if (claim !== undefined) keys.push(layout.claimKey(claim.scope))
-  return { keys, args: [newEpochBase(), dedupeTtlSeconds, channels.size, marks.size, claim?.fingerprint ?? '', ...channelArgs, ...eventArgs] }
+  return { keys, args: [newEpochBase(), dedupeTtlSeconds, channels.size, marks.size, claim?.fingerprint ?? '', ...channelArgs, ...eventArgs], bodies }
 }
 
 /** Event `i`'s reply in the script's flat answer (four values per event). */

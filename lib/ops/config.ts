@@ -41,6 +41,7 @@ export const EnvSchema = Type.Object({
   HISTORY_SIZE: int(100, 0, 100_000),
   HISTORY_TTL_SECONDS: int(300, 1, 86_400 * 30),
   HISTORY_POLICY: Type.Optional(Type.String({ minLength: 1 })),
+  HISTORY_CACHE_BYTES: int(32 * 1024 * 1024, 0, 8 * 1024 * 1024 * 1024),
   LOW_STOCK_THRESHOLD: int(5, 0),
   IDEMPOTENCY_TTL_SECONDS: int(300, 1, 86_400 * 7),
   REVOCATION_TTL_SECONDS: int(86_400, 1, 86_400 * 365),

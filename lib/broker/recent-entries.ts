@@ -1,0 +1,180 @@
+import type { StreamPosition } from '../core/event.js'
+
+/** What one entry costs besides its characters (the record, its place in two queues): an estimate. */
+const ENTRY_OVERHEAD_BYTES = 64
+
+interface Entry {
+  tail: Tail
+  /** The tail's generation when it was appended: a reset tail's old entries are dead. */
+  generation: number
+  /** Its place in the tail: the n-th appended in this generation. */
+  seq: number
+  bytes: number
+}
+
+interface Tail {
+  channel: string
+  generation: number
+  epoch: string
+  /** The offset just before the first entry held. */
+  base: number
+  entries: string[]
+  /** Index of the first entry held in `entries` (dropped ones are cut off in batches). */
+  head: number
+  /** Entries appended in this generation, and how many of them were dropped from the head. */
+  appended: number
+  dropped: number
+  bytes: number
+  /** Date.now() of the last append: the history key in Redis expires this long after the channel's last publish. */
+  appendedAt: number
+}
+
+/** A channel's recent entries, as RecentEntries answers them. */
+export interface RecentView {
+  epoch: string
+  /** The offset just before `entries[0]`; the last entry is at `base + entries.length`. */
+  base: number
+  /** Raw broker entries (lib/broker/redis-layout.ts), oldest first, consecutive offsets. */
+  entries: readonly string[]
+  appendedAt: number
+}
+
+/**
+ * The last entries of each channel this instance holds, as live delivery brought them, so a
+ * resume or a `rewind` of a held channel can be answered without a Redis read (a reconnect
+ * storm reads every shared channel once per client; a product page's `rewind: 1` reads its
+ * channel once per view). Kept per channel in offset order with no hole: an entry that
+ * does not follow the last one starts the tail again from it.
+ *
+ * Bounded twice: per channel by its history size (never more than Redis keeps), and over
+ * all channels by `budgetBytes` (the oldest entries of all go first). A channel's entries go
+ * when it is forgotten (no local subscriber left), so an idle channel costs nothing.
+ */
+export class RecentEntries {
+  private readonly tails = new Map<string, Tail>()
+  /** Every entry in append order, over all channels: the budget drops from here. */
+  private queue: Entry[] = []
+  private queueHead = 0
+  private liveEntries = 0
+  private bytes = 0
+
+  constructor (
+    private readonly budgetBytes: number,
+    private readonly capacityOf: (channel: string) => number,
+    private readonly now: () => number = Date.now
+  ) {}
+
+  /** The channel now stands at `position` with nothing recent known before it. */
+  reset (channel: string, position: StreamPosition): void {
+    if (this.budgetBytes <= 0) return
+    const tail = this.tails.get(channel)
+    if (tail === undefined) {
+      this.tails.set(channel, newTail(channel, position))
+      return
+    }
+    this.clear(tail)
+    tail.generation++
+    tail.epoch = position.epoch
+    tail.base = position.offset
+    tail.appendedAt = 0
+  }
+
+  /** The entry at `position` was delivered; one that does not follow the last starts the tail again. */
+  append (channel: string, position: StreamPosition, entry: string): void {
+    if (this.budgetBytes <= 0) return
+    const capacity = this.capacityOf(channel)
+    let tail = this.tails.get(channel)
+    if (tail === undefined || tail.epoch !== position.epoch || tail.base + tail.entries.length - tail.head !== position.offset - 1) {
+      this.reset(channel, { epoch: position.epoch, offset: position.offset - 1 })
+      tail = this.tails.get(channel) as Tail
+    }
+    if (capacity <= 0) {
+      tail.base = position.offset
+      return
+    }
+    const bytes = entry.length + ENTRY_OVERHEAD_BYTES
+    tail.entries.push(entry)
+    tail.bytes += bytes
+    tail.appendedAt = this.now()
+    this.queue.push({ tail, generation: tail.generation, seq: tail.appended++, bytes })
+    this.liveEntries++
+    this.bytes += bytes
+    while (tail.entries.length - tail.head > capacity) this.dropHead(tail)
+    while (this.bytes > this.budgetBytes && this.queueHead < this.queue.length) this.evictOldest()
+    this.compactQueue()
+  }
+
+  forget (channel: string): void {
+    const tail = this.tails.get(channel)
+    if (tail === undefined) return
+    this.clear(tail)
+    tail.generation++
+    this.tails.delete(channel)
+  }
+
+  /** What is held of the channel, undefined for a channel not seen. */
+  view (channel: string): RecentView | undefined {
+    const tail = this.tails.get(channel)
+    if (tail === undefined) return undefined
+    if (tail.head > 0) {
+      tail.entries = tail.entries.slice(tail.head)
+      tail.head = 0
+    }
+    return { epoch: tail.epoch, base: tail.base, entries: tail.entries, appendedAt: tail.appendedAt }
+  }
+
+  /** Bytes held (estimated) and entries, for tests and stats. */
+  size (): { bytes: number, entries: number, channels: number } {
+    return { bytes: this.bytes, entries: this.liveEntries, channels: this.tails.size }
+  }
+
+  private dropHead (tail: Tail): void {
+    const entry = tail.entries[tail.head]
+    tail.entries[tail.head] = ''
+    tail.head++
+    tail.base++
+    tail.dropped++
+    const bytes = entry.length + ENTRY_OVERHEAD_BYTES
+    tail.bytes -= bytes
+    this.bytes -= bytes
+    this.liveEntries--
+    if (tail.head >= 64 && tail.head * 2 >= tail.entries.length) {
+      tail.entries = tail.entries.slice(tail.head)
+      tail.head = 0
+    }
+  }
+
+  /** Drops the oldest entry still held anywhere (dead ones, of reset tails or dropped by capacity, are skipped). */
+  private evictOldest (): void {
+    while (this.queueHead < this.queue.length) {
+      const oldest = this.queue[this.queueHead++]
+      const tail = oldest.tail
+      if (oldest.generation === tail.generation && oldest.seq === tail.dropped && tail.head < tail.entries.length) {
+        this.dropHead(tail)
+        return
+      }
+    }
+  }
+
+  private clear (tail: Tail): void {
+    this.bytes -= tail.bytes
+    this.liveEntries -= tail.entries.length - tail.head
+    tail.entries = []
+    tail.head = 0
+    tail.bytes = 0
+    tail.appended = 0
+    tail.dropped = 0
+  }
+
+  /** Drops the queue's consumed and dead records once they outnumber the live ones. */
+  private compactQueue (): void {
+    const held = this.queue.length - this.queueHead
+    if (held < 1024 || held < 2 * this.liveEntries) return
+    this.queue = this.queue.slice(this.queueHead).filter((e) => e.generation === e.tail.generation && e.seq >= e.tail.dropped)
+    this.queueHead = 0
+  }
+}
+
+function newTail (channel: string, position: StreamPosition): Tail {
+  return { channel, generation: 0, epoch: position.epoch, base: position.offset, entries: [], head: 0, appended: 0, dropped: 0, bytes: 0, appendedAt: 0 }
+}

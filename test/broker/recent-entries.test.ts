@@ -1,0 +1,127 @@
+import t from 'tap'
+import fc from 'fast-check'
+import { RecentEntries } from '../../lib/broker/recent-entries.js'
+
+/**
+ * RecentEntries (lib/broker/recent-entries.ts): per channel, the last entries delivered, in
+ * offset order with no hole, within the channel's capacity and, over all channels, the
+ * byte budget. What it answers must always be a run of what was appended last.
+ */
+const OVERHEAD = 64
+const at = (offset: number, epoch = 'e1') => ({ offset, epoch })
+
+t.test('a channel keeps its last entries, up to its capacity', async (t) => {
+  const recent = new RecentEntries(1 << 20, () => 3)
+  for (let n = 1; n <= 5; n++) recent.append('c', at(n), `entry-${n}`)
+  t.same(recent.view('c'), { epoch: 'e1', base: 2, entries: ['entry-3', 'entry-4', 'entry-5'], appendedAt: recent.view('c')?.appendedAt })
+  t.same(recent.size(), { bytes: 3 * (7 + OVERHEAD), entries: 3, channels: 1 })
+})
+
+t.test('an entry that does not follow the last one starts the tail again from it', async (t) => {
+  const recent = new RecentEntries(1 << 20, () => 10)
+  recent.append('c', at(1), 'a')
+  recent.append('c', at(2), 'b')
+  recent.append('c', at(4), 'd') // 3 never came
+  t.same(recent.view('c')?.entries, ['d'])
+  t.equal(recent.view('c')?.base, 3)
+  recent.append('c', at(1, 'e2'), 'x') // a new epoch
+  t.same([recent.view('c')?.epoch, recent.view('c')?.base, recent.view('c')?.entries], ['e2', 0, ['x']])
+  t.equal(recent.size().entries, 1)
+  recent.reset('c', at(7, 'e3'))
+  t.same([recent.view('c')?.base, recent.view('c')?.entries], [7, []])
+  t.same(recent.size(), { bytes: 0, entries: 0, channels: 1 })
+  recent.forget('c')
+  t.equal(recent.view('c'), undefined)
+  t.same(recent.size(), { bytes: 0, entries: 0, channels: 0 })
+})
+
+t.test('over budget, the oldest entries of all channels go first', async (t) => {
+  const entry = 'x'.repeat(36) // 100 bytes with the overhead
+  const recent = new RecentEntries(450, () => 100)
+  recent.append('a', at(1), entry)
+  recent.append('b', at(1), entry)
+  recent.append('a', at(2), entry)
+  recent.append('b', at(2), entry)
+  t.equal(recent.size().bytes, 400)
+  recent.append('c', at(1), entry) // 500 > 450: a's first goes
+  t.same([recent.view('a')?.base, recent.view('a')?.entries.length], [1, 1])
+  recent.append('c', at(2), entry) // then b's first
+  t.same([recent.view('b')?.base, recent.view('b')?.entries.length], [1, 1])
+  t.equal(recent.size().bytes, 400)
+  recent.append('d', at(1), 'y'.repeat(1000)) // larger than the budget: nothing of it stays, nor of the others
+  t.same(recent.size(), { bytes: 0, entries: 0, channels: 4 })
+  t.same(recent.view('d')?.base, 1, 'd stands after the entry it could not keep')
+})
+
+t.test('a zero budget keeps nothing', async (t) => {
+  const recent = new RecentEntries(0, () => 10)
+  recent.append('c', at(1), 'a')
+  recent.reset('c', at(1))
+  t.equal(recent.view('c'), undefined)
+})
+
+t.test('capacity 0 keeps no entry but follows the offsets', async (t) => {
+  const recent = new RecentEntries(1 << 20, () => 0)
+  recent.append('c', at(1), 'a')
+  recent.append('c', at(2), 'b')
+  t.same([recent.view('c')?.base, recent.view('c')?.entries], [2, []])
+})
+
+t.test('property: whatever the appends, resets and forgets, a view is the last run appended, within every bound', async (t) => {
+  type Op = { kind: 'append', channel: number, jump: boolean, newEpoch: boolean, size: number } | { kind: 'reset', channel: number } | { kind: 'forget', channel: number }
+  const op: fc.Arbitrary<Op> = fc.oneof(
+    { weight: 8, arbitrary: fc.record({ kind: fc.constant('append' as const), channel: fc.nat(3), jump: fc.nat(9).map((n) => n === 0), newEpoch: fc.nat(19).map((n) => n === 0), size: fc.nat(200) }) },
+    { weight: 1, arbitrary: fc.record({ kind: fc.constant('reset' as const), channel: fc.nat(3) }) },
+    { weight: 1, arbitrary: fc.record({ kind: fc.constant('forget' as const), channel: fc.nat(3) }) }
+  )
+  fc.assert(fc.property(fc.array(op, { maxLength: 400 }), fc.integer({ min: 0, max: 3000 }), fc.array(fc.integer({ min: 0, max: 20 }), { minLength: 4, maxLength: 4 }), (ops, budget, capacities) => {
+    const recent = new RecentEntries(budget, (c) => capacities[Number(c.slice(1))])
+    // The model: each channel's whole run since its last break (epoch, offset, entries).
+    const model = new Map<string, { epoch: string, start: number, entries: string[] }>()
+    let epochs = 0
+    for (const o of ops) {
+      const channel = `c${o.channel}`
+      const run = model.get(channel)
+      if (o.kind === 'append') {
+        const epoch = run === undefined || o.newEpoch ? `e${++epochs}` : run.epoch
+        const next = run === undefined || epoch !== run.epoch ? 1 : run.start + run.entries.length + 1 + (o.jump ? 2 : 0)
+        const entry = `${channel}:${epoch}:${next}:${'z'.repeat(o.size)}`
+        recent.append(channel, { epoch, offset: next }, entry)
+        if (run === undefined || epoch !== run.epoch || o.jump) model.set(channel, { epoch, start: next - 1, entries: [entry] })
+        else run.entries.push(entry)
+      } else if (o.kind === 'reset' && run !== undefined) {
+        const offset = run.start + run.entries.length + 5
+        recent.reset(channel, { epoch: run.epoch, offset })
+        model.set(channel, { epoch: run.epoch, start: offset, entries: [] })
+      } else if (o.kind === 'forget') {
+        recent.forget(channel)
+        model.delete(channel)
+      }
+    }
+    let bytes = 0
+    let entries = 0
+    for (let c = 0; c < 4; c++) {
+      const channel = `c${c}`
+      const view = recent.view(channel)
+      const run = model.get(channel)
+      if (budget === 0 || run === undefined) {
+        if (view !== undefined) return false
+        continue
+      }
+      if (view === undefined) return false
+      const end = run.start + run.entries.length
+      // It ends where the run ends, and holds a suffix of it, no longer than the capacity.
+      if (view.epoch !== run.epoch || view.base + view.entries.length !== end) return false
+      if (view.entries.length > capacities[c]) return false
+      const suffix = run.entries.slice(run.entries.length - view.entries.length)
+      if (view.entries.some((e, i) => e !== suffix[i])) return false
+      // Unbounded by the budget, it holds all the capacity allows.
+      if (budget >= 3000 * 4 && view.entries.length !== Math.min(capacities[c], run.entries.length)) return false
+      bytes += view.entries.reduce((sum, e) => sum + e.length + OVERHEAD, 0)
+      entries += view.entries.length
+    }
+    const size = recent.size()
+    return size.bytes === bytes && size.entries === entries && size.bytes <= budget
+  }), { numRuns: 300 })
+  t.pass('every view is a bounded suffix of the last run appended, and the accounting adds up')
+})

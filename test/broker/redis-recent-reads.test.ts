@@ -1,0 +1,153 @@
+import t, { type Test } from 'tap'
+import type { HistoryResult } from '../../lib/broker/broker.js'
+import { RedisBroker, type RedisBrokerOptions } from '../../lib/broker/redis-broker.js'
+import { DeliveryRecorder, suiteChannel } from '../support/broker-suite.js'
+import { requireService } from '../support/helper.js'
+import { eventually, OwnRedis, redisAvailable, redisClient } from '../support/redis-fixture.js'
+
+/**
+ * Reads of a channel this instance holds are answered from the entries live delivery
+ * brought (lib/broker/recent-entries.ts, RedisBroker.readLocally) when that is exactly what
+ * Redis would answer, and from Redis otherwise. Each answer is compared with a read of an
+ * instance that does not hold the channel (so reads Redis), and MONITOR on a Redis of the
+ * test's own shows which reads went to Redis.
+ */
+const available = await redisAvailable()
+const PREFIX = 'recent-reads:'
+
+async function node (t: Test, url: string, options: Partial<RedisBrokerOptions> = {}) {
+  const recorder = new DeliveryRecorder()
+  const broker = new RedisBroker({ url, keyPrefix: PREFIX, deliver: recorder.deliver, historySize: 10, historyTtlSeconds: 300, unsubscribeDelayMs: 50, ...options })
+  t.teardown(() => broker.close())
+  if (!await broker.waitUntilReady(5000)) throw new Error('RedisBroker not ready')
+  return { broker, recorder }
+}
+
+/** The read function calls Redis receives from now on, by channel. */
+async function readCalls (t: Test, url: string) {
+  const monitor = await (await redisClient(t, undefined, url)).monitor()
+  t.teardown(() => monitor.disconnect())
+  const calls: string[] = []
+  monitor.on('monitor', (_time: string, args: string[]) => {
+    if (args[0]?.toLowerCase() === 'fcall' && args[1]?.endsWith('_read')) calls.push(args[3])
+  })
+  return {
+    calls,
+    /** Waits until MONITOR has shown an ECHO sent after everything before it. */
+    async settle (): Promise<void> {
+      const marker = `settle-${Math.random()}`
+      let seen = false
+      monitor.on('monitor', (_time: string, args: string[]) => { if (args[1] === marker) seen = true })
+      await (await redisClient(t, undefined, url)).echo(marker)
+      await eventually('MONITOR caught up', () => seen)
+    }
+  }
+}
+
+const summary = (r: HistoryResult) => ({ events: r.events.map((e) => ({ ...e })), position: r.position, recovered: r.recovered })
+
+t.test('a held channel: resumes and rewinds answered from memory, exactly as Redis answers them', async (t) => {
+  if (!requireService(t, 'Redis', available)) return
+  const own = await OwnRedis.start(t)
+  const [publisher, holder, reader] = [await node(t, own.url), await node(t, own.url), await node(t, own.url)]
+  const channel = suiteChannel('held')
+  await holder.broker.subscribe(channel)
+  for (let n = 1; n <= 14; n++) await publisher.broker.publish({ channel, type: 'test:event', payload: { n, text: `é ${n}` } })
+  await holder.recorder.until('every event delivered', () => holder.recorder.of(channel).length === 14)
+  const { epoch } = await reader.broker.position(channel)
+
+  const asks: Array<(b: RedisBroker) => Promise<HistoryResult>> = [
+    async (b) => await b.history(channel), // the position alone
+    async (b) => await b.history(channel, { offset: 14, epoch }), // nothing missed
+    async (b) => await b.history(channel, { offset: 9, epoch }), // 10..14
+    async (b) => await b.history(channel, { offset: 4, epoch }), // 5..14: the last 10
+    async (b) => await b.recent(channel, 3), // 12..14
+    async (b) => await b.recent(channel, 10)
+  ]
+  const monitor = await readCalls(t, own.url)
+  const local = []
+  for (const ask of asks) local.push(summary(await ask(holder.broker)))
+  await monitor.settle()
+  t.same(monitor.calls, [], 'the holder read none of these from Redis')
+  for (const [i, ask] of asks.entries()) t.same(local[i], summary(await ask(reader.broker)), `read ${i}: the same answer as Redis's`)
+  t.same(local[2].events.map((e) => e.offset), [10, 11, 12, 13, 14])
+  t.same(local[2].events[0].payload, { n: 10, text: 'é 10' })
+
+  await monitor.settle() // the reader's reads seen
+  monitor.calls.length = 0
+  const beyond = [
+    async (b: RedisBroker) => await b.history(channel, { offset: 3, epoch }), // 4 was trimmed: recovered false
+    async (b: RedisBroker) => await b.history(channel, { offset: 15, epoch }), // ahead of delivery
+    async (b: RedisBroker) => await b.history(channel, { offset: 9, epoch: 'another-epoch' }),
+    async (b: RedisBroker) => await b.history(channel, { offset: 9 }), // no epoch: Redis's current one
+    async (b: RedisBroker) => await b.recent(channel, 11)
+  ]
+  const fromRedis = []
+  for (const ask of beyond) fromRedis.push(summary(await ask(holder.broker)))
+  await monitor.settle()
+  t.equal(monitor.calls.length, beyond.length, 'what memory cannot answer exactly is read from Redis')
+  for (const [i, ask] of beyond.entries()) t.same(fromRedis[i], summary(await ask(reader.broker)), `read ${i} beyond: the same answer`)
+  t.equal(fromRedis[0].recovered, false)
+})
+
+t.test('own events and other instances\' events alike; a channel given up forgets its entries', async (t) => {
+  if (!requireService(t, 'Redis', available)) return
+  const own = await OwnRedis.start(t)
+  const [a, b, reader] = [await node(t, own.url), await node(t, own.url), await node(t, own.url)]
+  const channel = suiteChannel('mixed')
+  await a.broker.subscribe(channel)
+  await b.broker.subscribe(channel)
+  for (let n = 1; n <= 6; n++) await (n % 2 === 0 ? a : b).broker.publish({ channel, type: 'test:event', payload: { n } })
+  await a.recorder.until('a has all six', () => a.recorder.of(channel).length === 6)
+  const { epoch } = await reader.broker.position(channel)
+  const monitor = await readCalls(t, own.url)
+  const local = summary(await a.broker.history(channel, { offset: 0, epoch }))
+  await monitor.settle()
+  t.same(monitor.calls, [], 'answered from memory')
+  t.same(local, summary(await reader.broker.history(channel, { offset: 0, epoch })), 'its own entries are byte for byte what Redis keeps')
+
+  await a.broker.unsubscribe(channel)
+  await eventually('a released the channel', async () => {
+    monitor.calls.length = 0
+    await a.broker.history(channel, { offset: 2, epoch })
+    await monitor.settle()
+    return monitor.calls.length === 1
+  })
+  t.pass('once released, its reads go to Redis')
+})
+
+t.test('entries older than Redis keeps them are not answered from memory', async (t) => {
+  if (!requireService(t, 'Redis', available)) return
+  const own = await OwnRedis.start(t)
+  // History expires 2 s after the last publish: memory answers only within the first second.
+  const [publisher, holder] = [await node(t, own.url, { historyTtlSeconds: 2 }), await node(t, own.url, { historyTtlSeconds: 2 })]
+  const channel = suiteChannel('expiring')
+  await holder.broker.subscribe(channel)
+  for (let n = 1; n <= 3; n++) await publisher.broker.publish({ channel, type: 'test:event', payload: { n } })
+  await holder.recorder.until('delivered', () => holder.recorder.of(channel).length === 3)
+  const { epoch } = await publisher.broker.position(channel)
+  const monitor = await readCalls(t, own.url)
+  await new Promise((resolve) => setTimeout(resolve, 1100))
+  const late = await holder.broker.history(channel, { offset: 1, epoch })
+  await monitor.settle()
+  t.same(monitor.calls.length, 1, 'past the margin, read from Redis')
+  t.same(late.events.map((e) => e.offset), [2, 3], 'which still held them')
+  await new Promise((resolve) => setTimeout(resolve, 1500))
+  t.match(await holder.broker.history(channel, { offset: 1, epoch }), { recovered: false }, 'and once Redis expired them, the answer is recovered:false, as from any instance')
+})
+
+t.test('HISTORY_CACHE_BYTES=0: every resume reads Redis', async (t) => {
+  if (!requireService(t, 'Redis', available)) return
+  const own = await OwnRedis.start(t)
+  const [publisher, holder] = [await node(t, own.url), await node(t, own.url, { historyCacheBytes: 0 })]
+  const channel = suiteChannel('off')
+  await holder.broker.subscribe(channel)
+  for (let n = 1; n <= 3; n++) await publisher.broker.publish({ channel, type: 'test:event', payload: { n } })
+  await holder.recorder.until('delivered', () => holder.recorder.of(channel).length === 3)
+  const { epoch } = await publisher.broker.position(channel)
+  const monitor = await readCalls(t, own.url)
+  t.same((await holder.broker.history(channel, { offset: 1, epoch })).events.map((e) => e.offset), [2, 3])
+  t.same((await holder.broker.recent(channel, 1)).events.map((e) => e.offset), [3])
+  await monitor.settle()
+  t.equal(monitor.calls.length, 2, 'both read from Redis')
+})
