@@ -74,7 +74,7 @@ function eventOf (draft: EventDraft, [epoch, offset, , replayed]: PublishReply, 
 }
 
 /** An event's entry as Redis keeps it (lib/broker/redis-layout.ts), for one that came without it (a gap filled from history). */
-const entryOf = (event: PublishedEvent): string => `${event.epoch},${event.offset},${Date.parse(event.ts)},${entryBody(event.type, event.payload)}`
+const entryOfEvent = (event: PublishedEvent): string => `${event.epoch},${event.offset},${Date.parse(event.ts)},${entryBody(event.type, event.payload)}`
 
 /** How long a channel's meta hash outlives its last publish, and its epoch bucket (lib/broker/epochs.ts). */
 const retentionOf = (history: ChannelHistory): number => streamRetentionSeconds(history.ttlSeconds, REDIS_STREAM_FLOOR_SECONDS)
@@ -123,7 +123,7 @@ export class RedisBroker implements Broker {
   /** Held channels' last entries, as delivered: reads they can answer skip Redis. */
   private readonly recentEntries: RecentEntries
   /** The raw entry of an event decoded from pub/sub or built from a publish reply, until it is remembered. */
-  private readonly entryOf = new WeakMap<PublishedEvent, string>()
+  private readonly rawEntries = new WeakMap<PublishedEvent, string>()
   /** Channels held in Redis (subscribed, or being subscribed), lingering ones included. */
   private readonly held = new Set<string>()
   private readonly subscribing = new Map<string, Promise<void>>()
@@ -160,7 +160,7 @@ export class RedisBroker implements Broker {
     const live = (channel: string): boolean => this.held.has(channel) && !this.lingering.has(channel)
     this.sequencer = new ChannelSequencer((channel, since) => this.read(channel, since), (event) => {
       // Lingering channels too: still subscribed, their copy stays whole.
-      this.recentEntries.append(event.channel, event, this.entryOf.get(event) ?? entryOf(event))
+      this.recentEntries.append(event.channel, event, this.rawEntries.get(event) ?? entryOfEvent(event))
       if (live(event.channel)) this.deliver(event)
     }, (channel, position) => {
       this.recentEntries.reset(channel, position)
@@ -274,7 +274,7 @@ export class RedisBroker implements Broker {
    */
   private deliverOwn (event: PublishedEvent, ms: string, body: string): void {
     if (event.replayed === true || !this.held.has(event.channel)) return
-    this.entryOf.set(event, `${event.epoch},${event.offset},${ms},${body}`)
+    this.rawEntries.set(event, `${event.epoch},${event.offset},${ms},${body}`)
     this.sequencer.pushOwn(event)
   }
 
@@ -591,7 +591,7 @@ export class RedisBroker implements Broker {
       this.log.warn({ err, channel }, 'ignored a malformed pub/sub message')
       return
     }
-    this.entryOf.set(event, entry)
+    this.rawEntries.set(event, entry)
     this.sequencer.push(event)
   }
 }

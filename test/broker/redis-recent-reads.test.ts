@@ -151,3 +151,28 @@ t.test('HISTORY_CACHE_BYTES=0: every resume reads Redis', async (t) => {
   await monitor.settle()
   t.equal(monitor.calls.length, 2, 'both read from Redis')
 })
+
+t.test('events a dropped subscriber connection missed, filled from history, are answered from memory too', async (t) => {
+  if (!requireService(t, 'Redis', available)) return
+  const own = await OwnRedis.start(t)
+  const redis = await redisClient(t, undefined, own.url)
+  const [publisher, reader] = [await node(t, own.url), await node(t, own.url)]
+  // The holder reconnects only after a pause, so the publishes below surely fall in the gap.
+  const holder = await node(t, own.url, { connectionName: 'recent-holder', redisOptions: { retryStrategy: () => 1000 } })
+  const channel = suiteChannel('filled')
+  await holder.broker.subscribe(channel)
+  await publisher.broker.publish({ channel, type: 'test:event', payload: { n: 1 } })
+  await holder.recorder.until('the first event', () => holder.recorder.of(channel).length === 1)
+  const sub = (await redis.client('LIST') as string).split('\n').find((line) => line.includes(' name=recent-holder:sub '))
+  await redis.client('KILL', 'ID', sub!.match(/^id=(\d+)/)![1])
+  for (let n = 2; n <= 4; n++) await publisher.broker.publish({ channel, type: 'test:event', payload: { n, nested: { list: [n, -0, 1.5] } } })
+  await holder.recorder.until('the missed events, from history', () => holder.recorder.of(channel).length === 4, 10_000)
+  await eventually('the holder ready again', () => holder.broker.isReady())
+  const { epoch } = await reader.broker.position(channel)
+  const monitor = await readCalls(t, own.url)
+  const local = summary(await holder.broker.history(channel, { offset: 1, epoch }))
+  await monitor.settle()
+  t.same(monitor.calls, [], 'answered from memory')
+  t.same(local, summary(await reader.broker.history(channel, { offset: 1, epoch })), 'the same events as Redis holds')
+  t.same(local.events.map((e) => e.offset), [2, 3, 4])
+})
