@@ -79,8 +79,17 @@ export class RecentEntries {
     tail.appendedAt = 0
   }
 
+  /**
+   * The channel's last entries as read from Redis when this instance began to hold it,
+   * `entries` ending at `position`; `publishedAt` is when the last one was published.
+   */
+  seed (channel: string, position: StreamPosition, entries: readonly string[], publishedAt: number): void {
+    this.reset(channel, { epoch: position.epoch, offset: position.offset - entries.length })
+    entries.forEach((entry, i) => this.append(channel, { epoch: position.epoch, offset: position.offset - entries.length + i + 1 }, entry, publishedAt))
+  }
+
   /** The entry at `position` was delivered; one that does not follow the last starts the tail again. */
-  append (channel: string, position: StreamPosition, entry: string): void {
+  append (channel: string, position: StreamPosition, entry: string, appendedAt = this.now()): void {
     if (this.budgetBytes <= 0) return
     const capacity = this.capacityOf(channel)
     let tail = this.tails.get(channel)
@@ -95,7 +104,7 @@ export class RecentEntries {
     const bytes = entry.length + ENTRY_OVERHEAD_BYTES
     tail.entries.push(entry)
     tail.bytes += bytes
-    tail.appendedAt = this.now()
+    tail.appendedAt = appendedAt
     this.queue.push({ tail, generation: tail.generation, seq: tail.appended++, bytes })
     this.liveEntries++
     this.bytes += bytes

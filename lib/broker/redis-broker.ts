@@ -58,6 +58,16 @@ const DEFAULT_HISTORY_CACHE_BYTES = 32 * 1024 * 1024
  * the publish), so it never answers with entries Redis no longer has.
  */
 const HISTORY_EXPIRY_MARGIN_MS = 1000
+/**
+ * Entries read when this instance begins to hold a channel, to answer the resumes and
+ * rewinds that follow from memory (a restarted instance is resumed by every client at once).
+ */
+const HOLD_READ_ENTRIES = 32
+/**
+ * Entries read from Redis carry Redis's clock: they count as published this much earlier,
+ * for the clocks of Redis and of this host may differ (NTP keeps them well within it).
+ */
+const CLOCK_SKEW_MARGIN_MS = 2000
 /** How long a history read waits for pub/sub to bring events it counted before reading them itself. */
 const DELIVERY_GRACE_MS = 250
 
@@ -155,7 +165,11 @@ export class RedisBroker implements Broker {
     // On a cluster the functions publish with SPUBLISH, into the channel's shard.
     const library = this.library = functionLibrary(clusterNodes !== undefined)
     this.redis = this.commands
-    this.reads = new ReadBatch(this.runReads, decodeEntry)
+    this.reads = new ReadBatch(this.runReads, (channel, entry) => {
+      const event = decodeEntry(channel, entry)
+      this.rawEntries.set(event, entry)
+      return event
+    })
     this.recentEntries = new RecentEntries(options.historyCacheBytes ?? DEFAULT_HISTORY_CACHE_BYTES, (channel) => this.policy.of(channel).size)
     const live = (channel: string): boolean => this.held.has(channel) && !this.lingering.has(channel)
     this.sequencer = new ChannelSequencer((channel, since) => this.read(channel, since), (event) => {
@@ -454,11 +468,28 @@ export class RedisBroker implements Broker {
       const pubsub = this.layout.pubsubName(channel)
       if (this.shards !== undefined) await this.shards.hold(pubsub)
       else await this.subscribeSoon(pubsub)
-      this.sequencer.start(channel, await this.position(channel))
+      const seeding = Math.min(this.policy.of(channel).size, this.options.historyCacheBytes === 0 ? 0 : HOLD_READ_ENTRIES)
+      const read = await this.read(channel, undefined, seeding)
+      this.sequencer.start(channel, read.position)
+      if (seeding > 0) this.seedRecent(channel, read)
     } catch (err) {
       this.release(channel)
       throw err instanceof BrokerUnavailableError ? err : new BrokerUnavailableError('redis did not take a subscribe', { cause: err })
     }
+  }
+
+  /**
+   * The entries read at the start of a hold become the channel's copy, when delivery
+   * starts from the position they end at (an event that came first leaves it to delivery).
+   */
+  private seedRecent (channel: string, read: HistoryResult): void {
+    const settled = this.sequencer.settledAt(channel)
+    const { position, events } = read
+    if (settled?.epoch !== position.epoch || settled.offset !== position.offset) return
+    // Consecutive offsets up to the position (a history written under another size policy may have holes).
+    if (events.some((e, i) => e.offset !== position.offset - events.length + i + 1)) return
+    const publishedAt = events.length === 0 ? 0 : Math.min(Date.parse(events[events.length - 1].ts), Date.now()) - CLOCK_SKEW_MARGIN_MS
+    this.recentEntries.seed(channel, position, events.map((e) => this.rawEntries.get(e) ?? entryOfEvent(e)), publishedAt)
   }
 
   private release (channel: string): void {

@@ -176,3 +176,57 @@ t.test('events a dropped subscriber connection missed, filled from history, are 
   t.same(local, summary(await reader.broker.history(channel, { offset: 1, epoch })), 'the same events as Redis holds')
   t.same(local.events.map((e) => e.offset), [2, 3, 4])
 })
+
+t.test('an instance that begins to hold a channel reads its last entries once, and answers the resumes that follow from them', async (t) => {
+  if (!requireService(t, 'Redis', available)) return
+  const own = await OwnRedis.start(t)
+  const [publisher, reader] = [await node(t, own.url, { historySize: 100 }), await node(t, own.url, { historySize: 100 })]
+  const channel = suiteChannel('seeded')
+  for (let n = 1; n <= 40; n++) await publisher.broker.publish({ channel, type: 'test:event', payload: { n } })
+  const { epoch } = await reader.broker.position(channel)
+  // A restarted instance: its clients come back with where they were.
+  const fresh = await node(t, own.url, { historySize: 100 })
+  const monitor = await readCalls(t, own.url)
+  await fresh.broker.subscribe(channel)
+  const sinces = [40, 30, 8, 5]
+  const answers = []
+  for (const since of sinces) answers.push(summary(await fresh.broker.history(channel, { offset: since, epoch })))
+  answers.push(summary(await fresh.broker.recent(channel, 1)))
+  await monitor.settle()
+  t.equal(monitor.calls.length, 2, 'one read when it began to hold the channel (its last 32 entries: 9 to 40), one for the resume from before them')
+  t.same(answers[1].events.map((e) => e.offset), [31, 32, 33, 34, 35, 36, 37, 38, 39, 40])
+  t.equal(answers[2].events.length, 32)
+  t.same(answers[4].events.map((e) => e.offset), [40])
+  for (const [i, since] of sinces.entries()) t.same(answers[i], summary(await reader.broker.history(channel, { offset: since, epoch })), `since ${since}: Redis's answer`)
+
+  // Live events continue the copy.
+  await publisher.broker.publish({ channel, type: 'test:event', payload: { n: 41 } })
+  await fresh.recorder.until('the live event', () => fresh.recorder.of(channel).length === 1)
+  await monitor.settle()
+  monitor.calls.length = 0
+  t.same((await fresh.broker.history(channel, { offset: 38, epoch })).events.map((e) => e.offset), [39, 40, 41])
+  await monitor.settle()
+  t.same(monitor.calls, [], 'from memory')
+})
+
+t.test('entries read at the start of a hold are as old as Redis says they are', async (t) => {
+  if (!requireService(t, 'Redis', available)) return
+  const own = await OwnRedis.start(t)
+  const publisher = await node(t, own.url, { historyTtlSeconds: 4 })
+  const channel = suiteChannel('seeded-age')
+  for (let n = 1; n <= 3; n++) await publisher.broker.publish({ channel, type: 'test:event', payload: { n } })
+  const { epoch } = await publisher.broker.position(channel)
+  // History expires 4 s after the last publish; entries read now count as published 2 s
+  // earlier (the clock margin), so memory answers for one more second at most.
+  const holder = await node(t, own.url, { historyTtlSeconds: 4 })
+  await holder.broker.subscribe(channel)
+  const monitor = await readCalls(t, own.url)
+  await holder.broker.history(channel, { offset: 1, epoch })
+  await monitor.settle()
+  t.equal(monitor.calls.length, 0, 'fresh: from memory')
+  await new Promise((resolve) => setTimeout(resolve, 1200))
+  const late = await holder.broker.history(channel, { offset: 1, epoch })
+  await monitor.settle()
+  t.equal(monitor.calls.length, 1, 'past the margin: from Redis')
+  t.same(late.events.map((e) => e.offset), [2, 3])
+})
