@@ -21,6 +21,17 @@ export interface HistoryResult {
   recovered: boolean
 }
 
+/** How a history read may be answered. */
+export interface ReadOptions {
+  /**
+   * A subscriber's read (the hub's): for a channel this instance holds, it may be answered
+   * from what delivery brought, its position where delivery stands (an event published an
+   * instant before may still be on its way, and then follows live). Without it the position
+   * is the store's (an HTTP reader sees what it just published).
+   */
+  fromDelivery?: boolean
+}
+
 export type DeliverFn = (event: PublishedEvent) => void
 
 /**
@@ -89,12 +100,12 @@ export interface Broker {
   /** The channel's last offset (0 when none yet) and epoch. */
   position(channel: string): Promise<StreamPosition>
   /** Events after `since`; see HistoryResult. Without `since`, only the position. */
-  history(channel: string, since?: SincePosition): Promise<HistoryResult>
+  history(channel: string, since?: SincePosition, options?: ReadOptions): Promise<HistoryResult>
   /**
    * The channel's last `count` events still held (fewer when it holds fewer), oldest first,
    * and its position; `recovered` is true. Same delivery guarantee as `history`.
    */
-  recent(channel: string, count: number): Promise<HistoryResult>
+  recent(channel: string, count: number, options?: ReadOptions): Promise<HistoryResult>
   /** True while the backend is reachable (readiness). */
   isReady(): boolean
   /** How presence shares travel between instances (lib/core/presence.ts); absent with one instance. */

@@ -11,6 +11,10 @@ interface Cursor {
   offset: number
   /** Live events held back while a gap is filled from history; null when not filling. */
   held: PublishedEvent[] | null
+  /** The latest position the store reported for the channel: delivery is behind until it reaches it. */
+  stored?: StreamPosition
+  /** The last fill failed: what the store holds beyond `offset` is unknown until one succeeds. */
+  unsure?: boolean
 }
 
 export interface SequencerLogger {
@@ -38,19 +42,38 @@ export class ChannelSequencer {
     private readonly log?: SequencerLogger
   ) {}
 
-  /** Starts counting from `position` unless events of the channel were already seen. */
+  /**
+   * Starts counting from `position` unless events of the channel were already seen; then a
+   * store ahead of what was seen (events published before this subscription took, which
+   * pub/sub will never bring) is caught up from history.
+   */
   start (channel: string, position: StreamPosition): void {
-    if (!this.cursors.has(channel)) this.cursors.set(channel, { ...position, held: null })
+    const cursor = this.cursors.get(channel)
+    if (cursor === undefined) {
+      this.cursors.set(channel, { ...position, held: null })
+      return
+    }
+    this.stored(channel, position)
+    if (!passed(cursor, position)) this.catchUp(channel)
+  }
+
+  /** The store reported this position for the channel (a read of it). */
+  stored (channel: string, position: StreamPosition): void {
+    const cursor = this.cursors.get(channel)
+    if (cursor !== undefined) cursor.stored = position
   }
 
   /**
    * Where the channel's delivery stands when every event up to there was handed on and
    * nothing is being filled: live delivery is then the channel's stream up to this position.
-   * Undefined for a channel not counted, or with a gap being filled.
+   * Undefined for a channel not counted, with a gap being filled, behind the position the
+   * store last reported, or whose last fill failed (the store may hold more than was seen).
    */
   settledAt (channel: string): StreamPosition | undefined {
     const cursor = this.cursors.get(channel)
-    return cursor === undefined || cursor.held !== null ? undefined : { epoch: cursor.epoch, offset: cursor.offset }
+    if (cursor === undefined || cursor.held !== null || cursor.unsure === true) return undefined
+    if (cursor.stored !== undefined && !passed(cursor, cursor.stored)) return undefined
+    return { epoch: cursor.epoch, offset: cursor.offset }
   }
 
   forget (channel: string): void {
@@ -139,7 +162,9 @@ export class ChannelSequencer {
       }
       if (result.recovered) missed = result.events
       else this.log?.warn({ channel, after: cursor.offset, position: result.position }, 'gap in delivery that history no longer covers')
+      cursor.unsure = false
     } catch (err) {
+      cursor.unsure = true
       this.log?.warn({ err, channel, after: cursor.offset }, 'could not read history to fill a delivery gap')
     }
     if (this.cursors.get(channel) !== cursor) return

@@ -29,13 +29,13 @@ interface Tail {
   appendedAt: number
 }
 
-/** A channel's recent entries, as RecentEntries answers them. */
+/** What RecentEntries holds of a channel: entries `base + 1` to `base + count`, in `epoch`. */
 export interface RecentView {
   epoch: string
-  /** The offset just before `entries[0]`; the last entry is at `base + entries.length`. */
+  /** The offset just before the first entry held. */
   base: number
-  /** Raw broker entries (lib/broker/redis-layout.ts), oldest first, consecutive offsets. */
-  entries: readonly string[]
+  count: number
+  /** When the last entry was appended (Date.now()). */
   appendedAt: number
 }
 
@@ -121,20 +121,27 @@ export class RecentEntries {
     this.tails.delete(channel)
   }
 
+  get enabled (): boolean {
+    return this.budgetBytes > 0
+  }
+
   /** What is held of the channel, undefined for a channel not seen. */
   view (channel: string): RecentView | undefined {
     const tail = this.tails.get(channel)
     if (tail === undefined) return undefined
-    if (tail.head > 0) {
-      tail.entries = tail.entries.slice(tail.head)
-      tail.head = 0
-    }
-    return { epoch: tail.epoch, base: tail.base, entries: tail.entries, appendedAt: tail.appendedAt }
+    return { epoch: tail.epoch, base: tail.base, count: tail.entries.length - tail.head, appendedAt: tail.appendedAt }
   }
 
-  /** Bytes held (estimated) and entries, for tests and stats. */
-  size (): { bytes: number, entries: number, channels: number } {
-    return { bytes: this.bytes, entries: this.liveEntries, channels: this.tails.size }
+  /** The raw entries held after `offset` (in the view's range), oldest first. */
+  after (channel: string, offset: number): string[] {
+    const tail = this.tails.get(channel)
+    if (tail === undefined) return []
+    return tail.entries.slice(tail.head + Math.max(0, offset - tail.base))
+  }
+
+  /** Bytes held (estimated), entries, channels, and records in the eviction queue (live or dead), for tests. */
+  size (): { bytes: number, entries: number, channels: number, queued: number } {
+    return { bytes: this.bytes, entries: this.liveEntries, channels: this.tails.size, queued: this.queue.length - this.queueHead }
   }
 
   private dropHead (tail: Tail): void {

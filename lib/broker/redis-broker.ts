@@ -1,7 +1,7 @@
 import type { Cluster, Redis, RedisOptions } from 'ioredis'
 import {
   type Broker, type BrokerOptions, BrokerUnavailableError, DEFAULT_IDEMPOTENCY_TTL_SECONDS, type DeliverFn, type HistoryResult,
-  type IdempotencyClaim, IdempotencyConflictError, policyOf, type SincePosition
+  type IdempotencyClaim, IdempotencyConflictError, policyOf, type ReadOptions, type SincePosition
 } from './broker.js'
 import { ChannelSequencer } from './channel-sequencer.js'
 import type { EventDraft, PublishedEvent, StreamPosition } from '../core/event.js'
@@ -58,11 +58,6 @@ const DEFAULT_HISTORY_CACHE_BYTES = 32 * 1024 * 1024
  * the publish), so it never answers with entries Redis no longer has.
  */
 const HISTORY_EXPIRY_MARGIN_MS = 1000
-/**
- * Entries read when this instance begins to hold a channel, to answer the resumes and
- * rewinds that follow from memory (a restarted instance is resumed by every client at once).
- */
-const HOLD_READ_ENTRIES = 32
 /**
  * Entries read from Redis carry Redis's clock: they count as published this much earlier,
  * for the clocks of Redis and of this host may differ (NTP keeps them well within it).
@@ -331,27 +326,48 @@ export class RedisBroker implements Broker {
    * read: the pub/sub copy of an event can arrive after a history read that already
    * counted it, and the hub tells replayed from live events by that position.
    */
-  async history (channel: string, since?: SincePosition): Promise<HistoryResult> {
-    const result = await this.read(channel, since)
-    if (this.held.has(channel)) await this.sequencer.reached(channel, result.position, DELIVERY_GRACE_MS)
+  async history (channel: string, since?: SincePosition, options?: ReadOptions): Promise<HistoryResult> {
+    return await this.readHeld(channel, since, 0, options?.fromDelivery === true)
+  }
+
+  async recent (channel: string, count: number, options?: ReadOptions): Promise<HistoryResult> {
+    return await this.readHeld(channel, undefined, count, options?.fromDelivery === true)
+  }
+
+  /**
+   * A subscriber's read of a held channel may be answered from memory (readLocally). One
+   * read from Redis, once delivery has reached its position, becomes the channel's copy
+   * (keepRead): the reads that follow, the next client's resume or `rewind`, need no Redis.
+   */
+  private async readHeld (channel: string, since: SincePosition | undefined, last: number, fromDelivery: boolean): Promise<HistoryResult> {
+    if (fromDelivery && this.recentEntries.enabled) {
+      this.checkConnected()
+      const local = this.readLocally(channel, since, last)
+      if (local !== undefined) return local
+    }
+    const result = await this.read(channel, since, last)
+    if (this.held.has(channel)) {
+      await this.sequencer.reached(channel, result.position, DELIVERY_GRACE_MS)
+      this.keepRead(channel, result)
+    }
     return result
   }
 
-  async recent (channel: string, count: number): Promise<HistoryResult> {
-    const result = await this.read(channel, undefined, count)
-    if (this.held.has(channel)) await this.sequencer.reached(channel, result.position, DELIVERY_GRACE_MS)
-    return result
-  }
-
-  private async read (channel: string, since?: SincePosition, last = 0): Promise<HistoryResult> {
+  private checkConnected (): void {
     if (this.closed || this.commands.status !== 'ready') throw new BrokerUnavailableError('redis is not connected')
-    const local = this.readLocally(channel, since, last)
-    if (local !== undefined) return local
+  }
+
+  /** A read from Redis; for a held channel, the position it reports is noted (ChannelSequencer.settledAt). */
+  private async read (channel: string, since?: SincePosition, last = 0): Promise<HistoryResult> {
+    this.checkConnected()
+    let result: HistoryResult
     try {
-      return await this.reads.read(channel, since, last)
+      result = await this.reads.read(channel, since, last)
     } catch (err) {
       throw err instanceof BrokerUnavailableError ? err : new BrokerUnavailableError('redis did not answer a history read', { cause: err })
     }
+    if (this.held.has(channel)) this.sequencer.stored(channel, result.position)
+    return result
   }
 
   /**
@@ -371,18 +387,18 @@ export class RedisBroker implements Broker {
       if (since.offset === position.offset) return { events: [], position, recovered: true }
     }
     const view = this.recentEntries.view(channel)
-    if (view === undefined || view.epoch !== position.epoch || view.base + view.entries.length !== position.offset) return undefined
+    if (view === undefined || view.epoch !== position.epoch || view.base + view.count !== position.offset) return undefined
     if (Date.now() >= view.appendedAt + this.policy.of(channel).ttlSeconds * 1000 - HISTORY_EXPIRY_MARGIN_MS) return undefined
-    let entries: readonly string[]
+    let after: number
     if (since !== undefined) {
       if (since.offset < view.base) return undefined
-      entries = view.entries.slice(since.offset - view.base)
+      after = since.offset
     } else {
       // Fewer than asked is the answer only when they are the epoch's every event.
-      if (view.entries.length < last && view.base > 0) return undefined
-      entries = view.entries.slice(-last)
+      if (view.count < last && view.base > 0) return undefined
+      after = Math.max(view.base, position.offset - last)
     }
-    return { events: entries.map((entry) => decodeEntry(channel, entry)), position, recovered: true }
+    return { events: this.recentEntries.after(channel, after).map((entry) => decodeEntry(channel, entry)), position, recovered: true }
   }
 
   /** READ_SCRIPT's keys and arguments for a call. */
@@ -468,10 +484,9 @@ export class RedisBroker implements Broker {
       const pubsub = this.layout.pubsubName(channel)
       if (this.shards !== undefined) await this.shards.hold(pubsub)
       else await this.subscribeSoon(pubsub)
-      const seeding = Math.min(this.policy.of(channel).size, this.options.historyCacheBytes === 0 ? 0 : HOLD_READ_ENTRIES)
-      const read = await this.read(channel, undefined, seeding)
-      this.sequencer.start(channel, read.position)
-      if (seeding > 0) this.seedRecent(channel, read)
+      const position = await this.position(channel)
+      // Released meanwhile (its last subscriber left and the linger ran out): nothing to count.
+      if (this.held.has(channel)) this.sequencer.start(channel, position)
     } catch (err) {
       this.release(channel)
       throw err instanceof BrokerUnavailableError ? err : new BrokerUnavailableError('redis did not take a subscribe', { cause: err })
@@ -479,16 +494,20 @@ export class RedisBroker implements Broker {
   }
 
   /**
-   * The entries read at the start of a hold become the channel's copy, when delivery
-   * starts from the position they end at (an event that came first leaves it to delivery).
+   * A read from Redis answered at the position delivery stands at becomes the channel's copy,
+   * unless the copy already reaches further back. Its entries carry Redis's clock, so they
+   * count as published CLOCK_SKEW_MARGIN_MS earlier (the two hosts' clocks may differ).
    */
-  private seedRecent (channel: string, read: HistoryResult): void {
-    const settled = this.sequencer.settledAt(channel)
+  private keepRead (channel: string, read: HistoryResult): void {
     const { position, events } = read
+    if (!read.recovered || events.length === 0 || !this.recentEntries.enabled) return
+    const settled = this.sequencer.settledAt(channel)
     if (settled?.epoch !== position.epoch || settled.offset !== position.offset) return
     // Consecutive offsets up to the position (a history written under another size policy may have holes).
     if (events.some((e, i) => e.offset !== position.offset - events.length + i + 1)) return
-    const publishedAt = events.length === 0 ? 0 : Math.min(Date.parse(events[events.length - 1].ts), Date.now()) - CLOCK_SKEW_MARGIN_MS
+    const view = this.recentEntries.view(channel)
+    if (view !== undefined && view.epoch === position.epoch && view.base + view.count === position.offset && view.base <= events[0].offset - 1) return
+    const publishedAt = Math.min(Date.parse(events[events.length - 1].ts), Date.now()) - CLOCK_SKEW_MARGIN_MS
     this.recentEntries.seed(channel, position, events.map((e) => this.rawEntries.get(e) ?? entryOfEvent(e)), publishedAt)
   }
 

@@ -1,4 +1,4 @@
-import type { Broker, DeliverFn, HistoryResult, ResetFn, SincePosition } from '../broker/broker.js'
+import type { Broker, DeliverFn, HistoryResult, ReadOptions, ResetFn, SincePosition } from '../broker/broker.js'
 import { type ChannelReset, type Connection, isReset, type Transport } from './connection.js'
 import { type PresenceCounts, type PresenceTotals, tracksPresence } from '../core/presence.js'
 import { type PresenceLogger, PresenceTracker } from './presence-tracker.js'
@@ -12,6 +12,8 @@ import {
 
 /** A broker subscription that has settled: one shared value instead of a promise per channel. */
 const SUBSCRIBED: Promise<void> = Promise.resolve()
+/** A subscriber's reads may be answered from what delivery brought (ReadOptions). */
+const FROM_DELIVERY: ReadOptions = Object.freeze({ fromDelivery: true })
 /** A broker subscription that failed: the next local subscriber tries again. */
 const FAILED = 'failed'
 
@@ -275,9 +277,9 @@ export class Hub {
   /** Reads the broker as the plan asks. */
   private async read (channel: string, read: ChannelRead): Promise<HistoryResult> {
     switch (read.kind) {
-      case 'since': return await this.broker.history(channel, read.since)
-      case 'recent': return await this.broker.recent(channel, read.count)
-      default: return await this.broker.history(channel)
+      case 'since': return await this.broker.history(channel, read.since, FROM_DELIVERY)
+      case 'recent': return await this.broker.recent(channel, read.count, FROM_DELIVERY)
+      default: return await this.broker.history(channel, undefined, FROM_DELIVERY)
     }
   }
 

@@ -10,11 +10,18 @@ import { RecentEntries } from '../../lib/broker/recent-entries.js'
 const OVERHEAD = 64
 const at = (offset: number, epoch = 'e1') => ({ offset, epoch })
 
+/** A channel's view with its entries, undefined for a channel not held. */
+function held (recent: RecentEntries, channel: string) {
+  const view = recent.view(channel)
+  return view === undefined ? undefined : { ...view, entries: recent.after(channel, view.base) }
+}
+
 t.test('a channel keeps its last entries, up to its capacity', async (t) => {
   const recent = new RecentEntries(1 << 20, () => 3)
   for (let n = 1; n <= 5; n++) recent.append('c', at(n), `entry-${n}`)
-  t.same(recent.view('c'), { epoch: 'e1', base: 2, entries: ['entry-3', 'entry-4', 'entry-5'], appendedAt: recent.view('c')?.appendedAt })
-  t.same(recent.size(), { bytes: 3 * (7 + OVERHEAD), entries: 3, channels: 1 })
+  t.match(held(recent, 'c'), { epoch: 'e1', base: 2, count: 3, entries: ['entry-3', 'entry-4', 'entry-5'] })
+  t.same(recent.after('c', 4), ['entry-5'], 'what follows an offset')
+  t.match(recent.size(), { bytes: 3 * (7 + OVERHEAD), entries: 3, channels: 1 })
 })
 
 t.test('an entry that does not follow the last one starts the tail again from it', async (t) => {
@@ -22,17 +29,17 @@ t.test('an entry that does not follow the last one starts the tail again from it
   recent.append('c', at(1), 'a')
   recent.append('c', at(2), 'b')
   recent.append('c', at(4), 'd') // 3 never came
-  t.same(recent.view('c')?.entries, ['d'])
-  t.equal(recent.view('c')?.base, 3)
+  t.same(held(recent, 'c')?.entries, ['d'])
+  t.equal(held(recent, 'c')?.base, 3)
   recent.append('c', at(1, 'e2'), 'x') // a new epoch
-  t.same([recent.view('c')?.epoch, recent.view('c')?.base, recent.view('c')?.entries], ['e2', 0, ['x']])
+  t.same([held(recent, 'c')?.epoch, held(recent, 'c')?.base, held(recent, 'c')?.entries], ['e2', 0, ['x']])
   t.equal(recent.size().entries, 1)
   recent.reset('c', at(7, 'e3'))
-  t.same([recent.view('c')?.base, recent.view('c')?.entries], [7, []])
-  t.same(recent.size(), { bytes: 0, entries: 0, channels: 1 })
+  t.same([held(recent, 'c')?.base, held(recent, 'c')?.entries], [7, []])
+  t.match(recent.size(), { bytes: 0, entries: 0, channels: 1 })
   recent.forget('c')
-  t.equal(recent.view('c'), undefined)
-  t.same(recent.size(), { bytes: 0, entries: 0, channels: 0 })
+  t.equal(held(recent, 'c'), undefined)
+  t.match(recent.size(), { bytes: 0, entries: 0, channels: 0 })
 })
 
 t.test('over budget, the oldest entries of all channels go first', async (t) => {
@@ -44,27 +51,27 @@ t.test('over budget, the oldest entries of all channels go first', async (t) => 
   recent.append('b', at(2), entry)
   t.equal(recent.size().bytes, 400)
   recent.append('c', at(1), entry) // 500 > 450: a's first goes
-  t.same([recent.view('a')?.base, recent.view('a')?.entries.length], [1, 1])
+  t.same([held(recent, 'a')?.base, held(recent, 'a')?.entries.length], [1, 1])
   recent.append('c', at(2), entry) // then b's first
-  t.same([recent.view('b')?.base, recent.view('b')?.entries.length], [1, 1])
+  t.same([held(recent, 'b')?.base, held(recent, 'b')?.entries.length], [1, 1])
   t.equal(recent.size().bytes, 400)
   recent.append('d', at(1), 'y'.repeat(1000)) // larger than the budget: nothing of it stays, nor of the others
-  t.same(recent.size(), { bytes: 0, entries: 0, channels: 4 })
-  t.same(recent.view('d')?.base, 1, 'd stands after the entry it could not keep')
+  t.match(recent.size(), { bytes: 0, entries: 0, channels: 4 })
+  t.same(held(recent, 'd')?.base, 1, 'd stands after the entry it could not keep')
 })
 
 t.test('a zero budget keeps nothing', async (t) => {
   const recent = new RecentEntries(0, () => 10)
   recent.append('c', at(1), 'a')
   recent.reset('c', at(1))
-  t.equal(recent.view('c'), undefined)
+  t.equal(held(recent, 'c'), undefined)
 })
 
 t.test('capacity 0 keeps no entry but follows the offsets', async (t) => {
   const recent = new RecentEntries(1 << 20, () => 0)
   recent.append('c', at(1), 'a')
   recent.append('c', at(2), 'b')
-  t.same([recent.view('c')?.base, recent.view('c')?.entries], [2, []])
+  t.same([held(recent, 'c')?.base, held(recent, 'c')?.entries], [2, []])
 })
 
 t.test('property: whatever the appends, resets and forgets, a view is the last run appended, within every bound', async (t) => {
@@ -74,7 +81,7 @@ t.test('property: whatever the appends, resets and forgets, a view is the last r
     { weight: 1, arbitrary: fc.record({ kind: fc.constant('reset' as const), channel: fc.nat(3) }) },
     { weight: 1, arbitrary: fc.record({ kind: fc.constant('forget' as const), channel: fc.nat(3) }) }
   )
-  fc.assert(fc.property(fc.array(op, { maxLength: 400 }), fc.integer({ min: 0, max: 3000 }), fc.array(fc.integer({ min: 0, max: 20 }), { minLength: 4, maxLength: 4 }), (ops, budget, capacities) => {
+  fc.assert(fc.property(fc.array(op, { maxLength: 3000 }), fc.oneof(fc.integer({ min: 0, max: 3000 }), fc.constant(1 << 30)), fc.array(fc.integer({ min: 0, max: 20 }), { minLength: 4, maxLength: 4 }), (ops, budget, capacities) => {
     const recent = new RecentEntries(budget, (c) => capacities[Number(c.slice(1))])
     // The model: each channel's whole run since its last break (epoch, offset, entries).
     const model = new Map<string, { epoch: string, start: number, entries: string[] }>()
@@ -102,7 +109,7 @@ t.test('property: whatever the appends, resets and forgets, a view is the last r
     let entries = 0
     for (let c = 0; c < 4; c++) {
       const channel = `c${c}`
-      const view = recent.view(channel)
+      const view = held(recent, channel)
       const run = model.get(channel)
       if (budget === 0 || run === undefined) {
         if (view !== undefined) return false
@@ -116,12 +123,26 @@ t.test('property: whatever the appends, resets and forgets, a view is the last r
       const suffix = run.entries.slice(run.entries.length - view.entries.length)
       if (view.entries.some((e, i) => e !== suffix[i])) return false
       // Unbounded by the budget, it holds all the capacity allows.
-      if (budget >= 3000 * 4 && view.entries.length !== Math.min(capacities[c], run.entries.length)) return false
+      if (budget === 1 << 30 && view.entries.length !== Math.min(capacities[c], run.entries.length)) return false
       bytes += view.entries.reduce((sum, e) => sum + e.length + OVERHEAD, 0)
       entries += view.entries.length
     }
     const size = recent.size()
-    return size.bytes === bytes && size.entries === entries && size.bytes <= budget
-  }), { numRuns: 300 })
+    // The queue's records, live and dead, stay within twice the live entries (or 1024).
+    return size.bytes === bytes && size.entries === entries && size.bytes <= budget && size.queued <= Math.max(1024, 2 * size.entries) + 1
+  }), { numRuns: 150 })
   t.pass('every view is a bounded suffix of the last run appended, and the accounting adds up')
+})
+
+t.test('records of entries gone (dropped by capacity, or their channel reset) do not pile up in the eviction queue', async (t) => {
+  const recent = new RecentEntries(1 << 30, () => 10)
+  for (let n = 1; n <= 5000; n++) recent.append('c', at(n), `e${n}`)
+  t.match(recent.size(), { entries: 10 })
+  t.ok(recent.size().queued <= 1024, `queue ${recent.size().queued} records for 10 entries`)
+  for (let n = 1; n <= 5000; n++) recent.append(`k${n}`, at(1), 'x') // 5000 channels of one entry
+  for (let n = 1; n <= 5000; n++) recent.forget(`k${n}`)
+  recent.append('c', at(5001), 'e5001')
+  t.match(recent.size(), { entries: 10, channels: 1 })
+  t.ok(recent.size().queued <= 1024, `queue ${recent.size().queued} records after 5000 channels were forgotten`)
+  t.same(recent.after('c', 4995), ['e4996', 'e4997', 'e4998', 'e4999', 'e5000', 'e5001'])
 })

@@ -117,11 +117,9 @@ t.test('the epoch changes when the channel keys are lost; old positions no longe
   t.equal(fresh.offset, 1, 'offsets restart...')
   t.not(fresh.epoch, old.epoch, '...in a new epoch')
   t.match(fresh.epoch, /^[A-Za-z0-9_-]+$/)
-  // Once the new epoch has reached b (until then b answers from what it delivered, and its
-  // subscribers learn of the new epoch by a reset before its first event).
-  await b.recorder.until('the new epoch reaches the subscriber', () => b.recorder.of(channel).length >= 4)
   t.same(await b.broker.history(channel, { offset: 3, epoch: old.epoch }),
     { events: [], position: { offset: 1, epoch: fresh.epoch }, recovered: false })
+  await b.recorder.until('the new epoch reaches the subscriber', () => b.recorder.of(channel).length >= 4)
   t.same(b.recorder.of(channel).map((e) => [e.epoch, e.offset]),
     [[old.epoch, 1], [old.epoch, 2], [old.epoch, 3], [fresh.epoch, 1]])
 })
@@ -141,11 +139,9 @@ t.test('a new Redis run (restart or failover, data kept or not) starts new epoch
   const fresh = await a.broker.publish(draft(channel, 4))
   t.equal(fresh.offset, 1, 'offsets restart...')
   t.not(fresh.epoch, old.epoch, '...in a new epoch')
-  t.same(await a.broker.history(channel, { offset: 2, epoch: old.epoch }), { events: [], position: { offset: 1, epoch: fresh.epoch }, recovered: false },
+  t.same(await b.broker.history(channel, { offset: 2, epoch: old.epoch }), { events: [], position: { offset: 1, epoch: fresh.epoch }, recovered: false },
     'a client resuming from the old run is told to reload')
   await b.recorder.until('the new epoch reaches the subscriber', () => b.recorder.of(channel).length >= 4)
-  t.same(await b.broker.history(channel, { offset: 2, epoch: old.epoch }), { events: [], position: { offset: 1, epoch: fresh.epoch }, recovered: false },
-    'on the instance that holds the channel too, once the new epoch reached it')
   t.same(b.resets.map((r) => [r.channel, r.position]), [[channel, { offset: 0, epoch: fresh.epoch }]], 'and the live subscriber gets a reset first')
 })
 

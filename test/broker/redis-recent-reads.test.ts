@@ -6,14 +6,16 @@ import { requireService } from '../support/helper.js'
 import { eventually, OwnRedis, redisAvailable, redisClient } from '../support/redis-fixture.js'
 
 /**
- * Reads of a channel this instance holds are answered from the entries live delivery
- * brought (lib/broker/recent-entries.ts, RedisBroker.readLocally) when that is exactly what
- * Redis would answer, and from Redis otherwise. Each answer is compared with a read of an
+ * A subscriber's reads of a channel this instance holds are answered from the entries live
+ * delivery brought (lib/broker/recent-entries.ts, RedisBroker.readLocally) when that is
+ * exactly what Redis would answer, and from Redis otherwise. Each answer is compared with a read of an
  * instance that does not hold the channel (so reads Redis), and MONITOR on a Redis of the
  * test's own shows which reads went to Redis.
  */
 const available = await redisAvailable()
 const PREFIX = 'recent-reads:'
+/** A subscriber's read, as the hub makes it; without it (the HTTP history route) Redis is always read. */
+const D = { fromDelivery: true }
 
 async function node (t: Test, url: string, options: Partial<RedisBrokerOptions> = {}) {
   const recorder = new DeliveryRecorder()
@@ -57,12 +59,12 @@ t.test('a held channel: resumes and rewinds answered from memory, exactly as Red
   const { epoch } = await reader.broker.position(channel)
 
   const asks: Array<(b: RedisBroker) => Promise<HistoryResult>> = [
-    async (b) => await b.history(channel), // the position alone
-    async (b) => await b.history(channel, { offset: 14, epoch }), // nothing missed
-    async (b) => await b.history(channel, { offset: 9, epoch }), // 10..14
-    async (b) => await b.history(channel, { offset: 4, epoch }), // 5..14: the last 10
-    async (b) => await b.recent(channel, 3), // 12..14
-    async (b) => await b.recent(channel, 10)
+    async (b) => await b.history(channel, undefined, D), // the position alone
+    async (b) => await b.history(channel, { offset: 14, epoch }, D), // nothing missed
+    async (b) => await b.history(channel, { offset: 9, epoch }, D), // 10..14
+    async (b) => await b.history(channel, { offset: 4, epoch }, D), // 5..14: the last 10
+    async (b) => await b.recent(channel, 3, D), // 12..14
+    async (b) => await b.recent(channel, 10, D)
   ]
   const monitor = await readCalls(t, own.url)
   const local = []
@@ -76,11 +78,13 @@ t.test('a held channel: resumes and rewinds answered from memory, exactly as Red
   await monitor.settle() // the reader's reads seen
   monitor.calls.length = 0
   const beyond = [
-    async (b: RedisBroker) => await b.history(channel, { offset: 3, epoch }), // 4 was trimmed: recovered false
-    async (b: RedisBroker) => await b.history(channel, { offset: 15, epoch }), // ahead of delivery
-    async (b: RedisBroker) => await b.history(channel, { offset: 9, epoch: 'another-epoch' }),
-    async (b: RedisBroker) => await b.history(channel, { offset: 9 }), // no epoch: Redis's current one
-    async (b: RedisBroker) => await b.recent(channel, 11)
+    async (b: RedisBroker) => await b.history(channel, { offset: 3, epoch }, D), // 4 was trimmed: recovered false
+    async (b: RedisBroker) => await b.history(channel, { offset: 15, epoch }, D), // ahead of delivery
+    async (b: RedisBroker) => await b.history(channel, { offset: 9, epoch: 'another-epoch' }, D),
+    async (b: RedisBroker) => await b.history(channel, { offset: 9 }, D), // no epoch: Redis's current one
+    async (b: RedisBroker) => await b.recent(channel, 11, D),
+    async (b: RedisBroker) => await b.history(channel, { offset: 9, epoch }), // not a subscriber's read (HTTP)
+    async (b: RedisBroker) => await b.recent(channel, 1)
   ]
   const fromRedis = []
   for (const ask of beyond) fromRedis.push(summary(await ask(holder.broker)))
@@ -101,7 +105,7 @@ t.test('own events and other instances\' events alike; a channel given up forget
   await a.recorder.until('a has all six', () => a.recorder.of(channel).length === 6)
   const { epoch } = await reader.broker.position(channel)
   const monitor = await readCalls(t, own.url)
-  const local = summary(await a.broker.history(channel, { offset: 0, epoch }))
+  const local = summary(await a.broker.history(channel, { offset: 0, epoch }, D))
   await monitor.settle()
   t.same(monitor.calls, [], 'answered from memory')
   t.same(local, summary(await reader.broker.history(channel, { offset: 0, epoch })), 'its own entries are byte for byte what Redis keeps')
@@ -109,7 +113,7 @@ t.test('own events and other instances\' events alike; a channel given up forget
   await a.broker.unsubscribe(channel)
   await eventually('a released the channel', async () => {
     monitor.calls.length = 0
-    await a.broker.history(channel, { offset: 2, epoch })
+    await a.broker.history(channel, { offset: 2, epoch }, D)
     await monitor.settle()
     return monitor.calls.length === 1
   })
@@ -128,15 +132,15 @@ t.test('entries older than Redis keeps them are not answered from memory', async
   const { epoch } = await publisher.broker.position(channel)
   const monitor = await readCalls(t, own.url)
   await new Promise((resolve) => setTimeout(resolve, 1100))
-  const late = await holder.broker.history(channel, { offset: 1, epoch })
+  const late = await holder.broker.history(channel, { offset: 1, epoch }, D)
   await monitor.settle()
   t.same(monitor.calls.length, 1, 'past the margin, read from Redis')
   t.same(late.events.map((e) => e.offset), [2, 3], 'which still held them')
   await new Promise((resolve) => setTimeout(resolve, 1500))
-  t.match(await holder.broker.history(channel, { offset: 1, epoch }), { recovered: false }, 'and once Redis expired them, the answer is recovered:false, as from any instance')
+  t.match(await holder.broker.history(channel, { offset: 1, epoch }, D), { recovered: false }, 'and once Redis expired them, the answer is recovered:false, as from any instance')
 })
 
-t.test('HISTORY_CACHE_BYTES=0: every resume reads Redis', async (t) => {
+t.test('HISTORY_CACHE_BYTES=0: every read goes to Redis', async (t) => {
   if (!requireService(t, 'Redis', available)) return
   const own = await OwnRedis.start(t)
   const [publisher, holder] = [await node(t, own.url), await node(t, own.url, { historyCacheBytes: 0 })]
@@ -146,10 +150,12 @@ t.test('HISTORY_CACHE_BYTES=0: every resume reads Redis', async (t) => {
   await holder.recorder.until('delivered', () => holder.recorder.of(channel).length === 3)
   const { epoch } = await publisher.broker.position(channel)
   const monitor = await readCalls(t, own.url)
-  t.same((await holder.broker.history(channel, { offset: 1, epoch })).events.map((e) => e.offset), [2, 3])
-  t.same((await holder.broker.recent(channel, 1)).events.map((e) => e.offset), [3])
+  t.same((await holder.broker.history(channel, { offset: 1, epoch }, D)).events.map((e) => e.offset), [2, 3])
+  t.same((await holder.broker.recent(channel, 1, D)).events.map((e) => e.offset), [3])
+  t.same((await holder.broker.history(channel, undefined, D)).position.offset, 3)
+  t.same((await holder.broker.history(channel, { offset: 3, epoch }, D)).recovered, true)
   await monitor.settle()
-  t.equal(monitor.calls.length, 2, 'both read from Redis')
+  t.equal(monitor.calls.length, 4, 'all four read from Redis')
 })
 
 t.test('events a dropped subscriber connection missed, filled from history, are answered from memory too', async (t) => {
@@ -170,33 +176,32 @@ t.test('events a dropped subscriber connection missed, filled from history, are 
   await eventually('the holder ready again', () => holder.broker.isReady())
   const { epoch } = await reader.broker.position(channel)
   const monitor = await readCalls(t, own.url)
-  const local = summary(await holder.broker.history(channel, { offset: 1, epoch }))
+  const local = summary(await holder.broker.history(channel, { offset: 1, epoch }, D))
   await monitor.settle()
   t.same(monitor.calls, [], 'answered from memory')
   t.same(local, summary(await reader.broker.history(channel, { offset: 1, epoch })), 'the same events as Redis holds')
   t.same(local.events.map((e) => e.offset), [2, 3, 4])
 })
 
-t.test('an instance that begins to hold a channel reads its last entries once, and answers the resumes that follow from them', async (t) => {
+t.test('a subscriber\'s read from Redis becomes the channel\'s copy: the next resumes need none', async (t) => {
   if (!requireService(t, 'Redis', available)) return
   const own = await OwnRedis.start(t)
   const [publisher, reader] = [await node(t, own.url, { historySize: 100 }), await node(t, own.url, { historySize: 100 })]
-  const channel = suiteChannel('seeded')
+  const channel = suiteChannel('kept')
   for (let n = 1; n <= 40; n++) await publisher.broker.publish({ channel, type: 'test:event', payload: { n } })
   const { epoch } = await reader.broker.position(channel)
   // A restarted instance: its clients come back with where they were.
   const fresh = await node(t, own.url, { historySize: 100 })
-  const monitor = await readCalls(t, own.url)
   await fresh.broker.subscribe(channel)
-  const sinces = [40, 30, 8, 5]
+  const monitor = await readCalls(t, own.url)
+  const sinces = [20, 30, 35, 40, 10]
   const answers = []
-  for (const since of sinces) answers.push(summary(await fresh.broker.history(channel, { offset: since, epoch })))
-  answers.push(summary(await fresh.broker.recent(channel, 1)))
+  for (const since of sinces) answers.push(summary(await fresh.broker.history(channel, { offset: since, epoch }, D)))
+  answers.push(summary(await fresh.broker.recent(channel, 1, D)))
   await monitor.settle()
-  t.equal(monitor.calls.length, 2, 'one read when it began to hold the channel (its last 32 entries: 9 to 40), one for the resume from before them')
-  t.same(answers[1].events.map((e) => e.offset), [31, 32, 33, 34, 35, 36, 37, 38, 39, 40])
-  t.equal(answers[2].events.length, 32)
-  t.same(answers[4].events.map((e) => e.offset), [40])
+  t.same(monitor.calls.length, 2, 'the first resume read Redis; those within what it read did not; the one from before it did')
+  t.same(answers[2].events.map((e) => e.offset), [36, 37, 38, 39, 40])
+  t.same(answers[5].events.map((e) => e.offset), [40])
   for (const [i, since] of sinces.entries()) t.same(answers[i], summary(await reader.broker.history(channel, { offset: since, epoch })), `since ${since}: Redis's answer`)
 
   // Live events continue the copy.
@@ -204,28 +209,31 @@ t.test('an instance that begins to hold a channel reads its last entries once, a
   await fresh.recorder.until('the live event', () => fresh.recorder.of(channel).length === 1)
   await monitor.settle()
   monitor.calls.length = 0
-  t.same((await fresh.broker.history(channel, { offset: 38, epoch })).events.map((e) => e.offset), [39, 40, 41])
+  t.same((await fresh.broker.history(channel, { offset: 38, epoch }, D)).events.map((e) => e.offset), [39, 40, 41])
   await monitor.settle()
   t.same(monitor.calls, [], 'from memory')
 })
 
-t.test('entries read at the start of a hold are as old as Redis says they are', async (t) => {
+t.test('entries read from Redis are as old as Redis says they are, less a margin for the clocks', async (t) => {
   if (!requireService(t, 'Redis', available)) return
   const own = await OwnRedis.start(t)
-  const publisher = await node(t, own.url, { historyTtlSeconds: 4 })
-  const channel = suiteChannel('seeded-age')
+  // History expires 6 s after the last publish; entries read from Redis count as published
+  // 2 s earlier, and memory keeps 1 s from the expiry: they answer for 3 s after the publish.
+  const publisher = await node(t, own.url, { historyTtlSeconds: 6 })
+  const holder = await node(t, own.url, { historyTtlSeconds: 6 })
+  const channel = suiteChannel('kept-age')
   for (let n = 1; n <= 3; n++) await publisher.broker.publish({ channel, type: 'test:event', payload: { n } })
+  const publishedAt = Date.now()
   const { epoch } = await publisher.broker.position(channel)
-  // History expires 4 s after the last publish; entries read now count as published 2 s
-  // earlier (the clock margin), so memory answers for one more second at most.
-  const holder = await node(t, own.url, { historyTtlSeconds: 4 })
   await holder.broker.subscribe(channel)
+  await holder.broker.history(channel, { offset: 0, epoch }, D) // read from Redis, kept
   const monitor = await readCalls(t, own.url)
-  await holder.broker.history(channel, { offset: 1, epoch })
+  await holder.broker.history(channel, { offset: 1, epoch }, D)
   await monitor.settle()
-  t.equal(monitor.calls.length, 0, 'fresh: from memory')
-  await new Promise((resolve) => setTimeout(resolve, 1200))
-  const late = await holder.broker.history(channel, { offset: 1, epoch })
+  if (Date.now() - publishedAt < 2500) t.equal(monitor.calls.length, 0, 'well within: from memory')
+  await new Promise((resolve) => setTimeout(resolve, Math.max(0, publishedAt + 3200 - Date.now())))
+  monitor.calls.length = 0
+  const late = await holder.broker.history(channel, { offset: 1, epoch }, D)
   await monitor.settle()
   t.equal(monitor.calls.length, 1, 'past the margin: from Redis')
   t.same(late.events.map((e) => e.offset), [2, 3])

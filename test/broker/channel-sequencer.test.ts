@@ -1,0 +1,77 @@
+import t from 'tap'
+import type { HistoryResult, SincePosition } from '../../lib/broker/broker.js'
+import { ChannelSequencer } from '../../lib/broker/channel-sequencer.js'
+import type { PublishedEvent, StreamPosition } from '../../lib/core/event.js'
+
+/**
+ * When the sequencer says a channel's delivery is settled (`settledAt`), the Redis broker
+ * answers subscribers' reads from what delivery brought (RedisBroker.readLocally). It must
+ * not say so while the store may hold events delivery has not brought: behind a position
+ * the store reported, or after a fill that failed. The store here is the channel's events
+ * in an array, read as the Redis broker reads history.
+ */
+const CHANNEL = 'room:seq'
+const event = (offset: number, epoch = 'e1'): PublishedEvent => ({ channel: CHANNEL, type: 't', payload: { offset }, offset, epoch, ts: new Date(0).toISOString() })
+
+function sequencer (stored: PublishedEvent[]) {
+  const delivered: number[] = []
+  const state = { failReads: false, reads: 0 }
+  const read = async (_channel: string, since: SincePosition): Promise<HistoryResult> => {
+    state.reads++
+    if (state.failReads) throw new Error('redis did not answer')
+    const last = stored[stored.length - 1]
+    const position: StreamPosition = { epoch: last?.epoch ?? 'e1', offset: last?.offset ?? 0 }
+    return { events: stored.filter((e) => e.offset > since.offset), position, recovered: true }
+  }
+  const seq = new ChannelSequencer(read, (e) => delivered.push(e.offset), () => {})
+  return { seq, delivered, state }
+}
+
+const settle = async () => { for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve)) }
+
+t.test('settled where delivery stands; not while the store reported more', async (t) => {
+  const store = [1, 2, 3].map((n) => event(n))
+  const { seq, delivered } = sequencer(store)
+  seq.start(CHANNEL, { epoch: 'e1', offset: 0 })
+  for (const e of store) seq.push(e)
+  t.same(seq.settledAt(CHANNEL), { epoch: 'e1', offset: 3 })
+  seq.stored(CHANNEL, { epoch: 'e1', offset: 5 }) // a read saw 5: 4 and 5 are on their way
+  t.equal(seq.settledAt(CHANNEL), undefined, 'behind the store')
+  seq.push(event(4))
+  t.equal(seq.settledAt(CHANNEL), undefined)
+  seq.push(event(5))
+  t.same(seq.settledAt(CHANNEL), { epoch: 'e1', offset: 5 }, 'settled once delivery reached it')
+  seq.stored(CHANNEL, { epoch: 'e2', offset: 0 }) // the store started a new epoch
+  t.equal(seq.settledAt(CHANNEL), undefined, 'not while delivery is in another epoch')
+  t.same(delivered, [1, 2, 3, 4, 5])
+})
+
+t.test('a fill that failed leaves the channel unsettled until one succeeds', async (t) => {
+  const store = [1, 2].map((n) => event(n))
+  const { seq, delivered, state } = sequencer(store)
+  seq.start(CHANNEL, { epoch: 'e1', offset: 0 })
+  seq.push(event(1))
+  store.push(event(3), event(4)) // published while the subscriber connection was away
+  state.failReads = true
+  seq.catchUp(CHANNEL) // after a reconnect
+  await settle()
+  t.equal(state.reads, 1)
+  t.equal(seq.settledAt(CHANNEL), undefined, 'what the store holds beyond 1 is unknown')
+  state.failReads = false
+  seq.catchUp(CHANNEL)
+  await settle()
+  t.same(delivered, [1, 2, 3, 4])
+  t.same(seq.settledAt(CHANNEL), { epoch: 'e1', offset: 4 }, 'settled again after a fill that worked')
+})
+
+t.test('a subscription that begins behind the store (an event seen before its position was read) catches up', async (t) => {
+  const store = [1, 2, 3, 4].map((n) => event(n))
+  const { seq, delivered, state } = sequencer(store)
+  seq.push(event(2)) // a pub/sub message that came before the subscription's read
+  seq.start(CHANNEL, { epoch: 'e1', offset: 4 }) // the read: 3 and 4 were published before, pub/sub will not bring them
+  t.equal(seq.settledAt(CHANNEL), undefined)
+  await settle()
+  t.equal(state.reads, 1, 'read from history at once')
+  t.same(delivered, [2, 3, 4])
+  t.same(seq.settledAt(CHANNEL), { epoch: 'e1', offset: 4 })
+})
