@@ -54,7 +54,7 @@ t.test('a held channel: resumes and rewinds answered from memory, exactly as Red
   const [publisher, holder, reader] = [await node(t, own.url), await node(t, own.url), await node(t, own.url)]
   const channel = suiteChannel('held')
   await holder.broker.subscribe(channel)
-  for (let n = 1; n <= 14; n++) await publisher.broker.publish({ channel, type: 'test:event', payload: { n, text: `é ${n}` } })
+  for (let n = 1; n <= 14; n++) await publisher.broker.publish({ channel, type: 'test:event', payload: { n, text: `é€日本 ${n}` } })
   await holder.recorder.until('every event delivered', () => holder.recorder.of(channel).length === 14)
   const { epoch } = await reader.broker.position(channel)
 
@@ -73,7 +73,7 @@ t.test('a held channel: resumes and rewinds answered from memory, exactly as Red
   t.same(monitor.calls, [], 'the holder read none of these from Redis')
   for (const [i, ask] of asks.entries()) t.same(local[i], summary(await ask(reader.broker)), `read ${i}: the same answer as Redis's`)
   t.same(local[2].events.map((e) => e.offset), [10, 11, 12, 13, 14])
-  t.same(local[2].events[0].payload, { n: 10, text: 'é 10' })
+  t.same(local[2].events[0].payload, { n: 10, text: 'é€日本 10' })
 
   await monitor.settle() // the reader's reads seen
   monitor.calls.length = 0
