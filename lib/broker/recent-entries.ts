@@ -13,7 +13,6 @@ interface Entry {
 }
 
 interface Tail {
-  channel: string
   generation: number
   epoch: string
   /** The offset just before the first entry held. */
@@ -69,7 +68,7 @@ export class RecentEntries {
     if (this.budgetBytes <= 0) return
     const tail = this.tails.get(channel)
     if (tail === undefined) {
-      this.tails.set(channel, newTail(channel, position))
+      this.tails.set(channel, newTail(position))
       return
     }
     this.clear(tail)
@@ -80,8 +79,8 @@ export class RecentEntries {
   }
 
   /**
-   * The channel's last entries as read from Redis when this instance began to hold it,
-   * `entries` ending at `position`; `publishedAt` is when the last one was published.
+   * The channel's last entries as a read from the store brought them, `entries` ending at
+   * `position`, in place of what was held; `publishedAt` is when the last one was published.
    */
   seed (channel: string, position: StreamPosition, entries: readonly string[], publishedAt: number): void {
     this.reset(channel, { epoch: position.epoch, offset: position.offset - entries.length })
@@ -191,6 +190,6 @@ export class RecentEntries {
   }
 }
 
-function newTail (channel: string, position: StreamPosition): Tail {
-  return { channel, generation: 0, epoch: position.epoch, base: position.offset, entries: [], head: 0, appended: 0, dropped: 0, bytes: 0, appendedAt: 0 }
+function newTail (position: StreamPosition): Tail {
+  return { generation: 0, epoch: position.epoch, base: position.offset, entries: [], head: 0, appended: 0, dropped: 0, bytes: 0, appendedAt: 0 }
 }

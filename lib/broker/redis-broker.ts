@@ -162,14 +162,14 @@ export class RedisBroker implements Broker {
     this.redis = this.commands
     this.reads = new ReadBatch(this.runReads, (channel, entry) => {
       const event = decodeEntry(channel, entry)
-      this.rawEntries.set(event, entry)
+      if (this.recentEntries.enabled) this.rawEntries.set(event, entry)
       return event
     })
     this.recentEntries = new RecentEntries(options.historyCacheBytes ?? DEFAULT_HISTORY_CACHE_BYTES, (channel) => this.policy.of(channel).size)
     const live = (channel: string): boolean => this.held.has(channel) && !this.lingering.has(channel)
     this.sequencer = new ChannelSequencer((channel, since) => this.read(channel, since), (event) => {
       // Lingering channels too: still subscribed, their copy stays whole.
-      this.recentEntries.append(event.channel, event, this.rawEntries.get(event) ?? entryOfEvent(event))
+      if (this.recentEntries.enabled) this.recentEntries.append(event.channel, event, this.rawEntries.get(event) ?? entryOfEvent(event))
       if (live(event.channel)) this.deliver(event)
     }, (channel, position) => {
       this.recentEntries.reset(channel, position)
@@ -283,7 +283,7 @@ export class RedisBroker implements Broker {
    */
   private deliverOwn (event: PublishedEvent, ms: string, body: string): void {
     if (event.replayed === true || !this.held.has(event.channel)) return
-    this.rawEntries.set(event, `${event.epoch},${event.offset},${ms},${body}`)
+    if (this.recentEntries.enabled) this.rawEntries.set(event, `${event.epoch},${event.offset},${ms},${body}`)
     this.sequencer.pushOwn(event)
   }
 
@@ -341,7 +341,7 @@ export class RedisBroker implements Broker {
    */
   private async readHeld (channel: string, since: SincePosition | undefined, last: number, fromDelivery: boolean): Promise<HistoryResult> {
     if (fromDelivery && this.recentEntries.enabled) {
-      this.checkConnected()
+      // Only while Redis is up (isReady), so an outage still answers 503 as before.
       const local = this.readLocally(channel, since, last)
       if (local !== undefined) return local
     }
@@ -641,7 +641,7 @@ export class RedisBroker implements Broker {
       this.log.warn({ err, channel }, 'ignored a malformed pub/sub message')
       return
     }
-    this.rawEntries.set(event, entry)
+    if (this.recentEntries.enabled) this.rawEntries.set(event, entry)
     this.sequencer.push(event)
   }
 }
