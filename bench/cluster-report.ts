@@ -1,4 +1,4 @@
-import type { ClusterPeer, ClusterResult } from './cluster.js'
+import type { ClusterBackend, ClusterPeer, ClusterResult } from './cluster.js'
 import { problemsOf, rate } from './report.js'
 import type { ScenarioResult } from './scenario.js'
 
@@ -80,6 +80,29 @@ export function buildShardedTable (clusters: ClusterResult[]): string[][] {
     if (problems.length > 0) rows.push([String(c), 'problems', '', '', '', problems.join('; ')])
   }
   return rows
+}
+
+/**
+ * Each round's cluster ÷ one Redis ratio of delivered msgs/s (broker API, then HTTP), so a
+ * median can be read with its spread: "round ratios, broker API 0.98×, 1.04×; HTTP …".
+ */
+export function shardedRoundRatios (runs: Array<ClusterResult & { round: number }>): string {
+  const gateway = runs.filter(isGateway)
+  const parts: string[] = []
+  for (const c of [...new Set(gateway.map((r) => r.connections))].sort((a, b) => a - b)) {
+    const pairs = [...new Set(gateway.map((r) => r.round))].sort((a, b) => a - b).flatMap((round) => {
+      const at = (backend: ClusterBackend) => gateway.find((r) => r.connections === c && r.round === round && r.backend === backend)
+      const [one, sharded] = [at('redis'), at('redis-cluster')]
+      return one === undefined || sharded === undefined ? [] : [{ one, sharded }]
+    })
+    if (pairs.length === 0) continue
+    const ratios = (pick: (r: ClusterResult) => number | undefined) => pairs.map(({ one, sharded }) => {
+      const [a, b] = [pick(one), pick(sharded)]
+      return a === undefined || b === undefined || a === 0 ? '–' : `${(b / a).toFixed(2)}×`
+    }).join(', ')
+    parts.push(`C=${c}, each round's cluster/one msgs/s: broker API ${ratios((r) => r.fanout?.messagesPerSec)}; HTTP ${ratios((r) => r.fanoutHttp?.messagesPerSec)}.`)
+  }
+  return parts.join(' ')
 }
 
 const PEER_NAMES: Record<Exclude<ClusterPeer, 'gateway'>, string> = { 'socketio-redis': 'sio+redis', 'socketio-streams': 'sio+streams' }

@@ -1,4 +1,5 @@
 import { type Fanout, type Latency, median, sum } from './measure.js'
+import type { ClusterResult } from './cluster.js'
 import type { ScenarioResult } from './scenario.js'
 
 /**
@@ -89,4 +90,39 @@ function combineLatency (runs: Latency[]): Latency | undefined {
     expected: sum(runs.map((l) => l.expected)),
     negative: sum(runs.map((l) => l.negative))
   }
+}
+
+type ClusterRound = ClusterResult & { round: number }
+
+/**
+ * The multi-instance cases' rounds, as combineRounds does for one server: one result per
+ * case (server, backend, peer) and C, each figure the median of its rounds; each Redis
+ * server's CPU the median of its own.
+ */
+export function combineClusterRounds (runs: ClusterRound[]): ClusterResult[] {
+  const groups = new Map<string, ClusterRound[]>()
+  for (const run of runs) {
+    const key = [run.server, run.backend, run.peer ?? 'gateway', run.connections].join('\u0000')
+    groups.set(key, [...(groups.get(key) ?? []), run])
+  }
+  return [...groups.values()].map((group) => {
+    const { round: _round, ...first } = group[0]
+    if (group.length === 1) return first
+    const nodes = [...new Set(group.flatMap((r) => Object.keys(r.redisCpu)))]
+    const errors = present(group.map((r) => r.error))
+    const httpFailures = present(group.map((r) => r.httpFailures))
+    return {
+      ...first,
+      connected: Math.min(...group.map((r) => r.connected)),
+      connectPerSec: medianOf(group, (r) => r.connectPerSec),
+      fanout: combineFanout(present(group.map((r) => r.fanout))),
+      fanoutHttp: combineFanout(present(group.map((r) => r.fanoutHttp))),
+      latency: combineLatency(present(group.map((r) => r.latency))),
+      latencyHttp: combineLatency(present(group.map((r) => r.latencyHttp))),
+      redisCpu: Object.fromEntries(nodes.map((node) => [node, median(group.map((r) => r.redisCpu[node] ?? 0))])),
+      dropped: Math.max(...group.map((r) => r.dropped)),
+      httpFailures: httpFailures.length === 0 ? undefined : sum(httpFailures),
+      error: errors.length === 0 ? undefined : errors.join('; ')
+    }
+  })
 }

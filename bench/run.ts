@@ -2,15 +2,15 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { cpus, loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { buildTable, formatTable } from './report.js'
-import { type ClusterPeer, type ClusterResult, deleteLivePrefixes, INSTANCES, runCluster } from './cluster.js'
-import { buildClusterTable, buildPeerTable, buildShardedTable, CLUSTER_HEADER, SHARDED_HEADER } from './cluster-report.js'
+import { type ClusterBackend, type ClusterPeer, type ClusterResult, deleteLivePrefixes, INSTANCES, runCluster } from './cluster.js'
+import { buildClusterTable, buildPeerTable, buildShardedTable, CLUSTER_HEADER, SHARDED_HEADER, shardedRoundRatios } from './cluster-report.js'
 import type { ChildChannel } from './lib/ipc.js'
 import { type KafkaResult, type KafkaSettings, liveKafkaPrefixes, runKafka } from './kafka.js'
 import { kafkaTables } from './kafka-report.js'
 import { CONSUMER_FETCH, PARTITIONS_CONSUMED_CONCURRENTLY } from '../plugins/kafka.js'
 import { deleteLiveTopics } from './lib/kafka-topics.js'
 import { deletePrefix } from './lib/redis-prefix.js'
-import { combineRounds, roundOrder } from './rounds.js'
+import { combineClusterRounds, combineRounds, roundOrder } from './rounds.js'
 import { type FeatureName, FEATURES, type FeatureResult, featureText, liveFeaturePrefixes, runFeature } from './features.js'
 import { runScenario, type ScenarioResult, SERVERS, type ServerName, type Settings } from './scenario.js'
 import { deleteLiveStormPrefixes, runStorm, type StormResult, stormReport } from './storm.js'
@@ -132,7 +132,7 @@ const track = (c: ChildChannel) => {
   c.child.once('exit', () => children.delete(c))
 }
 const runs: Array<ScenarioResult & { round: number }> = []
-const clusters: ClusterResult[] = []
+const clusterRuns: Array<ClusterResult & { round: number }> = []
 async function timed<R extends { error?: string }> (name: string, connections: number, run: () => Promise<R>): Promise<R | undefined> {
   if (Date.now() > deadline) {
     log(`time budget spent: skipping ${name} at C=${connections}`)
@@ -156,18 +156,22 @@ for (const connections of [...new Set([...connectionCounts, ...clusterCounts])].
     }
   }
   if (withCluster) {
-    const result = await timed(`gateway-cluster ×${INSTANCES}`, connections, () => runCluster(connections, settings, track))
-    if (result !== undefined) clusters.push(result)
-    if (shardedOn) {
-      const sharded = await timed(`gateway-cluster ×${INSTANCES} on a Redis Cluster`, connections, () => runCluster(connections, settings, track, 'redis-cluster'))
-      if (sharded !== undefined) clusters.push(sharded)
-    }
-    for (const peer of socketIoPeers) {
-      const run = await timed(`${peer} ×${INSTANCES}`, connections, () => runCluster(connections, settings, track, 'redis', peer))
-      if (run !== undefined) clusters.push(run)
+    // The multi-instance cases take turns too, and their figures are medians of the rounds.
+    const cases: Array<{ name: string, backend: ClusterBackend, peer: ClusterPeer }> = [
+      { name: `gateway-cluster ×${INSTANCES}`, backend: 'redis', peer: 'gateway' },
+      ...(shardedOn ? [{ name: `gateway-cluster ×${INSTANCES} on a Redis Cluster`, backend: 'redis-cluster' as const, peer: 'gateway' as const }] : []),
+      ...socketIoPeers.map((peer) => ({ name: `${peer} ×${INSTANCES}`, backend: 'redis' as const, peer }))
+    ]
+    for (let round = 0; round < settings.rounds; round++) {
+      for (const c of roundOrder(cases, round)) {
+        const name = settings.rounds > 1 ? `${c.name} (round ${round + 1} of ${settings.rounds})` : c.name
+        const result = await timed(name, connections, () => runCluster(connections, settings, track, c.backend, c.peer))
+        if (result !== undefined) clusterRuns.push({ ...result, round })
+      }
     }
   }
 }
+const clusters = combineClusterRounds(clusterRuns)
 const sseRuns: Array<SseResult & { round: number }> = []
 for (const connections of sseCounts) {
   for (let round = 0; round < settings.rounds; round++) {
@@ -257,7 +261,8 @@ const shardedRows = buildShardedTable(clusters)
 if (shardedRows.length > 0) {
   process.stdout.write(`\nSharded: the same ${INSTANCES} gateways, clients and load on one Redis and on a Redis Cluster of 3 masters (sharded pub/sub).\n` +
     `${formatTable(shardedRows, SHARDED_HEADER)}\n` +
-    'Ratios are cluster ÷ one Redis: above 1 is better for msgs/s, below 1 is better for CPU and latency.\n')
+    'Ratios are cluster ÷ one Redis: above 1 is better for msgs/s, below 1 is better for CPU and latency.\n' +
+    (settings.rounds > 1 ? `Figures are medians of ${settings.rounds} rounds. ${shardedRoundRatios(clusterRuns)}\n` : ''))
 }
 
 const storm = storms.length === 0 ? undefined : stormReport(storms)

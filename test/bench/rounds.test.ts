@@ -1,6 +1,8 @@
 import t from 'tap'
 import { buildTable } from '../../bench/report.js'
-import { combineRounds, roundOrder } from '../../bench/rounds.js'
+import type { ClusterBackend, ClusterResult } from '../../bench/cluster.js'
+import { shardedRoundRatios } from '../../bench/cluster-report.js'
+import { combineClusterRounds, combineRounds, roundOrder } from '../../bench/rounds.js'
 import type { ScenarioResult, ServerName } from '../../bench/scenario.js'
 
 // The benchmark's verdict on issue 6 rests on these medians: pin how rounds combine.
@@ -67,4 +69,42 @@ t.test('a single round passes through unchanged', async (t) => {
   const [result] = combineRounds([only])
   const { round: _round, ...expected } = only
   t.same(result, expected)
+})
+
+function clusterRun (backend: ClusterBackend, round: number, msgs: number, cpu: Record<string, number>, extra: Partial<ClusterResult> = {}): ClusterResult & { round: number } {
+  const { server: _server, memory: _memory, round: _round, ...base } = run('gateway', round, 20, 1000)
+  return {
+    ...base,
+    server: 'gateway-cluster',
+    peer: 'gateway',
+    instances: 3,
+    backend,
+    redisCpu: cpu,
+    perInstance: [1000, 1000, 1000],
+    keyPrefix: `p${round}:`,
+    fanout: { messagesPerSec: msgs, cpuUsPerMessage: 1, perClient: 5, delivered: 5000, expected: 5000, complete: true, reps: [round] },
+    fanoutHttp: { messagesPerSec: msgs / 2, cpuUsPerMessage: 5, perClient: 5, delivered: 5000, expected: 5000, complete: true, reps: [round] },
+    round,
+    ...extra
+  }
+}
+
+t.test('the multi-instance cases: one result per backend and C, medians of the rounds, every round\'s ratio shown', async (t) => {
+  const runs = [
+    clusterRun('redis', 0, 600, { 'r:1': 0.1 }), clusterRun('redis-cluster', 0, 300, { 'c:1': 0.3, 'c:2': 0.1 }),
+    clusterRun('redis-cluster', 1, 660, { 'c:1': 0.2, 'c:2': 0.2 }), clusterRun('redis', 1, 500, { 'r:1': 0.3 }),
+    clusterRun('redis', 2, 700, { 'r:1': 0.2 }), clusterRun('redis-cluster', 2, 700, { 'c:1': 0.1 }, { dropped: 2 })
+  ]
+  const combined = combineClusterRounds(runs)
+  t.equal(combined.length, 2)
+  const one = combined.find((r) => r.backend === 'redis')
+  const sharded = combined.find((r) => r.backend === 'redis-cluster')
+  t.equal(one?.fanout?.messagesPerSec, 600)
+  t.equal(sharded?.fanout?.messagesPerSec, 660, 'the slow round (300) does not decide')
+  t.equal(sharded?.fanoutHttp?.messagesPerSec, 330)
+  t.same(sharded?.redisCpu, { 'c:1': 0.2, 'c:2': 0.1 }, 'each server\'s median, a round that did not report it counting 0')
+  t.equal(sharded?.dropped, 2, 'a problem in any round stays visible')
+  t.notOk('round' in (sharded ?? {}))
+  t.equal(shardedRoundRatios(runs), 'C=1000, each round\'s cluster/one msgs/s: broker API 0.50×, 1.32×, 1.00×; HTTP 0.50×, 1.32×, 1.00×.')
+  t.same(combineClusterRounds([runs[0]]), [{ ...runs[0], round: undefined }].map(({ round: _r, ...r }) => r), 'one round: that round, as it was')
 })
