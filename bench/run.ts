@@ -121,8 +121,8 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
 const log = (line: string) => process.stderr.write(`[bench] ${line}\n`)
 const loadBefore = loadavg()
 const startedAt = new Date()
-// The storm and the Socket.IO peers (opt-in) have budgets of their own on top in --quick.
-const deadline = Date.now() + (quick ? 140_000 + (stormOn ? 240_000 : 0) + 60_000 * socketIoPeers.length : settings.rounds * 25 * 60_000)
+// The storm and the Socket.IO peers (opt-in) have budgets of their own on top in --quick; --rounds multiplies the rest.
+const deadline = Date.now() + (quick ? (140_000 + 60_000 * socketIoPeers.length) * settings.rounds + (stormOn ? 240_000 : 0) : settings.rounds * 25 * 60_000)
 log(`${quick ? 'quick' : 'full'} run: C = ${connectionCounts.join(', ')}; servers: ${servers.join(', ') || 'none'}; ${settings.rounds} round(s); ` +
   `${clusterOn ? `cluster of ${INSTANCES} at C = ${clusterCounts.join(', ')}; ` : ''}` +
   `${sseOn ? `SSE at C = ${sseCounts.join(', ')}; ` : ''}${settings.loadProcesses} load processes; load average ${loadBefore.map((l) => l.toFixed(2)).join(' ')}`)
