@@ -6,6 +6,7 @@ import { CLOCK_TOLERANCE_MS, Expiries } from '../lib/auth/expiry.js'
 import { allowedOrigins, listOf } from '../lib/ops/config.js'
 import { ANONYMOUS, canPublish, type Identity, identityFromClaims, isAdmin } from '../lib/auth/identity.js'
 import { RevocationList } from '../lib/auth/revocations.js'
+import { VerifiedTokenCache } from '../lib/auth/token-cache.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -79,9 +80,15 @@ export default fp(async (app) => {
   }
 
   const revocations = new RevocationList()
+  // One entry per connection the instance may hold: a storm of reconnects finds every token.
+  const verified = new VerifiedTokenCache(app.config.MAX_CONNECTIONS)
 
   function verifyToken (token: string): Identity {
-    const identity = identityFromClaims(app.jwt.verify<Record<string, unknown>>(token))
+    let identity = verified.get(token)
+    if (identity === undefined) {
+      identity = identityFromClaims(app.jwt.verify<Record<string, unknown>>(token))
+      verified.set(token, identity)
+    }
     if (revocations.isRevoked(identity)) throw new RevokedTokenError('token revoked')
     return identity
   }

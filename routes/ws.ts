@@ -13,6 +13,13 @@ import { serverFrame } from '../lib/transport/protocol.js'
 import { WsConnection, type WsConnectionOptions } from '../lib/transport/ws-connection.js'
 import { WsSession, type WsSessionDeps } from '../lib/transport/ws-session.js'
 
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** @fastify/cors reads `false` as "no CORS for this route"; its types do not declare it. */
+    cors?: false
+  }
+}
+
 /**
  * GET /ws (docs/protocol.md, WebSocket). Authentication runs in onRequest, before the upgrade, so a
  * refusal is a plain HTTP 401. The socket's listeners are attached before any await.
@@ -122,6 +129,9 @@ const wsRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
   app.get('/ws', {
     websocket: true,
+    // No CORS on an upgrade: browsers do not apply it to WebSocket and never see the headers
+    // (the 101 is written by ws); the origin check above is what guards /ws (docs/protocol.md).
+    config: { cors: false },
     onRequest: [app.checkOrigin, app.authenticateClient, holdUpgrade],
     schema: { hide: true }
   }, (socket, request) => {
