@@ -131,12 +131,11 @@ export class RecentEntries {
     return { epoch: tail.epoch, base: tail.base, count: tail.entries.length - tail.head, appendedAt: tail.appendedAt }
   }
 
-  /** The raw entries held after `offset` (in the view's range) and up to `until`, oldest first. */
-  after (channel: string, offset: number, until = Infinity): string[] {
+  /** The raw entries held after `offset` (in the view's range), oldest first. */
+  after (channel: string, offset: number): string[] {
     const tail = this.tails.get(channel)
     if (tail === undefined) return []
-    const end = until === Infinity ? tail.entries.length : tail.head + Math.max(0, until - tail.base)
-    return tail.entries.slice(tail.head + Math.max(0, offset - tail.base), end)
+    return tail.entries.slice(tail.head + Math.max(0, offset - tail.base))
   }
 
   /** Bytes held (estimated), entries, channels, and records in the eviction queue (live or dead), for tests. */

@@ -20,7 +20,6 @@ import { groupBySlot, publishBatchArgs, type PublishReply, replyAt } from './red
 import { type ReadCall, ReadBatch, type ReadReply } from './redis-read-batch.js'
 import { turnBatched } from './turn-batch.js'
 import { RecentEntries } from './recent-entries.js'
-import { TurnMemo } from '../core/turn-memo.js'
 
 export interface RedisBrokerOptions extends BrokerOptions {
   /** redis:// or rediss:// URL (a /db suffix selects the database); unused with `clusterNodes`. */
@@ -85,14 +84,6 @@ const entryOfEvent = (event: PublishedEvent): string => `${event.epoch},${event.
 /** How long a channel's meta hash outlives its last publish, and its epoch bucket (lib/broker/epochs.ts). */
 const retentionOf = (history: ChannelHistory): number => streamRetentionSeconds(history.ttlSeconds, REDIS_STREAM_FLOOR_SECONDS)
 
-/** A channel's events from offset `after` + 1 to `end`, in epoch `epoch`, as a local read decoded them. */
-interface DecodedRun {
-  epoch: string
-  end: number
-  after: number
-  events: PublishedEvent[]
-}
-
 /**
  * The broker for many instances (see lib/broker/redis-layout.ts for keys, scripts and the epoch
  * rule). Two connections: commands (publish, history) and a subscriber that holds the
@@ -138,12 +129,6 @@ export class RedisBroker implements Broker {
   private readonly recentEntries: RecentEntries
   /** The raw entry of an event decoded from pub/sub or built from a publish reply, until it is remembered. */
   private readonly rawEntries = new WeakMap<PublishedEvent, string>()
-  /**
-   * The events local reads of this turn decoded, per channel: the resumes of one turn (a
-   * reconnect storm) replay the same recent events, decoded once, and the hub then encodes
-   * each once for all of them (it shares encodings of the same event objects).
-   */
-  private readonly localDecodes = new TurnMemo<string, DecodedRun>()
   /** Channels held in Redis (subscribed, or being subscribed), lingering ones included. */
   private readonly held = new Set<string>()
   private readonly subscribing = new Map<string, Promise<void>>()
@@ -413,26 +398,7 @@ export class RedisBroker implements Broker {
       if (view.count < last && view.base > 0) return undefined
       after = Math.max(view.base, position.offset - last)
     }
-    return { events: this.decodeLocal(channel, position, after), position, recovered: true }
-  }
-
-  /**
-   * The held entries after `after` up to `position`, decoded; what another local read of
-   * this turn decoded of the same run (same epoch and end) is reused: an event at an
-   * offset of an epoch is always the same event.
-   */
-  private decodeLocal (channel: string, position: StreamPosition, after: number): PublishedEvent[] {
-    const decode = (entry: string): PublishedEvent => decodeEntry(channel, entry)
-    const run = this.localDecodes.get(channel)
-    if (run === undefined || run.epoch !== position.epoch || run.end !== position.offset) {
-      const events = this.recentEntries.after(channel, after).map(decode)
-      this.localDecodes.set(channel, { epoch: position.epoch, end: position.offset, after, events })
-      return events
-    }
-    if (run.after <= after) return run.events.slice(after - run.after)
-    const events = this.recentEntries.after(channel, after, run.after).map(decode).concat(run.events)
-    this.localDecodes.set(channel, { epoch: position.epoch, end: position.offset, after, events })
-    return events
+    return { events: this.recentEntries.after(channel, after).map((entry) => decodeEntry(channel, entry)), position, recovered: true }
   }
 
   /** READ_SCRIPT's keys and arguments for a call. */

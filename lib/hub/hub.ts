@@ -5,7 +5,6 @@ import { type PresenceLogger, PresenceTracker } from './presence-tracker.js'
 import { type ChannelAsk, type ChannelPlan, type ChannelRead, holdsLive, planFor, readFor } from './replay-plan.js'
 import { ClientError } from '../core/errors.js'
 import { EncodedEvent, type PublishedEvent, type StreamPosition } from '../core/event.js'
-import { TurnMemo } from '../core/turn-memo.js'
 import { WriteBatch } from '../core/write-batch.js'
 import {
   channelNames, heldCount, holds, NO_CHANNELS, sentAfter, setSentAfter, withChannel, withoutChannel
@@ -102,11 +101,6 @@ export class Hub {
    * only when its numbers change). Emptied at each push of the channel and as members leave.
    */
   private readonly presenceGreeted = new Map<string, Map<Member, PresenceCounts>>()
-  /**
-   * Replayed events as encoded in this turn: the resumes of one turn (a reconnect storm)
-   * replay the same event objects (the brokers share them between reads), encoded once.
-   */
-  private readonly replayEncodings = new TurnMemo<PublishedEvent, EncodedEvent>()
 
   constructor (createBroker: (deliver: DeliverFn, reset: ResetFn) => Broker, private readonly options: HubOptions) {
     this.broker = createBroker((event) => this.deliver(event), (channel, position) => this.reset(channel, position))
@@ -249,7 +243,7 @@ export class Hub {
       recovered,
       replay: () => {
         if (!this.members.has(connection)) return
-        for (const plan of plans) for (const e of plan.replay) connection.sendEvent(this.replayEncoding(e))
+        for (const plan of plans) for (const e of plan.replay) connection.sendEvent(new EncodedEvent(e))
         for (const channel of holding) {
           const held = member.pendingEvents?.get(channel)
           member.pendingEvents?.delete(channel)
@@ -261,7 +255,7 @@ export class Hub {
               after = item.position.offset
               setSentAfter(member.heldChannels, channel, after)
               sendHeld(connection, item)
-            } else if (item.event.offset > after) {
+            } else if (item.offset > after) {
               sendHeld(connection, item)
             }
           }
@@ -278,12 +272,6 @@ export class Hub {
         }
       }
     }
-  }
-
-  private replayEncoding (event: PublishedEvent): EncodedEvent {
-    let encoded = this.replayEncodings.get(event)
-    if (encoded === undefined) this.replayEncodings.set(event, encoded = new EncodedEvent(event))
-    return encoded
   }
 
   /** Reads the broker as the plan asks. */
@@ -460,16 +448,16 @@ function decrement (counts: Map<string, number>, key: string): void {
 }
 
 /** Sends what was held back for a replaying channel: an event, or a reset. */
-function sendHeld (connection: Connection, item: EncodedEvent | ChannelReset): void {
+function sendHeld (connection: Connection, item: PublishedEvent | ChannelReset): void {
   if (isReset(item)) connection.sendReset(item.channel, item.position)
-  else connection.sendEvent(item)
+  else connection.sendEvent(new EncodedEvent(item))
 }
 
 /** Sends the event to one member, or holds it while that member's channel replays; 1 if sent. */
 function offer (member: Member, event: PublishedEvent, encoded: EncodedEvent): number {
   const held = member.pendingEvents?.get(event.channel)
   if (held !== undefined) {
-    held.push(encoded)
+    held.push(event)
     return 0
   }
   member.sendEvent(encoded)

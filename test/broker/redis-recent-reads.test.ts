@@ -94,40 +94,6 @@ t.test('a held channel: resumes and rewinds answered from memory, exactly as Red
   t.equal(fromRedis[0].recovered, false)
 })
 
-t.test('the local reads of one turn decode each entry once, and each gets exactly Redis\'s answer', async (t) => {
-  if (!requireService(t, 'Redis', available)) return
-  const own = await OwnRedis.start(t)
-  const [publisher, holder, reader] = [await node(t, own.url), await node(t, own.url), await node(t, own.url)]
-  const channel = suiteChannel('turn')
-  await holder.broker.subscribe(channel)
-  for (let n = 1; n <= 8; n++) await publisher.broker.publish({ channel, type: 'test:event', payload: { n } })
-  await holder.recorder.until('every event delivered', () => holder.recorder.of(channel).length === 8)
-  const { epoch } = await reader.broker.position(channel)
-
-  // One turn, as a storm's resumes come: later positions first, then earlier ones, then the last events.
-  const asks: Array<(b: RedisBroker) => Promise<HistoryResult>> = [
-    async (b) => await b.history(channel, { offset: 6, epoch }, D),
-    async (b) => await b.history(channel, { offset: 2, epoch }, D),
-    async (b) => await b.history(channel, { offset: 4, epoch }, D),
-    async (b) => await b.recent(channel, 3, D),
-    async (b) => await b.history(channel, { offset: 8, epoch }, D)
-  ]
-  const monitor = await readCalls(t, own.url)
-  const local = await Promise.all(asks.map(async (ask) => await ask(holder.broker)))
-  await monitor.settle()
-  t.same(monitor.calls, [], 'none read from Redis')
-  for (const [i, ask] of asks.entries()) t.same(summary(local[i]), summary(await ask(reader.broker)), `read ${i}: Redis's answer`)
-  const at = (r: HistoryResult, offset: number) => r.events.find((e) => e.offset === offset)
-  t.equal(at(local[0], 7), at(local[1], 7), 'offset 7: one decoded event for every read of the turn')
-  t.equal(at(local[2], 5), at(local[1], 5))
-  t.equal(at(local[3], 8), at(local[0], 8))
-
-  await new Promise((resolve) => setImmediate(resolve))
-  const later = await holder.broker.history(channel, { offset: 6, epoch }, D)
-  t.same(summary(later), summary(local[0]))
-  t.not(at(later, 7), at(local[0], 7), 'a later turn decodes afresh: nothing kept')
-})
-
 t.test('own events and other instances\' events alike; a channel given up forgets its entries', async (t) => {
   if (!requireService(t, 'Redis', available)) return
   const own = await OwnRedis.start(t)
