@@ -16,7 +16,7 @@ import { WsSession, type WsSessionDeps } from '../lib/transport/ws-session.js'
 declare module 'fastify' {
   interface FastifyContextConfig {
     /** @fastify/cors reads `false` as "no CORS for this route"; its types do not declare it. */
-    cors?: false
+    cors?: false | Record<string, unknown>
   }
 }
 

@@ -50,7 +50,10 @@ export function identityFromClaims (claims: Record<string, unknown>): Identity {
   // Only when present: most tokens carry no jti, and a field per connection is memory per connection.
   if (typeof claims.iat === 'number') identity.iat = claims.iat
   if (typeof claims.jti === 'string' && claims.jti !== '') identity.jti = claims.jti
-  return identity
+  // Frozen: a verified token's identity is shared by every use of that token
+  // (lib/auth/token-cache.ts), so no caller may change what another one sees.
+  Object.freeze(identity.roles)
+  return Object.freeze(identity)
 }
 
 /**

@@ -1,6 +1,13 @@
 import type { Identity } from './identity.js'
 
 /**
+ * Longer tokens are verified each time, not kept: the cache is bounded in entries, and this
+ * bounds each entry, so MAX_CONNECTIONS entries stay a few MB whatever an issuer puts in a
+ * token (an `auth:refresh` frame may carry up to 64 KiB).
+ */
+export const MAX_CACHED_TOKEN_LENGTH = 4096
+
+/**
  * Tokens already verified, by their exact string: a client that reconnects (a reconnect
  * storm after a deploy or a network blip, bench/storm.ts) presents the same token again,
  * and checking its signature again costs about half of a connection's CPU.
@@ -27,9 +34,14 @@ export class VerifiedTokenCache {
     return identity
   }
 
-  /** Remembers a token that verified; the oldest entry leaves when full. */
-  set (token: string, identity: Identity): void {
-    if (this.maxEntries <= 0) return
+  /**
+   * Remembers a token that verified; the oldest entry leaves when full. Not kept: a token
+   * longer than MAX_CACHED_TOKEN_LENGTH, or one already past its `exp` (still inside the
+   * verifier's clock tolerance), which `get` would never answer.
+   */
+  set (token: string, identity: Identity, now = Date.now()): void {
+    if (this.maxEntries <= 0 || token.length > MAX_CACHED_TOKEN_LENGTH) return
+    if (identity.exp !== undefined && identity.exp * 1000 <= now) return
     this.entries.delete(token)
     if (this.entries.size >= this.maxEntries) this.entries.delete(this.entries.keys().next().value as string)
     this.entries.set(token, identity)

@@ -1,6 +1,6 @@
 import t from 'tap'
 import { mintToken } from '../../lib/auth/token.js'
-import { VerifiedTokenCache } from '../../lib/auth/token-cache.js'
+import { MAX_CACHED_TOKEN_LENGTH, VerifiedTokenCache } from '../../lib/auth/token-cache.js'
 import { buildTestApp, TEST_SECRET, token } from '../support/helper.js'
 
 const NOW = 1_800_000_000_000
@@ -32,6 +32,29 @@ t.test('bounded: the least recently used entry leaves when full', async (t) => {
   const none = new VerifiedTokenCache(0)
   none.set('a', identity('a'))
   t.equal(none.size, 0, 'size 0 caches nothing')
+})
+
+t.test('not kept: a token longer than the bound, or one already past its exp', async (t) => {
+  const cache = new VerifiedTokenCache(10)
+  const long = 'x'.repeat(MAX_CACHED_TOKEN_LENGTH + 1)
+  cache.set(long, identity('long'), NOW)
+  t.equal(cache.get(long, NOW), undefined, 'a token over the bound is verified every time')
+  const atBound = 'y'.repeat(MAX_CACHED_TOKEN_LENGTH)
+  cache.set(atBound, identity('bound'), NOW)
+  t.equal(cache.get(atBound, NOW)?.userId, 'bound', 'a token at the bound is kept')
+  cache.set('late', identity('late', NOW / 1000 - 0.5), NOW)
+  t.equal(cache.size, 1, 'a token inside the clock tolerance after its exp is not kept')
+})
+
+t.test('through the app: a cached identity is frozen, so no caller can change what another sees', async (t) => {
+  const app = await buildTestApp(t)
+  const jwt = mintToken(TEST_SECRET, { sub: 'frozen-1', roles: ['x'], ttlSeconds: 60 })
+  const first = app.verifyToken(jwt)
+  t.ok(Object.isFrozen(first) && Object.isFrozen(first.roles), 'identity and roles frozen')
+  t.throws(() => { (first.roles as string[]).push('admin') }, TypeError)
+  t.throws(() => { (first as { userId: string | null }).userId = 'someone-else' }, TypeError)
+  t.same(app.verifyToken(jwt).roles, ['x'], 'the next use of the token sees the roles it was signed with')
+  t.equal(app.verifyToken(jwt).userId, 'frozen-1')
 })
 
 t.test('through the app: a cached token is still refused once revoked or expired', async (t) => {
