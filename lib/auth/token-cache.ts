@@ -7,6 +7,9 @@ import type { Identity } from './identity.js'
  */
 export const MAX_CACHED_TOKEN_LENGTH = 4096
 
+/** Whether the identity's token has reached its `exp` at `now` (ms); one without `exp` never does. */
+const expiredAt = (identity: Identity, now: number): boolean => identity.exp !== undefined && identity.exp * 1000 <= now
+
 /**
  * Tokens already verified, by their exact string: a client that reconnects (a reconnect
  * storm after a deploy or a network blip, bench/storm.ts) presents the same token again,
@@ -29,7 +32,7 @@ export class VerifiedTokenCache {
     const identity = this.entries.get(token)
     if (identity === undefined) return undefined
     this.entries.delete(token)
-    if (identity.exp !== undefined && identity.exp * 1000 <= now) return undefined
+    if (expiredAt(identity, now)) return undefined
     this.entries.set(token, identity)
     return identity
   }
@@ -40,8 +43,7 @@ export class VerifiedTokenCache {
    * verifier's clock tolerance), which `get` would never answer.
    */
   set (token: string, identity: Identity, now = Date.now()): void {
-    if (this.maxEntries <= 0 || token.length > MAX_CACHED_TOKEN_LENGTH) return
-    if (identity.exp !== undefined && identity.exp * 1000 <= now) return
+    if (this.maxEntries <= 0 || token.length > MAX_CACHED_TOKEN_LENGTH || expiredAt(identity, now)) return
     this.entries.delete(token)
     if (this.entries.size >= this.maxEntries) this.entries.delete(this.entries.keys().next().value as string)
     this.entries.set(token, identity)
