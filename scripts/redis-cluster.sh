@@ -30,24 +30,40 @@ ping() { [[ "$(redis-cli -p "$1" ping 2>/dev/null || true)" == "PONG" ]]; }
 cluster_ok() { redis-cli -p "$FIRST_PORT" cluster info 2>/dev/null | grep -q '^cluster_state:ok'; }
 seeds() { local IFS=,; local list=(); for p in "${PORTS[@]}"; do list+=("127.0.0.1:$p"); done; echo "${list[*]}"; }
 
+# A node listens on its port and on a cluster bus port. Redis's default bus port, port + 10000
+# (40001-40006), lies in Linux's ephemeral range (32768-60999): a client connection holding
+# that local port, or its TIME_WAIT, made a node exit with "bind: Address already in use"
+# (seen when Kafka clients had just used 40006). The bus goes below the range instead,
+# port - 10000 (20001-20006 by default).
+bus_port() { if (($1 > 11024)); then echo $(($1 - 10000)); else echo $(($1 + 10000)); fi; }
+
+launch_node() {
+  local port="$1"
+  # The node's own file remembers the cluster across restarts (a killed master rejoins).
+  redis-server --port "$port" --bind 127.0.0.1 --daemonize yes --dir "$DIR/$port" \
+    --cluster-enabled yes --cluster-port "$(bus_port "$port")" \
+    --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
+    --save "" --appendonly no --maxmemory-policy noeviction \
+    --logfile "$DIR/$port/redis.log" --pidfile "$DIR/$port/redis.pid"
+}
+
+# Whatever else holds a port for a moment, a node that did not come up is launched again.
 start_node() {
   local port="$1"
   mkdir -p "$DIR/$port"
-  ping "$port" && return 0
-  # The node's own file remembers the cluster across restarts (a killed master rejoins).
-  redis-server --port "$port" --bind 127.0.0.1 --daemonize yes --dir "$DIR/$port" \
-    --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
-    --save "" --appendonly no --maxmemory-policy noeviction \
-    --logfile "$DIR/$port/redis.log" --pidfile "$DIR/$port/redis.pid"
+  for _attempt in 1 2 3; do
+    ping "$port" && return 0
+    launch_node "$port" || true
+    for _ in $(seq 1 50); do ping "$port" && return 0; sleep 0.1; done
+    log "node $port did not start; trying again (its log: $(tail -n 1 "$DIR/$port/redis.log" 2>/dev/null))"
+    sleep 2
+  done
+  die "node $port did not start (log: $DIR/$port/redis.log)"
 }
 
 start() {
   command -v redis-server >/dev/null || die "redis-server is not installed"
   for port in "${PORTS[@]}"; do start_node "$port"; done
-  for port in "${PORTS[@]}"; do
-    for _ in $(seq 1 50); do ping "$port" && break; sleep 0.1; done
-    ping "$port" || die "node $port did not start (log: $DIR/$port/redis.log)"
-  done
   if ! redis-cli -p "$FIRST_PORT" cluster info | grep -q "^cluster_known_nodes:$NODES"; then
     if [[ "$(redis-cli -p "$FIRST_PORT" cluster info | sed -n 's/^cluster_known_nodes:\([0-9]*\).*/\1/p')" == "1" ]]; then
       log "creating the cluster on $(seeds)"
