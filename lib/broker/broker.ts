@@ -32,7 +32,11 @@ export interface ReadOptions {
   fromDelivery?: boolean
 }
 
-export type DeliverFn = (event: PublishedEvent) => void
+/**
+ * Hands a published event to the hub. `payloadJson`, when the broker has it at hand, is
+ * `JSON.stringify(event.payload)`: the frames are built around it (EncodedEvent).
+ */
+export type DeliverFn = (event: PublishedEvent, payloadJson?: string) => void
 
 /**
  * A subscribed channel's stream restarted, or skipped events that can no longer be

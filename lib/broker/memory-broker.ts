@@ -161,7 +161,7 @@ export class MemoryBroker implements Broker {
       log.events.push(event)
       if (log.events.length > stream.history.size) log.events.shift()
     }
-    if (stream.subscribed) this.deliver(event)
+    if (stream.subscribed) this.deliver(event, draft.payloadJson)
     return event
   }
 

@@ -14,7 +14,7 @@ import { RedisControl } from './redis-control.js'
 import { PRESENCE_MESSAGE, RedisPresence } from './redis-presence.js'
 import { PRESENCE_DEAD_INTERVALS } from '../core/presence.js'
 import type { ChannelHistory, HistoryPolicy } from './history-policy.js'
-import { databaseOf, decodeEntry, entryBody, globLiteral, randomName, RedisLayout } from './redis-layout.js'
+import { databaseOf, decodeEntry, entryBody, globLiteral, payloadJsonOfEntry, randomName, RedisLayout } from './redis-layout.js'
 import { callFunction, type FunctionLibrary, functionLibrary, isFunctionMissing, loadLibrary } from './redis-functions.js'
 import { groupBySlot, publishBatchArgs, type PublishReply, replyAt } from './redis-publish-batch.js'
 import { type ReadCall, ReadBatch, type ReadReply } from './redis-read-batch.js'
@@ -79,7 +79,7 @@ function eventOf (draft: EventDraft, [epoch, offset, , replayed]: PublishReply, 
 }
 
 /** An event's entry as Redis keeps it (lib/broker/redis-layout.ts), for one that came without it (a gap filled from history). */
-const entryOfEvent = (event: PublishedEvent): string => `${event.epoch},${event.offset},${Date.parse(event.ts)},${entryBody(event.type, event.payload)}`
+const entryOfEvent = (event: PublishedEvent): string => `${event.epoch},${event.offset},${Date.parse(event.ts)},${entryBody(event.type, JSON.stringify(event.payload))}`
 
 /** How long a channel's meta hash outlives its last publish, and its epoch bucket (lib/broker/epochs.ts). */
 const retentionOf = (history: ChannelHistory): number => streamRetentionSeconds(history.ttlSeconds, REDIS_STREAM_FLOOR_SECONDS)
@@ -127,7 +127,10 @@ export class RedisBroker implements Broker {
   private readonly reads: ReadBatch
   /** Held channels' last entries, as delivered: reads they can answer skip Redis. */
   private readonly recentEntries: RecentEntries
-  /** The raw entry of an event decoded from pub/sub or built from a publish reply, until it is remembered. */
+  /**
+   * The raw entry of an event decoded from pub/sub or read, or built from a publish reply, while
+   * the event lives: kept as the channel's copy, and its payload's text is what frames are written around.
+   */
   private readonly rawEntries = new WeakMap<PublishedEvent, string>()
   /** Channels held in Redis (subscribed, or being subscribed), lingering ones included. */
   private readonly held = new Set<string>()
@@ -162,15 +165,17 @@ export class RedisBroker implements Broker {
     this.redis = this.commands
     this.reads = new ReadBatch(this.runReads, (channel, entry) => {
       const event = decodeEntry(channel, entry)
-      if (this.recentEntries.enabled) this.rawEntries.set(event, entry)
+      this.rawEntries.set(event, entry)
       return event
     })
     this.recentEntries = new RecentEntries(options.historyCacheBytes ?? DEFAULT_HISTORY_CACHE_BYTES, (channel) => this.policy.of(channel).size)
     const live = (channel: string): boolean => this.held.has(channel) && !this.lingering.has(channel)
     this.sequencer = new ChannelSequencer((channel, since) => this.read(channel, since), (event) => {
+      let entry = this.rawEntries.get(event)
       // Lingering channels too: still subscribed, their copy stays whole.
-      if (this.recentEntries.enabled) this.recentEntries.append(event.channel, event, this.rawEntries.get(event) ?? entryOfEvent(event))
-      if (live(event.channel)) this.deliver(event)
+      if (this.recentEntries.enabled) this.recentEntries.append(event.channel, event, entry ??= entryOfEvent(event))
+      // The frames are written around the payload's text in the entry, not encoded again.
+      if (live(event.channel)) this.deliver(event, entry === undefined ? undefined : payloadJsonOfEntry(entry))
     }, (channel, position) => {
       this.recentEntries.reset(channel, position)
       if (live(channel)) options.reset?.(channel, position)
@@ -283,7 +288,7 @@ export class RedisBroker implements Broker {
    */
   private deliverOwn (event: PublishedEvent, ms: string, body: string): void {
     if (event.replayed === true || !this.held.has(event.channel)) return
-    if (this.recentEntries.enabled) this.rawEntries.set(event, `${event.epoch},${event.offset},${ms},${body}`)
+    this.rawEntries.set(event, `${event.epoch},${event.offset},${ms},${body}`)
     this.sequencer.pushOwn(event)
   }
 
@@ -641,7 +646,7 @@ export class RedisBroker implements Broker {
       this.log.warn({ err, channel }, 'ignored a malformed pub/sub message')
       return
     }
-    if (this.recentEntries.enabled) this.rawEntries.set(event, entry)
+    this.rawEntries.set(event, entry)
     this.sequencer.push(event)
   }
 }

@@ -381,8 +381,25 @@ export function sharded (script: string): string {
   return script.replace(classic, "redis.call('SPUBLISH', ARGV[p + 3], entry)")
 }
 
-/** The entry body: what of the event is not its place in the stream. */
-export const entryBody = (type: string, payload: Record<string, unknown>): string => JSON.stringify({ type, payload })
+/**
+ * The entry body: what of the event is not its place in the stream, `{"type":…,"payload":…}`,
+ * written around the payload's JSON (`JSON.stringify(payload)`, encoded once by the ingress):
+ * the text JSON.stringify({ type, payload }) gives.
+ */
+export const entryBody = (type: string, payloadJson: string): string => `{"type":${JSON.stringify(type)},"payload":${payloadJson}}`
+
+const PAYLOAD_KEY = ',"payload":'
+
+/**
+ * The payload's JSON inside an entry entryBody wrote, as it was written: frames are built
+ * around it rather than encoding the decoded payload again. The first `,"payload":` is the
+ * one after the type: inside the type's JSON string every `"` is escaped. Undefined for an
+ * entry of another shape.
+ */
+export function payloadJsonOfEntry (entry: string): string | undefined {
+  const at = entry.indexOf(PAYLOAD_KEY)
+  return at < 0 || entry.charCodeAt(entry.length - 1) !== 125 /* } */ ? undefined : entry.slice(at + PAYLOAD_KEY.length, -1)
+}
 
 /** Decodes an entry of `channel`; throws on anything that is not one. */
 export function decodeEntry (channel: string, entry: string): PublishedEvent {

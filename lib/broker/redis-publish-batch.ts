@@ -45,6 +45,8 @@ export function publishBatchArgs (
   const marks = new Map<string, number>()
   const dedupeKeys: string[] = []
   const bodies: string[] = []
+  // Drafts the ingress did not measure (the broker API): a payload shared by several is encoded once.
+  let encoded: Map<object, string> | undefined
   for (const draft of drafts) {
     let c = channels.get(draft.channel)
     if (c === undefined) {
@@ -63,7 +65,13 @@ export function publishBatchArgs (
     }
     let d = 0
     if (draft.dedupe !== undefined) d = dedupeKeys.push(layout.dedupeKey(draft.channel, draft.dedupe))
-    const body = entryBody(draft.type, draft.payload)
+    let payloadJson = draft.payloadJson
+    if (payloadJson === undefined) {
+      encoded ??= new Map()
+      payloadJson = encoded.get(draft.payload)
+      if (payloadJson === undefined) encoded.set(draft.payload, payloadJson = JSON.stringify(draft.payload))
+    }
+    const body = entryBody(draft.type, payloadJson)
     bodies.push(body)
     eventArgs.push(c, body, d, m, origin?.offset ?? -1, origin?.index ?? 0)
   }

@@ -24,6 +24,14 @@ export interface EventDraft {
    * (offset, index) order.
    */
   origin?: DraftOrigin
+  /**
+   * `JSON.stringify(payload)`, when the ingress has it already: checkDrafts
+   * (lib/ingress/publish-limits.ts) encodes every payload to measure it and leaves the text
+   * here, so the broker's stored entry and the transports' frames reuse it rather than
+   * encode the payload again (an order's payload goes to three channels). Never kept with a
+   * published event.
+   */
+  payloadJson?: string
 }
 
 export interface DraftOrigin {
@@ -47,6 +55,9 @@ export interface PublishedEvent extends EventDraft {
 /**
  * A published event with its wire encodings computed lazily, at most once each,
  * however many connections receive it (STYLE: serialize once per transport).
+ * The frames are written around the payload's JSON, which is encoded at most once for
+ * both, or taken as given (`payloadJson`: the broker had it at hand, from the ingress or
+ * from the entry Redis delivered): the same text JSON.stringify gives of the whole frame.
  */
 export class EncodedEvent {
   private wsFrame?: string
@@ -54,13 +65,14 @@ export class EncodedEvent {
   private wsWire?: Buffer
   private sseData?: string
 
-  constructor (readonly event: PublishedEvent) {}
+  /** `payloadJson`, when given, must be `JSON.stringify(event.payload)`. */
+  constructor (readonly event: PublishedEvent, private payloadJson?: string) {}
 
   /** The WebSocket frame of docs/protocol.md, WebSocket. */
   get ws (): string {
     if (this.wsFrame === undefined) {
       const e = this.event
-      this.wsFrame = JSON.stringify({ type: e.type, channel: e.channel, offset: e.offset, payload: e.payload, ts: e.ts })
+      this.wsFrame = `{"type":${JSON.stringify(e.type)},"channel":${JSON.stringify(e.channel)},"offset":${e.offset},"payload":${this.payload()},"ts":${JSON.stringify(e.ts)}}`
     }
     return this.wsFrame
   }
@@ -89,9 +101,14 @@ export class EncodedEvent {
   get sse (): string {
     if (this.sseData === undefined) {
       const e = this.event
-      this.sseData = JSON.stringify({ channel: e.channel, offset: e.offset, payload: e.payload, ts: e.ts })
+      this.sseData = `{"channel":${JSON.stringify(e.channel)},"offset":${e.offset},"payload":${this.payload()},"ts":${JSON.stringify(e.ts)}}`
     }
     return this.sseData
+  }
+
+  private payload (): string {
+    if (this.payloadJson === undefined) this.payloadJson = JSON.stringify(this.event.payload)
+    return this.payloadJson
   }
 }
 

@@ -103,7 +103,7 @@ export class Hub {
   private readonly presenceGreeted = new Map<string, Map<Member, PresenceCounts>>()
 
   constructor (createBroker: (deliver: DeliverFn, reset: ResetFn) => Broker, private readonly options: HubOptions) {
-    this.broker = createBroker((event) => this.deliver(event), (channel, position) => this.reset(channel, position))
+    this.broker = createBroker((event, payloadJson) => this.deliver(event, payloadJson), (channel, position) => this.reset(channel, position))
     this.presencePrefixes = options.presence?.prefixes ?? []
     this.presence = options.presence === undefined || this.presencePrefixes.length === 0
       ? null
@@ -320,12 +320,12 @@ export class Hub {
   }
 
   /** Hands an event to every local subscriber of its channel. Called by the broker. */
-  deliver (event: PublishedEvent): void {
+  deliver (event: PublishedEvent, payloadJson?: string): void {
     const subscribers = this.byChannel.get(event.channel)
     let recipients = 0
     if (subscribers !== undefined) {
       // Encoding is lazy and shared, so each transport's bytes are built at most once.
-      const encoded = new EncodedEvent(event)
+      const encoded = new EncodedEvent(event, payloadJson)
       if (subscribers instanceof Set) {
         for (const member of subscribers) recipients += offer(member, event, encoded)
       } else {
