@@ -156,7 +156,7 @@ export default fp(async (app) => {
       await producer.send({ topic: dlqTopic, messages: [{ key: message.key, value: message.value, headers }] })
     }
   }
-  const kafkaEvents = app.gatewayMetrics.eventsPublished.labels({ source: 'kafka' })
+  const kafkaEvents = app.gatewayMetrics.kafkaEventsPublished
 
   async function eachBatch (payload: EachBatchPayload): Promise<void> {
     const { batch } = payload

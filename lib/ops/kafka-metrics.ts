@@ -1,5 +1,6 @@
 import client from 'prom-client'
 import { boundedLabel, seriesPerLabel } from './metrics.js'
+import { talliedCounter, TalliedHistogram } from './tallied-metrics.js'
 
 /** Order statuses are free text; past this many distinct ones they count as "other". */
 const MAX_STATUS_LABELS = 50
@@ -11,7 +12,8 @@ const MAX_STATUS_LABELS = 50
 export function createKafkaMetrics (registry: client.Registry) {
   const registers = [registry]
 
-  const messages = new client.Counter({
+  // Counted per message: tallied (lib/ops/tallied-metrics.ts).
+  const messages = talliedCounter({
     name: 'gateway_kafka_messages_total',
     help: 'Kafka messages by topic and outcome: delivered (events handed to the broker), dlq (poison, dead-lettered), retried (a transient failure, tried again)',
     labelNames: ['topic', 'outcome'],
@@ -23,19 +25,19 @@ export function createKafkaMetrics (registry: client.Registry) {
     labelNames: ['topic', 'partition'],
     registers
   })
-  const latency = new client.Histogram({
+  const latency = new TalliedHistogram({
     name: 'order_processing_latency_seconds',
     help: 'Kafka message timestamp (event time) to its events being handed to the broker',
     labelNames: ['topic'],
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
     registers
   })
-  const orders = new client.Counter({
+  const orders = talliedCounter({
     name: 'orders_total', help: 'Order events consumed from Kafka, by status', labelNames: ['status'], registers
   })
 
   /** The orders counter bound per status: a label lookup per order message otherwise. */
-  const ordersOf = seriesPerLabel(orders, 'status', boundedLabel(MAX_STATUS_LABELS))
+  const ordersOf = seriesPerLabel((status) => orders.series({ status }), boundedLabel(MAX_STATUS_LABELS))
 
   /**
    * One topic's series, bound once (the topics are a fixed set): counting a message is
@@ -45,10 +47,10 @@ export function createKafkaMetrics (registry: client.Registry) {
   function topicMetrics (topic: string): TopicMetrics {
     let bound = perTopic.get(topic)
     if (bound === undefined) {
-      const delivered = messages.labels({ topic, outcome: 'delivered' })
-      const dlq = messages.labels({ topic, outcome: 'dlq' })
-      const retried = messages.labels({ topic, outcome: 'retried' })
-      const topicLatency = latency.labels({ topic })
+      const delivered = messages.series({ topic, outcome: 'delivered' })
+      const dlq = messages.series({ topic, outcome: 'dlq' })
+      const retried = messages.series({ topic, outcome: 'retried' })
+      const topicLatency = latency.series({ topic })
       bound = {
         delivered (timestampMs: number, orderStatus: string | undefined): void {
           delivered.inc()

@@ -1,5 +1,6 @@
 import client from 'prom-client'
 import type { PublishedEvent } from '../core/event.js'
+import { type CounterTally, talliedCounter, TalliedHistogram } from './tallied-metrics.js'
 
 /** Event types become label values; past this many distinct ones they count as "other". */
 const MAX_TYPE_LABELS = 200
@@ -31,16 +32,16 @@ export function boundedLabel (max: number): (value: string) => string {
  * A counter's series bound once per label value: an increment is then no label lookup,
  * which matters on paths run per event or per message. `label` keeps the values bounded
  * (past its limit they share one series), and so does the map: only values kept as they
- * are get an entry.
+ * are get an entry; each label value is bound at most once.
  */
-export function seriesPerLabel (counter: client.Counter, name: string, label: (value: string) => string): (value: string) => client.Counter.Internal {
-  const bound = new Map<string, client.Counter.Internal>()
+export function seriesPerLabel (bind: (labelValue: string) => CounterTally, label: (value: string) => string): (value: string) => CounterTally {
+  const bound = new Map<string, CounterTally>()
   return (value) => {
     let series = bound.get(value)
     if (series === undefined) {
       const kept = label(value)
-      series = counter.labels({ [name]: kept })
-      if (kept === value) bound.set(value, series)
+      series = bound.get(kept) ?? bind(kept)
+      bound.set(kept, series)
     }
     return series
   }
@@ -69,21 +70,22 @@ export function createGatewayMetrics (registry: client.Registry) {
     registers: [],
     collect () { this.set(gaugeSource?.().channels ?? 0) }
   }))
-  const messagesSent = new client.Counter({
+  // Counted per event delivered: tallied (lib/ops/tallied-metrics.ts).
+  const messagesSent = talliedCounter({
     name: 'gateway_messages_sent_total', help: 'Events delivered to client connections, by event type', labelNames: ['type'], registers
   })
   const messagesReceived = new client.Counter({
     name: 'gateway_messages_received_total', help: 'Frames received from WebSocket clients, by frame type', labelNames: ['type'], registers
   })
-  const eventsPublished = new client.Counter({
+  const eventsPublished = talliedCounter({
     name: 'gateway_events_published_total', help: 'Events accepted by the broker, by ingress', labelNames: ['source'], registers
   })
-  const deliverLatency = new client.Histogram({
+  const deliverLatency = new TalliedHistogram({
     name: 'gateway_publish_to_deliver_seconds',
     help: 'Time from broker acceptance to hand-off to local connections',
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
     registers
-  })
+  }).series()
   const slowClients = new client.Counter({
     name: 'gateway_slow_client_disconnects_total', help: 'Connections cut because their send buffer overflowed', labelNames: ['transport'], registers
   })
@@ -114,14 +116,17 @@ export function createGatewayMetrics (registry: client.Registry) {
    * `delivered` runs for every event, and a label lookup there was a visible share of a
    * Kafka backlog's drain (bench/README.md, "Kafka ingest").
    */
-  const sentOfType = seriesPerLabel(messagesSent, 'type', typeLabel)
+  const sentOfType = seriesPerLabel((type) => messagesSent.series({ type }), typeLabel)
+  /** Kafka's count, per message batch settled (plugins/kafka.ts); HTTP's per request on the counter itself. */
+  const kafkaEventsPublished = eventsPublished.series({ source: 'kafka' })
 
   let lastTs = ''
   let lastTsMs = 0
 
   return {
     bindGauges: (source: () => GaugeSource) => { gaugeSource = source },
-    eventsPublished,
+    eventsPublished: eventsPublished.counter,
+    kafkaEventsPublished,
     slowClients,
     rateLimited,
     refusedConnections,
