@@ -14,7 +14,7 @@ import { RedisControl } from './redis-control.js'
 import { PRESENCE_MESSAGE, RedisPresence } from './redis-presence.js'
 import { PRESENCE_DEAD_INTERVALS } from '../core/presence.js'
 import type { ChannelHistory, HistoryPolicy } from './history-policy.js'
-import { databaseOf, decodeEntry, entryBody, type EntryBody, globLiteral, payloadJsonOfEntry, randomName, RedisLayout } from './redis-layout.js'
+import { databaseOf, decodeEntry, entryBody, globLiteral, payloadJsonOfEntry, randomName, RedisLayout } from './redis-layout.js'
 import { callFunction, type FunctionLibrary, functionLibrary, isFunctionMissing, loadLibrary } from './redis-functions.js'
 import { groupBySlot, publishBatchArgs, type PublishReply, replyAt } from './redis-publish-batch.js'
 import { type ReadCall, ReadBatch, type ReadReply } from './redis-read-batch.js'
@@ -132,12 +132,6 @@ export class RedisBroker implements Broker {
    * the event lives: kept as the channel's copy, and its payload's text is what frames are written around.
    */
   private readonly rawEntries = new WeakMap<PublishedEvent, string>()
-  /**
-   * The entry bodies of this instance's publishes in flight, with their drafts. A large
-   * batch's pub/sub copies usually arrive before its reply, and are then delivered from
-   * pub/sub: made from the draft, not parsed again (decodeEntry).
-   */
-  private readonly bodiesInFlight = new Map<string, EntryBody>()
   /** Channels held in Redis (subscribed, or being subscribed), lingering ones included. */
   private readonly held = new Set<string>()
   private readonly subscribing = new Map<string, Promise<void>>()
@@ -251,31 +245,18 @@ export class RedisBroker implements Broker {
     if (drafts.length === 0) return []
     const clustered = this.shards !== undefined
     if (claim !== undefined && clustered) await this.claimApart(claim)
-    const bodies = new Array<string>(drafts.length)
-    try {
-      return await this.publishAndDeliver(drafts, bodies, clustered ? undefined : claim)
-    } finally {
-      for (let i = 0; i < drafts.length; i++) {
-        if (bodies[i] !== undefined && this.bodiesInFlight.get(bodies[i]) === drafts[i]) this.bodiesInFlight.delete(bodies[i])
-      }
-    }
-  }
-
-  /** publishBatch's script runs, with `bodies` (filled here) in flight until it returns. */
-  private async publishAndDeliver (drafts: readonly EventDraft[], bodies: string[], claim?: IdempotencyClaim): Promise<PublishedEvent[]> {
     let replies: PublishReply[]
+    const bodies = new Array<string>(drafts.length)
     try {
       // On a cluster, one script run per slot, in parallel: each is all or nothing, the
       // batch is not (a retry is safe where drafts carry dedupe keys or a Kafka origin).
       const groups = groupBySlot(drafts, this.layout)
-      const calls = groups.map(async (group) => {
-        const { keys, args, bodies: groupBodies } = publishBatchArgs(group.drafts, this.layout, this.policy, retentionOf, this.dedupeTtlSeconds, claim)
+      const parts = await Promise.all(groups.map(async (group) => {
+        const { keys, args, bodies: groupBodies } = publishBatchArgs(group.drafts, this.layout, this.policy, retentionOf, this.dedupeTtlSeconds,
+          clustered ? undefined : claim)
         group.indexes.forEach((index, i) => { bodies[index] = groupBodies[i] })
         return await callFunction<Array<string | number>>(this.commands, this.library, this.library.publish, keys, args)
-      })
-      // Known before any pub/sub copy can be read: the calls were only just written.
-      for (let i = 0; i < drafts.length; i++) if (bodies[i] !== undefined) this.bodiesInFlight.set(bodies[i], drafts[i])
-      const parts = await Promise.all(calls)
+      }))
       if (parts[0].length === 1 && parts[0][0] === 'conflict') throw new IdempotencyConflictError()
       replies = new Array<PublishReply>(drafts.length)
       groups.forEach((group, g) => group.indexes.forEach((index, i) => { replies[index] = replyAt(parts[g], i) }))
@@ -660,7 +641,7 @@ export class RedisBroker implements Broker {
     if (a > 0 && b > a && this.sequencer.handedOn(channel, entry.slice(0, a), Number(entry.slice(a + 1, b)))) return
     let event: PublishedEvent
     try {
-      event = decodeEntry(channel, entry, this.bodiesInFlight)
+      event = decodeEntry(channel, entry)
     } catch (err) {
       this.log.warn({ err, channel }, 'ignored a malformed pub/sub message')
       return

@@ -401,27 +401,15 @@ export function payloadJsonOfEntry (entry: string): string | undefined {
   return at < 0 || entry.charCodeAt(entry.length - 1) !== 125 /* } */ ? undefined : entry.slice(at + PAYLOAD_KEY.length, -1)
 }
 
-/** What an entry body holds; `known` bodies map to it without parsing. */
-export interface EntryBody {
-  type: string
-  payload: Record<string, unknown>
-}
-
-/**
- * Decodes an entry of `channel`; throws on anything that is not one. A body found in
- * `known` (this instance's publishes in flight: the text entryBody wrote for that type
- * and payload) is not parsed again: the same text means the same type and payload,
- * whoever published it.
- */
-export function decodeEntry (channel: string, entry: string, known?: ReadonlyMap<string, EntryBody>): PublishedEvent {
+/** Decodes an entry of `channel`; throws on anything that is not one. */
+export function decodeEntry (channel: string, entry: string): PublishedEvent {
   const a = entry.indexOf(',')
   const b = entry.indexOf(',', a + 1)
   const c = entry.indexOf(',', b + 1)
   if (a <= 0 || b < 0 || c < 0) throw new Error('not a broker entry')
   const offset = Number(entry.slice(a + 1, b))
   const ms = Number(entry.slice(b + 1, c))
-  const bodyText = entry.slice(c + 1)
-  const body = (known?.get(bodyText) ?? JSON.parse(bodyText)) as { type?: unknown, payload?: unknown }
+  const body = JSON.parse(entry.slice(c + 1)) as { type?: unknown, payload?: unknown }
   if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(ms) || typeof body.type !== 'string' ||
     typeof body.payload !== 'object' || body.payload === null) {
     throw new Error('not a broker entry')
@@ -432,17 +420,6 @@ export function decodeEntry (channel: string, entry: string, known?: ReadonlyMap
     payload: body.payload as Record<string, unknown>,
     offset,
     epoch: entry.slice(0, a),
-    ts: isoTime(ms)
+    ts: new Date(ms).toISOString()
   }
-}
-
-// Entries of one publish share their millisecond: one ISO string for a run of them.
-let lastMs = Number.NaN
-let lastIso = ''
-function isoTime (ms: number): string {
-  if (ms !== lastMs) {
-    lastIso = new Date(ms).toISOString()
-    lastMs = ms
-  }
-  return lastIso
 }
