@@ -70,17 +70,34 @@ export function checkDrafts (drafts: readonly EventDraft[], limits: PublishLimit
 /**
  * The top-level key under which `value` nests deeper than `maxDepth` levels (the object
  * itself is level 1), '' if the object itself is too deep at the top, or null if it is not
- * too deep. Iterative: a hostile payload is nested thousands deep, which is the point.
+ * too deep. A hostile payload is nested thousands deep, which is the point: the walk never
+ * goes below `maxDepth + 1` levels, so its recursion stays that shallow whatever it is given.
+ * (It used to carry the top-level key down an explicit stack, with '' meaning "none yet", so
+ * under a top-level key that is itself '' it named a nested key instead.)
  */
 export function deepestPath (value: unknown, maxDepth: number): string | null {
   if (typeof value !== 'object' || value === null) return null
-  const stack: Array<{ node: object, depth: number, top: string }> = [{ node: value, depth: 1, top: '' }]
-  while (stack.length > 0) {
-    const { node, depth, top } = stack.pop() as { node: object, depth: number, top: string }
-    if (depth > maxDepth) return top
-    for (const [key, child] of Object.entries(node)) {
-      if (typeof child === 'object' && child !== null) stack.push({ node: child, depth: depth + 1, top: top === '' ? key : top })
-    }
+  if (maxDepth < 1) return ''
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) if (nestsBelow(value[i], 2, maxDepth)) return String(i)
+    return null
+  }
+  for (const key in value) {
+    if (Object.hasOwn(value, key) && nestsBelow((value as Record<string, unknown>)[key], 2, maxDepth)) return key
   }
   return null
+}
+
+/** Whether `node`, at level `depth`, is an object nesting deeper than `maxDepth`. */
+function nestsBelow (node: unknown, depth: number, maxDepth: number): boolean {
+  if (typeof node !== 'object' || node === null) return false
+  if (depth > maxDepth) return true
+  if (Array.isArray(node)) {
+    for (let i = 0; i < node.length; i++) if (nestsBelow(node[i], depth + 1, maxDepth)) return true
+    return false
+  }
+  for (const key in node) {
+    if (Object.hasOwn(node, key) && nestsBelow((node as Record<string, unknown>)[key], depth + 1, maxDepth)) return true
+  }
+  return false
 }
