@@ -43,7 +43,7 @@ launch_node() {
   redis-server --port "$port" --bind 127.0.0.1 --daemonize yes --dir "$DIR/$port" \
     --cluster-enabled yes --cluster-port "$(bus_port "$port")" \
     --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
-    --save "" --appendonly no --maxmemory-policy noeviction \
+    --save "" --appendonly no --maxmemory-policy noeviction --client-output-buffer-limit "pubsub 256mb 128mb 60" \
     --logfile "$DIR/$port/redis.log" --pidfile "$DIR/$port/redis.pid"
 }
 
@@ -51,6 +51,8 @@ launch_node() {
 start_node() {
   local port="$1"
   mkdir -p "$DIR/$port"
+  # A node already up gets the pub/sub output buffer limit of launch_node too.
+  ping "$port" && { redis-cli -p "$port" config set client-output-buffer-limit "pubsub 256mb 128mb 60" >/dev/null 2>&1 || true; return 0; }
   for _attempt in 1 2 3; do
     ping "$port" && return 0
     launch_node "$port" || true

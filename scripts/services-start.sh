@@ -58,6 +58,9 @@ kafka_pid() {
 mkdir -p "$CACHE"
 
 # ---------------------------------------------------------------- Redis ----
+# Redis's default pub/sub output buffer limit (32 MB) cuts a gateway's subscriber that falls
+# behind while it drains a Kafka backlog (docs/operations.md, "Sizing Redis").
+REDIS_PUBSUB_LIMIT="pubsub 256mb 128mb 60"
 start_redis() {
   if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
     die "redis-server/redis-cli not found (apt-get install -y redis-server)"
@@ -67,11 +70,14 @@ start_redis() {
     logfile="$(redis-cli -p "$REDIS_PORT" config get logfile 2>/dev/null | sed -n 2p || true)"
     REDIS_LOG="${logfile:-<stdout of the process that started it>}"
     log "Redis already running on 127.0.0.1:$REDIS_PORT"
+    # As docs/operations.md recommends, also for a Redis started otherwise (CI's, a package's).
+    redis-cli -p "$REDIS_PORT" config set client-output-buffer-limit "$REDIS_PUBSUB_LIMIT" >/dev/null 2>&1 || true
     return
   fi
   log "starting Redis on 127.0.0.1:$REDIS_PORT"
   redis-server --daemonize yes --port "$REDIS_PORT" --bind '127.0.0.1 -::1' \
-    --save "" --appendonly no --dir "$CACHE" --logfile "$REDIS_LOG" >/dev/null
+    --save "" --appendonly no --dir "$CACHE" --logfile "$REDIS_LOG" \
+    --client-output-buffer-limit "$REDIS_PUBSUB_LIMIT" >/dev/null
   local i
   for ((i = 0; i < 50; i++)); do
     [[ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null || true)" == "PONG" ]] && return

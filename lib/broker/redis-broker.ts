@@ -15,6 +15,7 @@ import { PRESENCE_MESSAGE, RedisPresence } from './redis-presence.js'
 import { PRESENCE_DEAD_INTERVALS } from '../core/presence.js'
 import type { ChannelHistory, HistoryPolicy } from './history-policy.js'
 import { databaseOf, decodeEntry, entryBody, globLiteral, payloadJsonOfEntry, randomName, RedisLayout } from './redis-layout.js'
+import { pubsubBufferLimit, pubsubLimitTooLow, RECOMMENDED_PUBSUB_LIMIT } from './redis-server-config.js'
 import { callFunction, type FunctionLibrary, functionLibrary, isFunctionMissing, loadLibrary } from './redis-functions.js'
 import { groupBySlot, publishBatchArgs, type PublishReply, replyAt } from './redis-publish-batch.js'
 import { type ReadCall, ReadBatch, type ReadReply } from './redis-read-batch.js'
@@ -132,6 +133,8 @@ export class RedisBroker implements Broker {
    * the event lives: kept as the channel's copy, and its payload's text is what frames are written around.
    */
   private readonly rawEntries = new WeakMap<PublishedEvent, string>()
+  /** Resolves once the server's settings were read at the first connect (and any warning said). */
+  readonly serverSettingsChecked: Promise<void>
   /** Channels held in Redis (subscribed, or being subscribed), lingering ones included. */
   private readonly held = new Set<string>()
   private readonly subscribing = new Map<string, Promise<void>>()
@@ -187,7 +190,9 @@ export class RedisBroker implements Broker {
       : async (pubsub: string, message: string) => await this.commands.spublish(pubsub, message)
     this.control = new RedisControl(this.commands, this.layout, publishOn)
     this.presence = new RedisPresence(this.commands, this.layout, options.nodeId ?? name, PRESENCE_DEAD_INTERVALS * (options.presenceIntervalMs ?? 2000), publishOn)
-    this.commands.once('ready', () => { void this.checkEvictionPolicy() })
+    this.serverSettingsChecked = new Promise((resolve) => {
+      this.commands.once('ready', () => { void this.checkServerSettings().finally(resolve) })
+    })
     if (clusterNodes === undefined) {
       const subscriber = this.subscriber = failFastConnection(options.url, { ...connection, name: `${name}:sub` })
       subscriber.on('ready', () => { void this.restoreSubscriptions(subscriber) })
@@ -617,15 +622,22 @@ export class RedisBroker implements Broker {
 
   /**
    * An evicting maxmemory policy could drop a channel's meta hash and restart its stream in
-   * the same epoch (lib/broker/redis-layout.ts): say so once. CONFIG may be disabled (managed
-   * Redis); then nothing is known and nothing is said.
+   * the same epoch (lib/broker/redis-layout.ts), and a low pub/sub output buffer limit cuts a
+   * busy subscriber off (lib/broker/redis-server-config.ts): say so once. CONFIG may be
+   * disabled (managed Redis); then nothing is known and nothing is said.
    */
-  private async checkEvictionPolicy (): Promise<void> {
+  private async checkServerSettings (): Promise<void> {
     try {
       const [, policy] = await this.commands.config('GET', 'maxmemory-policy') as string[]
       const [, maxmemory] = await this.commands.config('GET', 'maxmemory') as string[]
       if (policy !== undefined && policy !== 'noeviction' && Number(maxmemory) > 0) {
         this.log.warn({ policy, maxmemory }, 'redis may evict keys (maxmemory-policy is not noeviction): an evicted channel restarts its offsets in the same epoch; see docs/operations.md')
+      }
+      const [, limits] = await this.commands.config('GET', 'client-output-buffer-limit') as string[]
+      const pubsub = pubsubBufferLimit(limits ?? '')
+      if (pubsub !== undefined && pubsubLimitTooLow(pubsub)) {
+        this.log.warn({ pubsub: `${pubsub.hardBytes} ${pubsub.softBytes} ${pubsub.softSeconds}`, recommended: RECOMMENDED_PUBSUB_LIMIT },
+          'redis cuts a pub/sub connection whose output buffer passes client-output-buffer-limit pubsub: a busy gateway (a Kafka backlog) falls that far behind its own events and is cut off, and a channel with more events since than its history keeps loses them; see docs/operations.md')
       }
     } catch { /* CONFIG not allowed: nothing to check */ }
   }
