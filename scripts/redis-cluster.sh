@@ -35,6 +35,9 @@ seeds() { local IFS=,; local list=(); for p in "${PORTS[@]}"; do list+=("127.0.0
 # that local port, or its TIME_WAIT, made a node exit with "bind: Address already in use"
 # (seen when Kafka clients had just used 40006). The bus goes below the range instead,
 # port - 10000 (20001-20006 by default).
+# As docs/operations.md ("Sizing Redis") recommends for every Redis the gateway uses.
+PUBSUB_LIMIT="pubsub 256mb 128mb 60"
+
 bus_port() { if (($1 > 11024)); then echo $(($1 - 10000)); else echo $(($1 + 10000)); fi; }
 
 launch_node() {
@@ -43,7 +46,7 @@ launch_node() {
   redis-server --port "$port" --bind 127.0.0.1 --daemonize yes --dir "$DIR/$port" \
     --cluster-enabled yes --cluster-port "$(bus_port "$port")" \
     --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
-    --save "" --appendonly no --maxmemory-policy noeviction --client-output-buffer-limit "pubsub 256mb 128mb 60" \
+    --save "" --appendonly no --maxmemory-policy noeviction --client-output-buffer-limit "$PUBSUB_LIMIT" \
     --logfile "$DIR/$port/redis.log" --pidfile "$DIR/$port/redis.pid"
 }
 
@@ -52,7 +55,7 @@ start_node() {
   local port="$1"
   mkdir -p "$DIR/$port"
   # A node already up gets the pub/sub output buffer limit of launch_node too.
-  ping "$port" && { redis-cli -p "$port" config set client-output-buffer-limit "pubsub 256mb 128mb 60" >/dev/null 2>&1 || true; return 0; }
+  ping "$port" && { redis-cli -p "$port" config set client-output-buffer-limit "$PUBSUB_LIMIT" >/dev/null 2>&1 || true; return 0; }
   for _attempt in 1 2 3; do
     ping "$port" && return 0
     launch_node "$port" || true

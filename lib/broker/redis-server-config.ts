@@ -1,6 +1,6 @@
 /**
  * What the gateway needs of the Redis server's own settings, read with CONFIG GET at start
- * (RedisBroker) and said in a warning when it is not so (docs/operations.md, "Redis settings").
+ * (RedisBroker) and said in a warning when it is not so (docs/operations.md, "Sizing Redis").
  */
 
 /** `client-output-buffer-limit` for pub/sub connections, in bytes and seconds (0: no limit). */

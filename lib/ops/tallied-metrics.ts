@@ -68,7 +68,7 @@ interface MetricData<V> {
 }
 
 interface SeriesState {
-  labels: Record<string, string | number>
+  labels: Labels
   counts: Float64Array
   sum: number
   count: number
@@ -101,7 +101,7 @@ export class TalliedHistogram {
    * The series of these labels. As with prom-client, a labelled series is shown from its
    * first observation on, the series without labels from the start.
    */
-  series (labels: Record<string, string | number> = {}): HistogramSeries {
+  series (labels: Labels = {}): HistogramSeries {
     for (const name of Object.keys(labels)) {
       if (!this.labelNames.includes(name)) throw new Error(`Added label "${name}" is not included in initial labelset: ${JSON.stringify(this.labelNames)}`)
     }
