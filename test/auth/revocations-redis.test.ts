@@ -3,6 +3,7 @@ import { Redis } from 'ioredis'
 import { mintToken } from '../../lib/auth/token.js'
 import { post, requireService, type RunningServer, serviceToken, startServer, TEST_SECRET, token, WsClient } from '../support/helper.js'
 import { eventually, REDIS_URL, redisAvailable, redisClient, uniquePrefix } from '../support/redis-fixture.js'
+import { monitorRedis } from '../support/redis-monitor.js'
 
 // Issue 15, "Speed": checking revocations costs no Redis round trip per connect. Every
 // instance keeps its own copy (lib/auth/revocations.ts), kept current by the control
@@ -34,11 +35,10 @@ async function watchInstance (t: Test, nodeId: string): Promise<Watch> {
     addresses = new Set(list.split('\n').filter((l) => l.includes(` name=rtg-${nodeId}:`)).map((l) => /addr=(\S+)/.exec(l)?.[1] ?? ''))
   }
   await refresh()
-  const monitor = await admin.monitor()
-  monitor.on('error', () => {})
-  t.teardown(() => { monitor.disconnect(); admin.disconnect() })
+  t.teardown(() => admin.disconnect())
+  const monitor = await monitorRedis(t, REDIS_URL)
   let seen: string[][] = []
-  monitor.on('monitor', (_time: string, args: string[], source: string) => { if (addresses.has(source)) seen.push(args) })
+  monitor.onCommand((args, source) => { if (addresses.has(source)) seen.push(args) })
   const take = (): string[][] => { const s = seen; seen = []; return s }
   let markers = 0
   const settle = async (server: RunningServer): Promise<string[][]> => {

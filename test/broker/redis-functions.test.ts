@@ -7,6 +7,7 @@ import { functionLibrary } from '../../lib/broker/redis-functions.js'
 import { DeliveryRecorder, suiteChannel } from '../support/broker-suite.js'
 import { requireService } from '../support/helper.js'
 import { eventually, OwnRedis, redisAvailable, redisClient } from '../support/redis-fixture.js'
+import { monitorRedis } from '../support/redis-monitor.js'
 
 /**
  * The broker's Lua runs as a Redis Function library (lib/broker/redis-functions.ts) so the
@@ -32,11 +33,10 @@ t.test('the run_id is read once per server process, not per call', async (t) => 
   const b = await broker(t, own.url)
   const channel = suiteChannel('once')
   await b.publish(draft(channel, 0))
-  const monitor = await (await redisClient(t, undefined, own.url)).monitor()
-  t.teardown(() => monitor.disconnect())
+  const monitor = await monitorRedis(t, own.url)
   const fromLua: string[] = []
   let calls = 0
-  monitor.on('monitor', (_time: string, args: string[], source: string) => {
+  monitor.onCommand((args, source) => {
     if (source === 'lua') fromLua.push(args[0].toLowerCase())
     if (args[0].toLowerCase() === 'fcall') calls++
   })

@@ -4,6 +4,7 @@ import type { HistoryResult } from '../../lib/broker/broker.js'
 import { RedisBroker, type RedisBrokerOptions } from '../../lib/broker/redis-broker.js'
 import { DeliveryRecorder, suiteChannel } from '../support/broker-suite.js'
 import { requireService } from '../support/helper.js'
+import { monitorRedis } from '../support/redis-monitor.js'
 import { eventually, OwnRedis, REDIS_URL, redisAvailable, redisClient, uniquePrefix } from '../support/redis-fixture.js'
 
 /**
@@ -27,10 +28,9 @@ async function broker (t: Test, options: Partial<RedisBrokerOptions> = {}) {
 
 /** What Redis receives from now on whose arguments mention `marker`; `until` waits for an ECHO of `done`. */
 async function watch (t: Test, url: string, marker: string) {
-  const monitor = await (await redisClient(t, undefined, url)).monitor()
-  t.teardown(() => monitor.disconnect())
+  const monitor = await monitorRedis(t, url)
   const seen: string[][] = []
-  monitor.on('monitor', (_time: string, args: string[]) => {
+  monitor.onCommand((args) => {
     if (args.some((a) => a.includes(marker))) seen.push(args)
   })
   return {

@@ -4,6 +4,7 @@ import { RedisBroker, type RedisBrokerOptions } from '../../lib/broker/redis-bro
 import { DeliveryRecorder, suiteChannel } from '../support/broker-suite.js'
 import { requireService } from '../support/helper.js'
 import { eventually, OwnRedis, redisAvailable, redisClient } from '../support/redis-fixture.js'
+import { monitorRedis } from '../support/redis-monitor.js'
 
 /**
  * A subscriber's reads of a channel this instance holds are answered from the entries live
@@ -27,10 +28,9 @@ async function node (t: Test, url: string, options: Partial<RedisBrokerOptions> 
 
 /** The read function calls Redis receives from now on, by channel. */
 async function readCalls (t: Test, url: string) {
-  const monitor = await (await redisClient(t, undefined, url)).monitor()
-  t.teardown(() => monitor.disconnect())
+  const monitor = await monitorRedis(t, url)
   const calls: string[] = []
-  monitor.on('monitor', (_time: string, args: string[]) => {
+  monitor.onCommand((args) => {
     if (args[0]?.toLowerCase() === 'fcall' && args[1]?.endsWith('_read')) calls.push(args[3])
   })
   return {
@@ -39,7 +39,7 @@ async function readCalls (t: Test, url: string) {
     async settle (): Promise<void> {
       const marker = `settle-${Math.random()}`
       let seen = false
-      monitor.on('monitor', (_time: string, args: string[]) => { if (args[1] === marker) seen = true })
+      monitor.onCommand((args) => { if (args[1] === marker) seen = true })
       await (await redisClient(t, undefined, url)).echo(marker)
       await eventually('MONITOR caught up', () => seen)
     }
