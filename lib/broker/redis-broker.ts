@@ -21,6 +21,7 @@ import { groupBySlot, publishBatchArgs, type PublishReply, replyAt } from './red
 import { type ReadCall, ReadBatch, type ReadReply } from './redis-read-batch.js'
 import { turnBatched } from './turn-batch.js'
 import { RecentEntries } from './recent-entries.js'
+import { SUBSCRIBER_BUDGET_BYTES, subscriberBudget, SubscriberPacing } from './subscriber-pacing.js'
 
 export interface RedisBrokerOptions extends BrokerOptions {
   /** redis:// or rediss:// URL (a /db suffix selects the database); unused with `clusterNodes`. */
@@ -52,6 +53,8 @@ export interface RedisBrokerOptions extends BrokerOptions {
 }
 
 const SUBSCRIBE_BATCH = 500
+/** A pub/sub message beyond its entry and channel: the key prefix, `epoch,offset,ms,`, RESP framing. */
+const PUBSUB_MESSAGE_OVERHEAD = 96
 const DEFAULT_HISTORY_CACHE_BYTES = 32 * 1024 * 1024
 /**
  * Redis expires a channel's history this long after its last publish; the copy here is
@@ -133,6 +136,8 @@ export class RedisBroker implements Broker {
    * the event lives: kept as the channel's copy, and its payload's text is what frames are written around.
    */
   private readonly rawEntries = new WeakMap<PublishedEvent, string>()
+  /** Publishes wait while too much of this instance's own is unread on its subscriber (lib/broker/subscriber-pacing.ts). */
+  private readonly pacing = new SubscriberPacing(SUBSCRIBER_BUDGET_BYTES, async () => await this.pingSubscribers())
   /** Resolves once the server's settings were read at the first connect (and any warning said). */
   readonly serverSettingsChecked: Promise<void>
   /** Channels held in Redis (subscribed, or being subscribed), lingering ones included. */
@@ -196,7 +201,10 @@ export class RedisBroker implements Broker {
     if (clusterNodes === undefined) {
       const subscriber = this.subscriber = failFastConnection(options.url, { ...connection, name: `${name}:sub` })
       subscriber.on('ready', () => { void this.restoreSubscriptions(subscriber) })
-      subscriber.on('close', () => { this.restored = false })
+      subscriber.on('close', () => {
+        this.restored = false
+        this.pacing.reset()
+      })
       subscriber.on('message', (pubsub: string, entry: string) => this.onMessage(pubsub, entry))
       // Sent before any call can follow on the new connection (no offline queue): a Redis
       // restarted without its data has no functions either.
@@ -252,22 +260,27 @@ export class RedisBroker implements Broker {
     if (claim !== undefined && clustered) await this.claimApart(claim)
     let replies: PublishReply[]
     const bodies = new Array<string>(drafts.length)
+    // On a cluster, one script run per slot, in parallel: each is all or nothing, the
+    // batch is not (a retry is safe where drafts carry dedupe keys or a Kafka origin).
+    const groups = groupBySlot(drafts, this.layout)
+    const calls = groups.map((group) => {
+      const call = publishBatchArgs(group.drafts, this.layout, this.policy, retentionOf, this.dedupeTtlSeconds, clustered ? undefined : claim)
+      group.indexes.forEach((index, i) => { bodies[index] = call.bodies[i] })
+      return call
+    })
+    const returning = this.bytesComingBack(drafts, bodies)
+    await this.pacing.admit(returning)
     try {
-      // On a cluster, one script run per slot, in parallel: each is all or nothing, the
-      // batch is not (a retry is safe where drafts carry dedupe keys or a Kafka origin).
-      const groups = groupBySlot(drafts, this.layout)
-      const parts = await Promise.all(groups.map(async (group) => {
-        const { keys, args, bodies: groupBodies } = publishBatchArgs(group.drafts, this.layout, this.policy, retentionOf, this.dedupeTtlSeconds,
-          clustered ? undefined : claim)
-        group.indexes.forEach((index, i) => { bodies[index] = groupBodies[i] })
-        return await callFunction<Array<string | number>>(this.commands, this.library, this.library.publish, keys, args)
-      }))
+      const parts = await Promise.all(calls.map(async ({ keys, args }) =>
+        await callFunction<Array<string | number>>(this.commands, this.library, this.library.publish, keys, args)))
       if (parts[0].length === 1 && parts[0][0] === 'conflict') throw new IdempotencyConflictError()
       replies = new Array<PublishReply>(drafts.length)
       groups.forEach((group, g) => group.indexes.forEach((index, i) => { replies[index] = replyAt(parts[g], i) }))
     } catch (err) {
       if (err instanceof IdempotencyConflictError) throw err
       throw new BrokerUnavailableError('redis did not take the publish', { cause: err })
+    } finally {
+      this.pacing.answered(returning)
     }
     // Events of one script run share a handful of milliseconds: one ISO string for each.
     let lastMs = ''
@@ -284,6 +297,30 @@ export class RedisBroker implements Broker {
     // socket at most two writes for the whole batch.
     events.forEach((event, i) => this.deliverOwn(event, replies[i][2], bodies[i]))
     return events
+  }
+
+  /**
+   * About what these entries add to this instance's subscriber connection: those of channels
+   * it holds come back there (a pub/sub message: the entry, its channel's name, framing).
+   */
+  private bytesComingBack (drafts: readonly EventDraft[], bodies: readonly string[]): number {
+    let bytes = 0
+    for (let i = 0; i < drafts.length; i++) {
+      if (this.held.has(drafts[i].channel)) bytes += bodies[i].length + drafts[i].channel.length + PUBSUB_MESSAGE_OVERHEAD
+    }
+    return bytes
+  }
+
+  /** PINGs every subscriber connection: true once all answered (lib/broker/subscriber-pacing.ts). */
+  private async pingSubscribers (): Promise<boolean> {
+    const connections = this.shards?.masters() ?? (this.subscriber === undefined ? [] : [this.subscriber])
+    if (connections.length === 0 || connections.some((c) => c.status !== 'ready')) return false
+    try {
+      await Promise.all(connections.map(async (c) => await c.ping()))
+      return true
+    } catch {
+      return false
+    }
   }
 
   /**
@@ -604,6 +641,8 @@ export class RedisBroker implements Broker {
 
   /** A cluster's shard channels subscribed again after a loss (ShardSubscribers): catch each up. */
   private onRestored (names: string[]): void {
+    // A shard's connection came back: what it had queued is gone.
+    this.pacing.reset()
     for (const name of names) {
       if (name === this.layout.controlChannel) {
         this.resyncControl()
@@ -635,6 +674,7 @@ export class RedisBroker implements Broker {
       }
       const [, limits] = await this.commands.config('GET', 'client-output-buffer-limit') as string[]
       const pubsub = pubsubBufferLimit(limits ?? '')
+      this.pacing.setBudget(subscriberBudget(pubsub))
       if (pubsub !== undefined && pubsubLimitTooLow(pubsub)) {
         this.log.warn({ pubsub: `${pubsub.hardBytes} ${pubsub.softBytes} ${pubsub.softSeconds}`, recommended: RECOMMENDED_PUBSUB_LIMIT },
           'redis cuts a pub/sub connection whose output buffer passes client-output-buffer-limit pubsub: a busy gateway (a Kafka backlog) falls that far behind its own events and is cut off, and a channel with more events since than its history keeps loses them; see docs/operations.md')
