@@ -50,6 +50,7 @@ export default fp<HubPluginOptions>(async (app, opts) => {
         nodeId,
         presenceIntervalMs: config.PRESENCE_INTERVAL_MS,
         historyCacheBytes: config.HISTORY_CACHE_BYTES,
+        onPublishPaced: (seconds) => metrics.publishPaced.inc(seconds),
         log: app.log.child({ component: 'redis-broker' })
       })
     : (deliver: DeliverFn, reset: ResetFn) => new MemoryBroker({ deliver, reset, ...history }))

@@ -47,6 +47,8 @@ export interface RedisBrokerOptions extends BrokerOptions {
    * `rewind` without Redis (lib/broker/recent-entries.ts); 0 turns it off. Default 32 MiB.
    */
   historyCacheBytes?: number
+  /** Told how long a publish waited for this instance's subscriber to catch up (lib/broker/subscriber-pacing.ts). */
+  onPublishPaced?: (seconds: number) => void
   /** Overrides of the ioredis options (tests: a fixed retryStrategy). */
   redisOptions?: RedisOptions
   log?: RedisLogger
@@ -137,7 +139,7 @@ export class RedisBroker implements Broker {
    */
   private readonly rawEntries = new WeakMap<PublishedEvent, string>()
   /** Publishes wait while too much of this instance's own is unread on its subscriber (lib/broker/subscriber-pacing.ts). */
-  private readonly pacing = new SubscriberPacing(SUBSCRIBER_BUDGET_BYTES, async () => await this.pingSubscribers())
+  private readonly pacing: SubscriberPacing
   /** Resolves once the server's settings were read at the first connect (and any warning said). */
   readonly serverSettingsChecked: Promise<void>
   /** Channels held in Redis (subscribed, or being subscribed), lingering ones included. */
@@ -163,6 +165,7 @@ export class RedisBroker implements Broker {
     this.policy = policyOf(options)
     this.dedupeTtlSeconds = options.idempotencyTtlSeconds ?? DEFAULT_IDEMPOTENCY_TTL_SECONDS
     this.log = options.log ?? noopLog
+    this.pacing = new SubscriberPacing(SUBSCRIBER_BUDGET_BYTES, async () => await this.pingSubscribers(), options.onPublishPaced)
     const name = options.connectionName ?? `rtg-${randomName()}`
     const connection = { commandTimeoutMs: options.commandTimeoutMs ?? 5000, redisOptions: options.redisOptions, log: this.log }
     this.commands = (clusterNodes === undefined

@@ -29,8 +29,10 @@ export class SubscriberPacing {
    * @param pingSubscribers PINGs every subscriber connection; resolves true once all answered,
    * false if one is not connected or did not answer (then nothing can be measured, and
    * nothing waits: a connection that comes back starts with an empty buffer).
+   * @param onWaited told how long a publish waited, when it did (a metric).
    */
-  constructor (private budgetBytes: number, private readonly pingSubscribers: () => Promise<boolean>) {}
+  constructor (private budgetBytes: number, private readonly pingSubscribers: () => Promise<boolean>,
+    private readonly onWaited?: (seconds: number) => void) {}
 
   setBudget (bytes: number): void {
     this.budgetBytes = bytes
@@ -47,7 +49,10 @@ export class SubscriberPacing {
   async admit (bytes: number): Promise<void> {
     // Measure ahead, so that a busy publisher finds a fresh mark when it reaches the budget.
     if (this.outstandingBytes + bytes > this.budgetBytes / 2) void this.measure()
+    const waitedFrom = performance.now()
+    let waited = false
     while (this.outstandingBytes > 0 && this.outstandingBytes + bytes > this.budgetBytes) {
+      waited = true
       const before = this.readBack
       if (!await this.measure()) break
       // Nothing read back yet because what is outstanding is still in flight: wait for an answer.
@@ -55,6 +60,7 @@ export class SubscriberPacing {
         await new Promise<void>((resolve) => this.onAnswer.push(resolve))
       }
     }
+    if (waited) this.onWaited?.((performance.now() - waitedFrom) / 1000)
     this.sent += bytes
   }
 

@@ -110,6 +110,11 @@ export function createGatewayMetrics (registry: client.Registry) {
   const revocations = new client.Counter({
     name: 'gateway_revocations_total', help: 'Revocations made through this instance, by kind (user, jti)', labelNames: ['kind'], registers
   })
+  const publishPaced = new client.Counter({
+    name: 'gateway_publish_paced_seconds_total',
+    help: 'Time publishes waited for this instance\'s Redis subscriber connection to read its own events back (docs/operations.md, Sizing Redis)',
+    registers
+  })
 
   /**
    * The sent counter of each event type, bound once (at most MAX_TYPE_LABELS + 'other'):
@@ -134,6 +139,7 @@ export function createGatewayMetrics (registry: client.Registry) {
     idempotentReplays,
     disconnects,
     revocations,
+    publishPaced,
     frameReceived: (type: string) => messagesReceived.inc({ type: typeLabel(type) }),
     delivered: (event: PublishedEvent, recipients: number) => {
       if (recipients > 0) sentOfType(event.type).inc(recipients)

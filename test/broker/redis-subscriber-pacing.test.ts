@@ -23,19 +23,22 @@ async function pausedSubscriber (t: Test) {
   const admin = await redisClient(t, undefined, own.url)
   await admin.config('SET', 'client-output-buffer-limit', LIMIT)
   const recorder = new DeliveryRecorder()
-  const broker = new RedisBroker({ url: own.url, keyPrefix: 'pacing:', deliver: recorder.deliver, historySize: 10, historyTtlSeconds: 60 })
+  const paced: number[] = []
+  const broker = new RedisBroker({
+    url: own.url, keyPrefix: 'pacing:', deliver: recorder.deliver, historySize: 10, historyTtlSeconds: 60, onPublishPaced: (seconds) => paced.push(seconds)
+  })
   t.teardown(() => broker.close())
   if (!await broker.waitUntilReady(5000)) throw new Error('RedisBroker not ready')
   await broker.serverSettingsChecked
   const subscriber = (broker as unknown as { subscriber: Redis }).subscriber
   let cut = 0
   subscriber.on('close', () => { cut++ })
-  return { broker, recorder, subscriber, cuts: () => cut, admin }
+  return { broker, recorder, subscriber, cuts: () => cut, admin, paced }
 }
 
 t.test('a publisher waits while its subscriber is not reading, and Redis never cuts the subscriber', async (t) => {
   if (!requireService(t, 'Redis', available)) return
-  const { broker, recorder, subscriber, cuts, admin } = await pausedSubscriber(t)
+  const { broker, recorder, subscriber, cuts, admin, paced } = await pausedSubscriber(t)
   const channels = [suiteChannel('paced-a'), suiteChannel('paced-b')]
   for (const channel of channels) await broker.subscribe(channel)
   const subscriberId = Number(await admin.call('CLIENT', 'LIST', 'TYPE', 'pubsub').then((list) => /id=(\d+)/.exec(String(list))?.[1]))
@@ -58,6 +61,8 @@ t.test('a publisher waits while its subscriber is not reading, and Redis never c
 
   // 1.2 KB an entry: 256 KB of budget is ~200 entries; the batch in flight when the reading stopped may add one more.
   t.ok(duringPause <= 3 * EVENTS_PER_BATCH, `publishing waited while the subscriber did not read (${duringPause} events published meanwhile)`)
+  const waited = paced.reduce((a, b) => a + b, 0)
+  t.ok(waited > 0.5, `the wait was reported (gateway_publish_paced_seconds_total): ${waited.toFixed(2)} s`)
   await recorder.until('every event', () => recorder.events.length === BATCHES * EVENTS_PER_BATCH, 30_000)
   t.equal(cuts(), 0, 'the subscriber connection was never closed')
   const list = String(await admin.call('CLIENT', 'LIST', 'TYPE', 'pubsub'))
