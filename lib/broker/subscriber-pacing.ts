@@ -88,17 +88,18 @@ export class SubscriberPacing {
   }
 }
 
-/** Entries of this instance that may be unread on its subscriber before a publish waits (see above). */
+/** Redis's default limit is 8 MB held for a minute: half of it, when the server's limit cannot be read. */
 export const SUBSCRIBER_BUDGET_BYTES = 4 * 1024 * 1024
+/** At most this much, whatever the limit: about a second of a busy drain's entries, well inside the connection probe's PING timeout. */
+export const MAX_SUBSCRIBER_BUDGET_BYTES = 16 * 1024 * 1024
 
 /**
  * The budget for a server whose pub/sub connections are cut past `hardBytes`, or past
  * `softBytes` held for `softSeconds` (0: no such limit): half the lower limit, at most
- * SUBSCRIBER_BUDGET_BYTES (a few hundred milliseconds of a busy drain's entries, so that
- * the connection probe's PING is never kept waiting for seconds either).
+ * MAX_SUBSCRIBER_BUDGET_BYTES; SUBSCRIBER_BUDGET_BYTES when the limit is not known.
  */
 export function subscriberBudget (limit: { hardBytes: number, softBytes: number, softSeconds: number } | undefined): number {
   if (limit === undefined) return SUBSCRIBER_BUDGET_BYTES
   const limits = [limit.hardBytes, limit.softSeconds > 0 ? limit.softBytes : 0].filter((bytes) => bytes > 0)
-  return Math.min(SUBSCRIBER_BUDGET_BYTES, ...limits.map((bytes) => Math.floor(bytes / 2)))
+  return Math.min(MAX_SUBSCRIBER_BUDGET_BYTES, ...limits.map((bytes) => Math.floor(bytes / 2)))
 }

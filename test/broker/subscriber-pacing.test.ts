@@ -1,5 +1,5 @@
 import t from 'tap'
-import { SUBSCRIBER_BUDGET_BYTES, subscriberBudget, SubscriberPacing } from '../../lib/broker/subscriber-pacing.js'
+import { MAX_SUBSCRIBER_BUDGET_BYTES, SUBSCRIBER_BUDGET_BYTES, subscriberBudget, SubscriberPacing } from '../../lib/broker/subscriber-pacing.js'
 
 /**
  * The rule of lib/broker/subscriber-pacing.ts, with the subscriber's PING answered by the
@@ -73,11 +73,11 @@ t.test('nothing waits when no subscriber is connected, and a lost connection for
   t.pass('a PING that fails holds nothing back either')
 })
 
-t.test('the budget: half the lower of Redis\'s limits, at most 4 MiB', async (t) => {
+t.test('the budget: half the lower of Redis\'s limits, at most 16 MiB; 4 MiB when they are not known', async (t) => {
   t.equal(subscriberBudget(undefined), SUBSCRIBER_BUDGET_BYTES, 'unknown (CONFIG not allowed): the default')
   t.equal(subscriberBudget({ hardBytes: 33554432, softBytes: 8388608, softSeconds: 60 }), 4194304, "Redis's default: half of 8 MB")
-  t.equal(subscriberBudget({ hardBytes: 268435456, softBytes: 134217728, softSeconds: 60 }), SUBSCRIBER_BUDGET_BYTES, 'the recommendation: the cap')
+  t.equal(subscriberBudget({ hardBytes: 268435456, softBytes: 134217728, softSeconds: 60 }), MAX_SUBSCRIBER_BUDGET_BYTES, 'the recommendation: the cap')
   t.equal(subscriberBudget({ hardBytes: 1048576, softBytes: 524288, softSeconds: 2 }), 262144)
   t.equal(subscriberBudget({ hardBytes: 1048576, softBytes: 524288, softSeconds: 0 }), 524288, 'a soft limit without seconds is none')
-  t.equal(subscriberBudget({ hardBytes: 0, softBytes: 0, softSeconds: 0 }), SUBSCRIBER_BUDGET_BYTES, 'no limit: the cap')
+  t.equal(subscriberBudget({ hardBytes: 0, softBytes: 0, softSeconds: 0 }), MAX_SUBSCRIBER_BUDGET_BYTES, 'no limit: the cap')
 })
