@@ -154,47 +154,38 @@ export async function ingestMessage (topic: KafkaTopic, message: SourceMessage, 
  */
 export async function ingestBatch<M extends BatchMessage> (topic: KafkaTopic, batch: SourceBatch<M>, ctx: BatchContext<M>): Promise<'done' | 'stopped'> {
   const { messages } = batch
+  // Each message's drafts carry their origin: the broker publishes them at most once (effectively once).
+  const mapped = messages.map((m) => {
+    const result = mapKafkaMessage(topic, m.value, ctx.mapping)
+    if (result.ok) withKafkaOrigin(result.drafts, batch.topic, batch.partition, m.offset)
+    return result
+  })
   const maxEvents = ctx.maxEventsPerPublish ?? MAX_EVENTS_PER_PUBLISH
   const source = (m: M): SourceMessage => ({ ...m, topic: batch.topic, partition: batch.partition })
 
-  // Messages are mapped just before their call, and forgotten once settled, not all at
-  // once: a batch holds thousands of messages, and drafts kept for the whole batch outlive
-  // V8's young generation, which made the garbage collector the largest cost of a Kafka
-  // drain (bench/README.md, "Session 14").
-  const mapped = new Array<MappingResult | undefined>(messages.length)
+  // Poison has no events, so no channel's order depends on it: its DLQ sends all leave at
+  // once, and only its offset waits (a failed send is retried in place when its turn comes).
   const deadLetters = new Map<number, { reason: string, sent: Promise<void> }>()
-  const mapAt = (i: number): MappingResult => {
-    let result = mapped[i]
-    if (result !== undefined) return result
-    result = mapped[i] = mapKafkaMessage(topic, messages[i].value, ctx.mapping)
-    // Each message's drafts carry their origin: the broker publishes them at most once (effectively once).
-    if (result.ok) {
-      withKafkaOrigin(result.drafts, batch.topic, batch.partition, messages[i].offset)
-    } else {
-      // Poison has no events, so no channel's order depends on it: its DLQ send leaves as
-      // soon as it is found, and only its offset waits (a failed send is retried in its turn).
-      const message = source(messages[i])
-      const sent = ctx.deadLetter(message, dlqHeaders(message, result.reason))
-      sent.catch(() => {}) // looked at in its turn, below
-      deadLetters.set(i, { reason: result.reason, sent })
-    }
-    return result
-  }
+  mapped.forEach((result, i) => {
+    if (result.ok) return
+    const message = source(messages[i])
+    const sent = ctx.deadLetter(message, dlqHeaders(message, result.reason))
+    sent.catch(() => {}) // looked at in its turn, below
+    deadLetters.set(i, { reason: result.reason, sent })
+  })
 
   let attempt = 0
   for (let i = 0; i < messages.length;) {
     if (!ctx.running()) return 'stopped'
-    if (!mapAt(i).ok) {
-      const poison = deadLetters.get(i) as { reason: string, sent: Promise<void> }
+    const poison = deadLetters.get(i)
+    if (poison !== undefined) {
       const message = source(messages[i])
       if (!await untilDone(() => ctx.deadLetter(message, dlqHeaders(message, poison.reason)), ctx, poison.sent)) return 'stopped'
       ctx.settled(messages[i], { outcome: 'dlq', reason: poison.reason }, true)
-      mapped[i] = undefined
-      deadLetters.delete(i)
       i++
       continue
     }
-    const { drafts, end } = nextCall(mapAt, i, messages.length, maxEvents)
+    const { drafts, end } = nextCall(mapped, i, maxEvents)
     try {
       await ctx.publish(drafts)
     } catch (err) {
@@ -207,7 +198,6 @@ export async function ingestBatch<M extends BatchMessage> (topic: KafkaTopic, ba
     attempt = 0
     for (; i < end; i++) {
       const result = mapped[i] as Extract<MappingResult, { ok: true }>
-      mapped[i] = undefined
       ctx.settled(messages[i], { outcome: 'delivered', events: result.drafts.length, orderStatus: result.orderStatus }, i === end - 1)
     }
     // Let sockets and timers run between calls: a large batch on the memory broker is
@@ -218,16 +208,16 @@ export async function ingestBatch<M extends BatchMessage> (topic: KafkaTopic, ba
 }
 
 /**
- * The drafts of the good messages from `from` on (mapped as they are reached), up to
- * `maxEvents` (at least one message), and where they end. Each draft carries its origin
- * (batch topic and partition, the message's offset, its index among the message's
- * drafts), so the broker checks it in the same atomic step as the publish.
+ * The drafts of the good messages from `from` on, up to `maxEvents` (at least one message),
+ * and where they end. Where effectively-once will hook in: here each draft's origin is
+ * known (batch topic and partition, messages[end].offset, its index in result.drafts), so
+ * it can ride on the draft to publishBatch and be checked in the same atomic step.
  */
-function nextCall (mapAt: (i: number) => MappingResult, from: number, count: number, maxEvents: number): { drafts: EventDraft[], end: number } {
+function nextCall (mapped: readonly MappingResult[], from: number, maxEvents: number): { drafts: EventDraft[], end: number } {
   const drafts: EventDraft[] = []
   let end = from
-  while (end < count) {
-    const result = mapAt(end)
+  while (end < mapped.length) {
+    const result = mapped[end]
     if (!result.ok || (end > from && drafts.length + result.drafts.length > maxEvents)) break
     for (const draft of result.drafts) drafts.push(draft)
     end++
