@@ -127,3 +127,38 @@ t.test('a channel keeps all its keys in one slot; publishing writes only there',
   const replay = await a.broker.publish({ ...draft(channel, 2), origin: { source: 'orders:0', offset: 7, index: 0 } })
   t.equal(replay.replayed, true, 'a Kafka message read again publishes nothing on a cluster either')
 })
+
+t.test('a publisher waits while a shard subscriber does not read its entries back (lib/broker/subscriber-pacing.ts)', async (t) => {
+  if (!requireService(t, 'Redis Cluster', available)) return
+  const paced: number[] = []
+  const { broker, recorder } = await node(t, { historySize: 10, onPublishPaced: (seconds) => paced.push(seconds) })
+  await broker.serverSettingsChecked
+  // Channels over several masters: each shard's subscriber gets its share back, and each is PINGed.
+  const channels = Array.from({ length: 12 }, (_, i) => suiteChannel(`paced-${i}`))
+  for (const channel of channels) await broker.subscribe(channel)
+  const subscribers = (broker as unknown as { shards: { masters: () => Redis[] } }).shards.masters()
+  t.ok(subscribers.length >= 2, `subscribers on several masters (${subscribers.length})`)
+
+  const total = 8000 // 4 KB each: 32 MB, twice the 16 MiB budget of a cluster at the recommended limit
+  let published = 0
+  const publishing = (async () => {
+    while (published < total) {
+      const drafts = Array.from({ length: 100 }, (_, i) => ({ channel: channels[i % channels.length], type: 'test:event', payload: { n: published + i, pad: 'x'.repeat(4000) } }))
+      await broker.publishBatch(drafts)
+      published += drafts.length
+    }
+  })()
+  for (const subscriber of subscribers) subscriber.stream.pause()
+  await new Promise((resolve) => setTimeout(resolve, 2000))
+  const duringPause = published
+  for (const subscriber of subscribers) subscriber.stream.resume()
+  await publishing
+
+  t.ok(duringPause < total, `publishing waited while the shard subscribers did not read (${duringPause} of ${total} events out by then)`)
+  t.ok(paced.reduce((a, b) => a + b, 0) > 0.5, 'the wait was reported')
+  await recorder.until('every event', () => recorder.events.length === total, 30_000)
+  for (const channel of channels) {
+    const offsets = recorder.of(channel).map((e) => e.offset)
+    t.same(offsets, Array.from({ length: offsets.length }, (_, i) => i + 1), `${channel}: every offset once, in order`)
+  }
+})
