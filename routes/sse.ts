@@ -64,7 +64,12 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
     }
   }, async (request, reply) => {
     const identity = requireIdentity(request.identity)
-    const requested = (request.query.channels ?? '').split(',').map((c) => c.trim()).filter((c) => c !== '')
+    // No `channels` (or an empty one): only the defaults. Otherwise every name between commas
+    // counts, so `a,,b` or a trailing comma is a bad list, not a silently shorter one.
+    const list = (request.query.channels ?? '').trim()
+    const requested = list === '' ? [] : list.split(',').map((c) => c.trim())
+    const empty = requested.indexOf('')
+    if (empty >= 0) return plainError(reply, 400, 'Bad Request', `channels: name ${empty + 1} of ${requested.length} is empty`)
     const bad = requested.filter((c) => !isValidChannelName(c))
     if (bad.length > 0) return plainError(reply, 400, 'Bad Request', `invalid channel name: ${bad[0].slice(0, 200)}`)
     const forbidden = requested.filter((c) => !canSubscribe(identity, c))

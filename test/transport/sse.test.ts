@@ -69,12 +69,22 @@ t.test('refusals are plain HTTP: 401, 403, 400', async (t) => {
     ['a space', sseUrl(url, 'room:a b'), 400],
     ['a #', sseUrl(url, 'product:7,room:#1'), 400],
     ['201 characters', sseUrl(url, 'r'.repeat(201)), 400],
-    ['more than MAX_CHANNELS_PER_CONNECTION', sseUrl(url, 'room:1,room:2,room:3'), 400]
+    ['more than MAX_CHANNELS_PER_CONNECTION', sseUrl(url, 'room:1,room:2,room:3'), 400],
+    ['an empty name between commas', sseUrl(url, 'product:7,,room:1'), 400],
+    ['a trailing comma', sseUrl(url, 'product:7,'), 400],
+    ['only a comma', sseUrl(url, ','), 400]
   ]
   for (const [what, target, status] of cases) {
     const sse = await SseClient.open(t, target)
     t.equal(sse.status, status, `${what}: ${status}`)
     t.match(JSON.parse(sse.body), { statusCode: status, message: String }, `${what}: a JSON reason`)
+  }
+  const empty = await SseClient.open(t, sseUrl(url, 'product:7,,room:1'))
+  t.match(JSON.parse(empty.body).message, /^channels: name 2 of 3 is empty$/, 'the empty name is pointed at')
+  for (const list of ['', ' ', 'product:7, room:1']) {
+    const sse = await SseClient.open(t, sseUrl(url, list))
+    t.equal(sse.status, 200, `channels=${JSON.stringify(list)}: a stream (empty means only the user's own; spaces around names are not part of them)`)
+    sse.close()
   }
 })
 
