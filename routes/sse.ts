@@ -3,7 +3,7 @@ import type { IncomingMessage } from 'node:http'
 import type { FastifyReply } from 'fastify'
 import { Type } from '@sinclair/typebox'
 import type { SincePosition } from '../lib/broker/broker.js'
-import { canSubscribe, defaultChannels, isValidChannelName } from '../lib/auth/channels.js'
+import { canSubscribe, defaultChannels, parseChannelList } from '../lib/auth/channels.js'
 import { requireIdentity } from '../lib/auth/identity.js'
 import { refusalFor, REFUSAL_MESSAGES } from '../lib/hub/admission.js'
 import { newConnectionId } from '../lib/hub/connection.js'
@@ -64,14 +64,9 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
     }
   }, async (request, reply) => {
     const identity = requireIdentity(request.identity)
-    // No `channels` (or an empty one): only the defaults. Otherwise every name between commas
-    // counts, so `a,,b` or a trailing comma is a bad list, not a silently shorter one.
-    const list = (request.query.channels ?? '').trim()
-    const requested = list === '' ? [] : list.split(',').map((c) => c.trim())
-    const empty = requested.indexOf('')
-    if (empty >= 0) return plainError(reply, 400, 'Bad Request', `channels: name ${empty + 1} of ${requested.length} is empty`)
-    const bad = requested.filter((c) => !isValidChannelName(c))
-    if (bad.length > 0) return plainError(reply, 400, 'Bad Request', `invalid channel name: ${bad[0].slice(0, 200)}`)
+    const list = parseChannelList(request.query.channels)
+    if (!list.ok) return plainError(reply, 400, 'Bad Request', list.message)
+    const requested = list.channels
     const forbidden = requested.filter((c) => !canSubscribe(identity, c))
     if (forbidden.length > 0) return plainError(reply, 403, 'Forbidden', `not allowed to read ${forbidden.slice(0, 5).join(', ')}`)
     const channels = [...new Set([...defaultChannels(identity), ...requested])]

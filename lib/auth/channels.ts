@@ -19,6 +19,22 @@ export function isValidChannelName (name: unknown): boolean {
   return typeof name === 'string' && CHANNEL_NAME.test(name)
 }
 
+/**
+ * A comma-separated channel list (SSE's `channels`): none for an absent or blank one; spaces
+ * around a name are dropped (they are outside the alphabet); an empty name (`a,,b`, a trailing
+ * comma) or an invalid one makes the whole list bad, with a message that names it.
+ */
+export function parseChannelList (text: string | undefined): { ok: true, channels: string[] } | { ok: false, message: string } {
+  const list = (text ?? '').trim()
+  if (list === '') return { ok: true, channels: [] }
+  const channels = list.split(',').map((c) => c.trim())
+  const empty = channels.indexOf('')
+  if (empty >= 0) return { ok: false, message: `channels: name ${empty + 1} of ${channels.length} is empty` }
+  const bad = channels.find((c) => !isValidChannelName(c))
+  if (bad !== undefined) return { ok: false, message: `invalid channel name: ${bad.slice(0, 200)}` }
+  return { ok: true, channels }
+}
+
 const PUBLIC_EXACT = new Set([INVENTORY_CHANNEL, PRODUCTS_CHANNEL])
 const PUBLIC_PREFIXES = ['product:', 'event:', 'room:']
 

@@ -1,7 +1,7 @@
 import fc from 'fast-check'
 import t from 'tap'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
-import { canSubscribe, ChannelName, defaultChannels, isValidChannelName } from '../../lib/auth/channels.js'
+import { canSubscribe, ChannelName, defaultChannels, isValidChannelName, parseChannelList } from '../../lib/auth/channels.js'
 import type { Identity } from '../../lib/auth/identity.js'
 
 /**
@@ -53,4 +53,26 @@ t.test('canSubscribe answers any valid name for any identity; user channels only
     }
   }), { numRuns: NUM_RUNS / 4 })
   t.pass('answered')
+})
+
+t.test('a channel list (SSE): every valid name in order, or a bad list naming what is wrong; never a throw', async (t) => {
+  // Lists of names near the rules, joined with commas and optional spaces around them.
+  const list = fc.array(fc.tuple(fc.constantFrom('', ' ', '  '), nameLike, fc.constantFrom('', ' ')), { maxLength: 6 })
+  fc.assert(fc.property(list, (parts) => {
+    const text = parts.map(([before, name, after]) => before + name + after).join(',')
+    const result = parseChannelList(text)
+    const names = parts.map(([, name]) => name.trim())
+    if (text.trim() === '') {
+      if (!result.ok || result.channels.length !== 0) throw new Error(`${JSON.stringify(text)}: not an empty list`)
+      return
+    }
+    const allValid = text.split(',').every((c) => reference(c.trim()))
+    if (result.ok !== allValid) throw new Error(`${JSON.stringify(text)}: ok ${String(result.ok)}, expected ${String(allValid)}`)
+    if (result.ok && JSON.stringify(result.channels) !== JSON.stringify(names)) throw new Error(`${JSON.stringify(text)}: ${JSON.stringify(result.channels)}`)
+    if (!result.ok && !/^(channels: name \d+ of \d+ is empty|invalid channel name: )/.test(result.message)) throw new Error(result.message)
+  }), { numRuns: NUM_RUNS })
+  t.same(parseChannelList(undefined), { ok: true, channels: [] })
+  t.same(parseChannelList(' product:7 , room:1'), { ok: true, channels: ['product:7', 'room:1'] })
+  t.same(parseChannelList('a,,b'), { ok: false, message: 'channels: name 2 of 3 is empty' })
+  t.same(parseChannelList('a,'), { ok: false, message: 'channels: name 2 of 2 is empty' })
 })
