@@ -13,7 +13,6 @@ import type { Test } from 'tap'
 export interface RedisMonitor {
   /** Calls `listener` with each command Redis runs from now on: its arguments and its source ("ip:port", "lua", "unix:…"). */
   onCommand(listener: (args: string[], source: string) => void): void
-  close(): void
 }
 
 export interface MonitoredCommand {
@@ -34,10 +33,7 @@ export async function monitorRedis (t: Test, url: string): Promise<RedisMonitor>
     const listeners: Array<(args: string[], source: string) => void> = []
     let acknowledged = false
     let buffered = ''
-    const monitor: RedisMonitor = {
-      onCommand: (listener) => { listeners.push(listener) },
-      close: () => socket.destroy()
-    }
+    const monitor: RedisMonitor = { onCommand: (listener) => { listeners.push(listener) } }
     socket.setEncoding('latin1') // MONITOR escapes every byte outside printable ASCII
     socket.on('error', (error) => { if (!acknowledged) reject(error) })
     socket.on('close', () => { if (!acknowledged) reject(new Error(`MONITOR on ${hostname}:${port} closed before it was acknowledged`)) })
