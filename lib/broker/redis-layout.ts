@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { eventWithPayloadText, type PublishedEvent } from '../core/event.js'
+import type { PublishedEvent } from '../core/event.js'
 import { slotOf, slotTag } from './redis-slots.js'
 
 /**
@@ -432,54 +432,25 @@ export function entryAtOrBefore (entry: Uint8Array, epoch: string, offset: numbe
   return i > n + 1 && i < entry.length && value <= offset
 }
 
-const BODY_START = '{"type":"'
-const BACKSLASH = 92
-const QUOTE = 34
-const OPEN_BRACE = 123
-const CLOSE_BRACE = 125
-/** The latest time a Date holds (ECMA-262 §21.4.1.1). */
-const MAX_DATE_MS = 8.64e15
-/** The last time decodeEntry wrote as ISO-8601: a script run's events share their ms. */
-let lastMs = NaN
-let lastTs = ''
-
-/**
- * Decodes an entry of `channel`; throws on anything that is not one. The body is read as
- * entryBody writes it, `{"type":<JSON string>,"payload":<JSON object>}`: the type is parsed,
- * the payload kept as its text and parsed only if something asks for it
- * (lib/core/event.ts eventWithPayloadText), since the frames are written around that text.
- * So an entry's shape is checked, its payload's JSON is taken as a gateway wrote it.
- */
+/** Decodes an entry of `channel`; throws on anything that is not one. */
 export function decodeEntry (channel: string, entry: string): PublishedEvent {
   const a = entry.indexOf(',')
   const b = entry.indexOf(',', a + 1)
   const c = entry.indexOf(',', b + 1)
-  if (a <= 0 || b < 0 || c < 0 || !entry.startsWith(BODY_START, c + 1)) throw new Error('not a broker entry')
+  if (a <= 0 || b < 0 || c < 0) throw new Error('not a broker entry')
   const offset = Number(entry.slice(a + 1, b))
   const ms = Number(entry.slice(b + 1, c))
-  if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(ms) || Math.abs(ms) > MAX_DATE_MS) throw new Error('not a broker entry')
-  // The type's JSON string ends at the first quote no backslash escapes.
-  const typeStart = c + BODY_START.length
-  let typeEnd = typeStart + 1
-  for (; typeEnd < entry.length; typeEnd++) {
-    const code = entry.charCodeAt(typeEnd)
-    if (code === BACKSLASH) typeEnd++
-    else if (code === QUOTE) break
-  }
-  const payloadStart = typeEnd + 1 + PAYLOAD_KEY.length
-  if (!entry.startsWith(PAYLOAD_KEY, typeEnd + 1) || entry.charCodeAt(payloadStart) !== OPEN_BRACE ||
-    entry.charCodeAt(entry.length - 1) !== CLOSE_BRACE || entry.length < payloadStart + 3) {
+  const body = JSON.parse(entry.slice(c + 1)) as { type?: unknown, payload?: unknown }
+  if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(ms) || typeof body.type !== 'string' ||
+    typeof body.payload !== 'object' || body.payload === null) {
     throw new Error('not a broker entry')
   }
-  let type: unknown
-  try {
-    type = JSON.parse(entry.slice(typeStart, typeEnd + 1))
-  } catch {
-    throw new Error('not a broker entry')
+  return {
+    channel,
+    type: body.type,
+    payload: body.payload as Record<string, unknown>,
+    offset,
+    epoch: entry.slice(0, a),
+    ts: new Date(ms).toISOString()
   }
-  if (ms !== lastMs) {
-    lastTs = new Date(ms).toISOString()
-    lastMs = ms
-  }
-  return eventWithPayloadText({ channel, type: type as string, offset, epoch: entry.slice(0, a), ts: lastTs }, entry.slice(payloadStart, -1))
 }

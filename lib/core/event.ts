@@ -52,36 +52,6 @@ export interface PublishedEvent extends EventDraft {
   replayed?: true
 }
 
-/** The payload texts of events made by eventWithPayloadText: what their frames are written around. */
-const payloadTexts = new WeakMap<PublishedEvent, string>()
-
-/**
- * An event whose payload stays the JSON text it was stored as until something reads
- * `payload` (parsed then, once). An event read back from a broker entry (another instance's,
- * from pub/sub; a resume's replay, from history) goes out in frames written around that text
- * (EncodedEvent), so it is neither parsed nor encoded again. `payloadJson` must be the JSON of
- * an object (what a broker stored: lib/broker/redis-layout.ts decodeEntry checks its shape).
- */
-export function eventWithPayloadText (place: Omit<PublishedEvent, 'payload' | 'payloadJson'>, payloadJson: string): PublishedEvent {
-  let parsed: Record<string, unknown> | undefined
-  const event: PublishedEvent = {
-    ...place,
-    get payload (): Record<string, unknown> {
-      return (parsed ??= JSON.parse(payloadJson) as Record<string, unknown>)
-    },
-    set payload (value: Record<string, unknown>) {
-      // Another payload: the text no longer says it.
-      parsed = value
-      payloadTexts.delete(event)
-    }
-  }
-  payloadTexts.set(event, payloadJson)
-  return event
-}
-
-/** The payload's JSON text of an event made by eventWithPayloadText (and not given another payload since). */
-export const payloadTextOf = (event: PublishedEvent): string | undefined => payloadTexts.get(event)
-
 /**
  * A published event with its wire encodings computed lazily, at most once each,
  * however many connections receive it (STYLE: serialize once per transport).
@@ -137,7 +107,7 @@ export class EncodedEvent {
   }
 
   private payload (): string {
-    if (this.payloadJson === undefined) this.payloadJson = payloadTextOf(this.event) ?? JSON.stringify(this.event.payload)
+    if (this.payloadJson === undefined) this.payloadJson = JSON.stringify(this.event.payload)
     return this.payloadJson
   }
 }
