@@ -134,13 +134,10 @@ export class ChannelSequencer {
     this.accept(cursor, event)
   }
 
-  /**
-   * The place of the channel's last event handed on (undefined for a channel not counted): a
-   * pub/sub copy at or before it, in its epoch, can be dropped undecoded. The cursor itself,
-   * read only, so a message's check allocates nothing.
-   */
-  lastHandedOn (channel: string): Readonly<StreamPosition> | undefined {
-    return this.cursors.get(channel)
+  /** Whether the event at this place was handed on already: its pub/sub copy can be dropped undecoded. */
+  handedOn (channel: string, epoch: string, offset: number): boolean {
+    const cursor = this.cursors.get(channel)
+    return cursor !== undefined && cursor.epoch === epoch && offset <= cursor.offset
   }
 
   /** Delivers whatever the channel got while the transport was away (after a reconnect). */

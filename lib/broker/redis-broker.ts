@@ -14,7 +14,7 @@ import { RedisControl } from './redis-control.js'
 import { PRESENCE_MESSAGE, RedisPresence } from './redis-presence.js'
 import { PRESENCE_DEAD_INTERVALS } from '../core/presence.js'
 import type { ChannelHistory, HistoryPolicy } from './history-policy.js'
-import { databaseOf, decodeEntry, entryAtOrBefore, entryBody, globLiteral, payloadJsonOfEntry, randomName, RedisLayout } from './redis-layout.js'
+import { databaseOf, decodeEntry, entryBody, globLiteral, payloadJsonOfEntry, randomName, RedisLayout } from './redis-layout.js'
 import { pubsubBufferLimit, pubsubLimitTooLow, RECOMMENDED_PUBSUB_LIMIT } from './redis-server-config.js'
 import { callFunction, type FunctionLibrary, functionLibrary, isFunctionMissing, loadLibrary } from './redis-functions.js'
 import { groupBySlot, publishBatchArgs, type PublishReply, replyAt } from './redis-publish-batch.js'
@@ -208,8 +208,7 @@ export class RedisBroker implements Broker {
         this.restored = false
         this.pacing.reset()
       })
-      // As bytes: an own event's copy is recognised from its first bytes and never decoded.
-      subscriber.on('messageBuffer', (pubsub: Buffer, entry: Buffer) => this.onMessage(pubsub, entry))
+      subscriber.on('message', (pubsub: string, entry: string) => this.onMessage(pubsub, entry))
       // Sent before any call can follow on the new connection (no offline queue): a Redis
       // restarted without its data has no functions either.
       const commands = this.commands as Redis
@@ -686,21 +685,15 @@ export class RedisBroker implements Broker {
     } catch { /* CONFIG not allowed: nothing to check */ }
   }
 
-  /**
-   * A pub/sub message, as ioredis's bytes (`messageBuffer`): in a Kafka drain every entry an
-   * instance publishes comes back to it, and decoding each only to drop it was a string of
-   * the entry's size per event for the garbage collector (bench/README.md, session 15).
-   */
-  private onMessage (pubsubName: Buffer, bytes: Buffer): void {
-    const name = pubsubName.toString()
-    if (name === this.layout.controlChannel) return this.control.receive(bytes.toString())
+  private onMessage (name: string, entry: string): void {
+    if (name === this.layout.controlChannel) return this.control.receive(entry)
     const channel = this.layout.channelOf(name)
     if (channel === undefined || !this.held.has(channel)) return
-    // Most often this instance's own event, delivered already from its publish's reply.
-    const last = this.sequencer.lastHandedOn(channel)
-    if (last !== undefined && entryAtOrBefore(bytes, last.epoch, last.offset)) return
-    const entry = bytes.toString()
     if (entry.startsWith(PRESENCE_MESSAGE)) return this.presence.receive(channel, entry)
+    // Most often this instance's own event, delivered already from its publish's reply.
+    const a = entry.indexOf(',')
+    const b = entry.indexOf(',', a + 1)
+    if (a > 0 && b > a && this.sequencer.handedOn(channel, entry.slice(0, a), Number(entry.slice(a + 1, b)))) return
     let event: PublishedEvent
     try {
       event = decodeEntry(channel, entry)

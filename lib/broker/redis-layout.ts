@@ -401,37 +401,6 @@ export function payloadJsonOfEntry (entry: string): string | undefined {
   return at < 0 || entry.charCodeAt(entry.length - 1) !== 125 /* } */ ? undefined : entry.slice(at + PAYLOAD_KEY.length, -1)
 }
 
-const COMMA = 44
-const DIGIT_0 = 48
-const DIGIT_9 = 57
-/** Digits of the largest safe integer: an offset with more is never one the check can agree to. */
-const MAX_OFFSET_DIGITS = 16
-
-/**
- * Whether an entry, as the bytes pub/sub brought, is in `epoch` at an offset no later than
- * `offset`: `<epoch>,<digits>,…` with the offset at most `offset`. Read from its first bytes,
- * without decoding it (an instance's own events come back on its subscriber connection and
- * are dropped this way, its publish's reply having delivered them already). False for
- * anything else, which is then decoded and checked in full; so a true answer is only ever
- * given where decodeEntry would read this epoch and an offset at most this one.
- */
-export function entryAtOrBefore (entry: Uint8Array, epoch: string, offset: number): boolean {
-  const n = epoch.length
-  if (n === 0 || entry.length <= n + 2 || entry[n] !== COMMA) return false
-  for (let i = 0; i < n; i++) {
-    // A comma inside the epoch would make decodeEntry read a shorter one.
-    if (entry[i] !== epoch.charCodeAt(i) || entry[i] === COMMA) return false
-  }
-  let value = 0
-  let i = n + 1
-  for (; i < entry.length && entry[i] !== COMMA; i++) {
-    const byte = entry[i]
-    if (byte < DIGIT_0 || byte > DIGIT_9 || i - n > MAX_OFFSET_DIGITS) return false
-    value = value * 10 + (byte - DIGIT_0)
-  }
-  return i > n + 1 && i < entry.length && value <= offset
-}
-
 /** Decodes an entry of `channel`; throws on anything that is not one. */
 export function decodeEntry (channel: string, entry: string): PublishedEvent {
   const a = entry.indexOf(',')

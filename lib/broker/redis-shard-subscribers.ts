@@ -11,8 +11,8 @@ export interface ShardSubscribersOptions {
   retryIntervalMs?: number
   redisOptions?: RedisOptions
   log: RedisLogger
-  /** A message on a held shard channel, as the bytes Redis sent (RedisBroker decodes only what it keeps). */
-  onMessage: (name: Buffer, message: Buffer) => void
+  /** A message on a held shard channel. */
+  onMessage: (name: string, message: string) => void
   /**
    * Shard channels subscribed again after they were lost (their shard's connection dropped,
    * or their slot moved to another master, as in a failover): what was published to them
@@ -259,7 +259,7 @@ export class ShardSubscribers {
       ...this.options.redisOptions,
       connectionName: `${this.options.name}:sub:${node}`.replace(/[^\w.:@-]/g, '_')
     })
-    connection.on('smessageBuffer', (name: Buffer, message: Buffer) => this.options.onMessage(name, message))
+    connection.on('smessage', (name: string, message: string) => this.options.onMessage(name, message))
     connection.on('ready', () => this.reconcile())
     logOutages(connection, `${this.options.name}:sub:${node}`, this.options.log, 'redis cluster subscriber connection')
     connection.on('close', () => {
