@@ -147,8 +147,15 @@ export function watchSlotMap (cluster: Cluster, intervalMs: number, onCheck?: ()
 
 /**
  * Pings connections now and then: a Redis that hangs (or a dead peer behind a silent
- * network) keeps the socket open, so a ping that times out forces a reconnect.
+ * network) keeps the socket open, so a ping that times out forces a reconnect, unless the
+ * connection read something meanwhile. Redis answers a PING after everything queued before
+ * it: on a subscriber connection behind a burst (other instances' events, an event loop busy
+ * elsewhere) the answer comes late while messages keep arriving, and cutting that
+ * connection would only lose its place and make every held channel catch up from history.
  */
+/** What the connection's current socket has read so far (0 between sockets). */
+const bytesRead = (connection: Redis): number => (connection.stream as { bytesRead?: number } | undefined)?.bytesRead ?? 0
+
 export class ConnectionProbe {
   private readonly timer: NodeJS.Timeout
   /** Connections with a ping outstanding, or reconnecting after one failed. */
@@ -168,8 +175,10 @@ export class ConnectionProbe {
     for (const connection of this.connections) {
       if (connection.status !== 'ready' || this.probing.has(connection)) continue
       this.probing.add(connection)
+      const readBefore = bytesRead(connection)
       connection.ping().then(() => this.probing.delete(connection), (err: unknown) => {
-        if (connection.status !== 'ready') return this.probing.delete(connection)
+        // Behind, not dead: a ping at the next interval asks again.
+        if (connection.status !== 'ready' || bytesRead(connection) > readBefore) return this.probing.delete(connection)
         this.log.warn({ err }, 'redis did not answer a ping; reconnecting')
         connection.disconnect(true) // stays in `probing` until 'ready'
       })
