@@ -114,7 +114,9 @@ export class MemoryBroker implements Broker {
         let mark = advanced.get(origin.source)
         if (mark === undefined) {
           const stored = this.marks.get(origin.source, wall)
-          advanced.set(origin.source, mark = stored === undefined ? [-1, -1] : [stored[0], stored[1]])
+          // A mark at or past where the source's log ends now was left by a log that is gone.
+          const stale = stored === undefined || (origin.logEnd !== undefined && stored[0] >= origin.logEnd)
+          advanced.set(origin.source, mark = stale ? [-1, -1] : [stored[0], stored[1]])
         }
         if (origin.offset < mark[0] || (origin.offset === mark[0] && origin.index <= mark[1])) {
           // Published already from this origin: nothing again (and no place kept for it).

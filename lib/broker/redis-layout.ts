@@ -208,7 +208,9 @@ end
  *
  * With an origin (EventDraft.origin: a Kafka partition, the message's offset and the
  * draft's index) the source's high-water mark is checked and moved in the same step: a
- * draft at or below it was published already and is skipped (`replayed` 2, no place).
+ * draft at or below it was published already and is skipped (`replayed` 2, no place). A
+ * mark at or past where the source's log ends now (DraftOrigin.logEnd) was left by a log
+ * that is gone (a topic created again) and is not held against it.
  *
  * Cost (issue 18: at ~10 commands an event, Redis bounded the Kafka ingest): what is per
  * channel (its keys, history size and TTLs, pub/sub name; reading its meta hash, pushing
@@ -227,7 +229,8 @@ end
  * claim key, last, if any. ARGV: new base (if the dataset has none), idempotency TTL, the
  * number of channels C and of marks M, the claim's fingerprint ('' for none); each
  * channel's history size, history TTL, retention (meta TTL and epoch bucket) and pub/sub
- * name (channel c from 6 + 4(c-1)); then six per event: its channel c, body, dedupe key d
+ * name (channel c from 6 + 4(c-1)); each mark's log end (mark m at 5 + 4C + m; -1: not
+ * known); then six per event: its channel c, body, dedupe key d
  * (0: none), mark m (0: none), origin offset and index. Returns, flat, four per event:
  * epoch, offset, ms, replayed (0, or 1 and 2 as above). (On a Redis Cluster every key of
  * one call must share a slot: the caller groups the events by slot, and claims apart.)
@@ -241,7 +244,9 @@ end
 local base = currentBase(KEYS[1], ARGV[1])
 local channelCount = tonumber(ARGV[3])
 local markKeys = 1 + 2 * channelCount
-local dedupeKeys = markKeys + tonumber(ARGV[4])
+local markCount = tonumber(ARGV[4])
+local dedupeKeys = markKeys + markCount
+local logEnds = 5 + 4 * channelCount
 local now = redis.call('TIME')
 local nowSeconds = tonumber(now[1])
 local ms = now[1] .. string.format('%03d', math.floor(tonumber(now[2]) / 1000))
@@ -249,7 +254,7 @@ local streams = {}
 local marks = {}
 local replies = {}
 local r = 0
-for a = 6 + 4 * channelCount, #ARGV, 6 do
+for a = 6 + 4 * channelCount + markCount, #ARGV, 6 do
   local c = tonumber(ARGV[a])
   local d = tonumber(ARGV[a + 2])
   local m = tonumber(ARGV[a + 3])
@@ -270,10 +275,16 @@ for a = 6 + 4 * channelCount, #ARGV, 6 do
       if not mark then
         mark = {-1, -1, false}
         local text = redis.call('GET', KEYS[markKeys + m])
+        local logEnd = tonumber(ARGV[logEnds + m])
         if text then
           local comma = string.find(text, ',', 1, true)
           mark[1] = tonumber(string.sub(text, 1, comma - 1))
           mark[2] = tonumber(string.sub(text, comma + 1))
+          -- Left by a log that is gone (past where the source ends now): it says nothing here.
+          if logEnd >= 0 and mark[1] >= logEnd then
+            mark[1] = -1
+            mark[2] = -1
+          end
         end
         marks[m] = mark
       end

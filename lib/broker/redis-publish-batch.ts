@@ -28,8 +28,8 @@ export function groupBySlot<T extends { channel: string }> (drafts: readonly T[]
 /**
  * The KEYS and ARGV of one PUBLISH_BATCH_SCRIPT call (lib/broker/redis-layout.ts), for one
  * event or many: what a channel's events share (keys, history settings, pub/sub name) once
- * per channel, a source's mark once, then each event's channel number, body, dedupe key
- * and mark numbers and origin. `bodies` are the events' entry bodies, in order (the
+ * per channel, a source's mark once (with where its log ends now), then each event's
+ * channel number, body, dedupe key and mark numbers and origin. `bodies` are the events' entry bodies, in order (the
  * entry Redis keeps is `epoch,offset,ms,body`: RedisBroker remembers its own without
  * encoding them again).
  */
@@ -43,6 +43,8 @@ export function publishBatchArgs (
   const eventArgs: Array<string | number> = []
   const channels = new Map<string, number>()
   const marks = new Map<string, number>()
+  /** Per mark, where its source's log ends now (-1: not known). */
+  const logEnds: number[] = []
   const dedupeKeys: string[] = []
   const bodies: string[] = []
   // Drafts the ingress did not measure (the broker API): a payload shared by several is encoded once.
@@ -61,7 +63,10 @@ export function publishBatchArgs (
     if (origin !== undefined) {
       const markKey = layout.originKey(origin.source, draft.channel)
       m = marks.get(markKey) ?? 0
-      if (m === 0) marks.set(markKey, m = marks.size + 1)
+      if (m === 0) {
+        marks.set(markKey, m = marks.size + 1)
+        logEnds.push(origin.logEnd ?? -1)
+      }
     }
     let d = 0
     if (draft.dedupe !== undefined) d = dedupeKeys.push(layout.dedupeKey(draft.channel, draft.dedupe))
@@ -78,7 +83,7 @@ export function publishBatchArgs (
   for (const markKey of marks.keys()) keys.push(markKey)
   for (const dedupeKey of dedupeKeys) keys.push(dedupeKey)
   if (claim !== undefined) keys.push(layout.claimKey(claim.scope))
-  return { keys, args: [newEpochBase(), dedupeTtlSeconds, channels.size, marks.size, claim?.fingerprint ?? '', ...channelArgs, ...eventArgs], bodies }
+  return { keys, args: [newEpochBase(), dedupeTtlSeconds, channels.size, marks.size, claim?.fingerprint ?? '', ...channelArgs, ...logEnds, ...eventArgs], bodies }
 }
 
 /** Event `i`'s reply in the script's flat answer (four values per event). */

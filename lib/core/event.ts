@@ -40,6 +40,13 @@ export interface DraftOrigin {
   /** The message's place in it (a Kafka offset) and the draft's index among the message's. */
   offset: number
   index: number
+  /**
+   * Where the source ends now (a Kafka partition's high watermark, when the batch was
+   * fetched). A high-water mark at or past it was left by a log that is gone (the topic
+   * deleted and created again, or truncated): it is not held against this source's drafts,
+   * whose offsets count again from where the new log starts.
+   */
+  logEnd?: number
 }
 
 /** An event as the broker stored and fanned it out: the draft plus its place in the channel. */

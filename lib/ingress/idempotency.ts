@@ -70,10 +70,17 @@ export function fingerprintOf (route: string, body: unknown): string {
 export const withDedupe = (drafts: readonly EventDraft[], scope: string): EventDraft[] =>
   drafts.map((draft, i) => ({ ...draft, dedupe: `h:${scope}:${i}` }))
 
-/** A Kafka message's events, with where they come from: reading the message again publishes nothing new. */
-export function withKafkaOrigin (drafts: EventDraft[], topic: string, partition: number, offset: string): EventDraft[] {
+/**
+ * A Kafka message's events, with where they come from: reading the message again publishes
+ * nothing new. `highWatermark`, the partition's when the batch was fetched, lets the broker
+ * tell a log that is gone (a topic created again) from a message read again (DraftOrigin.logEnd).
+ */
+export function withKafkaOrigin (drafts: EventDraft[], topic: string, partition: number, offset: string, highWatermark?: string): EventDraft[] {
   const source = `${topic}:${partition}`
   const at = Number(offset)
-  for (let i = 0; i < drafts.length; i++) drafts[i].origin = { source, offset: at, index: i }
+  const logEnd = highWatermark === undefined ? undefined : Number(highWatermark)
+  for (let i = 0; i < drafts.length; i++) {
+    drafts[i].origin = logEnd === undefined || !Number.isSafeInteger(logEnd) ? { source, offset: at, index: i } : { source, offset: at, index: i, logEnd }
+  }
   return drafts
 }

@@ -51,6 +51,8 @@ export interface SourceBatch<M extends BatchMessage = BatchMessage> {
   topic: string
   partition: number
   messages: readonly M[]
+  /** The partition's high watermark when the batch was fetched (kafkajs Batch.highWatermark). */
+  highWatermark?: string
 }
 
 export interface IngestContext {
@@ -157,7 +159,7 @@ export async function ingestBatch<M extends BatchMessage> (topic: KafkaTopic, ba
   // Each message's drafts carry their origin: the broker publishes them at most once (effectively once).
   const mapped = messages.map((m) => {
     const result = mapKafkaMessage(topic, m.value, ctx.mapping)
-    if (result.ok) withKafkaOrigin(result.drafts, batch.topic, batch.partition, m.offset)
+    if (result.ok) withKafkaOrigin(result.drafts, batch.topic, batch.partition, m.offset, batch.highWatermark)
     return result
   })
   const maxEvents = ctx.maxEventsPerPublish ?? MAX_EVENTS_PER_PUBLISH

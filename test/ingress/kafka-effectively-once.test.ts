@@ -40,3 +40,32 @@ t.test('consume, stop, reset the group to the earliest offsets, start again: eve
   const mine = await buyer.subscribe(['user:b1'], { 'user:b1': { offset: 0 } })
   t.equal(mine.payload.positions['user:b1'].offset, count / 6, 'the buyer\'s channel too')
 })
+
+t.test('a topic deleted and created again within the idempotency TTL: its new messages are published, not taken for ones read before', async (t) => {
+  if (!await useKafka(t)) return
+  if (!requireService(t, 'Redis', redisUp)) return
+  const kafka = await kafkaFixture(t, 2)
+  const prefix = uniquePrefix('eo-recreated')
+  await redisClient(t, prefix)
+  const settings = { REDIS_URL, REDIS_KEY_PREFIX: prefix, HISTORY_SIZE: 1000 }
+  const message = (n: number) => ({ value: { orderId: 'o1', buyerId: 'b1', status: `s${n}` }, partition: n % 2, key: 'o1' })
+  // The first log: 20 messages, offsets 0–9 on each partition; the marks stay at 9.
+  await kafka.produceMany('order.updated', Array.from({ length: 20 }, (_, n) => message(n)))
+  const delivered = { topic: `${kafka.prefix}order.updated`, outcome: 'delivered' }
+  const first = await gateway(t, kafka, settings)
+  await waitForMetric(first.url, 'gateway_kafka_messages_total', delivered, 20, 30_000)
+  await first.app.close()
+
+  // The new log's offsets 0–4 lie below those marks: before, all ten were skipped as read already.
+  await kafka.recreate('order.updated')
+  await kafka.produceMany('order.updated', Array.from({ length: 10 }, (_, n) => message(100 + n)))
+  const second = await gateway(t, kafka, settings)
+  await waitForMetric(second.url, 'gateway_kafka_messages_total', delivered, 10, 30_000)
+  t.equal(sample(await metricsText(second.url), 'gateway_idempotent_replays_total', { source: 'kafka' }), 0, 'none of the new messages was taken for a repeat')
+  const buyer = await WsClient.connect(t, second.wsUrl, token('b1'))
+  const ack = await buyer.subscribe(['user:b1'], { 'user:b1': { offset: 0 } })
+  t.equal(ack.payload.positions['user:b1'].offset, 30, 'the buyer\'s channel holds the 20 messages of the first log and the 10 of the new one')
+  await buyer.request({ type: 'system:ping' })
+  const statuses = buyer.events('user:b1').map((e) => e.payload.status as string)
+  t.same(statuses.slice(20).sort(), Array.from({ length: 10 }, (_, n) => `s${100 + n}`).sort(), 'each new message once')
+})

@@ -246,6 +246,26 @@ export function brokerSuite (t: Test, factory: BrokerFactory): void {
     t.same(recorder.of(channel).map((e) => e.payload.n), [50, 51, 60, 70, 99])
   })
 
+  t.test('origins: a mark at or past where its source\'s log ends now is from a log that is gone (a topic created again)', async (t) => {
+    const { broker, recorder } = await make(t)
+    const channel = suiteChannel('origin-log-end')
+    await broker.subscribe(channel)
+    const source = `topic-re-${channel}:0`
+    const at = (n: number, offset: number, logEnd?: number) => ({ ...draft(channel, n), origin: { source, offset, index: 0, logEnd } })
+    // The first log: offsets 0–9, its end at 10.
+    t.same((await broker.publishBatch([at(1, 8, 10), at(2, 9, 10)])).map((e) => e.replayed === true), [false, false])
+    t.same((await broker.publishBatch([at(3, 9, 10), at(4, 9, 20)])).map((e) => e.replayed === true), [true, true],
+      'read again from the same log (its end at or past the mark): nothing new, however far the log has grown')
+    t.equal((await broker.publish(at(5, 9))).replayed, true, 'a draft without its log end is checked against the mark as before')
+    // The topic deleted and created again: a new log, ending at 3, counts from 0.
+    const recreated = await broker.publishBatch([at(6, 0, 3), at(7, 1, 3), at(8, 2, 3)])
+    t.same(recreated.map((e) => e.replayed === true), [false, false, false], 'the new log\'s messages are published')
+    t.same((await broker.publishBatch([at(9, 2, 3), at(10, 3, 4)])).map((e) => e.replayed === true), [true, false],
+      'and its own mark holds from then on: a message of it read again is skipped, the next one published')
+    await recorder.until('six deliveries', () => recorder.of(channel).length >= 6)
+    t.same(recorder.of(channel).map((e) => e.payload.n), [1, 2, 6, 7, 8, 10], 'each message once')
+  })
+
   t.test('a claim is taken with its publish: a repeat publishes as usual, another fingerprint publishes nothing', async (t) => {
     const { broker } = await make(t)
     const [channel, other] = [suiteChannel('claim'), suiteChannel('claim-other')]

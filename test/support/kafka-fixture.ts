@@ -50,6 +50,8 @@ export interface KafkaFixture {
   committedOffset: (topic: string, partition: number, groupId?: string) => Promise<number>
   /** Moves the group's committed offsets of a topic back to the earliest message (the group must be empty). */
   resetToEarliest: (topic: string, groupId?: string) => Promise<void>
+  /** Deletes a topic and creates it again, empty, with the same partitions (nothing may consume it meanwhile). */
+  recreate: (topic: string) => Promise<void>
   /** Reads the DLQ topic from the beginning until `count` messages came (bounded). */
   readDlq: (count: number, timeoutMs?: number) => Promise<Array<KafkaMessage & { partition: number }>>
   close: () => Promise<void>
@@ -64,7 +66,8 @@ export async function kafkaFixture (t: Test, partitions = 3): Promise<KafkaFixtu
   const admin = kafka.admin()
   // Idempotent: on a loaded machine a produce request can time out and be retried, and a
   // plain producer then writes its messages twice (a test counting events sees them twice).
-  const producer = kafka.producer({ allowAutoTopicCreation: false, idempotent: true, maxInFlightRequests: 1 })
+  const newProducer = () => kafka.producer({ allowAutoTopicCreation: false, idempotent: true, maxInFlightRequests: 1 })
+  let producer = newProducer()
   const names = [...KAFKA_TOPICS, 'realtime.dlq'].map((topic) => `${prefix}${topic}`)
   try {
     await admin.connect()
@@ -112,6 +115,27 @@ export async function kafkaFixture (t: Test, partitions = 3): Promise<KafkaFixtu
     },
     async resetToEarliest (topic, group = groupId) {
       await admin.resetOffsets({ groupId: group, topic: `${prefix}${topic}`, earliest: true })
+    },
+    async recreate (topic) {
+      const name = `${prefix}${topic}`
+      await admin.deleteTopics({ topics: [name], timeout: 10_000 })
+      // Deletion completes in the background: the name is taken until it has.
+      const deadline = Date.now() + 30_000
+      for (;;) {
+        // False (or an error) while the old one is still there.
+        const created = await admin.createTopics({ waitForLeaders: false, topics: [{ topic: name, numPartitions: partitions }] }).catch((err: unknown) => {
+          if (Date.now() > deadline) throw err
+          return false
+        })
+        if (created) break
+        if (Date.now() > deadline) throw new Error(`${name} could not be created again within 30 s`)
+        await sleep(200)
+      }
+      await untilLeaders(admin, [name], partitions)
+      // An idempotent producer numbers its messages per partition: a new partition starts again.
+      await producer.disconnect()
+      producer = newProducer()
+      await producer.connect()
     },
     async readDlq (count, timeoutMs = 15_000) {
       const consumer = kafka.consumer({ groupId: `${groupId}-dlq-reader-${randomBytes(3).toString('hex')}`, maxWaitTimeInMs: 500 })
