@@ -115,7 +115,7 @@ export class MemoryBroker implements Broker {
         if (mark === undefined) {
           const stored = this.marks.get(origin.source, wall)
           // A mark at or past where the source's log ends now was left by a log that is gone.
-          const stale = stored === undefined || (origin.logEnd !== undefined && stored[0] >= origin.logEnd)
+          const stale = stored === undefined || (origin.logEnd !== undefined && origin.logEnd >= 0 && stored[0] >= origin.logEnd)
           advanced.set(origin.source, mark = stale ? [-1, -1] : [stored[0], stored[1]])
         }
         if (origin.offset < mark[0] || (origin.offset === mark[0] && origin.index <= mark[1])) {

@@ -80,7 +80,8 @@ export function withKafkaOrigin (drafts: EventDraft[], topic: string, partition:
   const at = Number(offset)
   const logEnd = highWatermark === undefined ? undefined : Number(highWatermark)
   for (let i = 0; i < drafts.length; i++) {
-    drafts[i].origin = logEnd === undefined || !Number.isSafeInteger(logEnd) ? { source, offset: at, index: i } : { source, offset: at, index: i, logEnd }
+    // A partition with messages ends past 0; anything else is no high watermark.
+    drafts[i].origin = logEnd === undefined || !Number.isSafeInteger(logEnd) || logEnd <= 0 ? { source, offset: at, index: i } : { source, offset: at, index: i, logEnd }
   }
   return drafts
 }

@@ -103,3 +103,12 @@ t.test('nothing is started once the consumer stops', async (t) => {
   t.equal(calls.length, 1)
   t.same(settled.map(([offset]) => offset), ['0', '1'], 'the call that was taken is settled')
 })
+
+t.test('each draft carries its message\'s origin, with the partition\'s high watermark when the batch has a usable one', async (t) => {
+  for (const [highWatermark, logEnd] of [['12', 12], [undefined, undefined], ['-1', undefined], ['0', undefined], ['', undefined], ['x', undefined]] as const) {
+    const { ctx, calls } = context()
+    await ingestBatch('order.updated', { topic: 'p.order.updated', partition: 2, messages: [good(7)], highWatermark }, ctx)
+    t.same(calls.flat().map((d) => d.origin), [0, 1, 2].map((index) => ({ source: 'p.order.updated:2', offset: 7, index, ...(logEnd === undefined ? {} : { logEnd }) })),
+      `high watermark ${JSON.stringify(highWatermark)}`)
+  }
+})
