@@ -145,6 +145,9 @@ export function watchSlotMap (cluster: Cluster, intervalMs: number, onCheck?: ()
   cluster.once('end', () => clearInterval(timer))
 }
 
+/** What the connection's current socket has read so far (0 between sockets). */
+const bytesRead = (connection: Redis): number => (connection.stream as { bytesRead?: number } | undefined)?.bytesRead ?? 0
+
 /**
  * Pings connections now and then: a Redis that hangs (or a dead peer behind a silent
  * network) keeps the socket open, so a ping that times out forces a reconnect, unless the
@@ -153,9 +156,6 @@ export function watchSlotMap (cluster: Cluster, intervalMs: number, onCheck?: ()
  * elsewhere) the answer comes late while messages keep arriving, and cutting that
  * connection would only lose its place and make every held channel catch up from history.
  */
-/** What the connection's current socket has read so far (0 between sockets). */
-const bytesRead = (connection: Redis): number => (connection.stream as { bytesRead?: number } | undefined)?.bytesRead ?? 0
-
 export class ConnectionProbe {
   private readonly timer: NodeJS.Timeout
   /** Connections with a ping outstanding, or reconnecting after one failed. */

@@ -29,9 +29,9 @@ export function groupBySlot<T extends { channel: string }> (drafts: readonly T[]
  * The KEYS and ARGV of one PUBLISH_BATCH_SCRIPT call (lib/broker/redis-layout.ts), for one
  * event or many: what a channel's events share (keys, history settings, pub/sub name) once
  * per channel, a source's mark once (with where its log ends now), then each event's
- * channel number, body, dedupe key and mark numbers and origin. `bodies` are the events' entry bodies, in order (the
- * entry Redis keeps is `epoch,offset,ms,body`: RedisBroker remembers its own without
- * encoding them again).
+ * channel number, body, dedupe key and mark numbers and origin. `bodies` are the events'
+ * entry bodies, in order (the entry Redis keeps is `epoch,offset,ms,body`: RedisBroker
+ * remembers its own without encoding them again).
  */
 export function publishBatchArgs (
   drafts: readonly EventDraft[], layout: RedisLayout, policy: HistoryPolicy, retentionOf: (history: ChannelHistory) => number,
