@@ -275,12 +275,12 @@ for a = 6 + 4 * channelCount + markCount, #ARGV, 6 do
       if not mark then
         mark = {-1, -1, false}
         local text = redis.call('GET', KEYS[markKeys + m])
-        local logEnd = tonumber(ARGV[logEnds + m])
         if text then
           local comma = string.find(text, ',', 1, true)
           mark[1] = tonumber(string.sub(text, 1, comma - 1))
           mark[2] = tonumber(string.sub(text, comma + 1))
           -- Left by a log that is gone (past where the source ends now): it says nothing here.
+          local logEnd = tonumber(ARGV[logEnds + m])
           if logEnd >= 0 and mark[1] >= logEnd then
             mark[1] = -1
             mark[2] = -1

@@ -78,10 +78,9 @@ export const withDedupe = (drafts: readonly EventDraft[], scope: string): EventD
 export function withKafkaOrigin (drafts: EventDraft[], topic: string, partition: number, offset: string, highWatermark?: string): EventDraft[] {
   const source = `${topic}:${partition}`
   const at = Number(offset)
-  const logEnd = highWatermark === undefined ? undefined : Number(highWatermark)
-  for (let i = 0; i < drafts.length; i++) {
-    // A partition with messages ends past 0; anything else is no high watermark.
-    drafts[i].origin = logEnd === undefined || !Number.isSafeInteger(logEnd) || logEnd <= 0 ? { source, offset: at, index: i } : { source, offset: at, index: i, logEnd }
-  }
+  // A partition with messages ends past 0; anything else is no high watermark.
+  const logEnd = Number(highWatermark)
+  const known = Number.isSafeInteger(logEnd) && logEnd > 0
+  for (let i = 0; i < drafts.length; i++) drafts[i].origin = known ? { source, offset: at, index: i, logEnd } : { source, offset: at, index: i }
   return drafts
 }

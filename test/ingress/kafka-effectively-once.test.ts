@@ -1,19 +1,26 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { adminToken, requireService, token, WsClient } from '../support/helper.js'
-import { gateway, kafkaFixture, metricsText, sample, useKafka, waitForMetric } from '../support/kafka-fixture.js'
+import { gateway, kafkaFixture, type KafkaFixture, metricsText, sample, useKafka, waitForMetric } from '../support/kafka-fixture.js'
 import { REDIS_URL, redisAvailable, redisClient, uniquePrefix } from '../support/redis-fixture.js'
 
 // Effectively once from Kafka (issue 15): a message read again — here every message, after
 // the group's offsets were reset to the earliest — publishes nothing new.
 const redisUp = await redisAvailable()
 
-t.test('consume, stop, reset the group to the earliest offsets, start again: every channel holds each message once', async (t) => {
-  if (!await useKafka(t)) return
-  if (!requireService(t, 'Redis', redisUp)) return
-  const kafka = await kafkaFixture(t, 3)
-  const prefix = uniquePrefix('eo')
+/** Kafka topics of the test's own and a gateway's settings on Redis under a prefix of its own; undefined when a service is missing (skipped, or failed under CI). */
+async function kafkaOnRedis (t: Test, partitions: number, name: string): Promise<{ kafka: KafkaFixture, settings: Record<string, string | number> } | undefined> {
+  if (!await useKafka(t)) return undefined
+  if (!requireService(t, 'Redis', redisUp)) return undefined
+  const kafka = await kafkaFixture(t, partitions)
+  const prefix = uniquePrefix(name)
   await redisClient(t, prefix)
-  const settings = { REDIS_URL, REDIS_KEY_PREFIX: prefix, HISTORY_SIZE: 1000 }
+  return { kafka, settings: { REDIS_URL, REDIS_KEY_PREFIX: prefix, HISTORY_SIZE: 1000 } }
+}
+
+t.test('consume, stop, reset the group to the earliest offsets, start again: every channel holds each message once', async (t) => {
+  const setup = await kafkaOnRedis(t, 3, 'eo')
+  if (setup === undefined) return
+  const { kafka, settings } = setup
   const count = 60
   await kafka.produceMany('order.updated', Array.from({ length: count }, (_, n) => ({
     value: { orderId: `o${n % 6}`, buyerId: `b${n % 6}`, status: `s${n}` }, partition: n % 3, key: `o${n % 6}`
@@ -42,12 +49,9 @@ t.test('consume, stop, reset the group to the earliest offsets, start again: eve
 })
 
 t.test('a topic deleted and created again within the idempotency TTL: its new messages are published, not taken for ones read before', async (t) => {
-  if (!await useKafka(t)) return
-  if (!requireService(t, 'Redis', redisUp)) return
-  const kafka = await kafkaFixture(t, 2)
-  const prefix = uniquePrefix('eo-recreated')
-  await redisClient(t, prefix)
-  const settings = { REDIS_URL, REDIS_KEY_PREFIX: prefix, HISTORY_SIZE: 1000 }
+  const setup = await kafkaOnRedis(t, 2, 'eo-recreated')
+  if (setup === undefined) return
+  const { kafka, settings } = setup
   const message = (n: number) => ({ value: { orderId: 'o1', buyerId: 'b1', status: `s${n}` }, partition: n % 2, key: 'o1' })
   // The first log: 20 messages, offsets 0–9 on each partition; the marks stay at 9.
   await kafka.produceMany('order.updated', Array.from({ length: 20 }, (_, n) => message(n)))
