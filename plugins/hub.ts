@@ -50,6 +50,8 @@ export default fp<HubPluginOptions>(async (app, opts) => {
         nodeId,
         presenceIntervalMs: config.PRESENCE_INTERVAL_MS,
         historyCacheBytes: config.HISTORY_CACHE_BYTES,
+        // A storm after a full instance's connections dropped: each client's own channel lingers.
+        lingerLimit: config.MAX_CONNECTIONS,
         onPublishPaced: (seconds) => metrics.publishPaced.inc(seconds),
         log: app.log.child({ component: 'redis-broker' })
       })

@@ -20,6 +20,7 @@ import { callFunction, type FunctionLibrary, functionLibrary, isFunctionMissing,
 import { groupBySlot, publishBatchArgs, type PublishReply, replyAt } from './redis-publish-batch.js'
 import { type ReadCall, ReadBatch, type ReadReply } from './redis-read-batch.js'
 import { turnBatched } from './turn-batch.js'
+import { Lingering } from './lingering.js'
 import { RecentEntries } from './recent-entries.js'
 import { SUBSCRIBER_BUDGET_BYTES, subscriberBudget, SubscriberPacing } from './subscriber-pacing.js'
 
@@ -32,8 +33,10 @@ export interface RedisBrokerOptions extends BrokerOptions {
   keyPrefix: string
   /** Names the connections in CLIENT LIST (`<name>:cmd`, `<name>:sub`). */
   connectionName?: string
-  /** How long a channel stays subscribed in Redis after its last local subscriber left. */
+  /** How long a channel stays subscribed in Redis after its last local subscriber left (lib/broker/lingering.ts). Default 5 s. */
   unsubscribeDelayMs?: number
+  /** At most this many channels linger at once, the longest-lingering released first. Default 20 000 (MAX_CONNECTIONS). */
+  lingerLimit?: number
   /** This instance's name: its presence share is filed under it. */
   nodeId?: string
   /** PRESENCE_INTERVAL_MS: an instance silent for 1.5 intervals stops counting in presence. */
@@ -55,6 +58,20 @@ export interface RedisBrokerOptions extends BrokerOptions {
 }
 
 const SUBSCRIBE_BATCH = 500
+/**
+ * A channel stays subscribed this long after its last local subscriber left. Our client's
+ * first three reconnect attempts after a drop come within ~3.5 s (client/reconnect-policy.ts),
+ * and a reconnect storm of a few thousand clients takes a few seconds to resume: within the
+ * linger, a client finds its own channel still held and resumes without Redis.
+ */
+const DEFAULT_LINGER_MS = 5000
+const DEFAULT_LINGER_LIMIT = 20_000
+
+/** A channel's SUBSCRIBE or UNSUBSCRIBE, by its pub/sub name. */
+interface SubscriptionChange {
+  name: string
+  subscribe: boolean
+}
 /** A pub/sub message beyond its entry and channel: the key prefix, `epoch,offset,ms,`, RESP framing. */
 const PUBSUB_MESSAGE_OVERHEAD = 96
 const DEFAULT_HISTORY_CACHE_BYTES = 32 * 1024 * 1024
@@ -119,14 +136,28 @@ export class RedisBroker implements Broker {
   private readonly shards?: ShardSubscribers
   private readonly sequencer: ChannelSequencer
   /**
-   * SUBSCRIBE on one Redis, a turn's channels in one command: a storm of reconnects to a new
-   * instance subscribes every user's own channel at once.
+   * SUBSCRIBE and UNSUBSCRIBE on one Redis, a turn's channels in one command each, in the
+   * order they were asked for: a storm of reconnects to a new instance subscribes every
+   * user's own channel at once, and their lingers end together after a storm.
    */
-  private readonly subscribeSoon = turnBatched<string>(async (names) => {
-    for (let i = 0; i < names.length; i += SUBSCRIBE_BATCH) {
-      if (this.subscriber === undefined) return
-      await this.subscriber.subscribe(...names.slice(i, i + SUBSCRIBE_BATCH))
+  private readonly changeSubscriptions = turnBatched<SubscriptionChange>(async (changes) => {
+    const subscriber = this.subscriber
+    if (subscriber === undefined) return
+    const subscribed: Array<Promise<unknown>> = []
+    // Consecutive changes of one kind go as one command (up to SUBSCRIBE_BATCH channels);
+    // ioredis writes commands in the order they are called, so Redis sees the order asked.
+    for (let i = 0; i < changes.length;) {
+      const subscribe = changes[i].subscribe
+      const names: string[] = []
+      while (i < changes.length && changes[i].subscribe === subscribe && names.length < SUBSCRIBE_BATCH) names.push(changes[i++].name)
+      if (subscribe) {
+        subscribed.push(subscriber.subscribe(...names))
+      } else if (subscriber.status === 'ready') {
+        // Not ready: a new connection starts with no subscriptions (restoreSubscriptions holds `held`).
+        subscriber.unsubscribe(...names).catch((err: unknown) => this.log.warn({ err, channels: names.length }, 'redis unsubscribe failed'))
+      }
     }
+    await Promise.all(subscribed)
   })
 
   /** History reads, a turn's together (lib/broker/redis-read-batch.ts). */
@@ -145,7 +176,8 @@ export class RedisBroker implements Broker {
   /** Channels held in Redis (subscribed, or being subscribed), lingering ones included. */
   private readonly held = new Set<string>()
   private readonly subscribing = new Map<string, Promise<void>>()
-  private readonly lingering = new Map<string, NodeJS.Timeout>()
+  /** Held channels no local subscriber holds any more, until they are released (lib/broker/lingering.ts). */
+  private readonly lingering: Lingering
   private readonly deliver: DeliverFn
   private readonly policy: HistoryPolicy
   private readonly dedupeTtlSeconds: number
@@ -162,6 +194,7 @@ export class RedisBroker implements Broker {
     const clusterNodes = options.clusterNodes
     this.layout = new RedisLayout(options.keyPrefix, clusterNodes === undefined ? databaseOf(options.url) : 0, clusterNodes !== undefined)
     this.deliver = options.deliver
+    this.lingering = new Lingering(options.unsubscribeDelayMs ?? DEFAULT_LINGER_MS, options.lingerLimit ?? DEFAULT_LINGER_LIMIT, (channel) => this.release(channel))
     this.policy = policyOf(options)
     this.dedupeTtlSeconds = options.idempotencyTtlSeconds ?? DEFAULT_IDEMPOTENCY_TTL_SECONDS
     this.log = options.log ?? noopLog
@@ -339,13 +372,8 @@ export class RedisBroker implements Broker {
 
   async subscribe (channel: string): Promise<void> {
     if (!this.isReady()) throw new BrokerUnavailableError('redis is not connected')
-    const linger = this.lingering.get(channel)
-    if (linger !== undefined) {
-      // Left a moment ago and still held in Redis: nothing to do, no flapping.
-      clearTimeout(linger)
-      this.lingering.delete(channel)
-      return
-    }
+    // Left a moment ago and still held in Redis: nothing to do, no flapping.
+    if (this.lingering.cancel(channel)) return
     if (this.held.has(channel)) return await this.subscribing.get(channel)
     this.held.add(channel)
     const pending = this.holdChannel(channel)
@@ -358,13 +386,7 @@ export class RedisBroker implements Broker {
   }
 
   async unsubscribe (channel: string): Promise<void> {
-    if (!this.held.has(channel) || this.lingering.has(channel)) return
-    const timer = setTimeout(() => {
-      this.lingering.delete(channel)
-      this.release(channel)
-    }, this.options.unsubscribeDelayMs ?? 1000)
-    timer.unref()
-    this.lingering.set(channel, timer)
+    if (this.held.has(channel)) this.lingering.start(channel)
   }
 
   async position (channel: string): Promise<StreamPosition> {
@@ -515,7 +537,6 @@ export class RedisBroker implements Broker {
     if (this.closed) return
     this.closed = true
     this.probe?.stop()
-    for (const timer of this.lingering.values()) clearTimeout(timer)
     this.lingering.clear()
     // Forgetting releases any history read still waiting on live delivery.
     for (const channel of this.held) this.sequencer.forget(channel)
@@ -533,7 +554,7 @@ export class RedisBroker implements Broker {
     try {
       const pubsub = this.layout.pubsubName(channel)
       if (this.shards !== undefined) await this.shards.hold(pubsub)
-      else await this.subscribeSoon(pubsub)
+      else await this.changeSubscriptions({ name: pubsub, subscribe: true })
       const position = await this.position(channel)
       // Released meanwhile (its last subscriber left and the linger ran out): nothing to count.
       if (this.held.has(channel)) this.sequencer.start(channel, position)
@@ -562,14 +583,12 @@ export class RedisBroker implements Broker {
   }
 
   private release (channel: string): void {
+    this.lingering.cancel(channel)
     if (!this.held.delete(channel)) return
     this.sequencer.forget(channel)
     this.recentEntries.forget(channel)
     if (this.shards !== undefined) return this.shards.release(this.layout.pubsubName(channel))
-    if (this.subscriber?.status !== 'ready') return // a new connection starts with no subscriptions
-    this.subscriber.unsubscribe(this.layout.pubsubName(channel)).catch((err: unknown) => {
-      this.log.warn({ err, channel }, 'redis unsubscribe failed')
-    })
+    this.changeSubscriptions({ name: this.layout.pubsubName(channel), subscribe: false }).catch(() => {}) // a failed UNSUBSCRIBE is logged where it is sent
   }
 
   /** After a (re)connect: SUBSCRIBE every held channel, then catch up on what was missed. */

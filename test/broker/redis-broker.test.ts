@@ -172,6 +172,50 @@ t.test('Redis pub/sub: subscribed on the first local subscriber, released after 
   t.pass('the channel is released after its last subscriber left')
 })
 
+t.test('lingering channels are bounded: past the limit the longest-lingering is unsubscribed at once', async (t) => {
+  if (!requireService(t, 'Redis', available)) return
+  const redis = await redisClient(t)
+  const { broker } = await node(t, { unsubscribeDelayMs: 60_000, lingerLimit: 2 })
+  const layout = new RedisLayout(prefix)
+  const [a, b, c, d] = ['a', 'b', 'c', 'd'].map((name) => suiteChannel(`linger-${name}`))
+  const holds = async (channel: string) => (await redis.pubsub('CHANNELS', layout.pubsubName(channel)) as string[]).length === 1
+
+  for (const channel of [a, b, c, d]) await broker.subscribe(channel)
+  await broker.unsubscribe(a)
+  await broker.unsubscribe(b)
+  t.ok(await holds(a) && await holds(b), 'two channels linger, still subscribed in Redis')
+  await broker.unsubscribe(c)
+  await eventually('the longest-lingering channel unsubscribed', async () => !(await holds(a)), 5000)
+  t.ok(await holds(b) && await holds(c), 'the other two linger on')
+
+  // One turn: b is released to make room for d, then subscribed again: its UNSUBSCRIBE
+  // and SUBSCRIBE go in that order, and b ends held.
+  void broker.unsubscribe(d)
+  await broker.subscribe(b)
+  t.equal(await holds(b), true, 'b, subscribed again after its release, is held in Redis')
+  t.ok(await holds(c) && await holds(d), 'c and d linger')
+})
+
+t.test('a channel subscribed and released to make room within one turn ends unsubscribed in Redis', async (t) => {
+  if (!requireService(t, 'Redis', available)) return
+  const redis = await redisClient(t)
+  const { broker } = await node(t, { unsubscribeDelayMs: 60_000, lingerLimit: 1 })
+  const layout = new RedisLayout(prefix)
+  const [held, fresh] = [suiteChannel('turn-held'), suiteChannel('turn-fresh')]
+  const holds = async (channel: string) => (await redis.pubsub('CHANNELS', layout.pubsubName(channel)) as string[]).length === 1
+  await broker.subscribe(held)
+
+  // One turn: `fresh` is subscribed (its SUBSCRIBE queued), left (it lingers), and released
+  // when `held` starts lingering too: its UNSUBSCRIBE must follow its SUBSCRIBE.
+  const subscribing = broker.subscribe(fresh)
+  void broker.unsubscribe(fresh)
+  void broker.unsubscribe(held)
+  await subscribing
+  await broker.subscribe(suiteChannel('turn-sync')) // a later command on the same connection: the earlier ones are done
+  t.equal(await holds(fresh), false, 'fresh is not left subscribed in Redis')
+  t.equal(await holds(held), true, 'held lingers, subscribed')
+})
+
 t.test('a subscriber connection that drops catches up on what was published meanwhile', async (t) => {
   if (!requireService(t, 'Redis', available)) return
   const redis = await redisClient(t)
