@@ -1,3 +1,5 @@
+import { textFrameOf } from './event.js'
+
 /**
  * Live viewer counts (docs/protocol.md, "Presence"): for a channel under PRESENCE_CHANNELS,
  * how many connections hold it and how many distinct signed-in users they belong to, over
@@ -82,3 +84,32 @@ export function tracksPresence (prefixes: readonly string[], channel: string): b
   for (const prefix of prefixes) if (channel.startsWith(prefix)) return true
   return false
 }
+
+/**
+ * A channel's counts encoded once for every subscriber they go to: a presence push reaches
+ * every local subscriber of the channel at once (a hot product page: thousands), and was
+ * encoded and framed again for each. Like an event's (EncodedEvent, lib/core/event.ts), the
+ * WebSocket frame is built whole, header included, and written to each socket as is.
+ */
+export class EncodedPresence {
+  /** The WebSocket frame's JSON (docs/protocol.md, "Presence"): `{"type":"presence","channel","payload"}`. */
+  readonly ws: string
+  private wire?: Buffer
+
+  constructor (readonly channel: string, readonly counts: PresenceCounts) {
+    this.ws = `{"type":"presence","channel":${JSON.stringify(channel)},"payload":${countsJson(counts)}}`
+  }
+
+  /** The whole WebSocket text frame around `ws`, for a socket with no extension. */
+  get wsFrameBytes (): Buffer {
+    this.wire ??= textFrameOf(this.ws)
+    return this.wire
+  }
+
+  /** The `data:` JSON of the SSE `event: presence` (no `id:`: it is not an event of the channel). */
+  get sse (): string {
+    return `{"channel":${JSON.stringify(this.channel)},"payload":${countsJson(this.counts)}}`
+  }
+}
+
+const countsJson = (counts: PresenceCounts): string => `{"connections":${counts.connections},"users":${counts.users}}`

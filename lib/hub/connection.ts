@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import type { EncodedEvent, PublishedEvent, StreamPosition } from '../core/event.js'
-import type { PresenceCounts } from '../core/presence.js'
+import type { EncodedPresence } from '../core/presence.js'
 import { type HeldChannels, NO_CHANNELS } from './held-channels.js'
 import type { Identity } from '../auth/identity.js'
 
@@ -42,8 +42,8 @@ export interface Connection extends HubMember {
   sendEvent(event: EncodedEvent): void
   /** Tells the client the channel's stream restarted (`system:reset`, before its next event). */
   sendReset(channel: string, position: StreamPosition): void
-  /** Tells the client a channel's live counts (`presence`). */
-  sendPresence(channel: string, counts: PresenceCounts): void
+  /** Tells the client a channel's live counts (`presence`), encoded once for every subscriber. */
+  sendPresence(presence: EncodedPresence): void
   close(code: number, reason: string): void
 }
 

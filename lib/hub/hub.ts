@@ -1,6 +1,6 @@
 import type { Broker, DeliverFn, HistoryResult, ReadOptions, ResetFn, SincePosition } from '../broker/broker.js'
 import { type ChannelReset, type Connection, isReset, type Transport } from './connection.js'
-import { type PresenceCounts, type PresenceTotals, tracksPresence } from '../core/presence.js'
+import { EncodedPresence, type PresenceCounts, type PresenceTotals, tracksPresence } from '../core/presence.js'
 import { type PresenceLogger, PresenceTracker } from './presence-tracker.js'
 import { type ChannelAsk, type ChannelPlan, type ChannelRead, holdsLive, planFor, readFor } from './replay-plan.js'
 import { ClientError } from '../core/errors.js'
@@ -129,10 +129,11 @@ export class Hub {
   private pushPresence (channel: string, counts: PresenceCounts): void {
     const greeted = this.presenceGreeted.get(channel)
     this.presenceGreeted.delete(channel)
+    let presence: EncodedPresence | undefined
     for (const member of this.subscribersOf(channel)) {
       const told = greeted?.get(member)
       if (told !== undefined && told.connections === counts.connections && told.users === counts.users) continue
-      member.sendPresence(channel, counts)
+      member.sendPresence(presence ??= new EncodedPresence(channel, counts))
     }
   }
 
@@ -265,7 +266,7 @@ export class Hub {
         for (const channel of unique) {
           if (!this.tracksPresence(channel) || !holds(member.heldChannels, channel)) continue
           const counts = (this.presence as PresenceTracker).counts(channel)
-          connection.sendPresence(channel, counts)
+          connection.sendPresence(new EncodedPresence(channel, counts))
           let greeted = this.presenceGreeted.get(channel)
           if (greeted === undefined) this.presenceGreeted.set(channel, greeted = new Map())
           greeted.set(member, counts)

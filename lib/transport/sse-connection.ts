@@ -3,7 +3,7 @@ import type { Socket } from 'node:net'
 import { CloseCode } from '../core/errors.js'
 import { type Connection, HubMember } from '../hub/connection.js'
 import type { EncodedEvent, StreamPosition } from '../core/event.js'
-import type { PresenceCounts } from '../core/presence.js'
+import type { EncodedPresence } from '../core/presence.js'
 import type { Identity } from '../auth/identity.js'
 import type { Expiries, Expiring } from '../auth/expiry.js'
 import type { Flushable, WriteBatch } from '../core/write-batch.js'
@@ -205,8 +205,8 @@ export class SseConnection extends HubMember implements Connection, Flushable, E
   }
 
   /** `event: presence`: not an event of the channel, so no `id:` (docs/protocol.md, Server-Sent Events / Presence). */
-  sendPresence (channel: string, counts: PresenceCounts): void {
-    this.sendSystem('presence', { channel, payload: { connections: counts.connections, users: counts.users } })
+  sendPresence (presence: EncodedPresence): void {
+    this.write(`event: presence\ndata: ${presence.sse}\n\n`)
   }
 
   /** Writes a named event with no cursor change (system events). */

@@ -3,7 +3,7 @@ import type { WebSocket } from 'ws'
 import { type Connection, HubMember } from '../hub/connection.js'
 import { CloseCode } from '../core/errors.js'
 import type { EncodedEvent, StreamPosition } from '../core/event.js'
-import type { PresenceCounts } from '../core/presence.js'
+import type { EncodedPresence } from '../core/presence.js'
 import type { Identity } from '../auth/identity.js'
 import type { Flushable, WriteBatch } from '../core/write-batch.js'
 import { rawSocketOf, releaseReadBuffers } from './internals.js'
@@ -81,9 +81,22 @@ export class WsConnection<O extends WsConnectionOptions = WsConnectionOptions> e
     // Without the TCP socket (lib/transport/internals.ts) frames go through ws.send.
     const raw = this.plainFrames ? rawSocketOf(this.socket) : undefined
     if (raw === undefined) return this.send(event.wsBytes)
-    // The frame is built once per event: ws's framing of each send (two option objects, a
-    // header and two writes) was most of a fan-out's allocations, and so of its GC.
-    // Frames are written whole, so they never interleave with ws's own.
+    this.writeBuilt(raw, event.wsFrameBytes)
+  }
+
+  sendPresence (presence: EncodedPresence): void {
+    const raw = this.plainFrames ? rawSocketOf(this.socket) : undefined
+    if (raw === undefined) return this.send(presence.ws)
+    this.writeBuilt(raw, presence.wsFrameBytes)
+  }
+
+  /**
+   * Writes a frame built once for every socket it goes to (an event, a presence push):
+   * ws's framing of each send (two option objects, a header and two writes) was most of a
+   * fan-out's allocations, and so of its GC. Frames are written whole, so they never
+   * interleave with ws's own.
+   */
+  private writeBuilt (raw: Socket, frame: Buffer): void {
     if (!this.writable()) return
     if (this.turnWrites === null && !this.options.writeBatch.batchesFirstFrame()) {
       // The turn's first frame, outside a burst or stream: out at once (lib/core/write-batch.ts).
@@ -92,16 +105,12 @@ export class WsConnection<O extends WsConnectionOptions = WsConnectionOptions> e
     } else {
       this.cork(raw)
     }
-    raw.write(event.wsFrameBytes)
+    raw.write(frame)
     this.flushIfFull(raw)
   }
 
   sendReset (channel: string, position: StreamPosition): void {
     this.send(serverFrame.reset(channel, position))
-  }
-
-  sendPresence (channel: string, counts: PresenceCounts): void {
-    this.send(serverFrame.presence(channel, counts))
   }
 
   /** Sends a text frame (a string, or UTF-8 bytes) unless the client has fallen too far behind. */

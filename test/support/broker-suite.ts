@@ -3,7 +3,7 @@ import type { Test } from 'tap'
 import { type Broker, type BrokerOptions, IdempotencyConflictError, type SincePosition } from '../../lib/broker/broker.js'
 import { type Connection, HubMember } from '../../lib/hub/connection.js'
 import type { EncodedEvent, PublishedEvent, StreamPosition } from '../../lib/core/event.js'
-import type { PresenceCounts } from '../../lib/core/presence.js'
+import type { EncodedPresence, PresenceCounts } from '../../lib/core/presence.js'
 import { Hub, type SubscribeOutcome } from '../../lib/hub/hub.js'
 import { ANONYMOUS } from '../../lib/auth/identity.js'
 import { HistoryPolicy } from '../../lib/broker/history-policy.js'
@@ -57,7 +57,7 @@ export class RecordingConnection extends HubMember implements Connection {
   sendEvent (event: EncodedEvent): void { this.received.push(event.event) }
   sendReset (channel: string, position: StreamPosition): void { this.resets.push({ channel, position }) }
   readonly presence: Array<{ channel: string, counts: PresenceCounts }> = []
-  sendPresence (channel: string, counts: PresenceCounts): void { this.presence.push({ channel, counts }) }
+  sendPresence ({ channel, counts }: EncodedPresence): void { this.presence.push({ channel, counts }) }
   close (): void {}
 }
 

@@ -4,13 +4,14 @@ import t from 'tap'
 import { SseConnection } from '../../lib/transport/sse-connection.js'
 import { ANONYMOUS } from '../../lib/auth/identity.js'
 import { WriteBatch } from '../../lib/core/write-batch.js'
+import { EncodedPresence } from '../../lib/core/presence.js'
 
 // A presence push or a reset can reach a stream while its subscription is still being read,
 // before the route has written the head: it must wait, and come after system:connected.
 t.test('writes before open wait for the head and come after system:connected', async (t) => {
   const server = createServer((req, res) => {
     const connection = new SseConnection('c1', ANONYMOUS, res, { sendBufferLimit: 1 << 20, writeBatch: new WriteBatch() })
-    connection.sendPresence('product:1', { connections: 2, users: 1 })
+    connection.sendPresence(new EncodedPresence('product:1', { connections: 2, users: 1 }))
     connection.sendReset('product:1', { offset: 0, epoch: 'e2' })
     t.equal(res.headersSent, false, 'nothing was written before the head')
     res.writeHead(200, { 'content-type': 'text/event-stream' })
