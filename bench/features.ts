@@ -8,6 +8,7 @@ import { deletePrefix, requireRedis } from './lib/redis-prefix.js'
 import { median, sum } from './measure.js'
 import { formatTable, rate } from './report.js'
 import { connectClients, runScenario, type ScenarioResult, type Settings, shutdown, startLoads, startServer } from './scenario.js'
+import { presencePush } from './presence-push.js'
 
 /**
  * The costs of single features, each against the same gateway without it, in the same run
@@ -20,12 +21,14 @@ import { connectClients, runScenario, type ScenarioResult, type Settings, shutdo
  * - `presence-redis` (issue 17): 3 instances on Redis, each holding the same 20k product
  *   channels with presence: the Redis commands the instances send for presence, per second,
  *   counted with MONITOR (filtered to their own connections) while settling, idle and churning.
+ * - `presence-push`: the gateway's CPU per presence frame pushed to a channel's subscribers,
+ *   against its CPU per event frame at the same cadence (bench/presence-push.ts): reported.
  * - `rewind` (issue 17): 10k clients connecting at once, subscribing with `rewind: 1` vs
  *   without: connect-and-subscribe rate within 10 %.
  *
  * Variants alternate (A B B A …) so neither always runs first. Never fails on timing.
  */
-export const FEATURES = ['idempotency', 'presence', 'presence-redis', 'rewind'] as const
+export const FEATURES = ['idempotency', 'presence', 'presence-redis', 'presence-push', 'rewind'] as const
 export type FeatureName = typeof FEATURES[number]
 
 export interface FeatureCheck { what: string, value: number, limit: number, met: boolean, direction: '≤' | '≥' }
@@ -71,6 +74,7 @@ export async function runFeature (name: FeatureName, settings: Settings, options
     if (name === 'idempotency') return await idempotency(settings, options, track, log)
     if (name === 'presence') return await presence(settings, options, track, log)
     if (name === 'presence-redis') return await presenceRedis(settings, options, track, log)
+    if (name === 'presence-push') return await presencePushCost(settings, options, track, log)
     return await rewind(settings, options, track, log)
   } catch (err) {
     return { ...empty, error: (err as Error).message }
@@ -217,6 +221,27 @@ async function presence (settings: Settings, options: FeatureOptions, track: Tra
     checks,
     data: { runs, error: undefined },
     error: runs.every((x) => x.result.error !== undefined) ? runs[0]?.result.error : undefined
+  }
+}
+
+// ---------------------------------------------------------------- presence pushes against events
+
+async function presencePushCost (settings: Settings, options: FeatureOptions, track: Track, log: Log): Promise<FeatureResult> {
+  const C = options.quick ? Math.min(2000, options.connections) : options.connections
+  const t0 = Date.now()
+  const r = await presencePush(settings, C, Math.max(1, options.rounds), options.quick ? 6000 : 15_000, track)
+  log(`presence-push C=${C}: ${r.error ?? 'done'} in ${((Date.now() - t0) / 1000).toFixed(1)} s`)
+  return {
+    name: 'presence-push',
+    header: ['C', 'frame', 'gateway CPU µs per frame', 'frames/s', 'presence ÷ event'],
+    rows: [
+      [String(C), 'presence (counts pushed every 100 ms)', r.presenceUsPerFrame.toFixed(2), rate(median(r.runs.filter((x) => x.phase === 'presence').map((x) => x.frames / x.seconds))), pct(r.presenceUsPerFrame / r.eventUsPerFrame)],
+      [String(C), 'event (10/s through the broker API)', r.eventUsPerFrame.toFixed(2), rate(median(r.runs.filter((x) => x.phase === 'events').map((x) => x.frames / x.seconds))), '']
+    ],
+    notes: [`medians of ${r.runs.length / 2} run(s) each, phases alternating; every run: ${r.runs.map((x) => `${x.phase} ${x.cpuUsPerFrame.toFixed(2)} µs`).join(', ')}`],
+    checks: [],
+    data: r,
+    error: r.error
   }
 }
 

@@ -20,7 +20,7 @@ import { buildSseTable, formatSseTable, README_WS_RSS_PER_CONNECTION, runSseScen
  * npm run bench [-- --quick] [--connections=1000,5000] [--only=gateway,ws-corked] [--rounds=N] [--churn=N] [--burst-deliveries=N] [--profile] [--no-http]
  *   [--sse] [--sse-connections=1000,5000] [--storm] [--storm-connections=2000,5000] [--storm-concurrency=N]
  *   [--cluster] [--no-cluster] [--redis-cluster] [--cluster-socketio[=redis,streams]] [--cluster-connections=1000,5000] [--no-kafka] [--kafka-backlog=N] [--kafka-brokers=memory,redis]
- *   [--only=idempotency,presence,presence-redis,rewind] [--feature-connections=N]
+ *   [--only=idempotency,presence,presence-redis,presence-push,rewind] [--feature-connections=N]
  *
  * The cross-instance case (bench/cluster.ts: 3 gateways on one Redis) runs with
  * --cluster, with --only=cluster (it and its single-gateway baseline alone), and in
