@@ -72,6 +72,7 @@ interface SubscriptionChange {
   name: string
   subscribe: boolean
 }
+
 /** A pub/sub message beyond its entry and channel: the key prefix, `epoch,offset,ms,`, RESP framing. */
 const PUBSUB_MESSAGE_OVERHEAD = 96
 const DEFAULT_HISTORY_CACHE_BYTES = 32 * 1024 * 1024

@@ -95,6 +95,7 @@ export class EncodedPresence {
   /** The WebSocket frame's JSON (docs/protocol.md, "Presence"): `{"type":"presence","channel","payload"}`. */
   readonly ws: string
   private wire?: Buffer
+  private sseText?: string
 
   constructor (readonly channel: string, readonly counts: PresenceCounts) {
     this.ws = `{"type":"presence","channel":${JSON.stringify(channel)},"payload":${countsJson(counts)}}`
@@ -106,9 +107,10 @@ export class EncodedPresence {
     return this.wire
   }
 
-  /** The `data:` JSON of the SSE `event: presence` (no `id:`: it is not an event of the channel). */
+  /** The SSE event, whole: `event: presence` and its data, with no `id:` (it is not an event of the channel), the same for every stream. */
   get sse (): string {
-    return `{"channel":${JSON.stringify(this.channel)},"payload":${countsJson(this.counts)}}`
+    this.sseText ??= `event: presence\ndata: {"channel":${JSON.stringify(this.channel)},"payload":${countsJson(this.counts)}}\n\n`
+    return this.sseText
   }
 }
 

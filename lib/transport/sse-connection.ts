@@ -206,7 +206,7 @@ export class SseConnection extends HubMember implements Connection, Flushable, E
 
   /** `event: presence`: not an event of the channel, so no `id:` (docs/protocol.md, Server-Sent Events / Presence). */
   sendPresence (presence: EncodedPresence): void {
-    this.write(`event: presence\ndata: ${presence.sse}\n\n`)
+    this.write(presence.sse)
   }
 
   /** Writes a named event with no cursor change (system events). */
