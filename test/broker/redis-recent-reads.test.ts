@@ -238,3 +238,31 @@ t.test('entries read from Redis are as old as Redis says they are, less a margin
   t.equal(monitor.calls.length, 1, 'past the margin: from Redis')
   t.same(late.events.map((e) => e.offset), [2, 3])
 })
+
+t.test('a client back within the default linger finds its channel held: no SUBSCRIBE, and its resume answered from memory', async (t) => {
+  if (!requireService(t, 'Redis', available)) return
+  const own = await OwnRedis.start(t)
+  // The default linger (no unsubscribeDelayMs): a reconnect after 1.5 s, past the old 1 s one.
+  const holder = await node(t, own.url, { unsubscribeDelayMs: undefined })
+  const publisher = await node(t, own.url)
+  const channel = suiteChannel('linger')
+  await holder.broker.subscribe(channel)
+  for (let n = 1; n <= 3; n++) await publisher.broker.publish({ channel, type: 'test:event', payload: { n } })
+  await holder.recorder.until('delivered', () => holder.recorder.of(channel).length === 3)
+  const { epoch } = await holder.broker.position(channel)
+  await holder.broker.unsubscribe(channel) // the client's socket dropped
+  await publisher.broker.publish({ channel, type: 'test:event', payload: { n: 4 } }) // while it is away
+
+  const monitor = await readCalls(t, own.url)
+  const commands: string[] = []
+  const watch = await monitorRedis(t, own.url)
+  watch.onCommand((args) => commands.push(args[0]?.toLowerCase() ?? ''))
+  await new Promise((resolve) => setTimeout(resolve, 1500))
+  await holder.broker.subscribe(channel) // back, resuming from offset 3
+  const resumed = await holder.broker.history(channel, { offset: 3, epoch }, D)
+  await monitor.settle()
+  t.same(resumed.events.map((e) => e.payload), [{ n: 4 }], 'the event published while away')
+  t.equal(resumed.recovered, true)
+  t.same(monitor.calls, [], 'no history read from Redis')
+  t.notOk(commands.includes('subscribe') || commands.includes('unsubscribe'), 'no UNSUBSCRIBE, no SUBSCRIBE again')
+})
