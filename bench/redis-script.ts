@@ -1,7 +1,7 @@
 import { Redis } from 'ioredis'
 import { RedisBroker } from '../lib/broker/redis-broker.js'
 import type { EventDraft } from '../lib/core/event.js'
-import { withKafkaOrigin } from '../lib/ingress/idempotency.js'
+import { kafkaSource, withKafkaOrigin } from '../lib/ingress/idempotency.js'
 import { mapKafkaMessage } from '../lib/ingress/kafka-mapping.js'
 import { mixMessage } from './lib/kafka-mix.js'
 
@@ -30,7 +30,7 @@ function drafts (count: number): EventDraft[] {
   for (let i = 0; out.length < count; i++) {
     const { topic, value } = mixMessage(i, 0)
     const result = mapKafkaMessage(topic, Buffer.from(value), { lowStockThreshold: 5 })
-    if (result.ok) out.push(...withKafkaOrigin(result.drafts, topic, 0, String(i)))
+    if (result.ok) out.push(...withKafkaOrigin(result.drafts, kafkaSource(topic, 0), String(i)))
   }
   return out.slice(0, count)
 }

@@ -70,17 +70,28 @@ export function fingerprintOf (route: string, body: unknown): string {
 export const withDedupe = (drafts: readonly EventDraft[], scope: string): EventDraft[] =>
   drafts.map((draft, i) => ({ ...draft, dedupe: `h:${scope}:${i}` }))
 
+/** What the origins of a partition's messages share: the same for every message of a batch. */
+export interface KafkaSource {
+  source: string
+  logEnd?: number
+}
+
 /**
- * A Kafka message's events, with where they come from: reading the message again publishes
- * nothing new. `highWatermark`, the partition's when the batch was fetched, lets the broker
- * tell a log that is gone (a topic created again) from a message read again (DraftOrigin.logEnd).
+ * A partition as its messages' origin. `highWatermark`, the partition's when the batch was
+ * fetched, lets the broker tell a log that is gone (a topic created again) from a message
+ * read again (DraftOrigin.logEnd).
  */
-export function withKafkaOrigin (drafts: EventDraft[], topic: string, partition: number, offset: string, highWatermark?: string): EventDraft[] {
+export function kafkaSource (topic: string, partition: number, highWatermark?: string): KafkaSource {
   const source = `${topic}:${partition}`
-  const at = Number(offset)
   // A partition with messages ends past 0; anything else is no high watermark.
   const logEnd = Number(highWatermark)
-  const known = Number.isSafeInteger(logEnd) && logEnd > 0
-  for (let i = 0; i < drafts.length; i++) drafts[i].origin = known ? { source, offset: at, index: i, logEnd } : { source, offset: at, index: i }
+  return Number.isSafeInteger(logEnd) && logEnd > 0 ? { source, logEnd } : { source }
+}
+
+/** A Kafka message's events, with where they come from: reading the message again publishes nothing new. */
+export function withKafkaOrigin (drafts: EventDraft[], from: KafkaSource, offset: string): EventDraft[] {
+  const { source, logEnd } = from
+  const at = Number(offset)
+  for (let i = 0; i < drafts.length; i++) drafts[i].origin = logEnd !== undefined ? { source, offset: at, index: i, logEnd } : { source, offset: at, index: i }
   return drafts
 }

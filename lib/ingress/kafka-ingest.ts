@@ -1,6 +1,6 @@
 import { setImmediate as nextTurn } from 'node:timers/promises'
 import type { EventDraft } from '../core/event.js'
-import { withKafkaOrigin } from './idempotency.js'
+import { kafkaSource, withKafkaOrigin } from './idempotency.js'
 import { type KafkaTopic, mapKafkaMessage, type MappingOptions, type MappingResult } from './kafka-mapping.js'
 
 /**
@@ -157,9 +157,10 @@ export async function ingestMessage (topic: KafkaTopic, message: SourceMessage, 
 export async function ingestBatch<M extends BatchMessage> (topic: KafkaTopic, batch: SourceBatch<M>, ctx: BatchContext<M>): Promise<'done' | 'stopped'> {
   const { messages } = batch
   // Each message's drafts carry their origin: the broker publishes them at most once (effectively once).
+  const origin = kafkaSource(batch.topic, batch.partition, batch.highWatermark)
   const mapped = messages.map((m) => {
     const result = mapKafkaMessage(topic, m.value, ctx.mapping)
-    if (result.ok) withKafkaOrigin(result.drafts, batch.topic, batch.partition, m.offset, batch.highWatermark)
+    if (result.ok) withKafkaOrigin(result.drafts, origin, m.offset)
     return result
   })
   const maxEvents = ctx.maxEventsPerPublish ?? MAX_EVENTS_PER_PUBLISH
