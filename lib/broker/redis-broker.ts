@@ -16,9 +16,10 @@ import { PRESENCE_DEAD_INTERVALS } from '../core/presence.js'
 import type { ChannelHistory, HistoryPolicy } from './history-policy.js'
 import { databaseOf, decodeEntry, entryBody, globLiteral, payloadJsonOfEntry, randomName, RedisLayout } from './redis-layout.js'
 import { pubsubBufferLimit, pubsubLimitTooLow, RECOMMENDED_PUBSUB_LIMIT } from './redis-server-config.js'
-import { callFunction, type FunctionLibrary, functionLibrary, isFunctionMissing, loadLibrary } from './redis-functions.js'
+import { callFunction, type FunctionLibrary, functionLibrary, loadLibrary } from './redis-functions.js'
 import { groupBySlot, publishBatchArgs, type PublishReply, replyAt } from './redis-publish-batch.js'
 import { type ReadCall, ReadBatch, type ReadReply } from './redis-read-batch.js'
+import { pipelineFunctionCalls, TurnFunctionCalls } from './redis-function-pipeline.js'
 import { turnBatched } from './turn-batch.js'
 import { Lingering } from './lingering.js'
 import { RecentEntries } from './recent-entries.js'
@@ -131,6 +132,8 @@ export class RedisBroker implements Broker {
   private readonly commands: RedisClient
   /** The publish and read functions (lib/broker/redis-functions.ts). */
   private readonly library: FunctionLibrary
+  /** One Redis: a turn's publishes as one pipeline (undefined on a cluster: one call each). */
+  private readonly turnCalls: TurnFunctionCalls | undefined
   /** One Redis: the subscriber connection. */
   private readonly subscriber?: Redis
   /** A Redis Cluster: a subscriber connection per master, for sharded pub/sub. */
@@ -207,6 +210,7 @@ export class RedisBroker implements Broker {
       : clusterConnection(clusterNodes, { ...connection, name: `${name}:cmd`, onSlotCheck: () => this.preloadCluster?.() }))
     // On a cluster the functions publish with SPUBLISH, into the channel's shard.
     const library = this.library = functionLibrary(clusterNodes !== undefined)
+    this.turnCalls = clusterNodes === undefined ? new TurnFunctionCalls(this.commands as Redis, library) : undefined
     this.redis = this.commands
     this.reads = new ReadBatch(this.runReads, (channel, entry) => {
       const event = decodeEntry(channel, entry)
@@ -308,8 +312,10 @@ export class RedisBroker implements Broker {
     const returning = this.bytesComingBack(drafts, bodies)
     await this.pacing.admit(returning)
     try {
-      const parts = await Promise.all(calls.map(async ({ keys, args }) =>
-        await callFunction<Array<string | number>>(this.commands, this.library, this.library.publish, keys, args)))
+      const fn = this.library.publish
+      const parts = await Promise.all(calls.map(async ({ keys, args }) => this.turnCalls !== undefined
+        ? await this.turnCalls.call<Array<string | number>>({ fn, keys, args })
+        : await callFunction<Array<string | number>>(this.commands, this.library, fn, keys, args)))
       if (parts[0].length === 1 && parts[0][0] === 'conflict') throw new IdempotencyConflictError()
       replies = new Array<PublishReply>(drafts.length)
       groups.forEach((group, g) => group.indexes.forEach((index, i) => { replies[index] = replyAt(parts[g], i) }))
@@ -494,18 +500,9 @@ export class RedisBroker implements Broker {
       const { keys, args } = this.readArgs(call)
       return await callFunction<ReadReply>(this.commands, this.library, this.library.read, keys, args).catch((err: unknown) => toError(err))
     }
-    if (calls.length === 1 || this.shards !== undefined) return await Promise.all(calls.map(single))
-    const pipeline = this.commands.pipeline()
-    for (const call of calls) {
-      const { keys, args } = this.readArgs(call)
-      pipeline.fcall(this.library.read, keys.length, ...keys, ...args)
-    }
-    const replies = await pipeline.exec() ?? []
-    return await Promise.all(calls.map(async (call, i) => {
-      const [err, reply] = replies[i] ?? [new Error('no reply to a history read')]
-      if (err === null) return reply as ReadReply
-      return isFunctionMissing(err) ? await single(call) : err
-    }))
+    if (this.shards !== undefined) return await Promise.all(calls.map(single))
+    return await pipelineFunctionCalls<ReadReply>(this.commands as Redis, this.library,
+      calls.map((call) => ({ fn: this.library.read, ...this.readArgs(call) })))
   }
 
   /**

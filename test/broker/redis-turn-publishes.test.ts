@@ -1,0 +1,91 @@
+import t, { type Test } from 'tap'
+import type { Redis } from 'ioredis'
+import { RedisBroker } from '../../lib/broker/redis-broker.js'
+import { DeliveryRecorder, suiteChannel } from '../support/broker-suite.js'
+import { requireService } from '../support/helper.js'
+import { OwnRedis, redisAvailable, redisClient } from '../support/redis-fixture.js'
+
+/**
+ * On one Redis, the publishes one turn of the event loop asks for go to Redis as one
+ * pipeline (lib/broker/redis-function-pipeline.ts): one socket write, where an HTTP publish
+ * was one each. What must hold besides: Redis runs them in the order asked, each caller gets
+ * its own answer (an error included, which is that caller's alone), and a Redis that lost
+ * the functions still takes every one of them, in order.
+ */
+const available = await redisAvailable()
+
+async function broker (t: Test, url: string): Promise<RedisBroker> {
+  const b = new RedisBroker({ url, keyPrefix: 'turn:', deliver: new DeliveryRecorder().deliver, historySize: 100, historyTtlSeconds: 300 })
+  t.teardown(() => b.close())
+  if (!await b.waitUntilReady(5000)) throw new Error('RedisBroker not ready')
+  return b
+}
+
+const draft = (channel: string, n: number) => ({ channel, type: 'test:event', payload: { n } })
+
+/** Reads Redis has processed from its clients' sockets so far (INFO stats). */
+async function readsProcessed (admin: Redis): Promise<number> {
+  const info = await admin.info('stats')
+  const match = /total_reads_processed:(\d+)/.exec(info)
+  if (match === null) throw new Error('INFO stats has no total_reads_processed')
+  return Number(match[1])
+}
+
+t.test('a turn\'s publishes reach Redis in one read, run in the order asked', async (t) => {
+  if (!requireService(t, 'redis-server', available)) return
+  const own = await OwnRedis.start(t) // only this test's clients: its read count is ours
+  const b = await broker(t, own.url)
+  const admin = await redisClient(t, undefined, own.url)
+  const channel = suiteChannel('one-write')
+  await b.publish(draft(channel, 0)) // the library loaded, the connection warm
+  const other = suiteChannel('one-write-other')
+
+  const before = await readsProcessed(admin)
+  const published = await Promise.all(Array.from({ length: 20 }, async (_, n) =>
+    await b.publish(draft(n % 4 === 3 ? other : channel, n + 1))))
+  const after = await readsProcessed(admin)
+
+  // One read for the 20 publishes, one for the INFO that counts: each publish written on its
+  // own would be up to 20 reads.
+  t.ok(after - before <= 2, `Redis read the publishes at once (${after - before} reads, the INFO's included)`)
+  const onChannel = published.filter((e) => e.channel === channel)
+  t.same(onChannel.map((e) => e.offset), onChannel.map((_, i) => i + 2), 'offsets follow the order of the calls')
+  t.same(onChannel.map((e) => (e.payload as { n: number }).n), published.map((_, n) => n + 1).filter((n) => n % 4 !== 0),
+    'each caller got its own event back')
+  t.same(published.filter((e) => e.channel === other).map((e) => e.offset), [1, 2, 3, 4, 5], 'the other channel its own offsets')
+  const history = await b.history(channel, { offset: 0 })
+  t.same(history.events.map((e) => (e.payload as { n: number }).n), [0, ...onChannel.map((e) => (e.payload as { n: number }).n)],
+    'and the stream holds them in that order')
+})
+
+t.test('a call that fails in a turn\'s pipeline fails its caller alone', async (t) => {
+  if (!requireService(t, 'redis-server', available)) return
+  const own = await OwnRedis.start(t)
+  const b = await broker(t, own.url)
+  const admin = await redisClient(t, undefined, own.url)
+  const [good, broken] = [suiteChannel('fine'), suiteChannel('broken')]
+  // A channel whose meta key is of the wrong type: its script run errors in Redis.
+  await admin.set(`turn:meta:${broken}`, 'not a hash')
+  const outcomes = await Promise.allSettled([
+    b.publish(draft(good, 1)), b.publish(draft(broken, 1)), b.publish(draft(good, 2))
+  ])
+  t.same(outcomes.map((o) => o.status), ['fulfilled', 'rejected', 'fulfilled'])
+  t.same(outcomes.flatMap((o) => o.status === 'fulfilled' ? [o.value.offset] : []), [1, 2], 'the others published, in order')
+  const failure = outcomes[1].status === 'rejected' ? outcomes[1].reason as Error : undefined
+  t.match(failure?.message, /redis did not take the publish/, 'the broken one is told the publish was not taken')
+  t.match(String((failure?.cause as Error | undefined)?.message), /WRONGTYPE|wrong kind/i, 'with Redis\'s own error as its cause')
+})
+
+t.test('a Redis that lost its functions takes a turn\'s publishes, in order', async (t) => {
+  if (!requireService(t, 'redis-server', available)) return
+  const own = await OwnRedis.start(t)
+  const b = await broker(t, own.url)
+  const channel = suiteChannel('flushed')
+  const first = await b.publish(draft(channel, 0))
+  await b.redis.function('FLUSH')
+  const published = await Promise.all([1, 2, 3, 4, 5].map(async (n) => await b.publish(draft(channel, n))))
+  t.same(published.map((e) => e.offset), [2, 3, 4, 5, 6], 'each published once, in the order asked')
+  t.ok(published.every((e) => e.epoch === first.epoch), 'in the same stream')
+  const history = await b.history(channel, { offset: 0 })
+  t.same(history.events.map((e) => (e.payload as { n: number }).n), [0, 1, 2, 3, 4, 5])
+})
