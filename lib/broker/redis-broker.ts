@@ -19,7 +19,7 @@ import { pubsubBufferLimit, pubsubLimitTooLow, RECOMMENDED_PUBSUB_LIMIT } from '
 import { callFunction, type FunctionLibrary, functionLibrary, loadLibrary } from './redis-functions.js'
 import { groupBySlot, publishBatchArgs, type PublishReply, replyAt } from './redis-publish-batch.js'
 import { type ReadCall, ReadBatch, type ReadReply } from './redis-read-batch.js'
-import { pipelineFunctionCalls, TurnFunctionCalls } from './redis-function-pipeline.js'
+import { TurnCork } from './redis-turn-cork.js'
 import { turnBatched } from './turn-batch.js'
 import { Lingering } from './lingering.js'
 import { RecentEntries } from './recent-entries.js'
@@ -132,8 +132,8 @@ export class RedisBroker implements Broker {
   private readonly commands: RedisClient
   /** The publish and read functions (lib/broker/redis-functions.ts). */
   private readonly library: FunctionLibrary
-  /** One Redis: a turn's publishes as one pipeline (undefined on a cluster: one call each). */
-  private readonly turnCalls: TurnFunctionCalls | undefined
+  /** One Redis: a turn's publishes, and a batch of reads, leave in one write (not on a cluster). */
+  private readonly turnCork: TurnCork | undefined
   /** One Redis: the subscriber connection. */
   private readonly subscriber?: Redis
   /** A Redis Cluster: a subscriber connection per master, for sharded pub/sub. */
@@ -210,7 +210,7 @@ export class RedisBroker implements Broker {
       : clusterConnection(clusterNodes, { ...connection, name: `${name}:cmd`, onSlotCheck: () => this.preloadCluster?.() }))
     // On a cluster the functions publish with SPUBLISH, into the channel's shard.
     const library = this.library = functionLibrary(clusterNodes !== undefined)
-    this.turnCalls = clusterNodes === undefined ? new TurnFunctionCalls(this.commands as Redis, library) : undefined
+    this.turnCork = clusterNodes === undefined ? new TurnCork(this.commands as Redis) : undefined
     this.redis = this.commands
     this.reads = new ReadBatch(this.runReads, (channel, entry) => {
       const event = decodeEntry(channel, entry)
@@ -312,10 +312,9 @@ export class RedisBroker implements Broker {
     const returning = this.bytesComingBack(drafts, bodies)
     await this.pacing.admit(returning)
     try {
-      const fn = this.library.publish
-      const parts = await Promise.all(calls.map(async ({ keys, args }) => this.turnCalls !== undefined
-        ? await this.turnCalls.call<Array<string | number>>({ fn, keys, args })
-        : await callFunction<Array<string | number>>(this.commands, this.library, fn, keys, args)))
+      this.turnCork?.holdToEndOfTurn()
+      const parts = await Promise.all(calls.map(async ({ keys, args }) =>
+        await callFunction<Array<string | number>>(this.commands, this.library, this.library.publish, keys, args)))
       if (parts[0].length === 1 && parts[0][0] === 'conflict') throw new IdempotencyConflictError()
       replies = new Array<PublishReply>(drafts.length)
       groups.forEach((group, g) => group.indexes.forEach((index, i) => { replies[index] = replyAt(parts[g], i) }))
@@ -490,19 +489,18 @@ export class RedisBroker implements Broker {
   }
 
   /**
-   * A turn's reads (lib/broker/redis-read-batch.ts): on one Redis, one pipeline of FCALL
-   * (one write); a read that meets a Redis that lost its functions is sent again alone,
-   * which loads them: reads change nothing, so the retry is safe. On a cluster, one command
-   * each (a pipeline must stay on one node).
+   * A turn's reads (lib/broker/redis-read-batch.ts): on one Redis, their FCALLs leave in one
+   * write (TurnCork), each answered as its reply arrives; on a cluster, one command each to
+   * its node. A read that meets a Redis that lost its functions loads them and is made again
+   * (callFunction): reads change nothing, so the retry is safe.
    */
   private readonly runReads = async (calls: readonly ReadCall[]): Promise<Array<ReadReply | Error>> => {
     const single = async (call: ReadCall): Promise<ReadReply | Error> => {
       const { keys, args } = this.readArgs(call)
       return await callFunction<ReadReply>(this.commands, this.library, this.library.read, keys, args).catch((err: unknown) => toError(err))
     }
-    if (this.shards !== undefined) return await Promise.all(calls.map(single))
-    return await pipelineFunctionCalls<ReadReply>(this.commands as Redis, this.library,
-      calls.map((call) => ({ fn: this.library.read, ...this.readArgs(call) })))
+    if (this.turnCork === undefined) return await Promise.all(calls.map(single))
+    return await Promise.all(this.turnCork.together(() => calls.map(single)))
   }
 
   /**

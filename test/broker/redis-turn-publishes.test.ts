@@ -6,11 +6,11 @@ import { requireService } from '../support/helper.js'
 import { OwnRedis, redisAvailable, redisClient } from '../support/redis-fixture.js'
 
 /**
- * On one Redis, the publishes one turn of the event loop asks for go to Redis as one
- * pipeline (lib/broker/redis-function-pipeline.ts): one socket write, where an HTTP publish
- * was one each. What must hold besides: Redis runs them in the order asked, each caller gets
- * its own answer (an error included, which is that caller's alone), and a Redis that lost
- * the functions still takes every one of them, in order.
+ * On one Redis, the publishes one turn of the event loop asks for leave in one socket write
+ * (lib/broker/redis-turn-cork.ts), where an HTTP publish was one each. What must hold
+ * besides: Redis runs them in the order asked, each caller gets its own answer (an error
+ * included, which is that caller's alone), and a Redis that lost the functions still takes
+ * every one of them, in order.
  */
 const available = await redisAvailable()
 
@@ -58,7 +58,7 @@ t.test('a turn\'s publishes reach Redis in one read, run in the order asked', as
     'and the stream holds them in that order')
 })
 
-t.test('a call that fails in a turn\'s pipeline fails its caller alone', async (t) => {
+t.test('a call that fails among a turn\'s publishes fails its caller alone', async (t) => {
   if (!requireService(t, 'redis-server', available)) return
   const own = await OwnRedis.start(t)
   const b = await broker(t, own.url)
