@@ -15,7 +15,7 @@ export type ReadReply = [string, number | string, ...string[]]
 
 /**
  * Runs the calls and answers each, in order, with its reply or the error it got. One
- * round trip for all of them where the backend can (a pipeline on one Redis).
+ * round trip for all of them where the backend can (one socket write on one Redis).
  */
 export type RunReads = (calls: readonly ReadCall[]) => Promise<Array<ReadReply | Error>>
 
@@ -37,7 +37,7 @@ interface Group {
  * Why: in a reconnect storm every resuming client reads each of its channels, and a Redis
  * command each was a socket write each (most of the gateway's Redis time in the storm's
  * profile, bench/README.md "Reconnect storm"), with every client of a shared channel reading
- * the same tail. So the turn's reads go out as one pipeline, and reads of one channel in one
+ * the same tail. So the turn's reads go out together (one write), and reads of one channel in one
  * epoch share one script run: the one from the lowest `since` (or for the most `last`
  * events) answers each of them, cut to what each asked. Each answer is exactly what its own
  * read would have been at that moment: positions are read at the same instant, and

@@ -11,7 +11,8 @@ import type { Redis } from 'ioredis'
  * auto-pipelining) answers every command of it only once the last reply is in: a publish's
  * own pub/sub copy then arrives before its reply and has to be decoded, where a reply read
  * first lets the copy be dropped undecoded (RedisBroker.onMessage). In a Kafka drain that
- * cost a third more CPU per message; corking the socket costs nothing of the kind.
+ * cost a third more CPU per message. With the socket corked instead, each reply is read and
+ * answered as it arrives.
  *
  * Redis runs the commands in the order they were sent, as it would have one by one. What a
  * hold costs is latency of at most one turn for whatever the connection sends meanwhile.

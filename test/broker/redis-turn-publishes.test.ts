@@ -1,9 +1,8 @@
 import t, { type Test } from 'tap'
-import type { Redis } from 'ioredis'
 import { RedisBroker } from '../../lib/broker/redis-broker.js'
 import { DeliveryRecorder, suiteChannel } from '../support/broker-suite.js'
 import { requireService } from '../support/helper.js'
-import { OwnRedis, redisAvailable, redisClient } from '../support/redis-fixture.js'
+import { OwnRedis, readsProcessed, redisAvailable, redisClient } from '../support/redis-fixture.js'
 
 /**
  * On one Redis, the publishes one turn of the event loop asks for leave in one socket write
@@ -22,14 +21,6 @@ async function broker (t: Test, url: string): Promise<RedisBroker> {
 }
 
 const draft = (channel: string, n: number) => ({ channel, type: 'test:event', payload: { n } })
-
-/** Reads Redis has processed from its clients' sockets so far (INFO stats). */
-async function readsProcessed (admin: Redis): Promise<number> {
-  const info = await admin.info('stats')
-  const match = /total_reads_processed:(\d+)/.exec(info)
-  if (match === null) throw new Error('INFO stats has no total_reads_processed')
-  return Number(match[1])
-}
 
 t.test('a turn\'s publishes reach Redis in one read, run in the order asked', async (t) => {
   if (!requireService(t, 'redis-server', available)) return

@@ -140,3 +140,13 @@ export async function redisClusterAvailable (nodes = REDIS_CLUSTER_NODES): Promi
     probe.disconnect()
   }
 }
+
+/**
+ * Reads Redis has processed from its clients' sockets so far (INFO stats): on a Redis of a
+ * test's own, how many socket writes its commands took to arrive.
+ */
+export async function readsProcessed (admin: Redis): Promise<number> {
+  const match = /total_reads_processed:(\d+)/.exec(await admin.info('stats'))
+  if (match === null) throw new Error('INFO stats has no total_reads_processed')
+  return Number(match[1])
+}
