@@ -14,7 +14,8 @@ import { OwnRedis, readsProcessed, redisAvailable, redisClient } from '../suppor
 const available = await redisAvailable()
 
 async function broker (t: Test, url: string): Promise<RedisBroker> {
-  const b = new RedisBroker({ url, keyPrefix: 'turn:', deliver: new DeliveryRecorder().deliver, historySize: 100, historyTtlSeconds: 300 })
+  // No probe PINGs (every 2 s by default): Redis's read count is the publishes' alone.
+  const b = new RedisBroker({ url, keyPrefix: 'turn:', deliver: new DeliveryRecorder().deliver, historySize: 100, historyTtlSeconds: 300, probeIntervalMs: 3_600_000 })
   t.teardown(() => b.close())
   if (!await b.waitUntilReady(5000)) throw new Error('RedisBroker not ready')
   return b
