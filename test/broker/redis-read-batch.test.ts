@@ -5,7 +5,7 @@ import { RedisBroker, type RedisBrokerOptions } from '../../lib/broker/redis-bro
 import { DeliveryRecorder, suiteChannel } from '../support/broker-suite.js'
 import { requireService } from '../support/helper.js'
 import { monitorRedis } from '../support/redis-monitor.js'
-import { eventually, OwnRedis, readsProcessed, REDIS_URL, redisAvailable, redisClient, uniquePrefix } from '../support/redis-fixture.js'
+import { countSocketWrites, eventually, OwnRedis, readsProcessed, REDIS_URL, redisAvailable, redisClient, uniquePrefix } from '../support/redis-fixture.js'
 
 /**
  * A turn's history reads go to Redis together (lib/broker/redis-read-batch.ts): one write,
@@ -83,7 +83,7 @@ t.test('reads of one channel in one turn share a script run, and each gets what 
 t.test('reads of many channels in one turn: one write, each channel answered', async (t) => {
   if (!requireService(t, 'redis-server', available)) return
   const own = await OwnRedis.start(t) // only this test's clients: its read count is ours
-  // No probe PINGs (every 2 s by default): Redis's read count is the reads' alone.
+  // No probe PINGs (every 2 s by default): the connection's writes are the reads' alone.
   const { broker: b } = await broker(t, { url: own.url, probeIntervalMs: 3_600_000 })
   const admin = await redisClient(t, undefined, own.url)
   const channels = Array.from({ length: 30 }, (_, i) => suiteChannel(`many-${i}`))
@@ -91,9 +91,13 @@ t.test('reads of many channels in one turn: one write, each channel answered', a
     for (let n = 0; n <= i % 4; n++) await b.publish({ channel, type: 'test:event', payload: { n } })
   }))
   const before = await readsProcessed(admin)
+  const writes = countSocketWrites(t, b.redis as Redis)
   const results = await Promise.all(channels.map(async (channel) => await b.history(channel, { offset: 0 })))
+  const sent = writes()
   const after = await readsProcessed(admin)
-  t.ok(after - before <= 2, `Redis read the 30 reads at once (${after - before} reads, the INFO's included)`)
+  t.equal(sent, 1, 'the 30 reads left in one socket write')
+  // One read for them and one for the INFO that counts, unless a busy machine split the write.
+  t.comment(`Redis read them in ${after - before - 1} read(s)`)
   t.same(results.map((r) => r.events.length), channels.map((_, i) => 1 + (i % 4)), 'each channel its own events')
   t.ok(results.every((r) => r.recovered && r.events.every((e, k) => e.offset === k + 1)))
 })

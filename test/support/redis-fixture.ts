@@ -142,11 +142,30 @@ export async function redisClusterAvailable (nodes = REDIS_CLUSTER_NODES): Promi
 }
 
 /**
- * Reads Redis has processed from its clients' sockets so far (INFO stats): on a Redis of a
- * test's own, how many socket writes its commands took to arrive.
+ * Reads Redis has processed from its clients' sockets so far (INFO stats). On a busy machine
+ * one socket write can arrive in two reads, so it is reported, not asserted: count the
+ * writes themselves with countSocketWrites.
  */
 export async function readsProcessed (admin: Redis): Promise<number> {
   const match = /total_reads_processed:(\d+)/.exec(await admin.info('stats'))
   if (match === null) throw new Error('INFO stats has no total_reads_processed')
   return Number(match[1])
+}
+
+/**
+ * Counts the writes a connection hands its socket from now on: each is one system call
+ * (a corked batch is one writev). Counted from now until the test ends.
+ */
+export function countSocketWrites (t: Test, connection: Redis): () => number {
+  const socket = connection.stream as unknown as Record<'_write' | '_writev', (...args: unknown[]) => unknown>
+  let writes = 0
+  const own = { _write: socket._write, _writev: socket._writev }
+  for (const method of ['_write', '_writev'] as const) {
+    socket[method] = function (this: unknown, ...args: unknown[]) {
+      writes++
+      return own[method].apply(this, args)
+    }
+  }
+  t.teardown(() => { Object.assign(socket, own) })
+  return () => writes
 }
