@@ -43,7 +43,7 @@ t.test('a turn\'s publishes reach Redis in one write, run in the order asked', a
   const after = await readsProcessed(admin)
 
   // Each publish written on its own is 20 writes.
-  t.equal(sent, 1, 'the 20 publishes left in one socket write')
+  t.equal(sent, 1, `the 20 publishes left in one socket write (${sent})`)
   // One read for them and one for the INFO that counts, unless a busy machine split the write.
   t.comment(`Redis read them in ${after - before - 1} read(s)`)
   const onChannel = published.filter((e) => e.channel === channel)
