@@ -4,15 +4,37 @@ import type { StreamPosition } from '../core/event.js'
 /**
  * The SSE `id:` cursor: the position of every channel of the stream, so one
  * Last-Event-ID resumes them all. Opaque to clients; the format is versioned so it can
- * change without misreading old cursors. Channel names and epochs contain neither
- * `,` nor `;` (see the channel alphabet and the brokers' epochs).
+ * change without misreading old cursors. Epochs contain neither `,` nor `;` (the brokers'
+ * epochs), and channel names are written with cursorName, so they do not either.
  */
 const VERSION = 'v1;'
 const MAX_CURSOR_LENGTH = 64 * 1024
 
+/** The channel alphabet (lib/auth/channels.ts): names that keep to it are written as they are. */
+const PLAIN_NAME = /^[A-Za-z0-9_\-:.@]*$/
+const OUTSIDE_ALPHABET = /[^A-Za-z0-9_\-:.@]/g
+const ESCAPED = /%([0-9a-f]{4})/g
+
+/**
+ * A channel's name as a cursor holds it. Only a user's own channel can fall outside the
+ * channel alphabet (`user:<sub>`, and a token's `sub` is its issuer's to choose: "auth0|…",
+ * a name with a space or a newline); each of its UTF-16 units outside the alphabet is written
+ * as `%` and four hex digits, so it cannot break the cursor's `,` and `;` nor end the `id:`
+ * line. A name of the alphabet has no `%`: cursors of such names read as they always did.
+ */
+export function cursorName (channel: string): string {
+  if (PLAIN_NAME.test(channel)) return channel
+  return channel.replace(OUTSIDE_ALPHABET, (unit) => `%${unit.charCodeAt(0).toString(16).padStart(4, '0')}`)
+}
+
+/** The channel a cursor's name stands for (cursorName undone; a `%` it did not write stays). */
+function channelOfCursorName (name: string): string {
+  return name.includes('%') ? name.replace(ESCAPED, (_, hex: string) => String.fromCharCode(parseInt(hex, 16))) : name
+}
+
 export function encodeCursor (positions: ReadonlyMap<string, StreamPosition>): string {
   const parts: string[] = []
-  for (const [channel, p] of positions) parts.push(`${channel},${p.epoch},${p.offset}`)
+  for (const [channel, p] of positions) parts.push(`${cursorName(channel)},${p.epoch},${p.offset}`)
   return VERSION + parts.join(';')
 }
 
@@ -24,7 +46,7 @@ export function encodePositions (positions: ReadonlyArray<string | number>): str
   let cursor = VERSION
   for (let i = 0; i < positions.length; i += 3) {
     if (i > 0) cursor += ';'
-    cursor += `${positions[i]},${positions[i + 1]},${positions[i + 2]}`
+    cursor += `${cursorName(positions[i] as string)},${positions[i + 1]},${positions[i + 2]}`
   }
   return cursor
 }
@@ -39,7 +61,7 @@ export function decodeCursor (cursor: string): Map<string, SincePosition> | null
     const [channel, epoch, offsetText] = part.split(',')
     const offset = Number(offsetText)
     if (channel === undefined || channel === '' || epoch === undefined || !Number.isSafeInteger(offset) || offset < 0) return null
-    positions.set(channel, { epoch, offset })
+    positions.set(channelOfCursorName(channel), { epoch, offset })
   }
   return positions
 }

@@ -28,7 +28,8 @@ function checkDecoded (cursor: string): void {
   const positions = decodeCursor(cursor)
   if (positions === null) return
   for (const [channel, p] of positions) {
-    if (channel === '' || channel.includes(',') || channel.includes(';')) throw new Error(`channel ${JSON.stringify(channel)}`)
+    // A name holds `,` or `;` only as written escaped (cursorName): it is looked up, never split again.
+    if (typeof channel !== 'string' || channel === '') throw new Error(`channel ${JSON.stringify(channel)}`)
     if (!Number.isSafeInteger(p.offset) || p.offset < 0) throw new Error(`offset ${p.offset}`)
     if (typeof p.epoch !== 'string') throw new Error('epoch is not a string')
   }
@@ -52,10 +53,20 @@ t.test('an oversized cursor is refused, not parsed', async (t) => {
 })
 
 t.test('what encodeCursor writes decodes to the same positions', async (t) => {
-  const positions = fc.uniqueArray(fc.tuple(channelName, epoch, fc.maxSafeNat()), { selector: (p) => p[0], maxLength: 20 })
+  // Names outside the alphabet too: a user's own channel is `user:<sub>`, whatever the sub.
+  const anyName = fc.oneof(channelName, fc.string({ unit: 'binary', minLength: 1, maxLength: 40 }), fc.constantFrom('user:a,b;c', 'user:%0041', 'user:x\nevent: y', 'user:%'))
+  const positions = fc.uniqueArray(fc.tuple(anyName, epoch, fc.maxSafeNat()), { selector: (p) => p[0], maxLength: 20 })
   fc.assert(fc.property(positions, (entries) => {
     const map = new Map(entries.map(([channel, e, offset]) => [channel, { epoch: e, offset }]))
-    const decoded = decodeCursor(encodeCursor(map))
+    const cursor = encodeCursor(map)
+    // One `id:` line (no CR, LF or NUL), and one `;` between positions, two `,` in each.
+    if (/[\r\n\0]/.test(cursor)) throw new Error(`cursor ${JSON.stringify(cursor)} would not stay one id line`)
+    const parts = cursor.slice(3).split(';')
+    if (entries.length > 0 && (parts.length !== entries.length || parts.some((part) => part.split(',').length !== 3))) throw new Error(`cursor ${JSON.stringify(cursor)} does not split back`)
+    for (const [channel] of entries) {
+      if (/^[A-Za-z0-9_\-:.@]+$/.test(channel) && !cursor.includes(`${channel},`)) throw new Error(`a name of the alphabet was not written as it is: ${channel}`)
+    }
+    const decoded = decodeCursor(cursor)
     if (decoded === null) throw new Error('own cursor refused')
     if (JSON.stringify([...decoded]) !== JSON.stringify([...map])) throw new Error(`round trip changed ${JSON.stringify([...map])} into ${JSON.stringify([...decoded])}`)
     // A stream keeps its positions flat (sse-connection.ts): the same cursor from them.
@@ -105,4 +116,34 @@ t.test('any Last-Event-ID on a live stream: 200, system:connected, offsets that 
     }
   }), { numRuns: 40 })
   t.pass('every stream answered')
+})
+
+t.test('a token whose sub is outside the channel alphabet: its stream\'s ids stay one line and resume every channel', async (t) => {
+  const { url } = await startServer(t, { HTTP_RATE_LIMIT_PER_MINUTE: 1_000_000 })
+  // Its own channel, user:<sub>, is in every event's id. A sub is the token issuer's to choose
+  // (an IdP's "auth0|…", a name with a space): it must not end the id line, forge an `event:`
+  // line, or break the cursor's `,` and `;` so that no channel of the stream resumes.
+  const subs = ['jane doe', 'a,b;c', 'x\nevent: forged\ndata: {}', 'auth0|5f7c', '%0041', 'ünï☃', 'tab\there\r']
+  for (const [n, sub] of subs.entries()) {
+    const channel = `room:odd-sub-${n}`
+    const publish = async (i: number) => {
+      const res = await post(`${url}/realtime/publish`, serviceToken(), { channel, type: 'odd:event', payload: { i } })
+      if (res.status !== 202) throw new Error(`publish answered ${res.status}`)
+    }
+    const first = await SseClient.open(t, `${url}/sse?channels=${channel}&token=${token(sub)}`)
+    t.equal(first.status, 200, `${JSON.stringify(sub)}: the stream opens`)
+    await first.waitFor(1)
+    await publish(1)
+    const [event] = await first.waitFor(1, (e) => e.data?.channel === channel)
+    first.close()
+    t.equal(event.event, 'odd:event', `${JSON.stringify(sub)}: the event keeps its own type`)
+    t.ok(event.id?.startsWith('v1;'), `${JSON.stringify(sub)}: with a cursor`)
+    await publish(2)
+    await publish(3)
+    const resumed = await SseClient.open(t, `${url}/sse?channels=${channel}&token=${token(sub)}`, { 'last-event-id': event.id ?? '' })
+    await resumed.waitFor(3) // system:connected and the two missed events
+    resumed.close()
+    t.same(resumed.events.map((e) => e.event), ['system:connected', 'odd:event', 'odd:event'], `${JSON.stringify(sub)}: no system:recovery`)
+    t.same(resumed.events.slice(1).map((e) => e.data.payload.i), [2, 3], `${JSON.stringify(sub)}: what it missed, once, in order`)
+  }
 })
