@@ -1,3 +1,4 @@
+import { isValidChannelName } from '../auth/channels.js'
 import type { SincePosition } from '../broker/broker.js'
 import type { StreamPosition } from '../core/event.js'
 
@@ -10,8 +11,7 @@ import type { StreamPosition } from '../core/event.js'
 const VERSION = 'v1;'
 const MAX_CURSOR_LENGTH = 64 * 1024
 
-/** The channel alphabet (lib/auth/channels.ts): names that keep to it are written as they are. */
-const PLAIN_NAME = /^[A-Za-z0-9_\-:.@]*$/
+/** A character outside the channel alphabet (lib/auth/channels.ts). */
 const OUTSIDE_ALPHABET = /[^A-Za-z0-9_\-:.@]/g
 const ESCAPED = /%([0-9a-f]{4})/g
 
@@ -23,7 +23,7 @@ const ESCAPED = /%([0-9a-f]{4})/g
  * line. A name of the alphabet has no `%`: cursors of such names read as they always did.
  */
 export function cursorName (channel: string): string {
-  if (PLAIN_NAME.test(channel)) return channel
+  if (isValidChannelName(channel)) return channel
   return channel.replace(OUTSIDE_ALPHABET, (unit) => `%${unit.charCodeAt(0).toString(16).padStart(4, '0')}`)
 }
 
