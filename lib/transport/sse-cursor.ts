@@ -22,7 +22,7 @@ const ESCAPED = /%([0-9a-f]{4})/g
  * as `%` and four hex digits, so it cannot break the cursor's `,` and `;` nor end the `id:`
  * line. A name of the alphabet has no `%`: cursors of such names read as they always did.
  */
-export function cursorName (channel: string): string {
+function cursorName (channel: string): string {
   if (isValidChannelName(channel)) return channel
   return channel.replace(OUTSIDE_ALPHABET, (unit) => `%${unit.charCodeAt(0).toString(16).padStart(4, '0')}`)
 }
@@ -32,9 +32,14 @@ function channelOfCursorName (name: string): string {
   return name.includes('%') ? name.replace(ESCAPED, (_, hex: string) => String.fromCharCode(parseInt(hex, 16))) : name
 }
 
+/** One channel's position as a cursor writes it: every cursor and frame head is made of these. */
+export function cursorPart (channel: string, epoch: string, offset: number): string {
+  return `${cursorName(channel)},${epoch},${offset}`
+}
+
 export function encodeCursor (positions: ReadonlyMap<string, StreamPosition>): string {
   const parts: string[] = []
-  for (const [channel, p] of positions) parts.push(`${cursorName(channel)},${p.epoch},${p.offset}`)
+  for (const [channel, p] of positions) parts.push(cursorPart(channel, p.epoch, p.offset))
   return VERSION + parts.join(';')
 }
 
@@ -46,7 +51,7 @@ export function encodePositions (positions: ReadonlyArray<string | number>): str
   let cursor = VERSION
   for (let i = 0; i < positions.length; i += 3) {
     if (i > 0) cursor += ';'
-    cursor += `${cursorName(positions[i] as string)},${positions[i + 1]},${positions[i + 2]}`
+    cursor += cursorPart(positions[i] as string, positions[i + 1] as string, positions[i + 2] as number)
   }
   return cursor
 }

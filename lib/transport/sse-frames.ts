@@ -1,5 +1,5 @@
 import type { EncodedEvent } from '../core/event.js'
-import { cursorName } from './sse-cursor.js'
+import { cursorPart } from './sse-cursor.js'
 
 /**
  * The bytes of an SSE stream's frames (docs/protocol.md, Server-Sent Events), for
@@ -11,7 +11,7 @@ import { cursorName } from './sse-cursor.js'
 export function headOf (positions: ReadonlyArray<string | number>, last: string): string {
   let head = 'id: v1;'
   for (let i = 0; i < positions.length; i += 3) {
-    if (positions[i] !== last) head += `${cursorName(positions[i] as string)},${positions[i + 1]},${positions[i + 2]};`
+    if (positions[i] !== last) head += `${cursorPart(positions[i] as string, positions[i + 1] as string, positions[i + 2] as number)};`
   }
   return head
 }
@@ -24,7 +24,7 @@ let lastTail: Buffer = Buffer.alloc(0)
 export function tailOf (encoded: EncodedEvent): Buffer {
   if (encoded !== lastEncoded) {
     const e = encoded.event
-    lastTail = Buffer.from(`${cursorName(e.channel)},${e.epoch},${e.offset}\nevent: ${e.type}\ndata: ${encoded.sse}\n\n`)
+    lastTail = Buffer.from(`${cursorPart(e.channel, e.epoch, e.offset)}\nevent: ${e.type}\ndata: ${encoded.sse}\n\n`)
     lastEncoded = encoded
   }
   return lastTail

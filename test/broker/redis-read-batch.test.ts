@@ -85,6 +85,7 @@ t.test('reads of many channels in one turn: one write, each channel answered', a
   const own = await OwnRedis.start(t) // only this test's clients: its read count is ours
   // No probe PINGs (every 2 s by default): the connection's writes are the reads' alone.
   const { broker: b } = await broker(t, { url: own.url, probeIntervalMs: 3_600_000 })
+  await b.serverSettingsChecked // its CONFIG GETs, sent after ready, go on the same connection
   const admin = await redisClient(t, undefined, own.url)
   const channels = Array.from({ length: 30 }, (_, i) => suiteChannel(`many-${i}`))
   await Promise.all(channels.map(async (channel, i) => {
