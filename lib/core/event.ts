@@ -119,6 +119,23 @@ export class EncodedEvent {
   }
 }
 
+/** The encodings of event objects that reach connections one by one, not in one fan-out. */
+const sharedEncodings = new WeakMap<PublishedEvent, EncodedEvent>()
+
+/**
+ * The one EncodedEvent of an event object that connections are sent apart rather than in one
+ * fan-out: a replay from history, where the broker hands every reader the same objects (the
+ * memory broker's history, the events the Redis broker keeps: lib/broker/recent-entries.ts).
+ * Each frame is then built once for all of a reconnect storm's clients, or a product page's
+ * every `rewind`, not once per reader. `payloadJson` as for EncodedEvent, used if this call
+ * makes the encoding. It lives as long as the event object does.
+ */
+export function sharedEncodingOf (event: PublishedEvent, payloadJson?: string): EncodedEvent {
+  let encoded = sharedEncodings.get(event)
+  if (encoded === undefined) sharedEncodings.set(event, encoded = new EncodedEvent(event, payloadJson))
+  return encoded
+}
+
 /** An unmasked, single-fragment WebSocket text frame around `payload` (RFC 6455 §5.2). */
 export function textFrame (payload: Buffer): Buffer {
   const frame = frameWithHeader(payload.length)

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import type { EncodedEvent, PublishedEvent, StreamPosition } from '../core/event.js'
+import type { EncodedEvent, StreamPosition } from '../core/event.js'
 import type { EncodedPresence } from '../core/presence.js'
 import { type HeldChannels, NO_CHANNELS } from './held-channels.js'
 import type { Identity } from '../auth/identity.js'
@@ -14,8 +14,8 @@ export type Transport = 'ws' | 'sse'
 export abstract class HubMember {
   /** Held channels, each with the offset after which all of it was sent (lib/hub/held-channels.ts). */
   heldChannels: HeldChannels = NO_CHANNELS
-  /** Live events (and resets) held back per channel while its subscription replays history. */
-  pendingEvents: Map<string, Array<PublishedEvent | ChannelReset>> | null = null
+  /** Live events (encoded, as the fan-out had them) and resets held back per channel while its subscription replays history. */
+  pendingEvents: Map<string, Array<EncodedEvent | ChannelReset>> | null = null
 }
 
 /** A channel's stream restarted or skipped: its next events count on from `position`. */
@@ -25,7 +25,7 @@ export interface ChannelReset {
   position: StreamPosition
 }
 
-export const isReset = (item: PublishedEvent | ChannelReset): item is ChannelReset => 'reset' in item
+export const isReset = (item: EncodedEvent | ChannelReset): item is ChannelReset => 'reset' in item
 
 /**
  * One client stream, whatever carries it. The hub speaks only this interface, so

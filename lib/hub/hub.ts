@@ -4,7 +4,7 @@ import { EncodedPresence, type PresenceCounts, type PresenceTotals, tracksPresen
 import { type PresenceLogger, PresenceTracker } from './presence-tracker.js'
 import { type ChannelAsk, type ChannelPlan, type ChannelRead, holdsLive, planFor, readFor } from './replay-plan.js'
 import { ClientError } from '../core/errors.js'
-import { EncodedEvent, type PublishedEvent, type StreamPosition } from '../core/event.js'
+import { EncodedEvent, sharedEncodingOf, type PublishedEvent, type StreamPosition } from '../core/event.js'
 import { WriteBatch } from '../core/write-batch.js'
 import {
   channelNames, heldCount, holds, NO_CHANNELS, sentAfter, setSentAfter, withChannel, withoutChannel
@@ -244,7 +244,7 @@ export class Hub {
       recovered,
       replay: () => {
         if (!this.members.has(connection)) return
-        for (const plan of plans) for (const e of plan.replay) connection.sendEvent(new EncodedEvent(e))
+        for (const plan of plans) for (const e of plan.replay) connection.sendEvent(sharedEncodingOf(e))
         for (const channel of holding) {
           const held = member.pendingEvents?.get(channel)
           member.pendingEvents?.delete(channel)
@@ -256,7 +256,7 @@ export class Hub {
               after = item.position.offset
               setSentAfter(member.heldChannels, channel, after)
               sendHeld(connection, item)
-            } else if (item.offset > after) {
+            } else if (item.event.offset > after) {
               sendHeld(connection, item)
             }
           }
@@ -449,16 +449,17 @@ function decrement (counts: Map<string, number>, key: string): void {
 }
 
 /** Sends what was held back for a replaying channel: an event, or a reset. */
-function sendHeld (connection: Connection, item: PublishedEvent | ChannelReset): void {
+function sendHeld (connection: Connection, item: EncodedEvent | ChannelReset): void {
   if (isReset(item)) connection.sendReset(item.channel, item.position)
-  else connection.sendEvent(new EncodedEvent(item))
+  else connection.sendEvent(item)
 }
 
 /** Sends the event to one member, or holds it while that member's channel replays; 1 if sent. */
 function offer (member: Member, event: PublishedEvent, encoded: EncodedEvent): number {
   const held = member.pendingEvents?.get(event.channel)
   if (held !== undefined) {
-    held.push(event)
+    // Its encoding is kept: every member replaying the channel shares its frames.
+    held.push(encoded)
     return 0
   }
   member.sendEvent(encoded)

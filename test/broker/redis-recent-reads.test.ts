@@ -1,5 +1,6 @@
 import t, { type Test } from 'tap'
 import type { HistoryResult } from '../../lib/broker/broker.js'
+import { EncodedEvent, sharedEncodingOf } from '../../lib/core/event.js'
 import { RedisBroker, type RedisBrokerOptions } from '../../lib/broker/redis-broker.js'
 import { DeliveryRecorder, suiteChannel } from '../support/broker-suite.js'
 import { requireService } from '../support/helper.js'
@@ -92,6 +93,30 @@ t.test('a held channel: resumes and rewinds answered from memory, exactly as Red
   t.equal(monitor.calls.length, beyond.length, 'what memory cannot answer exactly is read from Redis')
   for (const [i, ask] of beyond.entries()) t.same(fromRedis[i], summary(await ask(reader.broker)), `read ${i} beyond: the same answer`)
   t.equal(fromRedis[0].recovered, false)
+})
+
+t.test('readers of a held channel share its events and their frames from the second read on', async (t) => {
+  if (!requireService(t, 'Redis', available)) return
+  const own = await OwnRedis.start(t)
+  const [publisher, holder] = [await node(t, own.url), await node(t, own.url)]
+  const channel = suiteChannel('shared')
+  await holder.broker.subscribe(channel)
+  for (let n = 1; n <= 5; n++) await publisher.broker.publish({ channel, type: 'test:event', payload: { n, text: `é€日本 ${n}`, nested: { list: [n, null, true] } } })
+  await holder.recorder.until('every event delivered', () => holder.recorder.of(channel).length === 5)
+  const { epoch } = await holder.broker.position(channel)
+  const since = { offset: 1, epoch }
+  const [first, second, third] = [await holder.broker.history(channel, since, D), await holder.broker.history(channel, since, D), await holder.broker.history(channel, since, D)]
+  t.same(summary(first), summary(third), 'every reader gets the same answer')
+  t.same(third.events.map((e) => e.offset), [2, 3, 4, 5])
+  t.ok(third.events.every((e, i) => e === second.events[i]), 'the third reader gets the objects the second did')
+  t.notOk(first.events.some((e, i) => e === second.events[i]), 'an entry read once is not kept decoded')
+  for (const [i, event] of third.events.entries()) {
+    const frame = sharedEncodingOf(event).wsFrameBytes
+    t.equal(frame, sharedEncodingOf(second.events[i]).wsFrameBytes, `event ${event.offset}: one frame for both readers`)
+    // Built around the payload's text in the entry: byte for byte the frame of the event encoded anew.
+    t.same(frame, new EncodedEvent({ ...event }).wsFrameBytes, `event ${event.offset}: the frame an encoding of the event gives`)
+  }
+  t.same(JSON.parse(sharedEncodingOf(third.events[0]).ws), { type: 'test:event', channel, offset: 2, payload: { n: 2, text: 'é€日本 2', nested: { list: [2, null, true] } }, ts: third.events[0].ts })
 })
 
 t.test('own events and other instances\' events alike; a channel given up forgets its entries', async (t) => {

@@ -53,8 +53,14 @@ export class RecordingConnection extends HubMember implements Connection {
   readonly transport = 'ws' as const
   identity = ANONYMOUS
   readonly received: PublishedEvent[] = []
+  /** What `received` came in: the encodings, whose frames are shared by the connections sent the same one. */
+  readonly encodings: EncodedEvent[] = []
   readonly resets: Array<{ channel: string, position: StreamPosition }> = []
-  sendEvent (event: EncodedEvent): void { this.received.push(event.event) }
+  sendEvent (event: EncodedEvent): void {
+    this.received.push(event.event)
+    this.encodings.push(event)
+  }
+
   sendReset (channel: string, position: StreamPosition): void { this.resets.push({ channel, position }) }
   readonly presence: Array<{ channel: string, counts: PresenceCounts }> = []
   sendPresence ({ channel, counts }: EncodedPresence): void { this.presence.push({ channel, counts }) }
