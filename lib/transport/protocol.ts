@@ -21,6 +21,8 @@ export const ClientFrames = {
   subscribe: Type.Object({
     type: Type.Literal('subscribe'),
     id: RequestId,
+    // Also taken beside `payload`: where a client puts it is not ours to guess (docs/protocol.md).
+    rewind: Type.Optional(Type.Integer({ minimum: 1, description: 'as payload.rewind, for a client that puts it beside the payload' })),
     payload: Type.Object({
       channels: Channels,
       since: Type.Optional(Type.Record(Type.String(), Since)),

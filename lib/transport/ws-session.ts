@@ -135,7 +135,11 @@ export class WsSession extends WsConnection<WsSessionDeps> implements Expiring, 
       case 'system:ping':
         return this.send(serverFrame.pong(frame.id))
       case 'subscribe': {
-        const { channels, since, rewind } = frame.payload
+        const { channels, since } = frame.payload
+        const rewind = frame.payload.rewind ?? frame.rewind
+        if (frame.payload.rewind !== undefined && frame.rewind !== undefined && frame.payload.rewind !== frame.rewind) {
+          throw new ClientError('bad_request', 'rewind is given twice, with two values')
+        }
         if (rewind !== undefined && rewind > this.deps.maxRewind) {
           throw new ClientError('bad_request', `rewind must be an integer from 1 to ${this.deps.maxRewind}`)
         }

@@ -57,6 +57,24 @@ t.test('rewind: bad values are bad_request; since wins over rewind', async (t) =
   t.same(client.events(), [])
 })
 
+t.test('rewind beside the payload is read too; given twice with two values it is bad_request', async (t) => {
+  const { url, wsUrl } = await startServer(t, { HISTORY_SIZE: 10 })
+  for (let n = 1; n <= 4; n++) await publish(url, 'product:2', { n })
+  const client = await WsClient.connect(t, wsUrl, token('beside'))
+  const ack = await client.request({ type: 'subscribe', rewind: 2, payload: { channels: ['product:2'] } })
+  t.match(ack, { type: 'subscribed', payload: { positions: { 'product:2': { offset: 4 } } } })
+  for (const offset of [3, 4]) t.match(await client.next((f) => f.channel === 'product:2'), { offset }, `rewind 2 beside the payload: ${offset}`)
+  for (const rewind of [0, 11, '2']) {
+    const reply = await client.request({ type: 'subscribe', rewind, payload: { channels: ['product:3'] } })
+    t.match(reply, { type: 'error', payload: { code: 'bad_request', message: /rewind/ } }, `rewind ${JSON.stringify(rewind)} beside the payload`)
+  }
+  const twice = await client.request({ type: 'subscribe', rewind: 1, payload: { channels: ['product:3'], rewind: 2 } })
+  t.match(twice, { type: 'error', payload: { code: 'bad_request', message: /rewind is given twice/ } })
+  const same = await client.request({ type: 'subscribe', rewind: 1, payload: { channels: ['product:2', 'product:4'], rewind: 1 } })
+  t.equal(same.type, 'subscribed', 'the same value twice is one rewind')
+  t.same(client.events(), [], 'product:2 was held already: not rewound again; product:4 has no event')
+})
+
 t.test('SSE ?rewind=n: the last events of every channel, ignored when resuming', async (t) => {
   const { url } = await startServer(t)
   for (let n = 1; n <= 3; n++) await publish(url, 'product:9', { n })
