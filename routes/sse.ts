@@ -11,6 +11,7 @@ import { compactListeners, releaseHijackedReply } from '../lib/transport/interna
 import { SSE_HEADERS, SseConnection, type SseStreams } from '../lib/transport/sse-connection.js'
 import { decodeCursor } from '../lib/transport/sse-cursor.js'
 import { ErrorReply } from './schemas.js'
+import { channelRecord } from '../lib/core/channel-record.js'
 
 const SseQuery = Type.Object({
   channels: Type.Optional(Type.String({ maxLength: 64 * 1024, description: 'comma-separated channel names' })),
@@ -81,7 +82,7 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
     const lastEventId = request.headers['last-event-id'] ?? request.query.lastEventId
     const cursor = typeof lastEventId === 'string' && lastEventId !== '' ? decodeCursor(lastEventId) : null
-    const since: Record<string, SincePosition> = {}
+    const since = channelRecord<SincePosition>()
     if (cursor !== null) {
       for (const channel of channels) {
         const position = cursor.get(channel)

@@ -6,6 +6,7 @@ import { type ChannelAsk, type ChannelPlan, type ChannelRead, holdsLive, planFor
 import { ClientError } from '../core/errors.js'
 import { EncodedEvent, sharedEncodingOf, type PublishedEvent, type StreamPosition } from '../core/event.js'
 import { WriteBatch } from '../core/write-batch.js'
+import { channelRecord } from '../core/channel-record.js'
 import {
   channelNames, heldCount, holds, NO_CHANNELS, sentAfter, setSentAfter, withChannel, withoutChannel
 } from './held-channels.js'
@@ -227,9 +228,9 @@ export class Hub {
       this.unwind(member, unique, asks)
       throw err
     }
-    const positions: Record<string, StreamPosition> = {}
-    const startsAfter: Record<string, StreamPosition> = {}
-    const recovered: Record<string, boolean> = {}
+    const positions = channelRecord<StreamPosition>()
+    const startsAfter = channelRecord<StreamPosition>()
+    const recovered = channelRecord<boolean>()
     unique.forEach((channel, i) => {
       const position = results[i].position
       positions[channel] = position

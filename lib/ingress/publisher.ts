@@ -1,6 +1,7 @@
 import type { Broker, IdempotencyClaim } from '../broker/broker.js'
 import type { EventDraft, PublishedEvent, StreamPosition } from '../core/event.js'
 import type { WriteBatch } from '../core/write-batch.js'
+import { channelRecord } from '../core/channel-record.js'
 
 export interface PublishReceipt {
   /** Per channel, the position of the last event this publish put there. */
@@ -29,7 +30,7 @@ export async function publishAll ({ broker, writeBatch }: PublishTarget, drafts:
 }
 
 export function receiptOf (events: readonly PublishedEvent[]): PublishReceipt {
-  const positions: Record<string, StreamPosition> = {}
+  const positions = channelRecord<StreamPosition>()
   for (const e of events) positions[e.channel] = { offset: e.offset, epoch: e.epoch }
   return {
     positions,

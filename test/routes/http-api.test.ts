@@ -80,6 +80,16 @@ t.test('every publishing route delivers to its channels and no others', async (t
   t.match(await clients.admin.next((f) => f.type === 'admin:alert'), { payload: { productId: 7, stock: 1, threshold: 5 } }, 'an admin token may publish too')
 })
 
+t.test('a channel named __proto__ is a channel like any other: its position is in the receipt', async (t) => {
+  const { url } = await startServer(t)
+  const res = await post(`${url}/realtime/broadcast`, serviceToken(), { channels: ['__proto__', 'constructor', 'room:x'], type: 'odd', payload: {} })
+  t.equal(res.status, 202)
+  t.same(Object.keys(res.body.positions).sort(), ['__proto__', 'constructor', 'room:x'])
+  t.match(res.body.positions.__proto__, { offset: 1, epoch: String })
+  const history = await fetch(`${url}/realtime/history/__proto__`, { headers: { authorization: `Bearer ${serviceToken()}` } })
+  t.match(await history.json(), { channel: '__proto__', events: [{ type: 'odd', offset: 1 }], position: { offset: 1 } }, 'and its history')
+})
+
 t.test('LOW_STOCK_THRESHOLD is the configured one', async (t) => {
   const { url, wsUrl } = await startServer(t, { LOW_STOCK_THRESHOLD: 20 })
   const admin = await WsClient.connect(t, wsUrl, adminToken())
