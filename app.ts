@@ -11,6 +11,7 @@ import clusterPlugin from './plugins/cluster.js'
 import controlPlugin from './plugins/control.js'
 import configPlugin from './plugins/config.js'
 import { installErrorHandler } from './plugins/error-handler.js'
+import { installJsonBodyParser } from './plugins/json-body.js'
 import hubPlugin from './plugins/hub.js'
 import kafkaPlugin from './plugins/kafka.js'
 import metricsPlugin from './plugins/metrics.js'
@@ -71,6 +72,7 @@ export async function buildApp (config: Config, options: AppOptions = {}) {
   }).withTypeProvider<TypeBoxTypeProvider>()
 
   installErrorHandler(app)
+  installJsonBodyParser(app)
   await app.register(configPlugin, { config })
   await app.register(fastifyCors, { origin: corsOrigins(config), credentials: corsOrigins(config) !== '*' })
   await app.register(readinessPlugin)

@@ -5,6 +5,7 @@ import {
   productEvents, publishEvents
 } from './commerce-events.js'
 import type { EventDraft } from '../core/event.js'
+import { parseUntrustedJson } from './untrusted-json.js'
 import { checkDrafts, type PublishLimits, PublishRefusedError, type RefusalKind } from './publish-limits.js'
 import {
   BroadcastBody, InventoryBody, NotifyBody, OrderCancelledMessage, OrderCreatedMessage, OrderUpdatedMessage,
@@ -145,7 +146,7 @@ export function mapKafkaMessage (topic: KafkaTopic, value: Buffer | null, option
   if (value === null || value.length === 0) return { ok: false, code: 'invalid_json', reason: 'invalid_json: empty message value' }
   let parsed: unknown
   try {
-    parsed = JSON.parse(value.toString('utf8'))
+    parsed = parseUntrustedJson(value.toString('utf8'))
   } catch (err) {
     return { ok: false, code: 'invalid_json', reason: `invalid_json: ${truncate((err as Error).message, 200)}` }
   }

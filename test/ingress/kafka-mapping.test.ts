@@ -74,6 +74,18 @@ t.test('poison gets a precise reason, never an exception', async (t) => {
   t.match(reason(map('product.updated', { productId: 'p1', price: 'x'.repeat(500) })), /…\)$/, 'long values are cut short')
 })
 
+t.test('a prototype key is poison, as over HTTP: it would have vanished from the order\'s payload', async (t) => {
+  const refused = /^invalid_json: a key named "__proto__", or a "constructor" key holding "prototype", is not accepted/
+  t.match(reason(map('order.created', '{"orderId":"o1","buyerId":"u1","__proto__":{"admin":true}}')), refused)
+  t.match(reason(map('order.created', '{"orderId":"o1","buyerId":"u1","items":[{"\\u005f_proto__":{}}]}')), refused, 'escaped, nested in an array')
+  t.match(reason(map('realtime.publish', '{"channel":"room:a","type":"t","payload":{"constructor":{"prototype":{"x":1}}}}')), refused)
+  // Such words as values, or a constructor without prototype, are fields like any other.
+  const ok = map('order.created', '{"orderId":"o1","buyerId":"u1","note":"__proto__","constructor":"c"}')
+  t.ok(ok.ok)
+  t.same(ok.ok ? ok.drafts[0].payload : undefined, { orderId: 'o1', note: '__proto__', constructor: 'c', userId: 'u1' })
+  t.match(reason(map('order.created', '\ufeff{"orderId":"o1","buyerId":"u1"}')), 'delivered', 'a leading BOM is skipped, as Fastify skips it')
+})
+
 t.test('backoff grows exponentially up to its cap, with jitter', async (t) => {
   for (let i = 0; i < 50; i++) {
     const first = backoffDelay(1)

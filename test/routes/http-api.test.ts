@@ -85,9 +85,28 @@ t.test('a channel named __proto__ is a channel like any other: its position is i
   const res = await post(`${url}/realtime/broadcast`, serviceToken(), { channels: ['__proto__', 'constructor', 'room:x'], type: 'odd', payload: {} })
   t.equal(res.status, 202)
   t.same(Object.keys(res.body.positions).sort(), ['__proto__', 'constructor', 'room:x'])
-  t.match(res.body.positions.__proto__, { offset: 1, epoch: String })
+  t.match(Object.getOwnPropertyDescriptor(res.body.positions, '__proto__')?.value, { offset: 1, epoch: String }, 'its own key, not the prototype')
   const history = await fetch(`${url}/realtime/history/__proto__`, { headers: { authorization: `Bearer ${serviceToken()}` } })
   t.match(await history.json(), { channel: '__proto__', events: [{ type: 'odd', offset: 1 }], position: { offset: 1 } }, 'and its history')
+})
+
+t.test('JSON bodies: a prototype key is a 400 that says so; not JSON, empty, too large as before', async (t) => {
+  const { url } = await startServer(t, { BODY_LIMIT_BYTES: 4096 })
+  const send = async (body: string) => {
+    const res = await fetch(`${url}/realtime/publish`, { method: 'POST', headers: { authorization: `Bearer ${serviceToken()}`, 'content-type': 'application/json' }, body })
+    return { status: res.status, body: await res.json() as Frame }
+  }
+  const prototype = { statusCode: 400, error: 'Bad Request', message: /^body: a key named "__proto__", or a "constructor" key holding "prototype", is not accepted/ }
+  t.match(await send('{"channel":"room:a","type":"t","payload":{"__proto__":{"x":1}}}'), { status: 400, body: prototype })
+  t.match(await send('{"channel":"room:a","type":"t","payload":{"a":[{"\\u005f_proto__":1}]}}'), { status: 400, body: prototype }, 'escaped, in an array')
+  t.match(await send('{"channel":"room:a","type":"t","payload":{"constructor":{"prototype":{}}}}'), { status: 400, body: prototype })
+  t.match(await send('{"channel":"room:a","type":"t","payload":{"x":'), { status: 400, body: { message: 'Body is not valid JSON but content-type is set to \'application/json\'' } }, 'not JSON: no part of it echoed')
+  t.match(await send(''), { status: 400, body: { message: /cannot be empty/ } })
+  t.match(await send(JSON.stringify({ channel: 'room:a', type: 't', payload: { x: 'y'.repeat(5000) } })), { status: 413 })
+  const fine = await send('\ufeff{"channel":"room:a","type":"t","payload":{"constructor":"c","note":"__proto__"}}')
+  t.match(fine, { status: 202, body: { positions: { 'room:a': { offset: 1 } } } }, 'a BOM, and those words as a plain key or a value, are fine')
+  const history = await fetch(`${url}/realtime/history/room:a`, { headers: { authorization: `Bearer ${serviceToken()}` } })
+  t.match(await history.json(), { events: [{ payload: { constructor: 'c', note: '__proto__' } }] })
 })
 
 t.test('LOW_STOCK_THRESHOLD is the configured one', async (t) => {
