@@ -43,7 +43,7 @@ const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
     response: { 200: Ready, 503: Ready }
   }
   app.get('/health/ready', { logLevel: 'warn', schema: readySchema }, ready)
-  app.get('/ready', { logLevel: 'warn', schema: { ...readySchema, hide: true } }, ready)
+  app.get('/ready', { logLevel: 'warn', schema: { ...readySchema, summary: 'Readiness, as /health/ready (the path some orchestrators probe)' } }, ready)
 }
 
 export default healthRoutes

@@ -260,6 +260,10 @@ t.test('health, readiness, metrics, docs', async (t) => {
     t.same(statuses(openapi.paths[route]?.post), ['202', '400', '401', '403', '413', '429', '503'], `POST ${route}: every status`)
   }
   t.same(statuses(openapi.paths['/sse']?.get), ['200', '400', '401', '403', '503'], 'GET /sse: every status, 403 (channel or Origin) included')
+  for (const route of ['/health', '/health/live', '/health/ready', '/ready', '/realtime/history/{channel}', '/realtime/presence/{channel}', '/realtime/stats']) {
+    t.ok(openapi.paths[route]?.get !== undefined, `the document lists GET ${route}`)
+  }
+  t.same(statuses(openapi.paths['/ready']?.get), ['200', '503'], 'GET /ready: ready, or 503 naming what is not')
   t.ok(openapi.paths['/realtime/stats']?.get !== undefined)
 })
 
