@@ -104,9 +104,10 @@ function eventOf (draft: EventDraft, [epoch, offset, , replayed]: PublishReply, 
 }
 
 /**
- * An entry read for subscribers (a history read, the events kept in memory), decoded with its
- * frames to be built around the payload's text in the entry, once for every reader
- * (sharedEncodingOf), not encoded again.
+ * An entry read (from Redis, or from the events kept in memory), decoded with the frames a
+ * replay sends to be built around the payload's text in the entry, once for every reader
+ * (sharedEncodingOf), not encoded again. (The HTTP history route's events serialize as JSON;
+ * the encoding, lazy, is then never built.)
  */
 function decodedForReplay (channel: string, entry: string): PublishedEvent {
   const event = decodeEntry(channel, entry)
