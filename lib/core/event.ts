@@ -72,16 +72,22 @@ export class EncodedEvent {
   private wsWire?: Buffer
   private sseData?: string
 
-  /** `payloadJson`, when given, must be `JSON.stringify(event.payload)`. */
-  constructor (readonly event: PublishedEvent, private payloadJson?: string) {}
+  /**
+   * `payloadJson`, when given, must be `JSON.stringify(event.payload)`. `longLived`: the
+   * encoding outlives the turn (sharedEncodingOf), so its bytes get memory of their own
+   * rather than a slice of Node's shared 8 KB pool, which a slice kept would keep whole.
+   */
+  constructor (readonly event: PublishedEvent, private payloadJson?: string, private readonly longLived = false) {}
 
   /** The WebSocket frame of docs/protocol.md, WebSocket. */
   get ws (): string {
-    if (this.wsFrame === undefined) {
-      const e = this.event
-      this.wsFrame = `{"type":${JSON.stringify(e.type)},"channel":${JSON.stringify(e.channel)},"offset":${e.offset},"payload":${this.payload()},"ts":${JSON.stringify(e.ts)}}`
-    }
+    if (this.wsFrame === undefined) this.wsFrame = this.wsText()
     return this.wsFrame
+  }
+
+  private wsText (): string {
+    const e = this.event
+    return `{"type":${JSON.stringify(e.type)},"channel":${JSON.stringify(e.channel)},"offset":${e.offset},"payload":${this.payload()},"ts":${JSON.stringify(e.ts)}}`
   }
 
   /**
@@ -89,8 +95,11 @@ export class EncodedEvent {
    * would encode it again for every connection.
    */
   get wsBytes (): Buffer {
-    // A view into the whole frame when that was made first: no second copy of the bytes.
-    if (this.wsBuffer === undefined) this.wsBuffer = this.wsWire === undefined ? Buffer.from(this.ws) : this.wsWire.subarray(frameHeaderLength(this.wsWire))
+    // A view into the whole frame when that was made first (or, long-lived, made now): no second copy of the bytes.
+    if (this.wsBuffer === undefined) {
+      const wire = this.longLived ? this.wsFrameBytes : this.wsWire
+      this.wsBuffer = wire === undefined ? Buffer.from(this.ws) : wire.subarray(frameHeaderLength(wire))
+    }
     return this.wsBuffer
   }
 
@@ -100,7 +109,12 @@ export class EncodedEvent {
    */
   get wsFrameBytes (): Buffer {
     // Encoded straight into the frame (one allocation, no copy), unless the bytes exist already.
-    if (this.wsWire === undefined) this.wsWire = this.wsBuffer === undefined ? textFrameOf(this.ws) : textFrame(this.wsBuffer)
+    // A long-lived encoding keeps the bytes only, not the text as well.
+    if (this.wsWire === undefined) {
+      this.wsWire = this.wsBuffer !== undefined
+        ? textFrame(this.wsBuffer)
+        : this.longLived ? textFrameOf(this.wsFrame ?? this.wsText(), true) : textFrameOf(this.ws)
+    }
     return this.wsWire
   }
 
@@ -132,7 +146,7 @@ const sharedEncodings = new WeakMap<PublishedEvent, EncodedEvent>()
  */
 export function sharedEncodingOf (event: PublishedEvent, payloadJson?: string): EncodedEvent {
   let encoded = sharedEncodings.get(event)
-  if (encoded === undefined) sharedEncodings.set(event, encoded = new EncodedEvent(event, payloadJson))
+  if (encoded === undefined) sharedEncodings.set(event, encoded = new EncodedEvent(event, payloadJson, true))
   return encoded
 }
 
@@ -143,10 +157,13 @@ export function textFrame (payload: Buffer): Buffer {
   return frame
 }
 
-/** The same frame around `text`, UTF-8-encoded straight into it. */
-export function textFrameOf (text: string): Buffer {
+/**
+ * The same frame around `text`, UTF-8-encoded straight into it. `ownMemory`: not a slice of
+ * Node's shared pool (for a frame kept long: a kept slice keeps its whole 8 KB pool).
+ */
+export function textFrameOf (text: string, ownMemory = false): Buffer {
   const length = Buffer.byteLength(text)
-  const frame = frameWithHeader(length)
+  const frame = frameWithHeader(length, ownMemory)
   frame.write(text, frame.length - length)
   return frame
 }
@@ -157,9 +174,9 @@ function frameHeaderLength (frame: Buffer): number {
 }
 
 /** A frame of `length` payload bytes with its header written, the payload still to fill. */
-function frameWithHeader (length: number): Buffer {
+function frameWithHeader (length: number, ownMemory = false): Buffer {
   const headerLength = length < 126 ? 2 : length < 65_536 ? 4 : 10
-  const frame = Buffer.allocUnsafe(headerLength + length)
+  const frame = ownMemory ? Buffer.allocUnsafeSlow(headerLength + length) : Buffer.allocUnsafe(headerLength + length)
   frame[0] = 0x81 // FIN, opcode 1 (text)
   if (length < 126) {
     frame[1] = length

@@ -1,6 +1,6 @@
 import fc from 'fast-check'
 import t from 'tap'
-import { EncodedEvent, type PublishedEvent } from '../../lib/core/event.js'
+import { EncodedEvent, sharedEncodingOf, type PublishedEvent } from '../../lib/core/event.js'
 import { checkDrafts } from '../../lib/ingress/publish-limits.js'
 import { decodeEntry, entryBody, payloadJsonOfEntry } from '../../lib/broker/redis-layout.js'
 
@@ -42,6 +42,30 @@ t.test('the frames written around a payload JSON are what JSON.stringify gives o
     if (!encoded.wsBytes.equals(Buffer.from(wholeFrame(e)))) throw new Error('ws bytes differ')
   }), { numRuns: NUM_RUNS })
   t.pass('equal')
+})
+
+t.test('a shared (long-lived) encoding writes the same bytes, whichever is asked first', async (t) => {
+  fc.assert(fc.property(event, fc.boolean(), fc.constantFrom('wire', 'bytes', 'text'), (e, given, first) => {
+    const encoded = sharedEncodingOf({ ...e }, given ? JSON.stringify(e.payload) : undefined)
+    if (first === 'bytes') void encoded.wsBytes
+    if (first === 'text') void encoded.ws
+    const whole = Buffer.from(wholeFrame(e))
+    if (!encoded.wsBytes.equals(whole)) throw new Error('ws bytes differ')
+    const wire = encoded.wsFrameBytes
+    if (!wire.subarray(wire.length - whole.length).equals(whole)) throw new Error('frame payload differs')
+    if (encoded.ws !== wholeFrame(e) || encoded.sse !== wholeSse(e)) throw new Error('texts differ')
+  }), { numRuns: NUM_RUNS })
+  t.pass('equal')
+})
+
+t.test('a shared encoding\'s frame has memory of its own: a kept slice of Node\'s pool would keep all 8 KB of it', async (t) => {
+  const e: PublishedEvent = { channel: 'product:1', type: 'inventory:updated', payload: { stock: 3 }, offset: 7, epoch: 'e', ts: new Date(0).toISOString() }
+  const kept = sharedEncodingOf(e).wsFrameBytes
+  t.equal(kept.buffer.byteLength, kept.length, 'its own ArrayBuffer, exactly the frame')
+  t.equal(sharedEncodingOf(e).wsBytes.buffer, kept.buffer, 'the bytes without the header are a view of it, not a copy')
+  t.equal(sharedEncodingOf(e), sharedEncodingOf(e), 'one encoding per event object')
+  const fanOut = new EncodedEvent(e).wsFrameBytes
+  t.ok(fanOut.buffer.byteLength > fanOut.length, 'a fan-out\'s frame, gone after the turn, is a slice of the pool (cheaper to make)')
 })
 
 t.test('the frame uses the payload JSON it is given, and encodes the payload once for both transports', async (t) => {
