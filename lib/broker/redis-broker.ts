@@ -119,9 +119,10 @@ function decodedForReplay (channel: string, entry: string): PublishedEvent {
  * What an entry kept decoded costs besides its text (RecentEntries' budget): the event with
  * its parsed payload, its shared encoding, and its WebSocket frame once replayed (bytes of
  * its own: sharedEncodingOf). Measured with `process.memoryUsage()` over 50k entries of 283
- * characters, with other buffers made and dropped between them: 1141 bytes each.
+ * characters, with other buffers made and dropped between them: 1141 bytes each; an SSE
+ * replay adds its `data:` text (about the entry's length), hence five times, not four.
  */
-const DECODED_ENTRY_FACTOR = 4
+const DECODED_ENTRY_FACTOR = 5
 const DECODED_ENTRY_OVERHEAD_BYTES = 200
 
 /** An event's entry as Redis keeps it (lib/broker/redis-layout.ts), for one that came without it (a gap filled from history). */
