@@ -1,11 +1,14 @@
 import { Type } from '@sinclair/typebox'
 import { type Identity, isAdmin } from './identity.js'
 
-/** docs/protocol.md, Channels: 1–200 characters of [A-Za-z0-9_\-:.@]. */
-const CHANNEL_NAME = /^[A-Za-z0-9_\-:.@]{1,200}$/
+/** docs/protocol.md, Channels: the characters a channel name is made of, as a regex class body. */
+export const CHANNEL_ALPHABET = 'A-Za-z0-9_\\-:.@'
+
+/** docs/protocol.md, Channels: 1–200 characters of the alphabet. */
+const CHANNEL_NAME = new RegExp(`^[${CHANNEL_ALPHABET}]{1,200}$`)
 
 /** The same rule as a schema, for every frame and body that names a channel. */
-export const ChannelName = Type.String({ minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9_\\-:.@]+$' })
+export const ChannelName = Type.String({ minLength: 1, maxLength: 200, pattern: `^[${CHANNEL_ALPHABET}]+$` })
 
 export const ADMIN_CHANNEL = 'admin'
 export const ORDERS_CHANNEL = 'orders'

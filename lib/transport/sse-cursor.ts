@@ -1,4 +1,4 @@
-import { isValidChannelName } from '../auth/channels.js'
+import { CHANNEL_ALPHABET, isValidChannelName } from '../auth/channels.js'
 import type { SincePosition } from '../broker/broker.js'
 import type { StreamPosition } from '../core/event.js'
 
@@ -11,8 +11,8 @@ import type { StreamPosition } from '../core/event.js'
 const VERSION = 'v1;'
 const MAX_CURSOR_LENGTH = 64 * 1024
 
-/** A character outside the channel alphabet (lib/auth/channels.ts). */
-const OUTSIDE_ALPHABET = /[^A-Za-z0-9_\-:.@]/g
+/** A character outside the channel alphabet. */
+const OUTSIDE_ALPHABET = new RegExp(`[^${CHANNEL_ALPHABET}]`, 'g')
 const ESCAPED = /%([0-9a-f]{4})/g
 
 /**
