@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import type { Revocation } from '../lib/auth/revocations.js'
-import { Id, MAX_TARGETS } from '../lib/ingress/ingress-schemas.js'
+import { MAX_TARGETS, SubjectId } from '../lib/ingress/ingress-schemas.js'
 import { ErrorReply } from './schemas.js'
 
 const Reason = Type.Optional(Type.String({ maxLength: 200, description: 'told to the client (WS close reason, SSE system:disconnect)' }))
@@ -11,13 +11,13 @@ const Moment = (description: string) => Type.Union([
 ], { description })
 
 const DisconnectBody = Type.Object({
-  userId: Type.Optional(Id('one user')),
-  userIds: Type.Optional(Type.Array(Id('a user'), { minItems: 1, maxItems: MAX_TARGETS })),
+  userId: Type.Optional(SubjectId('one user, as its tokens\' sub names it')),
+  userIds: Type.Optional(Type.Array(SubjectId('a user'), { minItems: 1, maxItems: MAX_TARGETS })),
   reason: Reason
 })
 
 const RevokeBody = Type.Object({
-  userId: Type.Optional(Id('revoke this user\'s tokens')),
+  userId: Type.Optional(SubjectId('revoke this user\'s tokens (its tokens\' sub)')),
   issuedBefore: Type.Optional(Moment('tokens issued at or before this are refused (default: now); a token without iat counts as issued before')),
   jti: Type.Optional(Type.String({ minLength: 1, maxLength: 255, description: 'or revoke the one token with this jti' })),
   expiresAt: Type.Optional(Moment('how long to remember the jti (its exp; default: REVOCATION_TTL_SECONDS)')),

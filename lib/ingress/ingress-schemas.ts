@@ -17,6 +17,17 @@ export const Id = (description: string) => Type.Union([
   Type.Integer({ minimum: -Number.MAX_SAFE_INTEGER, maximum: Number.MAX_SAFE_INTEGER })
 ], { description })
 
+/**
+ * A user as a token's `sub` names it, where no channel is named from it: the control routes
+ * (disconnect, revoke) must reach every user who can connect, and a `sub` outside the channel
+ * alphabet (`auth0|123`) connects (docs/protocol.md, "Tokens"). Any string, then, within a
+ * length no real `sub` reaches; numbers as `Id`.
+ */
+export const SubjectId = (description: string) => Type.Union([
+  Type.String({ minLength: 1, maxLength: 1024 }),
+  Type.Integer({ minimum: -Number.MAX_SAFE_INTEGER, maximum: Number.MAX_SAFE_INTEGER })
+], { description })
+
 export const EventType = Type.String({
   minLength: 1, maxLength: 100, pattern: '^[A-Za-z0-9_\\-:.]+$', description: 'event type, e.g. order:updated'
 })

@@ -110,6 +110,25 @@ t.test('disconnect and revoke on the embedded broker (one instance)', async (t) 
   await t.rejects(WsClient.connect(t, wsUrl, issued('solo', 30)), /HTTP 401/)
 })
 
+t.test('a sub outside the channel alphabet (auth0|123) connects, so it can be disconnected and revoked by userId', async (t) => {
+  const { url, wsUrl } = await startServer(t)
+  for (const sub of ['auth0|123', 'a b', 'é/{x}']) {
+    const ws = await WsClient.connect(t, wsUrl, issued(sub, 30))
+    const sse = await SseClient.open(t, `${url}/sse?token=${encodeURIComponent(issued(sub, 30))}`)
+    await sse.waitFor(1)
+    const res = await post(`${url}/realtime/disconnect`, serviceToken(), { userId: sub })
+    t.match(res, { status: 202, body: { userIds: [sub] } }, `${sub}: disconnect answers 202`)
+    t.equal((await ws.closed).code, 4003, `${sub}: its WebSocket is closed with 4003`)
+    const [bye] = await sse.waitFor(1, (e) => e.event === 'system:disconnect', 1000)
+    t.equal((bye.data as { code: number }).code, 4003, `${sub}: its stream gets system:disconnect`)
+    const again = await WsClient.connect(t, wsUrl, issued(sub, 30))
+    t.match(await post(`${url}/realtime/revoke`, serviceToken(), { userId: sub }), { status: 202, body: { userId: sub } })
+    t.equal((await again.closed).code, 4003, `${sub}: a revocation closes it`)
+    await t.rejects(WsClient.connect(t, wsUrl, issued(sub, 30)), /HTTP 401/, `${sub}: and refuses its token`)
+  }
+  t.ok(await WsClient.connect(t, wsUrl, issued('auth0|1234', 30)), 'another user whose sub begins the same is not touched')
+})
+
 t.test('a reason longer than a close frame holds still closes with 4003, not a bare drop', async (t) => {
   const { url, wsUrl } = await startServer(t)
   // A WebSocket close reason is at most 123 bytes (RFC 6455 §5.5); the API takes 200 characters.
@@ -134,7 +153,9 @@ t.test('bad input: 400 naming the field; users and other roles: 403', async (t) 
   const cases: Array<[string, unknown, RegExp]> = [
     ['/realtime/disconnect', {}, /userId/],
     ['/realtime/disconnect', { userIds: [] }, /userIds/],
-    ['/realtime/disconnect', { userId: 'a b' }, /userId/],
+    ['/realtime/disconnect', { userId: '' }, /userId/],
+    ['/realtime/disconnect', { userIds: ['x'.repeat(1025)] }, /userIds/],
+    ['/realtime/revoke', { userId: 2 ** 53 }, /userId/],
     ['/realtime/disconnect', 'not json', /JSON/],
     ['/realtime/disconnect', '', /empty/],
     ['/realtime/disconnect', 'null', /body/],
