@@ -67,5 +67,7 @@ export function requireIdentity (identity: Identity | null): Identity {
 }
 
 export const isAdmin = (identity: Identity): boolean => identity.roles.includes(ROLE_ADMIN)
+/** Services read any channel's history (docs/protocol.md, "History over HTTP"); admins read what they may subscribe to. */
+export const isService = (identity: Identity): boolean => identity.roles.includes(ROLE_SERVICE)
 export const canPublish = (identity: Identity): boolean =>
   identity.roles.includes(ROLE_SERVICE) || identity.roles.includes(ROLE_ADMIN)

@@ -119,6 +119,9 @@ t.test('GET /realtime/history: since, epoch, limit; ACL; bad input', async (t) =
   t.equal((await history(url, 'admin', token('u'))).status, 403)
   t.equal((await history(url, 'admin', adminToken())).status, 200)
   t.equal((await history(url, 'user:u', serviceToken())).status, 200, 'a service may read any channel')
+  t.equal((await history(url, 'user:u', adminToken())).status, 403, 'an admin may not read a user\'s channel: it may not subscribe to it')
+  t.equal((await history(url, 'foo:1', adminToken())).status, 403, 'nor a channel no one may subscribe to')
+  t.equal((await history(url, 'foo:1', serviceToken())).status, 200, 'which a service may read')
   t.equal((await history(url, 'product:7')).status, 401, 'a token is needed unless anonymous is allowed')
   for (const path of ['product:7?limit=0', 'product:7?limit=6', 'product:7?since=x', 'product:7?limit=-1', 'bad%20channel']) {
     const res = await history(url, path, token('u'))
