@@ -17,6 +17,8 @@ const REASON: Record<number, string> = {
   503: 'Service Unavailable'
 }
 
+const isControl = (url: string): boolean => url.startsWith('/realtime/disconnect') || url.startsWith('/realtime/revoke')
+
 /**
  * One error shape for every HTTP reply: `{statusCode, error, message}`. Client mistakes
  * keep their message (it names the field); 5xx details stay in the log.
@@ -33,7 +35,10 @@ export function installErrorHandler (app: FastifyInstance): void {
       statusCode = err.statusCode
     } else if (err instanceof BrokerUnavailableError) {
       statusCode = 503
-      message = 'the event broker is unavailable; nothing was published'
+      // Only a publish can say what did not happen; a read or a control call just failed.
+      message = request.method === 'POST' && request.url.startsWith('/realtime/') && !isControl(request.url)
+        ? 'the event broker is unavailable; nothing was published'
+        : 'the event broker is unavailable; try again'
       reply.header('retry-after', '1')
     }
     if (statusCode >= 500) {

@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { ClusterStatsSchema } from '../lib/core/stats-schema.js'
+import { ErrorReply } from './schemas.js'
 
 export { ClusterStatsSchema }
 
@@ -11,7 +12,8 @@ const statsRoutes: FastifyPluginAsyncTypebox = async (app) => {
       summary: 'Connections, users and channels over every instance',
       tags: ['stats'],
       security: [{ bearerAuth: [] }],
-      response: { 200: ClusterStatsSchema }
+      // 503: with Redis, the other instances' figures cannot be read (no partial answer).
+      response: { 200: ClusterStatsSchema, 401: ErrorReply, 403: ErrorReply, 429: ErrorReply, 503: ErrorReply }
     }
   }, async () => await app.clusterStats())
 }

@@ -1,3 +1,4 @@
+import { BrokerUnavailableError } from './broker.js'
 import type { RedisClient } from './redis-connection.js'
 import type { PresenceBackend, PresenceShare } from '../core/presence.js'
 
@@ -82,13 +83,19 @@ export class RedisPresence implements PresenceBackend {
     return { live: this.live, rejoined: added === 1 }
   }
 
+  /** The other live instances' shares of a channel; BrokerUnavailableError (HTTP 503) while Redis is away. */
   async load (channel: string): Promise<Map<string, PresenceShare>> {
-    const fields = await this.redis.hgetall(this.layout.sharesKey(channel))
+    let fields: Record<string, string>
     let live = this.live
-    // An instance that started since the last heartbeat may have written its share already,
-    // and tells it again only when it changes: ask who is alive now rather than skip it.
-    if (live === null || Object.keys(fields).some((nodeId) => nodeId !== this.nodeId && !live?.has(nodeId))) {
-      live = new Set(await (this.redis as BeatingRedis).rtgPresenceLive(this.layout.nodesKey, this.deadMs))
+    try {
+      fields = await this.redis.hgetall(this.layout.sharesKey(channel))
+      // An instance that started since the last heartbeat may have written its share already,
+      // and tells it again only when it changes: ask who is alive now rather than skip it.
+      if (live === null || Object.keys(fields).some((nodeId) => nodeId !== this.nodeId && !live?.has(nodeId))) {
+        live = new Set(await (this.redis as BeatingRedis).rtgPresenceLive(this.layout.nodesKey, this.deadMs))
+      }
+    } catch (err) {
+      throw new BrokerUnavailableError('redis did not answer a presence read', { cause: err })
     }
     const shares = new Map<string, PresenceShare>()
     for (const [nodeId, text] of Object.entries(fields)) {

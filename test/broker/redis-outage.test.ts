@@ -34,6 +34,14 @@ t.test('Redis dies and comes back: 503s meanwhile, clients stay, delivery resume
   t.match(await client.request({ type: 'system:ping' }), { type: 'system:pong' }, 'the WebSocket client is still connected')
   const stats = await fetch(`${url}/realtime/stats`, { headers: { authorization: `Bearer ${adminToken()}` } })
   t.equal(stats.status, 503, 'cluster stats cannot be read: 503, not a partial answer')
+  // product:99 is held by no client here, so its counts must come from Redis.
+  const presence = await fetch(`${url}/realtime/presence/product:99`, { headers: { authorization: `Bearer ${serviceToken()}` } })
+  t.equal(presence.status, 503, 'nor presence over every instance: 503, not a 500')
+  t.match(await presence.json(), { message: 'the event broker is unavailable; try again' }, 'a read does not say nothing was published')
+  t.equal(presence.headers.get('retry-after'), '1')
+  const history = await fetch(`${url}/realtime/history/product:3`, { headers: { authorization: `Bearer ${serviceToken()}` } })
+  t.equal(history.status, 503, 'nor history')
+  t.match(await publish(url, 4), { status: 503, body: { message: 'the event broker is unavailable; nothing was published' } })
 
   await redis.restart()
   await eventually('ready again after redis returns', async () => (await health(url, '/health/ready')).status === 200, 20_000)

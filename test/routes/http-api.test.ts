@@ -264,7 +264,10 @@ t.test('health, readiness, metrics, docs', async (t) => {
     t.ok(openapi.paths[route]?.get !== undefined, `the document lists GET ${route}`)
   }
   t.same(statuses(openapi.paths['/ready']?.get), ['200', '503'], 'GET /ready: ready, or 503 naming what is not')
-  t.ok(openapi.paths['/realtime/stats']?.get !== undefined)
+  t.same(statuses(openapi.paths['/realtime/stats']?.get), ['200', '401', '403', '429', '503'], 'GET /realtime/stats: every status')
+  for (const route of ['/realtime/history/{channel}', '/realtime/presence/{channel}']) {
+    t.same(statuses(openapi.paths[route]?.get), ['200', '400', '401', '403', '429', '503'], `GET ${route}: every status`)
+  }
 })
 
 t.test('CORS: only the configured origin', async (t) => {
