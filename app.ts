@@ -12,6 +12,8 @@ import controlPlugin from './plugins/control.js'
 import configPlugin from './plugins/config.js'
 import { installErrorHandler } from './plugins/error-handler.js'
 import { installJsonBodyParser } from './plugins/json-body.js'
+import { installMalformedQueryCheck } from './plugins/malformed-query.js'
+import { closeAfterReply } from './lib/transport/answered-upgrade.js'
 import hubPlugin from './plugins/hub.js'
 import kafkaPlugin from './plugins/kafka.js'
 import metricsPlugin from './plugins/metrics.js'
@@ -64,15 +66,17 @@ export async function buildApp (config: Config, options: AppOptions = {}) {
     // Errors the router raises before any route (a malformed URL, an over-long parameter):
     // the usual error shape, naming no part of the URL (it may carry a token). An over-long
     // parameter is a bad channel name like any other: 400, not the router's 414.
-    frameworkErrors: (error, _request, reply) => {
+    frameworkErrors: (error, request, reply) => {
       const statusCode = error.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 400 : error.statusCode ?? 400
       const message = error.code === 'FST_ERR_BAD_URL' ? 'malformed URL' : 'bad request'
       ;(reply as FastifyReply).code(statusCode).send({ statusCode, error: 'Bad Request', message })
+      closeAfterReply(request.raw, reply.raw)
     }
   }).withTypeProvider<TypeBoxTypeProvider>()
 
   installErrorHandler(app)
   installJsonBodyParser(app)
+  installMalformedQueryCheck(app)
   await app.register(configPlugin, { config })
   await app.register(fastifyCors, { origin: corsOrigins(config), credentials: corsOrigins(config) !== '*' })
   await app.register(readinessPlugin)

@@ -275,6 +275,48 @@ t.test('a token in a percent-encoded query key is masked in the log; a malformed
   t.same(leaked, [], 'no log line holds the token')
 })
 
+t.test('a query string that does not decode is a 400 "malformed URL" on every route, naming nothing of it', async (t) => {
+  const { url, wsUrl } = await startServer(t)
+  const secret = token('q')
+  for (const path of [
+    `/sse?channels=room:a,%E0%A4%A&token=${secret}`, // a cut escape
+    `/sse?channels=room:a&token=${secret}&x=%ZZ`, // not hex
+    `/sse?channels=room:a%E0%A4&token=${secret}`, // hex, but not UTF-8
+    '/realtime/history/room:a?limit=%',
+    '/health?x=%2'
+  ]) {
+    const res = await fetch(`${url}${path}`)
+    t.equal(res.status, 400, path)
+    const body = await res.text()
+    t.same(JSON.parse(body), { statusCode: 400, error: 'Bad Request', message: 'malformed URL' }, `${path}: the usual shape`)
+    t.notMatch(body, /%|room:a|E0/, `${path}: nothing of the URL echoed`)
+  }
+  await t.rejects(WsClient.connect(t, `${wsUrl}?x=%E0%A4%A`, secret, { viaHeader: true }), /HTTP 400/, 'a WebSocket upgrade too, before it')
+  const fine = await SseClient.open(t, `${url}/sse?channels=room%3Aa%2Croom%3Ab&token=${encodeURIComponent(secret)}`)
+  t.equal(fine.status, 200, 'escapes that decode are read as before')
+  t.match((await fine.waitFor(1))[0].data, { channels: ['user:q', 'room:a', 'room:b'] })
+})
+
+t.test('an upgrade answered 400 before any route (malformed URL) has its socket closed, not left open for good', async (t) => {
+  const { url } = await startServer(t)
+  const { port } = new URL(url)
+  const upgrade = (path: string) => `GET ${path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
+    'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n'
+  // The client never closes: the server must (a socket it kept would be a file descriptor for good).
+  for (const path of ['/ws%ZZ', '/realtime/history/%C0%AF', `/ws?token=${token('u')}&x=%E0%A4%A`, `/realtime/history/${'a'.repeat(700)}`]) {
+    const socket = connect(Number(port), '127.0.0.1')
+    socket.on('error', () => {})
+    await once(socket, 'connect')
+    socket.write(upgrade(path))
+    let reply = ''
+    socket.on('data', (d) => { reply += String(d) })
+    const ended = await Promise.race([once(socket, 'end').then(() => true), sleep(3000).then(() => false)])
+    socket.destroy()
+    t.match(reply, /^HTTP\/1\.1 400 /, `${path.slice(0, 40)}: 400`)
+    t.ok(ended, `${path.slice(0, 40)}: the server closed the socket`)
+  }
+})
+
 t.test('a request body that never finishes is cut after REQUEST_TIMEOUT_MS; streams are not', async (t) => {
   const { url } = await startServer(t, { REQUEST_TIMEOUT_MS: 1000 })
   const { port } = new URL(url)
