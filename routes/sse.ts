@@ -20,6 +20,9 @@ const SseQuery = Type.Object({
   rewind: Type.Optional(Type.String({ pattern: '^[0-9]{1,9}$', description: 'the last n events of every channel first (ignored when resuming)' }))
 })
 
+/** What a resume that lost something gets first (docs/protocol.md, Server-Sent Events). */
+const RECOVERY_FAILED = { event: 'system:recovery', data: { recovered: false } } as const
+
 const plainError = (reply: FastifyReply, statusCode: number, error: string, message: string) =>
   reply.code(statusCode).send({ statusCode, error, message })
 
@@ -81,12 +84,19 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
     }
 
     const lastEventId = request.headers['last-event-id'] ?? request.query.lastEventId
-    const cursor = typeof lastEventId === 'string' && lastEventId !== '' ? decodeCursor(lastEventId) : null
+    const resuming = typeof lastEventId === 'string' && lastEventId !== ''
+    const cursor = resuming ? decodeCursor(lastEventId) : null
     const since = channelRecord<SincePosition>()
+    // A channel the cursor does not name (a cursor that is not ours names none) has no
+    // position to resume from: it is not recovered, and `rewind` applies to it.
+    let unnamed = resuming ? channels.length : 0
     if (cursor !== null) {
       for (const channel of channels) {
         const position = cursor.get(channel)
-        if (position !== undefined) since[channel] = position
+        if (position !== undefined) {
+          since[channel] = position
+          unnamed--
+        }
       }
     }
 
@@ -99,8 +109,10 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
     hub.add(connection)
     let outcome
     try {
-      // A resumed stream continues where it was; rewind is for a fresh one.
-      outcome = await hub.subscribe(connection, channels, since, cursor === null ? rewind : undefined)
+      // A channel resumed from the cursor continues where it was; rewind is for the others
+      // (all of them on a fresh stream), as a WebSocket subscribe's rewind is for the
+      // channels it names without `since`.
+      outcome = await hub.subscribe(connection, channels, since, rewind)
     } catch (err) {
       hub.remove(connection)
       throw err
@@ -120,10 +132,10 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
     for (const channel of channels) connection.setPosition(channel, outcome.startsAfter[channel])
     // `exp` is enforced on streams too (open watches it): the stream ends when the token
     // expires, and EventSource's reconnect with the same token is then refused with 401.
-    connection.open({ connectionId: connection.id, userId: identity.userId, channels })
-    const lostSomething = typeof lastEventId === 'string' && lastEventId !== '' &&
-      (cursor === null || Object.values(outcome.recovered).some((r) => !r))
-    if (lostSomething) connection.sendSystem('system:recovery', { recovered: false })
+    // A resume that cannot give every channel's missed events says so first, right after
+    // system:connected (before any presence count that waited meanwhile).
+    const lostSomething = resuming && (unnamed > 0 || Object.values(outcome.recovered).some((r) => !r))
+    connection.open({ connectionId: connection.id, userId: identity.userId, channels }, lostSomething ? RECOVERY_FAILED : undefined)
     outcome.replay()
     forgetRequest(request.raw)
     // The response's listeners of the stream's life are all in: its table as a compact

@@ -100,11 +100,12 @@ export class SseConnection extends HubMember implements Connection, Flushable, E
 
   /**
    * Starts the stream once the route set the head (writeHead): sends the head on its own,
-   * then `system:connected`, then whatever waited. The head goes out alone so that the
+   * then `system:connected` (and `thenSystem`, a system event that must come next), then
+   * whatever waited. The head goes out alone so that the
    * response's header string is flattened (Node keeps it for the stream's life: as built,
    * a tree of some thirty strings).
    */
-  open (connected: unknown): void {
+  open (connected: unknown, thenSystem?: { event: string, data: unknown }): void {
     if (this.closed) return
     const res = this.res
     res.flushHeaders()
@@ -117,6 +118,7 @@ export class SseConnection extends HubMember implements Connection, Flushable, E
     const waiting = this.waiting ?? []
     this.waiting = null
     this.sendSystem('system:connected', connected, true)
+    if (thenSystem !== undefined) this.sendSystem(thenSystem.event, thenSystem.data)
     for (const text of waiting) this.write(text)
   }
 

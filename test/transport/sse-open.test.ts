@@ -27,3 +27,22 @@ t.test('writes before open wait for the head and come after system:connected', a
   const events = (await res.text()).split('\n\n').filter((block) => block !== '').map((block) => /event: (.*)/.exec(block)?.[1])
   t.same(events, ['system:connected', 'presence', 'system:reset'])
 })
+
+// A resume that lost something says so right after system:connected (docs/protocol.md,
+// Server-Sent Events), before a presence count pushed while the subscription was read.
+t.test('the system event given to open comes right after system:connected, before what waited', async (t) => {
+  const server = createServer((req, res) => {
+    const connection = new SseConnection('c2', ANONYMOUS, res, { sendBufferLimit: 1 << 20, writeBatch: new WriteBatch() })
+    connection.sendPresence(new EncodedPresence('product:1', { connections: 2, users: 1 }))
+    res.writeHead(200, { 'content-type': 'text/event-stream' })
+    connection.open({ connectionId: 'c2' }, { event: 'system:recovery', data: { recovered: false } })
+    connection.close(1000, 'done')
+  })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.teardown(() => server.close())
+  const { port } = server.address() as { port: number }
+  const blocks = (await (await fetch(`http://127.0.0.1:${port}/`)).text()).split('\n\n').filter((block) => block !== '')
+  t.same(blocks.map((block) => /event: (.*)/.exec(block)?.[1]), ['system:connected', 'system:recovery', 'presence'])
+  t.match(blocks[1], /^event: system:recovery\ndata: \{"recovered":false\}$/, 'no id: the cursor does not move')
+})
