@@ -92,7 +92,17 @@ export async function buildApp (config: Config, options: AppOptions = {}) {
   // clientTracking off: ws would keep every socket in a Set of its own, with a close
   // listener closure per socket to leave it; routes/ws.ts tracks its connections already
   // and the hub closes them on shutdown (about 200 B less per idle WebSocket).
-  await app.register(fastifyWebsocket, { options: { maxPayload: config.WS_MAX_PAYLOAD_BYTES, clientTracking: false } })
+  // maxPendingAutoPongs: ws cuts a socket (no close frame) with this many pongs unwritten;
+  // routes/ws.ts counts pings against the rate limit and closes a ping flood with 1008
+  // first, within WS_RATE_LIMIT_BURST + WS_RATE_LIMIT_STRIKES pongs. Past this, the client
+  // has stopped reading its pongs, and is cut as a client that stopped reading may be.
+  // (ws 8.18+ has the option; its types do not have it yet.)
+  const wsOptions = {
+    maxPayload: config.WS_MAX_PAYLOAD_BYTES,
+    clientTracking: false,
+    maxPendingAutoPongs: config.WS_RATE_LIMIT_BURST + config.WS_RATE_LIMIT_STRIKES + 64
+  }
+  await app.register(fastifyWebsocket, { options: wsOptions })
   await app.register(swaggerPlugin)
 
   await app.register(healthRoutes)

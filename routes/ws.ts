@@ -79,6 +79,19 @@ const wsRoutes: FastifyPluginAsyncTypebox = async (app) => {
     session.receive(admission === 'flooding' || isBinary ? '' : data.toString(), admission)
     session.releaseReadBuffer()
   }
+  /**
+   * Pings count against the inbound rate limit like frames (ws answers each with a pong
+   * before this runs): a ping flood gets `rate_limited` errors, then the 1008 close frame,
+   * at once rather than queued behind frames still being handled, so the pongs stop.
+   */
+  function onPing (this: WebSocket): void {
+    const session = sessionOf(this)
+    session.releaseReadBuffer()
+    if (session.isClosing) return
+    const admission = session.admit()
+    if (admission === 'limited') session.send(serverFrame.error('rate_limited', 'too many pings; slow down'))
+    else if (admission === 'flooding') session.close(CloseCode.POLICY_VIOLATION, 'flooding')
+  }
   function onPong (this: WebSocket): void {
     const session = sessionOf(this)
     session.unanswered = 0
@@ -153,6 +166,7 @@ const wsRoutes: FastifyPluginAsyncTypebox = async (app) => {
     ;(socket as SessionSocket)[kSession] = session
     session.holdFramesUntil(greet(session, raw))
     socket.on('message', onMessage)
+    socket.on('ping', onPing)
     socket.on('pong', onPong)
     socket.on('close', onClose)
     // Its listeners are set for life: a compact table instead of a hash table per socket.

@@ -36,6 +36,20 @@ t.test('a client that stops reading is cut off (4008) while a healthy one receiv
   t.match(metrics, /gateway_slow_client_disconnects_total\{transport="ws"\} 1/)
 })
 
+t.test('a flood of WebSocket pings: rate_limited errors, then the 1008 close frame (ws alone cut the socket: 1006)', async (t) => {
+  // Defaults: a burst of 100 and 20 strikes. 300 pings in one go, as a flooding client sends them.
+  const { wsUrl } = await startServer(t)
+  const client = await WsClient.connect(t, wsUrl, token('7'))
+  let pongs = 0
+  client.socket.on('pong', () => { pongs++ })
+  for (let i = 0; i < 300; i++) client.socket.ping()
+  const { code } = await client.closed
+  t.equal(code, 1008, 'the close frame arrives, with 1008')
+  const limited = client.frames.filter((f) => f.type === 'error' && f.payload.code === 'rate_limited')
+  t.equal(limited.length, 20, 'after rate_limited errors up to the strike limit')
+  t.ok(pongs >= 100 && pongs <= 121, `the burst was answered, and pongs stopped at the close (${pongs})`)
+})
+
 t.test('inbound flooding: rate_limited errors, then close 1008', async (t) => {
   const { wsUrl } = await startServer(t, { WS_RATE_LIMIT_PER_SECOND: 5, WS_RATE_LIMIT_BURST: 5, WS_RATE_LIMIT_STRIKES: 3 })
   const client = await WsClient.connect(t, wsUrl, token('7'))
