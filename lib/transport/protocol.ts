@@ -9,7 +9,15 @@ import type { PresenceCounts } from '../core/presence.js'
  * The WebSocket protocol of docs/protocol.md, WebSocket as schemas: every client frame is validated
  * against these before anything acts on it, and the same schemas document the protocol.
  */
-const RequestId = Type.Optional(Type.Union([Type.String({ maxLength: 200 }), Type.Number()]))
+/**
+ * A request's `id`, echoed in its answer: a string, or a number JSON carries exactly enough
+ * to echo (within ±(2^53−1): 9007199254740993 would come back as …992, another request's id).
+ */
+const MAX_ID_LENGTH = 200
+const RequestId = Type.Optional(Type.Union([
+  Type.String({ maxLength: MAX_ID_LENGTH }),
+  Type.Number({ minimum: -Number.MAX_SAFE_INTEGER, maximum: Number.MAX_SAFE_INTEGER })
+]))
 const Channels = Type.Array(ChannelName, { minItems: 1, maxItems: 1000 })
 const Since = Type.Object({
   offset: Type.Integer({ minimum: 0 }),
@@ -58,10 +66,14 @@ const checkers = Object.fromEntries(
   Object.entries(ClientFrames).map(([type, schema]) => [type, TypeCompiler.Compile(schema)])
 ) as unknown as Record<ClientFrameType, ReturnType<typeof TypeCompiler.Compile>>
 
-/** The `id` of a frame, when it has a usable one, so even a rejected frame's error is matched. */
+/**
+ * The `id` of a frame, when it has a usable one (RequestId), so even a rejected frame's error
+ * is matched; an id that is itself refused is not echoed (up to a frame's 64 KiB of it).
+ */
 function idOf (frame: unknown): string | number | undefined {
   const id = (frame as { id?: unknown })?.id
-  return typeof id === 'string' || typeof id === 'number' ? id : undefined
+  if (typeof id === 'string') return id.length <= MAX_ID_LENGTH ? id : undefined
+  return typeof id === 'number' && Math.abs(id) <= Number.MAX_SAFE_INTEGER ? id : undefined
 }
 
 export class FrameError extends ClientError {

@@ -54,8 +54,12 @@ function check (text: string): void {
   }
   if (result.code !== 'bad_request') throw new Error(`code ${result.code}`)
   // The id of a rejected frame is echoed only when it is one a reply may carry.
-  if (result.id !== undefined && typeof result.id !== 'string' && typeof result.id !== 'number') throw new Error('unusable id echoed')
+  if (result.id !== undefined && !usableId(result.id)) throw new Error(`unusable id echoed: ${JSON.stringify(result.id)}`)
 }
+
+/** An id a reply may carry: a string of at most 200 characters, or a number JSON carries exactly (within ±(2^53−1)). */
+const usableId = (id: unknown): boolean =>
+  (typeof id === 'string' && id.length <= 200) || (typeof id === 'number' && Math.abs(id) <= Number.MAX_SAFE_INTEGER)
 
 t.test('any text: a known frame or bad_request, never another throw', async (t) => {
   fc.assert(fc.property(fc.string({ unit: 'binary', maxLength: 2000 }), (text) => { check(text) }), { numRuns: NUM_RUNS })
@@ -69,11 +73,24 @@ t.test('frame-like objects: a known frame or bad_request with the frame\'s own i
     check(text)
     const result = outcome(text)
     const id = frame.id
-    if ('code' in result && (typeof id === 'string' || typeof id === 'number') && result.id !== id) {
+    if ('code' in result && usableId(id) && result.id !== id) {
       throw new Error(`error for frame with id ${JSON.stringify(id)} carries ${JSON.stringify(result.id)}`)
     }
+    if ('code' in result && !usableId(id) && result.id !== undefined) throw new Error(`refused id ${JSON.stringify(id)} echoed`)
+    if ('type' in result && id !== undefined && !usableId(id)) throw new Error(`frame with unusable id ${JSON.stringify(id)} accepted`)
   }), { numRuns: NUM_RUNS * 2 })
   t.pass('no escape')
+})
+
+t.test('an id a reply cannot carry exactly is refused and not echoed; the others are echoed as sent', async (t) => {
+  for (const id of [2 ** 53, -(2 ** 53), 1e300, 'x'.repeat(201)]) {
+    t.match(outcome(JSON.stringify({ type: 'system:ping', id })), { code: 'bad_request', id: undefined }, `id ${String(id).slice(0, 20)}`)
+  }
+  t.match(outcome('{"type":"system:ping","id":9007199254740993}'), { code: 'bad_request', id: undefined }, 'rounded on parsing: refused')
+  fc.assert(fc.property(fc.oneof(fc.string({ maxLength: 200 }), fc.maxSafeInteger(), fc.double({ min: -Number.MAX_SAFE_INTEGER, max: Number.MAX_SAFE_INTEGER, noNaN: true })), (id) => {
+    if (!('type' in outcome(JSON.stringify({ type: 'system:ping', id })))) throw new Error(`usable id ${JSON.stringify(id)} refused`)
+    if ((outcome(JSON.stringify({ type: 'nope', id })) as { id: unknown }).id !== JSON.parse(JSON.stringify(id))) throw new Error(`id ${JSON.stringify(id)} not echoed`)
+  }), { numRuns: NUM_RUNS })
 })
 
 t.test('deeply nested frames are answered, not overflowed', async (t) => {
