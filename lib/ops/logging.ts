@@ -5,17 +5,33 @@
  */
 export function redactUrl (url: string): string {
   const query = url.indexOf('?')
-  if (query === -1) return url
+  if (query === -1) return holdsJwt(url) ? '[REDACTED]' : url
   const params = url.slice(query + 1).split('&').map((param) => {
     const eq = param.indexOf('=')
     const key = eq === -1 ? param : param.slice(0, eq)
     // However the key is spelled (`%74oken`, `TOKEN`, `token[]`), its value is masked.
     return SECRET_KEY.test(decodedKey(key)) ? `${key}=[REDACTED]` : param
   })
-  return `${url.slice(0, query)}?${params.join('&')}`
+  // A token anywhere else, under a name the gateway does not read (`;token=`, `x=1%26token=`,
+  // `token%00=`) or in the path, is still a token: that part of the URL is not logged.
+  const path = url.slice(0, query)
+  const rest = params.join('&')
+  return `${holdsJwt(path) ? '[REDACTED]' : path}?${holdsJwt(rest) ? '[REDACTED]' : rest}`
 }
 
 const SECRET_KEY = /^\s*(access_)?token(\[\])?\s*$/i
+
+/**
+ * What looks like a JWT: three base64url parts joined by dots, the signature the longest
+ * (43 characters for HS256). Not anchored on the header's `eyJ`: a malformed escape just
+ * before a token can swallow its first character when the text is decoded.
+ */
+const JWT = /[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{16,}/
+
+/** Whether the text, percent-decoded as far as it decodes, holds a JWT. */
+function holdsJwt (text: string): boolean {
+  return JWT.test(text) || (text.includes('%') && JWT.test(decodedKey(text)))
+}
 
 function decodedKey (key: string): string {
   try {
