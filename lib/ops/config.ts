@@ -138,7 +138,9 @@ function checkSemantics (config: Config): void {
     }
   }
   if (config.KAFKA_BROKERS !== undefined) {
-    for (const broker of kafkaBrokerList(config)) {
+    const brokers = kafkaBrokerList(config)
+    // `,` alone names no broker: the consumer would retry an empty list for ever.
+    for (const broker of brokers.length === 0 ? [''] : brokers) {
       if (!/^[A-Za-z0-9.\-_[\]:]+:\d{1,5}$/.test(broker)) {
         throw new ConfigError('KAFKA_BROKERS', `must be a comma-separated list of host:port (got ${JSON.stringify(config.KAFKA_BROKERS)})`)
       }
