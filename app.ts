@@ -57,6 +57,8 @@ export async function buildApp (config: Config, options: AppOptions = {}) {
     // last. Node checks for late requests every connectionsCheckingInterval.
     requestTimeout: config.REQUEST_TIMEOUT_MS,
     http: {
+      // Node's default (16 KiB) answered 431 to SSE resumes within the channel limits.
+      maxHeaderSize: config.MAX_HEADER_BYTES,
       headersTimeout: Math.min(60_000, config.REQUEST_TIMEOUT_MS),
       connectionsCheckingInterval: Math.min(5000, Math.ceil(config.REQUEST_TIMEOUT_MS / 2))
     },

@@ -52,6 +52,9 @@ export const EnvSchema = Type.Object({
   EVENT_MAX_BYTES: int(64 * 1024, 256),
   PUBLISH_MAX_BYTES: int(4 * 1024 * 1024, 1024),
   REQUEST_TIMEOUT_MS: int(30_000, 1000),
+  // A request line and headers: 128 channels of 200 characters in an SSE URL, and a resume
+  // cursor naming them all again, come to some 56 KiB (docs/operations.md).
+  MAX_HEADER_BYTES: int(64 * 1024, 16 * 1024, 1024 * 1024),
   WS_MAX_PAYLOAD_BYTES: int(64 * 1024, 256),
   SEND_BUFFER_LIMIT_BYTES: int(1024 * 1024, 1024),
   MAX_CHANNELS_PER_CONNECTION: int(128, 1),

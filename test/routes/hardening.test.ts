@@ -335,9 +335,9 @@ t.test('a request body that never finishes is cut after REQUEST_TIMEOUT_MS; stre
   t.equal(sse.ended, false, 'a long-lived SSE stream is not a slow request')
 })
 
-t.test('a request line and headers over 16 KiB: 431 on every route, the WebSocket upgrade too', async (t) => {
+t.test('a request line and headers over MAX_HEADER_BYTES (64 KiB): 431 on every route, the WebSocket upgrade too', async (t) => {
   const { url, wsUrl } = await startServer(t)
-  const long = 'v1;' + 'room:a,e,1;'.repeat(2000)
+  const long = 'v1;' + 'room:a,e,1;'.repeat(6000)
   t.equal((await fetch(`${url}/sse?channels=room:a&token=${token('h')}&lastEventId=${long}`)).status, 431, 'SSE, a long query')
   t.equal((await fetch(`${url}/sse?channels=room:a&token=${token('h')}`, { headers: { 'last-event-id': long } })).status, 431, 'SSE, a long header')
   t.equal((await fetch(`${url}/realtime/publish?x=${long}`, { method: 'POST' })).status, 431, 'HTTP API')

@@ -180,6 +180,22 @@ t.test('a cursor that does not name every channel of the stream: system:recovery
   t.same((await garbage.waitFor(3)).map((e) => e.event), ['system:connected', 'system:recovery', 'test:event'], 'a cursor that is not ours: the same')
 })
 
+t.test('a stream at the limits (128 channels of 200 characters) opens, and resumes with its Last-Event-ID', async (t) => {
+  const { url } = await startServer(t)
+  const channels = Array.from({ length: 127 }, (_, i) => `room:${String(i).padStart(3, '0')}${'x'.repeat(192)}`)
+  t.equal(channels[0].length, 200)
+  const target = sseUrl(url, channels.join(','), token('wide'))
+  const lastId = await readAndLeave(t, target, 0)
+  t.ok(target.length + lastId.length > 50_000, `URL and cursor: ${target.length + lastId.length} characters (Node's default limit was 16 KiB)`)
+  await publish(url, channels[126], { n: 1 })
+  const resumed = await SseClient.open(t, target, { 'last-event-id': lastId })
+  t.equal(resumed.status, 200, 'not 431')
+  t.same(summary(await resumed.waitFor(1, isData)), [`${channels[126]}#1`], 'what it missed')
+  t.notOk(resumed.events.some((e) => e.event === 'system:recovery'))
+  const viaQuery = await SseClient.open(t, `${target}&lastEventId=${encodeURIComponent(lastId)}`)
+  t.equal(viaQuery.status, 200, '?lastEventId= too')
+})
+
 t.test('comment heartbeats keep an idle stream alive', async (t) => {
   const { url } = await startServer(t, { SSE_HEARTBEAT_MS: 100 })
   const sse = await SseClient.open(t, sseUrl(url, 'product:1'))
