@@ -39,6 +39,10 @@ export function identityFromClaims (claims: Record<string, unknown>): Identity {
   }
   if (typeof claims.role === 'string' && claims.role !== '') roles.add(claims.role)
   const sub = claims.sub
+  if (sub !== undefined && typeof sub !== 'string' && typeof sub !== 'number') {
+    // `true`, `{}`, `null`: not a user id (RFC 7519: a string), and not the absence of one either.
+    throw new InvalidClaimsError('sub must be a string (or an integer)')
+  }
   if (typeof sub === 'number' && !Number.isSafeInteger(sub)) {
     // Beyond ±(2^53-1) the number was already rounded when the JSON was read: it may name another user.
     throw new InvalidClaimsError('sub is a number that cannot be carried exactly (use a string)')

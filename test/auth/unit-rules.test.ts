@@ -3,7 +3,7 @@ import { canSubscribe, defaultChannels, isValidChannelName } from '../../lib/aut
 import {
   broadcastEvents, inventoryEvents, MissingFieldError, notificationEvents, notifyEvents, orderEvents, productEvents
 } from '../../lib/ingress/commerce-events.js'
-import { ANONYMOUS, canPublish, type Identity, identityFromClaims, isAdmin, requireIdentity } from '../../lib/auth/identity.js'
+import { ANONYMOUS, canPublish, type Identity, identityFromClaims, InvalidClaimsError, isAdmin, requireIdentity } from '../../lib/auth/identity.js'
 import { decodeCursor, encodeCursor } from '../../lib/transport/sse-cursor.js'
 import { fullBucket, takeToken } from '../../lib/transport/token-bucket.js'
 
@@ -60,6 +60,10 @@ t.test('identity: roles from `roles` (array) or `role` (string)', async (t) => {
   t.same(identityFromClaims({ sub: '42', roles: 'admin' }).roles, [], 'a string in `roles` is not an array of roles')
   t.same(identityFromClaims({ sub: 7 }).userId, '7', 'a numeric sub')
   t.equal(identityFromClaims({}).userId, null)
+  t.equal(identityFromClaims({ sub: '' }).userId, null, 'an empty sub names no user')
+  for (const sub of [true, {}, [1], null]) {
+    t.throws(() => identityFromClaims({ sub }), InvalidClaimsError, `sub ${JSON.stringify(sub)}: refused, not taken for no user`)
+  }
   t.ok(isAdmin(identityFromClaims({ sub: 'a', role: 'admin' })))
   t.notOk(isAdmin(identityFromClaims({ sub: 'a', role: 'service' })))
   t.ok(canPublish(identityFromClaims({ sub: 'a', role: 'service' })))
