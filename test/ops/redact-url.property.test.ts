@@ -44,3 +44,14 @@ t.test('a URL without a token is logged as it came', async (t) => {
 function decodeURIComponentLeniently (text: string): string {
   try { return decodeURIComponent(text) } catch { return text }
 }
+
+t.test('a long URL is redacted in linear time (no backtracking over long runs)', async (t) => {
+  for (const text of ['a'.repeat(64_000), 'aaaaaaaa.'.repeat(7000), `${'a'.repeat(30)}.`.repeat(2000), '%61'.repeat(20_000)]) {
+    const started = performance.now()
+    redactUrl(`/sse?x=${text}`)
+    redactUrl(`/${text}`)
+    const ms = performance.now() - started
+    // Linear: a few milliseconds; the backtracking pattern took seconds at this size.
+    t.ok(ms < 1000, `${text.slice(0, 12)}… (${text.length} characters): ${ms.toFixed(1)} ms`)
+  }
+})
