@@ -87,16 +87,13 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const resuming = typeof lastEventId === 'string' && lastEventId !== ''
     const cursor = resuming ? decodeCursor(lastEventId) : null
     const since = channelRecord<SincePosition>()
-    // A channel the cursor does not name (a cursor that is not ours names none) has no
-    // position to resume from: it is not recovered, and `rewind` applies to it.
-    let unnamed = resuming ? channels.length : 0
+    // A channel the cursor does not name starts as on a fresh stream (live, or with its
+    // rewind): the client did not have it before (a stream reopened with more channels, as
+    // the browser client does to subscribe over SSE), so it missed nothing there.
     if (cursor !== null) {
       for (const channel of channels) {
         const position = cursor.get(channel)
-        if (position !== undefined) {
-          since[channel] = position
-          unnamed--
-        }
+        if (position !== undefined) since[channel] = position
       }
     }
 
@@ -110,8 +107,8 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
     let outcome
     try {
       // A channel resumed from the cursor continues where it was; rewind is for the others
-      // (all of them on a fresh stream), as a WebSocket subscribe's rewind is for the
-      // channels it names without `since`.
+      // (all of them on a fresh stream, or with a cursor that is not ours), as a WebSocket
+      // subscribe's rewind is for the channels it names without `since`.
       outcome = await hub.subscribe(connection, channels, since, rewind)
     } catch (err) {
       hub.remove(connection)
@@ -132,9 +129,10 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
     for (const channel of channels) connection.setPosition(channel, outcome.startsAfter[channel])
     // `exp` is enforced on streams too (open watches it): the stream ends when the token
     // expires, and EventSource's reconnect with the same token is then refused with 401.
-    // A resume that cannot give every channel's missed events says so first, right after
-    // system:connected (before any presence count that waited meanwhile).
-    const lostSomething = resuming && (unnamed > 0 || Object.values(outcome.recovered).some((r) => !r))
+    // A resume that cannot give every channel's missed events (a cursor that is not ours, a
+    // position no longer held) says so first, right after system:connected (before any
+    // presence count that waited meanwhile).
+    const lostSomething = resuming && (cursor === null || Object.values(outcome.recovered).some((r) => !r))
     connection.open({ connectionId: connection.id, userId: identity.userId, channels }, lostSomething ? RECOVERY_FAILED : undefined)
     outcome.replay()
     forgetRequest(request.raw)
