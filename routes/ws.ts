@@ -82,7 +82,9 @@ const wsRoutes: FastifyPluginAsyncTypebox = async (app) => {
   /**
    * Pings count against the inbound rate limit like frames (ws answers each with a pong
    * before this runs): a ping flood gets `rate_limited` errors, then the 1008 close frame,
-   * at once rather than queued behind frames still being handled, so the pongs stop.
+   * at once rather than queued behind frames still being handled, so the pongs stop. (A
+   * client that pipelines a flood of pings before its 101 may see these errors before
+   * `system:connected`: the greeting waits for its own channel's subscription.)
    */
   function onPing (this: WebSocket): void {
     const session = sessionOf(this)
