@@ -56,7 +56,10 @@ t.test('two pushes of a channel are at least an interval apart, however long eac
   const stepsToTell = beats - joinedAt
   t.same(pushes.map((p) => p.connections), [1, 2])
   const gap = pushes[1].at - pushes[0].at
-  t.ok(gap >= INTERVAL_MS - 1, `pushes ${Math.round(gap)} ms apart, interval ${INTERVAL_MS} ms`)
+  // The tracker keeps whole ms (monotonicMs), and each push's time is taken here a moment
+  // after it: a pause between the two (GC) made a gap read 198 ms (Node 24 CI). Without the
+  // throttle the gap is the interval less the slow heartbeat (80 ms): a 10 ms slack tells.
+  t.ok(gap >= INTERVAL_MS - 10, `pushes ${Math.round(gap)} ms apart, interval ${INTERVAL_MS} ms`)
   // Counted in the tracker's steps, not in ms: a loaded machine's timers lag by hundreds of ms.
   t.ok(stepsToTell <= 2 * PRESENCE_BEATS_PER_INTERVAL, `and the change is still told within two intervals (${stepsToTell} steps)`)
 })
