@@ -1,3 +1,5 @@
+import { CHANNEL_ALPHABET } from '../auth/channels.js'
+
 /**
  * How much history each kind of channel keeps (HISTORY_POLICY): a user's own channel may
  * keep a day of notifications while a product channel keeps only its latest state.
@@ -35,6 +37,9 @@ export class HistoryPolicy {
   }
 }
 
+/** `prefix=size/ttlSeconds`, the prefix being the start of a channel name (docs/protocol.md, Channels). */
+const POLICY_ENTRY = new RegExp(`^([${CHANNEL_ALPHABET}]{1,200})=(\\d{1,6})/(\\d{1,8})$`)
+
 /**
  * Parses `prefix=size/ttlSeconds,…` (e.g. `user:=1000/86400,product:=1/86400`). Throws an
  * Error whose message says what is wrong with which entry.
@@ -42,7 +47,7 @@ export class HistoryPolicy {
 export function parseHistoryPolicy (text: string): PolicyEntry[] {
   const entries: PolicyEntry[] = []
   for (const raw of text.split(',').map((e) => e.trim()).filter((e) => e !== '')) {
-    const match = /^([A-Za-z0-9_\-:.@]{1,200})=(\d{1,6})\/(\d{1,8})$/.exec(raw)
+    const match = POLICY_ENTRY.exec(raw)
     if (match === null) throw new Error(`entry ${JSON.stringify(raw)} is not prefix=size/ttlSeconds`)
     const [, prefix, size, ttl] = match
     const entry = { prefix, size: Number(size), ttlSeconds: Number(ttl) }

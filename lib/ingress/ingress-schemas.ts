@@ -1,5 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox'
-import { ChannelName } from '../auth/channels.js'
+import { CHANNEL_ALPHABET, ChannelName } from '../auth/channels.js'
 
 /**
  * Bodies of the publishing routes (docs/protocol.md, HTTP API), shared by the HTTP routes and the
@@ -7,14 +7,17 @@ import { ChannelName } from '../auth/channels.js'
  */
 export const MAX_TARGETS = 1000
 
+/** A number used as an id: an integer JSON carries exactly (±(2^53−1)). */
+const SafeIntegerId = Type.Integer({ minimum: -Number.MAX_SAFE_INTEGER, maximum: Number.MAX_SAFE_INTEGER })
+
 /**
  * Ids end up in channel names (`user:<id>`, `product:<id>`), so they obey the same alphabet.
  * A number is used as its decimal digits, so only integers JSON carries exactly are ids:
  * 1234567890123456789 arrives as 1234567890123456800, another user's id, and is refused.
  */
 export const Id = (description: string) => Type.Union([
-  Type.String({ minLength: 1, maxLength: 190, pattern: '^[A-Za-z0-9_\\-:.@]+$' }),
-  Type.Integer({ minimum: -Number.MAX_SAFE_INTEGER, maximum: Number.MAX_SAFE_INTEGER })
+  Type.String({ minLength: 1, maxLength: 190, pattern: `^[${CHANNEL_ALPHABET}]+$` }),
+  SafeIntegerId
 ], { description })
 
 /**
@@ -25,7 +28,7 @@ export const Id = (description: string) => Type.Union([
  */
 export const SubjectId = (description: string) => Type.Union([
   Type.String({ minLength: 1, maxLength: 1024 }),
-  Type.Integer({ minimum: -Number.MAX_SAFE_INTEGER, maximum: Number.MAX_SAFE_INTEGER })
+  SafeIntegerId
 ], { description })
 
 export const EventType = Type.String({

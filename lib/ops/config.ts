@@ -1,5 +1,6 @@
 import envSchema from 'env-schema'
 import { Type, type Static } from '@sinclair/typebox'
+import { CHANNEL_ALPHABET } from '../auth/channels.js'
 import { HistoryPolicy, parseHistoryPolicy } from '../broker/history-policy.js'
 
 /**
@@ -160,7 +161,7 @@ function checkSemantics (config: Config): void {
     throw new ConfigError('TRUST_PROXY', `must be true, false, or comma-separated proxy addresses, CIDRs, loopback, linklocal or uniquelocal (got ${JSON.stringify(config.TRUST_PROXY)})`)
   }
   allowedOrigins(config)
-  if (!listOf(config.PRESENCE_CHANNELS).every((p) => /^[A-Za-z0-9_\-:.@]{1,200}$/.test(p))) {
+  if (!listOf(config.PRESENCE_CHANNELS).every((p) => CHANNEL_PREFIX.test(p))) {
     throw new ConfigError('PRESENCE_CHANNELS', `must be comma-separated channel name prefixes (got ${JSON.stringify(config.PRESENCE_CHANNELS)})`)
   }
   if (config.HISTORY_POLICY !== undefined) {
@@ -192,6 +193,9 @@ export function kafkaBrokerList (config: Pick<Config, 'KAFKA_BROKERS'>): string[
  * `uniquelocal` (private networks, as in docker-compose). Behind a proxy this is what
  * makes `request.ip` the client's. (Fastify ignores hop counts: it cannot check the peer.)
  */
+/** A PRESENCE_CHANNELS entry: the start of a channel name (docs/protocol.md, Channels). */
+const CHANNEL_PREFIX = new RegExp(`^[${CHANNEL_ALPHABET}]{1,200}$`)
+
 const PROXY_NAMES = new Set(['loopback', 'linklocal', 'uniquelocal'])
 
 export function trustProxy (config: Pick<Config, 'TRUST_PROXY'>): boolean | string[] {
