@@ -144,6 +144,9 @@ t.test('a real nginx with this config in front of two replicas: WebSocket, SSE, 
   const sse = await SseClient.open(t, `${nginx.url}/sse?channels=product:px-1&token=${encodeURIComponent(userToken)}`)
   t.equal(sse.status, 200)
   t.equal(sse.headers.get('content-type'), 'text/event-stream; charset=utf-8')
+  // The stream's headers reach the client through nginx (which reads X-Accel-* itself and drops it unless told).
+  t.equal(sse.headers.get('cache-control'), 'no-cache')
+  t.equal(sse.headers.get('x-accel-buffering'), 'no')
   await sse.waitFor(1, (e) => e.event === 'system:connected')
 
   const published = await post(`${nginx.url}/realtime/publish`, serviceToken(), { channel: 'product:px-1', type: 'product:updated', payload: { n: 1 } })
