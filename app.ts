@@ -80,7 +80,13 @@ export async function buildApp (config: Config, options: AppOptions = {}) {
   installJsonBodyParser(app)
   installMalformedQueryCheck(app)
   await app.register(configPlugin, { config })
-  await app.register(fastifyCors, { origin: corsOrigins(config), credentials: corsOrigins(config) !== '*' })
+  await app.register(fastifyCors, {
+    origin: corsOrigins(config),
+    credentials: corsOrigins(config) !== '*',
+    // Headers a cross-origin caller must be able to read: a replayed publish (docs/protocol.md,
+    // Idempotency) and when to try again after a 429 or 503.
+    exposedHeaders: ['Idempotent-Replayed', 'Retry-After', 'X-RateLimit-Limit', 'X-RateLimit-Remaining', 'X-RateLimit-Reset']
+  })
   await app.register(readinessPlugin)
   await app.register(metricsPlugin)
   await app.register(authPlugin)

@@ -12,6 +12,7 @@ import { SSE_HEADERS, SseConnection, type SseStreams } from '../lib/transport/ss
 import { decodeCursor } from '../lib/transport/sse-cursor.js'
 import { ErrorReply } from './schemas.js'
 import { channelRecord } from '../lib/core/channel-record.js'
+import { allowedOrigins } from '../lib/ops/config.js'
 
 const SseQuery = Type.Object({
   channels: Type.Optional(Type.String({ maxLength: 64 * 1024, description: 'comma-separated channel names' })),
@@ -49,6 +50,7 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
   }, config.SSE_HEARTBEAT_MS)
   heartbeat.unref()
   app.addHook('onClose', async () => { clearInterval(heartbeat) })
+  const streamOrigins = allowedOrigins(config)
 
   app.get('/sse', {
     onRequest: [app.checkOrigin, app.authenticateClient],
@@ -125,7 +127,7 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
     // Fastify's response listeners would keep its request and reply (logger, query,
     // headers) as long as the stream: nothing after this reads them.
     releaseHijackedReply(reply.raw)
-    reply.raw.writeHead(200, { ...SSE_HEADERS, ...corsHeaders(reply) })
+    reply.raw.writeHead(200, { ...SSE_HEADERS, ...corsHeaders(reply, streamOrigins) })
     for (const channel of channels) connection.setPosition(channel, outcome.startsAfter[channel])
     // `exp` is enforced on streams too (open watches it): the stream ends when the token
     // expires, and EventSource's reconnect with the same token is then refused with 401.
@@ -162,10 +164,23 @@ function forgetRequest (req: IncomingMessage): void {
 }
 
 /** A hijacked reply skips Fastify's onSend, so CORS headers set so far are copied over. */
-function corsHeaders (reply: FastifyReply): Record<string, string> {
+/**
+ * The CORS headers @fastify/cors set for CORS_ORIGIN; and, for an origin that
+ * WS_ALLOWED_ORIGINS names but CORS_ORIGIN does not, the same headers anyway: the variable
+ * says which origins may open the stream from a browser, and EventSource from another
+ * origin reads nothing without them. A WS_ALLOWED_ORIGINS of `*` adds nothing (CORS_ORIGIN
+ * alone decides, as before).
+ */
+function corsHeaders (reply: FastifyReply, streamOrigins: '*' | Set<string>): Record<string, string> {
   const headers: Record<string, string> = {}
   for (const [name, value] of Object.entries(reply.getHeaders())) {
     if (name.startsWith('access-control-') || name === 'vary') headers[name] = String(value)
+  }
+  const origin = reply.request.headers.origin
+  if (headers['access-control-allow-origin'] === undefined && origin !== undefined && streamOrigins !== '*' && streamOrigins.has(origin)) {
+    headers['access-control-allow-origin'] = origin
+    headers['access-control-allow-credentials'] = 'true'
+    headers.vary = headers.vary === undefined ? 'Origin' : `${headers.vary}, Origin`
   }
   return headers
 }

@@ -161,6 +161,7 @@ function checkSemantics (config: Config): void {
     throw new ConfigError('TRUST_PROXY', `must be true, false, or comma-separated proxy addresses, CIDRs, loopback, linklocal or uniquelocal (got ${JSON.stringify(config.TRUST_PROXY)})`)
   }
   allowedOrigins(config)
+  corsOrigins(config)
   if (!listOf(config.PRESENCE_CHANNELS).every((p) => CHANNEL_PREFIX.test(p))) {
     throw new ConfigError('PRESENCE_CHANNELS', `must be comma-separated channel name prefixes (got ${JSON.stringify(config.PRESENCE_CHANNELS)})`)
   }
@@ -210,28 +211,32 @@ export function historyPolicy (config: Pick<Config, 'HISTORY_SIZE' | 'HISTORY_TT
   return new HistoryPolicy({ size: config.HISTORY_SIZE, ttlSeconds: config.HISTORY_TTL_SECONDS }, parseHistoryPolicy(config.HISTORY_POLICY ?? ''))
 }
 
+/** CORS_ORIGIN's origins, written as browsers send them (see originOf); '*' for every origin. */
 export function corsOrigins (config: Pick<Config, 'CORS_ORIGIN'>): '*' | string[] {
-  const origins = config.CORS_ORIGIN.split(',').map((o) => o.trim()).filter((o) => o !== '')
-  return origins.includes('*') ? '*' : origins
+  const entries = listOf(config.CORS_ORIGIN)
+  return entries.includes('*') ? '*' : [...new Set(entries.map((entry) => originOf(entry, 'CORS_ORIGIN')))]
 }
 
-/**
- * WS_ALLOWED_ORIGINS as a browser sends an Origin: scheme, host and port, lower case, with
- * no default port or trailing slash (`new URL(…).origin`). An entry written
- * `https://Shop.example/` would otherwise never match the `https://shop.example` a browser
- * sends. '*' allows every origin. Throws (naming the variable) on an entry that is no origin.
- */
+/** WS_ALLOWED_ORIGINS's origins, written as browsers send them (see originOf); '*' allows every origin. */
 export function allowedOrigins (config: Pick<Config, 'WS_ALLOWED_ORIGINS'>): '*' | Set<string> {
   const entries = listOf(config.WS_ALLOWED_ORIGINS)
   if (entries.includes('*')) return '*'
-  return new Set(entries.map((entry) => {
-    let origin: string | undefined
-    try { origin = new URL(entry).origin } catch { /* below */ }
-    if (origin === undefined || origin === 'null') {
-      throw new ConfigError('WS_ALLOWED_ORIGINS', `must be origins such as https://shop.example, comma-separated, or * (got ${JSON.stringify(entry)})`)
-    }
-    return origin
-  }))
+  return new Set(entries.map((entry) => originOf(entry, 'WS_ALLOWED_ORIGINS')))
+}
+
+/**
+ * An origin as a browser sends it: scheme, host and port, lower case, with no default port
+ * or trailing slash (`new URL(…).origin`). An entry written `https://Shop.example/` would
+ * otherwise never match the `https://shop.example` a browser sends. Throws (naming the
+ * variable) on an entry that is no origin.
+ */
+function originOf (entry: string, variable: string): string {
+  let origin: string | undefined
+  try { origin = new URL(entry).origin } catch { /* below */ }
+  if (origin === undefined || origin === 'null') {
+    throw new ConfigError(variable, `must be origins such as https://shop.example, comma-separated, or * (got ${JSON.stringify(entry)})`)
+  }
+  return origin
 }
 
 /** Config for tests and tools: defaults plus overrides, validated like the environment. */

@@ -52,6 +52,8 @@ t.test('values are parsed from strings', async (t) => {
   t.equal(config.ALLOW_ANONYMOUS, true)
   t.equal(config.HISTORY_SIZE, 7)
   t.same(corsOrigins(config), ['https://a.example', 'https://b.example'])
+  t.same(corsOrigins(loadConfig({ CORS_ORIGIN: 'https://Shop.example/, https://admin.example:443,https://shop.example' })), ['https://shop.example', 'https://admin.example'],
+    'written as a browser sends its Origin (no trailing slash, lower case, no default port), once each')
   t.same(kafkaBrokerList(config), ['k1:9092', 'k2:9093'])
   t.equal(loadConfig({ PORT: '' }).PORT, 3000, 'an empty value means unset')
 })
@@ -94,7 +96,9 @@ t.test('an invalid value is a ConfigError whose one-line message names the varia
     [{ EVENT_MAX_BYTES: '100000', PUBLISH_MAX_BYTES: '50000' }, 'PUBLISH_MAX_BYTES'],
     [{ REQUEST_TIMEOUT_MS: '10' }, 'REQUEST_TIMEOUT_MS'],
     [{ WS_ALLOWED_ORIGINS: 'shop.example' }, 'WS_ALLOWED_ORIGINS'],
-    [{ WS_ALLOWED_ORIGINS: 'https://shop.example,file:///x' }, 'WS_ALLOWED_ORIGINS']
+    [{ WS_ALLOWED_ORIGINS: 'https://shop.example,file:///x' }, 'WS_ALLOWED_ORIGINS'],
+    [{ CORS_ORIGIN: 'shop.example' }, 'CORS_ORIGIN'],
+    [{ CORS_ORIGIN: 'https://shop.example,file:///x' }, 'CORS_ORIGIN']
   ]
   for (const [env, variable] of cases) {
     let error: unknown

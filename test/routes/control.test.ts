@@ -196,8 +196,34 @@ t.test('WS_ALLOWED_ORIGINS: a browser from another origin is refused with 403 be
   await once(allowed, 'open')
   allowed.close()
   t.ok(await WsClient.connect(t, wsUrl, token('o')), 'no Origin (not a browser): allowed')
-  t.equal((await SseClient.open(t, `${url}/sse?token=${token('o')}`, { origin: 'https://admin.shop.example' })).status, 200)
+  const stream = await SseClient.open(t, `${url}/sse?token=${token('o')}`, { origin: 'https://admin.shop.example' })
+  t.equal(stream.status, 200)
+  // CORS_ORIGIN (here the default `*`) or, for an origin it leaves out, WS_ALLOWED_ORIGINS: EventSource may read the stream.
+  t.equal(stream.headers.get('access-control-allow-origin'), '*')
   const metrics = await (await fetch(`${url}/metrics`)).text()
   t.match(metrics, /gateway_origins_refused_total\{transport="ws"\} 1/)
   t.match(metrics, /gateway_origins_refused_total\{transport="sse"\} 1/)
+})
+
+t.test('an origin WS_ALLOWED_ORIGINS names but CORS_ORIGIN leaves out may read the SSE stream from a browser', async (t) => {
+  const { url } = await startServer(t, { WS_ALLOWED_ORIGINS: 'https://shop.example, http://localhost:8080', CORS_ORIGIN: 'https://shop.example' })
+  const local = await SseClient.open(t, `${url}/sse?token=${token('o')}`, { origin: 'http://localhost:8080' })
+  t.equal(local.status, 200)
+  t.equal(local.headers.get('access-control-allow-origin'), 'http://localhost:8080', 'EventSource from that origin can read it')
+  t.equal(local.headers.get('access-control-allow-credentials'), 'true')
+  t.match(local.headers.get('vary') ?? '', /Origin/)
+  local.close()
+  const shop = await SseClient.open(t, `${url}/sse?token=${token('o')}`, { origin: 'https://shop.example' })
+  t.equal(shop.headers.get('access-control-allow-origin'), 'https://shop.example', 'as CORS_ORIGIN allows it')
+  shop.close()
+  // Not a stream: CORS_ORIGIN alone decides for the HTTP API.
+  t.equal((await fetch(`${url}/health`, { headers: { origin: 'http://localhost:8080' } })).headers.get('access-control-allow-origin'), null)
+})
+
+t.test('WS_ALLOWED_ORIGINS=* leaves the stream\'s CORS to CORS_ORIGIN', async (t) => {
+  const { url } = await startServer(t, { CORS_ORIGIN: 'https://shop.example' })
+  const other = await SseClient.open(t, `${url}/sse?token=${token('o')}`, { origin: 'https://other.example' })
+  t.equal(other.status, 200, 'any origin may open it')
+  t.equal(other.headers.get('access-control-allow-origin'), null, 'but only CORS_ORIGIN\'s may read it from a browser')
+  other.close()
 })

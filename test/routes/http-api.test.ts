@@ -284,6 +284,9 @@ t.test('CORS: only the configured origin', async (t) => {
   const get = (origin: string) => fetch(`${url}/health`, { headers: { origin } })
   t.equal((await get('https://shop.example')).headers.get('access-control-allow-origin'), 'https://shop.example')
   t.equal((await get('https://evil.example')).headers.get('access-control-allow-origin'), null)
+  // A cross-origin publisher can read whether its retry was replayed, and when to come back after a 429.
+  const exposed = ((await get('https://shop.example')).headers.get('access-control-expose-headers') ?? '').toLowerCase()
+  for (const header of ['idempotent-replayed', 'retry-after', 'x-ratelimit-remaining']) t.match(exposed, header, `${header} is exposed`)
 
   const sse = await SseClient.open(t, `${url}/sse?token=${token('42')}`, { origin: 'https://shop.example' })
   t.equal(sse.headers.get('access-control-allow-origin'), 'https://shop.example', 'the event stream too')
