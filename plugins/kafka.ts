@@ -32,6 +32,21 @@ export const CONSUMER_FETCH = { maxWaitTimeInMs: 1000 }
  */
 export const PARTITIONS_CONSUMED_CONCURRENTLY = 8
 
+/** A member the group coordinator has not heard from for this long is dropped, and its partitions go to others. */
+const SESSION_TIMEOUT_MS = 10_000
+const HEARTBEAT_INTERVAL_MS = 3000
+/**
+ * Past this long since the consumer last heard from its group (a heartbeat answered, a
+ * join), a batch asks the group before its next publish whether its partition is still
+ * ours: a process paused longer than the session timeout (a VM or container frozen, a
+ * debugger, SIGSTOP) wakes up with a batch fetched before the pause, while another member
+ * has taken the partition over and published past it. Its high watermark is then older
+ * than the partition's mark, which would read as a topic created again and publish the
+ * batch a second time (docs/protocol.md, Kafka: effectively once). Longer than the
+ * heartbeat interval, so the heartbeat is really sent.
+ */
+export const CONFIRM_OWNERSHIP_AFTER_MS = SESSION_TIMEOUT_MS / 2
+
 /**
  * The Kafka ingress (docs/protocol.md, Kafka) — the only file that knows kafkajs. A consumer group
  * reads the documented topics; each partition's batches are handled in order, several partitions
@@ -67,8 +82,8 @@ export default fp(async (app) => {
     ...CONSUMER_FETCH,
     // After a broker restart the coordinator waits this long for the member that vanished
     // with it before the group can form again; 10 s rather than 30 s.
-    sessionTimeout: 10_000,
-    heartbeatInterval: 3000,
+    sessionTimeout: SESSION_TIMEOUT_MS,
+    heartbeatInterval: HEARTBEAT_INTERVAL_MS,
     // kafkajs restarts itself after retriable crashes; never once we are closing.
     retry: { retries: 3, initialRetryTime: 300, maxRetryTime: 5000, restartOnFailure: async () => !closing }
   })
@@ -80,9 +95,14 @@ export default fp(async (app) => {
   let restartTimer: NodeJS.Timeout | undefined
   let restartAttempt = 0
 
-  const { GROUP_JOIN, CRASH, DISCONNECT, STOP, CONNECT } = consumer.events
+  /** When the group coordinator last answered this member (performance.now(): a pause does not stop it). */
+  let lastHeardFromGroup = 0
+
+  const { GROUP_JOIN, HEARTBEAT, CRASH, DISCONNECT, STOP, CONNECT } = consumer.events
   consumer.on(CONNECT, () => { log.debug('kafka consumer connected') })
+  consumer.on(HEARTBEAT, () => { lastHeardFromGroup = performance.now() })
   consumer.on(GROUP_JOIN, (e) => {
+    lastHeardFromGroup = performance.now()
     joined = true
     restartAttempt = 0
     metrics.resetLag()
@@ -169,6 +189,13 @@ export default fp(async (app) => {
       ...ingest,
       sleep: sleepWhileOwned(payload),
       running: () => !closing && payload.isRunning() && !payload.isStale(),
+      confirmOwnership: () => {
+        if (performance.now() - lastHeardFromGroup < CONFIRM_OWNERSHIP_AFTER_MS) return true
+        return heartbeat(payload).then(() => !closing && payload.isRunning() && !payload.isStale(), (err: unknown) => {
+          log.warn({ err, topic: batch.topic, partition: batch.partition }, 'kafka partition may no longer be ours after a pause; its batch is left to the group')
+          return false
+        })
+      },
       onRetry: (err, attempt, delayMs) => {
         topicMetrics.retried()
         log.warn({ err, topic: batch.topic, partition: batch.partition, attempt, delayMs }, 'kafka messages not handed off yet; retrying')

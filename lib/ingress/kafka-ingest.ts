@@ -70,6 +70,13 @@ export interface BatchContext<M extends BatchMessage = BatchMessage> extends Ing
   /** False once the consumer stops or the partition is no longer ours: nothing more is started. */
   running: () => boolean
   /**
+   * Asked before each publish call: true while the partition is surely still ours, or a
+   * promise of whether it is, when that has to be asked of the group first (a long pause
+   * since the consumer last heard from it: another member may own the partition by now and
+   * have published past this batch). False: nothing more of this batch is published.
+   */
+  confirmOwnership?: () => boolean | Promise<boolean>
+  /**
    * Called in offset order for each message once it and every earlier message of the batch
    * were handed over: its offset may be resolved (and committed). `last` marks the last
    * message settled before the batch goes on with a call or waits: resolving offsets only
@@ -189,6 +196,8 @@ export async function ingestBatch<M extends BatchMessage> (topic: KafkaTopic, ba
       continue
     }
     const { drafts, end } = nextCall(mapped, i, maxEvents)
+    const owned = ctx.confirmOwnership?.() ?? true
+    if (owned !== true && !await owned) return 'stopped'
     try {
       await ctx.publish(drafts)
     } catch (err) {

@@ -104,6 +104,21 @@ t.test('nothing is started once the consumer stops', async (t) => {
   t.same(settled.map(([offset]) => offset), ['0', '1'], 'the call that was taken is settled')
 })
 
+t.test('asked before each publish whether the partition is still ours: a no (at once or after asking the group) publishes nothing more', async (t) => {
+  for (const answer of [false, Promise.resolve(false)]) {
+    let asked = 0
+    const { ctx, calls, settled } = context({ confirmOwnership: () => ++asked === 1 ? true : answer })
+    const batch = { topic: 'p.order.updated', partition: 0, messages: [0, 1, 2, 3].map(good) }
+    t.equal(await ingestBatch('order.updated', batch, ctx), 'stopped')
+    t.same(statuses(calls), [['s0', 's1']], 'the first call only')
+    t.equal(asked, 2, 'asked before each call')
+    t.same(settled.map(([offset]) => offset), ['0', '1'], 'what was not published stays unsettled, for the partition\'s next owner')
+  }
+  const { ctx, calls } = context({ confirmOwnership: async () => true })
+  t.equal(await ingestBatch('order.updated', { topic: 'p.order.updated', partition: 0, messages: [0, 1, 2].map(good) }, ctx), 'done')
+  t.same(statuses(calls), [['s0', 's1'], ['s2']], 'a yes after asking goes on')
+})
+
 t.test('each draft carries its message\'s origin, with the partition\'s high watermark when the batch has a usable one', async (t) => {
   for (const [highWatermark, logEnd] of [['12', 12], [undefined, undefined], ['-1', undefined], ['0', undefined], ['', undefined], ['x', undefined]] as const) {
     const { ctx, calls } = context()
