@@ -75,7 +75,7 @@ export default fp<HubPluginOptions>(async (app, opts) => {
   app.readiness.add(clusterNodes !== undefined ? 'redis-cluster' : hub.broker.kind, () => hub.broker.isReady())
 
   app.addHook('preClose', async () => {
-    hub.closeAll(CloseCode.SERVICE_RESTART, 'server restarting')
+    hub.shutDown(CloseCode.SERVICE_RESTART, 'server restarting')
   })
   app.addHook('onClose', async () => {
     hub.close()

@@ -158,7 +158,9 @@ const wsRoutes: FastifyPluginAsyncTypebox = async (app) => {
     if (refusal !== null) {
       metrics.refusedConnections.inc({ transport: 'ws', reason: refusal })
       // A bare connection, only to close it: no session, no hub entry, no expiry.
-      new WsConnection(newConnectionId(), identity, socket, connectionOptions).close(CloseCode.TRY_AGAIN_LATER, REFUSAL_MESSAGES[refusal])
+      // Shutting down: 1012, reconnect elsewhere (docs/protocol.md, close codes); a limit: 1013.
+      const code = refusal === 'shutting_down' ? CloseCode.SERVICE_RESTART : CloseCode.TRY_AGAIN_LATER
+      new WsConnection(newConnectionId(), identity, socket, connectionOptions).close(code, REFUSAL_MESSAGES[refusal])
       releaseHandshake(raw)
       return
     }

@@ -6,7 +6,7 @@ import type { Hub } from './hub.js'
  * reasons). The reasons are stable snake_case words: they label the refused-connections
  * metric and the close reason.
  */
-export type RefusalReason = 'instance_limit' | 'user_limit' | 'address_limit'
+export type RefusalReason = 'shutting_down' | 'instance_limit' | 'user_limit' | 'address_limit'
 
 export interface AdmissionLimits {
   /** Connections on this instance (MAX_CONNECTIONS). */
@@ -17,6 +17,7 @@ export interface AdmissionLimits {
 
 /** Why `identity` may not open one more connection on `hub`, or null when it may. */
 export function refusalFor (hub: Hub, identity: Identity, limits: AdmissionLimits): RefusalReason | null {
+  if (hub.isShuttingDown) return 'shutting_down'
   if (hub.connectionCount() >= limits.maxConnections) return 'instance_limit'
   if (identity.userId !== null) {
     return hub.userConnectionCount(identity.userId) >= limits.maxPerUser ? 'user_limit' : null
@@ -28,6 +29,7 @@ export function refusalFor (hub: Hub, identity: Identity, limits: AdmissionLimit
 
 /** What the client is told, per reason. */
 export const REFUSAL_MESSAGES: Record<RefusalReason, string> = {
+  shutting_down: 'server restarting',
   instance_limit: 'instance connection limit reached',
   user_limit: 'too many connections for this user',
   address_limit: 'too many connections without a user from this address'

@@ -74,6 +74,8 @@ export class Hub {
   readonly writeBatch = new WriteBatch()
   /** Keyed by the connection itself: no id string kept per connection for the key. */
   private readonly members = new Set<Member>()
+  /** Set by shutDown: no connection is admitted any more. */
+  private shuttingDown = false
   /** Connections per user: only counted, never walked. */
   private readonly byUser = new Map<string, number>()
   /** Connections with no user, per client address (Identity.clientIp): only counted. */
@@ -371,6 +373,21 @@ export class Hub {
   /** Closes every connection with the code (shutdown: 1012). */
   closeAll (code: number, reason: string): void {
     for (const connection of [...this.members]) connection.close(code, reason)
+  }
+
+  /**
+   * The instance is shutting down: every connection is closed with the code, and from now
+   * on no new one is admitted (lib/hub/admission.ts). An upgrade or stream whose request
+   * was accepted just before would otherwise join after the rest were closed, and keep the
+   * server's close waiting on its socket.
+   */
+  shutDown (code: number, reason: string): void {
+    this.shuttingDown = true
+    this.closeAll(code, reason)
+  }
+
+  get isShuttingDown (): boolean {
+    return this.shuttingDown
   }
 
   stats (): LocalStats {

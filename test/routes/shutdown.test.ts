@@ -1,6 +1,7 @@
 import { once } from 'node:events'
 import { connect } from 'node:net'
 import t from 'tap'
+import WebSocket from 'ws'
 import { post, serviceToken, SseClient, startServer, TEST_SECRET, token, WsClient } from '../support/helper.js'
 import { freePort } from '../support/ports.js'
 import { buildServer, spawnServer, within } from '../support/server-process.js'
@@ -42,5 +43,51 @@ t.test('SIGTERM on the real process: 1012 to clients, exit code 0', async (t) =>
   t.match(await within(10_000, ws.closed, 'the WebSocket close'), { code: 1012 }, 'told to reconnect elsewhere')
   t.equal(await within(10_000, server.exited, 'the process exit'), 0, 'a clean exit, not the grace timeout')
   t.ok(sse.ended || await within(2000, (async () => { while (!sse.ended) await new Promise((resolve) => setTimeout(resolve, 10)); return true })(), 'the SSE end'))
+  t.notMatch(server.stdout(), /killed by timeout/)
+})
+
+t.test('a connection whose request came in as shutdown began is refused, not admitted after the rest were closed', async (t) => {
+  const { app, url, wsUrl } = await startServer(t)
+  // What preClose does: after it, an upgrade or stream already past its hooks must not join
+  // (it would stay open and keep the server's close waiting for the whole grace period).
+  app.hub.shutDown(1012, 'server restarting')
+  const late = new WebSocket(`${wsUrl}?token=${token('44')}`)
+  const [code] = await within(5000, once(late, 'close'), 'the late WebSocket close') as [number]
+  t.equal(code, 1012, 'WebSocket: 1012, reconnect elsewhere')
+  const sse = await fetch(`${url}/sse?token=${token('45')}`)
+  t.equal(sse.status, 503, 'SSE: 503')
+  t.equal(sse.headers.get('retry-after'), '5')
+  t.match(await sse.text(), /server restarting/)
+  t.equal(app.hub.connectionCount(), 0, 'nothing joined')
+  const metrics = await (await fetch(`${url}/metrics`)).text()
+  t.match(metrics, /gateway_connections_refused_total\{transport="ws",reason="shutting_down"\} 1/)
+})
+
+t.test('SIGTERM while clients keep connecting: every one is told 1012 or refused, and the process exits cleanly', async (t) => {
+  const dir = await buildServer()
+  const port = await freePort()
+  const server = spawnServer(t, dir, {
+    PORT: String(port), HOST: '127.0.0.1', JWT_SECRET: TEST_SECRET, LOG_LEVEL: 'info', SHUTDOWN_TIMEOUT_MS: '8000'
+  })
+  await server.waitForOutput('Server listening')
+  const state = { stop: false }
+  const opened: WebSocket[] = []
+  const loops = Array.from({ length: 4 }, async (_, l) => {
+    for (let i = 0; !state.stop; i++) {
+      const ws = new WebSocket(`ws://127.0.0.1:${port}/ws?token=${token(`u${l}-${i}`)}`)
+      ws.on('error', () => {})
+      opened.push(ws)
+      await Promise.race([once(ws, 'open'), once(ws, 'close'), once(ws, 'unexpected-response')]).catch(() => {})
+    }
+  })
+  await new Promise((resolve) => setTimeout(resolve, 300))
+  const exitedAt = Date.now()
+  server.child.kill('SIGTERM')
+  const code = await within(12_000, server.exited, 'the process exit')
+  state.stop = true
+  await Promise.all(loops)
+  for (const ws of opened) ws.terminate()
+  t.equal(code, 0, 'a clean exit, not the grace timeout')
+  t.ok(Date.now() - exitedAt < 8000, `exited within the grace period (${Date.now() - exitedAt} ms)`)
   t.notMatch(server.stdout(), /killed by timeout/)
 })
