@@ -123,6 +123,11 @@ export class Hub {
     return this.presence !== null && tracksPresence(this.presencePrefixes, channel)
   }
 
+  /** Channels this instance keeps presence state for (held ones, and ones still being released). */
+  presenceChannelCount (): number {
+    return this.presence?.channelCount ?? 0
+  }
+
   /** The channel's presence over every instance; undefined for a channel that keeps none. */
   async presenceOf (channel: string): Promise<PresenceTotals | undefined> {
     if (this.presence === null || !this.tracksPresence(channel)) return undefined
@@ -222,7 +227,9 @@ export class Hub {
     try {
       await Promise.all(fresh.map(async (channel) => {
         await this.brokerSubscription(channel, first.has(channel))
-        if (first.has(channel) && this.tracksPresence(channel)) await this.presence?.open(channel)
+        // Not if every local subscriber left meanwhile (this connection closed during its
+        // subscribe): opening would bring back state that nothing would ever release.
+        if (first.has(channel) && this.byChannel.has(channel) && this.tracksPresence(channel)) await this.presence?.open(channel)
       }))
       results = await Promise.all(unique.map((channel, i) => this.read(channel, readFor(asks[i]))))
       plans = asks.map((ask, i) => planFor(ask, results[i]))

@@ -94,6 +94,11 @@ export class PresenceTracker {
     }
   }
 
+  /** Channels with state here. */
+  get channelCount (): number {
+    return this.channels.size
+  }
+
   /** A local connection (its user, or null) joined the channel. */
   joined (channel: string, userId: string | null): void {
     const state = this.stateOf(channel)
