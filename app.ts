@@ -31,6 +31,9 @@ import sseRoutes from './routes/sse.js'
 import statsRoutes from './routes/stats.js'
 import wsRoutes from './routes/ws.js'
 
+/** Fragments one WebSocket message may arrive in (a browser sends one; 64 KiB in 256-byte pieces fits). */
+export const WS_MAX_FRAGMENTS = 256
+
 export interface AppOptions {
   /** Logger options or an instance; defaults to pino at LOG_LEVEL with tokens redacted. */
   logger?: FastifyServerOptions['logger']
@@ -105,10 +108,14 @@ export async function buildApp (config: Config, options: AppOptions = {}) {
   // first, within WS_RATE_LIMIT_BURST + WS_RATE_LIMIT_STRIKES pongs. Past this, the client
   // has stopped reading its pongs, and is cut as a client that stopped reading may be.
   // (ws 8.18+ has the option; its types do not have it yet.)
+  // maxFragments: the rate limit counts whole messages, and ws's default let one message
+  // arrive as 16 384 fragments (empty ones cost the server as much as full ones); past
+  // this many, ws closes with 1008. Browsers send a message as one frame.
   const wsOptions = {
     maxPayload: config.WS_MAX_PAYLOAD_BYTES,
     clientTracking: false,
-    maxPendingAutoPongs: config.WS_RATE_LIMIT_BURST + config.WS_RATE_LIMIT_STRIKES + 64
+    maxPendingAutoPongs: config.WS_RATE_LIMIT_BURST + config.WS_RATE_LIMIT_STRIKES + 64,
+    maxFragments: WS_MAX_FRAGMENTS
   }
   await app.register(fastifyWebsocket, { options: wsOptions })
   await app.register(swaggerPlugin)

@@ -94,10 +94,18 @@ const wsRoutes: FastifyPluginAsyncTypebox = async (app) => {
     if (admission === 'limited') session.send(serverFrame.error('rate_limited', 'too many pings; slow down'))
     else if (admission === 'flooding') session.close(CloseCode.POLICY_VIOLATION, 'flooding')
   }
+  /** Pongs answer the heartbeat; unasked ones count against the rate limit like pings. */
   function onPong (this: WebSocket): void {
     const session = sessionOf(this)
-    session.unanswered = 0
     session.releaseReadBuffer()
+    if (session.unanswered > 0) {
+      session.unanswered = 0
+      return
+    }
+    if (session.isClosing) return
+    const admission = session.admit()
+    if (admission === 'limited') session.send(serverFrame.error('rate_limited', 'too many pongs; slow down'))
+    else if (admission === 'flooding') session.close(CloseCode.POLICY_VIOLATION, 'flooding')
   }
   function onError (this: WebSocket, err: Error): void {
     app.log.debug({ err, connectionId: (this as SessionSocket)[kSession]?.id }, 'socket error')

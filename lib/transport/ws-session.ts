@@ -38,6 +38,16 @@ export type Admission = 'ok' | 'limited' | 'flooding'
 const IDLE: Promise<void> = Promise.resolve()
 
 /**
+ * How much a connection's frames may wait to be handled (their text, plus a frame's own
+ * weight) before its socket is no longer read: frames under the rate limit can still come
+ * faster than slow work (a subscribe to many channels new to a Redis instance) is done, and
+ * the wait was unbounded. Once paused, TCP holds the client back; reading resumes when half
+ * of it is done. A frame weighs at least QUEUED_FRAME_WEIGHT, so at most 256 wait.
+ */
+export const MAX_QUEUED_WEIGHT = 1024 * 1024
+const QUEUED_FRAME_WEIGHT = 4096
+
+/**
  * The protocol of one WebSocket connection (docs/protocol.md, WebSocket): it parses client frames,
  * applies the channel rules and the inbound rate limit, and answers. Errors become
  * `error` frames; only flooding, expiry and transport limits close the connection.
@@ -53,6 +63,8 @@ export class WsSession extends WsConnection<WsSessionDeps> implements Expiring, 
   private strikes = 0
   /** Frames still to handle, in arrival order, behind the greeting. */
   private queue = IDLE
+  /** What the queue holds, weighed (MAX_QUEUED_WEIGHT). */
+  private queuedWeight = 0
 
   private get deps (): WsSessionDeps {
     return this.options
@@ -88,9 +100,39 @@ export class WsSession extends WsConnection<WsSessionDeps> implements Expiring, 
     this.setQueue(work)
   }
 
-  /** Handles a frame after every earlier one, with the verdict `admit` gave it on arrival. */
+  /**
+   * Handles a frame after every earlier one, with the verdict `admit` gave it on arrival. A
+   * refused frame keeps nothing of its text: its `rate_limited` answer names only its id.
+   */
   receive (text: string, admission: Admission): void {
-    this.setQueue(this.queue.then(async () => { await this.handle(text, admission) }))
+    if (admission === 'ok') {
+      this.enqueue(text.length, async () => { await this.process(text) })
+    } else if (admission === 'limited') {
+      const id = requestIdOf(text)
+      this.enqueue(0, async () => { this.send(serverFrame.error('rate_limited', 'too many frames; slow down', id)) })
+    } else {
+      this.enqueue(0, async () => { this.close(CloseCode.POLICY_VIOLATION, 'flooding') })
+    }
+  }
+
+  /**
+   * Queues `work` behind what is queued; past MAX_QUEUED_WEIGHT the socket is paused until
+   * the queue is down to half. Work for a connection closed meanwhile is skipped: queued
+   * behind a slow subscribe of a client that has gone since, the hub has forgotten the
+   * connection, and there is no one to answer.
+   */
+  private enqueue (bytes: number, work: () => Promise<void>): void {
+    const weight = Math.max(bytes, QUEUED_FRAME_WEIGHT)
+    this.queuedWeight += weight
+    if (this.queuedWeight > MAX_QUEUED_WEIGHT && !this.socket.isPaused) this.socket.pause()
+    this.setQueue(this.queue.then(async () => {
+      try {
+        if (this.isOpen) await work()
+      } finally {
+        this.queuedWeight -= weight
+        if (this.socket.isPaused && this.queuedWeight <= MAX_QUEUED_WEIGHT / 2) this.socket.resume()
+      }
+    }))
   }
 
   /** Keeps the queue's tail; once it has run, the shared IDLE again, not a settled promise per socket. */
@@ -99,16 +141,7 @@ export class WsSession extends WsConnection<WsSessionDeps> implements Expiring, 
     void tail.then(() => { if (this.queue === tail) this.queue = IDLE })
   }
 
-  /** Acts on a frame, with the verdict `admit` gave it; never throws. */
-  private async handle (text: string, admission: Admission): Promise<void> {
-    // Queued behind a slow subscribe of a client that has gone since: the hub has forgotten
-    // the connection, and there is no one to answer.
-    if (!this.isOpen) return
-    if (admission === 'flooding') return this.close(CloseCode.POLICY_VIOLATION, 'flooding')
-    if (admission === 'limited') return this.send(serverFrame.error('rate_limited', 'too many frames; slow down', requestIdOf(text)))
-    return await this.process(text)
-  }
-
+  /** Acts on an admitted frame; never throws. */
   private async process (text: string): Promise<void> {
     let frame: ClientFrame | undefined
     try {
