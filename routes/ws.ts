@@ -1,3 +1,4 @@
+import { SubscribeBudget } from '../lib/transport/subscribe-budget.js'
 import type { Socket } from 'node:net'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyRequest } from 'fastify'
@@ -65,6 +66,7 @@ const wsRoutes: FastifyPluginAsyncTypebox = async (app) => {
       burst: config.WS_RATE_LIMIT_BURST,
       strikes: config.WS_RATE_LIMIT_STRIKES
     },
+    subscribeBudget: new SubscribeBudget(config.WS_SUBSCRIBES_PER_SECOND, config.WS_SUBSCRIBES_BURST),
     onFrame: metrics.frameReceived,
     onRateLimited: () => metrics.rateLimited.inc()
   }

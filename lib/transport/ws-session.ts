@@ -7,6 +7,7 @@ import type { Hub } from '../hub/hub.js'
 import { type Identity, isAdmin } from '../auth/identity.js'
 import { type ClientFrame, FrameError, parseClientFrame, requestIdOf, serverFrame } from './protocol.js'
 import { monotonicMs } from '../core/clock.js'
+import type { SubscribeBudget } from './subscribe-budget.js'
 import { takeToken, type TokenBucket } from './token-bucket.js'
 import { WsConnection, type WsConnectionOptions } from './ws-connection.js'
 
@@ -28,6 +29,8 @@ export interface WsSessionDeps extends WsConnectionOptions {
   maxRewind: number
   log: SessionLogger
   rateLimit: { perSecond: number, burst: number, strikes: number }
+  /** Channels each user may subscribe to per second, across its connections (lib/transport/subscribe-budget.ts). */
+  subscribeBudget?: SubscribeBudget
   onFrame?: (type: string) => void
   onRateLimited?: () => void
 }
@@ -211,6 +214,10 @@ export class WsSession extends WsConnection<WsSessionDeps> implements Expiring, 
     if (forbidden.length > 0) {
       throw new ClientError('forbidden', `not allowed to subscribe to ${forbidden.slice(0, 5).join(', ')}`)
     }
+    const budget = this.deps.subscribeBudget
+    if (budget !== undefined && !budget.take(this.budgetKey, channels.length)) {
+      throw new ClientError('rate_limited', `too many channel subscriptions (${budget.perSecond}/s for a user); slow down`)
+    }
     const outcome = await this.deps.hub.subscribe(this, channels, since, rewind)
     this.send(serverFrame.reply(replyType, id, {
       channels,
@@ -218,6 +225,12 @@ export class WsSession extends WsConnection<WsSessionDeps> implements Expiring, 
       recovered: outcome.recovered
     }))
     outcome.replay()
+  }
+
+  /** Whose subscribe budget this connection spends: its user's, or its address's without one. */
+  private get budgetKey (): string {
+    const { userId, clientIp } = this.identity
+    return userId !== null ? `u:${userId}` : clientIp !== undefined ? `a:${clientIp}` : `c:${this.id}`
   }
 
   private async presence (channel: string, id: string | number | undefined): Promise<void> {
