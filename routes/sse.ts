@@ -163,9 +163,9 @@ function forgetRequest (req: IncomingMessage): void {
   if (query !== -1) req.url = req.url?.slice(0, query)
 }
 
-/** A hijacked reply skips Fastify's onSend, so CORS headers set so far are copied over. */
 /**
- * The CORS headers @fastify/cors set for CORS_ORIGIN; and, for an origin that
+ * A hijacked reply skips Fastify's onSend, so the CORS headers set so far (@fastify/cors,
+ * for CORS_ORIGIN) are copied over; and, for an origin that
  * WS_ALLOWED_ORIGINS names but CORS_ORIGIN does not, the same headers anyway: the variable
  * says which origins may open the stream from a browser, and EventSource from another
  * origin reads nothing without them. A WS_ALLOWED_ORIGINS of `*` adds nothing (CORS_ORIGIN

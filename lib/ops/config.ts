@@ -190,15 +190,15 @@ export function kafkaBrokerList (config: Pick<Config, 'KAFKA_BROKERS'>): string[
   return (config.KAFKA_BROKERS ?? '').split(',').map((b) => b.trim()).filter((b) => b !== '')
 }
 
+/** A PRESENCE_CHANNELS entry: the start of a channel name (docs/protocol.md, Channels). */
+const CHANNEL_PREFIX = new RegExp(`^[${CHANNEL_ALPHABET}]{1,200}$`)
+
 /**
  * Fastify's `trustProxy` from TRUST_PROXY: `false`, `true` (trust every hop), or a
  * comma-separated list of proxy addresses, CIDRs or the names `loopback`, `linklocal`,
  * `uniquelocal` (private networks, as in docker-compose). Behind a proxy this is what
  * makes `request.ip` the client's. (Fastify ignores hop counts: it cannot check the peer.)
  */
-/** A PRESENCE_CHANNELS entry: the start of a channel name (docs/protocol.md, Channels). */
-const CHANNEL_PREFIX = new RegExp(`^[${CHANNEL_ALPHABET}]{1,200}$`)
-
 const PROXY_NAMES = new Set(['loopback', 'linklocal', 'uniquelocal'])
 
 export function trustProxy (config: Pick<Config, 'TRUST_PROXY'>): boolean | string[] {
