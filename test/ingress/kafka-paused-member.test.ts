@@ -38,15 +38,15 @@ t.test('a member paused past the session timeout wakes up and publishes nothing 
 
   // A steady stream, one message every 20 ms, for the whole test.
   let produced = 0
-  let producing = true
+  const flow = { producing: true }
   const stream = (async () => {
-    while (producing) {
+    while (flow.producing) {
       await kafka.produce('realtime.publish', { channel: CHANNEL, type: 'tick', payload: { n: produced } })
       produced++
       await sleep(20)
     }
   })()
-  t.teardown(() => { producing = false })
+  t.teardown(() => { flow.producing = false })
   for (let i = 0; i < 100 && (await historyOf(pausedUrl)).length < 50; i++) await sleep(100)
   t.ok((await historyOf(pausedUrl)).length >= 50, 'the member consumes the stream')
 
@@ -59,7 +59,7 @@ t.test('a member paused past the session timeout wakes up and publishes nothing 
 
   paused.child.kill('SIGCONT')
   await sleep(4000) // the woken member handles what it held, finds it was dropped, and rejoins
-  producing = false
+  flow.producing = false
   await stream
   let seen: number[] = []
   for (let i = 0; i < 150 && (seen = await historyOf(owner.url)).length < produced; i++) await sleep(100)
