@@ -62,8 +62,10 @@ export const EnvSchema = Type.Object({
   WS_RATE_LIMIT_PER_SECOND: int(50, 1),
   WS_RATE_LIMIT_BURST: int(100, 1),
   WS_RATE_LIMIT_STRIKES: int(20, 1),
-  WS_SUBSCRIBES_PER_SECOND: int(1000, 1),
-  WS_SUBSCRIBES_BURST: int(2000, 1),
+  // One connection at the frame limit, every frame a subscribe of 128 channels, stays
+  // within these: only several connections of one user together meet them.
+  WS_SUBSCRIBES_PER_SECOND: int(6400, 1),
+  WS_SUBSCRIBES_BURST: int(12_800, 1),
   HTTP_RATE_LIMIT_PER_MINUTE: int(10_000, 1),
   MAX_CONNECTIONS: int(20_000, 1),
   MAX_CONNECTIONS_PER_USER: int(100, 1),

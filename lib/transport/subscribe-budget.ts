@@ -11,8 +11,9 @@ import { fullBucket, type TokenBucket } from './token-bucket.js'
  * each here). One user with its 100 connections, alternating subscribes and unsubscribes
  * of 127 fresh names within the frame limit, held the event loop for tens of seconds
  * (everyone's events late). Counted per user (per address without one), not per
- * connection, for that reason. Unsubscribes are not counted: a client can only leave what
- * it joined.
+ * connection, for that reason; the defaults are what one connection at the frame limit can
+ * ask, so a single connection never meets them. Unsubscribes are not counted: a client can
+ * only leave what it joined.
  */
 export class SubscribeBudget {
   private readonly buckets = new Map<string, TokenBucket>()

@@ -34,3 +34,15 @@ t.test('one user subscribing faster than WS_SUBSCRIBES_PER_SECOND across connect
   t.equal((await a1.request({ type: 'subscribe', id: 7, payload: { channels: names(60, 900) } })).type, 'subscribed', 'and it refills')
   t.equal((await a1.request({ type: 'system:ping', id: 8 })).type, 'system:pong', 'the connection stays open')
 })
+
+t.test('at the defaults, one connection within the frame limit never meets the budget, even every other frame a subscribe of all the channels it may hold', async (t) => {
+  const { wsUrl } = await startServer(t)
+  const client = await WsClient.connect(t, wsUrl, token('busy-page'))
+  // The whole frame burst (100), half of it subscribes of 127 channels new each time: 6350 channels at once.
+  for (let i = 0; i < 100; i++) {
+    const channels = Array.from({ length: 127 }, (_, c) => `room:p${i >> 1}-${c}`) // 127: its own channel is the 128th
+    client.send({ type: i % 2 === 0 ? 'subscribe' : 'unsubscribe', id: `p${i}`, payload: { channels } })
+  }
+  const answers = await Promise.all(Array.from({ length: 100 }, async (_, i) => await client.next((f) => f.id === `p${i}`, 20_000)))
+  t.same([...new Set(answers.map((f) => f.type))].sort(), ['subscribed', 'unsubscribed'], 'every one answered as asked, none rate_limited')
+})
