@@ -91,22 +91,20 @@ const wsRoutes: FastifyPluginAsyncTypebox = async (app) => {
   function onPing (this: WebSocket): void {
     const session = sessionOf(this)
     session.releaseReadBuffer()
-    if (session.isClosing) return
-    const admission = session.admit()
-    if (admission === 'limited') session.send(serverFrame.error('rate_limited', 'too many pings; slow down'))
-    else if (admission === 'flooding') session.close(CloseCode.POLICY_VIOLATION, 'flooding')
+    admitControlFrame(session, 'pings')
   }
   /** Pongs answer the heartbeat; unasked ones count against the rate limit like pings. */
   function onPong (this: WebSocket): void {
     const session = sessionOf(this)
     session.releaseReadBuffer()
-    if (session.unanswered > 0) {
-      session.unanswered = 0
-      return
-    }
+    if (session.unanswered > 0) session.unanswered = 0
+    else admitControlFrame(session, 'pongs')
+  }
+  /** A control frame against the inbound rate limit: answered at once, not queued behind frames. */
+  function admitControlFrame (session: WsSession, what: 'pings' | 'pongs'): void {
     if (session.isClosing) return
     const admission = session.admit()
-    if (admission === 'limited') session.send(serverFrame.error('rate_limited', 'too many pongs; slow down'))
+    if (admission === 'limited') session.send(serverFrame.error('rate_limited', `too many ${what}; slow down`))
     else if (admission === 'flooding') session.close(CloseCode.POLICY_VIOLATION, 'flooding')
   }
   function onError (this: WebSocket, err: Error): void {

@@ -1,5 +1,5 @@
 import { monotonicMs } from '../core/clock.js'
-import { fullBucket, type TokenBucket } from './token-bucket.js'
+import { fullBucket, refillBucket, type TokenBucket } from './token-bucket.js'
 
 /**
  * Channels a user may subscribe to per second on this instance, across all its
@@ -25,7 +25,7 @@ export class SubscribeBudget {
   take (key: string, channels: number, now = monotonicMs()): boolean {
     let bucket = this.buckets.get(key)
     if (bucket === undefined) this.buckets.set(key, bucket = fullBucket(this.burst, now))
-    this.refill(bucket, now)
+    refillBucket(bucket, this.perSecond, this.burst, now)
     if (bucket.milliTokens < channels * 1000) return false
     bucket.milliTokens -= channels * 1000
     if (++this.takes % SWEEP_EVERY === 0) this.sweep(now)
@@ -37,17 +37,10 @@ export class SubscribeBudget {
     return this.buckets.size
   }
 
-  private refill (bucket: TokenBucket, now: number): void {
-    const elapsed = now - bucket.updatedMs
-    if (elapsed <= 0) return
-    bucket.milliTokens = Math.min(this.burst * 1000, bucket.milliTokens + elapsed * this.perSecond)
-    bucket.updatedMs = now
-  }
-
   /** Forgets full budgets: one for every user that ever subscribed would grow for ever. */
   private sweep (now: number): void {
     for (const [key, bucket] of this.buckets) {
-      this.refill(bucket, now)
+      refillBucket(bucket, this.perSecond, this.burst, now)
       if (bucket.milliTokens >= this.burst * 1000) this.buckets.delete(key)
     }
   }

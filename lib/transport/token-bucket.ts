@@ -19,14 +19,18 @@ export interface TokenBucket {
 /** A full bucket. */
 export const fullBucket = (burst: number, now = monotonicMs()): TokenBucket => ({ milliTokens: burst * 1000, updatedMs: now })
 
+/** Adds what `ratePerSecond` gave since the last refill, up to `burst`. */
+export function refillBucket (bucket: TokenBucket, ratePerSecond: number, burst: number, now = monotonicMs()): void {
+  const elapsed = now - bucket.updatedMs
+  if (elapsed <= 0) return
+  // ms × tokens/s = thousandths of a token.
+  bucket.milliTokens = Math.min(burst * 1000, bucket.milliTokens + elapsed * ratePerSecond)
+  bucket.updatedMs = now
+}
+
 /** Takes one token; false when the bucket is empty. `ratePerSecond` and `burst` are integers. */
 export function takeToken (bucket: TokenBucket, ratePerSecond: number, burst: number, now = monotonicMs()): boolean {
-  const elapsed = now - bucket.updatedMs
-  if (elapsed > 0) {
-    // ms × tokens/s = thousandths of a token.
-    bucket.milliTokens = Math.min(burst * 1000, bucket.milliTokens + elapsed * ratePerSecond)
-    bucket.updatedMs = now
-  }
+  refillBucket(bucket, ratePerSecond, burst, now)
   if (bucket.milliTokens < 1000) return false
   bucket.milliTokens -= 1000
   return true

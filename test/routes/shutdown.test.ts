@@ -1,10 +1,10 @@
 import { once } from 'node:events'
 import { connect } from 'node:net'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import WebSocket from 'ws'
 import { post, serviceToken, SseClient, startServer, TEST_SECRET, token, WsClient } from '../support/helper.js'
 import { freePort } from '../support/ports.js'
-import { buildServer, spawnServer, within } from '../support/server-process.js'
+import { buildServer, type ServerProcess, spawnServer, within } from '../support/server-process.js'
 
 t.test('app.close(): WebSocket clients get 1012, SSE streams end, promptly', async (t) => {
   const { app, url, wsUrl } = await startServer(t)
@@ -22,13 +22,18 @@ t.test('app.close(): WebSocket clients get 1012, SSE streams end, promptly', asy
   t.ok(sse.ended, 'the event stream ended (EventSource will reconnect elsewhere)')
 })
 
-t.test('SIGTERM on the real process: 1012 to clients, exit code 0', async (t) => {
-  const dir = await buildServer()
+/** The real server in a process of its own, listening, with an 8 s shutdown budget. */
+async function listeningProcess (t: Test): Promise<{ server: ServerProcess, port: number }> {
   const port = await freePort()
-  const server = spawnServer(t, dir, {
+  const server = spawnServer(t, await buildServer(), {
     PORT: String(port), HOST: '127.0.0.1', JWT_SECRET: TEST_SECRET, LOG_LEVEL: 'info', SHUTDOWN_TIMEOUT_MS: '8000'
   })
   await server.waitForOutput('Server listening')
+  return { server, port }
+}
+
+t.test('SIGTERM on the real process: 1012 to clients, exit code 0', async (t) => {
+  const { server, port } = await listeningProcess(t)
   const url = `http://127.0.0.1:${port}`
   const ws = await WsClient.connect(t, `ws://127.0.0.1:${port}/ws`, token('42'))
   const sse = await SseClient.open(t, `${url}/sse?token=${token('43')}`)
@@ -64,12 +69,7 @@ t.test('a connection whose request came in as shutdown began is refused, not adm
 })
 
 t.test('SIGTERM while clients keep connecting: every one is told 1012 or refused, and the process exits cleanly', async (t) => {
-  const dir = await buildServer()
-  const port = await freePort()
-  const server = spawnServer(t, dir, {
-    PORT: String(port), HOST: '127.0.0.1', JWT_SECRET: TEST_SECRET, LOG_LEVEL: 'info', SHUTDOWN_TIMEOUT_MS: '8000'
-  })
-  await server.waitForOutput('Server listening')
+  const { server, port } = await listeningProcess(t)
   const state = { stop: false }
   const opened: WebSocket[] = []
   const loops = Array.from({ length: 4 }, async (_, l) => {
