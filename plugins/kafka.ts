@@ -36,16 +36,10 @@ export const PARTITIONS_CONSUMED_CONCURRENTLY = 8
 const SESSION_TIMEOUT_MS = 10_000
 const HEARTBEAT_INTERVAL_MS = 3000
 /**
- * Past this long since the consumer last heard from its group (a heartbeat answered, a
- * join), a batch asks the group before its next publish whether its partition is still
- * ours: a process paused longer than the session timeout (a VM or container frozen, a
- * debugger, SIGSTOP) wakes up with a batch fetched before the pause, while another member
- * has taken the partition over and published past it. Its high watermark is then older
- * than the partition's mark, which would read as a topic created again and publish the
- * batch a second time (docs/protocol.md, Kafka: effectively once). Longer than the
- * heartbeat interval, so the heartbeat is really sent.
+ * How long a batch waits for the group to confirm its partition is still this member's
+ * (stillOwned) before leaving the batch to the group: two heartbeat intervals and more.
  */
-export const CONFIRM_OWNERSHIP_AFTER_MS = SESSION_TIMEOUT_MS / 2
+const CONFIRM_OWNERSHIP_WITHIN_MS = 4 * HEARTBEAT_INTERVAL_MS
 
 /**
  * The Kafka ingress (docs/protocol.md, Kafka) — the only file that knows kafkajs. A consumer group
@@ -95,14 +89,15 @@ export default fp(async (app) => {
   let restartTimer: NodeJS.Timeout | undefined
   let restartAttempt = 0
 
-  /** When the group coordinator last answered this member (performance.now(): a pause does not stop it). */
-  let lastHeardFromGroup = 0
+  /** Heartbeats the group coordinator answered, and the times this member joined the group (each a new generation). */
+  let heartbeatsAnswered = 0
+  let joins = 0
 
   const { GROUP_JOIN, HEARTBEAT, CRASH, DISCONNECT, STOP, CONNECT } = consumer.events
   consumer.on(CONNECT, () => { log.debug('kafka consumer connected') })
-  consumer.on(HEARTBEAT, () => { lastHeardFromGroup = performance.now() })
+  consumer.on(HEARTBEAT, () => { heartbeatsAnswered++ })
   consumer.on(GROUP_JOIN, (e) => {
-    lastHeardFromGroup = performance.now()
+    joins++
     joined = true
     restartAttempt = 0
     metrics.resetLag()
@@ -155,6 +150,40 @@ export default fp(async (app) => {
     return owned()
   }
 
+  /**
+   * Whether the group still gives this batch's partition to this member, asked when the
+   * broker found the partition's mark past where the batch's log ends (SourceMovedError):
+   * either the topic was created again, or this member was paused past its session (a VM
+   * or container frozen, a debugger, SIGSTOP) and woke up with a batch fetched before the
+   * pause while another member took the partition over and published past it; publishing
+   * it again would then be a second time (docs/protocol.md, Kafka: effectively once). Yes
+   * takes two heartbeats answered from now on (kafkajs sends one at a time and at most one
+   * per interval, so the second left after the first's answer: after this question, never
+   * an answer that waited out the pause in a socket), and no join since the batch began
+   * (the group's generation is still the batch's). A paused member was dropped from the
+   * group: its heartbeat fails.
+   */
+  async function stillOwned (payload: EachBatchPayload, generation: number): Promise<boolean> {
+    const { topic, partition } = payload.batch
+    const heard = heartbeatsAnswered
+    const confirmed = () => heartbeatsAnswered - heard >= 2
+    const owned = () => !closing && payload.isRunning() && !payload.isStale() && joins === generation
+    const giveUpAt = performance.now() + CONFIRM_OWNERSHIP_WITHIN_MS
+    try {
+      while (!confirmed()) {
+        if (!owned() || performance.now() > giveUpAt) return false
+        await heartbeat(payload)
+        if (!confirmed()) await delay(SLEEP_SLICE_MS)
+      }
+    } catch (err) {
+      log.warn({ err, topic, partition }, 'kafka partition no longer ours: another member has published past this batch, which is left to the group')
+      return false
+    }
+    if (!owned()) return false
+    log.warn({ topic, partition }, 'kafka partition\'s mark is past its log end and the partition is still ours: a topic created again; its mark is set aside')
+    return true
+  }
+
   const kafkaReplays = app.gatewayMetrics.idempotentReplays.labels({ source: 'kafka' })
   /** What every batch shares; the retry and settle hooks are the batch's own. */
   const ingest: Omit<BatchContext, 'sleep' | 'onRetry' | 'running' | 'settled'> = {
@@ -182,6 +211,7 @@ export default fp(async (app) => {
     const { batch } = payload
     const topic = topics.get(batch.topic)
     if (topic === undefined) return // not ours: never resolved, never committed
+    const generation = joins
     const topicMetrics = metrics.topic(batch.topic)
     current = payload
     let lastSettled: string | undefined
@@ -189,13 +219,7 @@ export default fp(async (app) => {
       ...ingest,
       sleep: sleepWhileOwned(payload),
       running: () => !closing && payload.isRunning() && !payload.isStale(),
-      confirmOwnership: () => {
-        if (performance.now() - lastHeardFromGroup < CONFIRM_OWNERSHIP_AFTER_MS) return true
-        return heartbeat(payload).then(() => !closing && payload.isRunning() && !payload.isStale(), (err: unknown) => {
-          log.warn({ err, topic: batch.topic, partition: batch.partition }, 'kafka partition may no longer be ours after a pause; its batch is left to the group')
-          return false
-        })
-      },
+      confirmOwnership: async () => await stillOwned(payload, generation),
       onRetry: (err, attempt, delayMs) => {
         topicMetrics.retried()
         log.warn({ err, topic: batch.topic, partition: batch.partition, attempt, delayMs }, 'kafka messages not handed off yet; retrying')

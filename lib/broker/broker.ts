@@ -1,4 +1,4 @@
-import type { EventDraft, PublishedEvent, StreamPosition } from '../core/event.js'
+import type { EventDraft, MovedMarks, PublishedEvent, StreamPosition } from '../core/event.js'
 import type { PresenceBackend } from '../core/presence.js'
 import type { ControlBackend } from './control.js'
 import { HistoryPolicy } from './history-policy.js'
@@ -92,6 +92,9 @@ export interface Broker {
    * IdempotencyConflictError and publishes nothing. Taken by the same one (a repeat, or a
    * request whose gateway died before answering): published as usual, the drafts' dedupe
    * keys deciding what is new. The claim lasts the broker's idempotency TTL.
+   *
+   * Drafts with an origin whose source's mark is past their log end: rejects with
+   * SourceMovedError, publishing nothing (see there and DraftOrigin.movedMarks).
    */
   publishBatch(drafts: readonly EventDraft[], claim?: IdempotencyClaim): Promise<PublishedEvent[]>
   /**
@@ -151,6 +154,22 @@ export class IdempotencyConflictError extends Error {
   constructor () {
     super('Idempotency-Key: already used with a different request')
     this.name = 'IdempotencyConflictError'
+  }
+}
+
+/**
+ * A source's mark is at or past where the drafts' log ends (DraftOrigin.logEnd): the log
+ * is gone (a topic deleted and created again), or another reader took the source over and
+ * published past this batch while its reader was paused (a frozen process, past its
+ * group's session). Only the reader can tell which: it publishes the same drafts again
+ * with `movedMarks` once it has confirmed it still owns the source, and gives the batch up
+ * otherwise. Nothing of a step that found one was published (on a Redis Cluster, other
+ * slots' steps may have been: publishing the drafts again skips what they took).
+ */
+export class SourceMovedError extends Error {
+  constructor (readonly marks: MovedMarks) {
+    super('a source\'s mark is past where its log ends now: another reader went past this batch, or the log is gone')
+    this.name = 'SourceMovedError'
   }
 }
 

@@ -1,6 +1,6 @@
 import {
   type Broker, type BrokerOptions, DEFAULT_IDEMPOTENCY_TTL_SECONDS, type DeliverFn, type HistoryResult, type IdempotencyClaim,
-  IdempotencyConflictError, policyOf, type SincePosition
+  IdempotencyConflictError, policyOf, type SincePosition, SourceMovedError
 } from './broker.js'
 import { monotonicMs } from '../core/clock.js'
 import type { EventDraft, PublishedEvent, StreamPosition } from '../core/event.js'
@@ -97,27 +97,17 @@ export class MemoryBroker implements Broker {
   private appendAll (drafts: readonly EventDraft[], now: number, ts: string): PublishedEvent[] {
     const events = new Array<PublishedEvent>(drafts.length)
     // Only drafts with an origin (Kafka) need these: an HTTP publish allocates nothing for them.
-    let wall = 0
-    let advanced: Map<string, [number, number]> | undefined
+    const marked = this.marksOf(drafts)
+    const advanced = marked?.marks
     try {
       for (let i = 0; i < drafts.length; i++) {
         const draft = drafts[i]
         const origin = draft.origin
-        if (origin === undefined) {
+        if (origin === undefined || advanced === undefined) {
           events[i] = this.appendOnce(draft, now, ts)
           continue
         }
-        if (advanced === undefined) {
-          advanced = new Map()
-          wall = Date.now()
-        }
-        let mark = advanced.get(origin.source)
-        if (mark === undefined) {
-          const stored = this.marks.get(origin.source, wall)
-          // A mark at or past where the source's log ends now was left by a log that is gone.
-          const stale = stored === undefined || (origin.logEnd !== undefined && origin.logEnd >= 0 && stored[0] >= origin.logEnd)
-          advanced.set(origin.source, mark = stale ? [-1, -1] : [stored[0], stored[1]])
-        }
+        const mark = advanced.get(origin.source) as [number, number]
         if (origin.offset < mark[0] || (origin.offset === mark[0] && origin.index <= mark[1])) {
           // Published already from this origin: nothing again (and no place kept for it).
           events[i] = { channel: draft.channel, type: draft.type, payload: draft.payload, offset: 0, epoch: '', ts, replayed: true }
@@ -129,9 +119,38 @@ export class MemoryBroker implements Broker {
       }
     } finally {
       // Whatever was appended is marked, even if a delivery threw part of the way.
-      if (advanced !== undefined) for (const [source, mark] of advanced) if (mark[0] >= 0) this.marks.set(source, mark, wall)
+      if (marked !== undefined) for (const [source, mark] of marked.marks) if (mark[0] >= 0) this.marks.set(source, mark, marked.wall)
     }
     return events
+  }
+
+  /**
+   * The marks of the drafts' sources, to be advanced by the call (undefined: no draft has
+   * an origin), before anything is appended: a mark at or past where its source's log ends
+   * now is set aside only as the reader confirmed (DraftOrigin.movedMarks), and otherwise
+   * throws SourceMovedError.
+   */
+  private marksOf (drafts: readonly EventDraft[]): { marks: Map<string, [number, number]>, wall: number } | undefined {
+    let marks: Map<string, [number, number]> | undefined
+    let moved: Map<string, string> | undefined
+    let wall = 0
+    for (const { origin } of drafts) {
+      if (origin === undefined || marks?.has(origin.source) === true) continue
+      if (marks === undefined) {
+        marks = new Map()
+        wall = Date.now()
+      }
+      const stored = this.marks.get(origin.source, wall)
+      let mark: [number, number] = stored === undefined ? [-1, -1] : [stored[0], stored[1]]
+      if (stored !== undefined && origin.logEnd !== undefined && origin.logEnd >= 0 && stored[0] >= origin.logEnd) {
+        const text = `${stored[0]},${stored[1]}`
+        if (origin.movedMarks?.get(origin.source) === text) mark = [-1, -1]
+        else (moved ??= new Map()).set(origin.source, text)
+      }
+      marks.set(origin.source, mark)
+    }
+    if (moved !== undefined) throw new SourceMovedError(moved)
+    return marks === undefined ? undefined : { marks, wall }
   }
 
   /** A draft whose dedupe key was seen answers the first event; any other is appended. */

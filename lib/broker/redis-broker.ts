@@ -1,7 +1,7 @@
 import type { Cluster, Redis, RedisOptions } from 'ioredis'
 import {
   type Broker, type BrokerOptions, BrokerUnavailableError, DEFAULT_IDEMPOTENCY_TTL_SECONDS, type DeliverFn, type HistoryResult,
-  type IdempotencyClaim, IdempotencyConflictError, policyOf, type ReadOptions, type SincePosition
+  type IdempotencyClaim, IdempotencyConflictError, policyOf, type ReadOptions, type SincePosition, SourceMovedError
 } from './broker.js'
 import { ChannelSequencer } from './channel-sequencer.js'
 import { sharedEncodingOf, type EventDraft, type PublishedEvent, type StreamPosition } from '../core/event.js'
@@ -17,7 +17,7 @@ import type { ChannelHistory, HistoryPolicy } from './history-policy.js'
 import { databaseOf, decodeEntry, entryBody, globLiteral, payloadJsonOfEntry, randomName, RedisLayout } from './redis-layout.js'
 import { pubsubBufferLimit, pubsubLimitTooLow, RECOMMENDED_PUBSUB_LIMIT } from './redis-server-config.js'
 import { callFunction, type FunctionLibrary, functionLibrary, loadLibrary } from './redis-functions.js'
-import { groupBySlot, publishBatchArgs, type PublishReply, replyAt } from './redis-publish-batch.js'
+import { groupBySlot, movedMarksOf, publishBatchArgs, type PublishReply, replyAt } from './redis-publish-batch.js'
 import { type ReadCall, ReadBatch, type ReadReply } from './redis-read-batch.js'
 import { TurnCork } from './redis-turn-cork.js'
 import { turnBatched } from './turn-batch.js'
@@ -341,10 +341,15 @@ export class RedisBroker implements Broker {
       const parts = await Promise.all(calls.map(async ({ keys, args }) =>
         await callFunction<Array<string | number>>(this.commands, this.library, this.library.publish, keys, args)))
       if (parts[0].length === 1 && parts[0][0] === 'conflict') throw new IdempotencyConflictError()
+      let moved: Map<string, string> | undefined
+      parts.forEach((part, g) => {
+        for (const [key, text] of movedMarksOf(part, calls[g].markKeys) ?? []) (moved ??= new Map()).set(key, text)
+      })
+      if (moved !== undefined) throw new SourceMovedError(moved)
       replies = new Array<PublishReply>(drafts.length)
       groups.forEach((group, g) => group.indexes.forEach((index, i) => { replies[index] = replyAt(parts[g], i) }))
     } catch (err) {
-      if (err instanceof IdempotencyConflictError) throw err
+      if (err instanceof IdempotencyConflictError || err instanceof SourceMovedError) throw err
       throw new BrokerUnavailableError('redis did not take the publish', { cause: err })
     } finally {
       this.pacing.answered(returning)

@@ -210,7 +210,10 @@ end
  * draft's index) the source's high-water mark is checked and moved in the same step: a
  * draft at or below it was published already and is skipped (`replayed` 2, no place). A
  * mark at or past where the source's log ends now (DraftOrigin.logEnd) was left by a log
- * that is gone (a topic created again) and is not held against it.
+ * that is gone (a topic created again) or by another reader that went past this batch:
+ * the run answers `{'moved', m, text, …}` and publishes nothing, unless the caller passed
+ * the mark's text as confirmed gone (DraftOrigin.movedMarks): then it is set aside. Marks
+ * are read before anything else, so a moved one leaves no trace.
  *
  * Cost (issue 18: at ~10 commands an event, Redis bounded the Kafka ingest): what is per
  * channel (its keys, history size and TTLs, pub/sub name; reading its meta hash, pushing
@@ -229,32 +232,56 @@ end
  * claim key, last, if any. ARGV: new base (if the dataset has none), idempotency TTL, the
  * number of channels C and of marks M, the claim's fingerprint ('' for none); each
  * channel's history size, history TTL, retention (meta TTL and epoch bucket) and pub/sub
- * name (channel c from 6 + 4(c-1)); each mark's log end (mark m at 5 + 4C + m; -1: not
- * known); then six per event: its channel c, body, dedupe key d
+ * name (channel c from 6 + 4(c-1)); each mark's log end (mark m at 4 + 4C + 2m; -1: not
+ * known) and the text it may read to be set aside (5 + 4C + 2m; '': none); then six per
+ * event: its channel c, body, dedupe key d
  * (0: none), mark m (0: none), origin offset and index. Returns, flat, four per event:
  * epoch, offset, ms, replayed (0, or 1 and 2 as above). (On a Redis Cluster every key of
  * one call must share a slot: the caller groups the events by slot, and claims apart.)
  */
 export const PUBLISH_BATCH_SCRIPT = `
 local idempotencyTtl = ARGV[2]
+local channelCount = tonumber(ARGV[3])
+local markKeys = 1 + 2 * channelCount
+local markCount = tonumber(ARGV[4])
+local dedupeKeys = markKeys + markCount
+local markArgs = 5 + 4 * channelCount
+local marks = {}
+local moved = {}
+for m = 1, markCount do
+  local mark = {-1, -1, false}
+  local text = redis.call('GET', KEYS[markKeys + m])
+  if text then
+    local comma = string.find(text, ',', 1, true)
+    mark[1] = tonumber(string.sub(text, 1, comma - 1))
+    mark[2] = tonumber(string.sub(text, comma + 1))
+    local logEnd = tonumber(ARGV[markArgs + 2 * m - 1])
+    if logEnd >= 0 and mark[1] >= logEnd then
+      -- Past where the source's log ends now: set aside only as its reader confirmed.
+      if ARGV[markArgs + 2 * m] == text then
+        mark[1] = -1
+        mark[2] = -1
+      else
+        moved[#moved + 1] = m
+        moved[#moved + 1] = text
+      end
+    end
+  end
+  marks[m] = mark
+end
+if #moved > 0 then return {'moved', unpack(moved)} end
 if ARGV[5] ~= '' then
   local claimed = redis.call('SET', KEYS[#KEYS], ARGV[5], 'NX', 'GET', 'EX', idempotencyTtl)
   if claimed and claimed ~= ARGV[5] then return {'conflict'} end
 end
 local base = currentBase(KEYS[1], ARGV[1])
-local channelCount = tonumber(ARGV[3])
-local markKeys = 1 + 2 * channelCount
-local markCount = tonumber(ARGV[4])
-local dedupeKeys = markKeys + markCount
-local logEnds = 5 + 4 * channelCount
 local now = redis.call('TIME')
 local nowSeconds = tonumber(now[1])
 local ms = now[1] .. string.format('%03d', math.floor(tonumber(now[2]) / 1000))
 local streams = {}
-local marks = {}
 local replies = {}
 local r = 0
-for a = 6 + 4 * channelCount + markCount, #ARGV, 6 do
+for a = 6 + 4 * channelCount + 2 * markCount, #ARGV, 6 do
   local c = tonumber(ARGV[a])
   local d = tonumber(ARGV[a + 2])
   local m = tonumber(ARGV[a + 3])
@@ -269,26 +296,7 @@ for a = 6 + 4 * channelCount + markCount, #ARGV, 6 do
   else
     local originOffset = tonumber(ARGV[a + 4])
     local originIndex = tonumber(ARGV[a + 5])
-    local mark = nil
-    if m > 0 then
-      mark = marks[m]
-      if not mark then
-        mark = {-1, -1, false}
-        local text = redis.call('GET', KEYS[markKeys + m])
-        if text then
-          local comma = string.find(text, ',', 1, true)
-          mark[1] = tonumber(string.sub(text, 1, comma - 1))
-          mark[2] = tonumber(string.sub(text, comma + 1))
-          -- Left by a log that is gone (past where the source ends now): it says nothing here.
-          local logEnd = tonumber(ARGV[logEnds + m])
-          if logEnd >= 0 and mark[1] >= logEnd then
-            mark[1] = -1
-            mark[2] = -1
-          end
-        end
-        marks[m] = mark
-      end
-    end
+    local mark = m > 0 and marks[m]
     if mark and (originOffset < mark[1] or (originOffset == mark[1] and originIndex <= mark[2])) then
       replies[r + 1] = ''
       replies[r + 2] = 0

@@ -28,7 +28,8 @@ export function groupBySlot<T extends { channel: string }> (drafts: readonly T[]
 /**
  * The KEYS and ARGV of one PUBLISH_BATCH_SCRIPT call (lib/broker/redis-layout.ts), for one
  * event or many: what a channel's events share (keys, history settings, pub/sub name) once
- * per channel, a source's mark once (with where its log ends now), then each event's
+ * per channel, a source's mark once (with where its log ends now and what it may read to be
+ * set aside: DraftOrigin.movedMarks, by mark key; `markKeys` name them), then each event's
  * channel number, body, dedupe key and mark numbers and origin. `bodies` are the events'
  * entry bodies, in order (the entry Redis keeps is `epoch,offset,ms,body`: RedisBroker
  * remembers its own without encoding them again).
@@ -36,15 +37,15 @@ export function groupBySlot<T extends { channel: string }> (drafts: readonly T[]
 export function publishBatchArgs (
   drafts: readonly EventDraft[], layout: RedisLayout, policy: HistoryPolicy, retentionOf: (history: ChannelHistory) => number,
   dedupeTtlSeconds: number, claim?: IdempotencyClaim
-): { keys: string[], args: Array<string | number>, bodies: string[] } {
+): { keys: string[], args: Array<string | number>, bodies: string[], markKeys: string[] } {
   // On a cluster the caller passes drafts of one slot (RedisBroker.publishBatch groups them).
   const keys: string[] = [layout.baseKeyOf(drafts[0].channel)]
   const channelArgs: Array<string | number> = []
   const eventArgs: Array<string | number> = []
   const channels = new Map<string, number>()
   const marks = new Map<string, number>()
-  /** Per mark, where its source's log ends now (-1: not known). */
-  const logEnds: number[] = []
+  /** Per mark, where its source's log ends now (-1: not known) and what it may read to be set aside ('': nothing). */
+  const markArgs: Array<string | number> = []
   const dedupeKeys: string[] = []
   const bodies: string[] = []
   // Drafts the ingress did not measure (the broker API): a payload shared by several is encoded once.
@@ -65,7 +66,7 @@ export function publishBatchArgs (
       m = marks.get(markKey) ?? 0
       if (m === 0) {
         marks.set(markKey, m = marks.size + 1)
-        logEnds.push(origin.logEnd ?? -1)
+        markArgs.push(origin.logEnd ?? -1, origin.movedMarks?.get(markKey) ?? '')
       }
     }
     let d = 0
@@ -80,10 +81,22 @@ export function publishBatchArgs (
     bodies.push(body)
     eventArgs.push(c, body, d, m, origin?.offset ?? -1, origin?.index ?? 0)
   }
-  for (const markKey of marks.keys()) keys.push(markKey)
+  const markKeys = [...marks.keys()]
+  for (const markKey of markKeys) keys.push(markKey)
   for (const dedupeKey of dedupeKeys) keys.push(dedupeKey)
   if (claim !== undefined) keys.push(layout.claimKey(claim.scope))
-  return { keys, args: [newEpochBase(), dedupeTtlSeconds, channels.size, marks.size, claim?.fingerprint ?? '', ...channelArgs, ...logEnds, ...eventArgs], bodies }
+  return { keys, args: [newEpochBase(), dedupeTtlSeconds, channels.size, marks.size, claim?.fingerprint ?? '', ...channelArgs, ...markArgs, ...eventArgs], bodies, markKeys }
+}
+
+/**
+ * The marks a run found past where their source's log ends ({'moved', m, text, …}), by key;
+ * undefined when the run published.
+ */
+export function movedMarksOf (flat: ReadonlyArray<string | number>, markKeys: readonly string[]): Map<string, string> | undefined {
+  if (flat[0] !== 'moved') return undefined
+  const moved = new Map<string, string>()
+  for (let i = 1; i < flat.length; i += 2) moved.set(markKeys[Number(flat[i]) - 1], String(flat[i + 1]))
+  return moved
 }
 
 /** Event `i`'s reply in the script's flat answer (four values per event). */

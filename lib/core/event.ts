@@ -44,10 +44,22 @@ export interface DraftOrigin {
    * Where the source ends now (a Kafka partition's high watermark, when the batch was
    * fetched). A high-water mark at or past it was left by a log that is gone (the topic
    * deleted and created again, or truncated): it is not held against this source's drafts,
-   * whose offsets count again from where the new log starts.
+   * whose offsets count again from where the new log starts — once the source's reader
+   * has confirmed it (SourceMovedError, lib/broker/broker.ts): such a mark is also what a
+   * reader paused past its group's session finds, another one having published past it.
    */
   logEnd?: number
+  /**
+   * Marks a broker found past `logEnd` (SourceMovedError.marks) and the reader has since
+   * confirmed were left by a log that is gone (it still owns the source): each is set
+   * aside, if it still reads as it did then; if not (another reader moved it meanwhile),
+   * the publish fails again with SourceMovedError.
+   */
+  movedMarks?: MovedMarks
 }
+
+/** A source's marks as a broker read them (its own name for each, and what it read): see DraftOrigin.movedMarks. */
+export type MovedMarks = ReadonlyMap<string, string>
 
 /** An event as the broker stored and fanned it out: the draft plus its place in the channel. */
 export interface PublishedEvent extends EventDraft {

@@ -1,4 +1,5 @@
 import { setImmediate as nextTurn } from 'node:timers/promises'
+import { SourceMovedError } from '../broker/broker.js'
 import type { EventDraft } from '../core/event.js'
 import { kafkaSource, withKafkaOrigin } from './idempotency.js'
 import { type KafkaTopic, mapKafkaMessage, type MappingOptions, type MappingResult } from './kafka-mapping.js'
@@ -70,12 +71,14 @@ export interface BatchContext<M extends BatchMessage = BatchMessage> extends Ing
   /** False once the consumer stops or the partition is no longer ours: nothing more is started. */
   running: () => boolean
   /**
-   * Asked before each publish call: true while the partition is surely still ours, or a
-   * promise of whether it is, when that has to be asked of the group first (a long pause
-   * since the consumer last heard from it: another member may own the partition by now and
-   * have published past this batch). False: nothing more of this batch is published.
+   * Asked when the broker finds the partition's mark past where this batch's log ends
+   * (SourceMovedError): resolves true only once the group has confirmed, since that was
+   * found, that the partition is still ours, so the mark was left by a log that is gone (a
+   * topic created again) and the call is published again, setting it aside. False (this
+   * member was paused past its session, and another one has published past this batch):
+   * nothing more of the batch is published. Absent: always false.
    */
-  confirmOwnership?: () => boolean | Promise<boolean>
+  confirmOwnership?: () => Promise<boolean>
   /**
    * Called in offset order for each message once it and every earlier message of the batch
    * were handed over: its offset may be resolved (and committed). `last` marks the last
@@ -196,11 +199,15 @@ export async function ingestBatch<M extends BatchMessage> (topic: KafkaTopic, ba
       continue
     }
     const { drafts, end } = nextCall(mapped, i, maxEvents)
-    const owned = ctx.confirmOwnership?.() ?? true
-    if (owned !== true && !await owned) return 'stopped'
     try {
       await ctx.publish(drafts)
     } catch (err) {
+      if (err instanceof SourceMovedError) {
+        // Published again with the marks set aside if they still read the same; moved meanwhile, this comes back.
+        if (ctx.confirmOwnership === undefined || !await ctx.confirmOwnership()) return 'stopped'
+        for (const draft of drafts) if (draft.origin !== undefined) draft.origin.movedMarks = err.marks
+        continue
+      }
       // Nothing after this call was issued: retry it in place, then go on in order.
       const delayMs = backoffDelay(++attempt, ctx.backoff)
       ctx.onRetry(err, attempt, delayMs)

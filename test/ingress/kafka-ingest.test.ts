@@ -1,5 +1,6 @@
 import t from 'tap'
 import { BrokerUnavailableError } from '../../lib/broker/broker.js'
+import { MemoryBroker } from '../../lib/broker/memory-broker.js'
 import type { EventDraft } from '../../lib/core/event.js'
 import { type BatchContext, type BatchMessage, ingestBatch, type SettledOutcome } from '../../lib/ingress/kafka-ingest.js'
 
@@ -104,19 +105,47 @@ t.test('nothing is started once the consumer stops', async (t) => {
   t.same(settled.map(([offset]) => offset), ['0', '1'], 'the call that was taken is settled')
 })
 
-t.test('asked before each publish whether the partition is still ours: a no (at once or after asking the group) publishes nothing more', async (t) => {
-  for (const answer of [false, Promise.resolve(false)]) {
-    let asked = 0
-    const { ctx, calls, settled } = context({ confirmOwnership: () => ++asked === 1 ? true : answer })
-    const batch = { topic: 'p.order.updated', partition: 0, messages: [0, 1, 2, 3].map(good) }
-    t.equal(await ingestBatch('order.updated', batch, ctx), 'stopped')
-    t.same(statuses(calls), [['s0', 's1']], 'the first call only')
-    t.equal(asked, 2, 'asked before each call')
-    t.same(settled.map(([offset]) => offset), ['0', '1'], 'what was not published stays unsettled, for the partition\'s next owner')
+t.test('a call the broker finds past the batch\'s log end is published again, setting the mark aside, only once the group confirms the partition is ours', async (t) => {
+  // A real broker holding the partition's mark at 300: another member published that far.
+  const primed = async () => {
+    const broker = new MemoryBroker({ deliver: () => {}, historySize: 100, historyTtlSeconds: 60 })
+    t.teardown(async () => { await broker.close() })
+    await broker.publish({ channel: 'order:o300', type: 'order:updated', payload: {}, origin: { source: 'p.order.updated:0', offset: 300, index: 0, logEnd: 301 } })
+    return broker
   }
-  const { ctx, calls } = context({ confirmOwnership: async () => true })
-  t.equal(await ingestBatch('order.updated', { topic: 'p.order.updated', partition: 0, messages: [0, 1, 2].map(good) }, ctx), 'done')
-  t.same(statuses(calls), [['s0', 's1'], ['s2']], 'a yes after asking goes on')
+  // A batch fetched when the partition ended at 53 (a member paused since, or a topic created again).
+  const batch = { topic: 'p.order.updated', partition: 0, messages: [51, 52].map(good), highWatermark: '53' }
+
+  for (const answer of [false, undefined]) {
+    const broker = await primed()
+    let asked = 0
+    const published: string[] = []
+    const { ctx, settled } = context({
+      publish: async (drafts) => { published.push(...(await broker.publishBatch(drafts)).filter((e) => e.replayed !== true).map((e) => e.channel)) },
+      ...(answer === undefined ? {} : { confirmOwnership: async () => { asked++; return answer } })
+    })
+    t.equal(await ingestBatch('order.updated', batch, ctx), 'stopped', `not confirmed (${answer === undefined ? 'no way to ask' : 'the group says no'}): the batch is given up`)
+    t.same(published, [], 'nothing published')
+    t.same(settled, [], 'nothing settled: the partition\'s owner reads it again')
+    if (answer !== undefined) t.equal(asked, 1)
+  }
+
+  const broker = await primed()
+  const published: string[] = []
+  let asked = 0
+  const { ctx, settled } = context({
+    publish: async (drafts) => { published.push(...(await broker.publishBatch(drafts)).filter((e) => e.replayed !== true).map((e) => `${e.channel}@${e.offset}`)) },
+    confirmOwnership: async () => { asked++; return true }
+  })
+  t.equal(await ingestBatch('order.updated', batch, ctx), 'done')
+  t.equal(asked, 1, 'asked once')
+  const once = ['user:u1@1', 'admin@1', 'orders@1', 'user:u1@2', 'admin@2', 'orders@2']
+  t.same(published, once, 'the batch published once confirmed')
+  t.same(settled.map(([offset]) => offset), ['51', '52'])
+  // The mark now follows the new log: the batch again publishes nothing, without asking.
+  t.equal(await ingestBatch('order.updated', batch, ctx), 'done')
+  t.equal(asked, 1, 'not asked again')
+  t.same(published, once, 'nothing published twice')
 })
 
 t.test('each draft carries its message\'s origin, with the partition\'s high watermark when the batch has a usable one', async (t) => {

@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto'
 import type { Test } from 'tap'
-import { type Broker, type BrokerOptions, IdempotencyConflictError, type SincePosition } from '../../lib/broker/broker.js'
+import { type Broker, type BrokerOptions, IdempotencyConflictError, type SincePosition, SourceMovedError } from '../../lib/broker/broker.js'
 import { type Connection, HubMember } from '../../lib/hub/connection.js'
-import type { EncodedEvent, PublishedEvent, StreamPosition } from '../../lib/core/event.js'
+import type { EncodedEvent, EventDraft, MovedMarks, PublishedEvent, StreamPosition } from '../../lib/core/event.js'
 import type { EncodedPresence, PresenceCounts } from '../../lib/core/presence.js'
 import { Hub, type SubscribeOutcome } from '../../lib/hub/hub.js'
 import { ANONYMOUS } from '../../lib/auth/identity.js'
@@ -252,22 +252,36 @@ export function brokerSuite (t: Test, factory: BrokerFactory): void {
     t.same(recorder.of(channel).map((e) => e.payload.n), [50, 51, 60, 70, 99])
   })
 
-  t.test('origins: a mark at or past where its source\'s log ends now is from a log that is gone (a topic created again)', async (t) => {
+  t.test('origins: a mark at or past where its source\'s log ends now is set aside only as its reader confirms (a topic created again, not a reader paused past its session)', async (t) => {
     const { broker, recorder } = await make(t)
     const channel = suiteChannel('origin-log-end')
     await broker.subscribe(channel)
     const source = `topic-re-${channel}:0`
-    const at = (n: number, offset: number, logEnd?: number) => ({ ...draft(channel, n), origin: { source, offset, index: 0, logEnd } })
+    const at = (n: number, offset: number, logEnd?: number, movedMarks?: MovedMarks) =>
+      ({ ...draft(channel, n), origin: { source, offset, index: 0, logEnd, ...(movedMarks === undefined ? {} : { movedMarks }) } })
+    const moved = async (drafts: EventDraft[]): Promise<MovedMarks> => {
+      const err = await broker.publishBatch(drafts).then(() => undefined, (e: unknown) => e)
+      t.type(err, SourceMovedError, 'refused: the mark is past where the drafts\' log ends')
+      return (err as SourceMovedError).marks
+    }
     // The first log: offsets 0–9, its end at 10.
     t.same((await broker.publishBatch([at(1, 8, 10), at(2, 9, 10)])).map((e) => e.replayed === true), [false, false])
     t.same((await broker.publishBatch([at(3, 9, 10), at(4, 9, 20)])).map((e) => e.replayed === true), [true, true],
       'read again from the same log (its end at or past the mark): nothing new, however far the log has grown')
     t.equal((await broker.publish(at(5, 9))).replayed, true, 'a draft without its log end is checked against the mark as before')
-    // The topic deleted and created again: a new log, ending at 3, counts from 0.
-    const recreated = await broker.publishBatch([at(6, 0, 3), at(7, 1, 3), at(8, 2, 3)])
-    t.same(recreated.map((e) => e.replayed === true), [false, false, false], 'the new log\'s messages are published')
+    // The topic deleted and created again: a new log, ending at 3, counts from 0. Or a
+    // reader paused since it fetched offsets 0–2, while another published up to 9: only
+    // the reader can tell, so nothing is published until it says which.
+    const marks = await moved([at(6, 0, 3), at(7, 1, 3), at(8, 2, 3)])
+    t.same([...marks.values()], ['9,0'], 'the mark as it was read')
+    t.equal((await broker.position(channel)).offset, 2, 'nothing published')
+    t.same([...(await moved([at(6, 0, 3, new Map([...marks].map(([k]) => [k, '8,0'])))])).values()], ['9,0'],
+      'a confirmation of another reading sets nothing aside')
+    const recreated = await broker.publishBatch([at(6, 0, 3, marks), at(7, 1, 3, marks), at(8, 2, 3, marks)])
+    t.same(recreated.map((e) => e.replayed === true), [false, false, false], 'confirmed as a log that is gone: the new log\'s messages are published')
     t.same((await broker.publishBatch([at(9, 2, 3), at(10, 3, 4)])).map((e) => e.replayed === true), [true, false],
       'and its own mark holds from then on: a message of it read again is skipped, the next one published')
+    t.same([...(await moved([at(11, 0, 3, marks)])).values()], ['3,0'], 'an old confirmation is no confirmation of the mark as it reads now')
     await recorder.until('six deliveries', () => recorder.of(channel).length >= 6)
     t.same(recorder.of(channel).map((e) => e.payload.n), [1, 2, 6, 7, 8, 10], 'each message once')
   })
