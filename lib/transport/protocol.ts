@@ -20,7 +20,8 @@ const RequestId = Type.Optional(Type.Union([
 ]))
 const Channels = Type.Array(ChannelName, { minItems: 1, maxItems: 1000 })
 const Since = Type.Object({
-  offset: Type.Integer({ minimum: 0 }),
+  // An offset no channel can reach (1e300) is a bad request, as on the history route.
+  offset: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }),
   epoch: Type.Optional(Type.String({ maxLength: 200 }))
 })
 

@@ -167,6 +167,8 @@ t.test('every bad frame answers an error and the connection goes on', async (t) 
     ['a 201-character channel', { type: 'subscribe', id: 'x', payload: { channels: ['r'.repeat(201)] } }],
     ['an empty channel', { type: 'unsubscribe', id: 'x', payload: { channels: [''] } }],
     ['a bad since', { type: 'subscribe', id: 'x', payload: { channels: ['product:1'], since: { 'product:1': { offset: -1 } } } }, /since/],
+    ['a since past any offset', { type: 'subscribe', id: 'x', payload: { channels: ['product:1'], since: { 'product:1': { offset: 1e300 } } } }, /since/],
+    ['a since past a safe integer', '{"type":"subscribe","id":"x","payload":{"channels":["product:1"],"since":{"product:1":{"offset":9007199254740993}}}}', /since/],
     ['a room:join without room', { type: 'room:join', id: 'x', payload: {} }, /room/],
     ['an auth:refresh without token', { type: 'auth:refresh', id: 'x', payload: {} }, /token/]
   ]
