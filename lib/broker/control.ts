@@ -28,7 +28,9 @@ export interface ControlBackend {
 /** One instance, no network: messages go straight back to it; revocations live in its memory. */
 export class LocalControl implements ControlBackend {
   private listener: (message: ControlMessage) => void = () => {}
-  private readonly kept: Revocation[] = []
+  /** One per user or jti, merged as Redis merges them (lib/broker/redis-control.ts). */
+  private readonly kept = new Map<string, Revocation>()
+  private prunedAt = 0
 
   async send (message: ControlMessage): Promise<void> {
     this.listener(message)
@@ -40,14 +42,30 @@ export class LocalControl implements ControlBackend {
 
   async store (revocation: Revocation): Promise<void> {
     const now = Date.now()
-    for (let i = this.kept.length - 1; i >= 0; i--) if (this.kept[i].until <= now) this.kept.splice(i, 1)
-    this.kept.push(revocation)
+    // Ended ones go at most once a minute: a revoke never scans them all (10 000 revokes in a row once took minutes).
+    if (now - this.prunedAt >= 60_000) {
+      this.prunedAt = now
+      for (const [field, r] of this.kept) if (r.until <= now) this.kept.delete(field)
+    }
+    const field = revocationField(revocation)
+    const known = this.kept.get(field)
+    this.kept.set(field, known === undefined ? revocation : merged(known, revocation))
   }
 
   async load (): Promise<Revocation[]> {
     const now = Date.now()
-    return this.kept.filter((r) => r.until > now)
+    return [...this.kept.values()].filter((r) => r.until > now)
   }
 
   onResync (): void {}
+}
+
+/** Where a revocation is kept: one per user, one per jti. */
+export const revocationField = (r: Revocation): string => r.kind === 'user' ? `u:${r.userId}` : `j:${r.jti}`
+
+/** Two revocations of one field as one: the later issuedBefore and the later end win. */
+function merged (known: Revocation, added: Revocation): Revocation {
+  const until = Math.max(known.until, added.until)
+  if (known.kind === 'user' && added.kind === 'user') return { ...added, issuedBefore: Math.max(known.issuedBefore, added.issuedBefore), until }
+  return { ...added, until }
 }
