@@ -247,9 +247,11 @@ export class RealtimeClient {
   }
 
   private onFrame (frame: ServerFrame): void {
+    // A reset is weighed against where the client stood before it (its SSE id is already the new position).
+    if (frame.type === 'system:reset') this.onReset(frame)
     if (frame.cursor !== undefined) this.subs.positions.readCursor(frame.cursor)
+    if (frame.type === 'system:reset') return
     if (frame.type === 'presence') return this.onPresence(frame)
-    if (frame.type === 'system:reset') return this.onReset(frame)
     if (frame.channel !== undefined) return this.onEvent(frame as RealtimeEvent)
     const pending = frame.id === undefined ? undefined : this.pending.get(String(frame.id))
     if (pending !== undefined) this.pending.delete(String(frame.id))
@@ -289,11 +291,15 @@ export class RealtimeClient {
     this.emit('presence', counts)
   }
 
-  /** The channel's stream restarted: its offsets count on from the position given; the app reloads it. */
+  /**
+   * The channel's stream restarted: its offsets count on from the position given; the app
+   * reloads it. Unless nothing was lost (a reset to where the client stands, as the seam of a
+   * resume: Subscriptions.resetTo), which the app never sees.
+   */
   private onReset (frame: ServerFrame): void {
     const channel = frame.channel as string
     const position = frame.payload?.position
-    if (position !== undefined) this.subs.positions.set(channel, position)
+    if (position !== undefined && this.subs.resetTo(channel, position)) return
     this.emit('recovery', { recovered: false, channels: [channel], reset: true })
   }
 

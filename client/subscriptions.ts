@@ -12,10 +12,12 @@ interface Acknowledgement {
  * each, and the live events held back while their channel is resumed.
  *
  * Resuming a channel the server joined at connect (the user's own) goes: live events
- * arrive from the greeting on; the `subscribed` ack follows, then the replay of what was
- * missed before them (the server never repeats what it already sent). Those live events
- * are held until the replay has reached them, so the app sees every event once, in
- * offset order.
+ * arrive from the greeting on and are held; the `subscribed` ack follows, then the replay
+ * of what was missed. When the server had sent a live event before the resume, the replay
+ * comes after a `system:reset` to the position resumed from and repeats it (offsets never
+ * go backwards unannounced): what was held is dropped and comes again, in order. When it
+ * had not, the replay stops just before the held events, which are shown then. Either way
+ * the app sees every event once, in offset order, and no reload.
  */
 export class Subscriptions {
   readonly positions = new Positions()
@@ -29,6 +31,8 @@ export class Subscriptions {
   private readonly held = new Map<string, RealtimeEvent[]>()
   /** Channels acknowledged and replaying: release what is held once this offset is seen. */
   private readonly releaseAt = new Map<string, number>()
+  /** After a reset to before what the app was shown: events up to this offset come again, and are not shown twice. */
+  private readonly shownThrough = new Map<string, number>()
 
   constructor (channels: readonly string[]) {
     this.desired = new Set(channels)
@@ -91,6 +95,7 @@ export class Subscriptions {
   reset (): void {
     this.held.clear()
     this.releaseAt.clear()
+    this.shownThrough.clear()
   }
 
   /**
@@ -98,6 +103,11 @@ export class Subscriptions {
    * is held, the event and then what was held once the replay has caught up with it.
    */
   accept (event: RealtimeEvent): RealtimeEvent[] {
+    const through = this.shownThrough.get(event.channel)
+    if (through !== undefined) {
+      if (event.offset <= through) return []
+      this.shownThrough.delete(event.channel)
+    }
     const held = this.held.get(event.channel)
     if (held !== undefined && !this.releaseAt.has(event.channel)) {
       held.push(event)
@@ -106,6 +116,26 @@ export class Subscriptions {
     this.positions.sawEvent(event.channel, event.offset)
     const target = this.releaseAt.get(event.channel)
     return target !== undefined && event.offset >= target ? [event, ...this.release(event.channel)] : [event]
+  }
+
+  /**
+   * A `system:reset` of the channel. In the epoch the client follows and at or before where
+   * it stands, nothing was lost: the server sends everything after that position again (the
+   * resume of a channel it had sent live events of, above), so what is held is dropped, it
+   * comes again in order, and what was shown is not shown twice: true. Otherwise the
+   * channel counts on from the position and the app has to reload it: false.
+   */
+  resetTo (channel: string, position: Position): boolean {
+    const known = this.positions.get(channel)
+    if (known?.epoch !== undefined && known.epoch === position.epoch && position.offset <= known.offset) {
+      this.held.delete(channel)
+      this.releaseAt.delete(channel)
+      if (known.offset > position.offset) this.shownThrough.set(channel, known.offset)
+      return true
+    }
+    this.shownThrough.delete(channel)
+    this.positions.set(channel, position)
+    return false
   }
 
   private release (channel: string): RealtimeEvent[] {

@@ -232,7 +232,7 @@ export class Hub {
         if (first.has(channel) && this.byChannel.has(channel) && this.tracksPresence(channel)) await this.presence?.open(channel)
       }))
       results = await Promise.all(unique.map((channel, i) => this.read(channel, readFor(asks[i]))))
-      plans = asks.map((ask, i) => planFor(ask, results[i]))
+      plans = asks.map((ask, i) => planFor(ask, results[i], firstHeldOffset(member.pendingEvents?.get(unique[i]))))
     } catch (err) {
       this.unwind(member, unique, asks)
       throw err
@@ -254,7 +254,10 @@ export class Hub {
       recovered,
       replay: () => {
         if (!this.members.has(connection)) return
-        for (const plan of plans) for (const e of plan.replay) connection.sendEvent(sharedEncodingOf(e))
+        plans.forEach((plan, i) => {
+          if (plan.reset !== undefined) connection.sendReset(unique[i], plan.reset)
+          for (const e of plan.replay) connection.sendEvent(sharedEncodingOf(e))
+        })
         for (const channel of holding) {
           const held = member.pendingEvents?.get(channel)
           member.pendingEvents?.delete(channel)
@@ -471,6 +474,12 @@ function decrement (counts: Map<string, number>, key: string): void {
   const count = (counts.get(key) ?? 1) - 1
   if (count > 0) counts.set(key, count)
   else counts.delete(key)
+}
+
+/** The offset of the first event held back for a replaying channel (undefined: none, or a reset first). */
+function firstHeldOffset (held: ReadonlyArray<EncodedEvent | ChannelReset> | undefined): number | undefined {
+  const first = held?.[0]
+  return first === undefined || isReset(first) ? undefined : first.event.offset
 }
 
 /** Sends what was held back for a replaying channel: an event, or a reset. */

@@ -1,5 +1,5 @@
 import type { HistoryResult, SincePosition } from '../broker/broker.js'
-import type { PublishedEvent } from '../core/event.js'
+import type { PublishedEvent, StreamPosition } from '../core/event.js'
 
 /**
  * What a subscriber gets of one channel when it subscribes: the decision at the seam
@@ -27,6 +27,8 @@ export type ChannelRead =
 export interface ChannelPlan {
   /** For the acknowledgement's `recovered`, only when the client gave a `since`. */
   recovered?: boolean
+  /** A `system:reset` to this position first: the replay goes back before events already sent live. */
+  reset?: StreamPosition
   /** Sent right after the acknowledgement, oldest first. */
   replay: readonly PublishedEvent[]
   /**
@@ -49,8 +51,11 @@ export function readFor (ask: ChannelAsk): ChannelRead {
   return { kind: 'position' }
 }
 
-/** What to send for the channel, given what `readFor` read. */
-export function planFor (ask: ChannelAsk, result: HistoryResult): ChannelPlan {
+/**
+ * What to send for the channel, given what `readFor` read. `firstHeld`: the offset of the
+ * first event held back for the connection while it was read (undefined: none).
+ */
+export function planFor (ask: ChannelAsk, result: HistoryResult, firstHeld?: number): ChannelPlan {
   const position = result.position
   if (ask.sentAfter === undefined) {
     // A channel the subscribe joins: from `since`, from `rewind` events back, or from now.
@@ -69,14 +74,22 @@ export function planFor (ask: ChannelAsk, result: HistoryResult): ChannelPlan {
     return { replay: NOTHING, liveAfter: 0 }
   }
   // Held already (the user's own channel, joined at connect) and resumed: what was held back
-  // during the read is all new to the connection; history fills only what it was not sent.
+  // during the read is new to the connection, unless the client saw it before (up to `since`).
   const since = ask.since
   const sent = ask.sentAfter
   const sameEpoch = since.epoch === undefined || since.epoch === position.epoch
   if (since.offset >= sent && position.offset >= since.offset && sameEpoch) {
-    // Everything after `since` already went out live.
-    return { recovered: true, replay: NOTHING, liveAfter: 0 }
+    // Everything after `since` went out live, or follows from what was held back.
+    return { recovered: true, replay: NOTHING, liveAfter: since.offset }
   }
   if (!result.recovered) return { recovered: false, replay: NOTHING, liveAfter: 0 }
+  // Events after `sent` that went out before the read, rather than being held back: those
+  // the client missed before them would go backwards (docs/protocol.md: never without a
+  // reset). So a reset to `since` comes first, then everything after it.
+  const wentOutLive = position.offset > sent && (firstHeld === undefined || firstHeld > sent + 1)
+  if (wentOutLive) {
+    return { recovered: true, reset: { offset: since.offset, epoch: position.epoch }, replay: result.events, liveAfter: position.offset, sentAfter: since.offset }
+  }
+  // Nothing went out after `sent`: history fills in what the connection was not sent, in order.
   return { recovered: true, replay: result.events.filter((e) => e.offset <= sent), liveAfter: 0, sentAfter: since.offset }
 }

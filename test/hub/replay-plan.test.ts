@@ -17,7 +17,9 @@ interface Case {
   read: ReturnType<typeof readFor>
   holds: boolean
   result: HistoryResult
-  want: { recovered?: boolean, replay: number[], liveAfter: number, sentAfter?: number }
+  /** The first event held back while the channel was read. */
+  firstHeld?: number
+  want: { recovered?: boolean, reset?: number, replay: number[], liveAfter: number, sentAfter?: number }
 }
 
 const cases: Case[] = [
@@ -86,20 +88,47 @@ const cases: Case[] = [
     want: { replay: [], liveAfter: 0 }
   },
   {
-    name: 'held channel resumed from a point it was sent everything after: recovered, nothing to replay',
+    name: 'held channel resumed from a point it was sent everything after: recovered, nothing to replay, and of what was held back only what the client has not seen',
     ask: { sentAfter: 3, since: { offset: 5, epoch: E } },
     read: { kind: 'since', since: { offset: 5, epoch: E } },
     holds: true,
     result: read(7, evs(6, 7)),
-    want: { recovered: true, replay: [], liveAfter: 0 }
+    firstHeld: 4,
+    want: { recovered: true, replay: [], liveAfter: 5 }
   },
   {
-    name: 'held channel resumed from before what it was sent live: only the events it was not sent',
+    name: 'held channel resumed from before where it joined, nothing sent since (all held back): only the events it was not sent, then what was held',
     ask: { sentAfter: 5, since: { offset: 2, epoch: E } },
     read: { kind: 'since', since: { offset: 2, epoch: E } },
     holds: true,
     result: read(7, evs(3, 7)),
+    firstHeld: 6,
     want: { recovered: true, replay: [3, 4, 5], liveAfter: 0, sentAfter: 2 }
+  },
+  {
+    name: 'held channel resumed from before where it joined, nothing published since',
+    ask: { sentAfter: 5, since: { offset: 2, epoch: E } },
+    read: { kind: 'since', since: { offset: 2, epoch: E } },
+    holds: true,
+    result: read(5, evs(3, 5)),
+    want: { recovered: true, replay: [3, 4, 5], liveAfter: 0, sentAfter: 2 }
+  },
+  {
+    name: 'held channel resumed from before events it was already sent live: a reset to since, then everything after it (never backwards without one)',
+    ask: { sentAfter: 5, since: { offset: 2, epoch: E } },
+    read: { kind: 'since', since: { offset: 2, epoch: E } },
+    holds: true,
+    result: read(7, evs(3, 7)),
+    want: { recovered: true, reset: 2, replay: [3, 4, 5, 6, 7], liveAfter: 7, sentAfter: 2 }
+  },
+  {
+    name: 'the same when some went out live and the rest was held back',
+    ask: { sentAfter: 5, since: { offset: 2, epoch: E } },
+    read: { kind: 'since', since: { offset: 2, epoch: E } },
+    holds: true,
+    result: read(7, evs(3, 7)),
+    firstHeld: 7,
+    want: { recovered: true, reset: 2, replay: [3, 4, 5, 6, 7], liveAfter: 7, sentAfter: 2 }
   },
   {
     name: 'held channel resumed in another epoch: recovered false',
@@ -115,8 +144,8 @@ for (const c of cases) {
   t.test(c.name, async (t) => {
     t.same(readFor(c.ask), c.read, 'reads')
     t.equal(holdsLive(c.ask), c.holds, 'holds live events back')
-    const plan = planFor(c.ask, c.result)
-    t.same({ recovered: plan.recovered, replay: offsets(plan.replay), liveAfter: plan.liveAfter, sentAfter: plan.sentAfter },
-      { recovered: c.want.recovered, replay: c.want.replay, liveAfter: c.want.liveAfter, sentAfter: c.want.sentAfter }, 'plans')
+    const plan = planFor(c.ask, c.result, c.firstHeld)
+    t.same({ recovered: plan.recovered, reset: plan.reset, replay: offsets(plan.replay), liveAfter: plan.liveAfter, sentAfter: plan.sentAfter },
+      { recovered: c.want.recovered, reset: c.want.reset === undefined ? undefined : { offset: c.want.reset, epoch: E }, replay: c.want.replay, liveAfter: c.want.liveAfter, sentAfter: c.want.sentAfter }, 'plans')
   })
 }

@@ -162,7 +162,12 @@ t.test("since for the user's own channel (held from connect) resumes it", async 
   t.same(offsetsOf(bobSeen, 'user:42'), [5], 'no replay, and the channel stays live')
 })
 
-t.test('resuming a held channel never repeats what the connection was already sent', async (t) => {
+/** The channel's events and resets in arrival order: offsets, and `reset@<offset>`. */
+const streamOf = (frames: Frame[], channel: string) => frames
+  .filter((f) => f.channel === channel && (f.offset !== undefined || f.type === 'system:reset'))
+  .map((f) => f.type === 'system:reset' ? `reset@${f.payload.position.offset as number}` : f.offset)
+
+t.test('resuming a held channel from before an event it was sent live: a reset first, then everything after since; never backwards unannounced', async (t) => {
   const { url, wsUrl } = await startServer(t, { HISTORY_SIZE: 3 })
   const { notify, epoch } = await notifyThreeTimes(url)
   const alice = await WsClient.connect(t, wsUrl, token('42'))
@@ -176,7 +181,10 @@ t.test('resuming a held channel never repeats what the connection was already se
   t.same(ack.payload.recovered, { 'user:42': true })
   await notify(5)
   await waitUpTo(alice, 'user:42', 5)
-  t.same(offsetsOf(seen, 'user:42'), [4, 2, 3, 5], 'the missed events once, the live one not again')
+  t.same(streamOf(seen, 'user:42'), [4, 'reset@1', 2, 3, 4, 5],
+    'the missed events come after a reset to since (4 had gone out: 2 after it would go backwards), then live')
+  const reset = seen.find((f) => f.type === 'system:reset')
+  t.same(reset?.payload.position, { offset: 1, epoch }, 'the reset names the position the client resumed from')
 
   // Resuming from a position it got live needs no history at all, even trimmed history.
   for (let n = 6; n <= 10; n++) await notify(n)
@@ -185,7 +193,7 @@ t.test('resuming a held channel never repeats what the connection was already se
   t.same(again.payload.recovered, { 'user:42': true }, 'everything after 8 already went out live')
   await notify(11)
   await waitUpTo(alice, 'user:42', 11)
-  t.same(offsetsOf(seen, 'user:42'), [4, 2, 3, 5, 6, 7, 8, 9, 10, 11], 'still no repeats')
+  t.same(streamOf(seen, 'user:42'), [4, 'reset@1', 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], 'no more resets, no repeats')
 })
 
 t.test('since that the server can no longer honour: recovered false and no replay', async (t) => {
