@@ -36,9 +36,12 @@ export function installErrorHandler (app: FastifyInstance): void {
     } else if (err instanceof BrokerUnavailableError) {
       statusCode = 503
       // Only a publish can say what did not happen; a read or a control call just failed.
-      message = request.method === 'POST' && request.url.startsWith('/realtime/') && !isControl(request.url)
-        ? 'the event broker is unavailable; nothing was published'
-        : 'the event broker is unavailable; try again'
+      const publishing = request.method === 'POST' && request.url.startsWith('/realtime/') && !isControl(request.url)
+      message = !publishing
+        ? 'the event broker is unavailable; try again'
+        : err.mayHaveBeenTaken
+          ? 'the event broker did not answer in time; the publish may still be taken: retry with the same Idempotency-Key to publish it at most once'
+          : 'the event broker is unavailable; nothing was published'
       reply.header('retry-after', '1')
     }
     if (statusCode >= 500) {

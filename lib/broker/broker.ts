@@ -175,8 +175,15 @@ export class SourceMovedError extends Error {
 
 /** Thrown by a broker when its backend cannot take a publish right now (HTTP 503). */
 export class BrokerUnavailableError extends Error {
-  constructor (message: string, options?: { cause?: unknown }) {
+  /**
+   * True when the command had left for the backend and no answer came (a timeout, the
+   * connection lost under it): a publish may still be taken, as when a hung Redis wakes and
+   * runs what waited in its socket. False: refused before anything was sent.
+   */
+  readonly mayHaveBeenTaken: boolean
+  constructor (message: string, options?: { cause?: unknown, mayHaveBeenTaken?: boolean }) {
     super(message, options)
     this.name = 'BrokerUnavailableError'
+    this.mayHaveBeenTaken = options?.mayHaveBeenTaken ?? false
   }
 }

@@ -310,7 +310,7 @@ export class RedisBroker implements Broker {
       // One command: set if absent, and say what was there (Redis 7: SET … NX GET).
       previous = await this.commands.call('SET', this.layout.claimKey(claim.scope), claim.fingerprint, 'NX', 'GET', 'EX', this.dedupeTtlSeconds) as string | null
     } catch (err) {
-      throw new BrokerUnavailableError('redis did not take the idempotency key', { cause: err })
+      throw new BrokerUnavailableError('redis did not take the idempotency key', { cause: err, mayHaveBeenTaken: !refusedUnsent(err) })
     }
     if (previous !== null && previous !== claim.fingerprint) throw new IdempotencyConflictError()
   }
@@ -350,7 +350,7 @@ export class RedisBroker implements Broker {
       groups.forEach((group, g) => group.indexes.forEach((index, i) => { replies[index] = replyAt(parts[g], i) }))
     } catch (err) {
       if (err instanceof IdempotencyConflictError || err instanceof SourceMovedError) throw err
-      throw new BrokerUnavailableError('redis did not take the publish', { cause: err })
+      throw new BrokerUnavailableError('redis did not take the publish', { cause: err, mayHaveBeenTaken: !refusedUnsent(err) })
     } finally {
       this.pacing.answered(returning)
     }
@@ -750,3 +750,10 @@ export class RedisBroker implements Broker {
     this.sequencer.push(event)
   }
 }
+
+/**
+ * Whether ioredis refused the command without sending it: a connection (or cluster) not
+ * ready, with no offline queue to wait in (lib/broker/redis-connection.ts). Anything else
+ * (a timeout, the connection closed under a sent command) leaves the outcome unknown.
+ */
+const refusedUnsent = (err: unknown): boolean => err instanceof Error && err.message.includes('enableOfflineQueue')

@@ -69,6 +69,9 @@ t.test('a Redis that hangs (SIGSTOP) makes the instance not ready; it recovers o
   redis.pause()
   const res = await publish(url, 1)
   t.equal(res.status, 503, 'a publish to a hung Redis fails after the command timeout')
+  t.match(res.body.message, /did not answer in time; the publish may still be taken: retry with the same Idempotency-Key/,
+    'and says its outcome is unknown, never "nothing was published"')
+  t.equal(res.headers.get('retry-after'), '1')
   await eventually('readiness notices the hang', async () => (await health(url, '/health/ready')).status === 503, 20_000)
   redis.resume()
   await eventually('ready again', async () => (await health(url, '/health/ready')).status === 200, 20_000)
