@@ -22,6 +22,14 @@ export interface SequencerLogger {
 }
 
 /**
+ * A fill whose history read failed is tried again after each of these waits, the channel's
+ * live events held meanwhile, before the gap is given up and announced by a reset: the
+ * read that fails is most often the one made as the connections come back after a blip
+ * (both cut at once), and the history it wanted is still there a moment later (~4 s in all).
+ */
+const FILL_RETRY_MS = [100, 250, 500, 1000, 2000] as const
+
+/**
  * Keeps each subscribed channel's delivery in offset order, once each, across a lossy
  * transport (Redis pub/sub drops whatever is published while the subscriber connection
  * is down). It remembers the last offset delivered per channel, drops duplicates, and
@@ -39,7 +47,8 @@ export class ChannelSequencer {
     private readonly read: (channel: string, since: SincePosition) => Promise<HistoryResult>,
     private readonly deliver: DeliverFn,
     private readonly reset: ResetFn,
-    private readonly log?: SequencerLogger
+    private readonly log?: SequencerLogger,
+    private readonly fillRetryMs: readonly number[] = FILL_RETRY_MS
   ) {}
 
   /**
@@ -148,7 +157,7 @@ export class ChannelSequencer {
     void this.fill(channel, cursor)
   }
 
-  private async fill (channel: string, cursor: Cursor): Promise<void> {
+  private async fill (channel: string, cursor: Cursor, attempt = 0): Promise<void> {
     let missed: PublishedEvent[] = []
     try {
       let result = await this.read(channel, { offset: cursor.offset, epoch: cursor.epoch })
@@ -165,7 +174,13 @@ export class ChannelSequencer {
       cursor.unsure = false
     } catch (err) {
       cursor.unsure = true
-      this.log?.warn({ err, channel, after: cursor.offset }, 'could not read history to fill a delivery gap')
+      const wait = this.fillRetryMs[attempt]
+      if (wait !== undefined && this.cursors.get(channel) === cursor) {
+        // Still holding what came live: tried again, so what history holds is not skipped.
+        setTimeout(() => { if (this.cursors.get(channel) === cursor) void this.fill(channel, cursor, attempt + 1) }, wait).unref()
+        return
+      }
+      this.log?.warn({ err, channel, after: cursor.offset, attempts: attempt + 1 }, 'could not read history to fill a delivery gap')
     }
     if (this.cursors.get(channel) !== cursor) return
     const held = cursor.held ?? []

@@ -13,8 +13,9 @@ import type { PublishedEvent, StreamPosition } from '../../lib/core/event.js'
 const CHANNEL = 'room:seq'
 const event = (offset: number, epoch = 'e1'): PublishedEvent => ({ channel: CHANNEL, type: 't', payload: { offset }, offset, epoch, ts: new Date(0).toISOString() })
 
-function sequencer (stored: PublishedEvent[]) {
+function sequencer (stored: PublishedEvent[], fillRetryMs: number[] = []) {
   const delivered: number[] = []
+  const resets: number[] = []
   const state = { failReads: false, reads: 0 }
   const read = async (_channel: string, since: SincePosition): Promise<HistoryResult> => {
     state.reads++
@@ -23,8 +24,8 @@ function sequencer (stored: PublishedEvent[]) {
     const position: StreamPosition = { epoch: last?.epoch ?? 'e1', offset: last?.offset ?? 0 }
     return { events: stored.filter((e) => e.offset > since.offset), position, recovered: true }
   }
-  const seq = new ChannelSequencer(read, (e) => delivered.push(e.offset), () => {})
-  return { seq, delivered, state }
+  const seq = new ChannelSequencer(read, (e) => delivered.push(e.offset), (_c, p) => resets.push(p.offset), undefined, fillRetryMs)
+  return { seq, delivered, state, resets }
 }
 
 const settle = async () => { for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve)) }
@@ -74,4 +75,35 @@ t.test('a subscription that begins behind the store (an event seen before its po
   t.equal(state.reads, 1, 'read from history at once')
   t.same(delivered, [2, 3, 4])
   t.same(seq.settledAt(CHANNEL), { epoch: 'e1', offset: 4 })
+})
+
+t.test('a fill whose read fails is tried again, live events held meanwhile: history still holding the gap fills it, with no reset', async (t) => {
+  const store = [1].map((n) => event(n))
+  const { seq, delivered, state, resets } = sequencer(store, [20, 20])
+  seq.start(CHANNEL, { epoch: 'e1', offset: 0 })
+  seq.push(event(1))
+  store.push(event(2), event(3), event(4)) // 2 and 3 lost by pub/sub in a blip
+  state.failReads = true
+  seq.push(event(4)) // a gap: filled from history, which cannot be read just now
+  await settle()
+  t.same(delivered, [1], 'held while the read fails')
+  t.equal(seq.settledAt(CHANNEL), undefined)
+  state.failReads = false
+  while (delivered.length < 4) await new Promise((resolve) => setTimeout(resolve, 10))
+  t.same(delivered, [1, 2, 3, 4], 'the gap filled once history could be read')
+  t.same(resets, [], 'nothing announced as lost')
+  t.equal(state.reads, 2)
+})
+
+t.test('a fill whose reads keep failing gives up after its retries: the gap is announced by a reset, never passed over silently', async (t) => {
+  const store = [1].map((n) => event(n))
+  const { seq, delivered, state, resets } = sequencer(store, [10, 10])
+  seq.start(CHANNEL, { epoch: 'e1', offset: 0 })
+  seq.push(event(1))
+  state.failReads = true
+  seq.push(event(4))
+  while (delivered.length < 2) await new Promise((resolve) => setTimeout(resolve, 10))
+  t.equal(state.reads, 3, 'the first read and two more')
+  t.same(resets, [3], 'a reset to just before the held event')
+  t.same(delivered, [1, 4])
 })
