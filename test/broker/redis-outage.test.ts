@@ -1,6 +1,6 @@
 import t from 'tap'
 import { adminToken, post, serviceToken, startServer, token, WsClient } from '../support/helper.js'
-import { eventually, OwnRedis } from '../support/redis-fixture.js'
+import { eventually, OwnRedis, redisClient } from '../support/redis-fixture.js'
 
 // These tests run their own redis-server (on PATH), killed and restarted at will.
 
@@ -97,4 +97,38 @@ t.test('an instance started while Redis is down starts not ready and becomes rea
   await client.subscribe(['product:3'])
   t.equal((await publish(url, 2)).status, 202)
   t.match(await client.next((f) => f.channel === 'product:3'), { offset: 1, payload: { n: 2 } })
+})
+
+t.test('blips that cut both of an instance\'s Redis connections under a steady stream: every event arrives, in order, none announced as lost', async (t) => {
+  const redis = await OwnRedis.start(t)
+  const settings = { REDIS_URL: redis.url, REDIS_KEY_PREFIX: 'blip:', HISTORY_SIZE: 1000 }
+  const receiving = await startServer(t, { ...settings, NODE_ID: 'blip-receiver' })
+  const publishing = await startServer(t, { ...settings, NODE_ID: 'blip-publisher' })
+  const client = await WsClient.connect(t, receiving.wsUrl, token('11'))
+  const frames: Array<Record<string, any>> = []
+  client.socket.on('message', (data) => {
+    const frame = JSON.parse(String(data)) as Record<string, any>
+    if (frame.channel === 'product:3' && (frame.offset !== undefined || frame.type === 'system:reset')) frames.push(frame)
+  })
+  await client.subscribe(['product:3'])
+
+  const admin = await redisClient(t, undefined, redis.url)
+  // The receiving instance's connections (commands and subscriber) cut at once, as a network blip would.
+  const cut = async (): Promise<void> => {
+    const list = String(await admin.call('CLIENT', 'LIST'))
+    for (const line of list.split('\n')) {
+      const id = /\bid=(\d+)/.exec(line)?.[1]
+      if (id !== undefined && /\bname=rtg-blip-receiver/.test(line)) await admin.call('CLIENT', 'KILL', 'ID', id).catch(() => {})
+    }
+  }
+  let accepted = 0
+  for (let n = 1; n <= 150; n++) {
+    if (n % 50 === 25) await cut()
+    if ((await publish(publishing.url, n)).status === 202) accepted++
+    await new Promise((resolve) => setTimeout(resolve, 5))
+  }
+  t.equal(accepted, 150, 'the publishing instance was never cut')
+  await eventually('every event delivered', () => frames.some((f) => f.payload?.n === 150), 20_000)
+  t.same(frames.filter((f) => f.type === 'system:reset'), [], 'no reset: history still held what the blips kept from pub/sub')
+  t.same(frames.map((f) => f.offset), Array.from({ length: 150 }, (_, i) => i + 1), 'each event once, in offset order')
 })
