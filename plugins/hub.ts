@@ -9,12 +9,15 @@ import { Hub } from '../lib/hub/hub.js'
 import { MemoryBroker } from '../lib/broker/memory-broker.js'
 import { RedisBroker } from '../lib/broker/redis-broker.js'
 import type { NodeStats } from '../lib/ops/stats.js'
+import { HistoryReadBudget } from '../lib/transport/history-read-budget.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
     hub: Hub
     /** What each channel keeps (HISTORY_POLICY): its maxSize bounds `rewind` and the history route's `limit`. */
     historyPolicy: HistoryPolicy
+    /** History read from the store per user, shared by WebSocket, SSE and the history route. */
+    historyReadBudget: HistoryReadBudget
     nodeId: string
     nodeStats(): NodeStats
   }
@@ -70,6 +73,7 @@ export default fp<HubPluginOptions>(async (app, opts) => {
 
   app.decorate('hub', hub)
   app.decorate('historyPolicy', policy)
+  app.decorate('historyReadBudget', new HistoryReadBudget(config.HISTORY_READ_BYTES_PER_SECOND, config.HISTORY_READ_BYTES_BURST))
   app.decorate('nodeId', nodeId)
   app.decorate('nodeStats', nodeStats)
   app.readiness.add(clusterNodes !== undefined ? 'redis-cluster' : hub.broker.kind, () => hub.broker.isReady())

@@ -3,6 +3,8 @@ import { Type } from '@sinclair/typebox'
 import { canSubscribe, ChannelName } from '../lib/auth/channels.js'
 import { isService, requireIdentity } from '../lib/auth/identity.js'
 import type { PublishedEvent } from '../lib/core/event.js'
+import { storeBytesOf } from '../lib/broker/broker.js'
+import { budgetKeyOf } from '../lib/transport/history-read-budget.js'
 import { ErrorReply, Position } from './schemas.js'
 
 const HistoryEvent = Type.Object({
@@ -27,7 +29,7 @@ const Digits = (max: number, description: string) => Type.String({ pattern: `^[0
  * reload after `recovered: false`.
  */
 const historyRoutes: FastifyPluginAsyncTypebox = async (app) => {
-  const { hub, historyPolicy } = app
+  const { hub, historyPolicy, historyReadBudget } = app
   app.get('/realtime/history/:channel', {
     onRequest: app.authenticateClient,
     schema: {
@@ -59,9 +61,21 @@ const historyRoutes: FastifyPluginAsyncTypebox = async (app) => {
     if (since !== undefined && !Number.isSafeInteger(since)) {
       return await reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: 'since: must be an integer offset' })
     }
-    const result = since === undefined
-      ? await hub.broker.recent(channel, limit)
-      : await hub.broker.history(channel, { offset: since, epoch: request.query.epoch })
+    // A user's reads from the store are budgeted (lib/transport/history-read-budget.ts); a service's are not.
+    const budgetKey = isService(identity) ? undefined : budgetKeyOf(identity, request.id)
+    if (budgetKey !== undefined && !historyReadBudget.admit(budgetKey)) {
+      return await reply.code(429).header('retry-after', '1').send({ statusCode: 429, error: 'Too Many Requests', message: 'too much history read for this user just now; try again in a moment' })
+    }
+    let storeBytes = 0
+    let result
+    try {
+      result = since === undefined
+        ? await hub.broker.recent(channel, limit)
+        : await hub.broker.history(channel, { offset: since, epoch: request.query.epoch })
+      storeBytes = storeBytesOf(result)
+    } finally {
+      if (budgetKey !== undefined) historyReadBudget.settle(budgetKey, storeBytes)
+    }
     return {
       channel,
       events: result.events.slice(0, limit).map(eventOf),

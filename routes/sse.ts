@@ -10,6 +10,7 @@ import { newConnectionId } from '../lib/hub/connection.js'
 import { compactListeners, releaseHijackedReply } from '../lib/transport/internals.js'
 import { SSE_HEADERS, SseConnection, type SseStreams } from '../lib/transport/sse-connection.js'
 import { decodeCursor } from '../lib/transport/sse-cursor.js'
+import { budgetKeyOf } from '../lib/transport/history-read-budget.js'
 import { ErrorReply } from './schemas.js'
 import { channelRecord } from '../lib/core/channel-record.js'
 import { allowedOrigins } from '../lib/ops/config.js'
@@ -104,17 +105,27 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
       return plainError(reply, 400, 'Bad Request', `rewind must be an integer from 1 to ${app.historyPolicy.maxSize}`)
     }
 
+    // A resume or a rewind reads history: within the user's budget (lib/transport/history-read-budget.ts).
+    const budgetKey = rewind !== undefined || Object.keys(since).length > 0 ? budgetKeyOf(identity, request.id) : undefined
+    if (budgetKey !== undefined && !app.historyReadBudget.admit(budgetKey)) {
+      metrics.refusedConnections.inc({ transport: 'sse', reason: 'history_budget' })
+      return plainError(reply.header('retry-after', '1'), 503, 'Service Unavailable', 'too much history read for this user just now; try again in a moment')
+    }
     const connection = new SseConnection(newConnectionId(), identity, reply.raw, sseStreams)
     hub.add(connection)
     let outcome
+    let storeBytes = 0
     try {
       // A channel resumed from the cursor continues where it was; rewind is for the others
       // (all of them on a fresh stream, or with a cursor that is not ours), as a WebSocket
       // subscribe's rewind is for the channels it names without `since`.
       outcome = await hub.subscribe(connection, channels, since, rewind)
+      storeBytes = outcome.storeBytes
     } catch (err) {
       hub.remove(connection)
       throw err
+    } finally {
+      if (budgetKey !== undefined) app.historyReadBudget.settle(budgetKey, storeBytes)
     }
     // The client may have gone while the subscription was set up (its close has run).
     if (connection.isClosed) {

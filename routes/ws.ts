@@ -1,4 +1,4 @@
-import { SubscribeBudget } from '../lib/transport/subscribe-budget.js'
+import { UserBudget } from '../lib/transport/user-budget.js'
 import type { Socket } from 'node:net'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyRequest } from 'fastify'
@@ -66,7 +66,9 @@ const wsRoutes: FastifyPluginAsyncTypebox = async (app) => {
       burst: config.WS_RATE_LIMIT_BURST,
       strikes: config.WS_RATE_LIMIT_STRIKES
     },
-    subscribeBudget: new SubscribeBudget(config.WS_SUBSCRIBES_PER_SECOND, config.WS_SUBSCRIBES_BURST),
+    subscribeBudget: new UserBudget(config.WS_SUBSCRIBES_PER_SECOND, config.WS_SUBSCRIBES_BURST),
+    inboundBudget: new UserBudget(config.WS_INBOUND_BYTES_PER_SECOND, config.WS_INBOUND_BYTES_BURST),
+    historyReadBudget: app.historyReadBudget,
     onFrame: metrics.frameReceived,
     onRateLimited: () => metrics.rateLimited.inc()
   }
@@ -76,7 +78,7 @@ const wsRoutes: FastifyPluginAsyncTypebox = async (app) => {
   function onMessage (this: WebSocket, data: RawData, isBinary: boolean): void {
     const session = sessionOf(this)
     if (session.isClosing) return
-    const admission = session.admit()
+    const admission = session.admit(isBinary ? 0 : byteLengthOf(data))
     // A refused frame's text is kept only to name its id in the `rate_limited` answer.
     session.receive(admission === 'flooding' || isBinary ? '' : data.toString(), admission)
     session.releaseReadBuffer()
@@ -211,3 +213,6 @@ function releaseUpgradeRequest (socket: { removeAllListeners(event: 'error'): un
   socket.removeAllListeners('error')
   detachUpgradeResponse(raw)
 }
+
+/** A message's size in bytes, as ws hands it over (one Buffer unless asked otherwise). */
+const byteLengthOf = (data: RawData): number => Array.isArray(data) ? data.reduce((n, b) => n + b.length, 0) : data.byteLength

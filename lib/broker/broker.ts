@@ -21,6 +21,22 @@ export interface HistoryResult {
   recovered: boolean
 }
 
+/**
+ * Bytes of history a read took from the store (a Redis read's entries, shared out among the
+ * readers it answered), by the answer: none when memory answered. What a user's reads cost
+ * Redis (lib/transport/history-read-budget.ts). Kept beside the answer rather than in it,
+ * so an answer is still just what it holds.
+ */
+const storeBytes = new WeakMap<HistoryResult, number>()
+
+/** Notes what the store sent for this answer. */
+export function tookFromStore (result: HistoryResult, bytes: number): HistoryResult {
+  if (bytes > 0) storeBytes.set(result, bytes)
+  return result
+}
+
+export const storeBytesOf = (result: HistoryResult): number => storeBytes.get(result) ?? 0
+
 /** How a history read may be answered. */
 export interface ReadOptions {
   /**

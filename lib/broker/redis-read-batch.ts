@@ -1,4 +1,4 @@
-import type { HistoryResult, SincePosition } from './broker.js'
+import { type HistoryResult, type SincePosition, tookFromStore } from './broker.js'
 import type { PublishedEvent } from '../core/event.js'
 import { recoverFrom } from './recovery.js'
 
@@ -95,17 +95,21 @@ export class ReadBatch {
     }
     let events: PublishedEvent[]
     let position
+    let bytes = 0
     try {
       const [epoch, offset, ...entries] = reply
       position = { epoch, offset: Number(offset) }
+      for (const entry of entries) bytes += entry.length
       events = entries.map((entry) => this.decode(group.call.channel, entry)).filter((e) => e.epoch === epoch)
     } catch (err) {
       for (const waiter of group.waiters) waiter.reject(err)
       return
     }
+    // What the read brought back, shared among the readers it answered.
+    const storeBytes = Math.ceil(bytes / group.waiters.length)
     for (const waiter of group.waiters) {
-      if (waiter.since !== undefined) waiter.resolve(recoverFrom(waiter.since, position, events))
-      else waiter.resolve({ events: waiter.last > 0 ? events.slice(-waiter.last) : [], position, recovered: true })
+      if (waiter.since !== undefined) waiter.resolve(tookFromStore(recoverFrom(waiter.since, position, events), storeBytes))
+      else waiter.resolve(tookFromStore({ events: waiter.last > 0 ? events.slice(-waiter.last) : [], position, recovered: true }, storeBytes))
     }
   }
 }

@@ -1,4 +1,4 @@
-import type { Broker, DeliverFn, HistoryResult, ReadOptions, ResetFn, SincePosition } from '../broker/broker.js'
+import { type Broker, type DeliverFn, type HistoryResult, type ReadOptions, type ResetFn, type SincePosition, storeBytesOf } from '../broker/broker.js'
 import { type ChannelReset, type Connection, isReset, type Transport } from './connection.js'
 import { EncodedPresence, type PresenceCounts, type PresenceTotals, tracksPresence } from '../core/presence.js'
 import { type PresenceLogger, PresenceTracker } from './presence-tracker.js'
@@ -34,6 +34,8 @@ export interface SubscribeOutcome {
   startsAfter: Record<string, StreamPosition>
   /** Only for channels the client gave a `since` for. */
   recovered: Record<string, boolean>
+  /** Bytes of history the reads took from the store (storeBytesOf, lib/broker/broker.ts). */
+  storeBytes: number
   /**
    * Sends the replayed events, then the live events that arrived meanwhile, and makes
    * the subscriptions live. Call it right after acknowledging, with no await between,
@@ -248,10 +250,13 @@ export class Hub {
       if (plan.sentAfter !== undefined) setSentAfter(member.heldChannels, channel, plan.sentAfter)
       startsAfter[channel] = { offset: plan.sentAfter ?? position.offset, epoch: position.epoch }
     })
+    let storeBytes = 0
+    for (const result of results) storeBytes += storeBytesOf(result)
     return {
       positions,
       startsAfter,
       recovered,
+      storeBytes,
       replay: () => {
         if (!this.members.has(connection)) return
         plans.forEach((plan, i) => {

@@ -66,6 +66,10 @@ export const EnvSchema = Type.Object({
   // within these: only several connections of one user together meet them.
   WS_SUBSCRIBES_PER_SECOND: int(6400, 1),
   WS_SUBSCRIBES_BURST: int(12_800, 1),
+  WS_INBOUND_BYTES_PER_SECOND: int(1024 * 1024, 1),
+  WS_INBOUND_BYTES_BURST: int(4 * 1024 * 1024, 1),
+  HISTORY_READ_BYTES_PER_SECOND: int(8 * 1024 * 1024, 1),
+  HISTORY_READ_BYTES_BURST: int(64 * 1024 * 1024, 1),
   HTTP_RATE_LIMIT_PER_MINUTE: int(10_000, 1),
   MAX_CONNECTIONS: int(20_000, 1),
   MAX_CONNECTIONS_PER_USER: int(100, 1),

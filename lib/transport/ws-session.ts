@@ -7,7 +7,8 @@ import type { Hub } from '../hub/hub.js'
 import { type Identity, isAdmin } from '../auth/identity.js'
 import { type ClientFrame, FrameError, parseClientFrame, requestIdOf, serverFrame } from './protocol.js'
 import { monotonicMs } from '../core/clock.js'
-import type { SubscribeBudget } from './subscribe-budget.js'
+import type { UserBudget } from './user-budget.js'
+import { budgetKeyOf, type HistoryReadBudget } from './history-read-budget.js'
 import { takeToken, type TokenBucket } from './token-bucket.js'
 import { WsConnection, type WsConnectionOptions } from './ws-connection.js'
 
@@ -30,7 +31,12 @@ export interface WsSessionDeps extends WsConnectionOptions {
   log: SessionLogger
   rateLimit: { perSecond: number, burst: number, strikes: number }
   /** Channels each user may subscribe to per second, across its connections (lib/transport/subscribe-budget.ts). */
-  subscribeBudget?: SubscribeBudget
+  /** Channels a user may subscribe to per second (lib/transport/user-budget.ts). */
+  subscribeBudget?: UserBudget
+  /** Bytes of frames a user may send per second (lib/transport/user-budget.ts). */
+  inboundBudget?: UserBudget
+  /** History read from the store per user (lib/transport/history-read-budget.ts). */
+  historyReadBudget?: HistoryReadBudget
   onFrame?: (type: string) => void
   onRateLimited?: () => void
 }
@@ -49,6 +55,8 @@ const IDLE: Promise<void> = Promise.resolve()
  */
 export const MAX_QUEUED_WEIGHT = 1024 * 1024
 const QUEUED_FRAME_WEIGHT = 4096
+/** A refused frame larger than this is answered without its id (not parsed at all). */
+const MAX_PARSED_REFUSED_BYTES = 4096
 
 /**
  * The protocol of one WebSocket connection (docs/protocol.md, WebSocket): it parses client frames,
@@ -80,12 +88,14 @@ export class WsSession extends WsConnection<WsSessionDeps> implements Expiring, 
   }
 
   /**
-   * The inbound rate limit, judged as a frame arrives (before it is queued behind
-   * earlier frames): `limited` frames get a `rate_limited` error; once a client has
-   * kept flooding through WS_RATE_LIMIT_STRIKES refusals in a row it is `flooding`.
+   * The inbound rate limit, judged as a frame of `bytes` arrives (before it is queued behind
+   * earlier frames, before it is parsed): the connection's frame rate, then its user's bytes
+   * across connections. `limited` frames get a `rate_limited` error; once a client has kept
+   * flooding through WS_RATE_LIMIT_STRIKES refusals in a row it is `flooding`.
    */
-  admit (): Admission {
-    if (takeToken(this, this.deps.rateLimit.perSecond, this.deps.rateLimit.burst)) {
+  admit (bytes = 0): Admission {
+    const inbound = this.deps.inboundBudget
+    if (takeToken(this, this.deps.rateLimit.perSecond, this.deps.rateLimit.burst) && (bytes === 0 || inbound === undefined || inbound.take(this.budgetKey, bytes))) {
       this.strikes = 0
       return 'ok'
     }
@@ -111,7 +121,8 @@ export class WsSession extends WsConnection<WsSessionDeps> implements Expiring, 
     if (admission === 'ok') {
       this.enqueue(text.length, async () => { await this.process(text) })
     } else if (admission === 'limited') {
-      const id = requestIdOf(text)
+      // Parsed for its id only when small: a refused frame must not cost what it was refused for.
+      const id = text.length <= MAX_PARSED_REFUSED_BYTES ? requestIdOf(text) : undefined
       this.enqueue(0, async () => { this.send(serverFrame.error('rate_limited', 'too many frames; slow down', id)) })
     } else {
       this.enqueue(0, async () => { this.close(CloseCode.POLICY_VIOLATION, 'flooding') })
@@ -218,7 +229,20 @@ export class WsSession extends WsConnection<WsSessionDeps> implements Expiring, 
     if (budget !== undefined && !budget.take(this.budgetKey, channels.length)) {
       throw new ClientError('rate_limited', `too many channel subscriptions (${budget.perSecond}/s for a user); slow down`)
     }
-    const outcome = await this.deps.hub.subscribe(this, channels, since, rewind)
+    // Only a resume or a rewind reads history; a plain subscribe reads positions.
+    const reads = this.deps.historyReadBudget
+    const replays = reads !== undefined && (rewind !== undefined || (since !== undefined && Object.keys(since).length > 0))
+    if (replays && !reads.admit(this.budgetKey)) {
+      throw new ClientError('rate_limited', 'too much history read for this user just now; resume again in a moment')
+    }
+    let storeBytes = 0
+    let outcome
+    try {
+      outcome = await this.deps.hub.subscribe(this, channels, since, rewind)
+      storeBytes = outcome.storeBytes
+    } finally {
+      if (replays) reads.settle(this.budgetKey, storeBytes)
+    }
     this.send(serverFrame.reply(replyType, id, {
       channels,
       positions: outcome.positions,
@@ -227,10 +251,9 @@ export class WsSession extends WsConnection<WsSessionDeps> implements Expiring, 
     outcome.replay()
   }
 
-  /** Whose subscribe budget this connection spends: its user's, or its address's without one. */
+  /** Whose budgets this connection spends: its user's, or its address's without one. */
   private get budgetKey (): string {
-    const { userId, clientIp } = this.identity
-    return userId !== null ? `u:${userId}` : clientIp !== undefined ? `a:${clientIp}` : `c:${this.id}`
+    return budgetKeyOf(this.identity, this.id)
   }
 
   private async presence (channel: string, id: string | number | undefined): Promise<void> {

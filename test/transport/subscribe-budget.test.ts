@@ -1,9 +1,9 @@
 import t from 'tap'
-import { SubscribeBudget } from '../../lib/transport/subscribe-budget.js'
+import { UserBudget } from '../../lib/transport/user-budget.js'
 import { startServer, token, WsClient } from '../support/helper.js'
 
-t.test('SubscribeBudget: a burst, then the rate; a request larger than what is left takes nothing; full budgets are forgotten', async (t) => {
-  const budget = new SubscribeBudget(100, 200)
+t.test('UserBudget: a burst, then the rate; a request larger than what is left takes nothing; full budgets are forgotten', async (t) => {
+  const budget = new UserBudget(100, 200)
   t.ok(budget.take('u:1', 150, 0))
   t.notOk(budget.take('u:1', 51, 0), 'more than is left: refused')
   t.ok(budget.take('u:1', 50, 0), 'what is left: taken (the refusal took nothing)')

@@ -2,11 +2,12 @@ import { monotonicMs } from '../core/clock.js'
 import { fullBucket, refillBucket, type TokenBucket } from './token-bucket.js'
 
 /**
- * Channels a user may subscribe to per second on this instance, across all its
- * connections (WS_SUBSCRIBES_PER_SECOND, bursts of WS_SUBSCRIBES_BURST): each channel a
- * subscribe names costs one.
+ * What a user may spend per second on this instance across all its WebSocket connections
+ * (per client address without a user): a token bucket per user. Two are kept.
  *
- * Why apart from the frame rate limit: that one counts frames, and a frame may name up to
+ * Channels subscribed to (WS_SUBSCRIBES_PER_SECOND, bursts of WS_SUBSCRIBES_BURST): each
+ * channel a subscribe names costs one. Why apart from the frame rate limit: that one counts
+ * frames, and a frame may name up to
  * 128 new channels, each a join, a leave and presence bookkeeping later (some 15 µs of CPU
  * each here). One user with its 100 connections, alternating subscribes and unsubscribes
  * of 127 fresh names within the frame limit, held the event loop for tens of seconds
@@ -14,20 +15,27 @@ import { fullBucket, refillBucket, type TokenBucket } from './token-bucket.js'
  * connection, for that reason; the defaults are what one connection at the frame limit can
  * ask, so a single connection never meets them. Unsubscribes are not counted: a client can
  * only leave what it joined.
+ *
+ * Bytes of frames received (WS_INBOUND_BYTES_PER_SECOND, bursts of WS_INBOUND_BYTES_BURST):
+ * a frame's cost is not its count. A 60 KB frame of 6000 keys takes ~4.4 ms to parse here;
+ * within the frame limit (50/s) one connection spent a fifth of a core on them, and one
+ * user's 20 connections held everyone's events 8 s late (a black-box audit, session 22).
+ * The defaults are far above what a client sends (subscribes of a few KB), and bound such
+ * parsing to a few percent of a core per user.
  */
-export class SubscribeBudget {
+export class UserBudget {
   private readonly buckets = new Map<string, TokenBucket>()
   private takes = 0
 
   constructor (readonly perSecond: number, readonly burst: number) {}
 
-  /** Takes `channels` from `key`'s budget; false (and nothing taken) when it has fewer left. */
-  take (key: string, channels: number, now = monotonicMs()): boolean {
+  /** Takes `amount` from `key`'s budget; false (and nothing taken) when it has less left. */
+  take (key: string, amount: number, now = monotonicMs()): boolean {
     let bucket = this.buckets.get(key)
     if (bucket === undefined) this.buckets.set(key, bucket = fullBucket(this.burst, now))
     refillBucket(bucket, this.perSecond, this.burst, now)
-    if (bucket.milliTokens < channels * 1000) return false
-    bucket.milliTokens -= channels * 1000
+    if (bucket.milliTokens < amount * 1000) return false
+    bucket.milliTokens -= amount * 1000
     if (++this.takes % SWEEP_EVERY === 0) this.sweep(now)
     return true
   }
@@ -37,7 +45,7 @@ export class SubscribeBudget {
     return this.buckets.size
   }
 
-  /** Forgets full budgets: one for every user that ever subscribed would grow for ever. */
+  /** Forgets full budgets: one for every user that ever spent any would grow for ever. */
   private sweep (now: number): void {
     for (const [key, bucket] of this.buckets) {
       refillBucket(bucket, this.perSecond, this.burst, now)

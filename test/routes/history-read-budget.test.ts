@@ -1,0 +1,42 @@
+import t from 'tap'
+import { post, requireService, serviceToken, SseClient, startServer, token, WsClient } from '../support/helper.js'
+import { REDIS_URL, redisAvailable, redisClient, uniquePrefix } from '../support/redis-fixture.js'
+
+// One user's reads of history from Redis are budgeted (lib/transport/history-read-budget.ts):
+// past it, a rewind or resume is refused (SSE 503, WebSocket rate_limited, the history route
+// 429), never the other users' and never the publishes.
+const redisUp = await redisAvailable()
+
+t.test('past its budget of history read from Redis, a user is refused a rewind on every path; others are not', async (t) => {
+  if (!requireService(t, 'Redis', redisUp)) return
+  const prefix = uniquePrefix('read-budget')
+  await redisClient(t, prefix)
+  // No copy in memory: every rewind reads Redis. 40 events of ~50 KB: ~2 MB a read.
+  const { url, wsUrl } = await startServer(t, {
+    REDIS_URL, REDIS_KEY_PREFIX: prefix, HISTORY_CACHE_BYTES: 0, HISTORY_READ_BYTES_PER_SECOND: 1000, HISTORY_READ_BYTES_BURST: 3_000_000
+  })
+  const big = 'x'.repeat(50_000)
+  for (let i = 0; i < 40; i++) t.equal((await post(`${url}/realtime/publish`, serviceToken(), { channel: 'product:big', type: 'stock', payload: { i, big } })).status, 202)
+
+  const rewind = (sub: string) => SseClient.open(t, `${url}/sse?channels=product:big&rewind=40`, { authorization: `Bearer ${token(sub)}` })
+  t.equal((await rewind('reader')).status, 200, 'a first rewind: ~2 MB of the 3 MB')
+  t.equal((await rewind('reader')).status, 200, 'a second, while some budget is left: it goes past zero')
+  const refused = await rewind('reader')
+  t.equal(refused.status, 503, 'a third: refused')
+  t.equal(refused.headers?.get('retry-after'), '1')
+  t.match(refused.body, /too much history read for this user/)
+
+  const ws = await WsClient.connect(t, wsUrl, token('reader'))
+  const answer = await ws.request({ type: 'subscribe', id: 'r', payload: { channels: ['product:big'], rewind: 40 } })
+  t.match(answer, { type: 'error', id: 'r', payload: { code: 'rate_limited' } }, 'a WebSocket rewind of the same user: rate_limited')
+  t.match(await ws.request({ type: 'subscribe', id: 'p', payload: { channels: ['product:big'] } }), { type: 'subscribed' }, 'a plain subscribe reads no history: still fine')
+
+  const history = await fetch(`${url}/realtime/history/product:big`, { headers: { authorization: `Bearer ${token('reader')}` } })
+  t.equal(history.status, 429, 'the history route: 429')
+  t.equal(history.headers.get('retry-after'), '1')
+
+  t.equal((await rewind('someone-else')).status, 200, 'another user has a budget of its own')
+  const service = await fetch(`${url}/realtime/history/product:big`, { headers: { authorization: `Bearer ${serviceToken()}` } })
+  t.equal(service.status, 200, 'a service reading history is not budgeted')
+  t.equal((await post(`${url}/realtime/publish`, serviceToken(), { channel: 'product:big', type: 'stock', payload: { i: 40 } })).status, 202, 'publishing goes on')
+})
