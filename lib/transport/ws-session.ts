@@ -30,8 +30,7 @@ export interface WsSessionDeps extends WsConnectionOptions {
   maxRewind: number
   log: SessionLogger
   rateLimit: { perSecond: number, burst: number, strikes: number }
-  /** Channels each user may subscribe to per second, across its connections (lib/transport/subscribe-budget.ts). */
-  /** Channels a user may subscribe to per second (lib/transport/user-budget.ts). */
+  /** Channels a user may subscribe to per second, across its connections (lib/transport/user-budget.ts). */
   subscribeBudget?: UserBudget
   /** Bytes of frames a user may send per second (lib/transport/user-budget.ts). */
   inboundBudget?: UserBudget
