@@ -8,11 +8,13 @@ interface Account {
 }
 
 /**
- * History a user may have read from the store (Redis) for it on this instance, across its
- * WebSocket resumes and rewinds, SSE streams and the history route: bytes per second
- * (HISTORY_READ_BYTES_PER_SECOND, bursts of HISTORY_READ_BYTES_BURST), and at most
- * READS_AT_ONCE such reads under way at a time. What memory answers (docs/operations.md,
- * "Reads answered from memory") costs nothing.
+ * History a user may read on this instance, across its WebSocket resumes and rewinds, SSE
+ * streams and the history route: bytes per second (HISTORY_READ_BYTES_PER_SECOND, bursts of
+ * HISTORY_READ_BYTES_BURST), and at most READS_AT_ONCE such reads under way at a time. A
+ * resume or rewind is charged what the store (Redis) sent for it: what memory answers
+ * (docs/operations.md, "Reads answered from memory") costs nothing. A history answer is
+ * charged what it weighs, and is under way until it has left: 200 answers of 6.5 MB to
+ * readers that never read took the memory broker's process to 1.4 GB.
  *
  * Why: a read's reply comes back on the connection publishes share, and Redis keeps what
  * the gateway has not read yet without limit. A user reopening 50 SSE streams with

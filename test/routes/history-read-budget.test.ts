@@ -40,3 +40,19 @@ t.test('past its budget of history read from Redis, a user is refused a rewind o
   t.equal(service.status, 200, 'a service reading history is not budgeted')
   t.equal((await post(`${url}/realtime/publish`, serviceToken(), { channel: 'product:big', type: 'stock', payload: { i: 40 } })).status, 202, 'publishing goes on')
 })
+
+t.test('the history route charges a user what its answers weigh, whatever the broker: answered from memory too', async (t) => {
+  const { url } = await startServer(t, { HISTORY_READ_BYTES_PER_SECOND: 1000, HISTORY_READ_BYTES_BURST: 3_000_000 })
+  const big = 'x'.repeat(50_000)
+  for (let i = 0; i < 40; i++) t.equal((await post(`${url}/realtime/publish`, serviceToken(), { channel: 'product:big', type: 'stock', payload: { i, big } })).status, 202)
+  const read = async (bearer: string) => {
+    const res = await fetch(`${url}/realtime/history/product:big`, { headers: { authorization: `Bearer ${bearer}` } })
+    const body = await res.json() as { events?: unknown[] }
+    return { status: res.status, events: body.events?.length, retryAfter: res.headers.get('retry-after') }
+  }
+  t.same(await read(token('reader')), { status: 200, events: 40, retryAfter: null }, 'a first answer, ~2 MB of the 3 MB')
+  t.same(await read(token('reader')), { status: 200, events: 40, retryAfter: null }, 'a second, past zero')
+  t.same(await read(token('reader')), { status: 429, events: undefined, retryAfter: '1' }, 'a third: 429')
+  t.equal((await read(token('another'))).status, 200, 'another user has its own')
+  t.equal((await read(serviceToken())).status, 200, 'a service is not budgeted')
+})
