@@ -47,7 +47,8 @@ for i = 1, #fields, 2 do
     if not ends or ends <= now then redis.call('HDEL', KEYS[1], fields[i]) end
   end
 end
-redis.call('HSET', KEYS[1], '${CURSOR_FIELD}', scan[1])
+-- A sweep that came round (a small hash is one) keeps no cursor.
+if scan[1] == '0' then redis.call('HDEL', KEYS[1], '${CURSOR_FIELD}') else redis.call('HSET', KEYS[1], '${CURSOR_FIELD}', scan[1]) end
 local ends = math.ceil(new['until'])
 if redis.call('PTTL', KEYS[1]) < 0 then
   redis.call('PEXPIREAT', KEYS[1], ends)
