@@ -59,6 +59,14 @@ export class RevocationList {
     return identity.iat === undefined || identity.iat <= user.issuedBefore
   }
 
+  /** Every revocation still in force, one per user and one per jti. */
+  inForce (now = Date.now()): Revocation[] {
+    const live: Revocation[] = []
+    for (const [userId, r] of this.users) if (r.until > now) live.push({ kind: 'user', userId, issuedBefore: r.issuedBefore, until: r.until })
+    for (const [jti, until] of this.jtis) if (until > now) live.push({ kind: 'jti', jti, until })
+    return live
+  }
+
   /** Drops revocations that have ended (called now and then; checks ignore them anyway). */
   prune (now = Date.now()): void {
     for (const [userId, r] of this.users) if (r.until <= now) this.users.delete(userId)

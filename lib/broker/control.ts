@@ -1,4 +1,4 @@
-import type { Revocation } from '../auth/revocations.js'
+import { type Revocation, RevocationList } from '../auth/revocations.js'
 
 /**
  * What admins and services do to live connections on every instance (docs/protocol.md,
@@ -28,8 +28,8 @@ export interface ControlBackend {
 /** One instance, no network: messages go straight back to it; revocations live in its memory. */
 export class LocalControl implements ControlBackend {
   private listener: (message: ControlMessage) => void = () => {}
-  /** One per user or jti, merged as Redis merges them (lib/broker/redis-control.ts). */
-  private readonly kept = new Map<string, Revocation>()
+  /** One per user or jti, merged as every instance merges them (RevocationList.apply). */
+  private readonly kept = new RevocationList()
   private prunedAt = 0
 
   async send (message: ControlMessage): Promise<void> {
@@ -42,30 +42,17 @@ export class LocalControl implements ControlBackend {
 
   async store (revocation: Revocation): Promise<void> {
     const now = Date.now()
-    // Ended ones go at most once a minute: a revoke never scans them all (10 000 revokes in a row once took minutes).
+    // Ended ones go at most once a minute, not on every revoke.
     if (now - this.prunedAt >= 60_000) {
       this.prunedAt = now
-      for (const [field, r] of this.kept) if (r.until <= now) this.kept.delete(field)
+      this.kept.prune(now)
     }
-    const field = revocationField(revocation)
-    const known = this.kept.get(field)
-    this.kept.set(field, known === undefined ? revocation : merged(known, revocation))
+    this.kept.apply(revocation)
   }
 
   async load (): Promise<Revocation[]> {
-    const now = Date.now()
-    return [...this.kept.values()].filter((r) => r.until > now)
+    return this.kept.inForce()
   }
 
   onResync (): void {}
-}
-
-/** Where a revocation is kept: one per user, one per jti. */
-export const revocationField = (r: Revocation): string => r.kind === 'user' ? `u:${r.userId}` : `j:${r.jti}`
-
-/** Two revocations of one field as one: the later issuedBefore and the later end win. */
-function merged (known: Revocation, added: Revocation): Revocation {
-  const until = Math.max(known.until, added.until)
-  if (known.kind === 'user' && added.kind === 'user') return { ...added, issuedBefore: Math.max(known.issuedBefore, added.issuedBefore), until }
-  return { ...added, until }
 }

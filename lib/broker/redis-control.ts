@@ -1,7 +1,7 @@
 import type { RedisClient } from './redis-connection.js'
 import type { Revocation } from '../auth/revocations.js'
 import { BrokerUnavailableError } from './broker.js'
-import { type ControlBackend, type ControlMessage, revocationField } from './control.js'
+import type { ControlBackend, ControlMessage } from './control.js'
 
 /**
  * Disconnects and revocations over Redis (lib/broker/control.ts): a message is published on
@@ -91,7 +91,7 @@ export class RedisControl implements ControlBackend {
 
   async store (revocation: Revocation): Promise<void> {
     try {
-      await (this.redis as ScriptedRedis).rtgStoreRevocation(this.layout.revocationsKey, revocationField(revocation), JSON.stringify(revocation), Date.now())
+      await (this.redis as ScriptedRedis).rtgStoreRevocation(this.layout.revocationsKey, fieldOf(revocation), JSON.stringify(revocation), Date.now())
     } catch (err) {
       throw new BrokerUnavailableError('redis did not keep the revocation', { cause: err })
     }
@@ -140,3 +140,6 @@ function parseRevocation (text: string): Revocation | null {
     return null
   }
 }
+
+/** Where a revocation is kept in the hash: one field per user, one per jti. */
+const fieldOf = (r: Revocation): string => r.kind === 'user' ? `u:${r.userId}` : `j:${r.jti}`
