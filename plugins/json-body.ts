@@ -5,8 +5,9 @@ import { parseUntrustedJson, UntrustedJsonError } from '../lib/ingress/untrusted
 /**
  * JSON bodies parsed as the Kafka consumer parses message values (lib/ingress/untrusted-json.ts),
  * in place of Fastify's own parser: the same refusals (a body that is not JSON, a prototype
- * key), each a 400 in the usual error shape; a refused prototype key now says so. The body
- * limit (413) is Fastify's, as before. Messages name no part of the body.
+ * key, a number out of range), each a 400 in the usual error shape; a refused prototype key
+ * or number says so. The body limit (413) is Fastify's, as before. Messages quote no value
+ * from the body; a number out of range names the path of its field, as schema errors do.
  */
 export function installJsonBodyParser (app: FastifyInstance): void {
   app.removeContentTypeParser('application/json')
@@ -16,9 +17,12 @@ export function installJsonBodyParser (app: FastifyInstance): void {
     try {
       done(null, parseUntrustedJson(text))
     } catch (err) {
-      const message = err instanceof UntrustedJsonError && err.kind === 'prototype'
-        ? `body: ${err.message}`
-        : 'Body is not valid JSON but content-type is set to \'application/json\''
+      const kind = err instanceof UntrustedJsonError ? err.kind : 'syntax'
+      const message = kind === 'prototype'
+        ? `body: ${(err as Error).message}`
+        : kind === 'number'
+          ? (err as Error).message
+          : 'Body is not valid JSON but content-type is set to \'application/json\''
       done(new ClientError('bad_request', message), undefined)
     }
   })

@@ -86,6 +86,12 @@ t.test('a prototype key is poison, as over HTTP: it would have vanished from the
   t.match(reason(map('order.created', '\ufeff{"orderId":"o1","buyerId":"u1"}')), 'delivered', 'a leading BOM is skipped, as Fastify skips it')
 })
 
+t.test('a number beyond ±1.8e308 is poison, as over HTTP: it would have reached subscribers as null', async (t) => {
+  t.match(reason(map('product.updated', '{"productId":"p1","price":1e999}')), /^invalid_json: price: a number beyond/)
+  t.match(reason(map('realtime.publish', '{"channel":"room:a","type":"t","payload":{"a":[0,-1e309]}}')), /^invalid_json: payload\.a\.1: a number beyond/)
+  t.match(reason(map('product.updated', '{"productId":"p1","price":1e308}')), 'delivered')
+})
+
 t.test('backoff grows exponentially up to its cap, with jitter', async (t) => {
   for (let i = 0; i < 50; i++) {
     const first = backoffDelay(1)

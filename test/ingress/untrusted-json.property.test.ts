@@ -67,3 +67,69 @@ t.test('property: what is not JSON is a syntax error, never anything else', asyn
   }), { numRuns: 2000 })
   t.pass('syntax errors exactly for the texts JSON.parse refuses')
 })
+
+/**
+ * A number literal JSON.parse reads as ±Infinity would reach subscribers as `null`: refused,
+ * naming the path of its field. Generated texts mix such literals with finite ones that look
+ * alike (`1e308`, `1e-999`, long digit runs that fit, exponents in strings).
+ */
+const OVERFLOWING = fc.oneof(
+  fc.tuple(fc.constantFrom('', '-'), fc.integer({ min: 1, max: 9 }), fc.integer({ min: 309, max: 99999 })).map(([sign, d, e]) => `${sign}${d}e${e}`),
+  fc.tuple(fc.constantFrom('', '-'), fc.integer({ min: 309, max: 600 })).map(([sign, n]) => `${sign}9${'0'.repeat(n)}`),
+  fc.integer({ min: 306, max: 400 }).map((e) => `1000e+${e}`),
+  fc.constant('1.8e308')
+)
+const FINITE = fc.oneof(
+  fc.double({ noNaN: true, noDefaultInfinity: true }).map((n) => JSON.stringify(n)),
+  fc.constantFrom('1e308', '-1.7e308', '1e-999', '0e999', '1E+005', `1${'0'.repeat(150)}`, `0.${'1'.repeat(400)}`)
+)
+interface Tree { leaf?: string, overflow?: boolean, items?: Tree[], fields?: Array<[string, Tree]> }
+const { tree } = fc.letrec<{ tree: Tree }>((tie) => ({
+  tree: fc.oneof(
+    { depthSize: 'small', withCrossShrink: true },
+    FINITE.map((leaf) => ({ leaf })),
+    OVERFLOWING.map((leaf) => ({ leaf, overflow: true })),
+    fc.constantFrom('"e12345"', `"${'7'.repeat(120)}"`, 'null', 'true').map((leaf) => ({ leaf })),
+    fc.array(tie('tree'), { maxLength: 3 }).map((items) => ({ items })),
+    fc.uniqueArray(fc.tuple(fc.constantFrom('a', 'b', 'price', 'x y'), tie('tree')), { maxLength: 3, selector: ([k]) => k }).map((fields) => ({ fields }))
+  )
+}))
+
+function treeText (n: Tree): string {
+  if (n.leaf !== undefined) return n.leaf
+  if (n.items !== undefined) return `[${n.items.map(treeText).join(',')}]`
+  return `{${(n.fields ?? []).map(([k, v]) => `${JSON.stringify(k)}:${treeText(v)}`).join(',')}}`
+}
+
+/** Paths of every overflowing literal, in document order. */
+function overflowPaths (n: Tree, path: string[] = []): string[] {
+  if (n.overflow === true) return [path.length === 0 ? '(value)' : path.join('.')]
+  if (n.items !== undefined) return n.items.flatMap((item, i) => overflowPaths(item, [...path, String(i)]))
+  return (n.fields ?? []).flatMap(([k, v]) => overflowPaths(v, [...path, k]))
+}
+
+t.test('property: a number out of range is refused, naming the first field that holds one; every other number is read as JSON.parse reads it', async (t) => {
+  let refused = 0
+  fc.assert(fc.property(tree, (n) => {
+    const json = treeText(n)
+    const expected = overflowPaths(n)
+    try {
+      const got = parseUntrustedJson(json)
+      return expected.length === 0 && JSON.stringify(got) === JSON.stringify(JSON.parse(json))
+    } catch (err) {
+      refused++
+      return err instanceof UntrustedJsonError && err.kind === 'number' && expected.length > 0 &&
+        err.message.startsWith(`${expected[0]}: a number beyond`)
+    }
+  }), { numRuns: 2000 })
+  t.ok(refused > 200, `refused exactly the texts with a number out of range (${refused} of 2000)`)
+})
+
+t.test('a number out of range nested far deeper than any payload may be is found without overflowing the stack', async (t) => {
+  const depth = 100_000
+  const text = `${'['.repeat(depth)}1e999${']'.repeat(depth)}`
+  let caught: unknown
+  try { parseUntrustedJson(text) } catch (err) { caught = err }
+  // JSON.parse itself may give up on such depth (a syntax-kind error); what matters is no crash and no value.
+  t.ok(caught instanceof UntrustedJsonError, `refused: ${(caught as Error)?.message?.slice(0, 60)}`)
+})

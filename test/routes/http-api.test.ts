@@ -109,6 +109,20 @@ t.test('JSON bodies: a prototype key is a 400 that says so; not JSON, empty, too
   t.match(await history.json(), { events: [{ payload: { constructor: 'c', note: '__proto__' } }] })
 })
 
+t.test('JSON bodies: a number beyond ±1.8e308 is a 400 naming its field, not an event that says null', async (t) => {
+  const { url } = await startServer(t)
+  const send = async (path: string, body: string) => {
+    const res = await fetch(`${url}${path}`, { method: 'POST', headers: { authorization: `Bearer ${serviceToken()}`, 'content-type': 'application/json' }, body })
+    return { status: res.status, body: await res.json() as Frame }
+  }
+  t.match(await send('/realtime/publish', '{"channel":"room:n","type":"t","payload":{"items":[{"price":1e999}]}}'),
+    { status: 400, body: { statusCode: 400, error: 'Bad Request', message: /^payload\.items\.0\.price: a number beyond/ } })
+  t.match(await send('/realtime/broadcast/inventory', '{"productId":"p1","stock":-1e400}'), { status: 400, body: { message: /^stock: a number beyond/ } })
+  t.match(await send('/realtime/publish', '{"channel":"room:n","type":"t","payload":{"big":1e308,"tiny":1e-999,"code":"e12345"}}'), { status: 202 }, 'large, tiny and look-alike numbers that fit are fine')
+  const history = await fetch(`${url}/realtime/history/room:n`, { headers: { authorization: `Bearer ${serviceToken()}` } })
+  t.match(await history.json(), { events: [{ offset: 1, payload: { big: 1e308, tiny: 0, code: 'e12345' } }] }, 'only the publish that fits was taken')
+})
+
 t.test('LOW_STOCK_THRESHOLD is the configured one', async (t) => {
   const { url, wsUrl } = await startServer(t, { LOW_STOCK_THRESHOLD: 20 })
   const admin = await WsClient.connect(t, wsUrl, adminToken())
