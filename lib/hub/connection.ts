@@ -40,6 +40,12 @@ export interface Connection extends HubMember {
   /** Replaced on `auth:refresh`; the user id never changes for a connection. */
   identity: Identity
   sendEvent(event: EncodedEvent): void
+  /**
+   * Sends events replayed from history (a rewind, a resume) as sendEvent does, except that
+   * together they may go past the send buffer limit: a history can be larger than the
+   * buffer. A connection already behind is cut as usual (lib/transport/replay-backlog.ts).
+   */
+  sendReplayed(events: readonly EncodedEvent[]): void
   /** Tells the client the channel's stream restarted (`system:reset`, before its next event). */
   sendReset(channel: string, position: StreamPosition): void
   /** Tells the client a channel's live counts (`presence`), encoded once for every subscriber. */

@@ -261,7 +261,7 @@ export class Hub {
         if (!this.members.has(connection)) return
         plans.forEach((plan, i) => {
           if (plan.reset !== undefined) connection.sendReset(unique[i], plan.reset)
-          for (const e of plan.replay) connection.sendEvent(sharedEncodingOf(e))
+          if (plan.replay.length > 0) connection.sendReplayed(plan.replay.map((e) => sharedEncodingOf(e)))
         })
         for (const channel of holding) {
           const held = member.pendingEvents?.get(channel)

@@ -9,6 +9,7 @@ import type { Expiries, Expiring } from '../auth/expiry.js'
 import type { Flushable, WriteBatch } from '../core/write-batch.js'
 import { encodePositions } from './sse-cursor.js'
 import { chunkOf, headOf, HEARTBEAT_CHUNK, tailOf } from './sse-frames.js'
+import { pastSendLimit, writeReplayWhole } from './replay-backlog.js'
 
 /**
  * What every stream of one route shares: one object for all of them, so a stream holds
@@ -200,6 +201,15 @@ export class SseConnection extends HubMember implements Connection, Flushable, E
     if (!this.closed && this.socket !== null) this.socket.write(chunkOf(batch, bytes))
   }
 
+  /** Replayed history goes out whole, however large (lib/transport/replay-backlog.ts). */
+  sendReplayed (events: readonly EncodedEvent[]): void {
+    if (!this.writable()) return
+    // Batched replay bytes are written out first, so the backlog is measured on the socket.
+    const whole = writeReplayWhole(this, this.socket, () => this.res.writableLength, this.streams.sendBufferLimit,
+      () => { for (const event of events) this.sendEvent(event); this.writeBatched() })
+    if (!whole) this.tooSlow()
+  }
+
   /** `system:reset` (docs/protocol.md, WebSocket / Server-Sent Events): the cursor moves to the position the channel counts on from. */
   sendReset (channel: string, position: StreamPosition): void {
     this.setPosition(channel, position)
@@ -274,16 +284,24 @@ export class SseConnection extends HubMember implements Connection, Flushable, E
     this.socket.write(chunkOf([bytes], bytes.length))
   }
 
-  /** Whether the stream may be written to: open and not too far behind (else it is cut). */
+  /**
+   * Whether the stream may be written to: open and not too far behind (else it is cut).
+   * Behind means past the send buffer limit, plus what a replay left queued
+   * (lib/transport/replay-backlog.ts).
+   */
   private writable (): boolean {
     if (this.closed) return false
-    if (this.res.writableLength > this.streams.sendBufferLimit) {
-      this.streams.onTooSlow?.(this)
-      this.close(4008, 'too slow')
-      this.res.destroy()
+    if (pastSendLimit(this, this.res.writableLength, this.streams.sendBufferLimit)) {
+      this.tooSlow()
       return false
     }
     return true
+  }
+
+  private tooSlow (): void {
+    this.streams.onTooSlow?.(this)
+    this.close(4008, 'too slow')
+    this.res.destroy()
   }
 }
 

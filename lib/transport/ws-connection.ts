@@ -7,6 +7,7 @@ import type { EncodedPresence } from '../core/presence.js'
 import type { Identity } from '../auth/identity.js'
 import type { Flushable, WriteBatch } from '../core/write-batch.js'
 import { rawSocketOf, releaseReadBuffers } from './internals.js'
+import { pastSendLimit, writeReplayWhole } from './replay-backlog.js'
 import { serverFrame } from './protocol.js'
 
 export interface WsConnectionOptions {
@@ -84,6 +85,14 @@ export class WsConnection<O extends WsConnectionOptions = WsConnectionOptions> e
     this.writeBuilt(raw, event.wsFrameBytes)
   }
 
+  /** Replayed history goes out whole, however large (lib/transport/replay-backlog.ts). */
+  sendReplayed (events: readonly EncodedEvent[]): void {
+    if (!this.writable()) return
+    const whole = writeReplayWhole(this, rawSocketOf(this.socket) ?? null, () => this.socket.bufferedAmount,
+      this.options.sendBufferLimit, () => { for (const event of events) this.sendEvent(event) })
+    if (!whole) this.tooSlow()
+  }
+
   sendPresence (presence: EncodedPresence): void {
     const raw = this.plainFrames ? rawSocketOf(this.socket) : undefined
     if (raw === undefined) return this.send(presence.ws)
@@ -124,16 +133,21 @@ export class WsConnection<O extends WsConnectionOptions = WsConnectionOptions> e
 
   /**
    * Whether a frame may be written now: the socket is open and not too far behind (else
-   * it is cut with 4008).
+   * it is cut with 4008). Behind means past the send buffer limit, plus what a replay left
+   * queued (lib/transport/replay-backlog.ts).
    */
   private writable (): boolean {
     if (!this.isOpen) return false
-    if (this.socket.bufferedAmount > this.options.sendBufferLimit) {
-      this.options.onTooSlow?.(this)
-      this.close(CloseCode.TOO_SLOW, 'send buffer overflow')
+    if (pastSendLimit(this, this.socket.bufferedAmount, this.options.sendBufferLimit)) {
+      this.tooSlow()
       return false
     }
     return true
+  }
+
+  private tooSlow (): void {
+    this.options.onTooSlow?.(this)
+    this.close(CloseCode.TOO_SLOW, 'send buffer overflow')
   }
 
   /** Corks the socket until the end of the burst or turn (once per turn). */

@@ -61,6 +61,10 @@ export class RecordingConnection extends HubMember implements Connection {
     this.encodings.push(event)
   }
 
+  sendReplayed (events: readonly EncodedEvent[]): void {
+    for (const event of events) this.sendEvent(event)
+  }
+
   sendReset (channel: string, position: StreamPosition): void { this.resets.push({ channel, position }) }
   readonly presence: Array<{ channel: string, counts: PresenceCounts }> = []
   sendPresence ({ channel, counts }: EncodedPresence): void { this.presence.push({ channel, counts }) }

@@ -1,0 +1,53 @@
+import t from 'tap'
+import { SseClient, sleep, startServer, token, WsClient } from '../support/helper.js'
+
+/**
+ * A rewind (or resume) replays a channel's history in one go, and a history may be much
+ * larger than the per-connection send buffer (100 events of 60 KB: 6 MB, against 1 MiB). A
+ * client reading as fast as it can must get all of it, not 4008 (docs/protocol.md,
+ * "Limits"); a client that is already behind, or asks again before what it was sent has
+ * left, is still cut.
+ */
+const EVENTS = 100
+const big = 'z'.repeat(60_000)
+
+async function bigHistory (t: Parameters<typeof startServer>[0], overrides: Record<string, string | number> = {}) {
+  const server = await startServer(t, { HISTORY_POLICY: 'room:=100/300', ...overrides })
+  for (let i = 1; i <= EVENTS; i++) await server.app.hub.broker.publish({ channel: 'room:big', type: 'state', payload: { i, big } })
+  return server
+}
+
+t.test('a WebSocket rewind of a 6 MB history arrives whole through a 1 MiB send buffer', async (t) => {
+  const { wsUrl } = await bigHistory(t)
+  const client = await WsClient.connect(t, wsUrl, token('7'))
+  const answer = await client.request({ type: 'subscribe', id: 'r', payload: { channels: ['room:big'], rewind: EVENTS } })
+  t.match(answer, { type: 'subscribed', payload: { positions: { 'room:big': { offset: EVENTS } } } })
+  const offsets: number[] = []
+  while (offsets.length < EVENTS) offsets.push((await client.next((f) => f.type === 'state', 10_000)).offset)
+  t.same(offsets, Array.from({ length: EVENTS }, (_, i) => i + 1), 'every event, in order')
+  const closed = await Promise.race([client.closed, sleep(300).then(() => null)])
+  t.equal(closed, null, 'and the connection stays open')
+})
+
+t.test('an SSE rewind of a 6 MB history arrives whole through a 1 MiB send buffer', async (t) => {
+  const { url } = await bigHistory(t)
+  const stream = await SseClient.open(t, `${url}/sse?channels=room:big&rewind=${EVENTS}&token=${token('7')}`)
+  const events = await stream.waitFor(EVENTS, (e) => e.event === 'state', 10_000)
+  t.same(events.map((e) => e.data.offset), Array.from({ length: EVENTS }, (_, i) => i + 1), 'every event, in order')
+})
+
+t.test('a client that stops reading and asks for the history again and again is cut (4008), its backlog bounded', async (t) => {
+  const { app, url, wsUrl } = await bigHistory(t)
+  const client = await WsClient.connect(t, wsUrl, token('8'))
+  ;(client.socket as unknown as { _socket: { pause(): void } })._socket.pause()
+  for (let round = 0; round < 20 && app.hub.connectionCount() > 0; round++) {
+    client.socket.send(JSON.stringify({ type: 'unsubscribe', payload: { channels: ['room:big'] } }))
+    client.socket.send(JSON.stringify({ type: 'subscribe', payload: { channels: ['room:big'], rewind: EVENTS } }))
+    await sleep(100)
+  }
+  const deadline = Date.now() + 5000
+  while (app.hub.connectionCount() > 0 && Date.now() < deadline) await sleep(50)
+  t.equal(app.hub.connectionCount(), 0, 'the server cut the connection that kept asking without reading')
+  const metrics = await (await fetch(`${url}/metrics`)).text()
+  t.match(metrics, /gateway_slow_client_disconnects_total\{transport="ws"\} 1/, 'as too slow (4008), past the replay backlog allowed')
+})
