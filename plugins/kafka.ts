@@ -8,11 +8,12 @@ import { kafkaBrokerList } from '../lib/ops/config.js'
 import { BackgroundCommits } from '../lib/ingress/kafka-commits.js'
 import { backoffDelay, type BatchContext, ingestBatch } from '../lib/ingress/kafka-ingest.js'
 import { topicNames } from '../lib/ingress/kafka-mapping.js'
+import { refusedAsTooLarge, standInRecord } from '../lib/ingress/dead-letter.js'
 import { createKafkaMetrics } from '../lib/ops/kafka-metrics.js'
 import { publishAll } from '../lib/ingress/publisher.js'
 
 // kafkajs is CommonJS: its classes live on the default export under NodeNext.
-const { Kafka, logLevel: KafkaLogLevel } = kafkajs
+const { Kafka, logLevel: KafkaLogLevel, CompressionTypes } = kafkajs
 
 /** How long a retry sleep runs between checks that the consumer still owns the partition. */
 const SLEEP_SLICE_MS = 500
@@ -202,7 +203,16 @@ export default fp(async (app) => {
     maxEventsPerPublish: app.hub.broker.maxBatchSize,
     deadLetter: async (message, headers) => {
       if (!producerConnected) await producer.connect()
-      await producer.send({ topic: dlqTopic, messages: [{ key: message.key, value: message.value, headers }] })
+      try {
+        // Compressed: a copy with the x-dlq-* headers added must still fit the topic's limit.
+        await producer.send({ topic: dlqTopic, compression: CompressionTypes.GZIP, messages: [{ key: message.key, value: message.value, headers }] })
+      } catch (err) {
+        if (!refusedAsTooLarge(err)) throw err // retried by the ingest loop
+        // Refused for good: a stand-in goes instead, or the partition would wait behind it for ever.
+        log.warn({ topic: message.topic, partition: message.partition, offset: message.offset, bytes: message.value?.length ?? 0, dlq: dlqTopic },
+          'kafka message too large for the DLQ topic: a stand-in without its value was dead-lettered')
+        await producer.send({ topic: dlqTopic, messages: [standInRecord(message, headers)] })
+      }
     }
   }
   const kafkaEvents = app.gatewayMetrics.kafkaEventsPublished

@@ -153,10 +153,21 @@ function checkSemantics (config: Config): void {
     const brokers = kafkaBrokerList(config)
     // `,` alone names no broker: the consumer would retry an empty list for ever.
     for (const broker of brokers.length === 0 ? [''] : brokers) {
-      if (!/^[A-Za-z0-9.\-_[\]:]+:\d{1,5}$/.test(broker)) {
-        throw new ConfigError('KAFKA_BROKERS', `must be a comma-separated list of host:port (got ${JSON.stringify(config.KAFKA_BROKERS)})`)
+      const port = Number(/^[A-Za-z0-9.\-_[\]:]+:(\d{1,5})$/.exec(broker)?.[1])
+      if (!(port >= 1 && port <= 65535)) {
+        throw new ConfigError('KAFKA_BROKERS', `must be a comma-separated list of host:port, ports 1 to 65535 (got ${JSON.stringify(config.KAFKA_BROKERS)})`)
       }
     }
+  }
+  // Kafka refuses other topic names, and the consumer would then retry for ever: at start, a
+  // group never ready; at the first poison message, a partition stalled behind its DLQ send.
+  // The longest name it consumes is the prefix and `notification.created`.
+  if (!KAFKA_TOPIC.test(`${config.KAFKA_TOPIC_PREFIX}notification.created`)) {
+    throw new ConfigError('KAFKA_TOPIC_PREFIX', `must be letters, digits, '.', '_' or '-', at most ${249 - 'notification.created'.length} of them (got ${JSON.stringify(config.KAFKA_TOPIC_PREFIX)})`)
+  }
+  const dlqTopic = `${config.KAFKA_TOPIC_PREFIX}${config.KAFKA_DLQ_TOPIC}`
+  if (!KAFKA_TOPIC.test(dlqTopic) || dlqTopic === '.' || dlqTopic === '..') {
+    throw new ConfigError('KAFKA_DLQ_TOPIC', `must be a Kafka topic name: letters, digits, '.', '_' or '-', at most 249 with KAFKA_TOPIC_PREFIX (got ${JSON.stringify(config.KAFKA_DLQ_TOPIC)})`)
   }
   if (config.JWT_PUBLIC_KEY !== undefined && !config.JWT_PUBLIC_KEY.includes('-----BEGIN')) {
     throw new ConfigError('JWT_PUBLIC_KEY', 'must be a PEM public key (-----BEGIN PUBLIC KEY-----)')
@@ -195,6 +206,9 @@ export const listOf = (value: string | undefined): string[] =>
 export function kafkaBrokerList (config: Pick<Config, 'KAFKA_BROKERS'>): string[] {
   return (config.KAFKA_BROKERS ?? '').split(',').map((b) => b.trim()).filter((b) => b !== '')
 }
+
+/** A topic name Kafka accepts. */
+const KAFKA_TOPIC = /^[A-Za-z0-9._-]{1,249}$/
 
 /** A PRESENCE_CHANNELS entry: the start of a channel name (docs/protocol.md, Channels). */
 const CHANNEL_PREFIX = new RegExp(`^[${CHANNEL_ALPHABET}]{1,200}$`)

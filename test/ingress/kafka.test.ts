@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 import t from 'tap'
 import { adminToken, SseClient, token, WsClient } from '../support/helper.js'
 import { gateway, kafkaFixture, metricsText, sample, settled, useKafka, waitForMetric } from '../support/kafka-fixture.js'
@@ -144,6 +145,36 @@ t.test('poison goes to the DLQ unchanged, with the reason; good messages around 
   t.equal(sample(metrics, 'gateway_kafka_messages_total', { topic: `${kafka.prefix}order.created`, outcome: 'delivered' }), 2)
   t.equal(sample(metrics, 'gateway_kafka_messages_total', { topic: `${kafka.prefix}realtime.publish`, outcome: 'dlq' }), 2)
   t.same(buyer.events(), [], 'no event came of the poison')
+})
+
+t.test('poison too large for the DLQ as it came: sent compressed, or as a stand-in without its value; the partition flows on', async (t) => {
+  // Audit: the DLQ copy (the value, plus the x-dlq-* headers, uncompressed) was over the
+  // broker's 1 MiB message limit; Kafka refused it for good and the partition stalled behind it.
+  if (!await useKafka(t)) return
+  const kafka = await kafkaFixture(t)
+  const { wsUrl } = await gateway(t, kafka)
+  const client = await WsClient.connect(t, wsUrl, token('k2'))
+  await client.subscribe(['room:dlq-size'])
+
+  const compressible = Buffer.alloc(3 * 1024 * 1024, 'not json ')
+  await kafka.produce('realtime.publish', compressible, { partition: 0, compressed: true, key: 'k-big' })
+  // Random bytes do not compress: just under the broker's limit as produced, over it with the DLQ headers.
+  const incompressible = randomBytes(1_048_400)
+  await kafka.produce('realtime.publish', incompressible, { partition: 0, key: 'k-huge', headers: { 'trace-id': 't-2' } })
+  await kafka.produce('realtime.publish', { channel: 'room:dlq-size', type: 'after', payload: { ok: true } }, { partition: 0 })
+
+  t.match(await client.next((f) => f.channel === 'room:dlq-size', 30_000), { type: 'after', offset: 1 }, 'the message behind both arrives')
+  const dlq = await kafka.readDlq(2, 30_000)
+  const at = (offset: string) => dlq.find((m) => m.headers?.['x-dlq-source-offset']?.toString() === offset)
+  t.ok(at('0')?.value?.equals(compressible), 'the 3 MiB value went to the DLQ unchanged (compressed on the way)')
+  t.equal(at('0')?.key?.toString(), 'k-big')
+  const standIn = at('1')
+  t.equal(standIn?.value, null, 'the value too large for the DLQ is left out')
+  t.equal(standIn?.key?.toString(), 'k-huge', 'its key is kept')
+  t.match(standIn?.headers?.['x-dlq-reason']?.toString(), /^invalid_json: /)
+  t.equal(standIn?.headers?.['x-dlq-source-topic']?.toString(), `${kafka.prefix}realtime.publish`)
+  t.match(standIn?.headers?.['x-dlq-omitted']?.toString(), /^value \(1048400 bytes\), headers: too large for the DLQ topic/)
+  t.equal(standIn?.headers?.['trace-id'], undefined, 'its own headers are left out, as the note says')
 })
 
 t.test('payloads too deep, too large or of a reserved type go to the DLQ at once, and the partition flows on', async (t) => {

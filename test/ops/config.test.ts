@@ -56,6 +56,8 @@ t.test('values are parsed from strings', async (t) => {
     'written as a browser sends its Origin (no trailing slash, lower case, no default port), once each')
   t.same(kafkaBrokerList(config), ['k1:9092', 'k2:9093'])
   t.equal(loadConfig({ PORT: '' }).PORT, 3000, 'an empty value means unset')
+  t.equal(loadConfig({ KAFKA_TOPIC_PREFIX: 'p'.repeat(229), KAFKA_DLQ_TOPIC: 'dead-letters_1' }).KAFKA_DLQ_TOPIC, 'dead-letters_1',
+    'the longest prefix whose topic names Kafka accepts')
 })
 
 t.test('a bad REDIS_URL is named, never repeated: it may hold a password', async (t) => {
@@ -79,6 +81,13 @@ t.test('an invalid value is a ConfigError whose one-line message names the varia
     [{ KAFKA_BROKERS: 'k1:9092,,nope' }, 'KAFKA_BROKERS'],
     [{ KAFKA_BROKERS: ',' }, 'KAFKA_BROKERS'],
     [{ KAFKA_BROKERS: ' , ' }, 'KAFKA_BROKERS'],
+    [{ KAFKA_BROKERS: '127.0.0.1:99999' }, 'KAFKA_BROKERS'],
+    [{ KAFKA_BROKERS: 'k1:9092,127.0.0.1:0' }, 'KAFKA_BROKERS'],
+    [{ KAFKA_DLQ_TOPIC: 'bad dlq!' }, 'KAFKA_DLQ_TOPIC'],
+    [{ KAFKA_DLQ_TOPIC: '..' }, 'KAFKA_DLQ_TOPIC'],
+    [{ KAFKA_DLQ_TOPIC: 'd'.repeat(250) }, 'KAFKA_DLQ_TOPIC'],
+    [{ KAFKA_TOPIC_PREFIX: 'bad prefix/' }, 'KAFKA_TOPIC_PREFIX'],
+    [{ KAFKA_TOPIC_PREFIX: 'p'.repeat(230) }, 'KAFKA_TOPIC_PREFIX'],
     [{ REDIS_CLUSTER_NODES: ',' }, 'REDIS_CLUSTER_NODES'],
     [{ HISTORY_SIZE: '-1' }, 'HISTORY_SIZE'],
     [{ HISTORY_TTL_SECONDS: 'soon' }, 'HISTORY_TTL_SECONDS'],

@@ -6,7 +6,7 @@ import { KAFKA_TOPICS } from '../../lib/ingress/kafka-mapping.js'
 import { requireService, type RunningServer, sleep, startServer, type WsClient } from './helper.js'
 import { holdServiceLock } from './service-lock.js'
 
-const { Kafka, logLevel } = kafkajs
+const { Kafka, logLevel, CompressionTypes } = kafkajs
 
 /**
  * Real-Kafka test plumbing: every test gets its own topic prefix and group id, so
@@ -35,7 +35,7 @@ export async function kafkaReachable (): Promise<boolean> {
   }
 }
 
-export interface ProduceOptions { key?: string, headers?: IHeaders, partition?: number }
+export interface ProduceOptions { key?: string, headers?: IHeaders, partition?: number, /** gzip, as a producer may send a large value */ compressed?: boolean }
 
 export interface KafkaFixture {
   prefix: string
@@ -90,6 +90,7 @@ export async function kafkaFixture (t: Test, partitions = 3): Promise<KafkaFixtu
     async produce (topic, value, options = {}) {
       await producer.send({
         topic: `${prefix}${topic}`,
+        compression: options.compressed === true ? CompressionTypes.GZIP : undefined,
         messages: [{
           key: options.key ?? null,
           value: typeof value === 'string' || Buffer.isBuffer(value) ? value : JSON.stringify(value),

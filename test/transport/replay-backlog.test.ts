@@ -1,10 +1,10 @@
 import { once } from 'node:events'
 import { createServer, connect, type Socket } from 'node:net'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { pastSendLimit, REPLAY_BACKLOG_MAX_BYTES, writeReplayWhole } from '../../lib/transport/replay-backlog.js'
 
 /** A real loopback socket pair: `writer` queues what `reader` (paused) has not read. */
-async function socketPair (t: Parameters<Parameters<typeof t.test>[1]>[0]): Promise<{ writer: Socket, reader: Socket }> {
+async function socketPair (t: Test): Promise<{ writer: Socket, reader: Socket }> {
   const server = createServer()
   server.listen(0, '127.0.0.1')
   await once(server, 'listening')
