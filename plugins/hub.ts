@@ -76,7 +76,8 @@ export default fp<HubPluginOptions>(async (app, opts) => {
   app.decorate('historyReadBudget', new HistoryReadBudget(config.HISTORY_READ_BYTES_PER_SECOND, config.HISTORY_READ_BYTES_BURST))
   app.decorate('nodeId', nodeId)
   app.decorate('nodeStats', nodeStats)
-  app.readiness.add(clusterNodes !== undefined ? 'redis-cluster' : hub.broker.kind, () => hub.broker.isReady())
+  app.readiness.add(clusterNodes !== undefined ? 'redis-cluster' : hub.broker.kind,
+    async () => hub.broker.isReady() && (await hub.broker.servesAll?.() ?? true))
 
   app.addHook('preClose', async () => {
     hub.shutDown(CloseCode.SERVICE_RESTART, 'server restarting')

@@ -131,6 +131,11 @@ export interface Broker {
   recent(channel: string, count: number, options?: ReadOptions): Promise<HistoryResult>
   /** True while the backend is reachable (readiness). */
   isReady(): boolean
+  /**
+   * What readiness asks beyond isReady, when a backend must be asked (a Redis Cluster:
+   * every master answers and serves its slots). Absent: isReady says it all.
+   */
+  servesAll?(): Promise<boolean>
   /** How presence shares travel between instances (lib/core/presence.ts); absent with one instance. */
   readonly presence?: PresenceBackend
   /** Disconnects and revocations to every instance (lib/broker/control.ts). */

@@ -6,7 +6,7 @@ import {
 import { ChannelSequencer } from './channel-sequencer.js'
 import { sharedEncodingOf, type EventDraft, type PublishedEvent, type StreamPosition } from '../core/event.js'
 import {
-  type ClusterNode, clusterConnection, ConnectionProbe, failFastConnection, type RedisClient, type RedisLogger
+  type ClusterNode, clusterConnection, clusterServes, ConnectionProbe, failFastConnection, type RedisClient, type RedisLogger
 } from './redis-connection.js'
 import { ShardSubscribers } from './redis-shard-subscribers.js'
 import { newEpochBase, REDIS_STREAM_FLOOR_SECONDS, streamRetentionSeconds } from './epochs.js'
@@ -143,6 +143,9 @@ const retentionOf = (history: ChannelHistory): number => streamRetentionSeconds(
  * re-subscribes every held channel (only then is the broker ready again) and the
  * sequencer delivers, from history, what was published meanwhile.
  */
+/** At most one cluster readiness check this often (servesAll). */
+const SERVES_CHECK_INTERVAL_MS = 1000
+
 export class RedisBroker implements Broker {
   readonly kind = 'redis'
   /** A batch script runs a few µs per event with Redis held: 500 keep that to milliseconds. */
@@ -550,6 +553,23 @@ export class RedisBroker implements Broker {
     if (this.closed || this.commands.status !== 'ready') return false
     if (this.shards !== undefined) return this.functionsPreloaded && this.shards.isReady()
     return this.restored && this.subscriber?.status === 'ready'
+  }
+
+  /** The last cluster readiness check (servesAll): under way, or its answer and when it came. */
+  private servesCheck?: { answer: Promise<boolean>, at: number }
+
+  /**
+   * On a cluster, readiness also asks every master (clusterServes); one Redis: isReady says
+   * it all. One check a second at most, however often /health/ready is asked (it needs no
+   * token): requests meanwhile share the last answer.
+   */
+  async servesAll (): Promise<boolean> {
+    if (this.shards === undefined || !this.isReady()) return this.isReady()
+    const now = Date.now()
+    if (this.servesCheck === undefined || now - this.servesCheck.at >= SERVES_CHECK_INTERVAL_MS) {
+      this.servesCheck = { answer: clusterServes(this.commands as Cluster), at: now }
+    }
+    return await this.servesCheck.answer
   }
 
   /** Resolves true once ready, false if not within `timeoutMs` (start-up: don't open the doors before Redis). */

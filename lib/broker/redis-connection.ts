@@ -1,4 +1,5 @@
 import { Cluster, Redis, type RedisOptions } from 'ioredis'
+import { SLOTS } from './redis-slots.js'
 
 export interface RedisLogger {
   info(obj: object, msg: string): void
@@ -97,6 +98,49 @@ export function clusterConnection (nodes: readonly ClusterNode[], options: Redis
   logOutages(connection, options.name, options.log, 'redis cluster connection')
   watchSlotMap(connection, SLOT_CHECK_INTERVAL_MS, options.onSlotCheck)
   return connection
+}
+
+/** How long readiness waits for each master of a cluster (clusterServes). */
+export const CLUSTER_READY_TIMEOUT_MS = 1000
+
+/**
+ * Whether the cluster serves every slot, as readiness must say (GET /health/ready): every
+ * master the client knows answers CLUSTER INFO within `timeoutMs` and calls the cluster
+ * `ok` (a master whose slots no node serves makes every node say `fail`, and then even the
+ * healthy shards refuse commands, as Redis's cluster-require-full-coverage has it). The
+ * connections' own states said ready throughout such an outage (audit): a master down with
+ * no replica to take over, and no channel held on it.
+ */
+export async function clusterServes (cluster: Cluster, timeoutMs = CLUSTER_READY_TIMEOUT_MS): Promise<boolean> {
+  const masters = cluster.nodes('master')
+  if (masters.length === 0 || !everySlotPlaced(cluster)) return false
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<false>((resolve) => { timer = setTimeout(() => resolve(false), timeoutMs) })
+  const answers = Promise.all(masters.map(async (node) => {
+    if (node.status !== 'ready') return false
+    const info = await node.cluster('INFO') as string
+    return /^cluster_state:ok\r?$/m.test(info)
+  })).then((oks) => oks.every(Boolean), () => false)
+  try {
+    return await Promise.race([answers, timeout])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+/**
+ * Whether the client's slot map gives every slot a master it knows. Right after a master
+ * drops, the map is re-read, and until a replica is promoted the dead master's slots are
+ * missing from it while the other masters still call the cluster ok.
+ */
+function everySlotPlaced (cluster: Cluster): boolean {
+  const known = new Set(cluster.nodes('master').map((node) => `${node.options.host ?? ''}:${node.options.port ?? ''}`))
+  const slots = cluster.slots
+  for (let slot = 0; slot < SLOTS; slot++) {
+    const master = slots[slot]?.[0]
+    if (master === undefined || !known.has(master)) return false
+  }
+  return true
 }
 
 /** How often the slot map is checked (docs/operations.md: a failover is seen within this, after the election). */

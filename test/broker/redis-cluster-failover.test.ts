@@ -9,7 +9,7 @@ import { RedisLayout } from '../../lib/broker/redis-layout.js'
 import { slotOf } from '../../lib/broker/redis-slots.js'
 import { suiteChannel } from '../support/broker-suite.js'
 import { requireService, sleep } from '../support/helper.js'
-import { clusterSeeds, redisClusterAvailable, uniquePrefix } from '../support/redis-fixture.js'
+import { clusterSeeds, eventually, redisClusterAvailable, uniquePrefix } from '../support/redis-fixture.js'
 import { holdServiceLock } from '../support/service-lock.js'
 
 // A master of the real 6-node cluster killed with SIGKILL under live traffic (issue 16,
@@ -139,4 +139,66 @@ t.test('a master killed under live traffic: publishing resumes, no offset repeat
   t.equal(resumed.recovered, false, 'resuming across the failover is told to reload (the new run may have lost writes)')
   t.same(resumed.position, { epoch: after.epoch, offset: after.offset })
   t.equal(new RedisLayout(prefix, 0, true).pubsubName(victim).endsWith(`{${victim}}`), true)
+})
+
+/** The replica of the master on `masterPort`, by asking that master (CLUSTER NODES), once it has synced with it. */
+async function replicaOf (masterPort: number): Promise<{ port: number, pid: number }> {
+  const master = new Redis({ host: '127.0.0.1', port: masterPort })
+  try {
+    const nodes = String(await master.cluster('NODES')).trim().split('\n').map((line) => line.split(' '))
+    const self = nodes.find((fields) => fields[2].includes('myself'))!
+    const replica = nodes.find((fields) => fields[3] === self[0])
+    if (replica === undefined) throw new Error(`no replica of ${masterPort}`)
+    const port = Number(/:(\d+)@/.exec(replica[1])?.[1])
+    const node = new Redis({ host: '127.0.0.1', port })
+    const info = await node.info('server')
+    // A replica that has not synced yet (the node the test before killed, just back) would never take over.
+    const synced = /master_link_status:up/.test(await node.info('replication'))
+    node.disconnect()
+    if (!synced) throw new Error(`the replica on ${port} has not synced yet`)
+    return { port, pid: Number(/process_id:(\d+)/.exec(info)?.[1]) }
+  } finally {
+    master.disconnect()
+  }
+}
+
+t.test('readiness: not ready while a shard has no master (killed, its replica unable to take over); ready again once one took over', { timeout: 120_000 }, async (t) => {
+  // Audit: with no channel held on the failed shard, every connection of the gateway still
+  // said ready, and /health/ready answered 200 while every publish was refused.
+  if (!requireService(t, 'Redis Cluster', available)) return
+  let stopped: number | undefined
+  t.teardown(async () => {
+    if (stopped !== undefined) { try { process.kill(stopped, 'SIGCONT') } catch {} }
+    await promisify(execFile)('bash', [CLUSTER_SCRIPT, 'start'])
+  })
+  const broker = new RedisBroker({ url: '', clusterNodes: clusterSeeds(), keyPrefix: prefix, historySize: 100, historyTtlSeconds: 300, commandTimeoutMs: 1000, deliver: () => {} })
+  t.teardown(async () => { await broker.close() })
+  t.ok(await broker.waitUntilReady(10_000), 'connected')
+  t.equal(await broker.servesAll(), true, 'a healthy cluster serves every slot')
+
+  // A shard the broker holds no channel on (its control channel lives on one): nothing it holds goes unplaced.
+  const controlMaster = await masterOf(slotOf(new RedisLayout(prefix, 0, true).controlChannel))
+  let channel = suiteChannel('ready')
+  while ((await masterOf(slotOf(channel))).port === controlMaster.port) channel = suiteChannel('ready')
+  const master = await masterOf(slotOf(channel))
+  // The node killed by the test before comes back as a replica: wait until this master has one.
+  let replica: { port: number, pid: number } | undefined
+  await eventually('the master has a replica in sync', async () => { replica = await replicaOf(master.port); return true }, 30_000)
+  if (replica === undefined) return
+  process.kill(replica.pid, 'SIGSTOP')
+  stopped = replica.pid
+  process.kill(master.pid, 'SIGKILL')
+  const killedAt = Date.now()
+  await eventually('readiness says the cluster does not serve every slot', async () => !await broker.servesAll(), 15_000)
+  // Past the cluster's node timeout (2 s): every node has marked the master failed, and the slot map was re-read.
+  for (let i = 0; i < 6; i++) {
+    await sleep(1000)
+    t.equal(await broker.servesAll(), false, `still not ready ${Math.round((Date.now() - killedAt) / 1000)} s after the kill, with no master for the shard`)
+  }
+  await t.rejects(broker.publish({ channel, type: 'test:event', payload: {} }), 'as a publish to that shard finds')
+
+  process.kill(replica.pid, 'SIGCONT')
+  stopped = undefined
+  await eventually('readiness says ready once the replica took over', async () => await broker.servesAll(), 45_000)
+  t.match(await broker.publish({ channel, type: 'test:event', payload: {} }), { channel }, 'and a publish to that shard is taken when it says so')
 })
