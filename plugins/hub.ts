@@ -83,7 +83,8 @@ export default fp<HubPluginOptions>(async (app, opts) => {
     hub.shutDown(CloseCode.SERVICE_RESTART, 'server restarting')
   })
   app.addHook('onClose', async () => {
-    hub.close()
+    // Presence shares withdrawn while Redis is still there; bounded, as a hung Redis must not hold the shutdown.
+    await Promise.race([hub.close(), new Promise((resolve) => setTimeout(resolve, 1000).unref())])
     await hub.broker.close()
   })
 }, { name: 'hub', dependencies: ['config', 'metrics', 'readiness'] })

@@ -263,7 +263,11 @@ export class RedisBroker implements Broker {
       ? async (pubsub: string, message: string) => await this.commands.publish(pubsub, message)
       : async (pubsub: string, message: string) => await this.commands.spublish(pubsub, message)
     this.control = new RedisControl(this.commands, this.layout, publishOn)
-    this.presence = new RedisPresence(this.commands, this.layout, options.nodeId ?? name, PRESENCE_DEAD_INTERVALS * (options.presenceIntervalMs ?? 2000), publishOn)
+    // Filed under this run of the instance, not its name alone: a restart under the same NODE_ID
+    // (docker-compose's fixed names) found the last run's shares alive again, users long gone
+    // counted for hours (audit). The last run's shares now die with its heartbeat.
+    this.presence = new RedisPresence(this.commands, this.layout, `${options.nodeId ?? name}#${randomName()}`,
+      PRESENCE_DEAD_INTERVALS * (options.presenceIntervalMs ?? 2000), publishOn)
     this.serverSettingsChecked = new Promise((resolve) => {
       this.commands.once('ready', () => { void this.checkServerSettings().finally(resolve) })
     })

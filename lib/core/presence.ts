@@ -49,6 +49,8 @@ export interface PresenceBackend {
   beat(): Promise<{ live: Set<string>, rejoined: boolean }>
   /** Called with another instance's share as it changes (null: that instance left the channel). */
   onShare(listener: (channel: string, nodeId: string, share: PresenceShare | null) => void): void
+  /** Shutting down: this instance stops counting at once (its shares were withdrawn before). */
+  leave(): Promise<void>
 }
 
 /**

@@ -148,8 +148,9 @@ export class Hub {
   }
 
   /** Stops the hub's timers (the broker is closed by its owner). */
-  close (): void {
-    this.presence?.close()
+  /** Stops presence, withdrawing this instance's shares (lib/hub/presence-tracker.ts). */
+  async close (): Promise<void> {
+    await this.presence?.close()
   }
 
   add (connection: Connection): void {

@@ -24,6 +24,7 @@ t.test('presence heartbeat failures: not at start, then once per outage, and its
     load: async (channel) => await backend.load(channel),
     onShare: (listener) => backend.onShare(listener),
     write: async (channel, share) => await backend.write(channel, share),
+    leave: async () => await backend.leave(),
     beat: async () => {
       beats++
       // Decided when the answer comes, so answers after `down` was set all fail (heartbeats

@@ -26,6 +26,7 @@ t.test('the refresh rewrites every held share within a pass, a slice per tick', 
   const counted: PresenceBackend = {
     load: async (channel) => await backend.load(channel),
     beat: async () => await backend.beat(),
+    leave: async () => await backend.leave(),
     onShare: (listener) => backend.onShare(listener),
     write: async (channel: string, share: PresenceShare | null) => {
       writes.push({ channel, at: Date.now() })

@@ -16,6 +16,7 @@ const withHeartbeat = (beat: () => Promise<Heartbeat>): PresenceBackend => ({
   load: async () => new Map(),
   write: async () => {},
   onShare: () => {},
+  leave: async () => {},
   beat
 })
 

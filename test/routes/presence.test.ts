@@ -169,7 +169,7 @@ async function processAndLocal (t: Test, name: string, interval: number) {
   const child = spawnServer(t, await buildServer(), env)
   await child.waitForOutput('Server listening')
   const local = await startServer(t, { REDIS_URL, REDIS_KEY_PREFIX: prefix, PRESENCE_INTERVAL_MS: interval })
-  return { child: child.child, childWsUrl: `ws://127.0.0.1:${port}/ws`, local }
+  return { child: child.child, childWsUrl: `ws://127.0.0.1:${port}/ws`, local, env }
 }
 
 t.test('an instance that dies stops being counted within two intervals', async (t) => {
@@ -207,4 +207,44 @@ t.test('an instance counted as dead while alive (a stall) tells its shares again
   stalled.kill('SIGCONT')
   // ...and once it beats again it finds itself dropped and tells them again (nobody joined or left).
   t.same(counts(await watcher.nextPresence((f) => f.payload.connections === 3, 5000)), [3, 3], 'counted again once it resumed')
+})
+
+t.test('an instance killed and started again under the same NODE_ID: the viewers of its last run are not counted again', async (t) => {
+  // Audit: the new run beat under the same name, so the last run's shares, users long gone,
+  // counted again for hours (docker-compose gives each instance a fixed NODE_ID).
+  if (!requireService(t, 'Redis', redisUp)) return
+  const { child: first, childWsUrl, local, env } = await processAndLocal(t, 'again', INTERVAL)
+  const viewers = await Promise.all([1, 2, 3].map((i) => WsClient.connect(t, childWsUrl, token(`gone-${i}`))))
+  await Promise.all(viewers.map((v) => v.subscribe(['room:again'])))
+  const probe = await WsClient.connect(t, local.wsUrl, token('probe'))
+  await eventually('the three are counted', async () =>
+    (await probe.request({ type: 'presence:get', payload: { channel: 'room:again' } })).payload.connections === 3)
+  first.kill('SIGKILL')
+  await new Promise((resolve) => first.once('exit', resolve))
+  const second = spawnServer(t, await buildServer(), env)
+  await second.waitForOutput('Server listening')
+  await new Promise((resolve) => setTimeout(resolve, 3 * INTERVAL)) // the new run beats under the same name
+
+  const fresh = await WsClient.connect(t, local.wsUrl, token('fresh'))
+  await fresh.subscribe(['room:again'])
+  t.same(counts(await fresh.nextPresence((f) => f.channel === 'room:again')), [1, 1], 'only the new subscriber counts')
+  t.match((await probe.request({ type: 'presence:get', payload: { channel: 'room:again' } })).payload, { connections: 1, users: 1 })
+})
+
+t.test('an instance shut down gracefully withdraws its shares: the others stop counting at once, Redis keeps nothing of it', async (t) => {
+  if (!requireService(t, 'Redis', redisUp)) return
+  const prefix = uniquePrefix('presence-bye')
+  const redis = await redisClient(t, prefix)
+  const settings = { REDIS_URL, REDIS_KEY_PREFIX: prefix, PRESENCE_INTERVAL_MS: 1000 }
+  const leaving = await startServer(t, { ...settings, NODE_ID: 'leaving' })
+  const staying = await startServer(t, { ...settings, NODE_ID: 'staying' })
+  const viewers = await Promise.all([1, 2].map((i) => WsClient.connect(t, leaving.wsUrl, token(`bye-${i}`))))
+  await Promise.all(viewers.map((v) => v.subscribe(['room:bye'])))
+  const watcher = await WsClient.connect(t, staying.wsUrl, token('watcher'))
+  await watcher.subscribe(['room:bye'])
+  await watcher.nextPresence((f) => f.payload.connections === 3, 5000)
+  await leaving.app.close()
+  const fields = await redis.hkeys(`${prefix}presence:room:bye`)
+  t.same(fields.filter((f) => f.startsWith('leaving')), [], 'its share was withdrawn from Redis before it stopped')
+  t.same(counts(await watcher.nextPresence((f) => f.payload.connections === 1, 5000)), [1, 1], 'and the other instance stopped counting its viewers')
 })
