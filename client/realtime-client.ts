@@ -251,6 +251,9 @@ export class RealtimeClient {
     if (frame.type === 'system:reset') this.onReset(frame)
     if (frame.cursor !== undefined) this.subs.positions.readCursor(frame.cursor)
     if (frame.type === 'system:reset') return
+    // An event is what carries an offset, whatever its type: a service may publish one of type
+    // `presence` (only `system:` is reserved), and it must not be taken for the live counts.
+    if (frame.channel !== undefined && typeof frame.offset === 'number') return this.onEvent(frame as RealtimeEvent)
     if (frame.type === 'presence') return this.onPresence(frame)
     if (frame.channel !== undefined) return this.onEvent(frame as RealtimeEvent)
     const pending = frame.id === undefined ? undefined : this.pending.get(String(frame.id))

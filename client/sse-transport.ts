@@ -117,9 +117,10 @@ function toFrame (type: string, text: string, cursor: string | undefined): Serve
   let data: any = text
   try { data = JSON.parse(text) } catch { /* plain text data */ }
   const hasChannel = typeof data === 'object' && data !== null && typeof data.channel === 'string'
-  // presence and system:reset name a channel but are not its events.
-  if (hasChannel && (type === 'presence' || type === 'system:reset')) return { type, channel: data.channel, payload: data.payload, cursor }
-  const isEvent = hasChannel && !type.startsWith('system:')
+  // An event carries an offset, whatever its type (a service may publish type `presence`);
+  // presence counts and system:reset name a channel but carry none.
+  const isEvent = hasChannel && typeof data.offset === 'number' && !type.startsWith('system:')
   if (isEvent) return { type, channel: data.channel, offset: data.offset, payload: data.payload, ts: data.ts, cursor }
+  if (hasChannel && (type === 'presence' || type === 'system:reset')) return { type, channel: data.channel, payload: data.payload, cursor }
   return { type, payload: data, cursor }
 }

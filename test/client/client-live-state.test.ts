@@ -67,6 +67,21 @@ for (const transport of ['ws', 'sse'] as const) {
     t.match(await first.client.presence('product:pr'), { connections: 1, users: 1 })
   })
 
+  test(`${transport}: an event a service published with type presence is an event, not the live counts`, async (t) => {
+    // Audit: the client took it for presence counts (a publisher could fake viewer numbers)
+    // and the app never saw the event: a silent gap in the channel's offsets.
+    const { url } = await startServer(t)
+    const w = watch(t, { url, token: token('pe1'), channels: ['room:pe'], transports: [transport] })
+    await w.until('open', () => w.client.state === 'open')
+    await publish(t, url, 'room:pe', 'before', { n: 1 })
+    await publish(t, url, 'room:pe', 'presence', { connections: 999, users: 999 })
+    await publish(t, url, 'room:pe', 'after', { n: 3 })
+    await w.until('three events', () => w.on('room:pe').length === 3)
+    t.same(w.on('room:pe').map((e) => [e.offset, e.type]), [[1, 'before'], [2, 'presence'], [3, 'after']], 'every event, in order')
+    t.notOk(w.presences.some((p) => p.connections === 999), 'no fake counts')
+    t.same(w.recoveries, [])
+  })
+
   test(`${transport}: a stream reset reaches the app as a recovery notice, and positions follow it`, async (t) => {
     const { app, url } = await startServer(t)
     const w = watch(t, { url, token: token('z1'), channels: ['product:z'], transports: [transport] })
