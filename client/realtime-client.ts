@@ -44,6 +44,9 @@ export type { WebSocketConstructor, WebSocketLike } from './ws-transport.js'
 
 interface Pending { resolve(value: any): void, reject(err: Error): void, since?: Record<string, Position> }
 
+/** A subscribe (or other change) over SSE waiting for the reopened stream; `channels`: what it added. */
+interface ReopenWaiter { resolve(): void, reject(err: Error): void, channels: readonly string[] }
+
 /** WebSocket close codes (docs/protocol.md, WebSocket): an expired token; disconnected or revoked. */
 const TOKEN_EXPIRED = 4001
 const DISCONNECTED = 4003
@@ -64,7 +67,7 @@ export class RealtimeClient {
   private readonly emitter = new Emitter()
   private readonly subs: Subscriptions
   private readonly pending = new Map<string, Pending>()
-  private readonly reopenWaiters: Array<() => void> = []
+  private readonly reopenWaiters: ReopenWaiter[] = []
   private current: Transport | null = null
   private greeted = false
   private everOpened = false
@@ -75,8 +78,10 @@ export class RealtimeClient {
   private token: ConnectOptions['token']
   /** The token the current (or last) connection was opened with. */
   private usedToken: string | undefined
-  /** After a 4003: the token that must not be used again (docs/protocol.md, Disconnect and revoke). */
+  /** After a 4003 or a 401: the token that must not be used again (docs/protocol.md, Disconnect and revoke). */
   private refusedToken: string | undefined | null = null
+  /** Why it was refused, for the reason `closed` gives when no new token comes. */
+  private refusedBy: 'disconnected' | 'unauthorized' = 'disconnected'
   /** The latest counts each presence channel reported (what presence() answers over SSE). */
   private readonly presenceSeen = new Map<string, PresenceCounts>()
   private readonly WebSocketImpl: WebSocketConstructor | undefined
@@ -129,7 +134,7 @@ export class RealtimeClient {
   subscribe (channels: string | string[], options: SubscribeOptions = {}): Promise<void> {
     const fresh = this.subs.add(list(channels), options.rewind)
     if (fresh.length === 0 || !this.greeted || this.current === null) return Promise.resolve()
-    if (this.current.kind === 'sse') return this.reopenStream()
+    if (this.current.kind === 'sse') return quiet(this.reopenStream(fresh))
     return quiet(Promise.all(this.subscribeFrames(fresh)).then(() => undefined))
   }
 
@@ -178,6 +183,11 @@ export class RealtimeClient {
       return Promise.resolve()
     }
     if (this.current.kind === 'sse') {
+      // A stream cannot be asked: what the gateway would refuse (auth:refresh's rules) is
+      // refused here, keeping the stream and its token, instead of reopening as another user
+      // or with a token refused at once (audit).
+      const refused = refreshRefusal(token, this.userId)
+      if (refused !== undefined) return quiet(Promise.reject(Object.assign(new Error(refused), { code: 'forbidden' })))
       this.token = token
       return this.reopenStream()
     }
@@ -198,7 +208,7 @@ export class RealtimeClient {
     clearTimeout(this.timer)
     this.current?.close()
     this.dropConnection()
-    for (const resolve of this.reopenWaiters.splice(0)) resolve()
+    for (const waiter of this.reopenWaiters.splice(0)) waiter.resolve()
     this.setState('closed', reason === undefined ? {} : { reason })
   }
 
@@ -214,12 +224,12 @@ export class RealtimeClient {
       token = await this.currentToken()
     } catch (err) {
       const reason = `token: ${err instanceof Error ? err.message : String(err)}`
-      if (this.refusedToken !== null) return this.shutDown(`disconnected; no new token (${reason})`)
+      if (this.refusedToken !== null) return this.shutDown(`${this.refusedBy}; no new token (${reason})`)
       return this.closed(null, { reason })
     }
     if (this.refusedToken !== null) {
       // docs/protocol.md, close 4003: never again with the token that was disconnected.
-      if (token === undefined || token === '' || token === this.refusedToken) return this.shutDown('disconnected; no new token')
+      if (token === undefined || token === '' || token === this.refusedToken) return this.shutDown(`${this.refusedBy}; no new token`)
       this.refusedToken = null
     }
     if (kind === 'sse') await this.prepareRewinds(token)
@@ -335,7 +345,7 @@ export class RealtimeClient {
       if (this.current !== transport) return
       this.setState('open')
       this.emit('open', { transport: kind, connectionId: payload.connectionId, userId: payload.userId, channels: this.subs.all(), resumed })
-      for (const resolve of this.reopenWaiters.splice(0)) resolve()
+      for (const waiter of this.reopenWaiters.splice(0)) waiter.resolve()
     })
   }
 
@@ -364,10 +374,29 @@ export class RealtimeClient {
       const rewind = this.subs.rewindOf(channel)
       groups.set(rewind, [...groups.get(rewind) ?? [], channel])
     }
-    return [...groups].map(([rewind, group]) => {
-      const since = this.subs.positions.since(group)
-      return this.request({ type: 'subscribe', payload: { channels: group, since, rewind } }, since)
-    })
+    return [...groups].map(async ([rewind, group]) => await this.subscribeGroup(group, rewind))
+  }
+
+  /**
+   * One subscribe frame. The server refuses a frame whole when one channel in it may not be
+   * read (or is malformed): the others are then asked again one by one, so a refused channel
+   * costs only itself, and each refused one is dropped (it would be refused at every
+   * reconnect). Rejects with the first refusal.
+   */
+  private async subscribeGroup (group: string[], rewind: number | undefined): Promise<unknown> {
+    const since = this.subs.positions.since(group)
+    try {
+      return await this.request({ type: 'subscribe', payload: { channels: group, since, rewind } }, since)
+    } catch (err) {
+      if (!refusal(err)) throw err
+      if (group.length === 1) {
+        this.subs.remove(group)
+        throw err
+      }
+      const each = await Promise.allSettled(group.map(async (channel) => await this.subscribeGroup([channel], rewind)))
+      const refused = each.find((r): r is PromiseRejectedResult => r.status === 'rejected')
+      if (refused !== undefined) throw refused.reason
+    }
   }
 
   /**
@@ -397,8 +426,8 @@ export class RealtimeClient {
   }
 
   /** SSE streams have a fixed channel list: reopen with the new one, resuming the rest. */
-  private reopenStream (): Promise<void> {
-    const waiter = new Promise<void>((resolve) => this.reopenWaiters.push(resolve))
+  private reopenStream (channels: readonly string[] = []): Promise<void> {
+    const waiter = new Promise<void>((resolve, reject) => this.reopenWaiters.push({ resolve, reject, channels }))
     clearTimeout(this.timer)
     this.current?.close()
     this.dropConnection()
@@ -420,15 +449,44 @@ export class RealtimeClient {
       this.emit('disconnected', { code: DISCONNECTED, reason: info.reason, willReconnect })
       if (!willReconnect) return this.shutDown(`disconnected: ${info.reason}`)
       this.refusedToken = this.usedToken ?? ''
+      this.refusedBy = 'disconnected'
     }
     if (info.status === 401 || info.status === 403) {
       this.emit('error', { code: info.status === 401 ? 'unauthorized' : 'forbidden', status: info.status, message: info.reason })
     }
-    const next = this.policy.next(kind, wasOpen, transport !== null)
+    if (info.status === 401) {
+      // The token was refused (expired, revoked, not valid): never again with it
+      // (docs/protocol.md, Server-Sent Events: so EventSource stops retrying). A token
+      // function may give a new one; a fixed token cannot change.
+      if (typeof this.token !== 'function') return this.shutDown(`unauthorized: ${info.reason}`)
+      this.refusedToken = this.usedToken ?? ''
+      this.refusedBy = 'unauthorized'
+    }
+    if (info.status === 403) this.dropRefused(info.reason)
+    // A close code from the gateway itself (1013: a limit) means WebSocket got through; 1006 may be a proxy.
+    const answered = info.code !== undefined && info.code !== 1006 && info.code !== 4000
+    const next = this.policy.next(kind, wasOpen, transport !== null, answered)
     this.nextKind = next.kind
     const reason = info.reason !== '' ? info.reason : wasOpen ? `closed (${info.code ?? 'stream ended'})` : 'could not connect'
     this.setState('reconnecting', { attempt: next.attempt, delayMs: next.delayMs, reason, transport: next.kind })
     this.timer = setTimeout(() => { void this.attempt() }, next.delayMs)
+  }
+
+  /**
+   * An SSE stream refused (403) for channels it may not read, named in the refusal ("not
+   * allowed to read a, b"): they are dropped, and each subscribe that asked for one is
+   * rejected, so the stream opens again with the rest instead of being refused for ever.
+   */
+  private dropRefused (reason: string): void {
+    const named = /not allowed to read (.+)$/.exec(reason)?.[1].split(', ') ?? []
+    const refused = this.subs.remove(named)
+    if (refused.length === 0) return
+    for (const c of refused) this.presenceSeen.delete(c)
+    const error = Object.assign(new Error(reason), { code: 'forbidden', channels: refused })
+    for (const waiter of this.reopenWaiters.splice(0)) {
+      if (waiter.channels.some((c) => refused.includes(c))) waiter.reject(error)
+      else this.reopenWaiters.push(waiter)
+    }
   }
 
   /** Forgets the live connection; requests in flight settle (they are re-applied on reconnect). */
@@ -456,6 +514,27 @@ export class RealtimeClient {
 }
 
 const list = (channels: string | string[]): string[] => typeof channels === 'string' ? [channels] : [...channels]
+
+/**
+ * Why a token may not replace the current one over SSE (the rules auth:refresh applies over
+ * WebSocket, as far as the client can read them; the signature is the gateway's to check):
+ * not a JWT, another user's, or expired. Undefined when it may.
+ */
+function refreshRefusal (token: string, userId: string | null): string | undefined {
+  let claims: { sub?: unknown, exp?: unknown }
+  try {
+    const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/')
+    claims = JSON.parse(atob(part.padEnd(part.length + (4 - part.length % 4) % 4, '=')))
+  } catch {
+    return 'not a token'
+  }
+  if (userId !== null && String(claims.sub) !== userId) return 'a refreshed token must be for the same user'
+  if (typeof claims.exp === 'number' && claims.exp * 1000 <= Date.now()) return 'the token has expired'
+  return undefined
+}
+
+/** A server `error` answer that refuses the request itself (not a lost connection, not a rate limit). */
+const refusal = (err: unknown): boolean => ['forbidden', 'bad_request', 'too_many_channels'].includes((err as { code?: string })?.code ?? '')
 
 function withQuery (url: string, name: string, value: string | undefined): string {
   if (value === undefined || value === '') return url

@@ -12,15 +12,21 @@ export interface NextAttempt {
 
 /**
  * Which transport to try next and when. WebSocket is preferred. A WebSocket that never
- * opened (blocked by a proxy) sends the client to SSE at once, and SSE is kept; one
- * that worked before is retried once first (the gateway may just be restarting), and
- * SSE that fails while WebSocket has worked goes back to WebSocket. Every retry but
- * that first fallback waits: exponential backoff with jitter, so a gateway that is down
- * (or restarting with many clients) is never hammered.
+ * opened (blocked by a proxy) sends the client to SSE at once; one that worked before is
+ * retried once first (the gateway may just be restarting). A WebSocket the gateway itself
+ * answered with a close code (1013: a connection limit) was not blocked: it is retried,
+ * never swapped for SSE. Whenever SSE ends or fails, WebSocket is tried first again, so
+ * an outage or a limit never leaves the client on SSE for good (an audit saw it stay
+ * there after the gateway was down at page load); behind a proxy that blocks the upgrade
+ * that costs one refused WebSocket per reconnect. Every retry but the fallback to SSE
+ * waits: exponential backoff with jitter, so a gateway that is down (or restarting with
+ * many clients) is never hammered.
  */
 export class ReconnectPolicy {
   private wsEverOpened = false
   private wsFailures = 0
+  /** The immediate fallback to SSE was taken since the last connection opened. */
+  private fellBack = false
   private attempts = 0
   private openedAt = 0
 
@@ -28,21 +34,26 @@ export class ReconnectPolicy {
 
   opened (kind: TransportKind): void {
     this.openedAt = Date.now()
-    if (kind === 'ws') {
-      this.wsEverOpened = true
-      this.wsFailures = 0
-    }
+    if (kind === 'ws') this.wsEverOpened = true
+    // Either way the gateway is reached: WebSocket failures before this say nothing more.
+    this.wsFailures = 0
+    this.fellBack = false
   }
 
   /**
    * After `kind` ended (`wasOpen`: it had been greeted). `transportFailed` is false when
    * no transport was even tried (a token function threw): the same one is retried.
    */
-  next (kind: TransportKind, wasOpen: boolean, transportFailed: boolean): NextAttempt {
+  next (kind: TransportKind, wasOpen: boolean, transportFailed: boolean, answered = false): NextAttempt {
     if (wasOpen && Date.now() - this.openedAt >= STABLE_MS) this.attempts = 0
-    if (kind === 'ws' && transportFailed && !wasOpen) this.wsFailures++
-    const next = transportFailed ? this.pick(kind, wasOpen) : kind
-    if (kind === 'ws' && next === 'sse' && !this.wsEverOpened) return { kind: next, delayMs: 0, attempt: this.attempts }
+    if (kind === 'ws' && transportFailed && !wasOpen && !answered) this.wsFailures++
+    const next = transportFailed && !(kind === 'ws' && answered) ? this.pick(kind, wasOpen) : kind
+    // The fallback to SSE is immediate once per connection: while the gateway is down both
+    // fail, and the alternation must back off like any retry.
+    if (kind === 'ws' && next === 'sse' && !this.wsEverOpened && !this.fellBack) {
+      this.fellBack = true
+      return { kind: next, delayMs: 0, attempt: this.attempts }
+    }
     const { initialMs = 500, maxMs = 30_000 } = this.backoff
     const ceiling = Math.min(maxMs, initialMs * 2 ** this.attempts)
     this.attempts++
@@ -52,6 +63,6 @@ export class ReconnectPolicy {
   private pick (kind: TransportKind, wasOpen: boolean): TransportKind {
     if (this.transports.length === 1) return this.transports[0]
     if (kind === 'ws') return wasOpen || (this.wsEverOpened && this.wsFailures < 2) ? 'ws' : 'sse'
-    return this.wsEverOpened ? 'ws' : 'sse'
+    return this.transports.includes('ws') ? 'ws' : 'sse'
   }
 }

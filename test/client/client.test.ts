@@ -149,9 +149,11 @@ for (const transport of ['ws', 'sse'] as const) {
     await control.until('open', () => control.client.state === 'open')
 
     await refreshed.client.refreshToken(token('c5', [], 3600))
-    if (transport === 'ws') {
-      await t.rejects(refreshed.client.refreshToken(token('someone-else')), { code: 'forbidden' }, 'a token for another user is refused')
-    }
+    // Over SSE the client refuses these itself (audit: it reopened as the other user, or
+    // dropped a working stream for an expired token), keeping the stream and its token.
+    await t.rejects(refreshed.client.refreshToken(token('someone-else')), { code: 'forbidden' }, 'a token for another user is refused')
+    await t.rejects(refreshed.client.refreshToken(token('c5', [], -10)), { code: 'forbidden' }, 'an expired one too')
+    await t.rejects(refreshed.client.refreshToken('not-a-token'), { code: 'forbidden' }, 'and what is not a token')
 
     // The control keeps its 2 s token: the gateway ends it at expiry (4001 over WebSocket)
     // and then refuses it (a 401 is only visible over SSE: browsers hide upgrade statuses).
@@ -263,4 +265,47 @@ test('ws: events missed while away and one sent live during the resume come once
   t.same(w.on('user:c9').map((e) => e.payload.message), ['first', 'missed 1', 'missed 2', 'during the resume', 'after'])
   t.same(offsets(w.on('user:c9')), [1, 2, 3, 4, 5], 'once each, in order')
   t.same(w.recoveries, [])
+})
+
+for (const transport of ['ws', 'sse'] as const) {
+  test(`${transport}: a channel it may not read is refused alone: the others go live, and it is dropped`, async (t) => {
+    // Audit: over WebSocket the refused frame took the allowed channels with it while 'open'
+    // listed them all; over SSE the stream was refused for ever, every channel dark.
+    const { url } = await startServer(t)
+    const w = watch(t, { url, token: token('f1'), channels: ['room:fx', 'admin'], transports: [transport], backoff: { initialMs: 50, maxMs: 200 } })
+    await w.until('open', () => w.client.state === 'open')
+    t.ok(w.errors.some((e) => e.code === 'forbidden'), 'the refusal is told')
+    t.notOk((w.opens.at(-1) as unknown as { channels: string[] }).channels.includes('admin'), '\'open\' lists only what is live')
+    await publish(t, url, 'room:fx', 'stock', { n: 1 })
+    await w.until('the allowed channel\'s event', () => w.on('room:fx').length === 1)
+
+    await t.rejects(w.client.subscribe(['room:fy', 'admin']), { code: 'forbidden' }, 'a subscribe naming it is rejected')
+    await w.until('open again', () => w.client.state === 'open')
+    await publish(t, url, 'room:fy', 'stock', { n: 1 })
+    await publish(t, url, 'room:fx', 'stock', { n: 2 })
+    await w.until('the other channel of that subscribe is live', () => w.on('room:fy').length === 1 && w.on('room:fx').length === 2)
+    t.same(offsets(w.on('room:fx')), [1, 2], 'and the first one lost nothing')
+  })
+}
+
+test('sse: a token the gateway refuses (401) is not tried again: the client closes', async (t) => {
+  // Audit: an expired or revoked fixed token was retried for ever.
+  const { url } = await startServer(t)
+  const w = watch(t, { url, token: token('f2', [], -10), channels: ['room:fz'], transports: ['sse'], backoff: { initialMs: 50, maxMs: 200 } })
+  await w.until('closed', () => w.client.state === 'closed', 5000)
+  t.ok(w.errors.some((e) => e.code === 'unauthorized'), 'told why')
+  t.same(w.opens, [])
+})
+
+test('ws: a WebSocket the gateway refused with 1013 (a connection limit) is retried, not swapped for SSE for good', async (t) => {
+  // Audit: the first WebSocket closed with 1013 sent the client to SSE, and it stayed there.
+  const { url } = await startServer(t, { MAX_CONNECTIONS_PER_USER: 1 })
+  const first = watch(t, { url, token: token('f3'), transports: ['ws'] })
+  await first.until('open', () => first.client.state === 'open')
+  const second = watch(t, { url, token: token('f3'), backoff: { initialMs: 50, maxMs: 200 } })
+  await sleep(500)
+  t.equal(second.client.state, 'reconnecting', 'refused while the first holds the only slot')
+  first.client.close()
+  await second.until('open once the slot is free', () => second.client.state === 'open')
+  t.equal(second.client.transport, 'ws', 'over WebSocket')
 })
