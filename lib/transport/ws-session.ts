@@ -57,6 +57,9 @@ const QUEUED_FRAME_WEIGHT = 4096
 /** A refused frame larger than this is answered without its id (not parsed at all). */
 const MAX_PARSED_REFUSED_BYTES = 4096
 
+/** A second with no refused frame clears a connection's strikes: a burst that backed off is forgiven. */
+const STRIKES_FORGIVEN_AFTER_MS = 1000
+
 /**
  * The protocol of one WebSocket connection (docs/protocol.md, WebSocket): it parses client frames,
  * applies the channel rules and the inbound rate limit, and answers. Errors become
@@ -71,6 +74,8 @@ export class WsSession extends WsConnection<WsSessionDeps> implements Expiring, 
   milliTokens: number
   updatedMs = monotonicMs()
   private strikes = 0
+  /** When the last frame was refused (monotonicMs): strikes count refusals with no quiet second between them. */
+  private lastStrikeMs = 0
   /** Frames still to handle, in arrival order, behind the greeting. */
   private queue = IDLE
   /** What the queue holds, weighed (MAX_QUEUED_WEIGHT). */
@@ -90,14 +95,18 @@ export class WsSession extends WsConnection<WsSessionDeps> implements Expiring, 
    * The inbound rate limit, judged as a frame of `bytes` arrives (before it is queued behind
    * earlier frames, before it is parsed): the connection's frame rate, then its user's bytes
    * across connections. `limited` frames get a `rate_limited` error; once a client has kept
-   * flooding through WS_RATE_LIMIT_STRIKES refusals in a row it is `flooding`.
+   * flooding through WS_RATE_LIMIT_STRIKES refusals, with no second free of refusals between
+   * them, it is `flooding`. (Refusals in a row, reset by any accepted frame, let a client
+   * flood for ever at ten times the rate: the bucket lets a frame through every 20 ms.)
    */
   admit (bytes = 0): Admission {
     const inbound = this.deps.inboundBudget
     if (takeToken(this, this.deps.rateLimit.perSecond, this.deps.rateLimit.burst) && (bytes === 0 || inbound === undefined || inbound.take(this.budgetKey, bytes))) {
-      this.strikes = 0
       return 'ok'
     }
+    const now = monotonicMs()
+    if (now - this.lastStrikeMs > STRIKES_FORGIVEN_AFTER_MS) this.strikes = 0
+    this.lastStrikeMs = now
     this.strikes++
     this.deps.onRateLimited?.()
     return this.strikes > this.deps.rateLimit.strikes ? 'flooding' : 'limited'

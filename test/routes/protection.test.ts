@@ -204,3 +204,28 @@ t.test('an SSE reader that stops reading has its stream ended while a healthy on
   const metrics = await (await fetch(`${url}/metrics`)).text()
   t.match(metrics, /gateway_slow_client_disconnects_total\{transport="sse"\} 1/)
 })
+
+t.test('flooding at a few times the rate is closed with 1008 too, though some frames get through between refusals', async (t) => {
+  // Audit: strikes counted refusals in a row and any accepted frame reset them, so 500
+  // frames/s against 50/s (one frame through every 20 ms) drew errors for ever, never 1008.
+  const { wsUrl } = await startServer(t, { WS_RATE_LIMIT_PER_SECOND: 50, WS_RATE_LIMIT_BURST: 50, WS_RATE_LIMIT_STRIKES: 20 })
+  const client = await WsClient.connect(t, wsUrl, token('7'))
+  let sent = 0
+  const timer = setInterval(() => { for (let i = 0; i < 5 && client.socket.readyState === WebSocket.OPEN; i++) client.send({ type: 'system:ping', id: sent++ }) }, 10)
+  t.teardown(() => clearInterval(timer))
+  const closed = await Promise.race([client.closed, sleep(10_000).then(() => null)])
+  clearInterval(timer)
+  t.match(closed, { code: 1008 }, `closed as flooding after ${sent} frames`)
+  t.ok(client.frames.some((f) => f.type === 'system:pong' && f.id > 60), 'some frames had been served between the refusals')
+})
+
+t.test('a burst over the limit that then backs off is forgiven: the next burst starts with no strikes', async (t) => {
+  const { wsUrl } = await startServer(t, { WS_RATE_LIMIT_PER_SECOND: 5, WS_RATE_LIMIT_BURST: 5, WS_RATE_LIMIT_STRIKES: 3 })
+  const client = await WsClient.connect(t, wsUrl, token('7'))
+  for (let round = 0; round < 3; round++) {
+    for (let i = 0; i < 8; i++) client.send({ type: 'system:ping', id: `${round}-${i}` }) // 5 served, 3 refused: at the limit, not past it
+    await client.next((f) => f.type === 'error' && f.id === `${round}-7`)
+    await sleep(1200)
+  }
+  t.equal(client.socket.readyState, WebSocket.OPEN, 'still open after three bursts, each followed by a quiet second')
+})
