@@ -9,7 +9,8 @@ import { newConnectionId } from '../lib/hub/connection.js'
 import { CloseCode } from '../lib/core/errors.js'
 import { refusalFor, REFUSAL_MESSAGES } from '../lib/hub/admission.js'
 import { holdHandshake, releaseHandshake } from '../lib/transport/handshake-hold.js'
-import { compactListeners, detachUpgradeResponse } from '../lib/transport/internals.js'
+import { compactListeners, detachUpgradeResponse, rawSocketOf } from '../lib/transport/internals.js'
+import { endWhenQuiet } from '../lib/transport/quiet-end.js'
 import { serverFrame } from '../lib/transport/protocol.js'
 import { WsConnection, type WsConnectionOptions } from '../lib/transport/ws-connection.js'
 import { WsSession, type WsSessionDeps } from '../lib/transport/ws-session.js'
@@ -114,7 +115,11 @@ const wsRoutes: FastifyPluginAsyncTypebox = async (app) => {
     // ws has already queued the close frame that names the error (1009 for a frame too
     // large, 1002 for a protocol error) and drains what the client still sends: cutting the
     // socket now would race that frame (the client saw 1006) and turn the FIN into a RST.
-    // The client answers the close; a silent one is cut after a grace period.
+    // The client answers the close; a silent one is cut after a grace period. ws's end of
+    // the TCP connection waits until the client is quiet, so a proxy does not turn it into
+    // a RST that loses the close frame (lib/transport/quiet-end.ts).
+    const raw = rawSocketOf(this)
+    if (raw !== undefined) endWhenQuiet(raw, END_QUIET_MS, CLOSE_GRACE_MS)
     cutLater(this)
   }
   function onClose (this: WebSocket): void {
@@ -192,6 +197,8 @@ export default wsRoutes
 
 /** How long a closing socket may take to finish the closing handshake before it is cut. */
 const CLOSE_GRACE_MS = 2000
+/** After an error close, the client counts as done sending once this long silent (lib/transport/quiet-end.ts). */
+const END_QUIET_MS = 100
 
 function cutLater (socket: WebSocket): void {
   setTimeout(() => { if (socket.readyState !== socket.CLOSED) socket.terminate() }, CLOSE_GRACE_MS).unref()

@@ -7,7 +7,8 @@ import t, { type Test } from 'tap'
 import { EnvSchema } from '../../lib/ops/config.js'
 import { freePort } from '../support/ports.js'
 import { deleteRedisPrefix, find, type NginxDirective, nginxSeconds, parseNginx, portOpen, read, ROOT, toolRuns } from '../support/deploy-files.js'
-import { post, requireService, serviceToken, sleep, SseClient, startServer, token, WsClient } from '../support/helper.js'
+import { post, requireService, serviceToken, sleep, SseClient, startServer, TEST_SECRET, token, WsClient } from '../support/helper.js'
+import { buildServer, spawnServer } from '../support/server-process.js'
 
 /**
  * deploy/nginx/nginx.conf and deploy/prometheus/*.yml, checked by the real tools:
@@ -180,4 +181,26 @@ t.test('a real nginx with this config in front of two replicas: WebSocket, SSE, 
   await sleep(200)
   t.match(nginx.log(), /"GET \/ws HTTP\/1.1" 101/, 'WebSocket upgrades are logged')
   t.notMatch(nginx.log(), userToken, 'but never the token of the query string')
+})
+
+t.test('through nginx, a frame far over the limit gets the 1009 close frame, not a dropped connection (1006)', async (t) => {
+  // Audit: the gateway ended its side of the TCP connection right after the close frame,
+  // nginx closed the client's socket with the client's data unread, and the RST lost the
+  // close frame: 5 of 20 clients sending 4 MB saw 1006.
+  if (!requireService(t, 'nginx (apt-get install nginx)', NGINX !== undefined) || NGINX === undefined) return
+  // The gateway in a process of its own, as deployed: the race is between its end of the
+  // connection and a client still writing, which one event loop for both would serialize.
+  const port = await freePort()
+  const replica = spawnServer(t, await buildServer(), { JWT_SECRET: TEST_SECRET, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn' })
+  await replica.waitForOutput('listening', 45_000).catch(async () => { for (let i = 0; i < 100 && !(await portOpen('127.0.0.1', port)); i++) await sleep(100) })
+  const nginx = await startNginx(t, NGINX, [port, port])
+  const big = 'x'.repeat(8 * 1024 * 1024)
+  const codes: number[] = []
+  for (let i = 0; i < 20; i++) {
+    const client = await WsClient.connect(t, `${nginx.url.replace('http', 'ws')}/ws`, token(`big-${i}`))
+    client.socket.on('error', () => {})
+    client.socket.send(JSON.stringify({ type: 'system:ping', payload: big }))
+    codes.push((await client.closed).code)
+  }
+  t.same(codes, codes.map(() => 1009), `every client got 1009 (${codes.join(' ')})`)
 })
