@@ -379,24 +379,30 @@ export class RealtimeClient {
 
   /**
    * One subscribe frame. The server refuses a frame whole when one channel in it may not be
-   * read (or is malformed): the others are then asked again one by one, so a refused channel
-   * costs only itself, and each refused one is dropped (it would be refused at every
-   * reconnect). Rejects with the first refusal.
+   * read, naming up to five of them: those are dropped (they would be refused at every
+   * reconnect) and the rest asked again in one frame, until it is taken. A refusal naming
+   * none of them (a malformed name, too many channels) drops the whole group. Rejects with
+   * the first refusal. One frame at a time: asking channel by channel could run into the
+   * inbound rate limit and close the connection (1008).
    */
-  private async subscribeGroup (group: string[], rewind: number | undefined): Promise<unknown> {
-    const since = this.subs.positions.since(group)
-    try {
-      return await this.request({ type: 'subscribe', payload: { channels: group, since, rewind } }, since)
-    } catch (err) {
-      if (!refusal(err)) throw err
-      if (group.length === 1) {
-        this.subs.remove(group)
-        throw err
+  private async subscribeGroup (group: string[], rewind: number | undefined): Promise<void> {
+    let rest = group
+    let refused: unknown
+    while (rest.length > 0) {
+      const since = this.subs.positions.since(rest)
+      try {
+        await this.request({ type: 'subscribe', payload: { channels: rest, since, rewind } }, since)
+        break
+      } catch (err) {
+        if (!refusal(err)) throw err
+        refused ??= err
+        const named = refusedChannels((err as Error).message).filter((c) => rest.includes(c))
+        const dropped = named.length > 0 ? named : rest
+        this.subs.remove(dropped)
+        rest = rest.filter((c) => !dropped.includes(c))
       }
-      const each = await Promise.allSettled(group.map(async (channel) => await this.subscribeGroup([channel], rewind)))
-      const refused = each.find((r): r is PromiseRejectedResult => r.status === 'rejected')
-      if (refused !== undefined) throw refused.reason
     }
+    if (refused !== undefined) throw refused
   }
 
   /**
@@ -478,8 +484,7 @@ export class RealtimeClient {
    * rejected, so the stream opens again with the rest instead of being refused for ever.
    */
   private dropRefused (reason: string): void {
-    const named = /not allowed to read (.+)$/.exec(reason)?.[1].split(', ') ?? []
-    const refused = this.subs.remove(named)
+    const refused = this.subs.remove(refusedChannels(reason))
     if (refused.length === 0) return
     for (const c of refused) this.presenceSeen.delete(c)
     const error = Object.assign(new Error(reason), { code: 'forbidden', channels: refused })
@@ -531,6 +536,15 @@ function refreshRefusal (token: string, userId: string | null): string | undefin
   if (userId !== null && String(claims.sub) !== userId) return 'a refreshed token must be for the same user'
   if (typeof claims.exp === 'number' && claims.exp * 1000 <= Date.now()) return 'the token has expired'
   return undefined
+}
+
+/**
+ * The channels a refusal names: `not allowed to subscribe to a, b` (a WebSocket error) or
+ * `not allowed to read a, b` (an SSE 403), up to five of them; channel names hold no space
+ * or comma (docs/protocol.md, Channels).
+ */
+function refusedChannels (message: string): string[] {
+  return /not allowed to (?:subscribe to|read) (.+)$/.exec(message)?.[1].split(', ') ?? []
 }
 
 /** A server `error` answer that refuses the request itself (not a lost connection, not a rate limit). */

@@ -131,6 +131,9 @@ const entryOfEvent = (event: PublishedEvent): string => `${event.epoch},${event.
 /** How long a channel's meta hash outlives its last publish, and its epoch bucket (lib/broker/epochs.ts). */
 const retentionOf = (history: ChannelHistory): number => streamRetentionSeconds(history.ttlSeconds, REDIS_STREAM_FLOOR_SECONDS)
 
+/** At most one cluster readiness check this often (servesAll). */
+const SERVES_CHECK_INTERVAL_MS = 1000
+
 /**
  * The broker for many instances (see lib/broker/redis-layout.ts for keys, scripts and the epoch
  * rule). Two connections: commands (publish, history) and a subscriber that holds the
@@ -143,9 +146,6 @@ const retentionOf = (history: ChannelHistory): number => streamRetentionSeconds(
  * re-subscribes every held channel (only then is the broker ready again) and the
  * sequencer delivers, from history, what was published meanwhile.
  */
-/** At most one cluster readiness check this often (servesAll). */
-const SERVES_CHECK_INTERVAL_MS = 1000
-
 export class RedisBroker implements Broker {
   readonly kind = 'redis'
   /** A batch script runs a few µs per event with Redis held: 500 keep that to milliseconds. */

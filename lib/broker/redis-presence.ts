@@ -97,20 +97,15 @@ export class RedisPresence implements PresenceBackend {
     } catch (err) {
       throw new BrokerUnavailableError('redis did not answer a presence read', { cause: err })
     }
+    // A dead instance's shares (killed, or an earlier run of this one: shares are filed under
+    // the run) count no more; they are not deleted here, as an instance only stalled may be
+    // writing its share again this instant. The hash's TTL ends them.
     const shares = new Map<string, PresenceShare>()
-    const dead: string[] = []
     for (const [nodeId, text] of Object.entries(fields)) {
-      if (nodeId === this.nodeId) continue
-      if (!live.has(nodeId)) {
-        dead.push(nodeId)
-        continue
-      }
+      if (nodeId === this.nodeId || !live.has(nodeId)) continue
       const share = parseShare(text)
       if (share !== null) shares.set(nodeId, share)
     }
-    // A dead instance's shares (killed, or an earlier run of this one) count no more: the
-    // first reader after it drops them, so the hash goes when its last live share does.
-    if (dead.length > 0) this.redis.hdel(this.layout.sharesKey(channel), ...dead).catch(() => {})
     return shares
   }
 

@@ -147,8 +147,7 @@ export class Hub {
     }
   }
 
-  /** Stops the hub's timers (the broker is closed by its owner). */
-  /** Stops presence, withdrawing this instance's shares (lib/hub/presence-tracker.ts). */
+  /** Stops the hub's timers, withdrawing this instance's presence shares (lib/hub/presence-tracker.ts); the broker is closed by its owner. */
   async close (): Promise<void> {
     await this.presence?.close()
   }

@@ -48,6 +48,8 @@ const DEFAULT_REFRESH_MS = 3_600_000
 
 /** Share writes issued per turn of the event loop in a tick. */
 const WRITES_PER_SLICE = 256
+/** Failed withdrawals remembered at most (during a Redis outage): past that, Redis's TTL on the share ends it. */
+const MAX_OWED_WITHDRAWALS = 10_000
 
 /**
  * The moving part of presence (lib/core/presence.ts): which channels' shares changed, one
@@ -58,14 +60,14 @@ export class PresenceTracker {
   private readonly channels = new Map<string, ChannelState>()
   /** Channels whose local share may have changed since the last tick. */
   private readonly localDirty = new Set<string>()
+  /** Channels let go of whose withdrawal failed: tried again at the next tick (withdraw). */
+  private readonly owedWithdrawals = new Set<string>()
   /** Channels whose totals may have changed since the last tick. */
   private readonly totalsDirty = new Set<string>()
   /** Every interval a tick; with a backend, heartbeats between (PRESENCE_BEATS_PER_INTERVAL steps an interval). */
   private readonly timer: NodeJS.Timeout
   private steps = 0
   private live: Set<string> | null = null
-  /** Channels owed a refresh, fractions included (refreshSlice). */
-  private refreshCredit = 0
   /** Where the rolling refresh stands in `channels` (refreshSlice). */
   private refreshCursor: Iterator<string> | null = null
   private ticking = false
@@ -166,6 +168,9 @@ export class PresenceTracker {
       clearTimeout(state.deferred)
       if (backend !== undefined && state.written?.connections !== 0) withdrawals.push(backend.write(channel, null).catch(() => {}))
     }
+    for (const channel of this.owedWithdrawals) {
+      if (backend !== undefined && !this.channels.has(channel)) withdrawals.push(backend.write(channel, null).catch(() => {}))
+    }
     if (backend !== undefined) withdrawals.push(backend.leave().catch(() => {}))
     await Promise.all(withdrawals)
   }
@@ -251,11 +256,9 @@ export class PresenceTracker {
    * writes a tick, not 50k writes in one tick every hour.
    */
   private refreshSlice (): void {
-    // Fractions carry over: with fewer channels than ticks in a pass, rounding each tick's slice
-    // up rewrote one share every tick (a single held channel every interval, not hourly).
-    this.refreshCredit += this.channels.size * this.options.intervalMs / (this.options.refreshMs ?? DEFAULT_REFRESH_MS)
-    const slice = Math.floor(this.refreshCredit)
-    this.refreshCredit -= slice
+    // At least one a tick: the cursor (a Map iterator) must move on, or it keeps every table
+    // the map has outgrown since it was made alive (churned channels: ~170 B each, measured).
+    const slice = Math.ceil(this.channels.size * this.options.intervalMs / (this.options.refreshMs ?? DEFAULT_REFRESH_MS))
     for (let i = 0; i < slice; i++) {
       let next = this.refreshCursor?.next()
       if (next === undefined || next.done === true) {
@@ -273,13 +276,33 @@ export class PresenceTracker {
   }
 
   private async writeShares (): Promise<void> {
+    const backend = this.options.backend
     const writes: Array<Promise<void>> = []
-    for (const channel of this.localDirty) {
+    let sinceYield = 0
+    // Withdrawals that failed for channels let go since: retried first (withdraw).
+    for (const channel of this.owedWithdrawals) {
+      this.owedWithdrawals.delete(channel)
+      const current = this.channels.get(channel)
+      if (current !== undefined) {
+        // Held again meanwhile: its next write replaces what Redis may still hold.
+        current.written = undefined
+        this.localDirty.add(channel)
+      } else if (backend !== undefined) {
+        writes.push(this.withdraw(backend, channel))
+      }
+    }
+    // A snapshot: channels that change while this tick yields wait for the next one.
+    const dirty = [...this.localDirty]
+    this.localDirty.clear()
+    for (const channel of dirty) {
+      if (this.closed) break
       // Thousands of channels changed (a user subscribing to fresh names and leaving them):
       // other clients are served between slices rather than after one long stretch (audit:
       // 0.3–0.9 s stalls every interval).
-      if (writes.length > 0 && writes.length % WRITES_PER_SLICE === 0) await new Promise((resolve) => setImmediate(resolve))
-      this.localDirty.delete(channel)
+      if (sinceYield >= WRITES_PER_SLICE) {
+        sinceYield = 0
+        await new Promise((resolve) => setImmediate(resolve))
+      }
       const state = this.channels.get(channel)
       if (state === undefined) continue
       const share = state.held ? state.tally.localShare() : EMPTY_SHARE
@@ -287,17 +310,34 @@ export class PresenceTracker {
       if (!state.held) this.channels.delete(channel)
       if (sameShare(state.written, share)) continue
       state.written = share
-      const backend = this.options.backend
       if (backend === undefined) continue
+      sinceYield++
+      if (share.connections === 0 && !state.held) {
+        writes.push(this.withdraw(backend, channel))
+        continue
+      }
       writes.push(backend.write(channel, share.connections === 0 ? null : share).catch((err: unknown) => {
-        // Told again at the next tick: a withdrawal too (its state was let go: kept until it works).
+        // Told again at the next tick.
         state.written = undefined
-        if (!state.held && !this.channels.has(channel)) this.channels.set(channel, state)
         if (this.channels.get(channel) === state) this.localDirty.add(channel)
         this.options.log?.warn({ err, channel }, 'presence: could not share this instance\'s counts')
       }))
     }
     await Promise.all(writes)
+  }
+
+  /**
+   * Withdraws this instance's share of a channel it let go of; if that fails, the name is
+   * kept (at most MAX_OWED_WITHDRAWALS of them) and the withdrawal tried again next tick,
+   * or the share would count for hours while this instance lives.
+   */
+  private async withdraw (backend: PresenceBackend, channel: string): Promise<void> {
+    try {
+      await backend.write(channel, null)
+    } catch (err) {
+      if (this.owedWithdrawals.size < MAX_OWED_WITHDRAWALS) this.owedWithdrawals.add(channel)
+      this.options.log?.warn({ err, channel }, 'presence: could not withdraw this instance\'s counts')
+    }
   }
 
   private pushIfChanged (channel: string): void {

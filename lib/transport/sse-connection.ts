@@ -206,7 +206,7 @@ export class SseConnection extends HubMember implements Connection, Flushable, E
     if (!this.writable()) return
     // Batched replay bytes are written out first, so the backlog is measured on the socket.
     const whole = writeReplayWhole(this, this.socket, () => this.res.writableLength, this.streams.sendBufferLimit,
-      () => { for (const event of events) this.sendEvent(event); this.writeBatched() })
+      () => { for (const event of events) this.sendEvent(event); this.writeBatched() }, () => this.tooSlow())
     if (!whole) this.tooSlow()
   }
 

@@ -89,7 +89,7 @@ export class WsConnection<O extends WsConnectionOptions = WsConnectionOptions> e
   sendReplayed (events: readonly EncodedEvent[]): void {
     if (!this.writable()) return
     const whole = writeReplayWhole(this, rawSocketOf(this.socket) ?? null, () => this.socket.bufferedAmount,
-      this.options.sendBufferLimit, () => { for (const event of events) this.sendEvent(event) })
+      this.options.sendBufferLimit, () => { for (const event of events) this.sendEvent(event) }, () => this.tooSlow())
     if (!whole) this.tooSlow()
   }
 

@@ -1,7 +1,7 @@
 import { once } from 'node:events'
 import { createServer, connect, type Socket } from 'node:net'
 import t, { type Test } from 'tap'
-import { pastSendLimit, REPLAY_BACKLOG_MAX_BYTES, writeReplayWhole } from '../../lib/transport/replay-backlog.js'
+import { pastSendLimit, REPLAY_BACKLOG_MAX_BYTES, REPLAY_BACKLOG_TOTAL_BYTES, replayBacklogAllowed, writeReplayWhole } from '../../lib/transport/replay-backlog.js'
 
 /** A real loopback socket pair: `writer` queues what `reader` (paused) has not read. */
 async function socketPair (t: Test): Promise<{ writer: Socket, reader: Socket }> {
@@ -19,16 +19,19 @@ async function socketPair (t: Test): Promise<{ writer: Socket, reader: Socket }>
 
 const LIMIT = 1024 * 1024
 const chunk = Buffer.alloc(64 * 1024, 'x')
+const noop = (): void => {}
+const sleep = async (ms: number) => await new Promise((resolve) => setTimeout(resolve, ms))
 
 t.test('what a replay leaves queued is allowed on top of the limit until the socket drains, then no more', async (t) => {
   const { writer, reader } = await socketPair(t)
   const owner = {}
   const whole = writeReplayWhole(owner, writer, () => writer.writableLength, LIMIT, () => {
     for (let i = 0; i < 160; i++) writer.write(chunk) // 10 MiB
-  })
+  }, noop)
   t.ok(whole, 'the replay went out whole')
   const queued = writer.writableLength
   t.ok(queued > LIMIT, `it left more than the limit queued (${queued} bytes)`)
+  t.equal(replayBacklogAllowed(), queued - LIMIT, 'counted in the instance\'s total')
   t.notOk(pastSendLimit(owner, queued, LIMIT), 'which does not count as too slow')
   t.ok(pastSendLimit(owner, queued + LIMIT + 1, LIMIT), 'but a further limit\'s worth on top of it does')
   t.ok(pastSendLimit({}, queued, LIMIT), 'and another connection with as much queued is too slow')
@@ -36,16 +39,62 @@ t.test('what a replay leaves queued is allowed on top of the limit until the soc
   reader.resume()
   await once(writer, 'drain')
   t.ok(pastSendLimit(owner, LIMIT + 1, LIMIT), 'once drained, the plain limit holds again')
+  t.equal(replayBacklogAllowed(), 0, 'and the total is given back')
 })
 
-t.test('a replay that would leave more than REPLAY_BACKLOG_MAX_BYTES queued is refused; one into a drained socket is not counted', async (t) => {
+t.test('a replay past REPLAY_BACKLOG_MAX_BYTES is cut while it is being written', async (t) => {
   const { writer } = await socketPair(t)
-  const over = writeReplayWhole({}, writer, () => writer.writableLength, LIMIT, () => {
-    for (let i = 0; i < REPLAY_BACKLOG_MAX_BYTES / chunk.length + 256; i++) writer.write(chunk) // the kernel takes a few MiB of it
-  })
-  t.notOk(over, 'refused: the caller cuts the connection as too slow')
+  const owner = {}
+  let writtenPastCap = 0
+  const whole = writeReplayWhole(owner, writer, () => writer.writableLength, LIMIT, () => {
+    for (let i = 0; i < REPLAY_BACKLOG_MAX_BYTES / chunk.length + 256; i++) {
+      if (pastSendLimit(owner, writer.writableLength, LIMIT)) break // what a connection's writable() does
+      writer.write(chunk)
+      writtenPastCap = writer.writableLength
+    }
+  }, noop)
+  t.notOk(whole, 'refused: the caller cuts the connection as too slow')
+  t.ok(writtenPastCap <= LIMIT + REPLAY_BACKLOG_MAX_BYTES + chunk.length, `writing stopped at the cap (${writtenPastCap} bytes queued)`)
+  t.equal(replayBacklogAllowed(), 0, 'nothing is allowed')
+})
+
+t.test('the instance\'s total bounds the allowances of every connection together', async (t) => {
+  const owners: object[] = []
+  let refused = 0
+  for (let n = 0; n < REPLAY_BACKLOG_TOTAL_BYTES / (32 * 1024 * 1024) + 2; n++) {
+    const { writer } = await socketPair(t)
+    const owner = {}
+    owners.push(owner)
+    const whole = writeReplayWhole(owner, writer, () => writer.writableLength, LIMIT, () => {
+      for (let i = 0; i < 512; i++) writer.write(chunk) // 32 MiB
+    }, noop)
+    if (!whole) refused++
+  }
+  t.ok(refused >= 1, `replays past the total were refused (${refused})`)
+  t.ok(replayBacklogAllowed() <= REPLAY_BACKLOG_TOTAL_BYTES, `the total stays within ${REPLAY_BACKLOG_TOTAL_BYTES} (${replayBacklogAllowed()})`)
+})
+
+t.test('a backlog not drained in time makes the connection too slow, and a closed socket gives its allowance back', async (t) => {
+  const { writer } = await socketPair(t)
+  const before = replayBacklogAllowed()
+  let cut = 0
+  t.ok(writeReplayWhole({}, writer, () => writer.writableLength, LIMIT, () => {
+    for (let i = 0; i < 256; i++) writer.write(chunk) // 16 MiB: more than the kernel takes
+  }, () => { cut++ }, 200))
+  await sleep(400)
+  t.equal(cut, 1, 'cut as too slow once the time was up')
+  t.equal(replayBacklogAllowed(), before, 'its allowance given back')
+
+  const other = await socketPair(t)
+  t.ok(writeReplayWhole({}, other.writer, () => other.writer.writableLength, LIMIT, () => {
+    for (let i = 0; i < 256; i++) other.writer.write(chunk)
+  }, () => { cut++ }))
+  t.ok(replayBacklogAllowed() > before)
+  other.writer.destroy()
+  await once(other.writer, 'close')
+  t.equal(replayBacklogAllowed(), before, 'a socket that closes gives its allowance back')
 
   const small = {}
-  t.ok(writeReplayWhole(small, null, () => 0, LIMIT, () => {}), 'without a socket to watch, counted as live events are')
+  t.ok(writeReplayWhole(small, null, () => 0, LIMIT, () => {}, noop), 'without a socket to watch, counted as live events are')
   t.ok(pastSendLimit(small, LIMIT + 1, LIMIT), 'so nothing is allowed beyond the limit')
 })
