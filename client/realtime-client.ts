@@ -104,9 +104,11 @@ export class RealtimeClient {
     this.nextKind = transports[0]
     this.token = options.token
     this.subs = new Subscriptions([])
-    this.subs.add(options.channels ?? [], options.rewind)
+    const { valid, invalid } = byName(options.channels ?? [])
+    this.subs.add(valid, options.rewind)
     // Started on the next tick, so handlers the app adds right after connect() see everything.
     this.timer = setTimeout(() => {
+      if (invalid.length > 0) this.emit('error', badNames(invalid))
       this.setState('connecting', { transport: this.nextKind })
       void this.attempt()
     }, 0)
@@ -132,10 +134,16 @@ export class RealtimeClient {
    * state), then live, with no gap at the seam; a reconnect resumes from where it stood.
    */
   subscribe (channels: string | string[], options: SubscribeOptions = {}): Promise<void> {
-    const fresh = this.subs.add(list(channels), options.rewind)
-    if (fresh.length === 0 || !this.greeted || this.current === null) return Promise.resolve()
-    if (this.current.kind === 'sse') return quiet(this.reopenStream(fresh))
-    return quiet(Promise.all(this.subscribeFrames(fresh)).then(() => undefined))
+    // A malformed name is refused here, alone: sent, it would be a 400 for the whole SSE
+    // stream, every channel dark (docs/protocol.md, Channels).
+    const { valid, invalid } = byName(list(channels))
+    const fresh = this.subs.add(valid, options.rewind)
+    const added = fresh.length === 0 || !this.greeted || this.current === null
+      ? Promise.resolve()
+      : this.current.kind === 'sse'
+        ? this.reopenStream(fresh)
+        : Promise.all(this.subscribeFrames(fresh)).then(() => undefined)
+    return quiet(invalid.length === 0 ? added : added.then(() => { throw badNames(invalid) }))
   }
 
   /**
@@ -469,6 +477,7 @@ export class RealtimeClient {
       this.refusedBy = 'unauthorized'
     }
     if (info.status === 403) this.dropRefused(info.reason)
+    if (info.status === 400 && this.dropRequested(info.reason)) return
     // A close code from the gateway itself (1013: a limit) means WebSocket got through; 1006 may be a proxy.
     const answered = info.code !== undefined && info.code !== 1006 && info.code !== 4000
     const next = this.policy.next(kind, wasOpen, transport !== null, answered)
@@ -492,6 +501,26 @@ export class RealtimeClient {
       if (waiter.channels.some((c) => refused.includes(c))) waiter.reject(error)
       else this.reopenWaiters.push(waiter)
     }
+  }
+
+  /**
+   * An SSE stream refused as malformed (400: a rewind out of range, more channels than the
+   * gateway allows): asking again the same way is refused again. The channels of the
+   * subscribes that reopened it are dropped and those subscribes rejected; with none, the
+   * stream as configured can never open, and the client closes. Returns true when closed.
+   */
+  private dropRequested (reason: string): boolean {
+    const waiters = this.reopenWaiters.splice(0)
+    this.emit('error', { code: 'bad_request', status: 400, message: reason })
+    if (waiters.length === 0) {
+      this.shutDown(`refused: ${reason}`)
+      return true
+    }
+    const channels = waiters.flatMap((w) => w.channels)
+    this.subs.remove(channels)
+    const error = Object.assign(new Error(reason), { code: 'bad_request', status: 400, channels })
+    for (const waiter of waiters) waiter.reject(error)
+    return false
   }
 
   /** Forgets the live connection; requests in flight settle (they are re-applied on reconnect). */
@@ -545,6 +574,21 @@ function refreshRefusal (token: string, userId: string | null): string | undefin
  */
 function refusedChannels (message: string): string[] {
   return /not allowed to (?:subscribe to|read) (.+)$/.exec(message)?.[1].split(', ') ?? []
+}
+
+/** A channel name the gateway accepts: 1–200 of `[A-Za-z0-9_\-:.@]` (docs/protocol.md, Channels). */
+const CHANNEL_NAME = /^[\w\-:.@]{1,200}$/
+
+function byName (channels: readonly string[]): { valid: string[], invalid: string[] } {
+  const valid: string[] = []
+  const invalid: string[] = []
+  for (const c of channels) (typeof c === 'string' && CHANNEL_NAME.test(c) ? valid : invalid).push(c)
+  return { valid, invalid }
+}
+
+function badNames (channels: string[]): Error & { code: string, channels: string[] } {
+  const shown = channels.slice(0, 5).map((c) => JSON.stringify(String(c).slice(0, 40))).join(', ')
+  return Object.assign(new Error(`not a channel name: ${shown}`), { code: 'bad_request', channels })
 }
 
 /** A server `error` answer that refuses the request itself (not a lost connection, not a rate limit). */

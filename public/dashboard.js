@@ -135,7 +135,7 @@ function start (token) {
     lostConnection = false
   })
   client.on('recovery', ({ channels }) => {
-    $('banner-text').textContent = `Some events on ${channels.join(', ')} could not be replayed after the reconnect (history expired): the figures below may be incomplete. Reload the page to start afresh.`
+    $('banner-text').textContent = `Some events on ${channels.join(', ')} could not be replayed after the reconnect (no longer in the history, or the channel's stream restarted): the figures below may be incomplete. Reload the page to start afresh.`
     $('banner').hidden = false
     toast({ title: 'Events missed', body: 'History no longer covered the gap.', kind: 'error', ttlMs: 8000 })
   })

@@ -27,7 +27,11 @@ const dashboardRoutes: FastifyPluginAsyncTypebox = async (app) => {
     root: join(root, 'public'),
     prefix: '/',
     wildcard: false,
-    setHeaders: (res) => { res.setHeader('content-security-policy', CONTENT_SECURITY_POLICY) }
+    setHeaders: (res) => {
+      res.setHeader('content-security-policy', CONTENT_SECURITY_POLICY)
+      // The pages take `?token=` (then drop it from the address bar): no Referer may repeat it.
+      res.setHeader('referrer-policy', 'no-referrer')
+    }
   })
 
   // What the dashboard cannot learn from events alone: the threshold its low-stock panel

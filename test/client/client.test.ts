@@ -323,3 +323,36 @@ test('ws: a subscribe of 120 channels with two it may not read: the 118 go live 
   t.equal(w.client.state, 'open', 'the connection was never cut')
   t.notOk(w.states.includes('reconnecting'))
 })
+
+for (const transport of ['ws', 'sse'] as const) {
+  test(`${transport}: a malformed channel name is refused alone, by the client: the other channels go live`, async (t) => {
+    // Carried from an audit: over SSE one bad name made every reconnect a 400, every channel dark, for ever.
+    const { url } = await startServer(t)
+    const w = watch(t, { url, token: token('f5'), channels: ['room:n1', 'not a name'], transports: [transport], backoff: { initialMs: 50, maxMs: 200 } })
+    await w.until('open', () => w.client.state === 'open')
+    t.match(w.errors[0], { code: 'bad_request', channels: ['not a name'] }, 'the bad name at connect is told')
+    await t.rejects(w.client.subscribe(['room:n2', 'x'.repeat(201), 'a/b']), { code: 'bad_request', channels: ['x'.repeat(201), 'a/b'] })
+    await publish(t, url, 'room:n1', 'stock', { n: 1 })
+    await publish(t, url, 'room:n2', 'stock', { n: 1 })
+    await w.until('both good channels live', () => w.on('room:n1').length === 1 && w.on('room:n2').length === 1)
+    t.equal(w.client.state, 'open')
+    t.notOk(w.states.includes('reconnecting'), 'no refused reconnects')
+  })
+}
+
+test('sse: a stream the gateway refuses as malformed (400) is not asked for again the same way', async (t) => {
+  const { url } = await startServer(t, { MAX_CHANNELS_PER_CONNECTION: 3 })
+  const w = watch(t, { url, token: token('f6'), channels: ['room:m1'], transports: ['sse'], backoff: { initialMs: 50, maxMs: 200 } })
+  await w.until('open', () => w.client.state === 'open')
+  // user:f6 and room:m1 held; two more are one over the limit: that subscribe is refused, the stream reopens as it was.
+  await t.rejects(w.client.subscribe(['room:m2', 'room:m3']), { code: 'bad_request', status: 400, channels: ['room:m2', 'room:m3'] })
+  await w.until('open again', () => w.client.state === 'open')
+  await publish(t, url, 'room:m1', 'stock', { n: 1 })
+  await w.until('the first channel still live', () => w.on('room:m1').length === 1)
+  t.equal(w.opens.length, 2, 'one reopen, refused once, then the stream as it was')
+
+  // Configured beyond the limit from the start: nothing to drop, so the client closes instead of retrying for ever.
+  const over = watch(t, { url, token: token('f7'), channels: ['room:o1', 'room:o2', 'room:o3'], transports: ['sse'], backoff: { initialMs: 50, maxMs: 200 } })
+  await over.until('closed', () => over.client.state === 'closed')
+  t.match(over.errors, [{ code: 'bad_request', status: 400 }])
+})

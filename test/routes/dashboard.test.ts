@@ -90,11 +90,16 @@ test('the admin dashboard in headless Chromium: live figures, alerts, log, and a
   const pageErrors: string[] = []
   page.on('pageerror', (err) => pageErrors.push(err.message))
   page.on('console', (msg) => { if (msg.type() === 'error') pageErrors.push(msg.text()) })
+  // The page's own requests (its CSS and scripts, fetched while ?token= is still in the
+  // address bar) must not carry the token in their Referer: proxies log that header.
+  const referers: string[] = []
+  page.on('request', (request) => { const referer = request.headers().referer; if (referer !== undefined) referers.push(referer) })
 
   await page.goto(`${url}/?token=${adminToken()}`)
   await page.locator('#status[data-state="open"]').waitFor({ timeout: WAIT_MS })
   t.match(await text(page, '#status-text'), /Live · WebSocket/)
   t.notMatch(page.url(), /token=/, 'the token left the address bar')
+  t.same(referers.filter((r) => r.includes('token')), [], `no Referer carries the token (${referers.length} with one)`)
   t.ok(await page.evaluate(() => localStorage.getItem('realtime-gateway.admin-token')), 'the token is kept in localStorage')
   await waitForText(page, '#kpi-connections', /^1$/)
   await waitForText(page, '#kpi-users', /^1$/)

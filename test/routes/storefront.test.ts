@@ -113,3 +113,17 @@ test('the storefront in headless Chromium: stock and price from rewind, viewers,
   await page.locator('.toast', { hasText: 'Signed out' }).waitFor({ timeout: WAIT_MS })
   t.same(pageErrors, [], 'no errors in the page')
 })
+
+test('the storefront with a ?product= that is no channel name says so, and stays live for the shopper', async (t) => {
+  // Audit: the page waited for ever, with no word of why nothing came.
+  if (!requireService(t, `Chromium at ${CHROMIUM} (apt-get install chromium)`, existsSync(CHROMIUM))) return
+  await buildClient()
+  const { url } = await startServer(t)
+  const page = await openBrowser(t)
+  await page.goto(`${url}/shop.html?product=${encodeURIComponent('lamp 1/blue')}&token=${token('u-8')}`)
+  await page.locator('.toast', { hasText: 'This product cannot be followed' }).waitFor({ timeout: WAIT_MS })
+  t.match(await text(page, '.toast'), /not a channel name/)
+  await page.locator('#status[data-state="open"]').waitFor({ timeout: WAIT_MS })
+  await send(url, '/realtime/broadcast/order', { userId: 'u-8', orderId: 'o-8', status: 'paid', previousStatus: 'created' })
+  await page.locator('.toast', { hasText: 'Order o-8' }).waitFor({ timeout: WAIT_MS })
+})
