@@ -83,6 +83,12 @@ export class SseConnection extends HubMember implements Connection, Flushable, E
    * stream (docs/protocol.md, Server-Sent Events).
    */
   private waiting: string[] | null = []
+  /**
+   * A close asked for before the route opened the stream (a disconnect or revoke racing its
+   * set-up): ending the response then answered an empty 200, which EventSource takes as
+   * fatal, never seeing `system:disconnect`. It is done as soon as the stream opens.
+   */
+  private closeOnOpen: { code: number, reason: string } | null = null
 
   constructor (
     readonly id: string,
@@ -121,6 +127,7 @@ export class SseConnection extends HubMember implements Connection, Flushable, E
     this.sendSystem('system:connected', connected, true)
     if (thenSystem !== undefined) this.sendSystem(thenSystem.event, thenSystem.data)
     for (const text of waiting) this.write(text)
+    if (this.closeOnOpen !== null) this.close(this.closeOnOpen.code, this.closeOnOpen.reason)
   }
 
   /** Records where a channel stands before its first event (from the subscription). */
@@ -244,6 +251,10 @@ export class SseConnection extends HubMember implements Connection, Flushable, E
    */
   close (code: number, reason: string): void {
     if (this.closed) return
+    if (this.waiting !== null) {
+      this.closeOnOpen ??= { code, reason }
+      return
+    }
     if (code === CloseCode.DISCONNECTED) this.sendSystem('system:disconnect', { code, reason })
     this.writeBatched()
     this.closed = true

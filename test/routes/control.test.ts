@@ -99,6 +99,34 @@ t.test('revoke one token by jti; the user\'s other tokens still work', async (t)
   t.match(await ws2.request({ type: 'system:ping' }), { type: 'system:pong' }, 'the other token\'s connection stays')
 })
 
+t.test('a disconnect while an SSE stream is being set up: the stream opens, says system:disconnect and ends', async (t) => {
+  // Audit: a disconnect or revoke racing the stream's subscription answered an empty 200
+  // (no text/event-stream), which EventSource takes as fatal, never seeing the disconnect.
+  const { app, url } = await startServer(t)
+  let entered = (): void => {}
+  const subscribing = new Promise<void>((resolve) => { entered = resolve })
+  let release = (): void => {}
+  const held = new Promise<void>((resolve) => { release = resolve })
+  const subscribe = app.hub.subscribe.bind(app.hub)
+  app.hub.subscribe = async (...args: Parameters<typeof subscribe>) => {
+    entered()
+    await held
+    return await subscribe(...args)
+  }
+  const opening = SseClient.open(t, `${url}/sse?channels=room:race&token=${token('racer')}`)
+  await subscribing
+  t.match(await post(`${url}/realtime/disconnect`, serviceToken(), { userId: 'racer', reason: 'signed out' }), { status: 202, body: { userIds: ['racer'] } })
+  release()
+  const sse = await opening
+  t.equal(sse.status, 200)
+  t.match(sse.headers.get('content-type'), /^text\/event-stream/, 'a stream EventSource reads')
+  const events = await sse.waitFor(2, undefined, 2000)
+  t.same(events.map((e) => e.event), ['system:connected', 'system:disconnect'])
+  t.same(events[1].data, { code: 4003, reason: 'signed out' })
+  await eventually('the stream ends', async () => sse.ended, 1000)
+  await eventually('the connection is gone from the hub', async () => app.hub.connectionCount() === 0, 1000)
+})
+
 t.test('disconnect and revoke on the embedded broker (one instance)', async (t) => {
   const { url, wsUrl } = await startServer(t)
   const ws = await WsClient.connect(t, wsUrl, issued('solo', 30))
