@@ -1,3 +1,5 @@
+import { createPublicKey, type KeyObject } from 'node:crypto'
+import { isIP } from 'node:net'
 import envSchema from 'env-schema'
 import { Type, type Static } from '@sinclair/typebox'
 import { CHANNEL_ALPHABET } from '../auth/channels.js'
@@ -10,6 +12,12 @@ import { HistoryPolicy, parseHistoryPolicy } from '../broker/history-policy.js'
  */
 const int = (def: number, min = 0, max = Number.MAX_SAFE_INTEGER) =>
   Type.Integer({ default: def, minimum: min, maximum: max })
+/**
+ * A delay for a timer: Node's timers take at most 2^31−1 ms (about 24.8 days) and run one
+ * longer after 1 ms instead (a HEARTBEAT_MS of 3e9 dropped every WebSocket within a second).
+ */
+const TIMER_MAX_MS = 2 ** 31 - 1
+const ms = (def: number, min: number) => int(def, min, TIMER_MAX_MS)
 
 export const EnvSchema = Type.Object({
   NODE_ENV: Type.String({ default: 'development' }),
@@ -52,7 +60,7 @@ export const EnvSchema = Type.Object({
   BODY_LIMIT_BYTES: int(1024 * 1024, 1024),
   EVENT_MAX_BYTES: int(64 * 1024, 256),
   PUBLISH_MAX_BYTES: int(4 * 1024 * 1024, 1024),
-  REQUEST_TIMEOUT_MS: int(30_000, 1000),
+  REQUEST_TIMEOUT_MS: ms(30_000, 1000),
   // A request line and headers: 128 channels of 200 characters in an SSE URL, and a resume
   // cursor naming them all again, come to some 56 KiB (docs/operations.md).
   MAX_HEADER_BYTES: int(64 * 1024, 16 * 1024, 1024 * 1024),
@@ -73,9 +81,9 @@ export const EnvSchema = Type.Object({
   HTTP_RATE_LIMIT_PER_MINUTE: int(10_000, 1),
   MAX_CONNECTIONS: int(20_000, 1),
   MAX_CONNECTIONS_PER_USER: int(100, 1),
-  HEARTBEAT_MS: int(25_000, 100),
-  SSE_HEARTBEAT_MS: int(15_000, 100),
-  SHUTDOWN_TIMEOUT_MS: int(10_000, 100)
+  HEARTBEAT_MS: ms(25_000, 100),
+  SSE_HEARTBEAT_MS: ms(15_000, 100),
+  SHUTDOWN_TIMEOUT_MS: ms(10_000, 100)
 })
 
 export type Config = Static<typeof EnvSchema>
@@ -94,9 +102,14 @@ interface AjvLikeError { instancePath?: string, message?: string, params?: Recor
 export function loadConfig (env: Record<string, string | undefined> = process.env): Config {
   // Empty strings mean "unset" for optional variables, as a shell `VAR=` suggests.
   const data: Record<string, string> = {}
-  for (const key of Object.keys(EnvSchema.properties)) {
+  for (const [key, schema] of Object.entries(EnvSchema.properties)) {
     const value = env[key]
-    if (value !== undefined && value !== '') data[key] = value
+    if (value === undefined || value === '') continue
+    // The schema's coercion reads numbers as JavaScript does: `0x10ED` and `1e3` would be ports.
+    if ((schema as { type?: string }).type === 'integer' && !/^\s*[+-]?\d+\s*$/.test(value)) {
+      throw new ConfigError(key, `must be an integer in decimal digits (got ${JSON.stringify(value)})`)
+    }
+    data[key] = value
   }
   let config: Config
   try {
@@ -136,6 +149,9 @@ function checkSemantics (config: Config): void {
     }
     // The path (or ?db=) is the database number: ioredis SELECTs whatever it says, and a
     // SELECT of `abc` crashes the process with a Redis reply error instead of naming the variable.
+    // `redis://` alone would reach localhost:6379 by the client's defaults, and a port 0 nothing.
+    if (url.hostname === '') throw new ConfigError('REDIS_URL', 'names no host (expected redis://[user:password@]host:port[/db])')
+    if (url.port === '0') throw new ConfigError('REDIS_URL', 'must name a port from 1 to 65535')
     const db = url.pathname.replace(/^\//, '')
     const dbParam = url.searchParams.get('db')
     if (!/^\d{0,9}$/.test(db) || (dbParam !== null && !/^\d{1,9}$/.test(dbParam))) {
@@ -169,14 +185,12 @@ function checkSemantics (config: Config): void {
   if (!KAFKA_TOPIC.test(dlqTopic) || dlqTopic === '.' || dlqTopic === '..') {
     throw new ConfigError('KAFKA_DLQ_TOPIC', `must be a Kafka topic name: letters, digits, '.', '_' or '-', at most 249 with KAFKA_TOPIC_PREFIX (got ${JSON.stringify(config.KAFKA_DLQ_TOPIC)})`)
   }
-  if (config.JWT_PUBLIC_KEY !== undefined && !config.JWT_PUBLIC_KEY.includes('-----BEGIN')) {
-    throw new ConfigError('JWT_PUBLIC_KEY', 'must be a PEM public key (-----BEGIN PUBLIC KEY-----)')
-  }
+  if (config.JWT_PUBLIC_KEY !== undefined) checkPublicKey(config.JWT_PUBLIC_KEY)
   if (config.NODE_ENV === 'production' && config.JWT_SECRET === undefined && config.JWT_PUBLIC_KEY === undefined) {
     throw new ConfigError('JWT_SECRET', 'is required when NODE_ENV=production (or set JWT_PUBLIC_KEY)')
   }
   const proxies = trustProxy(config)
-  if (Array.isArray(proxies) && !proxies.every((a) => PROXY_NAMES.has(a) || /^[0-9A-Fa-f.:]+(\/\d{1,3})?$/.test(a))) {
+  if (Array.isArray(proxies) && !proxies.every((a) => PROXY_NAMES.has(a) || isAddressOrRange(a))) {
     throw new ConfigError('TRUST_PROXY', `must be true, false, or comma-separated proxy addresses, CIDRs, loopback, linklocal or uniquelocal (got ${JSON.stringify(config.TRUST_PROXY)})`)
   }
   allowedOrigins(config)
@@ -197,6 +211,32 @@ function checkSemantics (config: Config): void {
   if (config.WS_RATE_LIMIT_BURST < config.WS_RATE_LIMIT_PER_SECOND) {
     throw new ConfigError('WS_RATE_LIMIT_BURST', `must be at least WS_RATE_LIMIT_PER_SECOND (${config.WS_RATE_LIMIT_PER_SECOND})`)
   }
+}
+
+/**
+ * JWT_PUBLIC_KEY must be what the token verifier can use: a PEM public key, RSA or EC (the
+ * RS*, PS* and ES* algorithms). Anything else crashed start-up with the verifier's stack
+ * trace. The key itself is never repeated: only its kind.
+ */
+function checkPublicKey (pem: string): void {
+  if (/PRIVATE KEY/.test(pem)) throw new ConfigError('JWT_PUBLIC_KEY', 'is a private key: give its public key (the gateway only verifies tokens)')
+  let key: KeyObject
+  try {
+    key = createPublicKey(pem)
+  } catch {
+    throw new ConfigError('JWT_PUBLIC_KEY', 'is not a PEM public key (-----BEGIN PUBLIC KEY----- … -----END PUBLIC KEY-----)')
+  }
+  if (!['rsa', 'rsa-pss', 'ec'].includes(key.asymmetricKeyType ?? '')) {
+    throw new ConfigError('JWT_PUBLIC_KEY', `must be an RSA or EC public key (got ${key.asymmetricKeyType ?? 'another kind'})`)
+  }
+}
+
+/** A TRUST_PROXY entry that is an IP address, or a range of them in CIDR notation. */
+function isAddressOrRange (entry: string): boolean {
+  const [address, bits, ...rest] = entry.split('/')
+  const family = isIP(address)
+  if (family === 0 || rest.length > 0) return false
+  return bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) <= (family === 4 ? 32 : 128))
 }
 
 /** Comma-separated values (JWT_ISSUER, JWT_AUDIENCE …), trimmed, empty ones dropped. */

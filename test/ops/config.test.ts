@@ -1,3 +1,4 @@
+import { generateKeyPairSync } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
@@ -11,6 +12,11 @@ import { buildServer, spawnServer, within } from '../support/server-process.js'
  * first, which took 7–16 s on a loaded 2-core CI machine (15 s was too tight there).
  */
 const EXIT_WITHIN_MS = 45_000
+
+const pem = { publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } } as const
+const RSA = generateKeyPairSync('rsa', { modulusLength: 2048, ...pem })
+const EC = generateKeyPairSync('ec', { namedCurve: 'P-256', ...pem })
+const ED25519 = generateKeyPairSync('ed25519', pem)
 
 t.test('defaults are those of docs/protocol.md, Limits', async (t) => {
   const config = loadConfig({})
@@ -95,6 +101,29 @@ t.test('an invalid value is a ConfigError whose one-line message names the varia
     [{ LOG_LEVEL: 'loud' }, 'LOG_LEVEL'],
     [{ LOW_STOCK_THRESHOLD: '2.5' }, 'LOW_STOCK_THRESHOLD'],
     [{ JWT_PUBLIC_KEY: 'not a pem' }, 'JWT_PUBLIC_KEY'],
+    // Audit: these three crashed start-up with the verifier's stack trace.
+    [{ JWT_PUBLIC_KEY: '-----BEGIN' }, 'JWT_PUBLIC_KEY'],
+    [{ JWT_PUBLIC_KEY: '-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----' }, 'JWT_PUBLIC_KEY'],
+    [{ JWT_PUBLIC_KEY: RSA.privateKey }, 'JWT_PUBLIC_KEY'],
+    [{ JWT_PUBLIC_KEY: ED25519.publicKey }, 'JWT_PUBLIC_KEY'],
+    // Audit: these crashed start-up in Fastify's proxy-address parser.
+    [{ TRUST_PROXY: '10.0.0.0/99' }, 'TRUST_PROXY'],
+    [{ TRUST_PROXY: 'abc' }, 'TRUST_PROXY'],
+    [{ TRUST_PROXY: '999.999.1.1' }, 'TRUST_PROXY'],
+    [{ TRUST_PROXY: '::1/200' }, 'TRUST_PROXY'],
+    [{ TRUST_PROXY: ':::' }, 'TRUST_PROXY'],
+    [{ TRUST_PROXY: '10.0.0.0/8/8' }, 'TRUST_PROXY'],
+    // Audit: Node runs a timer over 2^31-1 ms after 1 ms (every WebSocket dropped within a second).
+    [{ HEARTBEAT_MS: '3000000000' }, 'HEARTBEAT_MS'],
+    [{ SSE_HEARTBEAT_MS: '3000000000' }, 'SSE_HEARTBEAT_MS'],
+    [{ SHUTDOWN_TIMEOUT_MS: '2147483648' }, 'SHUTDOWN_TIMEOUT_MS'],
+    [{ REQUEST_TIMEOUT_MS: '3000000000' }, 'REQUEST_TIMEOUT_MS'],
+    // Audit: read as JavaScript numbers, these were ports 4333 and 1000.
+    [{ PORT: '0x10ED' }, 'PORT'],
+    [{ PORT: '1e3' }, 'PORT'],
+    [{ HISTORY_SIZE: '0b11' }, 'HISTORY_SIZE'],
+    [{ REDIS_URL: 'redis://' }, 'REDIS_URL'],
+    [{ REDIS_URL: 'redis://127.0.0.1:0' }, 'REDIS_URL'],
     [{ NODE_ENV: 'production' }, 'JWT_SECRET'],
     [{ HISTORY_POLICY: 'user:1000/86400' }, 'HISTORY_POLICY'],
     [{ HISTORY_POLICY: 'user:=1000' }, 'HISTORY_POLICY'],
@@ -121,6 +150,13 @@ t.test('an invalid value is a ConfigError whose one-line message names the varia
   t.doesNotThrow(() => loadConfig({ NODE_ENV: 'production', JWT_SECRET: 'a-real-secret' }), 'production with a secret starts')
 })
 
+t.test('JWT_PUBLIC_KEY: RSA and EC public keys are taken', async (t) => {
+  t.equal(loadConfig({ JWT_PUBLIC_KEY: RSA.publicKey }).JWT_PUBLIC_KEY, RSA.publicKey)
+  t.equal(loadConfig({ JWT_PUBLIC_KEY: EC.publicKey }).JWT_PUBLIC_KEY, EC.publicKey)
+  t.equal(loadConfig({ PORT: ' 4000 ' }).PORT, 4000, 'decimal digits with spaces around, as .env files leave them')
+  t.equal(loadConfig({ HEARTBEAT_MS: String(2 ** 31 - 1) }).HEARTBEAT_MS, 2 ** 31 - 1, 'the longest timer Node runs')
+})
+
 t.test('HISTORY_POLICY: the longest matching prefix wins; the defaults elsewhere', async (t) => {
   const policy = historyPolicy(loadConfig({ HISTORY_SIZE: '10', HISTORY_TTL_SECONDS: '60', HISTORY_POLICY: ' user:=1000/86400 , user:vip=5/30,product:=1/86400' }))
   t.same(policy.of('user:42'), { prefix: 'user:', size: 1000, ttlSeconds: 86400 })
@@ -130,7 +166,7 @@ t.test('HISTORY_POLICY: the longest matching prefix wins; the defaults elsewhere
   t.equal(policy.maxSize, 1000)
 })
 
-t.test('TRUST_PROXY: off by default, true, a hop count or proxy addresses', async (t) => {
+t.test('TRUST_PROXY: off by default, true, or proxy addresses', async (t) => {
   t.equal(trustProxy(loadConfig({})), false)
   t.equal(trustProxy(loadConfig({ TRUST_PROXY: 'true' })), true)
   t.same(trustProxy(loadConfig({ TRUST_PROXY: 'uniquelocal,loopback' })), ['uniquelocal', 'loopback'])
