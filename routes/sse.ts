@@ -90,8 +90,7 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const resuming = typeof lastEventId === 'string' && lastEventId !== ''
     const cursor = resuming ? decodeCursor(lastEventId) : null
     const since = channelRecord<SincePosition>()
-    // A channel the cursor does not name starts as on a fresh stream (live, or with its
-    // rewind): the client did not have it before (a stream reopened with more channels, as
+    // A channel the cursor does not name starts live: the client did not have it before (a stream reopened with more channels, as
     // the browser client does to subscribe over SSE), so it missed nothing there.
     if (cursor !== null) {
       for (const channel of channels) {
@@ -100,10 +99,13 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
       }
     }
 
-    const rewind = request.query.rewind === undefined ? undefined : Number(request.query.rewind)
-    if (rewind !== undefined && (rewind < 1 || rewind > app.historyPolicy.maxSize)) {
+    const asked = request.query.rewind === undefined ? undefined : Number(request.query.rewind)
+    if (asked !== undefined && (asked < 1 || asked > app.historyPolicy.maxSize)) {
       return plainError(reply, 400, 'Bad Request', `rewind must be an integer from 1 to ${app.historyPolicy.maxSize}`)
     }
+    // Ignored on a resume (docs/protocol.md, Server-Sent Events): a channel the cursor does
+    // not name starts live, and a cursor that is not ours is answered with system:recovery.
+    const rewind = resuming ? undefined : asked
 
     // A resume or a rewind reads history: within the user's budget (lib/transport/history-read-budget.ts).
     const budgetKey = rewind !== undefined || Object.keys(since).length > 0 ? budgetKeyOf(identity, request.id) : undefined
@@ -116,9 +118,6 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
     let outcome
     let storeBytes = 0
     try {
-      // A channel resumed from the cursor continues where it was; rewind is for the others
-      // (all of them on a fresh stream, or with a cursor that is not ours), as a WebSocket
-      // subscribe's rewind is for the channels it names without `since`.
       outcome = await hub.subscribe(connection, channels, since, rewind)
       storeBytes = outcome.storeBytes
     } catch (err) {
