@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import fp from 'fastify-plugin'
-import { type Revocation, revokes } from '../lib/auth/revocations.js'
+import { covers, type Revocation, revokes } from '../lib/auth/revocations.js'
 import type { ControlMessage } from '../lib/broker/control.js'
 import { CloseCode } from '../lib/core/errors.js'
 
@@ -31,9 +31,6 @@ export default fp(async (app) => {
   // follows a 202 on this instance already sees the revocation ("from now on"); the others
   // act when the broker brings the message (within a second).
   const self = randomUUID()
-  // Revocations applied while a reload reads the broker: what it read may predate them, and
-  // its replace() must not drop them.
-  const appliedDuringLoads = new Set<Revocation[]>()
   const act = (message: ControlMessage): void => {
     if (message.kind === 'disconnect') {
       const users = new Set(message.userIds)
@@ -41,23 +38,29 @@ export default fp(async (app) => {
       metrics.disconnects.inc({ cause: 'disconnect' }, closed)
     } else {
       revocations.apply(message.revocation)
-      for (const applied of appliedDuringLoads) applied.push(message.revocation)
       const closed = hub.closeWhere((identity) => revokes(message.revocation, identity), CloseCode.DISCONNECTED, message.reason)
       metrics.disconnects.inc({ cause: 'revoke' }, closed)
     }
   }
   control.onMessage((message: ControlMessage) => { if (message.from !== self) act(message) })
 
+  /**
+   * Reads the broker's revocations into this instance's copy. A merge, never a replacement:
+   * revocations are only ever added (a later, weaker one lifts nothing), so what this copy
+   * holds stays in force; and what the broker lacks of it is written back. A Redis restarted
+   * empty had made every instance forget what it had revoked (audit: revoked tokens worked
+   * again everywhere), and instances started later would never have known it.
+   */
   async function reload (): Promise<void> {
-    const applied: Revocation[] = []
-    appliedDuringLoads.add(applied)
     try {
-      revocations.replace(await control.load())
-      for (const revocation of applied) revocations.apply(revocation)
+      const held = revocations.inForce()
+      const stored = await control.load()
+      for (const revocation of stored) revocations.apply(revocation)
+      const missing = held.filter((revocation) => !stored.some((s) => covers(s, revocation)))
+      await Promise.all(missing.map(async (revocation) => { await control.store(revocation) }))
+      if (missing.length > 0) log.warn({ count: missing.length }, 'the broker had lost revocations this instance holds: written back')
     } catch (err) {
       log.warn({ err }, 'could not read the revocations; retried when the broker is back')
-    } finally {
-      appliedDuringLoads.delete(applied)
     }
   }
   control.onResync(() => { void reload() })

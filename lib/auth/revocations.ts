@@ -8,7 +8,7 @@ import type { Identity } from './identity.js'
  *
  * This is every instance's local copy, so checking a token costs no round trip: the broker
  * keeps the revocations (Redis, so an instance started later knows them too) and tells
- * every instance of a new one; an instance reloads the whole list whenever its broker
+ * every instance of a new one; an instance merges the whole list in whenever its broker
  * connection comes back, so one missed while it was away is not missed for long.
  */
 export type Revocation =
@@ -19,6 +19,13 @@ export type Revocation =
 export function revokes (revocation: Revocation, identity: Pick<Identity, 'userId' | 'iat' | 'jti'>): boolean {
   if (revocation.kind === 'jti') return identity.jti === revocation.jti
   return identity.userId === revocation.userId && (identity.iat === undefined || identity.iat <= revocation.issuedBefore)
+}
+
+/** Whether `kept` refuses at least what `revocation` does, for at least as long (same user or jti). */
+export function covers (kept: Revocation, revocation: Revocation): boolean {
+  if (kept.until < revocation.until) return false
+  if (kept.kind === 'jti' || revocation.kind === 'jti') return kept.kind === 'jti' && revocation.kind === 'jti' && kept.jti === revocation.jti
+  return kept.userId === revocation.userId && kept.issuedBefore >= revocation.issuedBefore
 }
 
 export class RevocationList {
@@ -37,13 +44,6 @@ export class RevocationList {
       issuedBefore: Math.max(revocation.issuedBefore, known?.issuedBefore ?? -Infinity),
       until: Math.max(revocation.until, known?.until ?? 0)
     })
-  }
-
-  /** Replaces everything with `revocations` (a reload from the broker). */
-  replace (revocations: Iterable<Revocation>): void {
-    this.users.clear()
-    this.jtis.clear()
-    for (const r of revocations) this.apply(r)
   }
 
   /** Whether a token naming this identity is revoked now. */

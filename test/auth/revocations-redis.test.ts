@@ -123,6 +123,27 @@ t.test('the local copy is read again from Redis when the subscriber connection c
   t.pass('refused after the reload')
 })
 
+t.test('revocations a Redis lost (restarted empty) are written back from the copies, and stay in force', async (t) => {
+  // Audit: after Redis restarted without persistence every instance replaced its copy with
+  // the empty hash, and revoked tokens worked again everywhere.
+  if (!requireService(t, 'Redis', redisUp)) return
+  const { prefix, server, watch } = await instance(t)
+  const old = mintToken(TEST_SECRET, { sub: 'lost', ttlSeconds: 3600 }, Date.now() - 60_000)
+  t.equal((await post(`${server.url}/realtime/revoke`, serviceToken(), { userId: 'lost' })).status, 202)
+  const stored = await watch.admin.hget(`${prefix}revocations`, 'u:lost')
+  t.ok(stored, 'kept in Redis')
+  await watch.admin.del(`${prefix}revocations`)
+
+  const list = await watch.admin.client('LIST') as string
+  const sub = list.split('\n').find((l) => l.includes(` name=rtg-${watch.nodeId}:sub`))
+  await watch.admin.client('KILL', 'ID', /id=(\d+)/.exec(sub ?? '')?.[1] ?? '0')
+  await eventually('written back to Redis', async () => await watch.admin.hget(`${prefix}revocations`, 'u:lost') !== null)
+  t.same(JSON.parse(await watch.admin.hget(`${prefix}revocations`, 'u:lost') ?? '{}'), JSON.parse(stored ?? '{}'), 'as it was')
+  await t.rejects(WsClient.connect(t, server.wsUrl, old), /HTTP 401/, 'still refused here')
+  const later = await startServer(t, { REDIS_URL, REDIS_KEY_PREFIX: prefix })
+  await t.rejects(WsClient.connect(t, later.wsUrl, old), /HTTP 401/, 'and by an instance started afterwards')
+})
+
 t.test('revocations leave Redis when they end: a revoke drops ended ones, and the hash expires with its last', async (t) => {
   if (!requireService(t, 'Redis', redisUp)) return
   const { prefix, server, watch } = await instance(t)

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { RevocationList, revokes } from '../../lib/auth/revocations.js'
+import { covers, RevocationList, revokes } from '../../lib/auth/revocations.js'
 import { ExpiringMap } from '../../lib/broker/expiring-map.js'
 
 const NOW = 1_800_000_000_000
@@ -39,9 +39,21 @@ t.test('prune drops what ended; replace swaps the whole list', async (t) => {
   t.equal(list.size, 3)
   list.prune(NOW)
   t.equal(list.size, 1)
-  list.replace([{ kind: 'user', userId: 'a', issuedBefore: 0, until: NOW + 5 }, { kind: 'user', userId: 'b', issuedBefore: 0, until: NOW + 5 }])
-  t.equal(list.size, 2)
-  t.equal(list.isRevoked({ userId: 'live', jti: 'live' }, NOW), false, 'what was there before is gone')
+  t.equal(list.isRevoked({ userId: 'x', jti: 'live' }, NOW), true, 'what is in force stays')
+})
+
+t.test('covers: the same user or jti, refusing at least as much for at least as long', async (t) => {
+  const user = { kind: 'user', userId: 'u', issuedBefore: 100, until: NOW + 10 } as const
+  t.ok(covers(user, user))
+  t.ok(covers({ ...user, issuedBefore: 200, until: NOW + 20 }, user), 'later and longer')
+  t.notOk(covers({ ...user, issuedBefore: 50 }, user), 'refuses fewer tokens')
+  t.notOk(covers({ ...user, until: NOW + 5 }, user), 'ends sooner')
+  t.notOk(covers({ ...user, userId: 'v' }, user), 'another user')
+  const jti = { kind: 'jti', jti: 'j', until: NOW + 10 } as const
+  t.ok(covers(jti, jti))
+  t.notOk(covers({ ...jti, jti: 'k' }, jti))
+  t.notOk(covers(jti, user))
+  t.notOk(covers(user, jti))
 })
 
 t.test('ExpiringMap: entries end after the TTL; sweep frees them in order', async (t) => {

@@ -13,10 +13,9 @@ import { buildServer, spawnServer, within } from '../support/server-process.js'
  */
 const EXIT_WITHIN_MS = 45_000
 
-const pem = { publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } } as const
-const RSA = generateKeyPairSync('rsa', { modulusLength: 2048, ...pem })
-const EC = generateKeyPairSync('ec', { namedCurve: 'P-256', ...pem })
-const ED25519 = generateKeyPairSync('ed25519', pem)
+const RSA = generateKeyPairSync('rsa', { modulusLength: 2048, publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } })
+const EC = generateKeyPairSync('ec', { namedCurve: 'P-256', publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } })
+const ED25519 = generateKeyPairSync('ed25519', { publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } })
 
 t.test('defaults are those of docs/protocol.md, Limits', async (t) => {
   const config = loadConfig({})
