@@ -17,6 +17,9 @@ const REASON: Record<number, string> = {
   503: 'Service Unavailable'
 }
 
+/** At most one log line per this long for requests failed by an unavailable broker. */
+const BROKER_DOWN_LOG_MS = 5000
+
 const isControl = (url: string): boolean => url.startsWith('/realtime/disconnect') || url.startsWith('/realtime/revoke')
 
 /**
@@ -24,6 +27,9 @@ const isControl = (url: string): boolean => url.startsWith('/realtime/disconnect
  * keep their message (it names the field); 5xx details stay in the log.
  */
 export function installErrorHandler (app: FastifyInstance): void {
+  // While the broker is down every publish fails the same way (audit: thousands of stack
+  // traces a minute, 5 MB of log over a few outages): one line every few seconds, counting the rest.
+  const brokerDown = { loggedAt: -Infinity, since: 0 }
   app.setErrorHandler((err: FastifyError, request, reply) => {
     let statusCode = err.statusCode ?? 500
     let message = err.message
@@ -44,9 +50,18 @@ export function installErrorHandler (app: FastifyInstance): void {
           : 'the event broker is unavailable; nothing was published'
       reply.header('retry-after', '1')
     }
-    if (statusCode >= 500) {
+    if (err instanceof BrokerUnavailableError) {
+      brokerDown.since++
+      const now = Date.now()
+      if (now - brokerDown.loggedAt >= BROKER_DOWN_LOG_MS) {
+        const cause = (err.cause as Error | undefined)?.message
+        request.log.warn({ failed: brokerDown.since, cause }, `request failed: ${err.message} (${brokerDown.since} such failures since the last line)`)
+        brokerDown.loggedAt = now
+        brokerDown.since = 0
+      }
+    } else if (statusCode >= 500) {
       request.log.error({ err }, 'request failed')
-      if (!(err instanceof BrokerUnavailableError)) message = 'internal error'
+      message = 'internal error'
     } else {
       request.log.info({ code: err.code, statusCode, message }, 'request refused')
     }

@@ -159,6 +159,8 @@ export class ChannelSequencer {
 
   private async fill (channel: string, cursor: Cursor, attempt = 0): Promise<void> {
     let missed: PublishedEvent[] = []
+    /** Where the store stands when history no longer holds the gap. */
+    let lostTo: StreamPosition | undefined
     try {
       let result = await this.read(channel, { offset: cursor.offset, epoch: cursor.epoch })
       if (!result.recovered && result.position.epoch !== cursor.epoch) {
@@ -169,8 +171,12 @@ export class ChannelSequencer {
           this.restartAt(cursor, channel, { offset: 0, epoch: result.position.epoch })
         }
       }
-      if (result.recovered) missed = result.events
-      else this.log?.warn({ channel, after: cursor.offset, position: result.position }, 'gap in delivery that history no longer covers')
+      if (result.recovered) {
+        missed = result.events
+      } else {
+        lostTo = result.position
+        this.log?.warn({ channel, after: cursor.offset, position: result.position }, 'gap in delivery that history no longer covers')
+      }
       cursor.unsure = false
     } catch (err) {
       cursor.unsure = true
@@ -185,6 +191,10 @@ export class ChannelSequencer {
     if (this.cursors.get(channel) !== cursor) return
     const held = cursor.held ?? []
     cursor.held = null
+    // A gap with no live event after it (a catch-up after a reconnect, the channel quiet
+    // since) is announced now, at the store's position: waiting for the next event left
+    // subscribers on stale state with no word, and reads waiting on delivery hung (audit).
+    if (lostTo !== undefined && held.length === 0 && !passed(cursor, lostTo)) this.restartAt(cursor, channel, lostTo)
     for (const event of missed) this.accept(cursor, event)
     for (const event of held) this.accept(cursor, event)
   }
@@ -193,6 +203,7 @@ export class ChannelSequencer {
     cursor.epoch = position.epoch
     cursor.offset = position.offset
     this.reset(channel, position)
+    this.releaseWaiters(channel, cursor)
   }
 
   /** Events were skipped: in this epoch, or at the start of a new one. */
@@ -212,12 +223,17 @@ export class ChannelSequencer {
     cursor.epoch = event.epoch
     cursor.offset = event.offset
     this.deliver(event)
-    const waiters = this.waiters.get(event.channel)
+    this.releaseWaiters(event.channel, cursor)
+  }
+
+  /** Resolves the reads waiting (reached) for a position delivery has now passed. */
+  private releaseWaiters (channel: string, cursor: Cursor): void {
+    const waiters = this.waiters.get(channel)
     if (waiters === undefined) return
     const waiting = waiters.filter((w) => !passed(cursor, w))
     for (const w of waiters) if (!waiting.includes(w)) w.resolve()
-    if (waiting.length > 0) this.waiters.set(event.channel, waiting)
-    else this.waiters.delete(event.channel)
+    if (waiting.length > 0) this.waiters.set(channel, waiting)
+    else this.waiters.delete(channel)
   }
 }
 

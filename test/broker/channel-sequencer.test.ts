@@ -16,12 +16,14 @@ const event = (offset: number, epoch = 'e1'): PublishedEvent => ({ channel: CHAN
 function sequencer (stored: PublishedEvent[], fillRetryMs: number[] = []) {
   const delivered: number[] = []
   const resets: number[] = []
-  const state = { failReads: false, reads: 0 }
+  /** `trimmed`: history no longer holds the offsets up to this one. */
+  const state = { failReads: false, reads: 0, trimmed: 0 }
   const read = async (_channel: string, since: SincePosition): Promise<HistoryResult> => {
     state.reads++
     if (state.failReads) throw new Error('redis did not answer')
     const last = stored[stored.length - 1]
     const position: StreamPosition = { epoch: last?.epoch ?? 'e1', offset: last?.offset ?? 0 }
+    if (since.offset < state.trimmed) return { events: [], position, recovered: false }
     return { events: stored.filter((e) => e.offset > since.offset), position, recovered: true }
   }
   const seq = new ChannelSequencer(read, (e) => delivered.push(e.offset), (_c, p) => resets.push(p.offset), undefined, fillRetryMs)
@@ -106,4 +108,28 @@ t.test('a fill whose reads keep failing gives up after its retries: the gap is a
   t.equal(state.reads, 3, 'the first read and two more')
   t.same(resets, [3], 'a reset to just before the held event')
   t.same(delivered, [1, 4])
+})
+
+t.test('a catch-up that history no longer covers, on a quiet channel: the gap is announced at once, at the store\'s position', async (t) => {
+  // Audit: subscribers stayed on the last event before the gap, with no reset, until the
+  // channel's next publish; a subscribe waiting for delivery to reach the store hung 5 s.
+  const store = [1, 2].map((n) => event(n))
+  const { seq, delivered, state, resets } = sequencer(store)
+  seq.start(CHANNEL, { epoch: 'e1', offset: 0 })
+  seq.push(event(1))
+  seq.push(event(2))
+  for (let n = 3; n <= 250; n++) store.push(event(n)) // published while the subscriber connection was away
+  state.trimmed = 150 // more than the history holds
+  let reachedAt = 0
+  const waiting = seq.reached(CHANNEL, { epoch: 'e1', offset: 250 }, 0).then(() => { reachedAt = Date.now() })
+  const started = Date.now()
+  await waiting
+  t.same(resets, [250], 'a reset to where the store stands')
+  t.same(delivered, [1, 2], 'nothing passed off as continuous')
+  t.same(seq.settledAt(CHANNEL), { epoch: 'e1', offset: 250 })
+  t.ok(reachedAt - started < 1000, `the read waiting on delivery goes on at once (${reachedAt - started} ms)`)
+  store.push(event(251))
+  seq.push(event(251))
+  t.same(delivered, [1, 2, 251], 'the next event follows the reset')
+  t.same(resets, [250], 'with no second reset')
 })

@@ -1,4 +1,6 @@
+import { Writable } from 'node:stream'
 import t from 'tap'
+import { loggerOptions } from '../../lib/ops/logging.js'
 import { adminToken, post, serviceToken, startServer, token, WsClient } from '../support/helper.js'
 import { eventually, OwnRedis, redisClient } from '../support/redis-fixture.js'
 
@@ -14,7 +16,9 @@ const publish = (url: string, n: number) =>
 
 t.test('Redis dies and comes back: 503s meanwhile, clients stay, delivery resumes', async (t) => {
   const redis = await OwnRedis.start(t)
-  const { url, wsUrl } = await startServer(t, { REDIS_URL: redis.url, REDIS_KEY_PREFIX: 'outage:' })
+  const lines: string[] = []
+  const sink = new Writable({ write (chunk, _enc, done) { lines.push(String(chunk)); done() } })
+  const { url, wsUrl } = await startServer(t, { REDIS_URL: redis.url, REDIS_KEY_PREFIX: 'outage:' }, { logger: { ...loggerOptions('info'), stream: sink } })
   const client = await WsClient.connect(t, wsUrl, token('8'))
   await client.subscribe(['product:3'])
   t.equal((await publish(url, 1)).status, 202)
@@ -42,6 +46,10 @@ t.test('Redis dies and comes back: 503s meanwhile, clients stay, delivery resume
   const history = await fetch(`${url}/realtime/history/product:3`, { headers: { authorization: `Bearer ${serviceToken()}` } })
   t.equal(history.status, 503, 'nor history')
   t.match(await publish(url, 4), { status: 503, body: { message: 'the event broker is unavailable; nothing was published' } })
+  // Audit: one error line with a stack trace per failed request (5 MB of log over a few outages).
+  const failures = lines.filter((l) => l.includes('request failed'))
+  t.equal(failures.length, 1, `one line for the 8 requests that failed within seconds: ${failures.join('')}`)
+  t.notMatch(failures[0], /"stack"/, 'with no stack trace')
 
   await redis.restart()
   await eventually('ready again after redis returns', async () => (await health(url, '/health/ready')).status === 200, 20_000)
