@@ -66,3 +66,30 @@ t.test('presence heartbeat failures: not at start, then once per outage, and its
   await eventually('beats go on', () => beats >= after + 3)
   t.equal(lines.length, 2, 'nothing more while it works')
 })
+
+t.test('presence writes that fail in a tick: one line for the tick, naming how many channels', async (t) => {
+  // Audit: one line per channel per interval while Redis was down (543 in a minute).
+  if (!requireService(t, 'Redis', redisUp)) return
+  const broker = new RedisBroker({ url: REDIS_URL, keyPrefix: uniquePrefix('presence-write-log'), deliver: () => {}, historySize: 10, historyTtlSeconds: 60, nodeId: 'node-w' })
+  t.teardown(() => broker.close())
+  await eventually('the broker is ready', () => broker.isReady())
+  const backend = broker.presence as PresenceBackend
+  let writes = 0
+  const failing: PresenceBackend = {
+    load: async (channel) => await backend.load(channel),
+    onShare: (listener) => backend.onShare(listener),
+    write: async () => { writes++; throw new Error("Stream isn't writeable and enableOfflineQueue options is false") },
+    leave: async () => await backend.leave(),
+    beat: async () => await backend.beat()
+  }
+  const lines: Array<{ msg: string, obj: { channels?: number } }> = []
+  const log = { warn: (obj: object, msg: string) => lines.push({ msg, obj }), info: () => {} }
+  const tracker = new PresenceTracker({ intervalMs: 50, backend: failing, push: () => {}, log })
+  t.teardown(() => tracker.close())
+  for (let i = 0; i < 20; i++) tracker.joined(`room:w${i}`, `u${i}`)
+  await eventually('the tick tried every channel', () => writes >= 20)
+  await eventually('and said so', () => lines.some((l) => /could not share/.test(l.msg)))
+  const said = lines.filter((l) => /could not share/.test(l.msg))
+  t.equal(said.length, 1, `one line, not one per channel: ${said.length}`)
+  t.equal(said[0].obj.channels, 20)
+})
