@@ -65,6 +65,9 @@ export default fp(async (app) => {
     requiredClaims: [...(issuers.length > 0 ? ['iss'] : []), ...(audiences.length > 0 ? ['aud'] : [])]
   }
   if (JWT_PUBLIC_KEY !== undefined) {
+    if (JWT_SECRET !== undefined) {
+      app.log.warn('JWT_SECRET and JWT_PUBLIC_KEY are both set: tokens are verified with JWT_PUBLIC_KEY only, and HS256 tokens are refused')
+    }
     await app.register(fastifyJwt, {
       secret: { public: JWT_PUBLIC_KEY, private: '' },
       verify: { algorithms: [...ASYMMETRIC], ...claimRules }

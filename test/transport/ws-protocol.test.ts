@@ -64,6 +64,23 @@ t.test('subscribe / unsubscribe: acknowledgements with positions', async (t) => 
   t.same(alice.events('product:7'), [], 'nothing after unsubscribe')
 })
 
+t.test('a channel named twice in one frame is one channel: answered once, its events once', async (t) => {
+  // Audit: the answer listed a channel as often as the frame named it (200 times).
+  const { url, wsUrl } = await startServer(t)
+  const bob = await WsClient.connect(t, wsUrl, token('43'))
+  const twice = Array.from({ length: 200 }, () => 'room:dup')
+  const ack = await bob.request({ type: 'subscribe', id: 'd1', payload: { channels: [...twice, 'room:other', 'room:dup'] } })
+  t.same(ack.payload.channels, ['room:dup', 'room:other'])
+  t.same(Object.keys(ack.payload.positions), ['room:dup', 'room:other'])
+  await publish(url, 'room:dup', { n: 1 })
+  await publish(url, 'room:other', { n: 1 })
+  t.match(await bob.next((f) => f.channel === 'room:dup'), { offset: 1, payload: { n: 1 } })
+  await bob.next((f) => f.channel === 'room:other')
+  t.same(bob.events('room:dup'), [], 'delivered once')
+  const unack = await bob.request({ type: 'unsubscribe', id: 'd2', payload: { channels: ['room:dup', 'room:dup'] } })
+  t.same(unack.payload.channels, ['room:dup'])
+})
+
 t.test('room:join / room:leave are subscribe / unsubscribe of the room channel', async (t) => {
   const { url, wsUrl } = await startServer(t)
   const alice = await WsClient.connect(t, wsUrl, token('42'))
