@@ -143,7 +143,12 @@ export class RealtimeClient {
       : this.current.kind === 'sse'
         ? this.reopenStream(fresh)
         : Promise.all(this.subscribeFrames(fresh)).then(() => undefined)
-    return quiet(invalid.length === 0 ? added : added.then(() => { throw badNames(invalid) }))
+    // Known at once: rejected at once (the good names still go on, their refusals told as 'error').
+    if (invalid.length > 0) {
+      void quiet(added)
+      return quiet(Promise.reject(badNames(invalid)))
+    }
+    return quiet(added)
   }
 
   /**
@@ -477,7 +482,7 @@ export class RealtimeClient {
       this.refusedBy = 'unauthorized'
     }
     if (info.status === 403) this.dropRefused(info.reason)
-    if (info.status === 400 && this.dropRequested(info.reason)) return
+    if (info.status === 400 && GATEWAY_BAD_REQUEST.test(info.reason) && this.dropRequested(info.reason)) return
     // A close code from the gateway itself (1013: a limit) means WebSocket got through; 1006 may be a proxy.
     const answered = info.code !== undefined && info.code !== 1006 && info.code !== 4000
     const next = this.policy.next(kind, wasOpen, transport !== null, answered)
@@ -512,14 +517,15 @@ export class RealtimeClient {
   private dropRequested (reason: string): boolean {
     const waiters = this.reopenWaiters.splice(0)
     this.emit('error', { code: 'bad_request', status: 400, message: reason })
-    if (waiters.length === 0) {
+    const channels = waiters.flatMap((w) => w.channels)
+    const error = Object.assign(new Error(reason), { code: 'bad_request', status: 400, channels })
+    for (const waiter of waiters) waiter.reject(error)
+    // Reopened for an unsubscribe or a new token, nothing added: nothing to drop either.
+    if (channels.length === 0) {
       this.shutDown(`refused: ${reason}`)
       return true
     }
-    const channels = waiters.flatMap((w) => w.channels)
     this.subs.remove(channels)
-    const error = Object.assign(new Error(reason), { code: 'bad_request', status: 400, channels })
-    for (const waiter of waiters) waiter.reject(error)
     return false
   }
 
@@ -575,6 +581,12 @@ function refreshRefusal (token: string, userId: string | null): string | undefin
 function refusedChannels (message: string): string[] {
   return /not allowed to (?:subscribe to|read) (.+)$/.exec(message)?.[1].split(', ') ?? []
 }
+
+/**
+ * The gateway's own SSE 400s for a request that asking again the same way cannot mend
+ * (routes/sse.ts); any other 400 (a proxy's "header too large", say) is retried with backoff.
+ */
+const GATEWAY_BAD_REQUEST = /^(at most \d+ channels per connection|rewind must be|invalid channel name|channels: name)/
 
 /** A channel name the gateway accepts: 1–200 of `[A-Za-z0-9_\-:.@]` (docs/protocol.md, Channels). */
 const CHANNEL_NAME = /^[\w\-:.@]{1,200}$/

@@ -55,7 +55,7 @@ export function installErrorHandler (app: FastifyInstance): void {
       const now = Date.now()
       if (now - brokerDown.loggedAt >= BROKER_DOWN_LOG_MS) {
         const cause = (err.cause as Error | undefined)?.message
-        request.log.warn({ failed: brokerDown.since, cause }, `request failed: ${err.message} (${brokerDown.since} such failures since the last line)`)
+        request.log.error({ failed: brokerDown.since, cause }, `request failed: ${err.message} (${brokerDown.since} such failures since the last line)`)
         brokerDown.loggedAt = now
         brokerDown.since = 0
       }

@@ -184,7 +184,7 @@ client.on('error', (error) => {
     setStatus('closed', 'Signed out')
     $('signin').hidden = false
     client.close()
-  } else if (error.code === 'bad_request' || error.code === 'forbidden') {
+  } else if ((error.code === 'bad_request' || error.code === 'forbidden') && error.channels?.includes(channel)) {
     // A ?product= that is no channel name, or a channel refused: say so rather than wait for ever.
     toast({ title: 'This product cannot be followed', body: error.message, kind: 'error', ttlMs: 10000 })
   }

@@ -19,7 +19,7 @@ const SseQuery = Type.Object({
   channels: Type.Optional(Type.String({ maxLength: 64 * 1024, description: 'comma-separated channel names' })),
   token: Type.Optional(Type.String({ description: 'JWT, for clients that cannot set headers' })),
   lastEventId: Type.Optional(Type.String({ description: 'resume cursor, when Last-Event-ID cannot be sent' })),
-  rewind: Type.Optional(Type.String({ pattern: '^[0-9]{1,9}$', description: 'the last n events of every channel first (when resuming, of the channels the cursor does not name)' }))
+  rewind: Type.Optional(Type.String({ pattern: '^[0-9]{1,9}$', description: 'the last n events of every channel first; ignored on a resume (a Last-Event-ID)' }))
 })
 
 /** What a resume that lost something gets first (docs/protocol.md, Server-Sent Events). */

@@ -21,6 +21,18 @@ export function revokes (revocation: Revocation, identity: Pick<Identity, 'userI
   return identity.userId === revocation.userId && (identity.iat === undefined || identity.iat <= revocation.issuedBefore)
 }
 
+/** The revocations of `held` that `stored` does not cover (one map lookup each: lists may hold tens of thousands). */
+export function notCoveredBy (stored: readonly Revocation[], held: readonly Revocation[]): Revocation[] {
+  const byName = new Map<string, Revocation>()
+  for (const r of stored) byName.set(nameOf(r), r)
+  return held.filter((r) => {
+    const kept = byName.get(nameOf(r))
+    return kept === undefined || !covers(kept, r)
+  })
+}
+
+const nameOf = (r: Revocation): string => r.kind === 'user' ? `u:${r.userId}` : `j:${r.jti}`
+
 /** Whether `kept` refuses at least what `revocation` does, for at least as long (same user or jti). */
 export function covers (kept: Revocation, revocation: Revocation): boolean {
   if (kept.until < revocation.until) return false

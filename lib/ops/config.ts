@@ -191,7 +191,7 @@ function checkSemantics (config: Config): void {
   }
   const proxies = trustProxy(config)
   if (Array.isArray(proxies) && !proxies.every((a) => PROXY_NAMES.has(a) || isAddressOrRange(a))) {
-    throw new ConfigError('TRUST_PROXY', `must be true, false, or comma-separated proxy addresses, CIDRs, loopback, linklocal or uniquelocal (got ${JSON.stringify(config.TRUST_PROXY)})`)
+    throw new ConfigError('TRUST_PROXY', `must be true, false, or comma-separated proxy addresses, CIDRs (/1 or longer; every address is true), loopback, linklocal or uniquelocal (got ${JSON.stringify(config.TRUST_PROXY)})`)
   }
   allowedOrigins(config)
   corsOrigins(config)
@@ -236,7 +236,8 @@ function isAddressOrRange (entry: string): boolean {
   const [address, bits, ...rest] = entry.split('/')
   const family = isIP(address)
   if (family === 0 || rest.length > 0) return false
-  return bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) <= (family === 4 ? 32 : 128))
+  // A /0 range is every address, which the proxy-address parser refuses: that is TRUST_PROXY=true.
+  return bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) >= 1 && Number(bits) <= (family === 4 ? 32 : 128))
 }
 
 /** Comma-separated values (JWT_ISSUER, JWT_AUDIENCE …), trimmed, empty ones dropped. */

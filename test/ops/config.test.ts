@@ -112,6 +112,8 @@ t.test('an invalid value is a ConfigError whose one-line message names the varia
     [{ TRUST_PROXY: '::1/200' }, 'TRUST_PROXY'],
     [{ TRUST_PROXY: ':::' }, 'TRUST_PROXY'],
     [{ TRUST_PROXY: '10.0.0.0/8/8' }, 'TRUST_PROXY'],
+    [{ TRUST_PROXY: '0.0.0.0/0' }, 'TRUST_PROXY'],
+    [{ TRUST_PROXY: '::/0' }, 'TRUST_PROXY'],
     // Audit: Node runs a timer over 2^31-1 ms after 1 ms (every WebSocket dropped within a second).
     [{ HEARTBEAT_MS: '3000000000' }, 'HEARTBEAT_MS'],
     [{ SSE_HEARTBEAT_MS: '3000000000' }, 'SSE_HEARTBEAT_MS'],
