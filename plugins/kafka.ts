@@ -8,6 +8,7 @@ import { kafkaBrokerList } from '../lib/ops/config.js'
 import { BackgroundCommits } from '../lib/ingress/kafka-commits.js'
 import { backoffDelay, type BatchContext, ingestBatch } from '../lib/ingress/kafka-ingest.js'
 import { topicNames } from '../lib/ingress/kafka-mapping.js'
+import { GroupLiveness } from '../lib/ingress/group-liveness.js'
 import { refusedAsTooLarge, standInRecord } from '../lib/ingress/dead-letter.js'
 import { createKafkaMetrics } from '../lib/ops/kafka-metrics.js'
 import { publishAll } from '../lib/ingress/publisher.js'
@@ -85,7 +86,8 @@ export default fp(async (app) => {
   const producer = kafka.producer({ allowAutoTopicCreation: true })
 
   let closing = false
-  let joined = false
+  // Not ready once the coordinator has not answered a heartbeat for as long as it waits before dropping a member.
+  const liveness = new GroupLiveness(SESSION_TIMEOUT_MS)
   let producerConnected = false
   let restartTimer: NodeJS.Timeout | undefined
   let restartAttempt = 0
@@ -96,27 +98,30 @@ export default fp(async (app) => {
 
   const { GROUP_JOIN, HEARTBEAT, CRASH, DISCONNECT, STOP, CONNECT } = consumer.events
   consumer.on(CONNECT, () => { log.debug('kafka consumer connected') })
-  consumer.on(HEARTBEAT, () => { heartbeatsAnswered++ })
+  consumer.on(HEARTBEAT, () => {
+    heartbeatsAnswered++
+    liveness.heard()
+  })
   consumer.on(GROUP_JOIN, (e) => {
     joins++
-    joined = true
+    liveness.joined()
     restartAttempt = 0
     metrics.resetLag()
     log.info({ groupId: e.payload.groupId, assignment: e.payload.memberAssignment }, 'kafka consumer joined its group')
   })
   consumer.on(CRASH, (e) => {
-    joined = false
+    liveness.left()
     if (closing) return
     log.warn({ err: e.payload.error, restart: e.payload.restart }, 'kafka consumer crashed')
     // kafkajs gives up on errors it deems non-retriable; the gateway still wants its feed.
     if (!e.payload.restart) scheduleStart()
   })
-  consumer.on(DISCONNECT, () => { joined = false })
-  consumer.on(STOP, () => { joined = false })
+  consumer.on(DISCONNECT, () => { liveness.left() })
+  consumer.on(STOP, () => { liveness.left() })
   producer.on(producer.events.CONNECT, () => { producerConnected = true })
   producer.on(producer.events.DISCONNECT, () => { producerConnected = false })
 
-  app.readiness.add('kafka', () => joined)
+  app.readiness.add('kafka', () => liveness.ready)
 
   /** The latest batch's hooks: they act on the consumer group as it is now (its current generation). */
   let current: Pick<EachBatchPayload, 'commitOffsetsIfNecessary' | 'uncommittedOffsets'> | undefined

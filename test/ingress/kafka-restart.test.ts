@@ -1,4 +1,7 @@
 import { execFile } from 'node:child_process'
+import { readFile } from 'node:fs/promises'
+import { homedir } from 'node:os'
+import { join } from 'node:path'
 import { promisify } from 'node:util'
 import t from 'tap'
 import { startServer, token, WsClient } from '../support/helper.js'
@@ -64,4 +67,39 @@ t.test('Kafka restarted under a running gateway: readiness 503, then it rejoins 
     await lateBuyer.next((f) => f.type === 'order:updated', 30_000)
   ]
   t.same(lateEvents.map((f) => f.payload.status), ['before', 'after'], 'a new group starts at the earliest message')
+})
+
+t.test('Kafka frozen (SIGSTOP) under a running gateway: readiness 503 naming kafka, then 200 again once it thaws', async (t) => {
+  // Audit: a hung broker drops no connection and raises no event; readiness said 200 through a 75 s freeze.
+  if (!await useKafka(t, 'exclusive')) return
+  const cache = process.env.KAFKA_HOME_CACHE ?? join(homedir(), '.cache', 'realtime-gateway-kafka')
+  const pid = Number((await readFile(join(cache, `broker-${process.env.KAFKA_PORT ?? '9092'}`, 'kafka.pid'), 'utf8').catch(() => '')).trim())
+  if (!Number.isInteger(pid) || pid <= 0) {
+    t.fail(`no pid file for the broker under ${cache}: it was not started by scripts/services-start.sh`)
+    return
+  }
+  let frozen = false
+  t.teardown(() => { if (frozen) process.kill(pid, 'SIGCONT') })
+
+  const kafka = await kafkaFixture(t)
+  const { url, wsUrl } = await gateway(t, kafka, { LOG_LEVEL: process.env.KAFKA_TEST_LOG ?? 'silent' })
+  const buyer = await WsClient.connect(t, wsUrl, token('u12'))
+  await waitForReadiness(url, 200, 60_000)
+  // An idle member heartbeats every few seconds: twelve seconds of nothing to read stay ready.
+  for (const deadline = Date.now() + 12_000; Date.now() < deadline;) {
+    const res = await fetch(`${url}/health/ready`)
+    if (res.status !== 200) t.fail(`readiness ${res.status} while idle: ${await res.text()}`)
+    await new Promise((resolve) => setTimeout(resolve, 500))
+  }
+
+  process.kill(pid, 'SIGSTOP')
+  frozen = true
+  const since = Date.now()
+  t.match(await waitForReadiness(url, 503, 30_000), { checks: { kafka: 'unavailable' }, unavailable: ['kafka'] })
+  t.comment(`readiness 503 ${Date.now() - since} ms into the freeze`)
+  process.kill(pid, 'SIGCONT')
+  frozen = false
+  await waitForReadiness(url, 200, 90_000)
+  await kafka.produce('order.updated', { orderId: 'o12', buyerId: 'u12', status: 'thawed' }, { key: 'o12' })
+  t.equal((await buyer.next((f) => f.type === 'order:updated', 30_000)).payload.status, 'thawed', 'consumption goes on')
 })
