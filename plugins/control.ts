@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import fp from 'fastify-plugin'
-import { notCoveredBy, type Revocation, revokes } from '../lib/auth/revocations.js'
+import { notCoveredBy, type Revocation, RevocationList, revokes } from '../lib/auth/revocations.js'
 import type { ControlMessage } from '../lib/broker/control.js'
 import { CloseCode } from '../lib/core/errors.js'
 
@@ -65,12 +65,26 @@ export default fp(async (app) => {
       return
     }
     for (const revocation of stored) revocations.apply(revocation)
+    closeRevokedMeanwhile(notCoveredBy(held, stored))
     if (notCoveredBy(stored, held).length === 0) return
     try {
       await writeBack(held)
     } catch (err) {
       log.warn({ err }, 'could not write back the revocations the broker lost; tried again when the broker is back')
     }
+  }
+
+  /**
+   * Revocations this instance learns from the broker rather than from their message (sent
+   * while its connection was down) close the connections they name, as the message would
+   * have: in one pass over the connections, however many were learned.
+   */
+  function closeRevokedMeanwhile (learned: Revocation[]): void {
+    if (learned.length === 0) return
+    const missed = new RevocationList()
+    for (const revocation of learned) missed.apply(revocation)
+    const closed = hub.closeWhere((identity) => missed.isRevoked(identity), CloseCode.DISCONNECTED, 'token revoked')
+    metrics.disconnects.inc({ cause: 'revoke' }, closed)
   }
 
   /**

@@ -104,7 +104,8 @@ t.test('the local copy is read again from Redis when the subscriber connection c
   const issuedBefore = Math.floor(Date.now() / 1000)
   await watch.admin.hset(`${prefix}revocations`, 'u:missed', JSON.stringify({ kind: 'user', userId: 'missed', issuedBefore, until: Date.now() + 600_000 }))
   const old = mintToken(TEST_SECRET, { sub: 'missed', ttlSeconds: 3600 }, Date.now() - 60_000)
-  t.ok(await WsClient.connect(t, server.wsUrl, old), 'not known yet: the copy is local')
+  const live = await WsClient.connect(t, server.wsUrl, old)
+  t.ok(live, 'not known yet: the copy is local')
 
   // Only this instance's subscriber, by id (the Redis is shared).
   const list = await watch.admin.client('LIST') as string
@@ -121,6 +122,8 @@ t.test('the local copy is read again from Redis when the subscriber connection c
     }
   })
   t.pass('refused after the reload')
+  const closed = await Promise.race([live.closed, new Promise<null>((resolve) => setTimeout(() => resolve(null), 5000))])
+  t.equal(closed?.code, 4003, 'and the live connection it names is closed, as its message would have done')
 })
 
 t.test('revocations a Redis lost (restarted empty) are written back from the copies, and stay in force', async (t) => {
