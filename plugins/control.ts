@@ -57,13 +57,14 @@ export default fp(async (app) => {
    */
   async function reload (): Promise<void> {
     let stored: Revocation[]
-    const held = revocations.inForce()
     try {
       stored = await control.load()
     } catch (err) {
       log.warn({ err }, 'could not read the revocations; retried when the broker is back')
       return
     }
+    // Taken after the read: revocations whose message came meanwhile were acted on already.
+    const held = revocations.inForce()
     for (const revocation of stored) revocations.apply(revocation)
     closeRevokedMeanwhile(notCoveredBy(held, stored))
     if (notCoveredBy(stored, held).length === 0) return

@@ -37,6 +37,8 @@ export const PARTITIONS_CONSUMED_CONCURRENTLY = 8
 /** A member the group coordinator has not heard from for this long is dropped, and its partitions go to others. */
 const SESSION_TIMEOUT_MS = 10_000
 const HEARTBEAT_INTERVAL_MS = 3000
+/** How long a rejoin may wait for the group's other members (kafkajs's default, named). */
+const REBALANCE_TIMEOUT_MS = 60_000
 /**
  * How long a batch waits for the group to confirm its partition is still this member's
  * (stillOwned) before leaving the batch to the group: two heartbeat intervals and more.
@@ -80,6 +82,7 @@ export default fp(async (app) => {
     // with it before the group can form again; 10 s rather than 30 s.
     sessionTimeout: SESSION_TIMEOUT_MS,
     heartbeatInterval: HEARTBEAT_INTERVAL_MS,
+    rebalanceTimeout: REBALANCE_TIMEOUT_MS,
     // kafkajs restarts itself after retriable crashes; never once we are closing.
     retry: { retries: 3, initialRetryTime: 300, maxRetryTime: 5000, restartOnFailure: async () => !closing }
   })
@@ -87,7 +90,7 @@ export default fp(async (app) => {
 
   let closing = false
   // Not ready once the coordinator has not answered a heartbeat for as long as it waits before dropping a member.
-  const liveness = new GroupLiveness(SESSION_TIMEOUT_MS)
+  const liveness = new GroupLiveness(SESSION_TIMEOUT_MS, REBALANCE_TIMEOUT_MS)
   let producerConnected = false
   let restartTimer: NodeJS.Timeout | undefined
   let restartAttempt = 0
@@ -96,12 +99,13 @@ export default fp(async (app) => {
   let heartbeatsAnswered = 0
   let joins = 0
 
-  const { GROUP_JOIN, HEARTBEAT, CRASH, DISCONNECT, STOP, CONNECT } = consumer.events
+  const { GROUP_JOIN, HEARTBEAT, REBALANCING, CRASH, DISCONNECT, STOP, CONNECT } = consumer.events
   consumer.on(CONNECT, () => { log.debug('kafka consumer connected') })
   consumer.on(HEARTBEAT, () => {
     heartbeatsAnswered++
     liveness.heard()
   })
+  consumer.on(REBALANCING, () => { liveness.rejoining() })
   consumer.on(GROUP_JOIN, (e) => {
     joins++
     liveness.joined()

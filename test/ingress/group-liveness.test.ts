@@ -3,7 +3,7 @@ import { GroupLiveness } from '../../lib/ingress/group-liveness.js'
 
 t.test('ready while joined and heard from within the silence allowed; not after it, nor once left', async (t) => {
   let now = 1000
-  const liveness = new GroupLiveness(10_000, () => now)
+  const liveness = new GroupLiveness(10_000, 60_000, () => now)
   t.notOk(liveness.ready, 'not before joining')
   liveness.joined()
   t.ok(liveness.ready)
@@ -20,4 +20,25 @@ t.test('ready while joined and heard from within the silence allowed; not after 
   t.notOk(liveness.ready, 'a crash or disconnect')
   liveness.heard()
   t.notOk(liveness.ready, 'a heartbeat is no join')
+})
+
+t.test('a rebalance is not silence: ready while rejoining, up to the rebalance timeout', async (t) => {
+  let now = 0
+  const liveness = new GroupLiveness(10_000, 60_000, () => now)
+  liveness.joined()
+  now += 3_000
+  liveness.rejoining() // the coordinator answered: the group rebalances
+  now += 30_000
+  t.ok(liveness.ready, 'waiting for a member mid-batch, heartbeating nothing (review: 10.3 s measured)')
+  liveness.joined()
+  now += 9_999
+  t.ok(liveness.ready, 'joined again: the silence rule again')
+  now += 1
+  t.notOk(liveness.ready)
+  liveness.rejoining()
+  now += 60_000
+  t.notOk(liveness.ready, 'a rejoin past the rebalance timeout')
+  liveness.rejoining()
+  liveness.left()
+  t.notOk(liveness.ready, 'a crash while rejoining')
 })
