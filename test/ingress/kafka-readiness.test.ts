@@ -48,9 +48,9 @@ t.test('a member waiting in a rebalance for one stuck mid-batch stays ready', as
   }
 
   const statuses: number[] = []
-  let polling = true
+  const polling = { on: true }
   const poll = (async () => {
-    while (polling) {
+    while (polling.on) {
       statuses.push((await fetch(`${idle.url}/health/ready`)).status)
       await new Promise((resolve) => setTimeout(resolve, 200))
     }
@@ -58,7 +58,7 @@ t.test('a member waiting in a rebalance for one stuck mid-batch stays ready', as
   // A third member joins (a deploy, a scale-out): the group rebalances, and waits for the stuck one.
   const joiner = await gateway(t, kafka, { LOG_LEVEL: 'silent' })
   await new Promise((resolve) => setTimeout(resolve, 2000))
-  polling = false
+  polling.on = false
   await poll
   t.ok(statuses.length > 50, `readiness polled ${statuses.length} times through the rebalance`)
   t.same(statuses.filter((s) => s !== 200), [], 'the waiting member stayed ready throughout')
