@@ -24,14 +24,15 @@ export function revokes (revocation: Revocation, identity: Pick<Identity, 'userI
 /** The revocations of `held` that `stored` does not cover (one map lookup each: lists may hold tens of thousands). */
 export function notCoveredBy (stored: readonly Revocation[], held: readonly Revocation[]): Revocation[] {
   const byName = new Map<string, Revocation>()
-  for (const r of stored) byName.set(nameOf(r), r)
+  for (const r of stored) byName.set(revocationName(r), r)
   return held.filter((r) => {
-    const kept = byName.get(nameOf(r))
+    const kept = byName.get(revocationName(r))
     return kept === undefined || !covers(kept, r)
   })
 }
 
-const nameOf = (r: Revocation): string => r.kind === 'user' ? `u:${r.userId}` : `j:${r.jti}`
+/** What a revocation is kept under: one per user, one per jti (the broker's field names too). */
+export const revocationName = (r: Revocation): string => r.kind === 'user' ? `u:${r.userId}` : `j:${r.jti}`
 
 /** Whether `kept` refuses at least what `revocation` does, for at least as long (same user or jti). */
 export function covers (kept: Revocation, revocation: Revocation): boolean {

@@ -1,5 +1,5 @@
 import type { RedisClient } from './redis-connection.js'
-import type { Revocation } from '../auth/revocations.js'
+import { type Revocation, revocationName } from '../auth/revocations.js'
 import { BrokerUnavailableError } from './broker.js'
 import type { ControlBackend, ControlMessage } from './control.js'
 
@@ -91,7 +91,7 @@ export class RedisControl implements ControlBackend {
 
   async store (revocation: Revocation): Promise<void> {
     try {
-      await (this.redis as ScriptedRedis).rtgStoreRevocation(this.layout.revocationsKey, fieldOf(revocation), JSON.stringify(revocation), Date.now())
+      await (this.redis as ScriptedRedis).rtgStoreRevocation(this.layout.revocationsKey, revocationName(revocation), JSON.stringify(revocation), Date.now())
     } catch (err) {
       throw new BrokerUnavailableError('redis did not keep the revocation', { cause: err })
     }
@@ -140,6 +140,3 @@ function parseRevocation (text: string): Revocation | null {
     return null
   }
 }
-
-/** Where a revocation is kept in the hash: one field per user, one per jti. */
-const fieldOf = (r: Revocation): string => r.kind === 'user' ? `u:${r.userId}` : `j:${r.jti}`

@@ -162,17 +162,14 @@ export class PresenceTracker {
     if (this.closed) return
     this.closed = true
     clearInterval(this.timer)
+    for (const state of this.channels.values()) clearTimeout(state.deferred)
     const backend = this.options.backend
+    if (backend === undefined) return
     const withdrawals: Array<Promise<void>> = []
-    for (const [channel, state] of this.channels) {
-      clearTimeout(state.deferred)
-      if (backend !== undefined && state.written?.connections !== 0) withdrawals.push(backend.write(channel, null).catch(() => {}))
-    }
-    for (const channel of this.owedWithdrawals) {
-      if (backend !== undefined && !this.channels.has(channel)) withdrawals.push(backend.write(channel, null).catch(() => {}))
-    }
-    if (backend !== undefined) withdrawals.push(backend.leave().catch(() => {}))
-    await Promise.all(withdrawals)
+    for (const [channel, state] of this.channels) if (state.written?.connections !== 0) withdrawals.push(backend.write(channel, null))
+    for (const channel of this.owedWithdrawals) if (!this.channels.has(channel)) withdrawals.push(backend.write(channel, null))
+    withdrawals.push(backend.leave())
+    await Promise.allSettled(withdrawals)
   }
 
   private onShare (channel: string, nodeId: string, share: PresenceShare | null): void {
