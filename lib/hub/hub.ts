@@ -267,11 +267,17 @@ export class Hub {
           const held = member.pendingEvents?.get(channel)
           member.pendingEvents?.delete(channel)
           if (held === undefined) continue
-          let after = plans[unique.indexOf(channel)].liveAfter
+          const index = unique.indexOf(channel)
+          let after = plans[index].liveAfter
+          let epoch = results[index].position.epoch
           for (const item of held) {
             if (isReset(item)) {
+              // A reset the read already went past (same epoch, at or before what was
+              // sent) is stale: sending it would count back and send events again.
+              if (item.position.epoch === epoch && item.position.offset <= after) continue
               // Everything now counts from the reset's position.
               after = item.position.offset
+              epoch = item.position.epoch
               setSentAfter(member.heldChannels, channel, after)
               sendHeld(connection, item)
             } else if (item.event.offset > after) {
