@@ -41,9 +41,10 @@ export interface Connection extends HubMember {
   identity: Identity
   sendEvent(event: EncodedEvent): void
   /**
-   * Sends events replayed from history (a rewind, a resume) as sendEvent does, except that
-   * together they may go past the send buffer limit: a history can be larger than the
-   * buffer. A connection already behind is cut as usual (lib/transport/replay-backlog.ts).
+   * Sends events replayed from history (a rewind, a resume: one subscribe's, of every channel
+   * it read) as sendEvent does, except that together they may go past the send buffer limit:
+   * a history can be larger than the buffer. A connection already behind, or a replay larger
+   * than the room it has, is cut as usual (lib/transport/replay-backlog.ts).
    */
   sendReplayed(events: readonly EncodedEvent[]): void
   /** Tells the client the channel's stream restarted (`system:reset`, before its next event). */

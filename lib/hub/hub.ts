@@ -259,10 +259,16 @@ export class Hub {
       storeBytes,
       replay: () => {
         if (!this.members.has(connection)) return
+        // Each channel's reset before its events; the events of every channel as one replay,
+        // so the connection weighs all of it before writing any (lib/transport/replay-backlog.ts).
+        let replayed: EncodedEvent[] | undefined
         plans.forEach((plan, i) => {
           if (plan.reset !== undefined) connection.sendReset(unique[i], plan.reset)
-          if (plan.replay.length > 0) connection.sendReplayed(plan.replay.map((e) => sharedEncodingOf(e)))
+          if (plan.replay.length === 0) return
+          replayed ??= []
+          for (const event of plan.replay) replayed.push(sharedEncodingOf(event))
         })
+        if (replayed !== undefined) connection.sendReplayed(replayed)
         for (const channel of holding) {
           const held = member.pendingEvents?.get(channel)
           member.pendingEvents?.delete(channel)

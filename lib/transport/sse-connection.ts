@@ -9,6 +9,7 @@ import type { Expiries, Expiring } from '../auth/expiry.js'
 import type { Flushable, WriteBatch } from '../core/write-batch.js'
 import { encodePositions } from './sse-cursor.js'
 import { chunkOf, headOf, HEARTBEAT_CHUNK, tailOf } from './sse-frames.js'
+import { budgetKeyOf } from './history-read-budget.js'
 import { pastSendLimit, writeReplayWhole } from './replay-backlog.js'
 
 /**
@@ -211,8 +212,12 @@ export class SseConnection extends HubMember implements Connection, Flushable, E
   /** Replayed history goes out whole, however large (lib/transport/replay-backlog.ts). */
   sendReplayed (events: readonly EncodedEvent[]): void {
     if (!this.writable()) return
+    // At least its events' text: enough to refuse one that cannot fit before writing any.
+    let bytes = 0
+    for (const event of events) bytes += event.sse.length
+    const target = { user: budgetKeyOf(this.identity, this.id), socket: this.socket, queued: () => this.res.writableLength, limit: this.streams.sendBufferLimit }
     // Batched replay bytes are written out first, so the backlog is measured on the socket.
-    const whole = writeReplayWhole(this, this.socket, () => this.res.writableLength, this.streams.sendBufferLimit,
+    const whole = writeReplayWhole(this, target, bytes,
       () => { for (const event of events) this.sendEvent(event); this.writeBatched() }, () => this.tooSlow())
     if (!whole) this.tooSlow()
   }

@@ -7,6 +7,7 @@ import type { EncodedPresence } from '../core/presence.js'
 import type { Identity } from '../auth/identity.js'
 import type { Flushable, WriteBatch } from '../core/write-batch.js'
 import { rawSocketOf, releaseReadBuffers } from './internals.js'
+import { budgetKeyOf } from './history-read-budget.js'
 import { pastSendLimit, writeReplayWhole } from './replay-backlog.js'
 import { serverFrame } from './protocol.js'
 
@@ -88,8 +89,11 @@ export class WsConnection<O extends WsConnectionOptions = WsConnectionOptions> e
   /** Replayed history goes out whole, however large (lib/transport/replay-backlog.ts). */
   sendReplayed (events: readonly EncodedEvent[]): void {
     if (!this.writable()) return
-    const whole = writeReplayWhole(this, rawSocketOf(this.socket) ?? null, () => this.socket.bufferedAmount,
-      this.options.sendBufferLimit, () => { for (const event of events) this.sendEvent(event) }, () => this.tooSlow())
+    // At least its frames' payloads: enough to refuse one that cannot fit before writing any.
+    let bytes = 0
+    for (const event of events) bytes += event.wsFrameBytes.length
+    const target = { user: budgetKeyOf(this.identity, this.id), socket: rawSocketOf(this.socket) ?? null, queued: () => this.socket.bufferedAmount, limit: this.options.sendBufferLimit }
+    const whole = writeReplayWhole(this, target, bytes, () => { for (const event of events) this.sendEvent(event) }, () => this.tooSlow())
     if (!whole) this.tooSlow()
   }
 

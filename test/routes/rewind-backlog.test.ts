@@ -1,3 +1,4 @@
+import { connect, type Socket } from 'node:net'
 import t from 'tap'
 import { SseClient, sleep, startServer, token, WsClient } from '../support/helper.js'
 
@@ -50,4 +51,54 @@ t.test('a client that stops reading and asks for the history again and again is 
   t.equal(app.hub.connectionCount(), 0, 'the server cut the connection that kept asking without reading')
   const metrics = await (await fetch(`${url}/metrics`)).text()
   t.match(metrics, /gateway_slow_client_disconnects_total\{transport="ws"\} 1/, 'as too slow (4008), past the replay backlog allowed')
+})
+
+/** A raw SSE request whose socket is never read (a reader that stopped), read only when asked. */
+async function pausedStream (t: Parameters<typeof startServer>[0], url: string, path: string): Promise<Socket> {
+  const { hostname, port } = new URL(url)
+  const socket = connect(Number(port), hostname)
+  t.teardown(() => socket.destroy())
+  await new Promise((resolve) => socket.once('connect', resolve))
+  socket.write(`GET ${path} HTTP/1.1\r\nHost: ${hostname}\r\nAccept: text/event-stream\r\n\r\n`)
+  return socket
+}
+
+/** Everything the socket still delivers until it closes. */
+async function drained (socket: Socket): Promise<string> {
+  let text = ''
+  socket.setEncoding('latin1')
+  socket.on('data', (chunk: string) => { text += chunk })
+  await new Promise((resolve) => socket.once('close', resolve))
+  return text
+}
+
+t.test('one user\'s paused SSE streams rewinding large histories: each past its room is refused before any of it is written; others still get theirs', async (t) => {
+  // 8 channels of 100 events of 60 KB: a rewind of the 8 is 48 MB. The user's first stream
+  // holds most of REPLAY_BACKLOG_USER_BYTES (64 MiB); its next ones cannot fit (a black-box
+  // audit: 100 such streams copied 64 MiB each before being cut, and stalled every client).
+  const channels = Array.from({ length: 8 }, (_, i) => `room:big-${i}`)
+  const server = await startServer(t, { HISTORY_POLICY: 'room:=100/300' })
+  for (const channel of channels) {
+    for (let i = 1; i <= EVENTS; i++) await server.app.hub.broker.publish({ channel, type: 'state', payload: { i, big } })
+  }
+  const path = (sub: string) => `/sse?channels=${channels.join(',')}&rewind=${EVENTS}&token=${token(sub)}`
+  const first = await pausedStream(t, server.url, path('greedy'))
+  const slowCuts = async () => Number(/gateway_slow_client_disconnects_total\{transport="sse"\} (\d+)/.exec(
+    await (await fetch(`${server.url}/metrics`)).text())?.[1] ?? 0)
+  // The first stream's replay is written (and held) before the next ones ask.
+  let deadline = Date.now() + 10_000
+  while (first.writableLength === 0 && (first as unknown as { bytesRead: number }).bytesRead === 0 && Date.now() < deadline) await sleep(20)
+  await sleep(200)
+  const next = [await pausedStream(t, server.url, path('greedy')), await pausedStream(t, server.url, path('greedy'))]
+  deadline = Date.now() + 10_000
+  while (await slowCuts() < 2 && Date.now() < deadline) await sleep(50)
+  t.equal(await slowCuts(), 2, 'the user\'s next two streams were cut as too slow')
+  for (const socket of next) {
+    const text = await drained(socket)
+    t.match(text, /event: system:connected/, 'each was opened')
+    t.notMatch(text, /event: state/, 'and none of its replay was written')
+  }
+  const other = await SseClient.open(t, `${server.url}${path('other')}`)
+  const events = await other.waitFor(EVENTS * channels.length, (e) => e.event === 'state', 20_000)
+  t.equal(events.length, EVENTS * channels.length, 'another user\'s rewind of the same still arrives whole')
 })

@@ -1,7 +1,9 @@
 import { once } from 'node:events'
 import { createServer, connect, type Socket } from 'node:net'
 import t, { type Test } from 'tap'
-import { pastSendLimit, REPLAY_BACKLOG_MAX_BYTES, REPLAY_BACKLOG_TOTAL_BYTES, replayBacklogAllowed, writeReplayWhole } from '../../lib/transport/replay-backlog.js'
+import {
+  pastSendLimit, REPLAY_BACKLOG_MAX_BYTES, REPLAY_BACKLOG_TOTAL_BYTES, REPLAY_BACKLOG_USER_BYTES, replayBacklogAllowed, type ReplayTarget, writeReplayWhole
+} from '../../lib/transport/replay-backlog.js'
 
 /** A real loopback socket pair: `writer` queues what `reader` (paused) has not read. */
 async function socketPair (t: Test): Promise<{ writer: Socket, reader: Socket }> {
@@ -18,6 +20,8 @@ async function socketPair (t: Test): Promise<{ writer: Socket, reader: Socket }>
 }
 
 const LIMIT = 1024 * 1024
+/** A connection of `user` writing to `writer`, with the limit above. */
+const target = (writer: Socket | null, user = 'u:1'): ReplayTarget => ({ user, socket: writer, queued: () => writer?.writableLength ?? 0, limit: LIMIT })
 const chunk = Buffer.alloc(64 * 1024, 'x')
 const noop = (): void => {}
 const sleep = async (ms: number) => await new Promise((resolve) => setTimeout(resolve, ms))
@@ -25,7 +29,7 @@ const sleep = async (ms: number) => await new Promise((resolve) => setTimeout(re
 t.test('what a replay leaves queued is allowed on top of the limit until the socket drains, then no more', async (t) => {
   const { writer, reader } = await socketPair(t)
   const owner = {}
-  const whole = writeReplayWhole(owner, writer, () => writer.writableLength, LIMIT, () => {
+  const whole = writeReplayWhole(owner, target(writer), 10 * 1024 * 1024, () => {
     for (let i = 0; i < 160; i++) writer.write(chunk) // 10 MiB
   }, noop)
   t.ok(whole, 'the replay went out whole')
@@ -33,6 +37,7 @@ t.test('what a replay leaves queued is allowed on top of the limit until the soc
   t.ok(queued > LIMIT, `it left more than the limit queued (${queued} bytes)`)
   t.equal(replayBacklogAllowed(), queued - LIMIT, 'counted in the instance\'s total')
   t.notOk(pastSendLimit(owner, queued, LIMIT), 'which does not count as too slow')
+  t.notOk(pastSendLimit(owner, queued + LIMIT, LIMIT), 'nor do live frames after it, up to a limit\'s worth')
   t.ok(pastSendLimit(owner, queued + LIMIT + 1, LIMIT), 'but a further limit\'s worth on top of it does')
   t.ok(pastSendLimit({}, queued, LIMIT), 'and another connection with as much queued is too slow')
 
@@ -46,7 +51,8 @@ t.test('a replay past REPLAY_BACKLOG_MAX_BYTES is cut while it is being written'
   const { writer } = await socketPair(t)
   const owner = {}
   let writtenPastCap = 0
-  const whole = writeReplayWhole(owner, writer, () => writer.writableLength, LIMIT, () => {
+  // Its size as announced fits; what it writes does not (a lower bound is all callers know).
+  const whole = writeReplayWhole(owner, target(writer), REPLAY_BACKLOG_MAX_BYTES / 2, () => {
     for (let i = 0; i < REPLAY_BACKLOG_MAX_BYTES / chunk.length + 256; i++) {
       if (pastSendLimit(owner, writer.writableLength, LIMIT)) break // what a connection's writable() does
       writer.write(chunk)
@@ -65,7 +71,8 @@ t.test('the instance\'s total bounds the allowances of every connection together
     const { writer } = await socketPair(t)
     const owner = {}
     owners.push(owner)
-    const whole = writeReplayWhole(owner, writer, () => writer.writableLength, LIMIT, () => {
+    // Each its own user: the users' bound is not the one under test.
+    const whole = writeReplayWhole(owner, target(writer, `u:total-${n}`), 32 * 1024 * 1024, () => {
       for (let i = 0; i < 512; i++) writer.write(chunk) // 32 MiB
     }, noop)
     if (!whole) refused++
@@ -78,7 +85,7 @@ t.test('a backlog not drained in time makes the connection too slow, and a close
   const { writer } = await socketPair(t)
   const before = replayBacklogAllowed()
   let cut = 0
-  t.ok(writeReplayWhole({}, writer, () => writer.writableLength, LIMIT, () => {
+  t.ok(writeReplayWhole({}, target(writer), 16 * 1024 * 1024, () => {
     for (let i = 0; i < 256; i++) writer.write(chunk) // 16 MiB: more than the kernel takes
   }, () => { cut++ }, 200))
   await sleep(400)
@@ -86,7 +93,7 @@ t.test('a backlog not drained in time makes the connection too slow, and a close
   t.equal(replayBacklogAllowed(), before, 'its allowance given back')
 
   const other = await socketPair(t)
-  t.ok(writeReplayWhole({}, other.writer, () => other.writer.writableLength, LIMIT, () => {
+  t.ok(writeReplayWhole({}, target(other.writer), 16 * 1024 * 1024, () => {
     for (let i = 0; i < 256; i++) other.writer.write(chunk)
   }, () => { cut++ }))
   t.ok(replayBacklogAllowed() > before)
@@ -95,6 +102,33 @@ t.test('a backlog not drained in time makes the connection too slow, and a close
   t.equal(replayBacklogAllowed(), before, 'a socket that closes gives its allowance back')
 
   const small = {}
-  t.ok(writeReplayWhole(small, null, () => 0, LIMIT, () => {}, noop), 'without a socket to watch, counted as live events are')
+  t.ok(writeReplayWhole(small, target(null), 0, () => {}, noop), 'without a socket to watch, counted as live events are')
   t.ok(pastSendLimit(small, LIMIT + 1, LIMIT), 'so nothing is allowed beyond the limit')
+})
+
+t.test('a replay that cannot fit the room left is refused before a byte of it is written', async (t) => {
+  const { writer } = await socketPair(t)
+  let written = false
+  const whole = writeReplayWhole({}, target(writer), LIMIT + REPLAY_BACKLOG_MAX_BYTES + 1, () => { written = true }, noop)
+  t.notOk(whole, 'refused: the caller cuts the connection as too slow')
+  t.notOk(written, 'without writing any of it')
+  t.equal(writer.writableLength, 0)
+  t.equal(replayBacklogAllowed(), 0)
+})
+
+t.test('one user\'s connections share REPLAY_BACKLOG_USER_BYTES: the rest of the instance\'s room stays for others', async (t) => {
+  const before = replayBacklogAllowed()
+  const write30MiB = (writer: Socket) => () => { for (let i = 0; i < 480; i++) writer.write(chunk) }
+  const outcomes: boolean[] = []
+  for (let n = 0; n < 4; n++) {
+    const { writer } = await socketPair(t)
+    outcomes.push(writeReplayWhole({}, target(writer, 'u:greedy'), 30 * 1024 * 1024, write30MiB(writer), noop))
+  }
+  t.same(outcomes.slice(0, 2), [true, true], 'the user\'s first replays are allowed')
+  t.ok(outcomes.slice(2).every((whole) => !whole), 'then its next ones do not fit what it has left')
+  const held = replayBacklogAllowed() - before
+  t.ok(held <= REPLAY_BACKLOG_USER_BYTES, `the user holds at most ${REPLAY_BACKLOG_USER_BYTES} (${held})`)
+  const other = await socketPair(t)
+  t.ok(writeReplayWhole({}, target(other.writer, 'u:other'), 30 * 1024 * 1024, write30MiB(other.writer), noop),
+    'another user\'s replay still fits')
 })
