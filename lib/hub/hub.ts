@@ -115,7 +115,7 @@ export class Hub {
       : new PresenceTracker({
         intervalMs: options.presence.intervalMs,
         backend: this.broker.presence,
-        push: (channel, counts) => { this.pushPresence(channel, counts) },
+        push: (channel, counts, previous) => { this.pushPresence(channel, counts, previous) },
         log: options.presence.log
       })
   }
@@ -136,12 +136,13 @@ export class Hub {
     return await this.presence.lookup(channel)
   }
 
-  private pushPresence (channel: string, counts: PresenceCounts): void {
+  private pushPresence (channel: string, counts: PresenceCounts, previous: PresenceCounts | undefined): void {
     const greeted = this.presenceGreeted.get(channel)
     this.presenceGreeted.delete(channel)
     let presence: EncodedPresence | undefined
     for (const member of this.subscribersOf(channel)) {
-      const told = greeted?.get(member)
+      // What it was told last: its greeting if it came since the last push, else that push.
+      const told = greeted?.get(member) ?? previous
       if (told !== undefined && told.connections === counts.connections && told.users === counts.users) continue
       member.sendPresence(presence ??= new EncodedPresence(channel, counts))
     }
@@ -300,6 +301,7 @@ export class Hub {
           let greeted = this.presenceGreeted.get(channel)
           if (greeted === undefined) this.presenceGreeted.set(channel, greeted = new Map())
           greeted.set(member, counts)
+          ;(this.presence as PresenceTracker).greeted(channel, counts)
         }
       }
     }

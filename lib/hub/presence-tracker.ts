@@ -14,8 +14,12 @@ export interface PresenceTrackerOptions {
   intervalMs: number
   /** Other instances' shares; absent on the memory broker (this instance is all there is). */
   backend?: PresenceBackend
-  /** Sends the counts to every local subscriber of the channel. */
-  push(channel: string, counts: PresenceCounts): void
+  /**
+   * Sends the counts to every local subscriber of the channel that was not told them yet:
+   * `previous` is what the channel's subscribers were last told (undefined: nothing), except
+   * those greeted since with other counts (PresenceTracker.greeted).
+   */
+  push(channel: string, counts: PresenceCounts, previous: PresenceCounts | undefined): void
   log?: PresenceLogger
   /** How often every held share is written again even when unchanged, so Redis's copy never expires under it. */
   refreshMs?: number
@@ -32,6 +36,8 @@ interface ChannelState {
   written?: PresenceShare
   /** What the local subscribers were last told. */
   pushed?: PresenceCounts
+  /** A subscriber was greeted with other counts than `pushed` since the last push: the next push goes out even if the counts are `pushed` again. */
+  greetedApart?: boolean
   /** Held locally (false once the last local subscriber left: the share still has to be withdrawn). */
   held: boolean
   /** The counts, local and remote, kept current (lib/hub/presence-tally.ts). */
@@ -130,6 +136,19 @@ export class PresenceTracker {
   /** The channel's counts now, every instance's live share included: O(1). */
   counts (channel: string): PresenceCounts {
     return this.channels.get(channel)?.tally.counts() ?? { connections: 0, users: 0 }
+  }
+
+  /**
+   * A new subscriber was just told `counts` (its first presence frame). When they are not
+   * what the channel's subscribers were last told, a change back to those must still reach
+   * it: skipping the push as unchanged left it on wrong numbers until the next change,
+   * however long (a black-box audit: 27 of 4519 subscriptions, 15 s after churn stopped).
+   */
+  greeted (channel: string, counts: PresenceCounts): void {
+    const state = this.channels.get(channel)
+    if (state === undefined || sameCounts(state.pushed, counts)) return
+    state.greetedApart = true
+    this.totalsDirty.add(channel)
   }
 
   /** The channel's counts now with every user id (the HTTP route): O(users). */
@@ -347,7 +366,7 @@ export class PresenceTracker {
     const state = this.channels.get(channel)
     if (state === undefined || !state.held) return
     const { connections, users } = state.tally.counts()
-    if (state.pushed?.connections === connections && state.pushed.users === users) return
+    if (!state.greetedApart && sameCounts(state.pushed, { connections, users })) return
     // At most once per interval, measured between pushes: a tick pushes after its heartbeat's
     // round trip, whose length varies, so a slow tick then a fast one came a few ms closer
     // than the interval. The push waits out the rest (a few ms: still within two intervals).
@@ -359,11 +378,16 @@ export class PresenceTracker {
       }, wait).unref()
       return
     }
+    const previous = state.pushed
     state.pushedAt = monotonicMs()
     state.pushed = { connections, users }
-    this.options.push(channel, state.pushed)
+    state.greetedApart = false
+    this.options.push(channel, state.pushed, previous)
   }
 }
+
+const sameCounts = (a: PresenceCounts | undefined, b: PresenceCounts): boolean =>
+  a !== undefined && a.connections === b.connections && a.users === b.users
 
 /** Sets (or, undefined, drops) another instance's share, keeping the tally in step. */
 function setRemote (state: ChannelState, nodeId: string, share: PresenceShare | undefined): void {
