@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { IncomingMessage } from 'node:http'
 import type { FastifyReply } from 'fastify'
 import { Type } from '@sinclair/typebox'
-import type { SincePosition } from '../lib/broker/broker.js'
+import { BrokerUnavailableError, type SincePosition } from '../lib/broker/broker.js'
 import { canSubscribe, defaultChannels, parseChannelList } from '../lib/auth/channels.js'
 import { requireIdentity } from '../lib/auth/identity.js'
 import { refusalFor, REFUSAL_MESSAGES } from '../lib/hub/admission.js'
@@ -66,7 +66,7 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
         400: ErrorReply,
         401: ErrorReply,
         403: { ...ErrorReply, description: 'a channel it may not read, or a browser Origin outside WS_ALLOWED_ORIGINS' },
-        503: { ...ErrorReply, description: 'the instance is full or draining (Retry-After)' }
+        503: { ...ErrorReply, description: 'a connection limit, or a resume or rewind past the user\'s history read budget (Retry-After); while the instance shuts down or the broker is unreachable the answer is a 200 stream that says `system:unavailable` and ends' }
       }
     }
   }, async (request, reply) => {
@@ -81,6 +81,10 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
       return plainError(reply, 400, 'Bad Request', `at most ${config.MAX_CHANNELS_PER_CONNECTION} channels per connection`)
     }
     const refusal = refusalFor(hub, identity, admissionLimits)
+    if (refusal === 'shutting_down') {
+      metrics.refusedConnections.inc({ transport: 'sse', reason: refusal })
+      return comeBackSoon(reply, streamOrigins, REFUSAL_MESSAGES[refusal])
+    }
     if (refusal !== null) {
       metrics.refusedConnections.inc({ transport: 'sse', reason: refusal })
       return plainError(reply.header('retry-after', '5'), 503, 'Service Unavailable', `${REFUSAL_MESSAGES[refusal]}; try again later`)
@@ -122,7 +126,9 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
       storeBytes = outcome.storeBytes
     } catch (err) {
       hub.remove(connection)
-      throw err
+      if (!(err instanceof BrokerUnavailableError)) throw err
+      metrics.refusedConnections.inc({ transport: 'sse', reason: 'broker_unavailable' })
+      return comeBackSoon(reply, streamOrigins, 'the event broker is unavailable')
     } finally {
       if (budgetKey !== undefined) app.historyReadBudget.settle(budgetKey, storeBytes)
     }
@@ -155,6 +161,25 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
 }
 
 export default sseRoutes
+
+/**
+ * Answers a request that cannot be served just now (the instance restarting, the broker
+ * unreachable) with a stream that only says so and ends: `event: system:unavailable`, and a
+ * `retry:` of 1–3 s (spread, so an audience does not come back at once). EventSource gives
+ * up for good on any status but 200 (HTML Living Standard, "fail the connection"): a 503
+ * left a legacy browser's page dead after a Redis blip (a black-box audit, session 25). A
+ * stream that ends, it reconnects by itself, with its Last-Event-ID (docs/protocol.md,
+ * Server-Sent Events).
+ */
+function comeBackSoon (reply: FastifyReply, streamOrigins: '*' | Set<string>, reason: string): void {
+  const retryMs = COME_BACK_MIN_MS + Math.floor(Math.random() * COME_BACK_SPREAD_MS)
+  const headers = { ...SSE_HEADERS, ...corsHeaders(reply, streamOrigins) }
+  reply.hijack()
+  reply.raw.writeHead(200, headers)
+  reply.raw.end(`retry: ${retryMs}\nevent: system:unavailable\ndata: ${JSON.stringify({ status: 503, reason, retryMs })}\n\n`)
+}
+const COME_BACK_MIN_MS = 1000
+const COME_BACK_SPREAD_MS = 2000
 
 /** What a stream's request reads as its headers once the route is done with them. */
 const NO_HEADERS = Object.freeze({})

@@ -60,12 +60,12 @@ t.test('a connection whose request came in as shutdown began is refused, not adm
   const [code] = await within(5000, once(late, 'close'), 'the late WebSocket close') as [number]
   t.equal(code, 1012, 'WebSocket: 1012, reconnect elsewhere')
   const sse = await fetch(`${url}/sse?token=${token('45')}`)
-  t.equal(sse.status, 503, 'SSE: 503')
-  t.equal(sse.headers.get('retry-after'), '5')
-  t.match(await sse.text(), /server restarting/)
+  t.equal(sse.status, 200, 'SSE: a stream that says to come back (EventSource gives up on a 503)')
+  t.match(await sse.text(), /^retry: \d+\nevent: system:unavailable\ndata: \{"status":503,"reason":"server restarting","retryMs":\d+\}\n\n$/)
   t.equal(app.hub.connectionCount(), 0, 'nothing joined')
   const metrics = await (await fetch(`${url}/metrics`)).text()
   t.match(metrics, /gateway_connections_refused_total\{transport="ws",reason="shutting_down"\} 1/)
+  t.match(metrics, /gateway_connections_refused_total\{transport="sse",reason="shutting_down"\} 1/)
 })
 
 t.test('SIGTERM while clients keep connecting: every one is told 1012 or refused, and the process exits cleanly', async (t) => {

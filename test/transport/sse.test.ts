@@ -2,6 +2,8 @@ import { EventSource } from 'eventsource'
 import type { IncomingMessage } from 'node:http'
 import { connect } from 'node:net'
 import t, { type Test } from 'tap'
+import { BrokerUnavailableError } from '../../lib/broker/broker.js'
+import { MemoryBroker } from '../../lib/broker/memory-broker.js'
 import { CloseCode } from '../../lib/core/errors.js'
 import { publishAll } from '../../lib/ingress/publisher.js'
 import { decodeCursor } from '../../lib/transport/sse-cursor.js'
@@ -357,4 +359,47 @@ t.test('an open stream\'s request keeps neither its token nor its headers', asyn
   // The stream goes on as before.
   await publish(url, 'product:7', { n: 1 })
   t.match((await viaHeader.waitFor(2))[1], { event: 'test:event', data: { payload: { n: 1 } } })
+})
+
+t.test('while the broker is unreachable, a stream is told to come back soon, and the real EventSource does by itself', async (t) => {
+  // A 503 made EventSource give up for good (any status but 200 fails it): a legacy
+  // browser's page stayed dead after a Redis blip (audit, session 25).
+  const state = { down: true }
+  const { url } = await startServer(t, {}, {
+    createBroker: (deliver, reset) => {
+      const broker = new MemoryBroker({ deliver, reset, historySize: 10, historyTtlSeconds: 60 })
+      const subscribe = broker.subscribe.bind(broker)
+      broker.subscribe = async (channel) => {
+        if (state.down) throw new BrokerUnavailableError('redis is not connected (test)')
+        await subscribe(channel)
+      }
+      return broker
+    }
+  })
+  const refused = await fetch(sseUrl(url, 'product:7'))
+  t.equal(refused.status, 200, 'a stream, not a 503')
+  t.match(refused.headers.get('content-type'), /^text\/event-stream/)
+  const body = await refused.text()
+  const retry = Number(/^retry: (\d+)$/m.exec(body)?.[1])
+  t.ok(retry >= 1000 && retry < 3000, `retry: within 1–3 s (${retry})`)
+  t.match(body, /^event: system:unavailable\ndata: \{"status":503,"reason":"the event broker is unavailable","retryMs":\d+\}$/m)
+  t.notMatch(body, /system:connected/, 'it never opened')
+  const metrics = await (await fetch(`${url}/metrics`)).text()
+  t.match(metrics, /gateway_connections_refused_total\{transport="sse",reason="broker_unavailable"\} 1/)
+
+  const seen = { errors: 0 }
+  const es = new EventSource(sseUrl(url, 'product:7'))
+  t.teardown(() => es.close())
+  es.addEventListener('error', () => { seen.errors++ })
+  const connected = new Promise<void>((resolve) => es.addEventListener('system:connected', () => resolve()))
+  const deadline = Date.now() + 5000
+  while (seen.errors === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20))
+  t.ok(seen.errors > 0, 'the stream ended')
+  t.not(es.readyState, EventSource.CLOSED, 'and EventSource has not given up')
+  state.down = false
+  await Promise.race([connected, new Promise((resolve, reject) => setTimeout(() => reject(new Error('no reconnect within 8 s')), 8000))])
+  t.equal(es.readyState, EventSource.OPEN, 'it came back by itself once the broker was back')
+  const event = new Promise<MessageEvent>((resolve) => es.addEventListener('price:changed', resolve))
+  await publish(url, 'product:7', { n: 1 }, 'price:changed')
+  t.match(JSON.parse((await event).data), { channel: 'product:7', offset: 1 })
 })
