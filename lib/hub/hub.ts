@@ -276,15 +276,11 @@ export class Hub {
           if (held === undefined) continue
           const index = unique.indexOf(channel)
           let after = plans[index].liveAfter
-          let epoch = results[index].position.epoch
-          for (const item of held) {
+          for (let k = firstFreshHeld(held, results[index].position.epoch, after); k < held.length; k++) {
+            const item = held[k]
             if (isReset(item)) {
-              // A reset the read already went past (same epoch, at or before what was
-              // sent) is stale: sending it would count back and send events again.
-              if (item.position.epoch === epoch && item.position.offset <= after) continue
               // Everything now counts from the reset's position.
               after = item.position.offset
-              epoch = item.position.epoch
               setSentAfter(member.heldChannels, channel, after)
               sendHeld(connection, item)
             } else if (item.event.offset > after) {
@@ -493,6 +489,23 @@ function decrement (counts: Map<string, number>, key: string): void {
   const count = (counts.get(key) ?? 1) - 1
   if (count > 0) counts.set(key, count)
   else counts.delete(key)
+}
+
+/**
+ * Where what was held back for a replaying channel stops being stale: after the last reset
+ * the read already went past (in the read's epoch, at or before `liveAfter`, what the plan
+ * counts the connection from), with everything before it: older epochs' events and resets
+ * the read's position has overtaken. Sending such a reset would count the connection back
+ * and send events a second time. `liveAfter` 0 places the connection nowhere in the read's
+ * epoch (nothing was recovered, or every held event is new): nothing is stale then.
+ */
+function firstFreshHeld (held: ReadonlyArray<EncodedEvent | ChannelReset>, readEpoch: string, liveAfter: number): number {
+  if (liveAfter === 0) return 0
+  for (let k = held.length - 1; k >= 0; k--) {
+    const item = held[k]
+    if (isReset(item) && item.position.epoch === readEpoch && item.position.offset <= liveAfter) return k + 1
+  }
+  return 0
 }
 
 /** The offset of the first event held back for a replaying channel (undefined: none, or a reset first). */
