@@ -212,8 +212,10 @@ export class SseConnection extends HubMember implements Connection, Flushable, E
   /** Replayed history goes out whole, however large (lib/transport/replay-backlog.ts). */
   sendReplayed (events: readonly EncodedEvent[]): void {
     if (!this.writable()) return
-    // At least its events' text: enough to refuse one that cannot fit before writing any.
-    let bytes = 0
+    // At least its frames' bytes, enough to refuse one that cannot fit before writing any:
+    // each event's data, and an `id:` naming every channel's position (for a stream of many
+    // long names, most of a frame: review).
+    let bytes = events.length * headOf(this.positions, '').length
     for (const event of events) bytes += event.sse.length
     const target = { user: budgetKeyOf(this.identity, this.id), socket: this.socket, queued: () => this.res.writableLength, limit: this.streams.sendBufferLimit }
     // Batched replay bytes are written out first, so the backlog is measured on the socket.

@@ -102,3 +102,23 @@ t.test('one user\'s paused SSE streams rewinding large histories: each past its 
   const events = await other.waitFor(EVENTS * channels.length, (e) => e.event === 'state', 20_000)
   t.equal(events.length, EVENTS * channels.length, 'another user\'s rewind of the same still arrives whole')
 })
+
+t.test('an SSE rewind whose ids outweigh its events is weighed with them: refused before any of it is written', async (t) => {
+  // 100 channels of 200-character names: every frame's `id:` names all 100 positions (some
+  // 22 KB), so 100 events of a few bytes per channel make 220 MB of frames. Counting the
+  // events' data alone (1 MB) let each such stream copy 64 MiB before it was cut (review).
+  const channels = Array.from({ length: 100 }, (_, i) => `room:${String(i).padStart(3, '0')}-${'n'.repeat(191)}`)
+  const server = await startServer(t, { HISTORY_POLICY: 'room:=100/300' })
+  for (const channel of channels) {
+    for (let i = 1; i <= EVENTS; i++) await server.app.hub.broker.publish({ channel, type: 'state', payload: { i } })
+  }
+  const stream = await pausedStream(t, server.url, `/sse?channels=${channels.join(',')}&rewind=${EVENTS}&token=${token('long-ids')}`)
+  const slowCuts = async () => Number(/gateway_slow_client_disconnects_total\{transport="sse"\} (\d+)/.exec(
+    await (await fetch(`${server.url}/metrics`)).text())?.[1] ?? 0)
+  const deadline = Date.now() + 10_000
+  while (await slowCuts() < 1 && Date.now() < deadline) await sleep(50)
+  t.equal(await slowCuts(), 1, 'the stream was cut as too slow')
+  const text = await drained(stream)
+  t.match(text, /event: system:connected/, 'it was opened')
+  t.notMatch(text, /event: state/, 'and none of its replay was written')
+})
