@@ -159,6 +159,8 @@ t.test('a real nginx with this config in front of two replicas: WebSocket, SSE, 
 
   t.equal((await fetch(`${nginx.url}/health`)).status, 200)
   t.equal((await fetch(`${nginx.url}/metrics`)).status, 404, '/metrics is not public')
+  const asyncapi = await (await fetch(`${nginx.url}/api/asyncapi.json`)).text()
+  t.match(asyncapi, `"${new URL(nginx.url).host}`, 'the AsyncAPI document names the host the client used, port included (audit)')
 
   // Rolling restart: the replica holding the socket shuts down; the client gets 1012,
   // reconnects through nginx to the other one and recovers what it missed.
@@ -181,6 +183,26 @@ t.test('a real nginx with this config in front of two replicas: WebSocket, SSE, 
   await sleep(200)
   t.match(nginx.log(), /"GET \/ws HTTP\/1.1" 101/, 'WebSocket upgrades are logged')
   t.notMatch(nginx.log(), userToken, 'but never the token of the query string')
+})
+
+t.test('nginx\'s own refusals come in the gateway\'s error shape, not HTML', async (t) => {
+  // Audit: a malformed URL, a body over the limit and a replica that is gone got nginx's
+  // HTML pages, where the contract promises {"statusCode","error","message"}.
+  if (!requireService(t, 'nginx (apt-get install nginx)', NGINX !== undefined) || NGINX === undefined) return
+  const gone = await freePort()
+  const nginx = await startNginx(t, NGINX, [gone, gone])
+  const expectJson = async (res: Response, statusCode: number, error: string) => {
+    t.equal(res.status, statusCode)
+    t.match(res.headers.get('content-type'), /^application\/json/)
+    t.match(await res.json(), { statusCode, error, message: String })
+  }
+  const noReplica = await fetch(`${nginx.url}/health`)
+  t.equal(noReplica.headers.get('retry-after'), '1')
+  await expectJson(noReplica, 502, 'Bad Gateway')
+  await expectJson(await fetch(`${nginx.url}/realtime/history/%E0%A4%A`), 400, 'Bad Request')
+  await expectJson(await fetch(`${nginx.url}/realtime/publish`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: `"${'x'.repeat(1_100_000)}"`
+  }), 413, 'Payload Too Large')
 })
 
 t.test('through nginx, a frame far over the limit gets the 1009 close frame, not a dropped connection (1006)', async (t) => {
