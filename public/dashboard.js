@@ -117,6 +117,8 @@ function start (token) {
   }
 
   let lostConnection = false
+  // "Connection lost" only for a connection that was up: a token refused from the start says so itself.
+  let wasOpen = false
   client.on('state', ({ state, transport, delayMs, attempt }) => {
     if (state === 'connecting') setStatus('connecting', 'Connecting…')
     else if (state === 'open') setStatus('open', `Live · ${TRANSPORT_NAMES[transport] ?? transport}`)
@@ -124,13 +126,19 @@ function start (token) {
     else if (state === 'reconnecting') {
       const wait = delayMs > 0 ? ` in ${Math.ceil(delayMs / 1000)} s` : ''
       setStatus('reconnecting', `Reconnecting${wait}${attempt > 1 ? ` (attempt ${attempt})` : ''}…`)
-      if (!lostConnection) {
+      if (!lostConnection && wasOpen) {
         lostConnection = true
         toast({ title: 'Connection lost', body: 'Reconnecting; missed events will be replayed.', kind: 'warning' })
       }
     }
   })
+  client.on('disconnected', ({ reason, willReconnect }) => {
+    // An admin or service ended this session (or revoked its token): say who and why.
+    toast({ title: 'Disconnected by the gateway', body: willReconnect ? `${reason}; reconnecting with a fresh token.` : `${reason}. Reload the page with a fresh token to continue.`, kind: 'error', ttlMs: 15000 })
+    if (!willReconnect) setStatus('closed', `Disconnected: ${reason}`)
+  })
   client.on('open', ({ resumed, transport }) => {
+    wasOpen = true
     if (resumed && lostConnection) toast({ title: 'Reconnected', body: `Back online over ${TRANSPORT_NAMES[transport]}; events resumed.`, kind: 'success' })
     lostConnection = false
   })

@@ -1,7 +1,8 @@
 // The storefront demo: one product page as a shopper sees it, on the gateway's browser
-// client. Stock and price come from the product channel with `rewind: 1` (its latest event
-// carries the product's state), the viewer count from presence, the shopper's own order
-// updates from user:<id>, and the header shows the connection.
+// client. Stock and price come from the product channel with `rewind: 1` (the demo shop's
+// events carry the product's whole state), filled in from its recent history when the latest
+// event carries only part of it (a stock-only inventory update, say); the viewer count from
+// presence, the shopper's own order updates from user:<id>, and the header shows the connection.
 import { connect } from '/client.js'
 import { money } from '/js/format.js'
 import { createToasts } from '/js/toasts.js'
@@ -9,6 +10,8 @@ import { createToasts } from '/js/toasts.js'
 const TOKEN_KEY = 'realtime-gateway.shopper-token'
 const DEFAULT_PRODUCT = 'p-104'
 const LOW_STOCK = 5
+/** Events of the product channel read back when the latest does not carry all of its state (the demo keeps 20). */
+const HISTORY_READ = 20
 const STATUS_WORDS = {
   created: 'Order placed', paid: 'Payment received', shipped: 'On its way', delivered: 'Delivered', cancelled: 'Cancelled'
 }
@@ -58,9 +61,31 @@ function renderProduct () {
 
 /** Any event of the product channel carries (part of) its state: merge it. */
 let shownPrice
+const PRODUCT_KEYS = ['name', 'productName', 'sku', 'price', 'currency', 'stock']
+/** The latest value of each product field over `events` (oldest first, as history answers). */
+function latestState (events) {
+  const state = {}
+  for (const event of events) {
+    const p = event.payload ?? {}
+    for (const key of PRODUCT_KEYS) if (p[key] !== undefined) state[key] = p[key]
+  }
+  return state
+}
+/** Fields the page does not know yet, from the channel's recent history (never over what it knows). */
+async function fillFromHistory () {
+  if (PRODUCT_KEYS.every((key) => key === 'productName' || key === 'sku' || product[key] !== undefined)) return
+  try {
+    const { events } = await client.history(channel, { limit: HISTORY_READ })
+    const state = latestState(events)
+    for (const key of PRODUCT_KEYS) if (product[key] === undefined && state[key] !== undefined) product[key] = state[key]
+    if (typeof product.price === 'number') shownPrice ??= product.price
+    renderProduct()
+  } catch { /* a live event brings it */ }
+}
+
 function applyProduct (event) {
   const p = event.payload ?? {}
-  for (const key of ['name', 'productName', 'sku', 'price', 'currency', 'stock']) {
+  for (const key of PRODUCT_KEYS) {
     if (p[key] !== undefined) product[key] = p[key]
   }
   if (typeof p.price === 'number') {
@@ -154,6 +179,7 @@ client.on('*', (event) => {
 })
 // The shopper's recent orders (the user channel's history), once, without notices.
 let ordersLoaded = false
+client.on('open', () => { void fillFromHistory() })
 client.on('open', async ({ userId }) => {
   if (ordersLoaded || userId === null) return
   ordersLoaded = true
@@ -173,8 +199,8 @@ client.on('state', ({ state, transport }) => {
 client.on('recovery', async ({ channels }) => {
   if (!channels.includes(channel)) return
   try {
-    const { events } = await client.history(channel, { limit: 1 })
-    for (const event of events) applyProduct(event)
+    const { events } = await client.history(channel, { limit: HISTORY_READ })
+    if (events.length > 0) applyProduct({ payload: latestState(events) })
   } catch { /* the next live event brings it */ }
 })
 client.on('disconnected', () => toast({ title: 'Signed out', body: 'This session was ended. Reload to continue.', kind: 'error', ttlMs: 10000 }))

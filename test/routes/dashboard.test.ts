@@ -171,6 +171,20 @@ test('the dashboard asks for a token when it has none, and shows a refused one',
   t.match(await text(page, '#token-error'), /refused/)
 })
 
+test('a dashboard session ended by a disconnect says so, with the reason', async (t) => {
+  // Audit: the status only said "Disconnected", with no reason and no notice.
+  if (!requireService(t, `Chromium at ${CHROMIUM} (apt-get install chromium)`, existsSync(CHROMIUM))) return
+  await buildClient()
+  const { url } = await startServer(t)
+  const page = await openBrowser(t)
+  await page.goto(`${url}/?token=${adminToken('ops-9')}`)
+  await page.locator('#status[data-state="open"]').waitFor({ timeout: WAIT_MS })
+  const res = await post(`${url}/realtime/disconnect`, serviceToken(), { userId: 'ops-9', reason: 'shift ended' })
+  t.equal(res.status, 202)
+  await page.locator('.toast', { hasText: 'Disconnected by the gateway' }).waitFor({ timeout: WAIT_MS })
+  t.match(await text(page, '.toast:has-text("Disconnected by the gateway")'), /shift ended/)
+})
+
 test('behind a proxy that refuses WebSocket upgrades, the dashboard runs on SSE', async (t) => {
   if (!requireService(t, `Chromium at ${CHROMIUM} (apt-get install chromium)`, existsSync(CHROMIUM))) return
   const { app, url } = await startServer(t)

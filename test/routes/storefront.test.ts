@@ -127,3 +127,22 @@ test('the storefront with a ?product= that is no channel name says so, and stays
   await send(url, '/realtime/broadcast/order', { userId: 'u-8', orderId: 'o-8', status: 'paid', previousStatus: 'created' })
   await page.locator('.toast', { hasText: 'Order o-8' }).waitFor({ timeout: WAIT_MS })
 })
+
+test('the storefront whose latest product event carries part of its state fills the rest in from history', async (t) => {
+  // Audit: a stock-only inventory update then a price-only product update left the page on
+  // "Checking stock…" (rewind: 1 gave it the price alone) until the next inventory event.
+  if (!requireService(t, `Chromium at ${CHROMIUM} (apt-get install chromium)`, existsSync(CHROMIUM))) return
+  await buildClient()
+  const { url } = await startServer(t)
+  await send(url, '/realtime/broadcast/inventory', { productId: 'p-3', productName: 'Wool scarf', stock: 4, previousStock: 5 })
+  await send(url, '/realtime/broadcast', { channels: ['product:p-3'], type: 'product:updated', payload: { productId: 'p-3', price: 19.5, currency: 'USD' } })
+  const page = await openBrowser(t)
+  const pageErrors: string[] = []
+  page.on('pageerror', (err) => pageErrors.push(err.message))
+  await page.goto(`${url}/shop.html?product=p-3&token=${token('u-10')}`)
+  await page.locator('#price[data-price="19.5"]').waitFor({ timeout: WAIT_MS })
+  await page.locator('#stock[data-stock="4"]').waitFor({ timeout: WAIT_MS })
+  t.match(await text(page, '#stock'), /Only 4 left/, 'the stock of the event before the latest')
+  t.equal(await page.locator('.toast', { hasText: 'Price' }).count(), 0, 'no price notice for the state the page opened on')
+  t.same(pageErrors, [])
+})
