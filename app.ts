@@ -2,7 +2,7 @@ import fastifyCors from '@fastify/cors'
 import fastifyRateLimit from '@fastify/rate-limit'
 import fastifyWebsocket from '@fastify/websocket'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import Fastify, { type FastifyReply, type FastifyServerOptions, LogController } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyServerOptions, LogController } from 'fastify'
 import type { Broker, DeliverFn, ResetFn } from './lib/broker/broker.js'
 import { type Config, corsOrigins, trustProxy } from './lib/ops/config.js'
 import { loggerOptions } from './lib/ops/logging.js'
@@ -68,6 +68,9 @@ export async function buildApp (config: Config, options: AppOptions = {}) {
     // The one path parameter is a channel name, up to 200 characters, each of which a client
     // may percent-encode (3 bytes): the router's default of 100 answered 414 to valid names.
     routerOptions: { maxParamLength: 600 },
+    // Requests arriving while the instance shuts down are answered below (drainingRequests),
+    // not by Fastify: its 503 came before the routes, so /sse could not say "come back".
+    return503OnClosing: false,
     // Errors the router raises before any route (a malformed URL, an over-long parameter):
     // the usual error shape, naming no part of the URL (it may carry a token). An over-long
     // parameter is a bad channel name like any other: 400, not the router's 414.
@@ -94,6 +97,7 @@ export async function buildApp (config: Config, options: AppOptions = {}) {
   await app.register(metricsPlugin)
   await app.register(authPlugin)
   await app.register(hubPlugin, { createBroker: options.createBroker })
+  drainingRequests(app)
   // Disconnects and revocations on every instance (after the hub: it closes connections).
   await app.register(controlPlugin)
   // Cluster stats (and, with Redis, waiting for it at start-up and the node heartbeat).
@@ -146,3 +150,21 @@ export async function buildApp (config: Config, options: AppOptions = {}) {
 }
 
 export type App = Awaited<ReturnType<typeof buildApp>>
+
+/**
+ * Once the instance shuts down (the hub's preClose), a request on a connection still open
+ * gets a 503 that closes the connection, as Fastify's return503OnClosing gave, except the
+ * streams, which say it their own way (/ws closes with 1012, and /sse answers a stream that
+ * says `system:unavailable` and ends), and /metrics, which a last scrape may still read. Fastify's own 503 came before any route: behind a
+ * proxy's keep-alive connections, an EventSource reconnecting through a rolling restart got
+ * that 503 and gave up for good (review, session 25).
+ */
+function drainingRequests (app: FastifyInstance): void {
+  const hub = app.hub
+  app.addHook('onRequest', (request, reply, done) => {
+    const path = request.routeOptions.url
+    if (!hub.isShuttingDown || path === '/ws' || path === '/sse' || path === '/metrics') return done()
+    reply.code(503).header('connection', 'close').header('retry-after', '1')
+      .send({ statusCode: 503, error: 'Service Unavailable', message: 'server restarting; try again' })
+  })
+}

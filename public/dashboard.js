@@ -117,12 +117,14 @@ function start (token) {
   }
 
   let lostConnection = false
+  /** Why an admin or service ended this session, for the status once the client has closed. */
+  let endedBecause
   // "Connection lost" only for a connection that was up: a token refused from the start says so itself.
   let wasOpen = false
   client.on('state', ({ state, transport, delayMs, attempt }) => {
     if (state === 'connecting') setStatus('connecting', 'Connecting…')
     else if (state === 'open') setStatus('open', `Live · ${TRANSPORT_NAMES[transport] ?? transport}`)
-    else if (state === 'closed') setStatus('closed', 'Disconnected')
+    else if (state === 'closed') setStatus('closed', endedBecause === undefined ? 'Disconnected' : `Disconnected: ${endedBecause}`)
     else if (state === 'reconnecting') {
       const wait = delayMs > 0 ? ` in ${Math.ceil(delayMs / 1000)} s` : ''
       setStatus('reconnecting', `Reconnecting${wait}${attempt > 1 ? ` (attempt ${attempt})` : ''}…`)
@@ -135,7 +137,7 @@ function start (token) {
   client.on('disconnected', ({ reason, willReconnect }) => {
     // An admin or service ended this session (or revoked its token): say who and why.
     toast({ title: 'Disconnected by the gateway', body: willReconnect ? `${reason}; reconnecting with a fresh token.` : `${reason}. Reload the page with a fresh token to continue.`, kind: 'error', ttlMs: 15000 })
-    if (!willReconnect) setStatus('closed', `Disconnected: ${reason}`)
+    if (!willReconnect) endedBecause = reason
   })
   client.on('open', ({ resumed, transport }) => {
     wasOpen = true

@@ -73,7 +73,7 @@ function latestState (events) {
 }
 /** Fields the page does not know yet, from the channel's recent history (never over what it knows). */
 async function fillFromHistory () {
-  if (PRODUCT_KEYS.every((key) => key === 'productName' || key === 'sku' || product[key] !== undefined)) return
+  if (product.price !== undefined && product.stock !== undefined) return
   try {
     const { events } = await client.history(channel, { limit: HISTORY_READ })
     const state = latestState(events)

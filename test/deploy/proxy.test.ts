@@ -203,6 +203,12 @@ t.test('nginx\'s own refusals come in the gateway\'s error shape, not HTML', asy
   await expectJson(await fetch(`${nginx.url}/realtime/publish`, {
     method: 'POST', headers: { 'content-type': 'application/json' }, body: `"${'x'.repeat(1_100_000)}"`
   }), 413, 'Payload Too Large')
+  await expectJson(await fetch(`${nginx.url}/realtime/history/${'a'.repeat(70_000)}`), 414, 'URI Too Long')
+  // The stream, with no replica answering, says to come back (EventSource gives up on a 502).
+  const stream = await fetch(`${nginx.url}/sse?channels=product:1`)
+  t.equal(stream.status, 200)
+  t.match(stream.headers.get('content-type'), /^text\/event-stream/)
+  t.match(await stream.text(), /^retry: \d+\nevent: system:unavailable\ndata: \{"status":502,/)
 })
 
 t.test('through nginx, a frame far over the limit gets the 1009 close frame, not a dropped connection (1006)', async (t) => {

@@ -183,6 +183,8 @@ test('a dashboard session ended by a disconnect says so, with the reason', async
   t.equal(res.status, 202)
   await page.locator('.toast', { hasText: 'Disconnected by the gateway' }).waitFor({ timeout: WAIT_MS })
   t.match(await text(page, '.toast:has-text("Disconnected by the gateway")'), /shift ended/)
+  await page.locator('#status[data-state="closed"]').waitFor({ timeout: WAIT_MS })
+  t.equal(await text(page, '#status-text'), 'Disconnected: shift ended', 'the status keeps the reason')
 })
 
 test('behind a proxy that refuses WebSocket upgrades, the dashboard runs on SSE', async (t) => {

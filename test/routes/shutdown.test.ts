@@ -91,3 +91,31 @@ t.test('SIGTERM while clients keep connecting: every one is told 1012 or refused
   t.ok(Date.now() - exitedAt < 8000, `exited within the grace period (${Date.now() - exitedAt} ms)`)
   t.notMatch(server.stdout(), /killed by timeout/)
 })
+
+t.test('requests on a kept-alive connection as the instance shuts down: /sse gets the stream that says come back, the API a 503 that closes', async (t) => {
+  // Review: Fastify's own 503 (return503OnClosing) answered such requests before any route,
+  // so an EventSource reconnecting through a proxy's kept-alive connection gave up for good.
+  const { app, url } = await startServer(t)
+  const { port } = new URL(url)
+  const socket = connect(Number(port), '127.0.0.1')
+  t.teardown(() => socket.destroy())
+  await once(socket, 'connect')
+  let text = ''
+  socket.setEncoding('utf8')
+  socket.on('data', (chunk: string) => { text += chunk })
+  const closed = once(socket, 'close')
+  // A publish in flight (its body still to come) keeps the connection busy through the start of the shutdown.
+  const body = JSON.stringify({ channel: 'product:drain-1', type: 't', payload: {} })
+  socket.write(`POST /realtime/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${serviceToken()}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n`)
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  const closing = app.close()
+  while (!app.hub.isShuttingDown) await new Promise((resolve) => setTimeout(resolve, 5))
+  socket.write(body + `GET /sse?token=${token('46')} HTTP/1.1\r\nHost: x\r\n\r\nGET /realtime/stats HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${serviceToken()}\r\n\r\n`)
+  await within(10_000, closed, 'the connection close')
+  await closing
+  const answers = text.split(/(?=HTTP\/1\.1 )/)
+  t.match(answers[0], /^HTTP\/1\.1 202 /, 'the publish in flight is answered')
+  t.match(answers[1], /^HTTP\/1\.1 200 [\s\S]*content-type: text\/event-stream[\s\S]*event: system:unavailable\ndata: \{"status":503,"reason":"server restarting"/i,
+    'the stream says to come back')
+  t.match(answers[2], /^HTTP\/1\.1 503 [\s\S]*connection: close[\s\S]*server restarting/i, 'the API answers 503 and closes the connection')
+})
