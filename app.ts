@@ -155,9 +155,10 @@ export type App = Awaited<ReturnType<typeof buildApp>>
  * Once the instance shuts down (the hub's preClose), a request on a connection still open
  * gets a 503 that closes the connection, as Fastify's return503OnClosing gave, except the
  * streams, which say it their own way (/ws closes with 1012, and /sse answers a stream that
- * says `system:unavailable` and ends), and /metrics, which a last scrape may still read. Fastify's own 503 came before any route: behind a
- * proxy's keep-alive connections, an EventSource reconnecting through a rolling restart got
- * that 503 and gave up for good (review, session 25).
+ * says `system:unavailable` and ends), and /metrics, which a last scrape may still read.
+ * Fastify's own 503 came before any route: behind a proxy's keep-alive connections, an
+ * EventSource reconnecting through a rolling restart got that 503 and gave up for good
+ * (review, session 25).
  */
 function drainingRequests (app: FastifyInstance): void {
   const hub = app.hub

@@ -65,6 +65,10 @@ export const PRESENCE_DEAD_INTERVALS = 0.75
 
 export const EMPTY_SHARE: PresenceShare = Object.freeze({ connections: 0, userIds: Object.freeze([]) as unknown as string[] })
 
+/** Whether `a` (undefined: nothing told yet) are the same numbers as `b`. */
+export const sameCounts = (a: PresenceCounts | undefined, b: PresenceCounts): boolean =>
+  a !== undefined && a.connections === b.connections && a.users === b.users
+
 export function sameShare (a: PresenceShare | undefined, b: PresenceShare): boolean {
   return a !== undefined && a.connections === b.connections && a.userIds.length === b.userIds.length &&
     a.userIds.every((id, i) => id === b.userIds[i])

@@ -1,6 +1,6 @@
 import { type Broker, type DeliverFn, type HistoryResult, type ReadOptions, type ResetFn, type SincePosition, storeBytesOf } from '../broker/broker.js'
 import { type ChannelReset, type Connection, isReset, type Transport } from './connection.js'
-import { EncodedPresence, type PresenceCounts, type PresenceTotals, tracksPresence } from '../core/presence.js'
+import { EncodedPresence, type PresenceCounts, type PresenceTotals, sameCounts, tracksPresence } from '../core/presence.js'
 import { type PresenceLogger, PresenceTracker } from './presence-tracker.js'
 import { type ChannelAsk, type ChannelPlan, type ChannelRead, holdsLive, planFor, readFor } from './replay-plan.js'
 import { ClientError } from '../core/errors.js'
@@ -143,7 +143,7 @@ export class Hub {
     for (const member of this.subscribersOf(channel)) {
       // What it was told last: its greeting if it came since the last push, else that push.
       const told = greeted?.get(member) ?? previous
-      if (told !== undefined && told.connections === counts.connections && told.users === counts.users) continue
+      if (sameCounts(told, counts)) continue
       member.sendPresence(presence ??= new EncodedPresence(channel, counts))
     }
   }

@@ -1,6 +1,6 @@
 import {
   EMPTY_SHARE, PRESENCE_BEATS_PER_INTERVAL, type PresenceBackend, type PresenceCounts, type PresenceShare, type PresenceTotals,
-  sameShare, totalsOf
+  sameCounts, sameShare, totalsOf
 } from '../core/presence.js'
 import { PresenceTally } from './presence-tally.js'
 import { monotonicMs } from '../core/clock.js'
@@ -385,9 +385,6 @@ export class PresenceTracker {
     this.options.push(channel, state.pushed, previous)
   }
 }
-
-const sameCounts = (a: PresenceCounts | undefined, b: PresenceCounts): boolean =>
-  a !== undefined && a.connections === b.connections && a.users === b.users
 
 /** Sets (or, undefined, drops) another instance's share, keeping the tally in step. */
 function setRemote (state: ChannelState, nodeId: string, share: PresenceShare | undefined): void {

@@ -5,7 +5,7 @@ import type { Socket } from 'node:net'
  * larger than the per-connection send buffer (100 events of 60 KB against 1 MiB): counted
  * like live events, it cut a client reading as fast as it could with 4008. So what a replay
  * leaves queued past the limit is allowed on top of it until the socket has drained it,
- * within three bounds (docs/protocol.md, "Limits"):
+ * within four bounds (docs/protocol.md, "Limits"):
  *
  * - per connection, REPLAY_BACKLOG_MAX_BYTES;
  * - per user, REPLAY_BACKLOG_USER_BYTES over its connections' allowances, so one user's many
