@@ -16,12 +16,27 @@ import { deletePrefix, requireRedis } from './lib/redis-prefix.js'
  * expected events; at the end, whether the heap after GC levelled off. Never part of
  * `npm test`; it stops by itself and exits 0 whatever the verdict (1 only if it could not run).
  *
- *   npm run bench:soak -- --minutes=10 --connections=2000 [--redis]
+ *   npm run bench:soak -- --minutes=10 --connections=2000 [--redis[=redis://host:port]]
  */
+const USAGE = `usage: npm run bench:soak -- [--minutes=10] [--connections=2000] [--rate=100] [--homes=20]
+         [--churn-names=10] [--churn-seconds=10] [--reconnect-seconds=120] [--interval=60] [--redis[=redis://host:port]]
+  One gateway under N connections that churn channels and reconnect, for --minutes; prints memory every
+  --interval seconds and whether the heap levelled off (bench/README.md, "Soak"). --redis alone is redis://127.0.0.1:6379.`
+const OPTIONS = new Set(['minutes', 'connections', 'rate', 'homes', 'churn-names', 'churn-seconds', 'reconnect-seconds', 'interval', 'redis'])
 const args = new Map(process.argv.slice(2).map((a) => {
-  const [key, value] = a.replace(/^--/, '').split('=')
-  return [key, value ?? 'true'] as const
+  const at = a.indexOf('=')
+  return at === -1 ? [a.replace(/^--/, ''), 'true'] as const : [a.slice(0, at).replace(/^--/, ''), a.slice(at + 1)] as const
 }))
+// A run takes minutes and a port: --help, or an option it does not know (a typo), says how and starts nothing.
+if (args.has('help') || args.has('h')) {
+  console.log(USAGE)
+  process.exit(0)
+}
+const unknown = [...args.keys()].filter((key) => !OPTIONS.has(key))
+if (unknown.length > 0) {
+  console.error(`soak: unknown option ${unknown.map((key) => `--${key}`).join(', ')}\n${USAGE}`)
+  process.exit(1)
+}
 const num = (name: string, fallback: number): number => {
   const value = Number(args.get(name) ?? fallback)
   if (!Number.isFinite(value) || value <= 0) throw new Error(`--${name} must be a positive number`)
@@ -43,7 +58,7 @@ const settings = {
   interval: num('interval', 60),
   redis: args.has('redis')
 }
-const REDIS_URL = 'redis://127.0.0.1:6379'
+const REDIS_URL = args.get('redis') === undefined || args.get('redis') === 'true' ? 'redis://127.0.0.1:6379' : args.get('redis') as string
 const runId = `${process.pid}-${Date.now()}`
 const secret = `soak-${runId}`
 const keyPrefix = `rtg-soak-${runId}:`
