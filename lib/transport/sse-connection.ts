@@ -253,8 +253,9 @@ export class SseConnection extends HubMember implements Connection, Flushable, E
 
   /**
    * SSE has no close codes: the stream just ends (and EventSource reconnects). A disconnect
-   * (4003) says so first, with `event: system:disconnect`, so the client does not come back
-   * with the same token.
+   * (4003) and a token's expiry (4001) say so first, with `event: system:disconnect`, so the
+   * client does not come back with the same token (a page that only has EventSource sees no
+   * 401: it would not know why its stream stopped).
    */
   close (code: number, reason: string): void {
     if (this.closed) return
@@ -262,7 +263,7 @@ export class SseConnection extends HubMember implements Connection, Flushable, E
       this.closeOnOpen ??= { code, reason }
       return
     }
-    if (code === CloseCode.DISCONNECTED) this.sendSystem('system:disconnect', { code, reason })
+    if (code === CloseCode.DISCONNECTED || code === CloseCode.TOKEN_EXPIRED) this.sendSystem('system:disconnect', { code, reason })
     this.writeBatched()
     this.closed = true
     this.res.end()

@@ -155,12 +155,15 @@ for (const transport of ['ws', 'sse'] as const) {
     await t.rejects(refreshed.client.refreshToken(token('c5', [], -10)), { code: 'forbidden' }, 'an expired one too')
     await t.rejects(refreshed.client.refreshToken('not-a-token'), { code: 'forbidden' }, 'and what is not a token')
 
-    // The control keeps its 2 s token: the gateway ends it at expiry (4001 over WebSocket)
-    // and then refuses it (a 401 is only visible over SSE: browsers hide upgrade statuses).
+    // The control keeps its 2 s token: the gateway ends it at expiry (4001: a WebSocket's close
+    // code, an SSE system:disconnect) and then refuses it (a 401 is only visible over SSE:
+    // browsers hide upgrade statuses).
     await control.until('the control token to expire', () => control.states.includes('reconnecting'), 8000)
-    const signal = transport === 'ws' ? 'token_expired' : 'unauthorized'
-    await control.until(`a ${signal} error`, () => control.errors.some((e) => e.code === signal), 8000)
-    if (transport === 'sse') t.match(control.errors.find((e) => e.code === 'unauthorized'), { status: 401 })
+    await control.until('a token_expired error', () => control.errors.some((e) => e.code === 'token_expired'), 8000)
+    if (transport === 'sse') {
+      await control.until('an unauthorized error', () => control.errors.some((e) => e.code === 'unauthorized'), 8000)
+      t.match(control.errors.find((e) => e.code === 'unauthorized'), { status: 401 })
+    }
 
     t.equal(refreshed.client.state, 'open')
     t.notOk(refreshed.states.includes('reconnecting'), `the refreshed connection was never cut: ${refreshed.states.join(' → ')}`)

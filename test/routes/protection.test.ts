@@ -160,12 +160,14 @@ t.test('bad HTTP input harms no one else: the subscriber still gets the next goo
   t.same(event.payload, { ok: true })
 })
 
-t.test('an SSE stream ends when its token expires, and the same token is then refused', async (t) => {
+t.test('an SSE stream ends when its token expires, saying so (system:disconnect 4001), and the same token is then refused', async (t) => {
   const { url } = await startServer(t)
   const expiring = token('5', [], 1)
   const stream = await SseClient.open(t, `${url}/sse?token=${expiring}`)
   t.equal(stream.status, 200)
   await stream.waitFor(1, (e) => e.event === 'system:connected')
+  const [told] = await stream.waitFor(1, (e) => e.event === 'system:disconnect', 5000)
+  t.same(told.data, { code: 4001, reason: 'token expired' }, 'it says why, as a WebSocket\'s close code does')
   const deadline = Date.now() + 5000
   while (!stream.ended && Date.now() < deadline) await sleep(50)
   t.ok(stream.ended, 'the server ended the stream')
