@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto'
 import fp from 'fastify-plugin'
 import { notCoveredBy, type Revocation, RevocationList, revokes } from '../lib/auth/revocations.js'
-import type { ControlMessage } from '../lib/broker/control.js'
+import { type ControlMessage, ControlUnavailableError } from '../lib/broker/control.js'
+import { RevocationRelay } from '../lib/broker/revocation-relay.js'
 import { CloseCode } from '../lib/core/errors.js'
 
 declare module 'fastify' {
@@ -19,6 +20,8 @@ const PRUNE_MS = 60_000
 const WRITE_BACK_SPREAD_MS = 1000
 /** Revocations written back at once (each a script call, ~90 µs of Redis). */
 const WRITE_BACK_SLICE = 100
+/** How often revocations the broker did not take are offered to it again. */
+const RELAY_RETRY_MS = 1000
 
 /**
  * The control plane (docs/protocol.md, "Disconnect and revoke"): admins and services act
@@ -107,16 +110,52 @@ export default fp(async (app) => {
   pruner.unref()
   app.addHook('onClose', async () => { clearInterval(pruner) })
 
+  // This instance acts first, then the broker carries the change to the others: when it
+  // cannot (a 503), what this instance holds is still closed, and the answer says so.
   app.decorate('disconnectUsers', async (userIds: string[], reason: string) => {
     const message: ControlMessage = { kind: 'disconnect', userIds, reason, from: self }
-    await control.send(message)
     act(message)
+    try {
+      await control.send(message)
+    } catch (err) {
+      throw new ControlUnavailableError('the users\' connections on this instance are closed; those on other instances may not be: try again', err)
+    }
   })
-  app.decorate('revoke', async (revocation: Revocation, reason: string) => {
+
+  /** Keeps a revocation in the broker, then tells every instance (the others act on the message). */
+  const passOn = async (revocation: Revocation, reason: string): Promise<void> => {
     await control.store(revocation)
-    const message: ControlMessage = { kind: 'revoke', revocation, reason, from: self }
-    await control.send(message)
-    act(message)
+    await control.send({ kind: 'revoke', revocation, reason, from: self })
+  }
+  const relay = new RevocationRelay(passOn)
+  let relayTimer: ReturnType<typeof setTimeout> | undefined
+  const relayLater = (): void => {
+    if (relayTimer !== undefined) return
+    relayTimer = setTimeout(() => {
+      relayTimer = undefined
+      relay.flush().then(
+        () => log.info('revocations held while the broker was away are passed on'),
+        () => {}
+      ).finally(() => { if (relay.size > 0) relayLater() })
+    }, RELAY_RETRY_MS)
+    relayTimer.unref()
+  }
+  app.addHook('onClose', async () => { clearTimeout(relayTimer) })
+
+  app.decorate('revoke', async (revocation: Revocation, reason: string) => {
+    act({ kind: 'revoke', revocation, reason, from: self })
     metrics.revocations.inc({ kind: revocation.kind })
+    try {
+      await passOn(revocation, reason)
+    } catch (err) {
+      // A store that timed out may still land in Redis, its message never sent: the relay
+      // passes it on once the broker answers (lib/broker/revocation-relay.ts).
+      if (!relay.hold(revocation, reason)) {
+        log.warn({ held: relay.size }, 'a revocation the broker did not take is not held to be passed on: too many already')
+        throw new ControlUnavailableError('the revocation holds on this instance only: try again', err)
+      }
+      relayLater()
+      throw new ControlUnavailableError('the revocation holds on this instance and is passed on to the others once the broker answers; retry to be sure (revoking again is harmless)', err)
+    }
   })
 }, { name: 'control', dependencies: ['hub', 'auth', 'metrics'] })

@@ -1,5 +1,6 @@
 import type { FastifyError, FastifyInstance } from 'fastify'
 import { BrokerUnavailableError } from '../lib/broker/broker.js'
+import { ControlUnavailableError } from '../lib/broker/control.js'
 import { ClientError } from '../lib/core/errors.js'
 import { MissingFieldError } from '../lib/ingress/commerce-events.js'
 import { PublishRefusedError } from '../lib/ingress/publish-limits.js'
@@ -23,6 +24,18 @@ const BROKER_DOWN_LOG_MS = 5000
 const isControl = (url: string): boolean => url.startsWith('/realtime/disconnect') || url.startsWith('/realtime/revoke')
 
 /**
+ * A 503's message: a publish says what may not have happened, a disconnect or revoke what did
+ * (the instance acted on its own connections first), a read just failed.
+ */
+function unavailableMessage (err: BrokerUnavailableError, publishing: boolean): string {
+  if (err instanceof ControlUnavailableError) return `the event broker is unavailable: ${err.told}`
+  if (!publishing) return 'the event broker is unavailable; try again'
+  return err.mayHaveBeenTaken
+    ? 'the event broker did not answer in time; the publish may still be taken: retry with the same Idempotency-Key to publish it at most once'
+    : 'the event broker is unavailable; nothing was published'
+}
+
+/**
  * One error shape for every HTTP reply: `{statusCode, error, message}`. Client mistakes
  * keep their message (it names the field); 5xx details stay in the log.
  */
@@ -41,13 +54,7 @@ export function installErrorHandler (app: FastifyInstance): void {
       statusCode = err.statusCode
     } else if (err instanceof BrokerUnavailableError) {
       statusCode = 503
-      // Only a publish can say what did not happen; a read or a control call just failed.
-      const publishing = request.method === 'POST' && request.url.startsWith('/realtime/') && !isControl(request.url)
-      message = !publishing
-        ? 'the event broker is unavailable; try again'
-        : err.mayHaveBeenTaken
-          ? 'the event broker did not answer in time; the publish may still be taken: retry with the same Idempotency-Key to publish it at most once'
-          : 'the event broker is unavailable; nothing was published'
+      message = unavailableMessage(err, request.method === 'POST' && request.url.startsWith('/realtime/') && !isControl(request.url))
       reply.header('retry-after', '1')
     }
     if (err instanceof BrokerUnavailableError) {

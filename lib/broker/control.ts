@@ -1,4 +1,5 @@
 import { type Revocation, RevocationList } from '../auth/revocations.js'
+import { BrokerUnavailableError } from './broker.js'
 
 /**
  * What admins and services do to live connections on every instance (docs/protocol.md,
@@ -55,4 +56,14 @@ export class LocalControl implements ControlBackend {
   }
 
   onResync (): void {}
+}
+
+/**
+ * A disconnect or revoke the broker could not carry to every instance (HTTP 503): `told` says
+ * what did happen, since the instance that answered acted on its own connections first.
+ */
+export class ControlUnavailableError extends BrokerUnavailableError {
+  constructor (readonly told: string, cause: unknown) {
+    super(`the broker did not carry the control message: ${told}`, { cause })
+  }
 }
