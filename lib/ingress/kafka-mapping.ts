@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer'
 import type { Static, TSchema } from '@sinclair/typebox'
 import { type TypeCheck, TypeCompiler } from '@sinclair/typebox/compiler'
 import {
@@ -144,6 +145,9 @@ function draftsFor (topic: KafkaTopic, value: Record<string, unknown>, options: 
  */
 export function mapKafkaMessage (topic: KafkaTopic, value: Buffer | null, options: MappingOptions): MappingResult {
   if (value === null || value.length === 0) return { ok: false, code: 'invalid_json', reason: 'invalid_json: empty message value' }
+  // JSON text is UTF-8 (RFC 8259 §8.1): a value that is not would reach clients with U+FFFD
+  // where the producer's bytes were (audit, session 26), not unchanged in the DLQ.
+  if (!isUtf8(value)) return { ok: false, code: 'invalid_json', reason: 'invalid_json: the value is not valid UTF-8' }
   let parsed: unknown
   try {
     parsed = parseUntrustedJson(value.toString('utf8'))

@@ -81,6 +81,20 @@ t.test('any value of any topic maps to events within the rules or to a DLQ reaso
   t.pass('no escape')
 })
 
+/** Byte sequences that are not UTF-8: a stray byte, a cut sequence, a lone continuation, an overlong form, an encoded surrogate. */
+const notUtf8 = fc.constantFrom([0xff], [0xc3, 0x28], [0x80], [0xc0, 0xaf], [0xed, 0xa0, 0x80], [0xf4, 0x90, 0x80, 0x80], [0xe2, 0x82])
+
+t.test('a value that is not UTF-8 anywhere, even inside a string, is dead-lettered as invalid_json, never delivered changed', async (t) => {
+  fc.assert(fc.property(topic, messageLike, fc.nat(), notUtf8, (name, text, at, bad) => {
+    // Inside the first string of the text when it has one (where a lossy decode went unnoticed), else at any place.
+    const quote = text.indexOf('"', text.indexOf(':'))
+    const cut = quote > 0 ? quote + 1 : at % (text.length + 1)
+    const value = Buffer.concat([Buffer.from(text.slice(0, cut)), Buffer.from(bad), Buffer.from(text.slice(cut))])
+    const result = mapKafkaMessage(name, value, options)
+    if (result.ok || result.code !== 'invalid_json') throw new Error(`mapped as ${result.ok ? 'events' : result.reason}`)
+  }), { numRuns: NUM_RUNS })
+})
+
 t.test('ingesting any value settles it, delivered or dead-lettered, without a retry', async (t) => {
   const broker = new MemoryBroker({ deliver: () => {}, historySize: 10, historyTtlSeconds: 60 })
   t.teardown(() => broker.close())

@@ -57,6 +57,8 @@ t.test('poison gets a precise reason, never an exception', async (t) => {
   t.match(reason(map('order.created', '{"orderId":')), /^invalid_json: /)
   t.equal(reason(mapKafkaMessage('order.created', null, options)), 'invalid_json: empty message value')
   t.equal(reason(mapKafkaMessage('order.created', Buffer.alloc(0), options)), 'invalid_json: empty message value')
+  const badUtf8 = Buffer.concat([Buffer.from('{"productId":"p0","name":"'), Buffer.from([0xff, 0xc3, 0x28]), Buffer.from('"}')])
+  t.equal(reason(mapKafkaMessage('product.updated', badUtf8, options)), 'invalid_json: the value is not valid UTF-8', 'not changed into U+FFFD and delivered')
   t.equal(reason(map('order.created', '42')), 'schema_violation: (value): must be a JSON object (got a number)')
   t.equal(reason(map('order.created', 'null')), 'schema_violation: (value): must be a JSON object (got null)')
   t.equal(reason(map('order.created', { orderId: 'o1' })), 'missing_field: buyerId: buyerId (or userId) is required')
