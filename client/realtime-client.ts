@@ -81,7 +81,9 @@ export class RealtimeClient {
   /** After a 4003 or a 401: the token that must not be used again (docs/protocol.md, Disconnect and revoke). */
   private refusedToken: string | undefined | null = null
   /** Why it was refused, for the reason `closed` gives when no new token comes. */
-  private refusedBy: 'disconnected' | 'unauthorized' = 'disconnected'
+  private refusedBy: 'disconnected' | 'unauthorized' | 'token expired' = 'disconnected'
+  /** The channels an SSE stream was asked for (its URL's list), to tell at its greeting whether the app changed them meanwhile. */
+  private streamAsked = ''
   /** The latest counts each presence channel reported (what presence() answers over SSE). */
   private readonly presenceSeen = new Map<string, PresenceCounts>()
   private readonly WebSocketImpl: WebSocketConstructor | undefined
@@ -252,6 +254,7 @@ export class RealtimeClient {
       frame: (frame: ServerFrame) => { if (this.current === transport) this.onFrame(frame) },
       closed: (info: TransportClosed) => { if (this.current === transport) this.closed(transport, info) }
     }
+    this.streamAsked = this.desiredList()
     const transport: Transport = kind === 'ws'
       ? openWebSocket(withQuery(this.wsUrl, 'token', token), this.WebSocketImpl as WebSocketConstructor, events)
       : openEventStream(this.streamUrl(), {
@@ -270,6 +273,16 @@ export class RealtimeClient {
   }
 
   private onFrame (frame: ServerFrame): void {
+    if (frame.type === 'system:connected' && this.current?.kind === 'sse' && this.streamAsked !== this.desiredList()) {
+      // subscribe() or unsubscribe() while this stream's request was under way: its channel
+      // list is the one from before (audit: a channel subscribed then stayed dark, one
+      // unsubscribed stayed on). It opens again with the list asked for now, from the
+      // positions held before this stream (its greeting's cursor is not read: a resume that
+      // lost something says so after the greeting, on the stream that is dropped here).
+      // 'open' waits for that stream.
+      void quiet(this.reopenStream())
+      return
+    }
     // A reset is weighed against where the client stood before it (its SSE id is already the new position).
     if (frame.type === 'system:reset') this.onReset(frame)
     if (frame.cursor !== undefined) this.subs.positions.readCursor(frame.cursor)
@@ -462,7 +475,14 @@ export class RealtimeClient {
     clearTimeout(this.timer)
     this.dropConnection()
     if (this.state === 'closed') return
-    if (info.code === TOKEN_EXPIRED) this.emit('error', { code: 'token_expired', message: 'the token expired: refreshToken() or a token function keeps the connection' })
+    if (info.code === TOKEN_EXPIRED) {
+      // The gateway said so (WebSocket 4001, SSE system:disconnect 4001): that token can only be
+      // refused from now on (over WebSocket a browser would not even see the 401 at connect).
+      this.emit('error', { code: 'token_expired', message: 'the token expired: refreshToken() or a token function keeps the connection' })
+      if (typeof this.token !== 'function') return this.shutDown('token expired')
+      this.refusedToken = this.usedToken ?? ''
+      this.refusedBy = 'token expired'
+    }
     if (info.code === DISCONNECTED) {
       const willReconnect = typeof this.token === 'function'
       this.emit('disconnected', { code: DISCONNECTED, reason: info.reason, willReconnect })
@@ -539,8 +559,13 @@ export class RealtimeClient {
   }
 
   private streamUrl (): string {
-    const channels = [...this.subs.desired].join(',')
+    const channels = this.desiredList()
     return channels === '' ? this.sseUrl : withQuery(this.sseUrl, 'channels', channels)
+  }
+
+  /** The channels the app asked for, as a stream's query lists them. */
+  private desiredList (): string {
+    return [...this.subs.desired].join(',')
   }
 
   private setState (state: ConnectionState, extra: Partial<StateChange> = {}): void {

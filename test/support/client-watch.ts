@@ -11,7 +11,7 @@ export interface Watched {
   states: string[]
   recoveries: Array<{ recovered: boolean, channels: string[] }>
   errors: Array<{ code: string, status?: number }>
-  opens: Array<{ transport: string, resumed: boolean }>
+  opens: Array<{ transport: string, resumed: boolean, channels: string[] }>
   presences: Array<{ channel: string, connections: number, users: number }>
   disconnects: Array<{ code: number, reason: string, willReconnect: boolean }>
   /** Resolves once `done()` holds; rejects after `timeoutMs` naming what it waited for. */

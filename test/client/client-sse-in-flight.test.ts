@@ -1,0 +1,76 @@
+import { test } from 'tap'
+import { CloseCode } from '../../lib/core/errors.js'
+import { publish, watch } from '../support/client-watch.js'
+import { startServer, token } from '../support/helper.js'
+
+// The browser client over SSE, when the app changes its channels while a stream's request is
+// under way (audit, session 26): the stream's URL, and so its channel list, was fixed when the
+// request left. A channel subscribed then stayed dark (its events lost without a word), and one
+// unsubscribed stayed on the stream.
+
+/** fetch, but while `hold()` is in force a stream request waits before it leaves (the client sees it under way). */
+function gatedFetch () {
+  let gate: Promise<void> = Promise.resolve()
+  let release = (): void => {}
+  const state = { waiting: 0 }
+  const fetchImpl: typeof fetch = async (input, init) => {
+    if (String(input).includes('/sse')) {
+      state.waiting++
+      await gate
+      state.waiting--
+    }
+    return await fetch(input, init)
+  }
+  return {
+    fetchImpl,
+    state,
+    hold () { gate = new Promise((resolve) => { release = resolve }) },
+    release: () => release()
+  }
+}
+
+test('subscribe and unsubscribe while an SSE stream is being opened take effect on the stream that opens', async (t) => {
+  const { app, url } = await startServer(t)
+  const gated = gatedFetch()
+  const w = watch(t, { url, token: token('in-flight'), channels: ['product:old'], transports: ['sse'], fetch: gated.fetchImpl })
+  await w.until('open', () => w.client.state === 'open')
+
+  // The stream ends (as on a restart) and the client's next request waits, under way.
+  gated.hold()
+  app.hub.closeWhere((identity) => identity.userId === 'in-flight', CloseCode.SERVICE_RESTART, 'restart')
+  await w.until('the next stream request under way', () => gated.state.waiting === 1)
+  const subscribed = w.client.subscribe('product:new')
+  const unsubscribed = w.client.unsubscribe('product:old')
+  gated.release()
+  await Promise.all([subscribed, unsubscribed])
+  await w.until('open again', () => w.opens.length === 2 && w.client.state === 'open')
+  t.same(w.opens[1].channels, ['user:in-flight', 'product:new'], 'open lists what the app asked for')
+
+  await publish(t, url, 'product:old', 'price', { n: 1 })
+  await publish(t, url, 'product:new', 'price', { n: 2 })
+  await w.until('the new channel\'s event', () => w.on('product:new').length === 1)
+  t.same(w.on('product:new').map((e) => e.payload), [{ n: 2 }], 'the channel subscribed meanwhile is live')
+  t.same(w.on('product:old'), [], 'the one unsubscribed meanwhile is gone')
+  t.notOk(Object.keys(w.client.lastPositions()).includes('product:old'), 'and holds no position')
+  t.same(w.recoveries, [], 'nothing lost: no recovery')
+})
+
+test('a resume that lost something, on a stream opened with an older channel list, is still told', async (t) => {
+  const { app, url } = await startServer(t, { HISTORY_SIZE: 2 })
+  const gated = gatedFetch()
+  const w = watch(t, { url, token: token('in-flight-2'), channels: ['product:kept'], transports: ['sse'], fetch: gated.fetchImpl })
+  await w.until('open', () => w.client.state === 'open')
+  await publish(t, url, 'product:kept', 'price', { n: 1 })
+  await w.until('the first event', () => w.on('product:kept').length === 1)
+
+  gated.hold()
+  app.hub.closeWhere((identity) => identity.userId === 'in-flight-2', CloseCode.SERVICE_RESTART, 'restart')
+  await w.until('the next stream request under way', () => gated.state.waiting === 1)
+  // More than the history holds, while the client is away: its resume cannot be whole.
+  for (let n = 2; n <= 5; n++) await publish(t, url, 'product:kept', 'price', { n })
+  void w.client.subscribe('product:added')
+  gated.release()
+  await w.until('open again', () => w.opens.length === 2 && w.client.state === 'open')
+  await w.until('a recovery', () => w.recoveries.length > 0)
+  t.match(w.recoveries[0], { recovered: false }, 'the gap is told, not skipped by the stream opened again')
+})
