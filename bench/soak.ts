@@ -28,7 +28,7 @@ const args = new Map(process.argv.slice(2).map((a) => {
   return at === -1 ? [a.replace(/^--/, ''), 'true'] as const : [a.slice(0, at).replace(/^--/, ''), a.slice(at + 1)] as const
 }))
 // A run takes minutes and a port: --help, or an option it does not know (a typo), says how and starts nothing.
-if (args.has('help') || args.has('h')) {
+if (args.has('help') || args.has('-h')) {
   console.log(USAGE)
   process.exit(0)
 }

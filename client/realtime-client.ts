@@ -82,6 +82,8 @@ export class RealtimeClient {
   private refusedToken: string | undefined | null = null
   /** Why it was refused, for the reason `closed` gives when no new token comes. */
   private refusedBy: 'disconnected' | 'unauthorized' | 'token expired' = 'disconnected'
+  /** A token handed to refreshToken() that the gateway has not answered yet (WebSocket `auth:refresh`). */
+  private refreshing: string | null = null
   /** The channels an SSE stream was asked for (its URL's list), to tell at its greeting whether the app changed them meanwhile. */
   private streamAsked = ''
   /** The latest counts each presence channel reported (what presence() answers over SSE). */
@@ -140,11 +142,11 @@ export class RealtimeClient {
     // stream, every channel dark (docs/protocol.md, Channels).
     const { valid, invalid } = byName(list(channels))
     const fresh = this.subs.add(valid, options.rewind)
-    const added = fresh.length === 0 || !this.greeted || this.current === null
+    const added = fresh.length === 0 || this.current === null
       ? Promise.resolve()
       : this.current.kind === 'sse'
-        ? this.reopenStream(fresh)
-        : Promise.all(this.subscribeFrames(fresh)).then(() => undefined)
+        ? this.greeted ? this.reopenStream(fresh) : this.nextStream(fresh)
+        : this.greeted ? Promise.all(this.subscribeFrames(fresh)).then(() => undefined) : Promise.resolve()
     // Known at once: rejected at once (the good names still go on, their refusals told as 'error').
     if (invalid.length > 0) {
       void quiet(added)
@@ -206,7 +208,10 @@ export class RealtimeClient {
       this.token = token
       return this.reopenStream()
     }
-    return quiet(this.request({ type: 'auth:refresh', payload: { token } }).then(() => { this.token = token }))
+    this.refreshing = token
+    return quiet(this.request({ type: 'auth:refresh', payload: { token } })
+      .then(() => { this.token = token })
+      .finally(() => { if (this.refreshing === token) this.refreshing = null }))
   }
 
   /** The last position seen in every channel (what a reconnect resumes from). */
@@ -457,6 +462,15 @@ export class RealtimeClient {
     return new Promise((resolve, reject) => { this.pending.set(id, { resolve, reject, since }) })
   }
 
+  /**
+   * A subscribe while an SSE stream is being opened: that stream reopens with the new list
+   * when it greets (onFrame); the subscribe settles as one that reopened it would, so a
+   * refusal of its channels (403, 400) is charged to it, not to the whole client.
+   */
+  private nextStream (channels: readonly string[]): Promise<void> {
+    return new Promise<void>((resolve, reject) => this.reopenWaiters.push({ resolve, reject, channels }))
+  }
+
   /** SSE streams have a fixed channel list: reopen with the new one, resuming the rest. */
   private reopenStream (channels: readonly string[] = []): Promise<void> {
     const waiter = new Promise<void>((resolve, reject) => this.reopenWaiters.push({ resolve, reject, channels }))
@@ -472,6 +486,14 @@ export class RealtimeClient {
   private closed (transport: Transport | null, info: TransportClosed): void {
     const kind = transport?.kind ?? this.nextKind
     const wasOpen = this.greeted
+    if (this.refreshing !== null) {
+      // A refreshToken() under way when the connection ended (say, just as the old token
+      // expired): its token was never refused, so the next connection uses it.
+      this.token = this.refreshing
+      this.refreshing = null
+    }
+    // A fixed token the app replaced since this connection opened is a new one to try.
+    const renewed = typeof this.token === 'string' && this.token !== this.usedToken
     clearTimeout(this.timer)
     this.dropConnection()
     if (this.state === 'closed') return
@@ -479,9 +501,12 @@ export class RealtimeClient {
       // The gateway said so (WebSocket 4001, SSE system:disconnect 4001): that token can only be
       // refused from now on (over WebSocket a browser would not even see the 401 at connect).
       this.emit('error', { code: 'token_expired', message: 'the token expired: refreshToken() or a token function keeps the connection' })
-      if (typeof this.token !== 'function') return this.shutDown('token expired')
-      this.refusedToken = this.usedToken ?? ''
-      this.refusedBy = 'token expired'
+      if (typeof this.token === 'function') {
+        this.refusedToken = this.usedToken ?? ''
+        this.refusedBy = 'token expired'
+      } else if (!renewed) {
+        return this.shutDown('token expired')
+      }
     }
     if (info.code === DISCONNECTED) {
       const willReconnect = typeof this.token === 'function'
@@ -497,9 +522,12 @@ export class RealtimeClient {
       // The token was refused (expired, revoked, not valid): never again with it
       // (docs/protocol.md, Server-Sent Events: so EventSource stops retrying). A token
       // function may give a new one; a fixed token cannot change.
-      if (typeof this.token !== 'function') return this.shutDown(`unauthorized: ${info.reason}`)
-      this.refusedToken = this.usedToken ?? ''
-      this.refusedBy = 'unauthorized'
+      if (typeof this.token === 'function') {
+        this.refusedToken = this.usedToken ?? ''
+        this.refusedBy = 'unauthorized'
+      } else if (!renewed) {
+        return this.shutDown(`unauthorized: ${info.reason}`)
+      }
     }
     if (info.status === 403) this.dropRefused(info.reason)
     if (info.status === 400 && GATEWAY_BAD_REQUEST.test(info.reason) && this.dropRequested(info.reason)) return

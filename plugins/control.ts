@@ -20,8 +20,10 @@ const PRUNE_MS = 60_000
 const WRITE_BACK_SPREAD_MS = 1000
 /** Revocations written back at once (each a script call, ~90 µs of Redis). */
 const WRITE_BACK_SLICE = 100
-/** How often revocations the broker did not take are offered to it again. */
+/** How long after a failed attempt revocations the broker did not take are offered to it again. */
 const RELAY_RETRY_MS = 1000
+/** At most one warning this often while they are still refused. */
+const RELAY_WARN_MS = 30_000
 
 /**
  * The control plane (docs/protocol.md, "Disconnect and revoke"): admins and services act
@@ -129,18 +131,29 @@ export default fp(async (app) => {
   }
   const relay = new RevocationRelay(passOn)
   let relayTimer: ReturnType<typeof setTimeout> | undefined
+  let closing = false
+  let relayWarnedAt = -Infinity
   const relayLater = (): void => {
-    if (relayTimer !== undefined) return
+    if (relayTimer !== undefined || closing) return
     relayTimer = setTimeout(() => {
       relayTimer = undefined
       relay.flush().then(
         () => log.info('revocations held while the broker was away are passed on'),
-        () => {}
+        (err: unknown) => {
+          // Still refused (the broker away, or a write it will never take): said now and then, not every second.
+          if (Date.now() - relayWarnedAt < RELAY_WARN_MS) return
+          relayWarnedAt = Date.now()
+          log.warn({ err, held: relay.size }, 'revocations enforced here are not yet passed on to the broker; still trying')
+        }
       ).finally(() => { if (relay.size > 0) relayLater() })
     }, RELAY_RETRY_MS)
     relayTimer.unref()
   }
-  app.addHook('onClose', async () => { clearTimeout(relayTimer) })
+  app.addHook('onClose', async () => {
+    closing = true
+    clearTimeout(relayTimer)
+    if (relay.size > 0) log.error({ held: relay.size }, 'shutting down with revocations the broker never took: revoke them again')
+  })
 
   app.decorate('revoke', async (revocation: Revocation, reason: string) => {
     act({ kind: 'revoke', revocation, reason, from: self })

@@ -74,3 +74,30 @@ test('a resume that lost something, on a stream opened with an older channel lis
   await w.until('a recovery', () => w.recoveries.length > 0)
   t.match(w.recoveries[0], { recovered: false }, 'the gap is told, not skipped by the stream opened again')
 })
+
+test('a subscribe the stream then refuses (403, or 400 past the channel limit) rejects alone; the client stays open', async (t) => {
+  const { app, url } = await startServer(t, { MAX_CHANNELS_PER_CONNECTION: 3 })
+  const gated = gatedFetch()
+  const w = watch(t, { url, token: token('in-flight-3'), channels: ['product:a'], transports: ['sse'], fetch: gated.fetchImpl })
+  await w.until('open', () => w.client.state === 'open')
+
+  const restartWhileHeld = async () => {
+    gated.hold()
+    app.hub.closeWhere((identity) => identity.userId === 'in-flight-3', CloseCode.SERVICE_RESTART, 'restart')
+    await w.until('the next stream request under way', () => gated.state.waiting === 1)
+  }
+  await restartWhileHeld()
+  const forbidden = w.client.subscribe('admin')
+  gated.release()
+  await t.rejects(forbidden, { code: 'forbidden' }, 'a channel it may not read: that subscribe rejects')
+  await w.until('open again', () => w.client.state === 'open' && w.opens.length >= 2)
+
+  await restartWhileHeld()
+  const tooMany = w.client.subscribe(['product:b', 'product:c'])
+  gated.release()
+  await t.rejects(tooMany, { code: 'bad_request' }, 'past the channel limit: that subscribe rejects')
+  await w.until('open again', () => w.client.state === 'open' && w.opens.length >= 3, 5000)
+  t.same(w.opens.at(-1)?.channels, ['user:in-flight-3', 'product:a'], 'with the channels it had')
+  await publish(t, url, 'product:a', 'price', { n: 1 })
+  await w.until('an event on the channel kept', () => w.on('product:a').length === 1)
+})

@@ -192,6 +192,27 @@ for (const transport of ['ws', 'sse'] as const) {
   })
 }
 
+test('a refreshToken() still unanswered when the old token expires: the client goes on with the new token', async (t) => {
+  const { url } = await startServer(t)
+  // The refresh never reaches the gateway (dropped on the way, as on a slow link), so the
+  // connection is ended as expired (4001) while the refresh waits for its answer.
+  class DroppingRefresh extends WebSocket {
+    override send (data: any, ...rest: any[]): void {
+      if (String(data).includes('"auth:refresh"')) return
+      super.send(data, ...rest)
+    }
+  }
+  const w = watch(t, { url, channels: ['product:z'], transports: ['ws'], token: token('c9', [], 2), WebSocket: DroppingRefresh as unknown as WebSocketConstructor })
+  await w.until('open', () => w.client.state === 'open')
+  const refreshed = w.client.refreshToken(token('c9', [], 3600))
+  await w.until('a token_expired error', () => w.errors.some((e) => e.code === 'token_expired'), 8000)
+  await refreshed
+  await w.until('open again with the new token', () => w.opens.length === 2 && w.client.state === 'open', 5000)
+  t.notOk(w.states.includes('closed'), `never closed: ${w.states.join(' → ')}`)
+  await publish(t, url, 'product:z', 'still', { alive: true })
+  await w.until('an event on the new connection', () => w.on('product:z').length === 1)
+})
+
 test('a gateway that is down is retried with growing delays, never in a tight loop', async (t) => {
   // A port that refuses connections: one that was free a moment ago, with nothing listening.
   const port = await freePort()
