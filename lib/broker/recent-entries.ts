@@ -80,6 +80,13 @@ export class RecentEntries<T> {
     private readonly budgetBytes: number,
     private readonly capacityOf: (channel: string) => number,
     private readonly decoder: EntryDecoder<T>,
+    /**
+     * How long the store keeps a channel's entries after its last one (its history TTL, less
+     * a margin for delivery): entries held from before such a silence are gone from the store
+     * when the next one comes, so they go here too (audit, session 26: a rewind answered from
+     * here had events the history route and a fresh instance no longer had).
+     */
+    private readonly lifetimeOf: (channel: string) => number = () => Infinity,
     private readonly now: () => number = Date.now
   ) {}
 
@@ -107,12 +114,13 @@ export class RecentEntries<T> {
     entries.forEach((entry, i) => this.append(channel, { epoch: position.epoch, offset: position.offset - entries.length + i + 1 }, entry, publishedAt))
   }
 
-  /** The entry at `position` was delivered; one that does not follow the last starts the tail again. */
+  /** The entry at `position` was delivered; one that does not follow the last, or comes after the last's lifetime, starts the tail again. */
   append (channel: string, position: StreamPosition, entry: string, appendedAt = this.now()): void {
     if (this.budgetBytes <= 0) return
     const capacity = this.capacityOf(channel)
     let tail = this.tails.get(channel)
-    if (tail === undefined || tail.epoch !== position.epoch || tail.base + tail.entries.length - tail.head !== position.offset - 1) {
+    const expired = tail !== undefined && tail.appendedAt > 0 && appendedAt - tail.appendedAt >= this.lifetimeOf(channel)
+    if (tail === undefined || expired || tail.epoch !== position.epoch || tail.base + tail.entries.length - tail.head !== position.offset - 1) {
       this.reset(channel, { epoch: position.epoch, offset: position.offset - 1 })
       tail = this.tails.get(channel) as Tail<T>
     }

@@ -245,7 +245,7 @@ export class RedisBroker implements Broker {
     this.recentEntries = new RecentEntries(options.historyCacheBytes ?? DEFAULT_HISTORY_CACHE_BYTES, (channel) => this.policy.of(channel).size, {
       decode: decodedForReplay,
       keptBytes: (entry) => DECODED_ENTRY_FACTOR * entry.length + DECODED_ENTRY_OVERHEAD_BYTES
-    })
+    }, (channel) => this.policy.of(channel).ttlSeconds * 1000 - HISTORY_EXPIRY_MARGIN_MS)
     const live = (channel: string): boolean => this.held.has(channel) && !this.lingering.has(channel)
     this.sequencer = new ChannelSequencer((channel, since) => this.read(channel, since), (event) => {
       let entry = this.rawEntries.get(event)

@@ -261,3 +261,15 @@ t.test('property: reads between appends give the same runs as the raw entries, a
   }), { numRuns: 200 })
   t.pass('runs read as appended, each entry decoded at most twice, bytes as counted and within the budget')
 })
+
+t.test('an entry that comes after the last one\'s lifetime starts the tail again (the store dropped what was before)', async (t) => {
+  let now = 0
+  const recent = new RecentEntries(1 << 20, () => 10, asIs, () => 1000, () => now)
+  recent.append('c', at(1), 'a')
+  now = 999
+  recent.append('c', at(2), 'b')
+  t.same(held(recent, 'c')?.entries, ['a', 'b'], 'within the lifetime of the last one: kept')
+  now = 999 + 1000
+  recent.append('c', at(3), 'c')
+  t.same([held(recent, 'c')?.base, held(recent, 'c')?.entries], [2, ['c']], 'after it: only the new one')
+})

@@ -165,6 +165,25 @@ t.test('entries older than Redis keeps them are not answered from memory', async
   t.match(await holder.broker.history(channel, { offset: 1, epoch }, D), { recovered: false }, 'and once Redis expired them, the answer is recovered:false, as from any instance')
 })
 
+t.test('a publish after the history expired: memory holds only what Redis holds, not the expired entries before it', async (t) => {
+  if (!requireService(t, 'Redis', available)) return
+  const own = await OwnRedis.start(t)
+  const [publisher, holder, other] = [await node(t, own.url, { historyTtlSeconds: 2 }), await node(t, own.url, { historyTtlSeconds: 2 }), await node(t, own.url, { historyTtlSeconds: 2 })]
+  const channel = suiteChannel('expired-then-published')
+  await holder.broker.subscribe(channel)
+  for (let n = 1; n <= 3; n++) await publisher.broker.publish({ channel, type: 'test:event', payload: { n } })
+  await holder.recorder.until('delivered', () => holder.recorder.of(channel).length === 3)
+  // Past the TTL (audit, session 26: rewinds answered from memory then had 2, 3, 4, Redis only 4).
+  await new Promise((resolve) => setTimeout(resolve, 2300))
+  await publisher.broker.publish({ channel, type: 'test:event', payload: { n: 4 } })
+  await holder.recorder.until('delivered', () => holder.recorder.of(channel).length === 4)
+  const { epoch } = await publisher.broker.position(channel)
+  const fromRedis = await other.broker.recent(channel, 3)
+  t.same(fromRedis.events.map((e) => e.offset), [4], 'Redis holds the last event only')
+  t.same((await holder.broker.recent(channel, 3, D)).events.map((e) => e.offset), [4], 'a rewind of 3 on the holder: the same')
+  t.match(await holder.broker.history(channel, { offset: 1, epoch }, D), { recovered: false, events: [] }, 'and a resume from before the silence is not recovered, as from any instance')
+})
+
 t.test('HISTORY_CACHE_BYTES=0: every read goes to Redis', async (t) => {
   if (!requireService(t, 'Redis', available)) return
   const own = await OwnRedis.start(t)
