@@ -67,12 +67,22 @@ export function historyUrl (base: string, channel: string, options: HistoryOptio
 export const presenceUrl = (base: string, channel: string): string => `${base}/realtime/presence/${encodeURIComponent(channel)}`
 
 /**
- * The position `limit` events before a channel's latest (its first event to show, less
- * one), read from the history route: a stream resumed from it sends those events, then
- * live ones, with the seam of any resume. What `rewind` does for a fresh subscription.
+ * A channel's last `limit` events and the position they end at, read from the history route:
+ * what `rewind` shows of a channel that a stream then resumes from that position (the seam
+ * of any resume; only events published after the read are left to the stream, so one
+ * published meanwhile cannot push the resume point out of a short history). A `limit` above
+ * the channel's own history size is a 400: then the channel's whole history is read, and its
+ * last `limit` kept (what `rewind` over WebSocket gives).
  */
-export async function rewindPosition (fetchImpl: typeof fetch, base: string, channel: string, limit: number, token: string | undefined): Promise<Position> {
-  const page: HistoryPage = await getJson(fetchImpl, historyUrl(base, channel, { limit }), token)
-  const first = page.events[0]
-  return { offset: first === undefined ? page.position.offset : first.offset - 1, epoch: page.position.epoch }
+export async function rewindPage (fetchImpl: typeof fetch, base: string, channel: string, limit: number, token: string | undefined): Promise<{ events: RealtimeEvent[], position: Position }> {
+  let page: HistoryPage
+  try {
+    page = await getJson(fetchImpl, historyUrl(base, channel, { limit }), token)
+  } catch (err) {
+    if ((err as HttpError).status !== 400) throw err
+    page = await getJson(fetchImpl, historyUrl(base, channel, {}), token)
+  }
+  const events = page.events.slice(-limit)
+  const last = events[events.length - 1] as RealtimeEvent | undefined
+  return { events, position: last === undefined ? page.position : { offset: last.offset, epoch: page.position.epoch } }
 }

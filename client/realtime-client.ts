@@ -27,7 +27,7 @@
  * eight modules a browser loads come to about 35 KB, 8.1 KB gzipped.
  */
 import { Emitter, type Handler } from './emitter.js'
-import { getJson, type HistoryOptions, type HistoryPage, historyUrl, type PresenceCounts, presenceUrl, rewindPosition } from './http-api.js'
+import { getJson, type HistoryOptions, type HistoryPage, historyUrl, type PresenceCounts, presenceUrl, rewindPage } from './http-api.js'
 import type { ConnectionState, ConnectOptions, RealtimeEvent, StateChange, SubscribeOptions } from './options.js'
 import type { Position } from './positions.js'
 import { ReconnectPolicy } from './reconnect-policy.js'
@@ -82,6 +82,8 @@ export class RealtimeClient {
   private refusedToken: string | undefined | null = null
   /** Why it was refused, for the reason `closed` gives when no new token comes. */
   private refusedBy: 'disconnected' | 'unauthorized' | 'token expired' = 'disconnected'
+  /** Events of channels rewound over SSE, read from the history route, not shown yet (prepareRewinds). */
+  private readonly rewound = new Map<string, RealtimeEvent[]>()
   /** A token handed to refreshToken() that the gateway has not answered yet (WebSocket `auth:refresh`). */
   private refreshing: string | null = null
   /** The channels an SSE stream was asked for (its URL's list), to tell at its greeting whether the app changed them meanwhile. */
@@ -182,7 +184,10 @@ export class RealtimeClient {
 
   unsubscribe (channels: string | string[]): Promise<void> {
     const gone = this.subs.remove(list(channels))
-    for (const c of gone) this.presenceSeen.delete(c)
+    for (const c of gone) {
+      this.presenceSeen.delete(c)
+      this.rewound.delete(c)
+    }
     if (gone.length === 0 || !this.greeted || this.current === null) return Promise.resolve()
     if (this.current.kind === 'sse') return this.reopenStream()
     return quiet(this.request({ type: 'unsubscribe', payload: { channels: gone } }).then(() => undefined))
@@ -369,6 +374,8 @@ export class RealtimeClient {
     this.connectionId = payload.connectionId
     this.userId = payload.userId
     this.subs.defaults = kind === 'ws' ? payload.channels : payload.channels.filter((c) => !this.subs.desired.has(c))
+    // Before anything this connection sends: its replays and live events come after them.
+    this.showRewound()
     // 'open' means live on every channel: over WebSocket, once the subscriptions are acknowledged.
     const transport = this.current
     const subscribed = kind === 'ws' ? this.resubscribe() : Promise.resolve()
@@ -438,17 +445,26 @@ export class RealtimeClient {
 
   /**
    * SSE: `?rewind=` is ignored on a stream that resumes (and applies to every channel), so
-   * a channel to rewind is given the position n events back instead (see rewindPosition),
-   * from which the stream's cursor resumes it. Should that fail, the channel starts live
-   * (or, one it may not read, is refused by the stream, which says so).
+   * a channel to rewind has its last n events read from the history route (rewindPage) and
+   * the stream resumes it from where they end; they are shown when the next connection
+   * greets, before anything it sends. Should the read fail, the channel starts live (or, one
+   * it may not read, is refused by the stream, which says so).
    */
   private async prepareRewinds (token: string | undefined): Promise<void> {
     await Promise.all([...this.subs.desired].map(async (channel) => {
       const limit = this.subs.rewindOf(channel)
       if (limit === undefined) return
-      const position = await rewindPosition(this.fetchImpl, this.httpUrl, channel, limit, token).catch(() => undefined)
-      if (position !== undefined) this.subs.positions.set(channel, position)
+      const page = await rewindPage(this.fetchImpl, this.httpUrl, channel, limit, token).catch(() => undefined)
+      if (page === undefined || !this.subs.desired.has(channel)) return
+      this.subs.positions.set(channel, page.position)
+      this.rewound.set(channel, page.events)
     }))
+  }
+
+  /** The rewound events read for channels still subscribed, shown once (a connection just greeted). */
+  private showRewound (): void {
+    for (const [channel, events] of this.rewound) if (this.subs.desired.has(channel)) this.show(events)
+    this.rewound.clear()
   }
 
   private subscribeFrame (channels: string[]): Promise<unknown> {

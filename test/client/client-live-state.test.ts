@@ -151,6 +151,41 @@ for (const transport of ['ws', 'sse'] as const) {
   })
 }
 
+for (const transport of ['ws', 'sse'] as const) {
+  test(`${transport}: a rewind above the channel's own history size gives what it holds, as over WebSocket`, async (t) => {
+    const { url } = await startServer(t, { HISTORY_POLICY: 'product:=5/86400' })
+    for (let n = 1; n <= 12; n++) await publish(t, url, 'product:small', 'price', { n })
+    const w = watch(t, { url, token: token('r2'), channels: ['product:small'], rewind: 20, transports: [transport] })
+    await w.until('the channel\'s history', () => w.on('product:small').length === 5)
+    await publish(t, url, 'product:small', 'price', { n: 13 })
+    await w.until('then live', () => w.on('product:small').length === 6)
+    t.same(offsets(w.on('product:small')), [8, 9, 10, 11, 12, 13], 'its 5 held events, then live (over SSE it was nothing, silently)')
+    t.same(w.recoveries, [])
+  })
+}
+
+test('sse: a rewind as long as the channel\'s history survives a publish between the history read and the stream', async (t) => {
+  const { url } = await startServer(t, { HISTORY_POLICY: 'product:=3/86400' })
+  for (let n = 1; n <= 5; n++) await publish(t, url, 'product:racy', 'price', { n })
+  // The stream request waits until one more event is published (audit: the stream resumed from
+  // 3 events back, which that event pushed out of the history, and the app got a recovery
+  // notice instead of the state).
+  let releaseStream = (): void => {}
+  const streamHeld = new Promise<void>((resolve) => { releaseStream = resolve })
+  let streams = 0
+  const fetchImpl: typeof fetch = async (input, init) => {
+    if (String(input).includes('/sse') && streams++ === 0) await streamHeld
+    return await fetch(input, init)
+  }
+  const w = watch(t, { url, token: token('r3'), channels: ['product:racy'], rewind: 3, transports: ['sse'], fetch: fetchImpl })
+  await w.until('the stream request under way', () => streams === 1)
+  await publish(t, url, 'product:racy', 'price', { n: 6 })
+  releaseStream()
+  await w.until('the rewound events and the one published meanwhile', () => w.on('product:racy').length === 4)
+  t.same(offsets(w.on('product:racy')), [3, 4, 5, 6], 'the last 3 at the read, then what came after, once each')
+  t.same(w.recoveries, [], 'no recovery notice')
+})
+
 test('history over HTTP: the last events, after a position, and the channel ACL', async (t) => {
   const { url } = await startServer(t)
   for (let n = 1; n <= 3; n++) await publish(t, url, 'product:h', 'stock', { n })
