@@ -72,14 +72,16 @@ export const presenceUrl = (base: string, channel: string): string => `${base}/r
  * of any resume; only events published after the read are left to the stream, so one
  * published meanwhile cannot push the resume point out of a short history). A `limit` above
  * the channel's own history size is a 400: then the channel's whole history is read, and its
- * last `limit` kept (what `rewind` over WebSocket gives).
+ * last `limit` kept (what `rewind` over WebSocket gives; `limit` is a whole number of at
+ * least 1, checked by the caller).
  */
 export async function rewindPage (fetchImpl: typeof fetch, base: string, channel: string, limit: number, token: string | undefined): Promise<{ events: RealtimeEvent[], position: Position }> {
   let page: HistoryPage
   try {
     page = await getJson(fetchImpl, historyUrl(base, channel, { limit }), token)
   } catch (err) {
-    if ((err as HttpError).status !== 400) throw err
+    // Only the limit's own refusal ("limit: must be an integer from 1 to <size> for <channel>").
+    if ((err as HttpError).status !== 400 || !(err as HttpError).message.startsWith('limit:')) throw err
     page = await getJson(fetchImpl, historyUrl(base, channel, {}), token)
   }
   const events = page.events.slice(-limit)

@@ -86,8 +86,10 @@ export class RealtimeClient {
   private readonly rewound = new Map<string, RealtimeEvent[]>()
   /** A token handed to refreshToken() that the gateway has not answered yet (WebSocket `auth:refresh`). */
   private refreshing: string | null = null
-  /** The channels an SSE stream was asked for (its URL's list), to tell at its greeting whether the app changed them meanwhile. */
-  private streamAsked = ''
+  /** Counts the app's subscribes and unsubscribes: an SSE stream's greeting tells by it whether they changed since its request left. */
+  private subsChanges = 0
+  /** subsChanges when the current SSE stream's request left. */
+  private streamAsked = 0
   /** The latest counts each presence channel reported (what presence() answers over SSE). */
   private readonly presenceSeen = new Map<string, PresenceCounts>()
   private readonly WebSocketImpl: WebSocketConstructor | undefined
@@ -110,6 +112,7 @@ export class RealtimeClient {
     this.nextKind = transports[0]
     this.token = options.token
     this.subs = new Subscriptions([])
+    if (options.rewind !== undefined && !validRewind(options.rewind)) throw new Error(`connect: ${badRewind(options.rewind).message}`)
     const { valid, invalid } = byName(options.channels ?? [])
     this.subs.add(valid, options.rewind)
     // Started on the next tick, so handlers the app adds right after connect() see everything.
@@ -142,8 +145,10 @@ export class RealtimeClient {
   subscribe (channels: string | string[], options: SubscribeOptions = {}): Promise<void> {
     // A malformed name is refused here, alone: sent, it would be a 400 for the whole SSE
     // stream, every channel dark (docs/protocol.md, Channels).
+    if (options.rewind !== undefined && !validRewind(options.rewind)) return quiet(Promise.reject(badRewind(options.rewind)))
     const { valid, invalid } = byName(list(channels))
     const fresh = this.subs.add(valid, options.rewind)
+    if (fresh.length > 0) this.subsChanges++
     const added = fresh.length === 0 || this.current === null
       ? Promise.resolve()
       : this.current.kind === 'sse'
@@ -184,6 +189,7 @@ export class RealtimeClient {
 
   unsubscribe (channels: string | string[]): Promise<void> {
     const gone = this.subs.remove(list(channels))
+    if (gone.length > 0) this.subsChanges++
     for (const c of gone) {
       this.presenceSeen.delete(c)
       this.rewound.delete(c)
@@ -257,14 +263,21 @@ export class RealtimeClient {
       if (token === undefined || token === '' || token === this.refusedToken) return this.shutDown(`${this.refusedBy}; no new token`)
       this.refusedToken = null
     }
-    if (kind === 'sse') await this.prepareRewinds(token)
+    if (kind === 'sse') {
+      // Again while the app subscribed meanwhile: a channel it added with a rewind is read too.
+      let changes
+      do {
+        changes = this.subsChanges
+        await this.prepareRewinds(token)
+      } while (changes !== this.subsChanges && this.state !== 'closed')
+    }
     if (this.state === 'closed' || this.current !== null) return
     this.usedToken = token
     const events = {
       frame: (frame: ServerFrame) => { if (this.current === transport) this.onFrame(frame) },
       closed: (info: TransportClosed) => { if (this.current === transport) this.closed(transport, info) }
     }
-    this.streamAsked = this.desiredList()
+    this.streamAsked = this.subsChanges
     const transport: Transport = kind === 'ws'
       ? openWebSocket(withQuery(this.wsUrl, 'token', token), this.WebSocketImpl as WebSocketConstructor, events)
       : openEventStream(this.streamUrl(), {
@@ -283,7 +296,7 @@ export class RealtimeClient {
   }
 
   private onFrame (frame: ServerFrame): void {
-    if (frame.type === 'system:connected' && this.current?.kind === 'sse' && this.streamAsked !== this.desiredList()) {
+    if (frame.type === 'system:connected' && this.current?.kind === 'sse' && this.streamAsked !== this.subsChanges) {
       // subscribe() or unsubscribe() while this stream's request was under way: its channel
       // list is the one from before (audit: a channel subscribed then stayed dark, one
       // unsubscribed stayed on). It opens again with the list asked for now, from the
@@ -452,6 +465,8 @@ export class RealtimeClient {
    */
   private async prepareRewinds (token: string | undefined): Promise<void> {
     await Promise.all([...this.subs.desired].map(async (channel) => {
+      // Read already for this connection (asking would drop its rewind, needed should the attempt fail).
+      if (this.rewound.has(channel)) return
       const limit = this.subs.rewindOf(channel)
       if (limit === undefined) return
       const page = await rewindPage(this.fetchImpl, this.httpUrl, channel, limit, token).catch(() => undefined)
@@ -459,6 +474,16 @@ export class RealtimeClient {
       this.subs.positions.set(channel, page.position)
       this.rewound.set(channel, page.events)
     }))
+  }
+
+  /**
+   * A connection that never greeted: what was read for its rewinds is not shown, and those
+   * channels go back to having no position, so the next attempt reads them again (a stale
+   * read, resumed from later, could be out of a short history by then).
+   */
+  private dropRewound (): void {
+    for (const channel of this.rewound.keys()) this.subs.positions.forget(channel)
+    this.rewound.clear()
   }
 
   /** The rewound events read for channels still subscribed, shown once (a connection just greeted). */
@@ -502,6 +527,7 @@ export class RealtimeClient {
   private closed (transport: Transport | null, info: TransportClosed): void {
     const kind = transport?.kind ?? this.nextKind
     const wasOpen = this.greeted
+    if (!wasOpen) this.dropRewound()
     if (this.refreshing !== null) {
       // A refreshToken() under way when the connection ended (say, just as the old token
       // expired): its token was never refused, so the next connection uses it.
@@ -665,6 +691,13 @@ function byName (channels: readonly string[]): { valid: string[], invalid: strin
   const invalid: string[] = []
   for (const c of channels) (typeof c === 'string' && CHANNEL_NAME.test(c) ? valid : invalid).push(c)
   return { valid, invalid }
+}
+
+/** A rewind the gateway takes: a whole number of events, at least 1 (its upper bound is the gateway's history size). */
+const validRewind = (rewind: unknown): boolean => typeof rewind === 'number' && Number.isInteger(rewind) && rewind >= 1
+
+function badRewind (rewind: unknown): Error & { code: string } {
+  return Object.assign(new Error(`rewind: must be an integer of at least 1 (got ${JSON.stringify(rewind)})`), { code: 'bad_request' })
 }
 
 function badNames (channels: string[]): Error & { code: string, channels: string[] } {

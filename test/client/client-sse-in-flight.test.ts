@@ -2,6 +2,9 @@ import { test } from 'tap'
 import { CloseCode } from '../../lib/core/errors.js'
 import { publish, watch } from '../support/client-watch.js'
 import { startServer, token } from '../support/helper.js'
+import type { RealtimeEvent } from '../../client/realtime-client.js'
+
+const offsets = (events: RealtimeEvent[]) => events.map((e) => e.offset)
 
 // The browser client over SSE, when the app changes its channels while a stream's request is
 // under way (audit, session 26): the stream's URL, and so its channel list, was fixed when the
@@ -100,4 +103,67 @@ test('a subscribe the stream then refuses (403, or 400 past the channel limit) r
   t.same(w.opens.at(-1)?.channels, ['user:in-flight-3', 'product:a'], 'with the channels it had')
   await publish(t, url, 'product:a', 'price', { n: 1 })
   await w.until('an event on the channel kept', () => w.on('product:a').length === 1)
+})
+
+test('rewinds over SSE: one asked while the history is read is read too; a failed attempt reads them again', async (t) => {
+  const { url } = await startServer(t, { HISTORY_POLICY: 'product:=2/86400' })
+  for (let n = 1; n <= 3; n++) {
+    await publish(t, url, 'product:ra', 'price', { n })
+    await publish(t, url, 'product:rb', 'price', { n })
+  }
+  // Holds the first history read; the first stream request fails after four more events,
+  // which leave what was read of product:ra out of its history of 2.
+  let releaseRead = (): void => {}
+  const readHeld = new Promise<void>((resolve) => { releaseRead = resolve })
+  let reads = 0
+  let streams = 0
+  const fetchImpl: typeof fetch = async (input, init) => {
+    if (String(input).includes('/realtime/history/') && reads++ === 0) await readHeld
+    if (String(input).includes('/sse') && streams++ === 0) {
+      for (let n = 4; n <= 7; n++) await publish(t, url, 'product:ra', 'price', { n })
+      throw new TypeError('network down')
+    }
+    return await fetch(input, init)
+  }
+  const w = watch(t, { url, token: token('in-flight-4'), channels: ['product:ra'], rewind: 2, transports: ['sse'], fetch: fetchImpl })
+  await w.until('the first history read under way', () => reads === 1)
+  const added = w.client.subscribe('product:rb', { rewind: 1 })
+  releaseRead()
+  await added
+  await w.until('open', () => w.client.state === 'open')
+  await w.until('the rewound events', () => w.on('product:ra').length === 2 && w.on('product:rb').length === 1)
+  t.same(offsets(w.on('product:ra')), [6, 7], 'read again after the failed attempt: the last 2 now')
+  t.same(offsets(w.on('product:rb')), [3], 'the channel subscribed during the read was rewound too')
+  t.same(w.recoveries, [], 'no recovery notice')
+})
+
+test('rewinds over SSE: unsubscribed and subscribed again with a rewind while the stream opens (a UI effect re-run)', async (t) => {
+  const { url } = await startServer(t)
+  for (let n = 1; n <= 3; n++) await publish(t, url, 'product:rr', 'price', { n })
+  const gated = gatedFetch()
+  gated.hold()
+  const w = watch(t, { url, token: token('in-flight-6'), channels: ['product:rr'], rewind: 2, transports: ['sse'], fetch: gated.fetchImpl })
+  await w.until('the stream request under way', () => gated.state.waiting === 1)
+  void w.client.unsubscribe('product:rr')
+  const again = w.client.subscribe('product:rr', { rewind: 2 })
+  gated.release()
+  await again
+  await w.until('the rewound events', () => w.on('product:rr').length === 2)
+  t.same(offsets(w.on('product:rr')), [2, 3], 'the rewind asked again is shown')
+  await publish(t, url, 'product:rr', 'price', { n: 4 })
+  await w.until('then live', () => w.on('product:rr').length === 3)
+  t.same(offsets(w.on('product:rr')), [2, 3, 4])
+  t.same(w.recoveries, [])
+})
+
+test('a rewind that is not a whole number of at least 1 is refused by the client, over either transport', async (t) => {
+  const { url } = await startServer(t)
+  for (const transport of ['ws', 'sse'] as const) {
+    const w = watch(t, { url, token: token('in-flight-5'), transports: [transport] })
+    await w.until('open', () => w.client.state === 'open')
+    for (const rewind of [0, -2, 1.5, Number.NaN]) {
+      await t.rejects(w.client.subscribe('product:bad-rewind', { rewind }), { code: 'bad_request', message: /^rewind: / }, `${transport}: rewind ${rewind}`)
+    }
+  }
+  t.throws(() => watch(t, { url, token: token('in-flight-5'), channels: ['product:x'], rewind: 0 }), /connect: rewind: must be an integer of at least 1/)
 })
