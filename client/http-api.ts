@@ -38,10 +38,10 @@ export interface HttpError extends Error {
 
 const CODES: Record<number, string> = { 400: 'bad_request', 401: 'unauthorized', 403: 'forbidden', 429: 'rate_limited' }
 
-export async function getJson (fetchImpl: typeof fetch, url: string, token: string | undefined): Promise<any> {
+export async function getJson (fetchImpl: typeof fetch, url: string, token: string | undefined, signal?: AbortSignal): Promise<any> {
   const headers: Record<string, string> = { accept: 'application/json' }
   if (token !== undefined && token !== '') headers.authorization = `Bearer ${token}`
-  const res = await fetchImpl(url, { headers })
+  const res = await fetchImpl(url, signal === undefined ? { headers } : { headers, signal })
   const text = await res.text()
   let body: any
   try { body = JSON.parse(text) } catch { /* not JSON */ }
@@ -75,14 +75,14 @@ export const presenceUrl = (base: string, channel: string): string => `${base}/r
  * last `limit` kept (what `rewind` over WebSocket gives; `limit` is a whole number of at
  * least 1, checked by the caller).
  */
-export async function rewindPage (fetchImpl: typeof fetch, base: string, channel: string, limit: number, token: string | undefined): Promise<{ events: RealtimeEvent[], position: Position }> {
+export async function rewindPage (fetchImpl: typeof fetch, base: string, channel: string, limit: number, token: string | undefined, signal?: AbortSignal): Promise<{ events: RealtimeEvent[], position: Position }> {
   let page: HistoryPage
   try {
-    page = await getJson(fetchImpl, historyUrl(base, channel, { limit }), token)
+    page = await getJson(fetchImpl, historyUrl(base, channel, { limit }), token, signal)
   } catch (err) {
     // Only the limit's own refusal ("limit: must be an integer from 1 to <size> for <channel>").
     if ((err as HttpError).status !== 400 || !(err as HttpError).message.startsWith('limit:')) throw err
-    page = await getJson(fetchImpl, historyUrl(base, channel, {}), token)
+    page = await getJson(fetchImpl, historyUrl(base, channel, {}), token, signal)
   }
   const events = page.events.slice(-limit)
   const last = events[events.length - 1] as RealtimeEvent | undefined

@@ -464,12 +464,14 @@ export class RealtimeClient {
    * it may not read, is refused by the stream, which says so).
    */
   private async prepareRewinds (token: string | undefined): Promise<void> {
+    // Within the connect timeout: a read that hangs left the client connecting for good.
+    const signal = timeoutSignal(this.options.connectTimeoutMs ?? 10_000)
     await Promise.all([...this.subs.desired].map(async (channel) => {
       // Read already for this connection (asking would drop its rewind, needed should the attempt fail).
       if (this.rewound.has(channel)) return
       const limit = this.subs.rewindOf(channel)
       if (limit === undefined) return
-      const page = await rewindPage(this.fetchImpl, this.httpUrl, channel, limit, token).catch(() => undefined)
+      const page = await rewindPage(this.fetchImpl, this.httpUrl, channel, limit, token, signal).catch(() => undefined)
       if (page === undefined || !this.subs.desired.has(channel)) return
       this.subs.positions.set(channel, page.position)
       this.rewound.set(channel, page.events)
@@ -691,6 +693,11 @@ function byName (channels: readonly string[]): { valid: string[], invalid: strin
   const invalid: string[] = []
   for (const c of channels) (typeof c === 'string' && CHANNEL_NAME.test(c) ? valid : invalid).push(c)
   return { valid, invalid }
+}
+
+/** Aborts after `ms` (AbortSignal.timeout, where the runtime has it). */
+function timeoutSignal (ms: number): AbortSignal | undefined {
+  return typeof AbortSignal !== 'undefined' && typeof AbortSignal.timeout === 'function' ? AbortSignal.timeout(ms) : undefined
 }
 
 /** A rewind the gateway takes: a whole number of events, at least 1 (its upper bound is the gateway's history size). */

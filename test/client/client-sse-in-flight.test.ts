@@ -167,3 +167,19 @@ test('a rewind that is not a whole number of at least 1 is refused by the client
   }
   t.throws(() => watch(t, { url, token: token('in-flight-5'), channels: ['product:x'], rewind: 0 }), /connect: rewind: must be an integer of at least 1/)
 })
+
+test('a history read for a rewind that never answers does not keep the client connecting: the channel starts live', async (t) => {
+  const { url } = await startServer(t)
+  const fetchImpl: typeof fetch = async (input, init) => {
+    if (!String(input).includes('/realtime/history/')) return await fetch(input, init)
+    // Answers nothing, ever: only an abort ends it.
+    return await new Promise<Response>((_resolve, reject) => {
+      init?.signal?.addEventListener('abort', () => reject(init.signal?.reason))
+    })
+  }
+  const w = watch(t, { url, token: token('in-flight-7'), channels: ['product:hung'], rewind: 1, transports: ['sse'], fetch: fetchImpl, connectTimeoutMs: 500 })
+  await w.until('open', () => w.client.state === 'open', 3000)
+  await publish(t, url, 'product:hung', 'price', { n: 1 })
+  await w.until('a live event', () => w.on('product:hung').length === 1)
+  t.same(offsets(w.on('product:hung')), [1])
+})
