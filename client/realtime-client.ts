@@ -148,18 +148,26 @@ export class RealtimeClient {
     if (options.rewind !== undefined && !validRewind(options.rewind)) return quiet(Promise.reject(badRewind(options.rewind)))
     const { valid, invalid } = byName(list(channels))
     const fresh = this.subs.add(valid, options.rewind)
-    if (fresh.length > 0) this.subsChanges++
-    const added = fresh.length === 0 || this.current === null
-      ? Promise.resolve()
-      : this.current.kind === 'sse'
-        ? this.greeted ? this.reopenStream(fresh) : this.nextStream(fresh)
-        : this.greeted ? Promise.all(this.subscribeFrames(fresh)).then(() => undefined) : Promise.resolve()
+    const added = this.added(fresh)
     // Known at once: rejected at once (the good names still go on, their refusals told as 'error').
     if (invalid.length > 0) {
       void quiet(added)
       return quiet(Promise.reject(badNames(invalid)))
     }
     return quiet(added)
+  }
+
+  /**
+   * Puts channels just added on the connection: over WebSocket a subscribe (the greeting's
+   * resubscribe takes them before it), over SSE a stream with them. Settles at once while
+   * disconnected: the next connection takes them.
+   */
+  private added (fresh: string[]): Promise<void> {
+    if (fresh.length === 0) return Promise.resolve()
+    this.subsChanges++
+    if (this.current === null) return Promise.resolve()
+    if (this.current.kind === 'sse') return this.greeted ? this.reopenStream(fresh) : this.nextStream(fresh)
+    return this.greeted ? Promise.all(this.subscribeFrames(fresh)).then(() => undefined) : Promise.resolve()
   }
 
   /**
@@ -506,9 +514,10 @@ export class RealtimeClient {
   }
 
   /**
-   * A subscribe while an SSE stream is being opened: that stream reopens with the new list
-   * when it greets (onFrame); the subscribe settles as one that reopened it would, so a
-   * refusal of its channels (403, 400) is charged to it, not to the whole client.
+   * Settles with the next SSE stream that opens, rejected should it refuse these channels
+   * (403, 400): a subscribe that reopens the stream, or one made while a stream is being
+   * opened (which reopens with the new list when it greets, onFrame), is charged with its
+   * own channels' refusals, not the whole client.
    */
   private nextStream (channels: readonly string[]): Promise<void> {
     return new Promise<void>((resolve, reject) => this.reopenWaiters.push({ resolve, reject, channels }))
@@ -516,7 +525,7 @@ export class RealtimeClient {
 
   /** SSE streams have a fixed channel list: reopen with the new one, resuming the rest. */
   private reopenStream (channels: readonly string[] = []): Promise<void> {
-    const waiter = new Promise<void>((resolve, reject) => this.reopenWaiters.push({ resolve, reject, channels }))
+    const waiter = this.nextStream(channels)
     clearTimeout(this.timer)
     this.current?.close()
     this.dropConnection()
@@ -545,12 +554,7 @@ export class RealtimeClient {
       // The gateway said so (WebSocket 4001, SSE system:disconnect 4001): that token can only be
       // refused from now on (over WebSocket a browser would not even see the 401 at connect).
       this.emit('error', { code: 'token_expired', message: 'the token expired: refreshToken() or a token function keeps the connection' })
-      if (typeof this.token === 'function') {
-        this.refusedToken = this.usedToken ?? ''
-        this.refusedBy = 'token expired'
-      } else if (!renewed) {
-        return this.shutDown('token expired')
-      }
+      if (this.refused('token expired', renewed, 'token expired')) return
     }
     if (info.code === DISCONNECTED) {
       const willReconnect = typeof this.token === 'function'
@@ -566,12 +570,7 @@ export class RealtimeClient {
       // The token was refused (expired, revoked, not valid): never again with it
       // (docs/protocol.md, Server-Sent Events: so EventSource stops retrying). A token
       // function may give a new one; a fixed token cannot change.
-      if (typeof this.token === 'function') {
-        this.refusedToken = this.usedToken ?? ''
-        this.refusedBy = 'unauthorized'
-      } else if (!renewed) {
-        return this.shutDown(`unauthorized: ${info.reason}`)
-      }
+      if (this.refused('unauthorized', renewed, `unauthorized: ${info.reason}`)) return
     }
     if (info.status === 403) this.dropRefused(info.reason)
     if (info.status === 400 && GATEWAY_BAD_REQUEST.test(info.reason) && this.dropRequested(info.reason)) return
@@ -582,6 +581,22 @@ export class RealtimeClient {
     const reason = info.reason !== '' ? info.reason : wasOpen ? `closed (${info.code ?? 'stream ended'})` : 'could not connect'
     this.setState('reconnecting', { attempt: next.attempt, delayMs: next.delayMs, reason, transport: next.kind })
     this.timer = setTimeout(() => { void this.attempt() }, next.delayMs)
+  }
+
+  /**
+   * The token the connection used was refused (expired, revoked): never again. A token
+   * function must give a new one; a fixed token stops the client, unless the app handed a new
+   * one since (`renewed`). Returns true when the client stopped.
+   */
+  private refused (by: 'token expired' | 'unauthorized', renewed: boolean, reason: string): boolean {
+    if (typeof this.token === 'function') {
+      this.refusedToken = this.usedToken ?? ''
+      this.refusedBy = by
+      return false
+    }
+    if (renewed) return false
+    this.shutDown(reason)
+    return true
   }
 
   /**
@@ -631,13 +646,8 @@ export class RealtimeClient {
   }
 
   private streamUrl (): string {
-    const channels = this.desiredList()
+    const channels = [...this.subs.desired].join(',')
     return channels === '' ? this.sseUrl : withQuery(this.sseUrl, 'channels', channels)
-  }
-
-  /** The channels the app asked for, as a stream's query lists them. */
-  private desiredList (): string {
-    return [...this.subs.desired].join(',')
   }
 
   private setState (state: ConnectionState, extra: Partial<StateChange> = {}): void {

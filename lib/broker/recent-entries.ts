@@ -39,6 +39,8 @@ interface Tail<T> {
   bytes: number
   /** Date.now() of the last append: the history key in Redis expires this long after the channel's last publish. */
   appendedAt: number
+  /** The channel's lifetimeOf, asked once (a channel's policy does not change). */
+  lifetimeMs: number
 }
 
 /** What RecentEntries holds of a channel: entries `base + 1` to `base + count`, in `epoch`. */
@@ -95,7 +97,7 @@ export class RecentEntries<T> {
     if (this.budgetBytes <= 0) return
     const tail = this.tails.get(channel)
     if (tail === undefined) {
-      this.tails.set(channel, newTail(position))
+      this.tails.set(channel, newTail(position, this.lifetimeOf(channel)))
       return
     }
     this.clear(tail)
@@ -119,7 +121,7 @@ export class RecentEntries<T> {
     if (this.budgetBytes <= 0) return
     const capacity = this.capacityOf(channel)
     let tail = this.tails.get(channel)
-    const expired = tail !== undefined && tail.appendedAt > 0 && appendedAt - tail.appendedAt >= this.lifetimeOf(channel)
+    const expired = tail !== undefined && tail.appendedAt > 0 && appendedAt - tail.appendedAt >= tail.lifetimeMs
     if (tail === undefined || expired || tail.epoch !== position.epoch || tail.base + tail.entries.length - tail.head !== position.offset - 1) {
       this.reset(channel, { epoch: position.epoch, offset: position.offset - 1 })
       tail = this.tails.get(channel) as Tail<T>
@@ -253,6 +255,6 @@ export class RecentEntries<T> {
   }
 }
 
-function newTail<T> (position: StreamPosition): Tail<T> {
-  return { generation: 0, epoch: position.epoch, base: position.offset, entries: [], decoded: [], head: 0, appended: 0, dropped: 0, bytes: 0, appendedAt: 0 }
+function newTail<T> (position: StreamPosition, lifetimeMs: number): Tail<T> {
+  return { generation: 0, epoch: position.epoch, base: position.offset, entries: [], decoded: [], head: 0, appended: 0, dropped: 0, bytes: 0, appendedAt: 0, lifetimeMs }
 }

@@ -245,7 +245,7 @@ export class RedisBroker implements Broker {
     this.recentEntries = new RecentEntries(options.historyCacheBytes ?? DEFAULT_HISTORY_CACHE_BYTES, (channel) => this.policy.of(channel).size, {
       decode: decodedForReplay,
       keptBytes: (entry) => DECODED_ENTRY_FACTOR * entry.length + DECODED_ENTRY_OVERHEAD_BYTES
-    }, (channel) => this.policy.of(channel).ttlSeconds * 1000 - HISTORY_EXPIRY_MARGIN_MS)
+    }, (channel) => this.heldLifetimeMs(channel))
     const live = (channel: string): boolean => this.held.has(channel) && !this.lingering.has(channel)
     this.sequencer = new ChannelSequencer((channel, since) => this.read(channel, since), (event) => {
       let entry = this.rawEntries.get(event)
@@ -493,6 +493,11 @@ export class RedisBroker implements Broker {
    * position is where delivery stands: anything published after it is still on its way
    * through pub/sub and reaches the reader live. Otherwise undefined: Redis is read.
    */
+  /** How long after a channel's last event what is held of it may still answer: its history TTL, less the delivery margin. */
+  private heldLifetimeMs (channel: string): number {
+    return this.policy.of(channel).ttlSeconds * 1000 - HISTORY_EXPIRY_MARGIN_MS
+  }
+
   private readLocally (channel: string, since: SincePosition | undefined, last: number): HistoryResult | undefined {
     const position = this.held.has(channel) ? this.sequencer.settledAt(channel) : undefined
     if (position === undefined || !this.isReady()) return undefined
@@ -503,7 +508,7 @@ export class RedisBroker implements Broker {
     }
     const view = this.recentEntries.view(channel)
     if (view === undefined || view.epoch !== position.epoch || view.base + view.count !== position.offset) return undefined
-    if (Date.now() >= view.appendedAt + this.policy.of(channel).ttlSeconds * 1000 - HISTORY_EXPIRY_MARGIN_MS) return undefined
+    if (Date.now() >= view.appendedAt + this.heldLifetimeMs(channel)) return undefined
     let after: number
     if (since !== undefined) {
       if (since.offset < view.base) return undefined
