@@ -30,7 +30,7 @@ import { Emitter, type Handler } from './emitter.js'
 import { getJson, type HistoryOptions, type HistoryPage, historyUrl, type PresenceCounts, presenceUrl, rewindPage } from './http-api.js'
 import type { ConnectionState, ConnectOptions, RealtimeEvent, StateChange, SubscribeOptions } from './options.js'
 import type { Position } from './positions.js'
-import { ReconnectPolicy } from './reconnect-policy.js'
+import { backoffDelay, ReconnectPolicy } from './reconnect-policy.js'
 import { openEventStream } from './sse-transport.js'
 import { Subscriptions } from './subscriptions.js'
 import type { ServerFrame, Transport, TransportClosed, TransportKind } from './transport.js'
@@ -448,9 +448,8 @@ export class RealtimeClient {
     let rest = group
     let refused: unknown
     while (rest.length > 0) {
-      const since = this.subs.positions.since(rest)
       try {
-        await this.request({ type: 'subscribe', payload: { channels: rest, since, rewind } }, since)
+        await this.subscribeRetrying(() => rest.filter((c) => this.subs.desired.has(c)), rewind)
         break
       } catch (err) {
         if (!refusal(err)) throw err
@@ -503,8 +502,31 @@ export class RealtimeClient {
   }
 
   private subscribeFrame (channels: string[]): Promise<unknown> {
-    const since = this.subs.positions.since(channels)
-    return this.request({ type: 'subscribe', payload: { channels, since } }, since)
+    return this.subscribeRetrying(() => channels)
+  }
+
+  /**
+   * A subscribe of `channels()` (asked each time: those still wanted), with their positions.
+   * Refused as `rate_limited` (the user's subscribe or history budget, or the instance's room
+   * for replays: "try again in a moment"), it is sent again after a pause, growing as the
+   * reconnect backoff does, while the connection it went on is still the current one (a next
+   * connection resubscribes everything). Left refused, the channel would have stayed dark
+   * until the next reconnect, and a resume's gap with it. Other refusals reject.
+   */
+  private async subscribeRetrying (channels: () => string[], rewind?: number): Promise<unknown> {
+    const transport = this.current
+    for (let attempt = 1; ; attempt++) {
+      const names = channels()
+      if (names.length === 0) return undefined
+      const since = this.subs.positions.since(names)
+      try {
+        return await this.request({ type: 'subscribe', payload: { channels: names, since, rewind } }, since)
+      } catch (err) {
+        if ((err as { code?: string })?.code !== 'rate_limited') throw err
+        await pause(backoffDelay(this.options.backoff, attempt))
+        if (this.current !== transport || transport === null) return undefined
+      }
+    }
   }
 
   private request (frame: { type: string, payload?: object }, since?: Record<string, Position>): Promise<unknown> {
@@ -728,6 +750,14 @@ const refusal = (err: unknown): boolean => ['forbidden', 'bad_request', 'too_man
 function withQuery (url: string, name: string, value: string | undefined): string {
   if (value === undefined || value === '') return url
   return `${url}${url.includes('?') ? '&' : '?'}${name}=${encodeURIComponent(value)}`
+}
+
+/** Resolves after `ms`; in Node the timer does not keep the process alive. */
+function pause (ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms) as { unref?: () => void }
+    timer.unref?.()
+  })
 }
 
 /** The promise as is, marked handled so an app that ignores it gets no unhandled rejection. */

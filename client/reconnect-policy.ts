@@ -54,10 +54,9 @@ export class ReconnectPolicy {
       this.fellBack = true
       return { kind: next, delayMs: 0, attempt: this.attempts }
     }
-    const { initialMs = 500, maxMs = 30_000 } = this.backoff
-    const ceiling = Math.min(maxMs, initialMs * 2 ** this.attempts)
+    const delayMs = backoffDelay(this.backoff, this.attempts)
     this.attempts++
-    return { kind: next, delayMs: Math.round(ceiling / 2 + Math.random() * ceiling / 2), attempt: this.attempts }
+    return { kind: next, delayMs, attempt: this.attempts }
   }
 
   private pick (kind: TransportKind, wasOpen: boolean): TransportKind {
@@ -65,4 +64,10 @@ export class ReconnectPolicy {
     if (kind === 'ws') return wasOpen || (this.wsEverOpened && this.wsFailures < 2) ? 'ws' : 'sse'
     return this.transports.includes('ws') ? 'ws' : 'sse'
   }
+}
+
+/** The wait before retry number `attempt` (0 first): `initialMs` doubled each time up to `maxMs`, randomised to 50–100 % of it. */
+export function backoffDelay ({ initialMs = 500, maxMs = 30_000 }: BackoffOptions = {}, attempt: number): number {
+  const ceiling = Math.min(maxMs, initialMs * 2 ** attempt)
+  return Math.round(ceiling / 2 + Math.random() * ceiling / 2)
 }

@@ -10,6 +10,7 @@ import { newConnectionId } from '../lib/hub/connection.js'
 import { compactListeners, releaseHijackedReply } from '../lib/transport/internals.js'
 import { SSE_HEADERS, SseConnection, type SseStreams } from '../lib/transport/sse-connection.js'
 import { decodeCursor } from '../lib/transport/sse-cursor.js'
+import { REPLAY_ROOM_TAKEN } from '../lib/transport/replay-backlog.js'
 import { budgetKeyOf } from '../lib/transport/history-read-budget.js'
 import { ErrorReply } from './schemas.js'
 import { channelRecord } from '../lib/core/channel-record.js'
@@ -139,12 +140,19 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
       return
     }
 
+    for (const channel of channels) connection.setPosition(channel, outcome.startsAfter[channel])
+    // Nothing awaited from here to the replay, so the room it was weighed against stays.
+    if (!outcome.replayCanStart()) {
+      hub.remove(connection)
+      metrics.refusedConnections.inc({ transport: 'sse', reason: 'replay_room' })
+      return plainError(reply.header('retry-after', '1'), 503, 'Service Unavailable', REPLAY_ROOM_TAKEN)
+    }
+
     reply.hijack()
     // Fastify's response listeners would keep its request and reply (logger, query,
     // headers) as long as the stream: nothing after this reads them.
     releaseHijackedReply(reply.raw)
     reply.raw.writeHead(200, { ...SSE_HEADERS, ...corsHeaders(reply, streamOrigins) })
-    for (const channel of channels) connection.setPosition(channel, outcome.startsAfter[channel])
     // `exp` is enforced on streams too (open watches it): the stream ends when the token
     // expires, and EventSource's reconnect with the same token is then refused with 401.
     // A resume that cannot give every channel's missed events (a cursor that is not ours, a

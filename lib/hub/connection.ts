@@ -47,6 +47,13 @@ export interface Connection extends HubMember {
    * than the room it has, is cut as usual (lib/transport/replay-backlog.ts).
    */
   sendReplayed(events: readonly EncodedEvent[]): void
+  /**
+   * Whether `sendReplayed(events)` now would be refused for want of room that other replays
+   * hold (the user's other connections', or the instance's), though the connection's own
+   * bounds would take it: room that frees as they drain, so the subscribe is refused as one
+   * to retry rather than acknowledged and then cut.
+   */
+  replayMustWait(events: readonly EncodedEvent[]): boolean
   /** Tells the client the channel's stream restarted (`system:reset`, before its next event). */
   sendReset(channel: string, position: StreamPosition): void
   /** Tells the client a channel's live counts (`presence`), encoded once for every subscriber. */

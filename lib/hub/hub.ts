@@ -42,6 +42,15 @@ export interface SubscribeOutcome {
    * so nothing slips in between the acknowledgement and the replay.
    */
   replay(): void
+  /**
+   * False when the replay must wait for room that other replays hold, the user's or the
+   * instance's (Connection.replayMustWait). Ask right before acknowledging, with no await
+   * between; when false, `abandon()` and refuse the subscribe as one to retry: acknowledged,
+   * its replay would cut the connection (4008) and be lost with it.
+   */
+  replayCanStart(): boolean
+  /** Undoes the subscribe instead of `replay()`, as a failed one is undone (the connection is left as it was). */
+  abandon(): void
 }
 
 export interface LocalStats {
@@ -253,22 +262,29 @@ export class Hub {
     })
     let storeBytes = 0
     for (const result of results) storeBytes += storeBytesOf(result)
+    // The events of every channel as one replay, so the connection weighs all of it before
+    // writing any (lib/transport/replay-backlog.ts); encoded once, shared with other members.
+    let replayed: EncodedEvent[] | undefined
+    for (const plan of plans) {
+      if (plan.replay.length === 0) continue
+      replayed ??= []
+      for (const event of plan.replay) replayed.push(sharedEncodingOf(event))
+    }
     return {
       positions,
       startsAfter,
       recovered,
       storeBytes,
+      replayCanStart: () => replayed === undefined || !this.members.has(connection) || !connection.replayMustWait(replayed),
+      abandon: () => {
+        // Held channels go back to what they had been sent (a resume had moved it).
+        asks.forEach((ask, i) => { if (ask.sentAfter !== undefined) setSentAfter(member.heldChannels, unique[i], ask.sentAfter) })
+        this.unwind(member, unique, asks)
+      },
       replay: () => {
         if (!this.members.has(connection)) return
-        // Each channel's reset before its events; the events of every channel as one replay,
-        // so the connection weighs all of it before writing any (lib/transport/replay-backlog.ts).
-        let replayed: EncodedEvent[] | undefined
-        plans.forEach((plan, i) => {
-          if (plan.reset !== undefined) connection.sendReset(unique[i], plan.reset)
-          if (plan.replay.length === 0) return
-          replayed ??= []
-          for (const event of plan.replay) replayed.push(sharedEncodingOf(event))
-        })
+        // Each channel's reset before its events, all of which go as one replay.
+        plans.forEach((plan, i) => { if (plan.reset !== undefined) connection.sendReset(unique[i], plan.reset) })
         if (replayed !== undefined) connection.sendReplayed(replayed)
         for (const channel of holding) {
           const held = member.pendingEvents?.get(channel)

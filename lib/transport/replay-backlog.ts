@@ -51,6 +51,26 @@ function roomFor (user: string): number {
   return Math.max(0, room)
 }
 
+/**
+ * Whether a replay of `bytes` to `target` would not fit now only because other replays hold
+ * the room it needs (its user's other connections', or the instance's): its connection's
+ * own bound would take it. That room frees as they drain, so the subscribe is refused as one
+ * to try again (`rate_limited`, SSE 503) instead of acknowledged and then cut with 4008,
+ * losing the replay: thousands of large rewinds at once did that (a black-box audit,
+ * session 26). `owner`'s own allowance counts as free: writeReplayWhole ends it first.
+ */
+export function replayMustWait (owner: object, target: ReplayTarget, bytes: number): boolean {
+  if (target.socket === null) return false
+  const past = target.queued() + bytes - target.limit
+  if (past <= 0 || past > REPLAY_BACKLOG_MAX_BYTES) return false
+  const own = allowances.get(owner)?.counted ?? 0
+  const shared = Math.min(REPLAY_BACKLOG_TOTAL_BYTES - allowedTotal, REPLAY_BACKLOG_USER_BYTES - (allowedPerUser.get(target.user) ?? 0)) + own
+  return past > shared
+}
+
+/** What a subscribe or stream refused by replayMustWait is told (`rate_limited`; SSE, a 503 with Retry-After). */
+export const REPLAY_ROOM_TAKEN = 'history being replayed to other connections leaves no room for this replay just now; try again in a moment'
+
 /** Bytes allowed beyond send buffer limits right now, over every connection (for tests and metrics). */
 export const replayBacklogAllowed = (): number => allowedTotal
 

@@ -10,7 +10,7 @@ import type { Flushable, WriteBatch } from '../core/write-batch.js'
 import { encodePositions } from './sse-cursor.js'
 import { chunkOf, headOf, HEARTBEAT_CHUNK, tailOf } from './sse-frames.js'
 import { budgetKeyOf } from './history-read-budget.js'
-import { pastSendLimit, writeReplayWhole } from './replay-backlog.js'
+import { pastSendLimit, replayMustWait, writeReplayWhole } from './replay-backlog.js'
 
 /**
  * What every stream of one route shares: one object for all of them, so a stream holds
@@ -212,16 +212,28 @@ export class SseConnection extends HubMember implements Connection, Flushable, E
   /** Replayed history goes out whole, however large (lib/transport/replay-backlog.ts). */
   sendReplayed (events: readonly EncodedEvent[]): void {
     if (!this.writable()) return
-    // At least its frames' bytes, enough to refuse one that cannot fit before writing any:
-    // each event's data, and an `id:` naming every channel's position (for a stream of many
-    // long names, most of a frame: review).
-    let bytes = events.length * headOf(this.positions, '').length
-    for (const event of events) bytes += event.sse.length
     const target = { user: budgetKeyOf(this.identity, this.id), socket: this.socket, queued: () => this.res.writableLength, limit: this.streams.sendBufferLimit }
     // Batched replay bytes are written out first, so the backlog is measured on the socket.
-    const whole = writeReplayWhole(this, target, bytes,
+    const whole = writeReplayWhole(this, target, this.replayBytes(events),
       () => { for (const event of events) this.sendEvent(event); this.writeBatched() }, () => this.tooSlow())
     if (!whole) this.tooSlow()
+  }
+
+  /** Asked before the stream opens (routes/sse.ts refuses with a 503), once its positions are set: the response's socket stands for the stream's. */
+  replayMustWait (events: readonly EncodedEvent[]): boolean {
+    const target = { user: budgetKeyOf(this.identity, this.id), socket: this.socket ?? this.res.socket, queued: () => this.res.writableLength, limit: this.streams.sendBufferLimit }
+    return replayMustWait(this, target, this.replayBytes(events))
+  }
+
+  /**
+   * At least a replay's frames' bytes, enough to refuse one that cannot fit before writing
+   * any: each event's data, and an `id:` naming every channel's position (for a stream of
+   * many long names, most of a frame: review).
+   */
+  private replayBytes (events: readonly EncodedEvent[]): number {
+    let bytes = events.length * headOf(this.positions, '').length
+    for (const event of events) bytes += event.sse.length
+    return bytes
   }
 
   /** `system:reset` (docs/protocol.md, WebSocket / Server-Sent Events): the cursor moves to the position the channel counts on from. */

@@ -8,7 +8,7 @@ import type { Identity } from '../auth/identity.js'
 import type { Flushable, WriteBatch } from '../core/write-batch.js'
 import { rawSocketOf, releaseReadBuffers } from './internals.js'
 import { budgetKeyOf } from './history-read-budget.js'
-import { pastSendLimit, writeReplayWhole } from './replay-backlog.js'
+import { pastSendLimit, replayMustWait, type ReplayTarget, writeReplayWhole } from './replay-backlog.js'
 import { serverFrame } from './protocol.js'
 
 export interface WsConnectionOptions {
@@ -89,12 +89,16 @@ export class WsConnection<O extends WsConnectionOptions = WsConnectionOptions> e
   /** Replayed history goes out whole, however large (lib/transport/replay-backlog.ts). */
   sendReplayed (events: readonly EncodedEvent[]): void {
     if (!this.writable()) return
-    // At least its frames' payloads: enough to refuse one that cannot fit before writing any.
-    let bytes = 0
-    for (const event of events) bytes += event.wsFrameBytes.length
-    const target = { user: budgetKeyOf(this.identity, this.id), socket: rawSocketOf(this.socket) ?? null, queued: () => this.socket.bufferedAmount, limit: this.options.sendBufferLimit }
-    const whole = writeReplayWhole(this, target, bytes, () => { for (const event of events) this.sendEvent(event) }, () => this.tooSlow())
+    const whole = writeReplayWhole(this, this.replayTarget(), replayBytes(events), () => { for (const event of events) this.sendEvent(event) }, () => this.tooSlow())
     if (!whole) this.tooSlow()
+  }
+
+  replayMustWait (events: readonly EncodedEvent[]): boolean {
+    return replayMustWait(this, this.replayTarget(), replayBytes(events))
+  }
+
+  private replayTarget (): ReplayTarget {
+    return { user: budgetKeyOf(this.identity, this.id), socket: rawSocketOf(this.socket) ?? null, queued: () => this.socket.bufferedAmount, limit: this.options.sendBufferLimit }
   }
 
   sendPresence (presence: EncodedPresence): void {
@@ -208,4 +212,11 @@ export class WsConnection<O extends WsConnectionOptions = WsConnectionOptions> e
   get isOpen (): boolean {
     return !this.closing && this.socket.readyState === 1
   }
+}
+
+/** A replay's frames' payloads: at least its bytes, enough to refuse one that cannot fit before writing any. */
+function replayBytes (events: readonly EncodedEvent[]): number {
+  let bytes = 0
+  for (const event of events) bytes += event.wsFrameBytes.length
+  return bytes
 }

@@ -2,6 +2,7 @@ import type { WebSocket } from 'ws'
 import type { SincePosition } from '../broker/broker.js'
 import { ADMIN_CHANNEL, canSubscribe, ORDERS_CHANNEL } from '../auth/channels.js'
 import { ClientError, CloseCode } from '../core/errors.js'
+import { REPLAY_ROOM_TAKEN } from './replay-backlog.js'
 import type { Expiries, Expiring } from '../auth/expiry.js'
 import type { Hub } from '../hub/hub.js'
 import { type Identity, isAdmin } from '../auth/identity.js'
@@ -252,6 +253,10 @@ export class WsSession extends WsConnection<WsSessionDeps> implements Expiring, 
       storeBytes = outcome.storeBytes
     } finally {
       if (replays) reads.settle(this.budgetKey, storeBytes)
+    }
+    if (!outcome.replayCanStart()) {
+      outcome.abandon()
+      throw new ClientError('rate_limited', REPLAY_ROOM_TAKEN)
     }
     this.send(serverFrame.reply(replyType, id, {
       channels,

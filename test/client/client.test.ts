@@ -367,6 +367,26 @@ test('ws: a subscribe of 120 channels with two it may not read: the 118 go live 
   t.notOk(w.states.includes('reconnecting'))
 })
 
+test('ws: a subscribe the gateway answers rate_limited ("try again in a moment") is asked again until taken, not left dark', async (t) => {
+  // A refused resume or rewind left its channel subscribed in the app and silent on the
+  // connection until the next reconnect (session 27).
+  const { url } = await startServer(t, { WS_SUBSCRIBES_PER_SECOND: 1, WS_SUBSCRIBES_BURST: 2 })
+  await publish(t, url, 'product:rl-c', 'stock', { n: 1 })
+  const w = watch(t, { url, token: token('rl1'), channels: ['product:rl-a', 'product:rl-b'], transports: ['ws'] })
+  await w.until('open', () => w.client.state === 'open')
+  // Three channels against a burst of two: the greeting's subscribe or this one is refused
+  // at first (whichever reaches the gateway second).
+  const subscribing = w.client.subscribe('product:rl-c', { rewind: 1 })
+  await w.until('the refusal', () => w.errors.some((e) => e.code === 'rate_limited'))
+  await subscribing
+  await w.until('the rewound state', () => w.on('product:rl-c').length === 1, 5000)
+  t.same(w.on('product:rl-c').map((e) => e.payload.n), [1], 'the rewind arrived')
+  for (const channel of ['product:rl-a', 'product:rl-b', 'product:rl-c']) await publish(t, url, channel, 'stock', { n: 2 })
+  await w.until('live events on every channel', () => w.on('product:rl-c').length === 2 && w.on('product:rl-a').length === 1 && w.on('product:rl-b').length === 1)
+  t.same(offsets(w.on('product:rl-c')), [1, 2], 'and every channel is live, with no gap')
+  t.notOk(w.states.includes('reconnecting'), 'on the same connection')
+})
+
 for (const transport of ['ws', 'sse'] as const) {
   test(`${transport}: a malformed channel name is refused alone, by the client: the other channels go live`, async (t) => {
     // Carried from an audit: over SSE one bad name made every reconnect a 400, every channel dark, for ever.

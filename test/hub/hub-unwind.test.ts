@@ -3,6 +3,7 @@ import type { Broker, DeliverFn, HistoryResult, SincePosition } from '../../lib/
 import { MemoryBroker } from '../../lib/broker/memory-broker.js'
 import type { EventDraft } from '../../lib/core/event.js'
 import { Hub } from '../../lib/hub/hub.js'
+import { sentAfter } from '../../lib/hub/held-channels.js'
 import { RecordingConnection } from '../support/broker-suite.js'
 
 /** A memory broker whose reads or subscribes can be made to reject, as a Redis that went away. */
@@ -77,4 +78,47 @@ t.test('a subscribe whose history read rejects: new channels are left, held ones
   t.equal(connection.pendingEvents, null)
   await broker.publish({ channel: 'room:mine', type: 't', payload: { n: 3 } })
   t.same(connection.received.map((e) => e.payload.n), [1, 2, 3], 'and live delivery goes on')
+})
+
+t.test('a subscribe whose replay must wait for room is abandoned: the connection is left as it was, nothing replayed', async (t) => {
+  const { hub, broker, connection } = setup(t)
+  await broker.publish({ channel: 'room:mine', type: 't', payload: { n: 1 } })
+  await broker.publish({ channel: 'room:mine', type: 't', payload: { n: 2 } })
+  const first = await hub.subscribe(connection, ['room:mine'])
+  first.replay()
+  await broker.publish({ channel: 'room:mine', type: 't', payload: { n: 3 } })
+  await broker.publish({ channel: 'room:fresh', type: 't', payload: { n: 10 } })
+  const sentBefore = sentAfter(connection.heldChannels, 'room:mine')
+  // A resume of the held channel from 1 (a reset to 1, then 2 and 3 again) and a rewind of a new one.
+  const attempt = hub.subscribe(connection, ['room:mine', 'room:fresh'], { 'room:mine': { offset: 1 } }, 5)
+  await broker.publish({ channel: 'room:mine', type: 't', payload: { n: 4 } })
+  const outcome = await attempt
+  t.ok(outcome.replayCanStart(), 'with room, the replay may start')
+  t.not(sentAfter(connection.heldChannels, 'room:mine'), sentBefore, 'the resume moved where the held channel counts from')
+  connection.mustWait = true
+  t.notOk(outcome.replayCanStart(), 'without, it may not')
+  outcome.abandon()
+  t.same(hub.channelsOf(connection), ['room:mine'], 'the new channel was left again')
+  t.equal(sentAfter(connection.heldChannels, 'room:mine'), sentBefore, 'abandoned, it counts from where it did')
+  t.same(connection.received.map((e) => e.payload.n), [3, 4], 'the event held back meanwhile was sent once; nothing was replayed')
+  t.same(connection.resets, [], 'and no reset')
+  t.equal(connection.pendingEvents, null)
+  await broker.publish({ channel: 'room:mine', type: 't', payload: { n: 5 } })
+  await broker.publish({ channel: 'room:fresh', type: 't', payload: { n: 11 } })
+  t.same(connection.received.map((e) => e.payload.n), [3, 4, 5], 'live delivery goes on for the held channel only')
+
+  connection.mustWait = false
+  const again = await hub.subscribe(connection, ['room:fresh'], {}, 5)
+  t.ok(again.replayCanStart())
+  again.replay()
+  t.same(connection.received.map((e) => e.payload.n), [3, 4, 5, 10, 11], 'asked again, the rewind arrives whole')
+})
+
+t.test('a subscribe with nothing to replay may always start', async (t) => {
+  const { hub, connection } = setup(t)
+  connection.mustWait = true
+  const outcome = await hub.subscribe(connection, ['room:quiet'], {}, 5)
+  t.ok(outcome.replayCanStart(), 'an empty history replays nothing, so waits for nothing')
+  outcome.replay()
+  t.same(hub.channelsOf(connection), ['room:quiet'])
 })

@@ -72,37 +72,83 @@ async function drained (socket: Socket): Promise<string> {
   return text
 }
 
-t.test('one user\'s paused SSE streams rewinding large histories: each past its room is refused before any of it is written; others still get theirs', async (t) => {
-  // 8 channels of 100 events of 60 KB: a rewind of the 8 is 48 MB. The user's first stream
-  // holds most of REPLAY_BACKLOG_USER_BYTES (64 MiB); its next ones cannot fit (a black-box
-  // audit: 100 such streams copied 64 MiB each before being cut, and stalled every client).
+/** 8 channels of 100 events of 60 KB: a rewind of the 8 is 48 MB, most of a user's room (64 MiB). */
+async function eightBigChannels (t: Parameters<typeof startServer>[0]) {
   const channels = Array.from({ length: 8 }, (_, i) => `room:big-${i}`)
   const server = await startServer(t, { HISTORY_POLICY: 'room:=100/300' })
   for (const channel of channels) {
     for (let i = 1; i <= EVENTS; i++) await server.app.hub.broker.publish({ channel, type: 'state', payload: { i, big } })
   }
+  return { ...server, channels }
+}
+
+const counter = async (url: string, pattern: RegExp): Promise<number> => Number(pattern.exec(await (await fetch(`${url}/metrics`)).text())?.[1] ?? 0)
+const slowCuts = async (url: string, transport: string) => await counter(url, new RegExp(`gateway_slow_client_disconnects_total\\{transport="${transport}"\\} (\\d+)`))
+
+/** A WebSocket client of `sub` that has stopped reading, whose rewind of `channels` the server has written and holds. */
+async function pausedRewind (t: Parameters<typeof startServer>[0], wsUrl: string, sub: string, channels: string[]): Promise<WsClient> {
+  const client = await WsClient.connect(t, wsUrl, token(sub))
+  const raw = (client.socket as unknown as { _socket: Socket })._socket
+  raw.pause()
+  client.send({ type: 'subscribe', payload: { channels, rewind: EVENTS } })
+  // Its replay is written (and held) once the client's socket has stopped taking bytes.
+  await sleep(300)
+  return client
+}
+
+t.test('one user\'s paused SSE streams rewinding large histories: past its room, the next are refused with a 503 to retry, before any of it is written; others still get theirs', async (t) => {
+  // The user's first stream holds most of REPLAY_BACKLOG_USER_BYTES; its next ones cannot fit.
+  // A black-box audit had 100 such streams copy 64 MiB each before being cut, stalling every
+  // client; they were then opened and cut (4008), their rewinds lost (session 26).
+  const { url, channels } = await eightBigChannels(t)
   const path = (sub: string) => `/sse?channels=${channels.join(',')}&rewind=${EVENTS}&token=${token(sub)}`
-  const first = await pausedStream(t, server.url, path('greedy'))
-  const slowCuts = async () => Number(/gateway_slow_client_disconnects_total\{transport="sse"\} (\d+)/.exec(
-    await (await fetch(`${server.url}/metrics`)).text())?.[1] ?? 0)
+  const first = await pausedStream(t, url, path('greedy'))
   // The first stream's replay is written (and held) before the next ones ask.
-  let deadline = Date.now() + 10_000
+  const deadline = Date.now() + 10_000
   while (first.writableLength === 0 && (first as unknown as { bytesRead: number }).bytesRead === 0 && Date.now() < deadline) await sleep(20)
   await sleep(200)
-  const next = [await pausedStream(t, server.url, path('greedy')), await pausedStream(t, server.url, path('greedy'))]
-  deadline = Date.now() + 10_000
-  while (await slowCuts() < 2 && Date.now() < deadline) await sleep(50)
-  t.equal(await slowCuts(), 2, 'the user\'s next two streams were cut as too slow')
-  for (const socket of next) {
-    const text = await drained(socket)
-    t.match(text, /event: system:connected/, 'each was opened')
-    t.notMatch(text, /event: state/, 'and none of its replay was written')
+  for (let n = 0; n < 2; n++) {
+    const refused = await fetch(`${url}${path('greedy')}`, { headers: { accept: 'text/event-stream' } })
+    t.equal(refused.status, 503, 'the user\'s next stream is refused')
+    t.equal(refused.headers.get('retry-after'), '1', 'to be tried again in a moment')
+    t.match(await refused.text(), /no room for this replay just now; try again/, 'saying why')
   }
-  const other = await SseClient.open(t, `${server.url}${path('other')}`)
+  t.equal(await counter(url, /gateway_connections_refused_total\{transport="sse",reason="replay_room"\} (\d+)/), 2, 'counted as refused for replay room')
+  t.equal(await slowCuts(url, 'sse'), 0, 'not opened and cut as too slow')
+  const other = await SseClient.open(t, `${url}${path('other')}`)
   const events = await other.waitFor(EVENTS * channels.length, (e) => e.event === 'state', 20_000)
   t.equal(events.length, EVENTS * channels.length, 'another user\'s rewind of the same still arrives whole')
+  first.destroy()
+  await sleep(200)
+  const again = await SseClient.open(t, `${url}${path('greedy')}`)
+  const theirs = await again.waitFor(EVENTS * channels.length, (e) => e.event === 'state', 20_000)
+  t.equal(theirs.length, EVENTS * channels.length, 'once its first stream is gone, the user\'s retry arrives whole')
 })
 
+t.test('a WebSocket subscribe whose rewind must wait for the user\'s room is refused (rate_limited), not acknowledged and cut; asked again later, it arrives whole', async (t) => {
+  const { app, url, wsUrl, channels } = await eightBigChannels(t)
+  const greedy = await pausedRewind(t, wsUrl, 'greedy-ws', channels)
+  const second = await WsClient.connect(t, wsUrl, token('greedy-ws'))
+  const answer = await second.request({ type: 'subscribe', payload: { channels, rewind: EVENTS } })
+  t.match(answer, { type: 'error', payload: { code: 'rate_limited', message: /no room for this replay just now; try again/ } }, 'refused, to be asked again')
+  await app.hub.broker.publish({ channel: 'room:big-0', type: 'state', payload: { i: 'after' } })
+  const pong = await second.request({ type: 'system:ping' })
+  t.equal(pong.type, 'system:pong', 'the connection stays open')
+  t.equal(second.frames.filter((f) => f.type === 'state').length, 0, 'and holds none of the channels: no replay, no live event')
+  t.equal(await slowCuts(url, 'ws'), 0, 'nobody was cut')
+
+  greedy.socket.terminate()
+  await sleep(200)
+  const retried = await second.request({ type: 'subscribe', payload: { channels, rewind: EVENTS } })
+  t.equal(retried.type, 'subscribed', 'asked again once the room is free, it is taken')
+  const seen = new Map<string, number[]>()
+  for (let n = 0; n < EVENTS * channels.length; n++) {
+    const event = await second.next((f) => f.type === 'state', 10_000)
+    seen.set(event.channel, [...seen.get(event.channel) ?? [], event.offset])
+  }
+  t.same(seen.get('room:big-0'), Array.from({ length: EVENTS }, (_, i) => i + 2), 'and the rewind arrives whole: the last 100 of each channel, in order')
+  t.equal(seen.size, channels.length, 'of every channel')
+})
 t.test('an SSE rewind whose ids outweigh its events is weighed with them: refused before any of it is written', async (t) => {
   // 100 channels of 200-character names: every frame's `id:` names all 100 positions (some
   // 22 KB), so 100 events of a few bytes per channel make 220 MB of frames. Counting the

@@ -65,6 +65,10 @@ export class RecordingConnection extends HubMember implements Connection {
     for (const event of events) this.sendEvent(event)
   }
 
+  /** What replayMustWait answers (a test sets it to see a subscribe refused for room). */
+  mustWait = false
+  replayMustWait (): boolean { return this.mustWait }
+
   sendReset (channel: string, position: StreamPosition): void { this.resets.push({ channel, position }) }
   readonly presence: Array<{ channel: string, counts: PresenceCounts }> = []
   sendPresence ({ channel, counts }: EncodedPresence): void { this.presence.push({ channel, counts }) }

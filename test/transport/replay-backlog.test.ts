@@ -2,7 +2,8 @@ import { once } from 'node:events'
 import { createServer, connect, type Socket } from 'node:net'
 import t, { type Test } from 'tap'
 import {
-  pastSendLimit, REPLAY_BACKLOG_MAX_BYTES, REPLAY_BACKLOG_TOTAL_BYTES, REPLAY_BACKLOG_USER_BYTES, replayBacklogAllowed, type ReplayTarget, writeReplayWhole
+  pastSendLimit, REPLAY_BACKLOG_MAX_BYTES, REPLAY_BACKLOG_TOTAL_BYTES, REPLAY_BACKLOG_USER_BYTES, replayBacklogAllowed, replayMustWait, type ReplayTarget,
+  writeReplayWhole
 } from '../../lib/transport/replay-backlog.js'
 
 /** A real loopback socket pair: `writer` queues what `reader` (paused) has not read. */
@@ -131,4 +132,45 @@ t.test('one user\'s connections share REPLAY_BACKLOG_USER_BYTES: the rest of the
   const other = await socketPair(t)
   t.ok(writeReplayWhole({}, target(other.writer, 'u:other'), 30 * 1024 * 1024, write30MiB(other.writer), noop),
     'another user\'s replay still fits')
+})
+
+t.test('replayMustWait: true only when room others hold stands in the way, not the connection\'s own bound', async (t) => {
+  const write30MiB = (writer: Socket) => () => { for (let i = 0; i < 480; i++) writer.write(chunk) }
+  const fresh = await socketPair(t)
+  t.notOk(replayMustWait({}, target(fresh.writer, 'u:waits'), 30 * 1024 * 1024), 'with the room free, nothing waits')
+  t.notOk(replayMustWait({}, target(fresh.writer, 'u:waits'), LIMIT), 'nor does a replay within the send buffer')
+  t.notOk(replayMustWait({}, target(fresh.writer, 'u:waits'), LIMIT + REPLAY_BACKLOG_MAX_BYTES + 1), 'nor one past the connection\'s own bound: waiting would not help')
+  t.notOk(replayMustWait({}, target(null, 'u:waits'), 100 * 1024 * 1024), 'nor one without a socket (counted as live events are)')
+
+  const holder = {}
+  const first = await socketPair(t)
+  t.ok(writeReplayWhole(holder, target(first.writer, 'u:waits'), 30 * 1024 * 1024, write30MiB(first.writer), noop))
+  const second = await socketPair(t)
+  t.ok(writeReplayWhole({}, target(second.writer, 'u:waits'), 30 * 1024 * 1024, write30MiB(second.writer), noop))
+  t.ok(first.writer.writableLength + second.writer.writableLength > 50 * 1024 * 1024, `the user holds most of its room (${first.writer.writableLength} + ${second.writer.writableLength})`)
+  t.ok(replayMustWait({}, target(fresh.writer, 'u:waits'), 30 * 1024 * 1024), 'its next replay must wait for it')
+  t.notOk(replayMustWait(holder, target(fresh.writer, 'u:waits'), 30 * 1024 * 1024 - first.writer.writableLength),
+    'except on a connection whose own allowance it would replace')
+  t.notOk(replayMustWait({}, target(fresh.writer, 'u:other'), 30 * 1024 * 1024), 'another user\'s does not')
+  t.equal(writeReplayWhole({}, target(fresh.writer, 'u:waits'), 30 * 1024 * 1024, write30MiB(fresh.writer), noop), false,
+    'and what it says is what writing would find')
+
+  first.reader.resume()
+  second.reader.resume()
+  await Promise.all([once(first.writer, 'drain'), once(second.writer, 'drain')])
+  const later = await socketPair(t)
+  t.notOk(replayMustWait({}, target(later.writer, 'u:waits'), 30 * 1024 * 1024), 'once they drained, it need not wait')
+})
+
+t.test('replayMustWait: the instance\'s room, held by many users, makes the next user\'s replay wait', async (t) => {
+  const write30MiB = (writer: Socket) => () => { for (let i = 0; i < 480; i++) writer.write(chunk) }
+  let n = 0
+  // Each its own user, until the instance's total leaves less than one more replay.
+  while (replayBacklogAllowed() <= REPLAY_BACKLOG_TOTAL_BYTES - 30 * 1024 * 1024 && n < 20) {
+    const { writer } = await socketPair(t)
+    t.ok(writeReplayWhole({}, target(writer, `u:many-${n++}`), 30 * 1024 * 1024, write30MiB(writer), noop))
+  }
+  const next = await socketPair(t)
+  t.ok(replayMustWait({}, target(next.writer, 'u:next'), 30 * 1024 * 1024), `after ${n} users' replays, a new user's must wait`)
+  t.notOk(replayMustWait({}, target(next.writer, 'u:next'), LIMIT), 'though one within the send buffer need not')
 })
