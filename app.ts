@@ -166,6 +166,12 @@ function drainingRequests (app: FastifyInstance): void {
     const path = request.routeOptions.url
     if (!hub.isShuttingDown || path === '/ws' || path === '/sse' || path === '/metrics') return done()
     reply.code(503).header('connection', 'close').header('retry-after', '1')
-      .send({ statusCode: 503, error: 'Service Unavailable', message: 'server restarting; try again' })
+    // Readiness answers in its own shape, which its 503 schema requires: the error shape
+    // failed to serialise and went out as a 500 on every deploy (audit, session 27).
+    if (path === '/health/ready' || path === '/ready') return reply.send(SHUTTING_DOWN)
+    reply.send({ statusCode: 503, error: 'Service Unavailable', message: 'server restarting; try again' })
   })
 }
+
+/** What /health/ready says once the instance shuts down. */
+const SHUTTING_DOWN = { status: 'not_ready', checks: { instance: 'shutting_down' }, unavailable: ['instance'] }
