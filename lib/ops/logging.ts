@@ -57,12 +57,23 @@ function decodedKey (key: string): string {
   }
 }
 
+/**
+ * Logged fields that may hold a secret. A Redis error carries the command that failed with
+ * its arguments (ioredis's `err.command`): an AUTH refused after a password rotation logged
+ * the password in clear (audit, session 27), and other commands' arguments are events'
+ * payloads. A cluster's error carries its last node's error.
+ */
+const SECRET_PATHS = [
+  'req.headers.authorization', 'headers.authorization', '*.token', 'token',
+  'err.command.args', 'err.lastNodeError.command.args'
+]
+
 interface LoggableRequest { method: string, url: string, ip?: string, socket?: { remotePort?: number } }
 
 export function loggerOptions (level: string): object {
   return {
     level,
-    redact: { paths: ['req.headers.authorization', 'headers.authorization', '*.token', 'token'], censor: '[REDACTED]' },
+    redact: { paths: [...SECRET_PATHS], censor: '[REDACTED]' },
     serializers: {
       req (req: LoggableRequest) {
         return { method: req.method, url: redactUrl(req.url), remoteAddress: req.ip, remotePort: req.socket?.remotePort }

@@ -140,3 +140,20 @@ t.test('blips that cut both of an instance\'s Redis connections under a steady s
   t.same(frames.filter((f) => f.type === 'system:reset'), [], 'no reset: history still held what the blips kept from pub/sub')
   t.same(frames.map((f) => f.offset), Array.from({ length: 150 }, (_, i) => i + 1), 'each event once, in offset order')
 })
+
+t.test('Redis refuses the gateway\'s password after a rotation: the refusal is logged, the password never', async (t) => {
+  // Audit: ioredis's error carries the AUTH command with its arguments, and it was logged whole.
+  const redis = await OwnRedis.start(t)
+  const admin = await redisClient(t, undefined, redis.url)
+  await admin.call('ACL', 'SETUSER', 'gateway', 'on', '>first-Secret-pw', '~*', '&*', '+@all')
+  const lines: string[] = []
+  const sink = new Writable({ write (chunk, _enc, done) { lines.push(String(chunk)); done() } })
+  const { host } = new URL(redis.url)
+  await startServer(t, { REDIS_URL: `redis://gateway:first-Secret-pw@${host}`, REDIS_KEY_PREFIX: 'rotated:' }, { logger: { ...loggerOptions('info'), stream: sink } })
+  await admin.call('ACL', 'SETUSER', 'gateway', 'resetpass', '>second-Secret-pw')
+  await admin.call('CLIENT', 'KILL', 'USER', 'gateway')
+  await eventually('the refused AUTH logged', () => lines.some((l) => l.includes('WRONGPASS')))
+  const refused = lines.find((l) => l.includes('WRONGPASS')) as string
+  t.match(refused, /"command":\{"name":"auth","args":"\[REDACTED\]"\}/, 'the failed command is named, its arguments are not')
+  t.notOk(lines.some((l) => l.includes('first-Secret-pw')), 'no line holds the password')
+})
