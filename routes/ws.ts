@@ -132,7 +132,7 @@ const wsRoutes: FastifyPluginAsyncTypebox = async (app) => {
    * Subscribes a new connection to its own channels, then greets it; the 101 held since
    * onRequest leaves with the greeting (lib/transport/handshake-hold.ts). Never rejects.
    */
-  function greet (connection: WsConnection, raw: Socket): Promise<void> {
+  function greet (connection: WsSession, raw: Socket): Promise<void> {
     const identity = connection.identity
     const channels = defaultChannels(identity)
     return hub.subscribe(connection, channels).then((outcome) => {
@@ -144,6 +144,7 @@ const wsRoutes: FastifyPluginAsyncTypebox = async (app) => {
         heartbeatMs: config.HEARTBEAT_MS
       }))
       outcome.replay()
+      connection.holdOwnChannels(channels)
       releaseHandshake(raw)
     }).catch((err) => {
       app.log.error({ err, connectionId: connection.id }, 'could not subscribe a new connection')

@@ -230,7 +230,8 @@ export class Hub {
     }
     const holding = unique.filter((_, i) => holdsLive(asks[i]))
     member.pendingEvents ??= new Map()
-    for (const channel of holding) member.pendingEvents.set(channel, [])
+    // Events held already (holdLive: since the connect) stay: the plan counts them as held.
+    for (const channel of holding) if (!member.pendingEvents.has(channel)) member.pendingEvents.set(channel, [])
     // Which channels this connection is the first local subscriber of, before joining.
     const first = new Set(fresh.filter((c) => !this.byChannel.has(c)))
     for (const channel of fresh) this.join(member, channel)
@@ -343,6 +344,41 @@ export class Hub {
       }
     })
     if (member.pendingEvents?.size === 0) member.pendingEvents = null
+  }
+
+  /**
+   * Holds back the live events of channels the connection holds until `release`, as a
+   * subscribe holds them while it reads: a subscribe with `since` meanwhile then replays what
+   * was missed before them, in order. A WebSocket connection holds its own channels so from
+   * its greeting until its first frame (lib/transport/ws-session.ts): an event sent live
+   * before the client's resume of `user:<id>` arrived made that resume a `system:reset` and a
+   * duplicate (an audit of rolling deploys: 3 of 52 resumes at 10 events/s per user).
+   */
+  holdLive (connection: Connection, channels: readonly string[]): void {
+    const member: Member = connection
+    if (!this.members.has(member)) return
+    for (const channel of channels) {
+      if (!holds(member.heldChannels, channel)) continue
+      member.pendingEvents ??= new Map()
+      if (!member.pendingEvents.has(channel)) member.pendingEvents.set(channel, [])
+    }
+  }
+
+  /** Sends what holdLive held back of the channels (what a subscribe has not taken), in order. */
+  release (connection: Connection, channels: readonly string[]): void {
+    const member: Member = connection
+    const pending = member.pendingEvents
+    if (pending === null || pending === undefined) return
+    for (const channel of channels) {
+      const held = pending.get(channel)
+      if (held === undefined) continue
+      pending.delete(channel)
+      for (const item of held) {
+        if (isReset(item)) setSentAfter(member.heldChannels, channel, item.position.offset)
+        sendHeld(member, item)
+      }
+    }
+    if (pending.size === 0) member.pendingEvents = null
   }
 
   /** The channels a connection holds. */
