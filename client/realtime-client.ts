@@ -421,19 +421,25 @@ export class RealtimeClient {
       this.subs.hold(resumed)
       requests.push(this.subscribeFrame(this.subs.defaults).finally(() => this.show(this.subs.releaseUnacknowledged(resumed))))
     }
+    // 'open' waits for their first answers: one refused as rate_limited is asked again
+    // meanwhile (subscribeRetrying), and one that never fits must not hold 'open' for ever.
     const extra = this.subs.extra()
-    if (extra.length > 0) requests.push(...this.subscribeFrames(extra))
+    if (extra.length > 0) requests.push(...this.subscribeFrames(extra, true))
     return Promise.allSettled(requests)
   }
 
   /** One subscribe per rewind asked for (a frame carries one); channels with a position resume (`since`). */
-  private subscribeFrames (channels: string[]): Array<Promise<unknown>> {
+  private subscribeFrames (channels: string[], firstAnswers = false): Array<Promise<unknown>> {
     const groups = new Map<number | undefined, string[]>()
     for (const channel of channels) {
       const rewind = this.subs.rewindOf(channel)
       groups.set(rewind, [...groups.get(rewind) ?? [], channel])
     }
-    return [...groups].map(async ([rewind, group]) => await this.subscribeGroup(group, rewind))
+    return [...groups].map(async ([rewind, group]) => {
+      if (!firstAnswers) return await this.subscribeGroup(group, rewind)
+      // Settles when the group is taken or refused, or at its first rate_limited: its retries go on.
+      await new Promise<void>((resolve) => { this.subscribeGroup(group, rewind, resolve).then(resolve, resolve) })
+    })
   }
 
   /**
@@ -444,12 +450,12 @@ export class RealtimeClient {
    * the first refusal. One frame at a time: asking channel by channel could run into the
    * inbound rate limit and close the connection (1008).
    */
-  private async subscribeGroup (group: string[], rewind: number | undefined): Promise<void> {
+  private async subscribeGroup (group: string[], rewind: number | undefined, answered?: () => void): Promise<void> {
     let rest = group
     let refused: unknown
     while (rest.length > 0) {
       try {
-        await this.subscribeRetrying(() => rest.filter((c) => this.subs.desired.has(c)), rewind)
+        await this.subscribeRetrying(() => rest.filter((c) => this.subs.desired.has(c)), rewind, answered)
         break
       } catch (err) {
         if (!refusal(err)) throw err
@@ -513,7 +519,7 @@ export class RealtimeClient {
    * connection resubscribes everything). Left refused, the channel would have stayed dark
    * until the next reconnect, and a resume's gap with it. Other refusals reject.
    */
-  private async subscribeRetrying (channels: () => string[], rewind?: number): Promise<unknown> {
+  private async subscribeRetrying (channels: () => string[], rewind?: number, answered?: () => void): Promise<unknown> {
     const transport = this.current
     for (let attempt = 1; ; attempt++) {
       const names = channels()
@@ -523,6 +529,7 @@ export class RealtimeClient {
         return await this.request({ type: 'subscribe', payload: { channels: names, since, rewind } }, since)
       } catch (err) {
         if ((err as { code?: string })?.code !== 'rate_limited') throw err
+        answered?.()
         await pause(backoffDelay(this.options.backoff, attempt))
         if (this.current !== transport || transport === null) return undefined
       }

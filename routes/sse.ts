@@ -145,7 +145,8 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
     if (!outcome.replayCanStart()) {
       hub.remove(connection)
       metrics.refusedConnections.inc({ transport: 'sse', reason: 'replay_room' })
-      return plainError(reply.header('retry-after', '1'), 503, 'Service Unavailable', REPLAY_ROOM_TAKEN)
+      // A stream that says come back, not a 503: EventSource gives up for good on a 503.
+      return comeBackSoon(reply, streamOrigins, REPLAY_ROOM_TAKEN)
     }
 
     reply.hijack()

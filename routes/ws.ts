@@ -143,7 +143,8 @@ const wsRoutes: FastifyPluginAsyncTypebox = async (app) => {
         channels,
         heartbeatMs: config.HEARTBEAT_MS
       }))
-      outcome.replay()
+      // Its own channels' live events stay held for its first frame, a resume (holdOwnChannels).
+      outcome.replay(true)
       connection.holdOwnChannels(channels)
       releaseHandshake(raw)
     }).catch((err) => {

@@ -39,9 +39,10 @@ export interface SubscribeOutcome {
   /**
    * Sends the replayed events, then the live events that arrived meanwhile, and makes
    * the subscriptions live. Call it right after acknowledging, with no await between,
-   * so nothing slips in between the acknowledgement and the replay.
+   * so nothing slips in between the acknowledgement and the replay. `keepHolding`: the live
+   * events of the channels it joined or resumed stay held after the replay, until `release`.
    */
-  replay(): void
+  replay(keepHolding?: boolean): void
   /**
    * False when the replay must wait for room that other replays hold, the user's or the
    * instance's (Connection.replayMustWait). Ask right before acknowledging, with no await
@@ -230,8 +231,10 @@ export class Hub {
     }
     const holding = unique.filter((_, i) => holdsLive(asks[i]))
     member.pendingEvents ??= new Map()
-    // Events held already (holdLive: since the connect) stay: the plan counts them as held.
-    for (const channel of holding) if (!member.pendingEvents.has(channel)) member.pendingEvents.set(channel, [])
+    // Events held already (a WebSocket's own channels, since its greeting: replay's keepHolding)
+    // stay: the plan counts them as held, and a subscribe undone hands them back as they were.
+    const heldBefore = new Set(holding.filter((channel) => member.pendingEvents?.has(channel)))
+    for (const channel of holding) if (!heldBefore.has(channel)) member.pendingEvents.set(channel, [])
     // Which channels this connection is the first local subscriber of, before joining.
     const first = new Set(fresh.filter((c) => !this.byChannel.has(c)))
     for (const channel of fresh) this.join(member, channel)
@@ -247,7 +250,7 @@ export class Hub {
       results = await Promise.all(unique.map((channel, i) => this.read(channel, readFor(asks[i]))))
       plans = asks.map((ask, i) => planFor(ask, results[i], firstHeldOffset(member.pendingEvents?.get(unique[i]))))
     } catch (err) {
-      this.unwind(member, unique, asks)
+      this.unwind(member, unique, asks, heldBefore)
       throw err
     }
     const positions = channelRecord<StreamPosition>()
@@ -278,11 +281,14 @@ export class Hub {
       storeBytes,
       replayCanStart: () => replayed === undefined || !this.members.has(connection) || !connection.replayMustWait(replayed),
       abandon: () => {
-        // Held channels go back to what they had been sent (a resume had moved it).
-        asks.forEach((ask, i) => { if (ask.sentAfter !== undefined) setSentAfter(member.heldChannels, unique[i], ask.sentAfter) })
-        this.unwind(member, unique, asks)
+        // Held channels a resume had moved go back to what they had been sent (nothing is
+        // awaited between the plan and this, so nothing else has moved them meanwhile).
+        asks.forEach((ask, i) => {
+          if (ask.sentAfter !== undefined && plans[i].sentAfter !== undefined) setSentAfter(member.heldChannels, unique[i], ask.sentAfter)
+        })
+        this.unwind(member, unique, asks, heldBefore)
       },
-      replay: () => {
+      replay: (keepHolding = false) => {
         if (!this.members.has(connection)) return
         // Each channel's reset before its events, all of which go as one replay.
         plans.forEach((plan, i) => { if (plan.reset !== undefined) connection.sendReset(unique[i], plan.reset) })
@@ -293,17 +299,21 @@ export class Hub {
           if (held === undefined) continue
           const index = unique.indexOf(channel)
           let after = plans[index].liveAfter
+          // Kept held instead (keepHolding) until release(), which sends them as they would have been.
+          const kept: Array<EncodedEvent | ChannelReset> | undefined = keepHolding ? [] : undefined
           for (let k = firstFreshHeld(held, results[index].position.epoch, after); k < held.length; k++) {
             const item = held[k]
             if (isReset(item)) {
               // Everything now counts from the reset's position.
               after = item.position.offset
-              setSentAfter(member.heldChannels, channel, after)
-              sendHeld(connection, item)
+              if (kept !== undefined) kept.push(item)
+              else flushHeld(member, channel, [item])
             } else if (item.event.offset > after) {
-              sendHeld(connection, item)
+              if (kept !== undefined) kept.push(item)
+              else sendHeld(connection, item)
             }
           }
+          if (kept !== undefined) (member.pendingEvents ??= new Map()).set(channel, kept)
         }
         if (member.pendingEvents?.size === 0) member.pendingEvents = null
         // Presence comes right after subscribing, then as it changes (lib/hub/presence-tracker.ts).
@@ -333,12 +343,14 @@ export class Hub {
    * A subscribe failed half way: channels it joined are left again, and channels the
    * connection already held get what was held back for them, as they would have.
    */
-  private unwind (member: Member, channels: readonly string[], asks: readonly ChannelAsk[]): void {
+  private unwind (member: Member, channels: readonly string[], asks: readonly ChannelAsk[], heldBefore: ReadonlySet<string>): void {
     channels.forEach((channel, i) => {
+      // Held before this subscribe (kept by a replay): held still, as it was.
+      if (heldBefore.has(channel)) return
       const held = member.pendingEvents?.get(channel)
       member.pendingEvents?.delete(channel)
       if (asks[i].sentAfter !== undefined) {
-        for (const item of held ?? []) sendHeld(member, item)
+        if (held !== undefined) this.flushHeldCounted(member, channel, held)
       } else if (this.members.has(member)) {
         this.leave(member, channel)
       }
@@ -347,24 +359,13 @@ export class Hub {
   }
 
   /**
-   * Holds back the live events of channels the connection holds until `release`, as a
-   * subscribe holds them while it reads: a subscribe with `since` meanwhile then replays what
-   * was missed before them, in order. A WebSocket connection holds its own channels so from
-   * its greeting until its first frame (lib/transport/ws-session.ts): an event sent live
-   * before the client's resume of `user:<id>` arrived made that resume a `system:reset` and a
-   * duplicate (an audit of rolling deploys: 3 of 52 resumes at 10 events/s per user).
+   * Sends, in order, what a `replay(true)` kept held of the channels and no subscribe has
+   * taken since. A WebSocket connection keeps its own channels (`user:<id>`) so from its
+   * greeting until its first frame (lib/transport/ws-session.ts, holdOwnChannels): a client
+   * resuming them with `since` meanwhile gets what it missed before them, in order. An event
+   * sent live before the resume arrived made it a `system:reset` and that event again (an
+   * audit of rolling deploys: 3 of 52 resumes at 10 events/s per user).
    */
-  holdLive (connection: Connection, channels: readonly string[]): void {
-    const member: Member = connection
-    if (!this.members.has(member)) return
-    for (const channel of channels) {
-      if (!holds(member.heldChannels, channel)) continue
-      member.pendingEvents ??= new Map()
-      if (!member.pendingEvents.has(channel)) member.pendingEvents.set(channel, [])
-    }
-  }
-
-  /** Sends what holdLive held back of the channels (what a subscribe has not taken), in order. */
   release (connection: Connection, channels: readonly string[]): void {
     const member: Member = connection
     const pending = member.pendingEvents
@@ -373,12 +374,16 @@ export class Hub {
       const held = pending.get(channel)
       if (held === undefined) continue
       pending.delete(channel)
-      for (const item of held) {
-        if (isReset(item)) setSentAfter(member.heldChannels, channel, item.position.offset)
-        sendHeld(member, item)
-      }
+      this.flushHeldCounted(member, channel, held)
     }
     if (pending.size === 0) member.pendingEvents = null
+  }
+
+  /** flushHeld, each event counted as delivered (it was not when it was held back). */
+  private flushHeldCounted (member: Member, channel: string, held: ReadonlyArray<EncodedEvent | ChannelReset>): void {
+    flushHeld(member, channel, held)
+    const onDelivered = this.options.onDelivered
+    if (onDelivered !== undefined) for (const item of held) if (!isReset(item)) onDelivered(item.event, 1)
   }
 
   /** The channels a connection holds. */
@@ -564,6 +569,14 @@ function firstFreshHeld (held: ReadonlyArray<EncodedEvent | ChannelReset>, readE
 function firstHeldOffset (held: ReadonlyArray<EncodedEvent | ChannelReset> | undefined): number | undefined {
   const first = held?.[0]
   return first === undefined || isReset(first) ? undefined : first.event.offset
+}
+
+/** Sends what was held back of a channel, in order; a reset moves where the channel counts from. */
+function flushHeld (member: Member, channel: string, held: ReadonlyArray<EncodedEvent | ChannelReset>): void {
+  for (const item of held) {
+    if (isReset(item)) setSentAfter(member.heldChannels, channel, item.position.offset)
+    sendHeld(member, item)
+  }
 }
 
 /** Sends what was held back for a replaying channel: an event, or a reset. */

@@ -61,11 +61,11 @@ function decodedKey (key: string): string {
  * Logged fields that may hold a secret. A Redis error carries the command that failed with
  * its arguments (ioredis's `err.command`): an AUTH refused after a password rotation logged
  * the password in clear (audit, session 27), and other commands' arguments are events'
- * payloads. A cluster's error carries its last node's error.
+ * payloads. A cluster's error carries its last node's error, a MULTI's those of its commands.
  */
 const SECRET_PATHS = [
   'req.headers.authorization', 'headers.authorization', '*.token', 'token',
-  'err.command.args', 'err.lastNodeError.command.args'
+  'err.command.args', 'err.lastNodeError.command.args', 'err.previousErrors[*].command.args'
 ]
 
 interface LoggableRequest { method: string, url: string, ip?: string, socket?: { remotePort?: number } }

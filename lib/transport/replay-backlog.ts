@@ -61,12 +61,18 @@ function roomFor (user: string): number {
  */
 export function replayMustWait (owner: object, target: ReplayTarget, bytes: number): boolean {
   if (target.socket === null) return false
-  const past = target.queued() + bytes - target.limit
+  // What goes out between this check and the replay's write (the acknowledgement; over SSE
+  // the head, the greeting and its channel list) counts too, so a replay that only just
+  // fits is not acknowledged and then cut.
+  const past = target.queued() + bytes + ACKNOWLEDGEMENT_BYTES - target.limit
   if (past <= 0 || past > REPLAY_BACKLOG_MAX_BYTES) return false
   const own = allowances.get(owner)?.counted ?? 0
   const shared = Math.min(REPLAY_BACKLOG_TOTAL_BYTES - allowedTotal, REPLAY_BACKLOG_USER_BYTES - (allowedPerUser.get(target.user) ?? 0)) + own
   return past > shared
 }
+
+/** An upper bound on what a subscribe's acknowledgement, or an SSE stream's opening, writes before its replay. */
+const ACKNOWLEDGEMENT_BYTES = 64 * 1024
 
 /** What a subscribe or stream refused by replayMustWait is told (`rate_limited`; SSE, a 503 with Retry-After). */
 export const REPLAY_ROOM_TAKEN = 'history being replayed to other connections leaves no room for this replay just now; try again in a moment'

@@ -187,17 +187,15 @@ export class WsSession extends WsConnection<WsSessionDeps> implements Expiring, 
   }
 
   /**
-   * Holds the live events of the connection's own channels (`user:<id>`, joined at the live
-   * edge before the greeting) until its first frame has been handled, OWN_CHANNELS_HOLD_MS
-   * at most. A client resuming them with `since` sends that first, right after
-   * `system:connected`: what it missed then comes before what was held, in order. An event
-   * sent live before the resume arrived made it a `system:reset` and that event again (an
-   * audit of rolling deploys: 3 of 52 resumes at 10 events/s per user; lib/hub/hub.ts, holdLive).
+   * The greeting's subscribe kept the live events of the connection's own channels
+   * (`user:<id>`, joined at the live edge) held (its replay(true)); they go once its first
+   * frame has been handled, or OWN_CHANNELS_HOLD_MS after the greeting. A client resuming them
+   * with `since` sends that first, right after `system:connected`: what it missed then comes
+   * before what was held, in order (lib/hub/hub.ts, release).
    */
   holdOwnChannels (channels: readonly string[]): void {
     if (channels.length === 0) return
     this.heldOwn = channels
-    this.deps.hub.holdLive(this, channels)
     // Behind any frame being handled, never in the middle of its subscribe.
     setTimeout(() => { this.enqueue(0, async () => { this.releaseOwnChannels() }) }, OWN_CHANNELS_HOLD_MS).unref()
   }
