@@ -3,6 +3,7 @@ import type { Broker, DeliverFn, HistoryResult, SincePosition } from '../../lib/
 import { MemoryBroker } from '../../lib/broker/memory-broker.js'
 import type { EventDraft, PublishedEvent } from '../../lib/core/event.js'
 import { Hub } from '../../lib/hub/hub.js'
+import { sentAfter } from '../../lib/hub/held-channels.js'
 import { RecordingConnection } from '../support/broker-suite.js'
 
 /**
@@ -170,4 +171,60 @@ t.test('resets the read overtook are dropped with what came before them, however
   t.same(connection.resets, [], 'and no reset back into an epoch it has left')
   hub.deliver(eventOf(channel, 'E3', 2))
   t.same(connection.received.map((e) => `${e.epoch}/${e.offset}`), ['E3/1', 'E3/2'], 'live delivery goes on')
+})
+
+t.test('a subscribe undone after a reset reached a held channel it only named: the channel counts from the reset', async (t) => {
+  // Review: abandon() put back the count read before the subscribe's awaits, over the reset's.
+  const channel = 'room:undone-reset'
+  const { hub, broker, connection } = await setup(t, channel, 3)
+  const joined = await hub.subscribe(connection, [channel])
+  joined.replay()
+  const reading = broker.gate()
+  const subscribing = hub.subscribe(connection, [channel, 'room:undone-other'], {}, 5)
+  await reading
+  hub.reset(channel, { offset: 0, epoch: 'epoch-2' })
+  broker.open()
+  const outcome = await subscribing
+  t.equal(sentAfter(connection.heldChannels, channel), 0, 'the reset moved its count')
+  outcome.abandon()
+  t.equal(sentAfter(connection.heldChannels, channel), 0, 'and undoing the subscribe leaves it there')
+  t.same(hub.channelsOf(connection), [channel])
+})
+
+t.test('events kept held after a replay (replay(true)) include one delivered during the read past the position read, and a resume then needs no reset', async (t) => {
+  // Review: the greeting replayed, then began holding: an event delivered during its read,
+  // past the position the read answered, went out first, and the resume became a reset.
+  const channel = 'user:kept'
+  const { hub, broker, connection, epoch } = await setup(t, channel, 3)
+  const reading = broker.gate()
+  broker.answer = { events: [], position: { offset: 3, epoch }, recovered: true } // read before 4 landed
+  const joining = hub.subscribe(connection, [channel])
+  await reading
+  await broker.publish({ channel, type: 't', payload: { n: 4 } })
+  broker.open()
+  const joined = await joining
+  joined.replay(true)
+  t.same(offsets(connection), [], 'nothing sent yet: 4 is kept held')
+  const resumed = await hub.subscribe(connection, [channel], { [channel]: { offset: 2, epoch } })
+  t.same(resumed.recovered, { [channel]: true })
+  resumed.replay()
+  t.same(offsets(connection), [3, 4], 'what was missed, then what was held, in order')
+  t.same(connection.resets, [], 'with no reset')
+  await broker.publish({ channel, type: 't', payload: { n: 5 } })
+  t.same(offsets(connection), [3, 4, 5], 'then live')
+})
+
+t.test('release() sends what a replay(true) kept, in order, and moves the count on a held reset', async (t) => {
+  const channel = 'user:released'
+  const { hub, broker, connection } = await setup(t, channel, 1)
+  const joined = await hub.subscribe(connection, [channel])
+  joined.replay(true)
+  await broker.publish({ channel, type: 't', payload: { n: 2 } })
+  hub.reset(channel, { offset: 7, epoch: 'epoch-2' })
+  t.same(offsets(connection), [], 'held')
+  hub.release(connection, [channel])
+  t.same(offsets(connection), [2])
+  t.same(connection.resets.map((r) => r.position), [{ offset: 7, epoch: 'epoch-2' }], 'then the reset')
+  t.equal(sentAfter(connection.heldChannels, channel), 7, 'which moved the count')
+  t.equal(connection.pendingEvents, null, 'nothing held any more')
 })

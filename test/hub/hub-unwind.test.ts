@@ -122,3 +122,24 @@ t.test('a subscribe with nothing to replay may always start', async (t) => {
   outcome.replay()
   t.same(hub.channelsOf(connection), ['room:quiet'])
 })
+
+t.test('a subscribe undone while its channel was kept held (a new connection\'s own channel) leaves it held, as it was', async (t) => {
+  // Review: undoing flushed the greeting's hold, so the client's retry of its resume met
+  // events already sent live (a reset and those events again).
+  const { hub, broker, connection } = setup(t)
+  await broker.publish({ channel: 'user:own', type: 't', payload: { n: 1 } })
+  const joined = await hub.subscribe(connection, ['user:own'])
+  joined.replay(true)
+  await broker.publish({ channel: 'user:own', type: 't', payload: { n: 2 } })
+  const attempt = await hub.subscribe(connection, ['user:own', 'room:big'], { 'user:own': { offset: 0 } }, 5)
+  connection.mustWait = true
+  t.notOk(attempt.replayCanStart())
+  attempt.abandon()
+  t.same(connection.received, [], 'nothing sent: still held')
+  t.ok(connection.pendingEvents?.has('user:own'), 'the hold is still there')
+  connection.mustWait = false
+  const retried = await hub.subscribe(connection, ['user:own'], { 'user:own': { offset: 0 } })
+  retried.replay()
+  t.same(connection.received.map((e) => e.payload.n), [1, 2], 'the retried resume: what was missed, then what was held')
+  t.same(connection.resets, [], 'with no reset')
+})
