@@ -259,9 +259,17 @@ t.test('health, readiness, metrics, docs', async (t) => {
   t.match(text, /^gateway_connections\{transport="ws"\} 1$/m)
   t.match(text, /^gateway_messages_sent_total\{type="metric:probe"\} 1$/m)
 
-  const docs = await fetch(`${url}/api/docs`)
-  t.equal(docs.status, 200)
-  t.match(docs.headers.get('content-type'), /html/)
+  for (const page of ['/api/docs', '/api/docs/', '/api/docs/static/index.html']) {
+    const docs = await fetch(`${url}${page}`)
+    t.equal(docs.status, 200, page)
+    if (page !== '/api/docs') t.match(docs.headers.get('content-type'), /html/)
+    // Audit: no page may frame the docs (one could get a token pasted into them).
+    t.match(docs.headers.get('content-security-policy'), /frame-ancestors 'none'/, `${page}: framing refused`)
+    t.notMatch(docs.headers.get('content-security-policy'), /upgrade-insecure-requests/, 'and plain HTTP kept working')
+    t.equal(docs.headers.get('x-frame-options'), 'DENY')
+    t.equal(docs.headers.get('x-content-type-options'), 'nosniff')
+  }
+  t.equal((await fetch(`${url}/health`)).headers.get('content-security-policy'), null, 'the API\'s answers carry none of it')
   const openapi = await (await fetch(`${url}/api/docs/json`)).json() as Frame
   t.match(openapi, { openapi: /^3\./ })
   const statuses = (operation: Frame | undefined) => Object.keys(operation?.responses ?? {}).sort()
