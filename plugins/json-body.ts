@@ -1,3 +1,5 @@
+import { isUtf8 } from 'node:buffer'
+import type { IncomingHttpHeaders } from 'node:http'
 import type { FastifyInstance } from 'fastify'
 import { ClientError } from '../lib/core/errors.js'
 import { parseUntrustedJson, UntrustedJsonError } from '../lib/ingress/untrusted-json.js'
@@ -11,9 +13,14 @@ import { parseUntrustedJson, UntrustedJsonError } from '../lib/ingress/untrusted
  */
 export function installJsonBodyParser (app: FastifyInstance): void {
   app.removeContentTypeParser('application/json')
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
-    const text = body as string
-    if (text.length === 0) return done(new ClientError('bad_request', 'Body cannot be empty when content-type is set to \'application/json\''), undefined)
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
+    const unreadable = unreadableCoding(request.headers)
+    if (unreadable !== undefined) return done(Object.assign(new Error(unreadable), { statusCode: 415 }), undefined)
+    const bytes = body as Buffer
+    if (bytes.length === 0) return done(new ClientError('bad_request', 'Body cannot be empty when content-type is set to \'application/json\''), undefined)
+    // As a Kafka value: bytes that are not UTF-8 are no JSON text, not text to patch with U+FFFD (audit).
+    if (!isUtf8(bytes)) return done(new ClientError('bad_request', 'body: not valid UTF-8'), undefined)
+    const text = bytes.toString('utf8')
     try {
       done(null, parseUntrustedJson(text))
     } catch (err) {
@@ -27,3 +34,20 @@ export function installJsonBodyParser (app: FastifyInstance): void {
     }
   })
 }
+
+/**
+ * Why a body cannot be read as sent (415), or undefined: JSON is read as UTF-8 only (RFC
+ * 8259), and Fastify does not decode a Content-Encoding: a gzipped body was a 400 "not
+ * valid JSON", and a `br` one taken as it was (audit). Neither header's value is repeated.
+ */
+function unreadableCoding (headers: IncomingHttpHeaders): string | undefined {
+  const coding = headers['content-encoding']
+  if (coding !== undefined && coding.trim().toLowerCase() !== 'identity') {
+    return 'Content-Encoding is not supported: send the body uncompressed'
+  }
+  const charset = CHARSET.exec(headers['content-type'] ?? '')?.[1]
+  if (charset !== undefined && !/^utf-?8$/i.test(charset)) return 'JSON bodies are read as UTF-8 only (charset=utf-8, or none)'
+  return undefined
+}
+
+const CHARSET = /;\s*charset\s*=\s*"?([^";\s]*)/i

@@ -51,7 +51,7 @@ function momentOf (value: string | number, field: string): number {
  */
 const controlRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const ttlMs = app.config.REVOCATION_TTL_SECONDS * 1000
-  const errors = { 400: ErrorReply, 401: ErrorReply, 403: ErrorReply, 413: ErrorReply, 429: ErrorReply, 503: ErrorReply }
+  const errors = { 400: ErrorReply, 401: ErrorReply, 403: ErrorReply, 413: ErrorReply, 415: ErrorReply, 429: ErrorReply, 503: ErrorReply }
 
   app.post('/realtime/disconnect', {
     onRequest: app.requireServiceOrAdmin,

@@ -51,7 +51,7 @@ const publishRoutes: FastifyPluginAsyncTypebox = async (app) => {
           }))
         }),
         response: {
-          202: Receipt, 400: ErrorReply, 401: ErrorReply, 403: ErrorReply, 413: ErrorReply, 422: ErrorReply, 429: ErrorReply, 503: ErrorReply
+          202: Receipt, 400: ErrorReply, 401: ErrorReply, 403: ErrorReply, 413: ErrorReply, 415: ErrorReply, 422: ErrorReply, 429: ErrorReply, 503: ErrorReply
         }
       }
     }, async (request, reply) => {

@@ -275,11 +275,11 @@ t.test('health, readiness, metrics, docs', async (t) => {
   const statuses = (operation: Frame | undefined) => Object.keys(operation?.responses ?? {}).sort()
   for (const route of ['/realtime/publish', '/realtime/broadcast', '/realtime/notify', '/realtime/broadcast/order', '/realtime/broadcast/inventory', '/realtime/test/notification']) {
     t.ok(openapi.paths[route]?.post !== undefined, `the document lists POST ${route}`)
-    t.same(statuses(openapi.paths[route]?.post), ['202', '400', '401', '403', '413', '422', '429', '503'], `POST ${route}: every status, 422 (Idempotency-Key) included`)
+    t.same(statuses(openapi.paths[route]?.post), ['202', '400', '401', '403', '413', '415', '422', '429', '503'], `POST ${route}: every status, 422 (Idempotency-Key) included`)
     t.ok(openapi.paths[route]?.post?.parameters?.some((p: Frame) => p.in === 'header' && p.name === 'idempotency-key'), `POST ${route}: the Idempotency-Key header`)
   }
   for (const route of ['/realtime/disconnect', '/realtime/revoke']) {
-    t.same(statuses(openapi.paths[route]?.post), ['202', '400', '401', '403', '413', '429', '503'], `POST ${route}: every status`)
+    t.same(statuses(openapi.paths[route]?.post), ['202', '400', '401', '403', '413', '415', '429', '503'], `POST ${route}: every status`)
   }
   t.same(statuses(openapi.paths['/sse']?.get), ['200', '400', '401', '403', '503'], 'GET /sse: every status, 403 (channel or Origin) included')
   for (const route of ['/health', '/health/live', '/health/ready', '/ready', '/realtime/history/{channel}', '/realtime/presence/{channel}', '/realtime/stats']) {
