@@ -1,6 +1,6 @@
 import type { WebSocket } from 'ws'
 import type { SincePosition } from '../broker/broker.js'
-import { ADMIN_CHANNEL, canSubscribe, ORDERS_CHANNEL } from '../auth/channels.js'
+import { ADMIN_CHANNEL, canSubscribe, defaultChannels, ORDERS_CHANNEL } from '../auth/channels.js'
 import { ClientError, CloseCode } from '../core/errors.js'
 import { REPLAY_ROOM_TAKEN } from './replay-backlog.js'
 import type { Expiries, Expiring } from '../auth/expiry.js'
@@ -88,8 +88,6 @@ export class WsSession extends WsConnection<WsSessionDeps> implements Expiring, 
   private queue = IDLE
   /** What the queue holds, weighed (MAX_QUEUED_WEIGHT). */
   private queuedWeight = 0
-  /** The connection's own channels while their live events wait for its first frame (holdOwnChannels). */
-  private heldOwn: readonly string[] | null = null
 
   private get deps (): WsSessionDeps {
     return this.options
@@ -195,16 +193,17 @@ export class WsSession extends WsConnection<WsSessionDeps> implements Expiring, 
    */
   holdOwnChannels (channels: readonly string[]): void {
     if (channels.length === 0) return
-    this.heldOwn = channels
     // Behind any frame being handled, never in the middle of its subscribe.
     setTimeout(() => { this.enqueue(0, async () => { this.releaseOwnChannels() }) }, OWN_CHANNELS_HOLD_MS).unref()
   }
 
+  /**
+   * Between frames, only the greeting's hold can be left (a frame's subscribe has replayed
+   * what it held by the time it is done): no field for it on every connection.
+   */
   private releaseOwnChannels (): void {
-    const channels = this.heldOwn
-    if (channels === null) return
-    this.heldOwn = null
-    this.deps.hub.release(this, channels)
+    if (this.pendingEvents === null) return
+    this.deps.hub.release(this, defaultChannels(this.identity))
   }
 
   /** Ends the session's own timers; the hub forgets the connection separately. */
