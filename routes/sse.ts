@@ -67,7 +67,7 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
         400: ErrorReply,
         401: ErrorReply,
         403: { ...ErrorReply, description: 'a channel it may not read, or a browser Origin outside WS_ALLOWED_ORIGINS' },
-        503: { ...ErrorReply, description: 'a connection limit, or a resume or rewind past the user\'s history read budget (Retry-After); while the instance shuts down or the broker is unreachable the answer is a 200 stream that says `system:unavailable` and ends' }
+        503: { ...ErrorReply, description: 'a connection limit (Retry-After); while the instance shuts down, the broker is unreachable, or a resume or rewind is past the user\'s history read budget or must wait for room other replays hold, the answer is a 200 stream that says `system:unavailable` and ends' }
       }
     }
   }, async (request, reply) => {
@@ -116,7 +116,8 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const budgetKey = rewind !== undefined || Object.keys(since).length > 0 ? budgetKeyOf(identity, request.id) : undefined
     if (budgetKey !== undefined && !app.historyReadBudget.admit(budgetKey)) {
       metrics.refusedConnections.inc({ transport: 'sse', reason: 'history_budget' })
-      return plainError(reply.header('retry-after', '1'), 503, 'Service Unavailable', 'too much history read for this user just now; try again in a moment')
+      // A stream that says come back, not a 503: EventSource gives up for good on a 503 (review).
+      return comeBackSoon(reply, streamOrigins, 'too much history read for this user just now; try again in a moment')
     }
     const connection = new SseConnection(newConnectionId(), identity, reply.raw, sseStreams)
     hub.add(connection)
