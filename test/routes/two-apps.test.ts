@@ -24,7 +24,10 @@ t.test('a burst on one app does not cork the other app\'s sockets', async (t) =>
   const rawB = rawSocketOf(onlySession(b.app).socket)
   if (rawA === undefined || rawB === undefined) throw new Error('no TCP socket under the WebSockets')
 
-  // Wait for the greetings' turn to end, so each app starts from a quiet turn.
+  // A first frame each: their own channels deliver at once from then on (ws-session.ts,
+  // holdOwnChannels). Then wait for that turn to end, so each app starts from a quiet turn.
+  await alice.request({ type: 'system:ping' })
+  await bob.request({ type: 'system:ping' })
   await new Promise((resolve) => setTimeout(resolve, 50))
   const corked: Record<string, number> = {}
   let published: Promise<unknown> = Promise.resolve()
