@@ -92,9 +92,11 @@ t.test('SIGTERM while clients keep connecting: every one is told 1012 or refused
   t.notMatch(server.stdout(), /killed by timeout/)
 })
 
-t.test('requests on a kept-alive connection as the instance shuts down: /sse gets the stream that says come back, the API a 503 that closes', async (t) => {
-  // Review: Fastify's own 503 (return503OnClosing) answered such requests before any route,
-  // so an EventSource reconnecting through a proxy's kept-alive connection gave up for good.
+/**
+ * Sends a publish whose body is still to come on one kept-alive connection, shuts the
+ * instance down, then sends the body and `requests` on the same connection; the answers.
+ */
+async function askedAsShutdownBegins (t: Parameters<typeof startServer>[0], requests: string): Promise<string[]> {
   const { app, url } = await startServer(t)
   const { port } = new URL(url)
   const socket = connect(Number(port), '127.0.0.1')
@@ -110,10 +112,16 @@ t.test('requests on a kept-alive connection as the instance shuts down: /sse get
   await new Promise((resolve) => setTimeout(resolve, 100))
   const closing = app.close()
   while (!app.hub.isShuttingDown) await new Promise((resolve) => setTimeout(resolve, 5))
-  socket.write(body + `GET /sse?token=${token('46')} HTTP/1.1\r\nHost: x\r\n\r\nGET /health/ready HTTP/1.1\r\nHost: x\r\n\r\n`)
+  socket.write(body + requests)
   await within(10_000, closed, 'the connection close')
   await closing
-  const answers = text.split(/(?=HTTP\/1\.1 )/)
+  return text.split(/(?=HTTP\/1\.1 )/)
+}
+
+t.test('requests on a kept-alive connection as the instance shuts down: /sse gets the stream that says come back, readiness a 503 that closes', async (t) => {
+  // Review: Fastify's own 503 (return503OnClosing) answered such requests before any route,
+  // so an EventSource reconnecting through a proxy's kept-alive connection gave up for good.
+  const answers = await askedAsShutdownBegins(t, `GET /sse?token=${token('46')} HTTP/1.1\r\nHost: x\r\n\r\nGET /health/ready HTTP/1.1\r\nHost: x\r\n\r\n`)
   t.match(answers[0], /^HTTP\/1\.1 202 /, 'the publish in flight is answered')
   t.match(answers[1], /^HTTP\/1\.1 200 [\s\S]*content-type: text\/event-stream[\s\S]*event: system:unavailable\ndata: \{"status":503,"reason":"server restarting"/i,
     'the stream says to come back')
@@ -122,24 +130,7 @@ t.test('requests on a kept-alive connection as the instance shuts down: /sse get
 })
 
 t.test('the API on a kept-alive connection as the instance shuts down: a 503 that closes', async (t) => {
-  const { app, url } = await startServer(t)
-  const { port } = new URL(url)
-  const socket = connect(Number(port), '127.0.0.1')
-  t.teardown(() => socket.destroy())
-  await once(socket, 'connect')
-  let text = ''
-  socket.setEncoding('utf8')
-  socket.on('data', (chunk: string) => { text += chunk })
-  const closed = once(socket, 'close')
-  const body = JSON.stringify({ channel: 'product:drain-2', type: 't', payload: {} })
-  socket.write(`POST /realtime/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${serviceToken()}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n`)
-  await new Promise((resolve) => setTimeout(resolve, 100))
-  const closing = app.close()
-  while (!app.hub.isShuttingDown) await new Promise((resolve) => setTimeout(resolve, 5))
-  socket.write(body + `GET /realtime/stats HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${serviceToken()}\r\n\r\n`)
-  await within(10_000, closed, 'the connection close')
-  await closing
-  const answers = text.split(/(?=HTTP\/1\.1 )/)
+  const answers = await askedAsShutdownBegins(t, `GET /realtime/stats HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${serviceToken()}\r\n\r\n`)
   t.match(answers[0], /^HTTP\/1\.1 202 /, 'the publish in flight is answered')
   t.match(answers[1], /^HTTP\/1\.1 503 [\s\S]*connection: close[\s\S]*server restarting/i, 'the API answers 503 and closes the connection')
 })
