@@ -171,6 +171,14 @@ function drainingRequests (app: FastifyInstance): void {
     if (path === '/health/ready' || path === '/ready') return reply.send(SHUTTING_DOWN)
     reply.send({ statusCode: 503, error: 'Service Unavailable', message: 'server restarting; try again' })
   })
+  // A request already in flight as the shutdown began is answered, and its connection closed
+  // after it: left idle and kept alive (a proxy's upstream pool), it held server.close() until
+  // the grace timeout killed the process, before the Kafka consumer could leave its group
+  // (audit of rolling deploys behind nginx, session 27).
+  app.addHook('onSend', (_request, reply, _payload, done) => {
+    if (hub.isShuttingDown) reply.header('connection', 'close')
+    done()
+  })
 }
 
 /** What /health/ready says once the instance shuts down. */

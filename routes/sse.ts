@@ -183,7 +183,9 @@ export default sseRoutes
  */
 function comeBackSoon (reply: FastifyReply, streamOrigins: '*' | Set<string>, reason: string): void {
   const retryMs = COME_BACK_MIN_MS + Math.floor(Math.random() * COME_BACK_SPREAD_MS)
-  const headers = { ...SSE_HEADERS, ...corsHeaders(reply, streamOrigins) }
+  // Its connection ends with it: EventSource comes back on a new one after retryMs, and one
+  // left idle and kept alive while the instance shuts down would hold server.close() (audit).
+  const headers = { ...SSE_HEADERS, ...corsHeaders(reply, streamOrigins), connection: 'close' }
   reply.hijack()
   reply.raw.writeHead(200, headers)
   reply.raw.end(`retry: ${retryMs}\nevent: system:unavailable\ndata: ${JSON.stringify({ status: 503, reason, retryMs })}\n\n`)
