@@ -179,6 +179,13 @@ function drainingRequests (app: FastifyInstance): void {
     if (hub.isShuttingDown) reply.header('connection', 'close')
     done()
   })
+  // A response whose head left before the drain (a slow download) has no such header: its
+  // connection, idle once it is done, is closed here (server.close() closes idle ones once).
+  app.addHook('preClose', (done) => {
+    const sweep = setInterval(() => { app.server.closeIdleConnections() }, 100).unref()
+    app.server.once('close', () => { clearInterval(sweep) })
+    done()
+  })
 }
 
 /** What /health/ready says once the instance shuts down. */

@@ -46,7 +46,8 @@ function unreadableCoding (headers: IncomingHttpHeaders): string | undefined {
     return 'Content-Encoding is not supported: send the body uncompressed'
   }
   const charset = CHARSET.exec(headers['content-type'] ?? '')?.[1]
-  if (charset !== undefined && !/^utf-?8$/i.test(charset)) return 'JSON bodies are read as UTF-8 only (charset=utf-8, or none)'
+  // US-ASCII is UTF-8's subset: older clients declare it for plain ASCII JSON (review).
+  if (charset !== undefined && !/^(utf-?8|us-ascii)$/i.test(charset)) return 'JSON bodies are read as UTF-8 only (charset=utf-8, or none)'
   return undefined
 }
 

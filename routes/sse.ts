@@ -84,7 +84,7 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const refusal = refusalFor(hub, identity, admissionLimits)
     if (refusal === 'shutting_down') {
       metrics.refusedConnections.inc({ transport: 'sse', reason: refusal })
-      return comeBackSoon(reply, streamOrigins, REFUSAL_MESSAGES[refusal])
+      return comeBackSoon(reply, streamOrigins, REFUSAL_MESSAGES[refusal], true)
     }
     if (refusal !== null) {
       metrics.refusedConnections.inc({ transport: 'sse', reason: refusal })
@@ -134,6 +134,14 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
     } finally {
       if (budgetKey !== undefined) app.historyReadBudget.settle(budgetKey, storeBytes)
     }
+    // The instance began to shut down while the subscription was set up: come back elsewhere
+    // (review: the stream opened and ended at once, and its kept-alive connection held the
+    // shutdown, as a proxy's upstream pool keeps it).
+    if (hub.isShuttingDown) {
+      hub.remove(connection)
+      metrics.refusedConnections.inc({ transport: 'sse', reason: 'shutting_down' })
+      return comeBackSoon(reply, streamOrigins, REFUSAL_MESSAGES.shutting_down, true)
+    }
     // The client may have gone while the subscription was set up (its close has run).
     if (connection.isClosed) {
       hub.remove(connection)
@@ -181,11 +189,11 @@ export default sseRoutes
  * stream that ends, it reconnects by itself, with its Last-Event-ID (docs/protocol.md,
  * Server-Sent Events).
  */
-function comeBackSoon (reply: FastifyReply, streamOrigins: '*' | Set<string>, reason: string): void {
+function comeBackSoon (reply: FastifyReply, streamOrigins: '*' | Set<string>, reason: string, shuttingDown = false): void {
   const retryMs = COME_BACK_MIN_MS + Math.floor(Math.random() * COME_BACK_SPREAD_MS)
-  // Its connection ends with it: EventSource comes back on a new one after retryMs, and one
-  // left idle and kept alive while the instance shuts down would hold server.close() (audit).
-  const headers = { ...SSE_HEADERS, ...corsHeaders(reply, streamOrigins), connection: 'close' }
+  // While the instance shuts down its connection ends with it: left idle and kept alive (a
+  // proxy's upstream pool), it held server.close() until the grace timeout (audit).
+  const headers = { ...SSE_HEADERS, ...corsHeaders(reply, streamOrigins), ...(shuttingDown ? { connection: 'close' } : {}) }
   reply.hijack()
   reply.raw.writeHead(200, headers)
   reply.raw.end(`retry: ${retryMs}\nevent: system:unavailable\ndata: ${JSON.stringify({ status: 503, reason, retryMs })}\n\n`)

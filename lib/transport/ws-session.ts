@@ -60,10 +60,11 @@ const MAX_PARSED_REFUSED_BYTES = 4096
 
 /**
  * How long a new connection's own channels hold their live events for its first frame, a
- * resume (holdOwnChannels): a round trip of a slow mobile client, and the longest an event
- * of a connection that sends nothing waits after its greeting.
+ * resume (holdOwnChannels): a round trip of most clients (one slower to resume gets the
+ * `system:reset` it got before), and the longest an event of a connection that sends
+ * nothing waits after its greeting.
  */
-export const OWN_CHANNELS_HOLD_MS = 1000
+export const OWN_CHANNELS_HOLD_MS = 250
 
 /** A second with no refused frame clears a connection's strikes: a burst that backed off is forgiven. */
 const STRIKES_FORGIVEN_AFTER_MS = 1000

@@ -19,7 +19,7 @@ t.test('charsets and content codings', async (t) => {
     headers: { authorization: `Bearer ${serviceToken()}`, 'content-type': 'application/json', ...headers }
   })
   t.equal((await publish(valid)).statusCode, 202, 'UTF-8 without a charset')
-  for (const type of ['application/json; charset=utf-8', 'application/json;charset=UTF-8', 'application/json; charset="utf8"']) {
+  for (const type of ['application/json; charset=utf-8', 'application/json;charset=UTF-8', 'application/json; charset="utf8"', 'application/json; charset=US-ASCII']) {
     t.equal((await publish(valid, { 'content-type': type })).statusCode, 202, type)
   }
   for (const type of ['application/json; charset=latin1', 'application/json; charset=utf-16', 'application/json; charset=']) {

@@ -2,6 +2,8 @@ import { once } from 'node:events'
 import { connect } from 'node:net'
 import t, { type Test } from 'tap'
 import WebSocket from 'ws'
+import type { HistoryResult, SincePosition } from '../../lib/broker/broker.js'
+import { MemoryBroker } from '../../lib/broker/memory-broker.js'
 import { post, serviceToken, SseClient, startServer, TEST_SECRET, token, WsClient } from '../support/helper.js'
 import { freePort } from '../support/ports.js'
 import { buildServer, type ServerProcess, spawnServer, within } from '../support/server-process.js'
@@ -146,4 +148,39 @@ t.test('a kept-alive connection whose request was in flight as the instance shut
   t.ok(Date.now() - started < 3000, `the instance closed in ${Date.now() - started} ms`)
   await within(1000, closed, 'the connection close')
   t.match(text, /^HTTP\/1\.1 202 [\s\S]*connection: close/i, 'the publish in flight was answered, and its connection closed')
+})
+
+/** A memory broker whose history reads (an SSE stream's subscribe) wait until `letReadsGo()`. */
+class SlowReads extends MemoryBroker {
+  private opened!: () => void
+  private readonly gate = new Promise<void>((resolve) => { this.opened = resolve })
+  letReadsGo (): void { this.opened() }
+  override async history (channel: string, since?: SincePosition): Promise<HistoryResult> {
+    await this.gate
+    return await super.history(channel, since)
+  }
+}
+
+t.test('an SSE stream still being set up as the instance shuts down is told to come back, its connection closed', async (t) => {
+  // Review: it opened and ended at once, with its kept-alive connection holding the shutdown.
+  let broker: SlowReads | undefined
+  const { app, url } = await startServer(t, {}, { createBroker: (deliver, reset) => (broker = new SlowReads({ deliver, reset, historySize: 10, historyTtlSeconds: 300 })) })
+  const { port } = new URL(url)
+  const socket = connect(Number(port), '127.0.0.1')
+  t.teardown(() => socket.destroy())
+  await once(socket, 'connect')
+  let text = ''
+  socket.setEncoding('utf8')
+  socket.on('data', (chunk: string) => { text += chunk })
+  const closed = once(socket, 'close')
+  socket.write(`GET /sse?token=${token('47')} HTTP/1.1\r\nHost: x\r\n\r\n`)
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  const closing = app.close()
+  while (!app.hub.isShuttingDown) await new Promise((resolve) => setTimeout(resolve, 5))
+  broker?.letReadsGo()
+  await within(5000, closing, 'the shutdown')
+  await within(1000, closed, 'the connection close')
+  t.match(text, /^HTTP\/1\.1 200 [\s\S]*connection: close[\s\S]*event: system:unavailable\ndata: \{"status":503,"reason":"server restarting"/i,
+    'told to come back, on a connection that then closes')
+  t.notMatch(text, /system:connected/, 'not opened')
 })
