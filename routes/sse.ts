@@ -82,10 +82,12 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
       return plainError(reply, 400, 'Bad Request', `at most ${config.MAX_CHANNELS_PER_CONNECTION} channels per connection`)
     }
     const refusal = refusalFor(hub, identity, admissionLimits)
-    if (refusal === 'shutting_down') {
-      metrics.refusedConnections.inc({ transport: 'sse', reason: refusal })
-      return comeBackSoon(reply, streamOrigins, REFUSAL_MESSAGES[refusal], true)
+    // A stream that cannot be served just now says come back (EventSource gives up on a 503), counted as refused.
+    const comeBack = (reason: string, message: string): void => {
+      metrics.refusedConnections.inc({ transport: 'sse', reason })
+      comeBackSoon(reply, streamOrigins, message, reason === 'shutting_down')
     }
+    if (refusal === 'shutting_down') return comeBack(refusal, REFUSAL_MESSAGES[refusal])
     if (refusal !== null) {
       metrics.refusedConnections.inc({ transport: 'sse', reason: refusal })
       return plainError(reply.header('retry-after', '5'), 503, 'Service Unavailable', `${REFUSAL_MESSAGES[refusal]}; try again later`)
@@ -115,9 +117,7 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
     // A resume or a rewind reads history: within the user's budget (lib/transport/history-read-budget.ts).
     const budgetKey = rewind !== undefined || Object.keys(since).length > 0 ? budgetKeyOf(identity, request.id) : undefined
     if (budgetKey !== undefined && !app.historyReadBudget.admit(budgetKey)) {
-      metrics.refusedConnections.inc({ transport: 'sse', reason: 'history_budget' })
-      // A stream that says come back, not a 503: EventSource gives up for good on a 503 (review).
-      return comeBackSoon(reply, streamOrigins, 'too much history read for this user just now; try again in a moment')
+      return comeBack('history_budget', 'too much history read for this user just now; try again in a moment')
     }
     const connection = new SseConnection(newConnectionId(), identity, reply.raw, sseStreams)
     hub.add(connection)
@@ -129,8 +129,7 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
     } catch (err) {
       hub.remove(connection)
       if (!(err instanceof BrokerUnavailableError)) throw err
-      metrics.refusedConnections.inc({ transport: 'sse', reason: 'broker_unavailable' })
-      return comeBackSoon(reply, streamOrigins, 'the event broker is unavailable')
+      return comeBack('broker_unavailable', 'the event broker is unavailable')
     } finally {
       if (budgetKey !== undefined) app.historyReadBudget.settle(budgetKey, storeBytes)
     }
@@ -139,8 +138,7 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
     // shutdown, as a proxy's upstream pool keeps it).
     if (hub.isShuttingDown) {
       hub.remove(connection)
-      metrics.refusedConnections.inc({ transport: 'sse', reason: 'shutting_down' })
-      return comeBackSoon(reply, streamOrigins, REFUSAL_MESSAGES.shutting_down, true)
+      return comeBack('shutting_down', REFUSAL_MESSAGES.shutting_down)
     }
     // The client may have gone while the subscription was set up (its close has run).
     if (connection.isClosed) {
@@ -153,9 +151,7 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
     // Nothing awaited from here to the replay, so the room it was weighed against stays.
     if (!outcome.replayCanStart()) {
       hub.remove(connection)
-      metrics.refusedConnections.inc({ transport: 'sse', reason: 'replay_room' })
-      // A stream that says come back, not a 503: EventSource gives up for good on a 503.
-      return comeBackSoon(reply, streamOrigins, REPLAY_ROOM_TAKEN)
+      return comeBack('replay_room', REPLAY_ROOM_TAKEN)
     }
 
     reply.hijack()

@@ -230,10 +230,10 @@ export class Hub {
         `at most ${this.options.maxChannelsPerConnection} channels per connection`)
     }
     const holding = unique.filter((_, i) => holdsLive(asks[i]))
-    member.pendingEvents ??= new Map()
     // Events held already (a WebSocket's own channels, since its greeting: replay's keepHolding)
     // stay: the plan counts them as held, and a subscribe undone hands them back as they were.
-    const heldBefore = new Set(holding.filter((channel) => member.pendingEvents?.has(channel)))
+    const heldBefore: ReadonlySet<string> = member.pendingEvents === null ? NOTHING_HELD : new Set(holding.filter((c) => member.pendingEvents?.has(c)))
+    member.pendingEvents ??= new Map()
     for (const channel of holding) if (!heldBefore.has(channel)) member.pendingEvents.set(channel, [])
     // Which channels this connection is the first local subscriber of, before joining.
     const first = new Set(fresh.filter((c) => !this.byChannel.has(c)))
@@ -307,7 +307,10 @@ export class Hub {
               // Everything now counts from the reset's position.
               after = item.position.offset
               if (kept !== undefined) kept.push(item)
-              else flushHeld(member, channel, [item])
+              else {
+                setSentAfter(member.heldChannels, channel, after)
+                sendHeld(connection, item)
+              }
             } else if (item.event.offset > after) {
               if (kept !== undefined) kept.push(item)
               else sendHeld(connection, item)
@@ -570,6 +573,9 @@ function firstHeldOffset (held: ReadonlyArray<EncodedEvent | ChannelReset> | und
   const first = held?.[0]
   return first === undefined || isReset(first) ? undefined : first.event.offset
 }
+
+/** A subscribe's channels held before it, when the connection held none (most subscribes). */
+const NOTHING_HELD: ReadonlySet<string> = new Set()
 
 /** Sends what was held back of a channel, in order; a reset moves where the channel counts from. */
 function flushHeld (member: Member, channel: string, held: ReadonlyArray<EncodedEvent | ChannelReset>): void {

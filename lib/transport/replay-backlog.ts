@@ -46,9 +46,12 @@ const allowedPerUser = new Map<string, number>()
 
 /** What a replay for `user` may leave queued past the limit right now. */
 function roomFor (user: string): number {
-  const room = Math.min(REPLAY_BACKLOG_MAX_BYTES, REPLAY_BACKLOG_TOTAL_BYTES - allowedTotal,
-    REPLAY_BACKLOG_USER_BYTES - (allowedPerUser.get(user) ?? 0))
-  return Math.max(0, room)
+  return Math.max(0, Math.min(REPLAY_BACKLOG_MAX_BYTES, sharedRoomFor(user)))
+}
+
+/** The room other replays leave `user`: what is left of its own bound and of the instance's. */
+function sharedRoomFor (user: string): number {
+  return Math.min(REPLAY_BACKLOG_TOTAL_BYTES - allowedTotal, REPLAY_BACKLOG_USER_BYTES - (allowedPerUser.get(user) ?? 0))
 }
 
 /**
@@ -67,8 +70,7 @@ export function replayMustWait (owner: object, target: ReplayTarget, bytes: numb
   const past = target.queued() + bytes + ACKNOWLEDGEMENT_BYTES - target.limit
   if (past <= 0 || past > REPLAY_BACKLOG_MAX_BYTES) return false
   const own = allowances.get(owner)?.counted ?? 0
-  const shared = Math.min(REPLAY_BACKLOG_TOTAL_BYTES - allowedTotal, REPLAY_BACKLOG_USER_BYTES - (allowedPerUser.get(target.user) ?? 0)) + own
-  return past > shared
+  return past > sharedRoomFor(target.user) + own
 }
 
 /** An upper bound on what a subscribe's acknowledgement, or an SSE stream's opening, writes before its replay. */

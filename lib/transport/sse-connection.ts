@@ -10,7 +10,7 @@ import type { Flushable, WriteBatch } from '../core/write-batch.js'
 import { encodePositions } from './sse-cursor.js'
 import { chunkOf, headOf, HEARTBEAT_CHUNK, tailOf } from './sse-frames.js'
 import { budgetKeyOf } from './history-read-budget.js'
-import { pastSendLimit, replayMustWait, writeReplayWhole } from './replay-backlog.js'
+import { pastSendLimit, replayMustWait, type ReplayTarget, writeReplayWhole } from './replay-backlog.js'
 
 /**
  * What every stream of one route shares: one object for all of them, so a stream holds
@@ -212,17 +212,19 @@ export class SseConnection extends HubMember implements Connection, Flushable, E
   /** Replayed history goes out whole, however large (lib/transport/replay-backlog.ts). */
   sendReplayed (events: readonly EncodedEvent[]): void {
     if (!this.writable()) return
-    const target = { user: budgetKeyOf(this.identity, this.id), socket: this.socket, queued: () => this.res.writableLength, limit: this.streams.sendBufferLimit }
     // Batched replay bytes are written out first, so the backlog is measured on the socket.
-    const whole = writeReplayWhole(this, target, this.replayBytes(events),
+    const whole = writeReplayWhole(this, this.replayTarget(this.socket), this.replayBytes(events),
       () => { for (const event of events) this.sendEvent(event); this.writeBatched() }, () => this.tooSlow())
     if (!whole) this.tooSlow()
   }
 
   /** Asked before the stream opens (routes/sse.ts refuses with a 503), once its positions are set: the response's socket stands for the stream's. */
   replayMustWait (events: readonly EncodedEvent[]): boolean {
-    const target = { user: budgetKeyOf(this.identity, this.id), socket: this.socket ?? this.res.socket, queued: () => this.res.writableLength, limit: this.streams.sendBufferLimit }
-    return replayMustWait(this, target, this.replayBytes(events))
+    return replayMustWait(this, this.replayTarget(this.socket ?? this.res.socket), this.replayBytes(events))
+  }
+
+  private replayTarget (socket: Socket | null): ReplayTarget {
+    return { user: budgetKeyOf(this.identity, this.id), socket, queued: () => this.res.writableLength, limit: this.streams.sendBufferLimit }
   }
 
   /**

@@ -94,18 +94,23 @@ t.test('SIGTERM while clients keep connecting: every one is told 1012 or refused
   t.notMatch(server.stdout(), /killed by timeout/)
 })
 
-/** One raw HTTP/1.1 request on a connection of its own; everything the server sent until it closed the connection. */
-async function rawExchange (url: string, request: string): Promise<string> {
+/** A raw connection to the server: what it received so far, and when it closed. */
+async function rawConnection (url: string) {
   const { port } = new URL(url)
   const socket = connect(Number(port), '127.0.0.1')
   await once(socket, 'connect')
   let text = ''
   socket.setEncoding('utf8')
   socket.on('data', (chunk: string) => { text += chunk })
-  const closed = once(socket, 'close')
+  return { socket, received: () => text, closed: once(socket, 'close') }
+}
+
+/** One raw HTTP/1.1 request on a connection of its own; everything the server sent until it closed the connection. */
+async function rawExchange (url: string, request: string): Promise<string> {
+  const { socket, received, closed } = await rawConnection(url)
   socket.write(request)
   await within(10_000, closed, 'the connection close')
-  return text
+  return received()
 }
 
 t.test('requests as the instance shuts down: /sse gets the stream that says come back, readiness and the API a 503 that closes the connection', async (t) => {
@@ -129,14 +134,8 @@ t.test('a kept-alive connection whose request was in flight as the instance shut
   // after the drain began, held server.close() until the 10 s kill, so the Kafka consumer
   // never left its group.
   const { app, url } = await startServer(t)
-  const { port } = new URL(url)
-  const socket = connect(Number(port), '127.0.0.1')
+  const { socket, received, closed } = await rawConnection(url)
   t.teardown(() => socket.destroy())
-  await once(socket, 'connect')
-  let text = ''
-  socket.setEncoding('utf8')
-  socket.on('data', (chunk: string) => { text += chunk })
-  const closed = once(socket, 'close')
   const body = JSON.stringify({ channel: 'product:drain-3', type: 't', payload: {} })
   socket.write(`POST /realtime/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${serviceToken()}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n`)
   await new Promise((resolve) => setTimeout(resolve, 100))
@@ -147,7 +146,7 @@ t.test('a kept-alive connection whose request was in flight as the instance shut
   await within(5000, closing, 'the shutdown')
   t.ok(Date.now() - started < 3000, `the instance closed in ${Date.now() - started} ms`)
   await within(1000, closed, 'the connection close')
-  t.match(text, /^HTTP\/1\.1 202 [\s\S]*connection: close/i, 'the publish in flight was answered, and its connection closed')
+  t.match(received(), /^HTTP\/1\.1 202 [\s\S]*connection: close/i, 'the publish in flight was answered, and its connection closed')
 })
 
 /** A memory broker whose history reads (an SSE stream's subscribe) wait until `letReadsGo()`. */
@@ -165,14 +164,8 @@ t.test('an SSE stream still being set up as the instance shuts down is told to c
   // Review: it opened and ended at once, with its kept-alive connection holding the shutdown.
   let broker: SlowReads | undefined
   const { app, url } = await startServer(t, {}, { createBroker: (deliver, reset) => (broker = new SlowReads({ deliver, reset, historySize: 10, historyTtlSeconds: 300 })) })
-  const { port } = new URL(url)
-  const socket = connect(Number(port), '127.0.0.1')
+  const { socket, received, closed } = await rawConnection(url)
   t.teardown(() => socket.destroy())
-  await once(socket, 'connect')
-  let text = ''
-  socket.setEncoding('utf8')
-  socket.on('data', (chunk: string) => { text += chunk })
-  const closed = once(socket, 'close')
   socket.write(`GET /sse?token=${token('47')} HTTP/1.1\r\nHost: x\r\n\r\n`)
   await new Promise((resolve) => setTimeout(resolve, 100))
   const closing = app.close()
@@ -180,7 +173,7 @@ t.test('an SSE stream still being set up as the instance shuts down is told to c
   broker?.letReadsGo()
   await within(5000, closing, 'the shutdown')
   await within(1000, closed, 'the connection close')
-  t.match(text, /^HTTP\/1\.1 200 [\s\S]*connection: close[\s\S]*event: system:unavailable\ndata: \{"status":503,"reason":"server restarting"/i,
+  t.match(received(), /^HTTP\/1\.1 200 [\s\S]*connection: close[\s\S]*event: system:unavailable\ndata: \{"status":503,"reason":"server restarting"/i,
     'told to come back, on a connection that then closes')
-  t.notMatch(text, /system:connected/, 'not opened')
+  t.notMatch(received(), /system:connected/, 'not opened')
 })
