@@ -10,6 +10,7 @@ const REASON: Record<number, string> = {
   401: 'Unauthorized',
   403: 'Forbidden',
   404: 'Not Found',
+  405: 'Method Not Allowed',
   413: 'Payload Too Large',
   415: 'Unsupported Media Type',
   422: 'Unprocessable Entity',
@@ -76,6 +77,17 @@ export function installErrorHandler (app: FastifyInstance): void {
   })
 
   app.setNotFoundHandler((request, reply) => {
-    reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `no route for ${request.method} ${request.url.split('?')[0]}` })
+    const path = request.url.split('?')[0] ?? '/'
+    // A path that exists under other methods is a 405 naming them (RFC 9110 §15.5.6), not a 404.
+    const allowed = ROUTED_METHODS.filter((method) => app.findRoute({ method, url: path }) !== null)
+    if (allowed.length > 0) {
+      reply.code(405).header('allow', allowed.join(', '))
+        .send({ statusCode: 405, error: REASON[405], message: `${request.method} is not allowed on ${path}; use ${allowed.join(' or ')}` })
+      return
+    }
+    reply.code(404).send({ statusCode: 404, error: REASON[404], message: `no route for ${request.method} ${path}` })
   })
 }
+
+/** The methods routes are declared with; HEAD comes with every GET, and OPTIONS is CORS's preflight. */
+const ROUTED_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'] as const

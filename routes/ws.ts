@@ -156,42 +156,47 @@ const wsRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
   /** The last onRequest hook: the upgrade is allowed, so its 101 may wait for the greeting. */
   async function holdUpgrade (request: FastifyRequest): Promise<void> {
-    holdHandshake(request.raw.socket)
+    if (request.ws) holdHandshake(request.raw.socket)
   }
 
-  app.get('/ws', {
-    websocket: true,
+  app.route({
+    method: 'GET',
+    url: '/ws',
     // No CORS on an upgrade: browsers do not apply it to WebSocket and never see the headers
     // (the 101 is written by ws); the origin check above is what guards /ws (docs/protocol.md).
     config: { cors: false },
     onRequest: [app.checkOrigin, app.authenticateClient, holdUpgrade],
-    schema: { hide: true }
-  }, (socket, request) => {
-    const raw = request.raw.socket
-    releaseUpgradeRequest(socket, raw)
-    socket.on('error', onError)
-    const identity = requireIdentity(request.identity)
-    const refusal = refusalFor(hub, identity, admissionLimits)
-    if (refusal !== null) {
-      metrics.refusedConnections.inc({ transport: 'ws', reason: refusal })
-      // A bare connection, only to close it: no session, no hub entry, no expiry.
-      // Shutting down: 1012, reconnect elsewhere (docs/protocol.md, close codes); a limit: 1013.
-      const code = refusal === 'shutting_down' ? CloseCode.SERVICE_RESTART : CloseCode.TRY_AGAIN_LATER
-      new WsConnection(newConnectionId(), identity, socket, connectionOptions).close(code, REFUSAL_MESSAGES[refusal])
-      releaseHandshake(raw)
-      return
-    }
+    schema: { hide: true },
+    // A plain GET (no Upgrade header, or a proxy that dropped it): say what this path speaks.
+    handler: async (_request, reply) => reply.code(426).header('upgrade', 'websocket').header('connection', 'Upgrade')
+      .send({ statusCode: 426, error: 'Upgrade Required', message: '/ws speaks WebSocket: send Upgrade: websocket (a proxy in between must pass the Upgrade and Connection headers on)' }),
+    wsHandler: (socket, request) => {
+      const raw = request.raw.socket
+      releaseUpgradeRequest(socket, raw)
+      socket.on('error', onError)
+      const identity = requireIdentity(request.identity)
+      const refusal = refusalFor(hub, identity, admissionLimits)
+      if (refusal !== null) {
+        metrics.refusedConnections.inc({ transport: 'ws', reason: refusal })
+        // A bare connection, only to close it: no session, no hub entry, no expiry.
+        // Shutting down: 1012, reconnect elsewhere (docs/protocol.md, close codes); a limit: 1013.
+        const code = refusal === 'shutting_down' ? CloseCode.SERVICE_RESTART : CloseCode.TRY_AGAIN_LATER
+        new WsConnection(newConnectionId(), identity, socket, connectionOptions).close(code, REFUSAL_MESSAGES[refusal])
+        releaseHandshake(raw)
+        return
+      }
 
-    const session = new WsSession(newConnectionId(), identity, socket, sessionDeps)
-    hub.add(session)
-    ;(socket as SessionSocket)[kSession] = session
-    session.holdFramesUntil(greet(session, raw))
-    socket.on('message', onMessage)
-    socket.on('ping', onPing)
-    socket.on('pong', onPong)
-    socket.on('close', onClose)
-    // Its listeners are set for life: a compact table instead of a hash table per socket.
-    compactListeners(socket)
+      const session = new WsSession(newConnectionId(), identity, socket, sessionDeps)
+      hub.add(session)
+      ;(socket as SessionSocket)[kSession] = session
+      session.holdFramesUntil(greet(session, raw))
+      socket.on('message', onMessage)
+      socket.on('ping', onPing)
+      socket.on('pong', onPong)
+      socket.on('close', onClose)
+      // Its listeners are set for life: a compact table instead of a hash table per socket.
+      compactListeners(socket)
+    }
   })
 }
 

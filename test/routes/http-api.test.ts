@@ -292,6 +292,33 @@ t.test('health, readiness, metrics, docs', async (t) => {
   }
 })
 
+t.test('a path under the wrong method is a 405 naming the right ones; an unknown path a 404; a plain GET on /ws a 426', async (t) => {
+  const { url } = await startServer(t)
+  const cases: Array<[string, string, string]> = [
+    ['DELETE', '/realtime/broadcast', 'POST'],
+    ['GET', '/realtime/publish', 'POST'],
+    ['POST', '/health', 'GET, HEAD'],
+    ['PUT', '/realtime/history/product:7', 'GET, HEAD']
+  ]
+  for (const [method, path, allow] of cases) {
+    const res = await fetch(url + path, { method })
+    t.equal(res.status, 405, `${method} ${path}`)
+    t.equal(res.headers.get('allow'), allow, `${method} ${path}: Allow names what the path takes`)
+    t.match(await res.json(), { statusCode: 405, error: 'Method Not Allowed', message: `${method} is not allowed on ${path}` })
+  }
+  const unknown = await fetch(`${url}/realtime/nope`, { method: 'POST' })
+  t.equal(unknown.status, 404)
+  t.equal(unknown.headers.get('allow'), null)
+  t.match(await unknown.json(), { statusCode: 404, message: 'no route for POST /realtime/nope' })
+
+  // Audit: a proxy that drops the Upgrade header got an empty 404, held back as long as an upgrade's 101.
+  t.equal((await fetch(`${url}/ws`)).status, 401, 'no token: refused before anything else')
+  const plain = await fetch(`${url}/ws`, { headers: { authorization: `Bearer ${token('42')}` } })
+  t.equal(plain.status, 426)
+  t.equal(plain.headers.get('upgrade'), 'websocket')
+  t.match(await plain.json(), { statusCode: 426, error: 'Upgrade Required', message: /send Upgrade: websocket/ })
+})
+
 t.test('CORS: only the configured origin', async (t) => {
   const { url } = await startServer(t, { CORS_ORIGIN: 'https://shop.example' })
   const preflight = (origin: string) => fetch(`${url}/realtime/publish`, {
