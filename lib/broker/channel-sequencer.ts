@@ -161,6 +161,9 @@ export class ChannelSequencer {
     let missed: PublishedEvent[] = []
     /** Where the store stands when history no longer holds the gap. */
     let lostTo: StreamPosition | undefined
+    /** The epoch the store is in, read after the first `heldBeforeRead` held events came; undefined if it could not be read. */
+    let storeEpoch: string | undefined
+    const heldBeforeRead = cursor.held?.length ?? 0
     try {
       let result = await this.read(channel, { offset: cursor.offset, epoch: cursor.epoch })
       if (!result.recovered && result.position.epoch !== cursor.epoch) {
@@ -171,6 +174,7 @@ export class ChannelSequencer {
           this.restartAt(cursor, channel, { offset: 0, epoch: result.position.epoch })
         }
       }
+      storeEpoch = result.position.epoch
       if (result.recovered) {
         missed = result.events
       } else {
@@ -189,14 +193,19 @@ export class ChannelSequencer {
       this.log?.warn({ err, channel, after: cursor.offset, attempts: attempt + 1 }, 'could not read history to fill a delivery gap')
     }
     if (this.cursors.get(channel) !== cursor) return
-    const held = cursor.held ?? []
+    const { believed, stale, unconfirmed } = weighHeld(cursor.held ?? [], heldBeforeRead, storeEpoch)
     cursor.held = null
+    if (stale > 0) this.log?.warn({ channel, stale, storeEpoch }, 'dropped live events of an epoch the store is no longer in (a Redis node that lost its role)')
     // A gap with no live event after it (a catch-up after a reconnect, the channel quiet
     // since) is announced now, at the store's position: waiting for the next event left
     // subscribers on stale state with no word, and reads waiting on delivery hung (audit).
-    if (lostTo !== undefined && held.length === 0 && !passed(cursor, lostTo)) this.restartAt(cursor, channel, lostTo)
+    if (lostTo !== undefined && believed.length === 0 && !passed(cursor, lostTo)) this.restartAt(cursor, channel, lostTo)
     for (const event of missed) this.accept(cursor, event)
-    for (const event of held) this.accept(cursor, event)
+    for (const event of believed) this.accept(cursor, event)
+    if (unconfirmed.length > 0) {
+      cursor.held = unconfirmed
+      void this.fill(channel, cursor)
+    }
   }
 
   private restartAt (cursor: Cursor, channel: string, position: StreamPosition): void {
@@ -206,9 +215,16 @@ export class ChannelSequencer {
     this.releaseWaiters(channel, cursor)
   }
 
-  /** Events were skipped: in this epoch, or at the start of a new one. */
+  /**
+   * Events were skipped in this epoch, or the event is in another one. An epoch is believed
+   * only once the store is read in it (fill): a Redis master frozen past its failover runs
+   * the publishes queued on its socket when it wakes, and their pub/sub copies, in its dead
+   * epoch, reached subscribers after the promoted replica's first events. Taken as a restart,
+   * each sent clients back to the dead epoch and then forward again, replaying the new one
+   * (thousands of duplicates in a black-box audit on a cluster).
+   */
   private isGap (cursor: Cursor, event: PublishedEvent): boolean {
-    return event.epoch === cursor.epoch ? event.offset > cursor.offset + 1 : event.offset > 1
+    return event.epoch !== cursor.epoch || event.offset > cursor.offset + 1
   }
 
   /**
@@ -235,6 +251,27 @@ export class ChannelSequencer {
     if (waiting.length > 0) this.waiters.set(channel, waiting)
     else this.waiters.delete(channel)
   }
+}
+
+/**
+ * Sorts a fill's held live events by what the store's epoch says of them: `believed` in
+ * order up to the first one still to confirm; `stale`, how many came before the read and
+ * are in an epoch the store is not in (a dead node's); `unconfirmed`, from the first event
+ * in another epoch that came while the read was in flight (a restart after it, or a stale
+ * one) on: read again before it is believed. Without a read (`storeEpoch` undefined),
+ * every event is believed.
+ */
+function weighHeld (held: PublishedEvent[], heldBeforeRead: number, storeEpoch: string | undefined):
+{ believed: PublishedEvent[], stale: number, unconfirmed: PublishedEvent[] } {
+  if (storeEpoch === undefined) return { believed: held, stale: 0, unconfirmed: [] }
+  const believed: PublishedEvent[] = []
+  let stale = 0
+  for (const [index, event] of held.entries()) {
+    if (event.epoch === storeEpoch) believed.push(event)
+    else if (index < heldBeforeRead) stale++
+    else return { believed, stale, unconfirmed: held.slice(index) }
+  }
+  return { believed, stale, unconfirmed: [] }
 }
 
 const passed = (cursor: Cursor, position: StreamPosition): boolean =>

@@ -71,10 +71,18 @@ export interface ClusterNode {
 /**
  * The command connection to a Redis Cluster, failing fast as failFastConnection does: no
  * offline queue (a command while the cluster is not ready fails at once) and no retry of a
- * command in flight on its node (a publish script runs at most once). MOVED/ASK
- * redirections are followed, and the slot map is checked every couple of seconds
- * (watchSlotMap) and re-read whenever a node drops, so a promoted replica is found without
- * a restart. `onSlotCheck` runs after each check.
+ * command in flight on a node that stops answering (it times out: a publish may have been
+ * taken, and the caller is told so). MOVED/ASK redirections are followed, and the slot map
+ * is checked every couple of seconds (watchSlotMap) and re-read whenever a node drops, so a
+ * promoted replica is found without a restart. `onSlotCheck` runs after each check.
+ *
+ * One retry is ioredis's own (`retryDelayOnFailover`): a command still in flight on a master
+ * dropped from the slot map is sent again to the slot's new master. If the old one ran it
+ * (frozen, then woken), what it wrote is not the new master's: the promoted replica counts
+ * in a new epoch (lib/broker/redis-layout.ts), and the old one's pub/sub copy, in its dead
+ * epoch, is dropped by every subscriber (ChannelSequencer). Only a publish the old master
+ * ran and replicated just before it failed is seen twice, on either side of the new epoch's
+ * `system:reset`.
  */
 export function clusterConnection (nodes: readonly ClusterNode[], options: RedisConnectionOptions & { onSlotCheck?: () => void }): Cluster {
   const connection = new Cluster([...nodes], {

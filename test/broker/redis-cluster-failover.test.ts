@@ -202,3 +202,60 @@ t.test('readiness: not ready while a shard has no master (killed, its replica un
   await eventually('readiness says ready once the replica took over', async () => await broker.servesAll(), 45_000)
   t.match(await broker.publish({ channel, type: 'test:event', payload: {} }), { channel }, 'and a publish to that shard is taken when it says so')
 })
+
+t.test('a master frozen past its failover wakes and runs the publish queued on its socket: subscribers never go back to its dead epoch', { timeout: 120_000 }, async (t) => {
+  // Audit (SSE on a cluster behind nginx, a master stopped 30 s): the woken master's pub/sub
+  // copy of that publish, in its dead epoch, came after the promoted replica's first events;
+  // subscribers were reset back to the dead epoch, then forward again with a replay of the
+  // new one (thousands of duplicates).
+  if (!requireService(t, 'Redis Cluster', available)) return
+  let frozen: number | undefined
+  t.teardown(async () => {
+    if (frozen !== undefined) { try { process.kill(frozen, 'SIGCONT') } catch {} }
+    await promisify(execFile)('bash', [CLUSTER_SCRIPT, 'start'])
+  })
+  const seen: string[] = []
+  const options = { url: '', clusterNodes: clusterSeeds(), keyPrefix: prefix, historySize: 100, historyTtlSeconds: 300, commandTimeoutMs: 1000, unsubscribeDelayMs: 50 }
+  const publisher = new RedisBroker({ ...options, deliver: () => {} })
+  const subscriber = new RedisBroker({
+    ...options,
+    deliver: (event: PublishedEvent) => seen.push(`${event.epoch}:${event.offset}`),
+    reset: (_channel: string, position: StreamPosition) => seen.push(`reset ${position.epoch}:${position.offset}`)
+  })
+  t.teardown(async () => { await Promise.all([publisher.close(), subscriber.close()]) })
+  t.ok(await publisher.waitUntilReady(10_000) && await subscriber.waitUntilReady(10_000), 'both nodes ready')
+
+  const channel = suiteChannel('frozen')
+  const master = await masterOf(slotOf(channel))
+  await eventually('the master has a replica in sync', async () => { await replicaOf(master.port); return true }, 30_000)
+  await subscriber.subscribe(channel)
+  let last: PublishedEvent | undefined
+  for (let n = 0; n < 3; n++) last = await publisher.publish({ channel, type: 'test:event', payload: { n } })
+  const oldEpoch = last!.epoch
+
+  process.kill(master.pid, 'SIGSTOP')
+  frozen = master.pid
+  // Sent to the frozen master: it times out here, and waits on the master's socket.
+  await t.rejects(publisher.publish({ channel, type: 'test:event', payload: { queued: true } }), 'a publish to the frozen master times out')
+  let promoted: PublishedEvent | undefined
+  await eventually('a replica took over and publishes in a new epoch', async () => {
+    try {
+      promoted = await publisher.publish({ channel, type: 'test:event', payload: { promoted: true } })
+      return true
+    } catch { return false }
+  }, 30_000)
+  t.not(promoted!.epoch, oldEpoch, 'the promoted replica counts in a new epoch')
+  await eventually('the subscriber is in the new epoch', async () => seen.includes(`${promoted!.epoch}:${promoted!.offset}`), 10_000)
+
+  process.kill(master.pid, 'SIGCONT')
+  frozen = undefined
+  await sleep(1500) // the woken master runs what was queued on its socket, then learns it lost its slots
+  let after: PublishedEvent | undefined
+  for (let n = 0; n < 3; n++) after = await publisher.publish({ channel, type: 'test:event', payload: { after: n } })
+  await eventually('the subscriber reached the last event', async () => seen.at(-1) === `${after!.epoch}:${after!.offset}`, 10_000)
+  const entered = seen.indexOf(`reset ${promoted!.epoch}:0`)
+  t.ok(entered > 0, `the new epoch was announced by a reset (${seen.join(' ')})`)
+  t.same(seen.slice(entered + 1).filter((entry) => entry.includes(oldEpoch)), [], 'nothing of the dead epoch after it')
+  const newEpoch = seen.slice(entered + 1).map((entry) => entry.replace('reset ', ''))
+  t.same(newEpoch, [...new Set(newEpoch)], 'and nothing of the new one twice')
+})
