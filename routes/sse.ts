@@ -67,7 +67,7 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
         400: ErrorReply,
         401: ErrorReply,
         403: { ...ErrorReply, description: 'a channel it may not read, or a browser Origin outside WS_ALLOWED_ORIGINS' },
-        503: { ...ErrorReply, description: 'a connection limit (Retry-After); while the instance shuts down, the broker is unreachable, or a resume or rewind is past the user\'s history read budget or must wait for room other replays hold, the answer is a 200 stream that says `system:unavailable` and ends' }
+        503: { ...ErrorReply, description: 'the user\'s (or, with no user, the address\'s) connection limit (Retry-After); while the instance shuts down or is full, the broker is unreachable, or a resume or rewind is past the user\'s history read budget or must wait for room other replays hold, the answer is a 200 stream that says `system:unavailable` and ends' }
       }
     }
   }, async (request, reply) => {
@@ -85,9 +85,11 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
     // A stream that cannot be served just now says come back (EventSource gives up on a 503), counted as refused.
     const comeBack = (reason: string, message: string): void => {
       metrics.refusedConnections.inc({ transport: 'sse', reason })
-      comeBackSoon(reply, streamOrigins, message, reason === 'shutting_down')
+      comeBackSoon(reply, streamOrigins, message, reason)
     }
-    if (refusal === 'shutting_down') return comeBack(refusal, REFUSAL_MESSAGES[refusal])
+    // A full instance is a moment (a deploy moved its neighbours' streams here): come back.
+    // A user's or an address's limit is theirs to mend, and stays a 503 (docs/protocol.md).
+    if (refusal === 'shutting_down' || refusal === 'instance_limit') return comeBack(refusal, REFUSAL_MESSAGES[refusal])
     if (refusal !== null) {
       metrics.refusedConnections.inc({ transport: 'sse', reason: refusal })
       return plainError(reply.header('retry-after', '5'), 503, 'Service Unavailable', `${REFUSAL_MESSAGES[refusal]}; try again later`)
@@ -177,25 +179,25 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
 export default sseRoutes
 
 /**
- * Answers a request that cannot be served just now (the instance restarting, the broker
- * unreachable) with a stream that only says so and ends: `event: system:unavailable`, and a
- * `retry:` of 1–3 s (spread, so an audience does not come back at once). EventSource gives
- * up for good on any status but 200 (HTML Living Standard, "fail the connection"): a 503
- * left a legacy browser's page dead after a Redis blip (a black-box audit, session 25). A
- * stream that ends, it reconnects by itself, with its Last-Event-ID (docs/protocol.md,
- * Server-Sent Events).
+ * Answers a request that cannot be served just now (the instance restarting or full, the
+ * broker unreachable) with a stream that only says so and ends: `event: system:unavailable`,
+ * and a `retry:` of 1–3 s, 5–10 s from a full instance (spread, so an audience does not come
+ * back at once). EventSource gives up for good on any status but 200 (HTML Living Standard,
+ * "fail the connection"): a 503 left a legacy browser's page dead after a Redis blip (a
+ * black-box audit, session 25), and after a deploy filled the instances that were left
+ * (session 28). A stream that ends, it reconnects by itself, with its Last-Event-ID
+ * (docs/protocol.md, Server-Sent Events).
  */
-function comeBackSoon (reply: FastifyReply, streamOrigins: '*' | Set<string>, reason: string, shuttingDown = false): void {
-  const retryMs = COME_BACK_MIN_MS + Math.floor(Math.random() * COME_BACK_SPREAD_MS)
+function comeBackSoon (reply: FastifyReply, streamOrigins: '*' | Set<string>, message: string, reason: string): void {
+  const [minMs, spreadMs] = reason === 'instance_limit' ? [5000, 5000] : [1000, 2000]
+  const retryMs = minMs + Math.floor(Math.random() * spreadMs)
   // While the instance shuts down its connection ends with it: left idle and kept alive (a
   // proxy's upstream pool), it held server.close() until the grace timeout (audit).
-  const headers = { ...SSE_HEADERS, ...corsHeaders(reply, streamOrigins), ...(shuttingDown ? { connection: 'close' } : {}) }
+  const headers = { ...SSE_HEADERS, ...corsHeaders(reply, streamOrigins), ...(reason === 'shutting_down' ? { connection: 'close' } : {}) }
   reply.hijack()
   reply.raw.writeHead(200, headers)
-  reply.raw.end(`retry: ${retryMs}\nevent: system:unavailable\ndata: ${JSON.stringify({ status: 503, reason, retryMs })}\n\n`)
+  reply.raw.end(`retry: ${retryMs}\nevent: system:unavailable\ndata: ${JSON.stringify({ status: 503, reason: message, retryMs })}\n\n`)
 }
-const COME_BACK_MIN_MS = 1000
-const COME_BACK_SPREAD_MS = 2000
 
 /** What a stream's request reads as its headers once the route is done with them. */
 const NO_HEADERS = Object.freeze({})

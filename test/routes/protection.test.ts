@@ -104,7 +104,7 @@ t.test('a frame over the size limit closes with 1009; others are unaffected', as
   t.equal((await other.request({ type: 'system:ping' })).type, 'system:pong')
 })
 
-t.test('connection limits: per user and per instance refuse with 1013 (WS) and 503 (SSE)', async (t) => {
+t.test("connection limits: per user and per instance refuse with 1013 (WS); over SSE a user's is a 503, a full instance says come back", async (t) => {
   const { url, wsUrl } = await startServer(t, { MAX_CONNECTIONS_PER_USER: 1, MAX_CONNECTIONS: 2 })
   await WsClient.connect(t, wsUrl, token('1'))
   const second = new WebSocket(`${wsUrl}?token=${token('1')}`)
@@ -118,12 +118,19 @@ t.test('connection limits: per user and per instance refuse with 1013 (WS) and 5
   const third = new WebSocket(`${wsUrl}?token=${token('3')}`)
   const [code3] = await new Promise<[number]>((resolve) => third.on('close', (c) => resolve([c])))
   t.equal(code3, 1013, 'past the instance limit')
+  // Audit: EventSource gives up for good on a 503; streams a deploy moved onto full instances stayed dead.
+  const full = await fetch(`${url}/sse?token=${token('3')}`)
+  t.equal(full.status, 200, 'a stream past the instance limit is answered as a stream')
+  const told = /^retry: (\d+)\nevent: system:unavailable\ndata: (.*)\n\n$/.exec(await full.text())
+  t.match(JSON.parse(told?.[2] ?? '{}'), { status: 503, reason: 'instance connection limit reached' }, 'that says come back, and why')
+  t.ok(Number(told?.[1]) >= 5000 && Number(told?.[1]) < 10_000, `in 5-10 s (${told?.[1]} ms), not at once`)
 
   // One admission policy: both transports count their refusals under the same snake_case reasons.
   const metrics = await (await fetch(`${url}/metrics`)).text()
   t.match(metrics, /gateway_connections_refused_total\{transport="ws",reason="user_limit"\} 1\n/)
   t.match(metrics, /gateway_connections_refused_total\{transport="sse",reason="user_limit"\} 1\n/)
   t.match(metrics, /gateway_connections_refused_total\{transport="ws",reason="instance_limit"\} 1\n/)
+  t.match(metrics, /gateway_connections_refused_total\{transport="sse",reason="instance_limit"\} 1\n/)
 })
 
 t.test('a connection that stops answering pings is closed after two intervals', async (t) => {
