@@ -514,10 +514,12 @@ export class RealtimeClient {
   /**
    * A subscribe of `channels()` (asked each time: those still wanted), with their positions.
    * Refused as `rate_limited` (the user's subscribe or history budget, or the instance's room
-   * for replays: "try again in a moment"), it is sent again after a pause, growing as the
-   * reconnect backoff does, while the connection it went on is still the current one (a next
-   * connection resubscribes everything). Left refused, the channel would have stayed dark
-   * until the next reconnect, and a resume's gap with it. Other refusals reject.
+   * for replays: "try again in a moment") or failed as `internal` (the gateway's Redis
+   * unreachable), it is sent again after a pause, growing as the reconnect backoff does,
+   * while the connection it went on is still the current one (a next connection
+   * resubscribes everything). Left refused, the channel stayed dark until the next
+   * reconnect, and a resume's gap with it; the app's own retry sent nothing, the channel
+   * being wanted already (audit in Chromium, session 28). Other refusals reject.
    */
   private async subscribeRetrying (channels: () => string[], rewind?: number, answered?: () => void): Promise<unknown> {
     const transport = this.current
@@ -528,7 +530,7 @@ export class RealtimeClient {
       try {
         return await this.request({ type: 'subscribe', payload: { channels: names, since, rewind } }, since)
       } catch (err) {
-        if ((err as { code?: string })?.code !== 'rate_limited') throw err
+        if (!passing(err)) throw err
         answered?.()
         await pause(backoffDelay(this.options.backoff, attempt))
         if (this.current !== transport || transport === null) return undefined
@@ -752,6 +754,8 @@ function badNames (channels: string[]): Error & { code: string, channels: string
 }
 
 /** A server `error` answer that refuses the request itself (not a lost connection, not a rate limit). */
+/** A subscribe refusal that passes: asked again on the same connection (subscribeRetrying). */
+const passing = (err: unknown): boolean => ['rate_limited', 'internal'].includes((err as { code?: string })?.code ?? '')
 const refusal = (err: unknown): boolean => ['forbidden', 'bad_request', 'too_many_channels'].includes((err as { code?: string })?.code ?? '')
 
 function withQuery (url: string, name: string, value: string | undefined): string {

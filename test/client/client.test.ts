@@ -2,7 +2,8 @@ import { test } from 'tap'
 import WebSocket from 'ws'
 import type { RealtimeEvent, WebSocketConstructor } from '../../client/realtime-client.js'
 import { gatedToken, notify, publish, watch } from '../support/client-watch.js'
-import { sleep, startServer, token } from '../support/helper.js'
+import { post, serviceToken, sleep, startServer, token } from '../support/helper.js'
+import { eventually, OwnRedis } from '../support/redis-fixture.js'
 import { freePort } from '../support/ports.js'
 
 /**
@@ -383,6 +384,23 @@ test('ws: a subscribe the gateway answers rate_limited ("try again in a moment")
   await w.until('live events on every channel', () => channels.every((c) => w.on(c).length === 2))
   t.same(offsets(w.on('product:rl-a')), [1, 2], 'and every channel is live, with no gap')
   t.notOk(w.states.includes('reconnecting'), 'on the same connection')
+})
+
+test('ws: a subscribe that failed as internal (the gateway\'s Redis down) is asked again until taken, not left dark', async (t) => {
+  // Audit (client in Chromium): the channel stayed wanted but unsubscribed, and the app's
+  // own retry resolved at once without a frame: dark until the next reconnect.
+  const redis = await OwnRedis.start(t)
+  const { url } = await startServer(t, { REDIS_URL: redis.url })
+  const w = watch(t, { url, token: token('in1'), transports: ['ws'], backoff: { initialMs: 100, maxMs: 400 } })
+  await w.until('open', () => w.client.state === 'open')
+  await redis.kill()
+  const subscribing = w.client.subscribe('room:in-a')
+  await w.until('the failure', () => w.errors.some((e) => e.code === 'internal'))
+  await redis.restart()
+  await subscribing
+  t.pass('the subscribe settled once Redis was back')
+  await eventually('a publish taken', async () => (await post(`${url}/realtime/publish`, serviceToken(), { channel: 'room:in-a', type: 'stock', payload: { n: 1 } })).status === 202, 10_000)
+  await w.until('its event', () => w.on('room:in-a').length === 1)
 })
 
 test('ws: a subscribe refused as rate_limited that can never be taken does not hold the connection from opening', async (t) => {
