@@ -419,10 +419,17 @@ export class RealtimeClient {
     if (this.subs.defaults.length > 0) {
       const resumed = this.subs.resumable()
       this.subs.hold(resumed)
-      requests.push(this.subscribeFrame(this.subs.defaults).finally(() => this.show(this.subs.releaseUnacknowledged(resumed))))
+      // Its held events go out once the resume is taken (or refused for good), however many
+      // times it is asked again; 'open' waits for its first answer only (review: a resume
+      // answered `internal` all through a Redis outage held 'open' as long).
+      requests.push(new Promise<void>((resolve) => {
+        this.subscribeRetrying(() => this.subs.defaults, undefined, resolve)
+          .finally(() => this.show(this.subs.releaseUnacknowledged(resumed)))
+          .then(() => resolve(), () => resolve())
+      }))
     }
-    // 'open' waits for their first answers: one refused as rate_limited is asked again
-    // meanwhile (subscribeRetrying), and one that never fits must not hold 'open' for ever.
+    // 'open' waits for their first answers: one refused as rate_limited or internal is asked
+    // again meanwhile (subscribeRetrying), and one that never fits must not hold 'open' for ever.
     const extra = this.subs.extra()
     if (extra.length > 0) requests.push(...this.subscribeFrames(extra, true))
     return Promise.allSettled(requests)
@@ -505,10 +512,6 @@ export class RealtimeClient {
   private showRewound (): void {
     for (const [channel, events] of this.rewound) if (this.subs.desired.has(channel)) this.show(events)
     this.rewound.clear()
-  }
-
-  private subscribeFrame (channels: string[]): Promise<unknown> {
-    return this.subscribeRetrying(() => channels)
   }
 
   /**
