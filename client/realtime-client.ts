@@ -756,9 +756,9 @@ function badNames (channels: string[]): Error & { code: string, channels: string
   return Object.assign(new Error(`not a channel name: ${shown}`), { code: 'bad_request', channels })
 }
 
-/** A server `error` answer that refuses the request itself (not a lost connection, not a rate limit). */
 /** A subscribe refusal that passes: asked again on the same connection (subscribeRetrying). */
 const passing = (err: unknown): boolean => ['rate_limited', 'internal'].includes((err as { code?: string })?.code ?? '')
+/** A server `error` answer that refuses the request itself (not a lost connection, not a rate limit). */
 const refusal = (err: unknown): boolean => ['forbidden', 'bad_request', 'too_many_channels'].includes((err as { code?: string })?.code ?? '')
 
 function withQuery (url: string, name: string, value: string | undefined): string {

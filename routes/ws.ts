@@ -159,6 +159,35 @@ const wsRoutes: FastifyPluginAsyncTypebox = async (app) => {
     if (request.ws) holdHandshake(request.raw.socket)
   }
 
+  /** An upgraded socket: refused at a limit, or a session greeted on its own channels. */
+  function acceptSocket (socket: WebSocket, request: FastifyRequest): void {
+    const raw = request.raw.socket
+    releaseUpgradeRequest(socket, raw)
+    socket.on('error', onError)
+    const identity = requireIdentity(request.identity)
+    const refusal = refusalFor(hub, identity, admissionLimits)
+    if (refusal !== null) {
+      metrics.refusedConnections.inc({ transport: 'ws', reason: refusal })
+      // A bare connection, only to close it: no session, no hub entry, no expiry.
+      // Shutting down: 1012, reconnect elsewhere (docs/protocol.md, close codes); a limit: 1013.
+      const code = refusal === 'shutting_down' ? CloseCode.SERVICE_RESTART : CloseCode.TRY_AGAIN_LATER
+      new WsConnection(newConnectionId(), identity, socket, connectionOptions).close(code, REFUSAL_MESSAGES[refusal])
+      releaseHandshake(raw)
+      return
+    }
+
+    const session = new WsSession(newConnectionId(), identity, socket, sessionDeps)
+    hub.add(session)
+    ;(socket as SessionSocket)[kSession] = session
+    session.holdFramesUntil(greet(session, raw))
+    socket.on('message', onMessage)
+    socket.on('ping', onPing)
+    socket.on('pong', onPong)
+    socket.on('close', onClose)
+    // Its listeners are set for life: a compact table instead of a hash table per socket.
+    compactListeners(socket)
+  }
+
   app.route({
     method: 'GET',
     url: '/ws',
@@ -170,33 +199,7 @@ const wsRoutes: FastifyPluginAsyncTypebox = async (app) => {
     // A plain GET (no Upgrade header, or a proxy that dropped it): say what this path speaks.
     handler: async (_request, reply) => reply.code(426).header('upgrade', 'websocket').header('connection', 'Upgrade')
       .send({ statusCode: 426, error: 'Upgrade Required', message: '/ws speaks WebSocket: send Upgrade: websocket (a proxy in between must pass the Upgrade and Connection headers on)' }),
-    wsHandler: (socket, request) => {
-      const raw = request.raw.socket
-      releaseUpgradeRequest(socket, raw)
-      socket.on('error', onError)
-      const identity = requireIdentity(request.identity)
-      const refusal = refusalFor(hub, identity, admissionLimits)
-      if (refusal !== null) {
-        metrics.refusedConnections.inc({ transport: 'ws', reason: refusal })
-        // A bare connection, only to close it: no session, no hub entry, no expiry.
-        // Shutting down: 1012, reconnect elsewhere (docs/protocol.md, close codes); a limit: 1013.
-        const code = refusal === 'shutting_down' ? CloseCode.SERVICE_RESTART : CloseCode.TRY_AGAIN_LATER
-        new WsConnection(newConnectionId(), identity, socket, connectionOptions).close(code, REFUSAL_MESSAGES[refusal])
-        releaseHandshake(raw)
-        return
-      }
-
-      const session = new WsSession(newConnectionId(), identity, socket, sessionDeps)
-      hub.add(session)
-      ;(socket as SessionSocket)[kSession] = session
-      session.holdFramesUntil(greet(session, raw))
-      socket.on('message', onMessage)
-      socket.on('ping', onPing)
-      socket.on('pong', onPong)
-      socket.on('close', onClose)
-      // Its listeners are set for life: a compact table instead of a hash table per socket.
-      compactListeners(socket)
-    }
+    wsHandler: acceptSocket
   })
 }
 
