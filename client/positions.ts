@@ -71,6 +71,18 @@ export class Positions {
     return parts.length === 0 ? undefined : 'v1;' + parts.join(';')
   }
 
+  /** The channels a cursor names whose position is no longer the one it gives. */
+  movedFrom (cursor: string): string[] {
+    const then = new Positions()
+    then.readCursor(cursor)
+    const moved: string[] = []
+    for (const [channel, p] of then.byChannel) {
+      const now = this.byChannel.get(channel)
+      if (now?.offset !== p.offset || now.epoch !== p.epoch) moved.push(channel)
+    }
+    return moved
+  }
+
   snapshot (): Record<string, Position> {
     const out: Record<string, Position> = {}
     for (const [channel, p] of this.byChannel) out[channel] = { ...p }

@@ -1,6 +1,12 @@
 import type { RealtimeEvent } from './options.js'
 import { type Position, Positions } from './positions.js'
 
+/** Events of a channel skipped without a `system:reset`: after `after`, the next shown was `next`. */
+export interface Gap {
+  after: number
+  next: number
+}
+
 interface Acknowledgement {
   positions?: Record<string, Position>
   recovered?: Record<string, boolean>
@@ -33,6 +39,8 @@ export class Subscriptions {
   private readonly releaseAt = new Map<string, number>()
   /** After a reset to before what the app was shown: events up to this offset come again, and are not shown twice. */
   private readonly shownThrough = new Map<string, number>()
+  /** Offsets skipped since the last takeGaps, per channel (the first skip). */
+  private readonly gaps = new Map<string, Gap>()
 
   constructor (channels: readonly string[]) {
     this.desired = new Set(channels)
@@ -86,9 +94,24 @@ export class Subscriptions {
     for (const c of channels) this.held.set(c, [])
   }
 
-  /** The resume request failed or was never answered: what is held goes out as it is. */
+  /**
+   * The resume request failed or was never answered: what is held goes out as it is, and
+   * offsets it skips are a gap (takeGaps) the app must hear of.
+   */
   releaseUnacknowledged (channels: readonly string[]): RealtimeEvent[] {
-    return channels.filter((c) => !this.releaseAt.has(c)).flatMap((c) => this.release(c))
+    return channels.filter((c) => !this.releaseAt.has(c)).flatMap((c) => this.release(c, true))
+  }
+
+  /**
+   * The gaps found since the last call, oldest first. The server never skips an offset
+   * without a `system:reset` or `recovered: false` (docs/protocol.md); this is the client's
+   * own check of that promise, so a gap from anywhere (a fault, a proxy, a bug) is never silent.
+   */
+  takeGaps (): Array<[string, Gap]> {
+    if (this.gaps.size === 0) return []
+    const gaps = [...this.gaps]
+    this.gaps.clear()
+    return gaps
   }
 
   /** The connection is gone: held events were never shown, so the next resume fetches them. */
@@ -113,6 +136,7 @@ export class Subscriptions {
       held.push(event)
       return []
     }
+    this.checkFollows(event)
     this.positions.sawEvent(event.channel, event.offset)
     const target = this.releaseAt.get(event.channel)
     return target !== undefined && event.offset >= target ? [event, ...this.release(event.channel)] : [event]
@@ -138,14 +162,26 @@ export class Subscriptions {
     return false
   }
 
-  private release (channel: string): RealtimeEvent[] {
+  /**
+   * Held events after the position, in order. `checked`: where nothing announced a loss
+   * (acknowledged's `recovered: false` does), a skip before them is a gap.
+   */
+  private release (channel: string, checked = false): RealtimeEvent[] {
     const held = this.held.get(channel) ?? []
     this.held.delete(channel)
     this.releaseAt.delete(channel)
     const known = this.positions.get(channel)?.offset ?? 0
     const fresh = held.filter((e) => e.offset > known)
+    if (checked && fresh.length > 0) this.checkFollows(fresh[0])
     for (const e of fresh) this.positions.sawEvent(e.channel, e.offset)
     return fresh
+  }
+
+  /** Notes a gap when the event does not follow the channel's last offset (a channel with no position yet has none). */
+  private checkFollows (event: RealtimeEvent): void {
+    const known = this.positions.get(event.channel)
+    if (known === undefined || event.offset <= known.offset + 1) return
+    if (!this.gaps.has(event.channel)) this.gaps.set(event.channel, { after: known.offset, next: event.offset })
   }
 
   /**

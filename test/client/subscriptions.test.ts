@@ -32,3 +32,45 @@ t.test('a reset past where the client stands, or into another epoch, is a loss: 
   const fresh = new Subscriptions([])
   t.equal(fresh.resetTo('user:1', { offset: 0, epoch: 'e' }), false, 'no position known: a loss as far as the client can tell')
 })
+
+// The client's own check that offsets follow each other (Subscriptions.takeGaps): the
+// gateway never skips one unannounced, so a skip from anywhere must reach the app.
+t.test('an event that skips offsets is a gap, noted once with where it is; a contiguous stream is none', async (t) => {
+  const subs = new Subscriptions([])
+  subs.positions.set('user:1', { offset: 2, epoch: 'e' })
+  t.same(shown(subs, [3, 4]), [3, 4])
+  t.same(subs.takeGaps(), [], 'each offset follows the last')
+  t.same(shown(subs, [7, 8]), [7, 8], 'the events after a gap are still shown, in order')
+  t.same(subs.takeGaps(), [['user:1', { after: 4, next: 7 }]])
+  t.same(subs.takeGaps(), [], 'taken once')
+  shown(subs, [6])
+  t.same(subs.takeGaps(), [], 'an offset at or before the last is no gap (a rewind\'s replay comes after its position)')
+
+  const fresh = new Subscriptions([])
+  t.same(shown(fresh, [40]), [40], 'no position yet: nothing to weigh the first event against')
+  t.same(fresh.takeGaps(), [])
+})
+
+t.test('a resume that failed releases its held events: a skip before them is a gap; one announced as lost is not', async (t) => {
+  const failed = new Subscriptions([])
+  failed.positions.set('user:1', { offset: 1, epoch: 'e' })
+  failed.hold(['user:1'])
+  t.same(shown(failed, [5, 6]), [], 'held while the resume is under way')
+  t.same(failed.releaseUnacknowledged(['user:1']).map((e) => e.offset), [5, 6], 'released as they are')
+  t.same(failed.takeGaps(), [['user:1', { after: 1, next: 5 }]], '2 to 4 were never shown')
+
+  const whole = new Subscriptions([])
+  whole.positions.set('user:1', { offset: 4, epoch: 'e' })
+  whole.hold(['user:1'])
+  shown(whole, [5, 6])
+  t.same(whole.releaseUnacknowledged(['user:1']).map((e) => e.offset), [5, 6])
+  t.same(whole.takeGaps(), [], 'what was held follows the position: no gap')
+
+  const lost = new Subscriptions([])
+  lost.positions.set('user:1', { offset: 1, epoch: 'e' })
+  lost.hold(['user:1'])
+  shown(lost, [9])
+  const answer = lost.acknowledged({ positions: { 'user:1': { offset: 9, epoch: 'e' } }, recovered: { 'user:1': false } }, { 'user:1': { offset: 1, epoch: 'e' } })
+  t.same(answer.lost, ['user:1'], 'the acknowledgement says what was lost')
+  t.same(lost.takeGaps(), [], 'so it is not a gap on top')
+})

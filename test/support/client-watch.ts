@@ -9,7 +9,7 @@ export interface Watched {
   client: RealtimeClient
   events: RealtimeEvent[]
   states: string[]
-  recoveries: Array<{ recovered: boolean, channels: string[] }>
+  recoveries: Array<{ recovered: boolean, channels: string[], reset?: boolean, gap?: { after: number, next: number } }>
   errors: Array<{ code: string, status?: number }>
   opens: Array<{ transport: string, resumed: boolean, channels: string[] }>
   presences: Array<{ channel: string, connections: number, users: number }>
