@@ -578,6 +578,7 @@ export class RealtimeClient {
   private reopenStream (channels: readonly string[] = []): Promise<void> {
     const waiter = this.nextStream(channels)
     clearTimeout(this.timer)
+    if (this.greeted) this.policy.reopened()
     this.current?.close()
     this.dropConnection()
     this.nextKind = 'sse'

@@ -18,13 +18,17 @@ export interface NextAttempt {
  * never swapped for SSE. Whenever SSE ends or fails, WebSocket is tried first again, so
  * an outage or a limit never leaves the client on SSE for good (an audit saw it stay
  * there after the gateway was down at page load); behind a proxy that blocks the upgrade
- * that costs one refused WebSocket per reconnect. Every retry but the fallback to SSE
- * waits: exponential backoff with jitter, so a gateway that is down (or restarting with
- * many clients) is never hammered.
+ * that costs one refused WebSocket per reconnect, and the way back to SSE is then
+ * immediate (audit: two refused WebSockets per SSE drop, each a backoff step). Every other
+ * retry waits: exponential backoff with jitter, so a gateway that is down (or restarting
+ * with many clients) is never hammered.
  */
 export class ReconnectPolicy {
   private wsEverOpened = false
+  /** WebSockets that failed to connect since one last opened: SSE opening since does not clear them. */
   private wsFailures = 0
+  /** The transport of the connection that opened last. */
+  private lastOpened: TransportKind | null = null
   /** The immediate fallback to SSE was taken since the last connection opened. */
   private fellBack = false
   private attempts = 0
@@ -34,10 +38,24 @@ export class ReconnectPolicy {
 
   opened (kind: TransportKind): void {
     this.openedAt = Date.now()
-    if (kind === 'ws') this.wsEverOpened = true
-    // Either way the gateway is reached: WebSocket failures before this say nothing more.
-    this.wsFailures = 0
+    this.lastOpened = kind
+    // SSE opening after WebSockets failed says the gateway is up and the upgrade is what
+    // fails on this path: those failures stand, so the next SSE drop tries WebSocket once.
+    if (kind === 'ws') {
+      this.wsEverOpened = true
+      this.wsFailures = 0
+    }
     this.fellBack = false
+  }
+
+  /**
+   * The client closed a connection that was open to open another (an SSE stream reopened
+   * with a new channel list): it was working, so the backoff starts over (audit: an app
+   * subscribing every few seconds never let a stream live `STABLE_MS`, and every real drop
+   * then waited longer than the last).
+   */
+  reopened (): void {
+    this.attempts = 0
   }
 
   /**
@@ -49,8 +67,9 @@ export class ReconnectPolicy {
     if (kind === 'ws' && transportFailed && !wasOpen && !answered) this.wsFailures++
     const next = transportFailed && !(kind === 'ws' && answered) ? this.pick(kind, wasOpen) : kind
     // The fallback to SSE is immediate once per connection: while the gateway is down both
-    // fail, and the alternation must back off like any retry.
-    if (kind === 'ws' && next === 'sse' && !this.wsEverOpened && !this.fellBack) {
+    // fail, and the alternation must back off like any retry. Not for a WebSocket that worked
+    // before (the gateway may be restarting), unless SSE is what worked since.
+    if (kind === 'ws' && next === 'sse' && (!this.wsEverOpened || this.lastOpened === 'sse') && !this.fellBack) {
       this.fellBack = true
       return { kind: next, delayMs: 0, attempt: this.attempts }
     }
