@@ -38,7 +38,9 @@ export default fp(async (app) => {
   const registry = new NodeRegistry(broker.redis, {
     keyPrefix: broker.layout.registryPrefix,
     countChannels: async () => await broker.distinctChannels(),
-    ttlMs: NODE_TTL_MS
+    ttlMs: NODE_TTL_MS,
+    // As old as another instance's figures may be (one heartbeat).
+    channelsMaxAgeMs: HEARTBEAT_MS
   })
   let failing = false
   let inFlight: Promise<void> = Promise.resolve()

@@ -23,6 +23,6 @@ export const ClusterStatsSchema = Type.Object({
   totalConnections: Type.Integer(),
   uniqueUsers: Type.Integer(),
   userConnections: UserConnections,
-  channels: Type.Integer({ description: 'channels with at least one subscriber; with Redis, also those whose last subscriber left in the last 5 s (docs/operations.md, "Channels linger")' }),
+  channels: Type.Integer({ description: 'channels with at least one subscriber; with Redis, also those whose last subscriber left in the last 5 s, counted at most 2 s ago (docs/operations.md, "Channels linger")' }),
   nodes: Type.Array(NodeStatsSchema)
 })

@@ -8,6 +8,8 @@ export interface NodeRegistryOptions {
   countChannels: () => Promise<number>
   /** How long a node's report outlives its last heartbeat: a dead node drops out after it. */
   ttlMs: number
+  /** How old the channel count may be: counted at most once per this over every instance. */
+  channelsMaxAgeMs: number
 }
 
 /**
@@ -18,9 +20,13 @@ export interface NodeRegistryOptions {
  */
 export class NodeRegistry {
   private readonly setKey: string
+  private readonly channelsKey: string
+  /** The count under way on this instance: the stats asked meanwhile share it. */
+  private counting: Promise<number> | null = null
 
   constructor (private readonly redis: RedisClient, private readonly options: NodeRegistryOptions) {
     this.setKey = `${options.keyPrefix}nodes`
+    this.channelsKey = `${options.keyPrefix}channel-count`
   }
 
   async beat (stats: NodeStats): Promise<void> {
@@ -52,9 +58,24 @@ export class NodeRegistry {
     return alive
   }
 
-  /** Channels with a subscriber on some instance. */
+  /**
+   * Channels with a subscriber on some instance, at most `channelsMaxAgeMs` old. Counting
+   * them is PUBSUB CHANNELS, which lists every channel and holds Redis meanwhile (130 ms
+   * at 100k channels, every instance's publishes and reads waiting): so the count is kept
+   * in Redis for the other instances, and one count at a time is made here, however many
+   * admins' dashboards and stats requests ask.
+   */
   async distinctChannels (): Promise<number> {
-    return await this.options.countChannels()
+    this.counting ??= this.countShared().finally(() => { this.counting = null })
+    return await this.counting
+  }
+
+  private async countShared (): Promise<number> {
+    const known = await this.redis.get(this.channelsKey)
+    if (known !== null) return Number(known)
+    const count = await this.options.countChannels()
+    await this.redis.set(this.channelsKey, String(count), 'PX', this.options.channelsMaxAgeMs)
+    return count
   }
 
   private nodeKey (nodeId: string): string {
