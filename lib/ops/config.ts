@@ -72,7 +72,7 @@ export const EnvSchema = Type.Object({
   WS_RATE_LIMIT_STRIKES: int(20, 1),
   // One connection at the frame limit, every frame a subscribe of 128 channels, stays
   // within these: only several connections of one user together meet them.
-  WS_SUBSCRIBES_PER_SECOND: int(6400, 1),
+  WS_SUBSCRIBES_PER_SECOND: int(1280, 1),
   WS_SUBSCRIBES_BURST: int(12_800, 1),
   WS_INBOUND_BYTES_PER_SECOND: int(1024 * 1024, 1),
   WS_INBOUND_BYTES_BURST: int(4 * 1024 * 1024, 1),
