@@ -6,6 +6,7 @@ import fp from 'fastify-plugin'
 import kafkajs, { type EachBatchPayload, type ISocketFactory, type LogEntry } from 'kafkajs'
 import { kafkaBrokerList } from '../lib/ops/config.js'
 import { BackgroundCommits } from '../lib/ingress/kafka-commits.js'
+import { ConsumerLag, type LagSource } from '../lib/ingress/consumer-lag.js'
 import { backoffDelay, type BatchContext, ingestBatch } from '../lib/ingress/kafka-ingest.js'
 import { topicNames } from '../lib/ingress/kafka-mapping.js'
 import { GroupLiveness } from '../lib/ingress/group-liveness.js'
@@ -20,6 +21,8 @@ const { Kafka, logLevel: KafkaLogLevel, CompressionTypes } = kafkajs
 const SLEEP_SLICE_MS = 500
 /** Resolved offsets are committed in the background at most this often (lib/ingress/kafka-commits.ts). */
 const COMMIT_INTERVAL_MS = 1000
+/** How often the lag of this member's partitions is read from Kafka (lib/ingress/consumer-lag.ts). */
+const LAG_INTERVAL_MS = 5000
 
 /**
  * How the consumer fetches (bench/kafka.ts gives its do-nothing consumer the same, so the
@@ -87,6 +90,7 @@ export default fp(async (app) => {
     retry: { retries: 3, initialRetryTime: 300, maxRetryTime: 5000, restartOnFailure: async () => !closing }
   })
   const producer = kafka.producer({ allowAutoTopicCreation: true })
+  const admin = kafka.admin()
 
   let closing = false
   // Not ready once the coordinator has not answered a heartbeat for as long as it waits before dropping a member.
@@ -98,6 +102,8 @@ export default fp(async (app) => {
   /** Heartbeats the group coordinator answered, and the times this member joined the group (each a new generation). */
   let heartbeatsAnswered = 0
   let joins = 0
+  /** Where this member stands in the partitions it was given, for the lag gauge. */
+  const lag = new ConsumerLag()
 
   const { GROUP_JOIN, HEARTBEAT, REBALANCING, CRASH, DISCONNECT, STOP, CONNECT } = consumer.events
   consumer.on(CONNECT, () => { log.debug('kafka consumer connected') })
@@ -111,6 +117,7 @@ export default fp(async (app) => {
     liveness.joined()
     restartAttempt = 0
     metrics.resetLag()
+    lag.assigned(e.payload.memberAssignment)
     log.info({ groupId: e.payload.groupId, assignment: e.payload.memberAssignment }, 'kafka consumer joined its group')
   })
   consumer.on(CRASH, (e) => {
@@ -126,6 +133,35 @@ export default fp(async (app) => {
   producer.on(producer.events.DISCONNECT, () => { producerConnected = false })
 
   app.readiness.add('kafka', () => liveness.ready)
+
+  /** Each partition's ends and the group's commits, from Kafka's admin API. */
+  const lagSource: LagSource = {
+    ends: async (topic) => new Map((await admin.fetchTopicOffsets(topic)).map((p) => [p.partition, { low: Number(p.low), high: Number(p.high) }])),
+    committed: async (names) => new Map((await admin.fetchOffsets({ groupId: config.KAFKA_GROUP_ID, topics: [...names] })).map(({ topic, partitions }) =>
+      // -1: the group never committed there.
+      [topic, new Map(partitions.filter((p) => Number(p.offset) >= 0).map((p) => [p.partition, Number(p.offset)]))]))
+  }
+  let adminConnected = false
+  let measuring = false
+  /** The lag gauge, read on a timer: a batch stuck retrying never ends, and what builds up behind it must show. */
+  async function measureLag (): Promise<void> {
+    if (measuring || closing) return
+    measuring = true
+    try {
+      if (!adminConnected) await admin.connect()
+      adminConnected = true
+      for (const { topic, partition, lag: behind } of await lag.measure(lagSource)) metrics.lag(topic, partition, behind)
+    } catch (err) {
+      // Kafka unreachable: readiness says so; the gauge keeps its last reading.
+      log.debug({ err }, 'kafka consumer lag not read')
+      adminConnected = false
+      await admin.disconnect().catch(() => {})
+    } finally {
+      measuring = false
+    }
+  }
+  const lagTimer = setInterval(() => { void measureLag() }, LAG_INTERVAL_MS)
+  lagTimer.unref()
 
   /** The latest batch's hooks: they act on the consumer group as it is now (its current generation). */
   let current: Pick<EachBatchPayload, 'commitOffsetsIfNecessary' | 'uncommittedOffsets'> | undefined
@@ -259,7 +295,10 @@ export default fp(async (app) => {
         }
       }
     })
-    if (lastSettled !== undefined) metrics.lag(batch.topic, batch.partition, Number(batch.highWatermark) - Number(lastSettled) - 1)
+    if (lastSettled !== undefined) {
+      lag.settled(batch.topic, batch.partition, lastSettled)
+      metrics.lag(batch.topic, batch.partition, Number(batch.highWatermark) - Number(lastSettled) - 1)
+    }
     // Stopping: what was settled is committed now (the group is left next); what was not
     // stays unresolved and goes to the partition's next owner.
     if (closing) await commits.flush().catch((err: unknown) => log.warn({ err }, 'kafka offsets not committed at shutdown'))
@@ -304,6 +343,7 @@ export default fp(async (app) => {
   app.addHook('onClose', async () => {
     closing = true
     clearTimeout(restartTimer)
+    clearInterval(lagTimer)
     commits.stop()
     // What was settled before now (an idle consumer has no batch in hand to commit it).
     await bounded(commits.flush(), 1000, () => log.warn('kafka offsets were not committed in time'))
@@ -312,6 +352,7 @@ export default fp(async (app) => {
     const budget = Math.max(1000, Math.floor(config.SHUTDOWN_TIMEOUT_MS / 2))
     await bounded(consumer.disconnect(), budget, () => log.warn('kafka consumer did not disconnect in time'))
     await bounded(producer.disconnect(), 1000, () => log.warn('kafka DLQ producer did not disconnect in time'))
+    await bounded(admin.disconnect(), 1000, () => log.warn('kafka admin client did not disconnect in time'))
   })
 }, { name: 'kafka', dependencies: ['config', 'hub', 'metrics', 'readiness'] })
 
