@@ -138,9 +138,10 @@ t.test('docker-compose.yml: Kafka in KRaft mode, and the topics of docs/protocol
 
 t.test('docker-compose.yml: nginx, Prometheus and Grafana reach the replicas', async (t) => {
   const nginxConf = parseNginx(read('deploy/nginx/nginx.conf'))
-  const upstream = find(find(nginxConf, 'http')[0].block, 'upstream')[0]
-  t.same(find(upstream.block, 'server').map((s) => s.args[0]).sort(), GATEWAYS.map((g) => `${g}:3000`),
-    'nginx balances over both replicas')
+  for (const upstream of find(find(nginxConf, 'http')[0].block, 'upstream')) {
+    t.same(find(upstream.block, 'server').map((s) => s.args[0]).sort(), GATEWAYS.map((g) => `${g}:3000`),
+      `nginx balances over both replicas (${upstream.args[0]})`)
+  }
   t.ok(services.nginx.volumes.includes('./deploy/nginx/nginx.conf:/etc/nginx/nginx.conf:ro'))
   t.same(dependsOn(services.nginx).sort(), GATEWAYS)
 

@@ -79,12 +79,16 @@ t.test('nginx.conf: WebSocket upgrade, unbuffered SSE, long timeouts, no token i
   t.equal(value(sse, 'proxy_http_version'), '1.1')
   t.ok(nginxSeconds(value(sse, 'proxy_read_timeout') ?? '60s') >= 300, 'a long read timeout for idle streams')
   t.ok(nginxSeconds(value(sse, 'proxy_read_timeout') ?? '60s') > 2 * heartbeat('SSE_HEARTBEAT_MS'))
-  t.equal(value(location('/'), 'proxy_pass'), 'http://gateway', 'the rest goes to the replicas too')
+  t.equal(value(location('/'), 'proxy_pass'), 'http://gateway_api', 'the rest goes to the replicas too, round robin')
 
   for (const format of find(http, 'log_format')) {
     t.notMatch(format.args.join(' '), /\$(request|request_uri|args|query_string|arg_token)\b/, `log_format ${format.args[0]} leaves the query string out`)
   }
-  t.ok(find(http, 'upstream')[0]?.block?.some((d) => d.name === 'least_conn'), 'long-lived connections are balanced by count')
+  const upstream = (name: string) => find(http, 'upstream').find((u) => u.args[0] === name)?.block ?? []
+  t.ok(upstream('gateway').some((d) => d.name === 'least_conn'), 'long-lived connections are balanced by count')
+  t.notOk(upstream('gateway_api').some((d) => d.name === 'least_conn'),
+    'API requests are not: a replica just restarted holds no streams, and least_conn sent it every request')
+  for (const name of ['gateway', 'gateway_api']) t.ok(upstream(name).some((d) => d.name === 'zone'), `${name}: one balance for every worker`)
 })
 
 t.test('nginx -t accepts deploy/nginx/nginx.conf', async (t) => {
