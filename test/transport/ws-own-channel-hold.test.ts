@@ -82,3 +82,17 @@ t.test('a first frame that is no resume lets the held events go as soon as it is
   t.equal(onlySession(app).pendingEvents, null, 'nothing is held once the frame was answered')
   t.match(await client.next((f) => f.channel === 'user:hold-3'), { offset: 1 })
 })
+
+t.test('its own channel named again while events are held for it: the answer\'s position is before them, and they follow', async (t) => {
+  // Audit (session 29): the answer reported the held event's offset and the event came after
+  // it; a client that kept the position and dropped first resumed past the event.
+  const { app, wsUrl } = await startServer(t)
+  const client = await WsClient.connect(t, wsUrl, token('hold-4'))
+  await notify(app, 'hold-4', 1)
+  const held = onlySession(app).pendingEvents?.get('user:hold-4')?.length === 1
+  const answer = await client.subscribe(['user:hold-4'])
+  const event = await client.next((f) => f.channel === 'user:hold-4')
+  t.equal(event.offset, 1)
+  if (held) t.equal(answer.payload.positions['user:hold-4'].offset, 0, 'where the connection stood: the held event comes after')
+  else t.equal(answer.payload.positions['user:hold-4'].offset, 1, 'the hold was over (a slow machine): the event went out before the answer')
+})
