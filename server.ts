@@ -37,8 +37,14 @@ async function main (): Promise<void> {
   try {
     await app.listen({ port: config.PORT, host: config.HOST })
   } catch (err) {
-    // Names the variables: a HOST that does not resolve is an invalid value like a PORT of abc.
-    app.log.error({ err }, `could not listen on HOST=${config.HOST} PORT=${config.PORT}: ${(err as Error).message}`)
+    // A HOST that does not resolve or is not this machine's is an invalid value like a PORT
+    // of abc: the same one stderr line naming it. Anything else (the port taken) is logged.
+    const code = (err as NodeJS.ErrnoException).code
+    if (code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EADDRNOTAVAIL') {
+      process.stderr.write(new ConfigError('HOST', `${JSON.stringify(config.HOST)} cannot be listened on: ${(err as Error).message}`).message + '\n')
+    } else {
+      app.log.error({ err }, `could not listen on HOST=${config.HOST} PORT=${config.PORT}: ${(err as Error).message}`)
+    }
     process.exit(1)
   }
   app.log.info(`dashboard: http://localhost:${config.PORT}/ · API docs: /api/docs · metrics: /metrics · WebSocket: /ws · SSE: /sse`)
