@@ -82,7 +82,7 @@ export class ChannelSequencer {
     const cursor = this.cursors.get(channel)
     if (cursor === undefined || cursor.held !== null || cursor.unsure === true) return undefined
     if (cursor.stored !== undefined && !passed(cursor, cursor.stored)) return undefined
-    return { epoch: cursor.epoch, offset: cursor.offset }
+    return { offset: cursor.offset, epoch: cursor.epoch }
   }
 
   forget (channel: string): void {

@@ -98,7 +98,7 @@ export class ReadBatch {
     let bytes = 0
     try {
       const [epoch, offset, ...entries] = reply
-      position = { epoch, offset: Number(offset) }
+      position = { offset: Number(offset), epoch }
       for (const entry of entries) bytes += entry.length
       events = entries.map((entry) => this.decode(group.call.channel, entry)).filter((e) => e.epoch === epoch)
     } catch (err) {
