@@ -254,9 +254,10 @@ export default fp(async (app) => {
       } catch (err) {
         if (!refusedAsTooLarge(err)) throw err // retried by the ingest loop
         // Refused for good: a stand-in goes instead, or the partition would wait behind it for ever.
+        await producer.send({ topic: dlqTopic, messages: [standInRecord(message, headers)] })
+        // Once sent: a stand-in refused too is retried, and this said otherwise every time.
         log.warn({ topic: message.topic, partition: message.partition, offset: message.offset, bytes: message.value?.length ?? 0, dlq: dlqTopic },
           'kafka message too large for the DLQ topic: a stand-in without its value was dead-lettered')
-        await producer.send({ topic: dlqTopic, messages: [standInRecord(message, headers)] })
       }
     }
   }

@@ -12,8 +12,12 @@ import { DLQ_HEADERS, type Headers } from './kafka-ingest.js'
  */
 export const DLQ_OMITTED_HEADER = 'x-dlq-omitted'
 
-/** A key up to this size stays in the stand-in (keys are usually ids). */
-const STAND_IN_MAX_KEY_BYTES = 16 * 1024
+/**
+ * A key up to this size stays in the stand-in (keys are usually ids). Small, so the stand-in
+ * fits whatever limit a DLQ topic has: with 16 KiB, a poison message with an 8 KB key and a
+ * DLQ topic limited to 4000 bytes had its stand-in refused too, for ever (audit, session 29).
+ */
+const STAND_IN_MAX_KEY_BYTES = 1024
 
 /** Kafka's answers to a record or batch over the topic's size limit: no retry changes them. */
 const TOO_LARGE = new Set(['MESSAGE_TOO_LARGE', 'RECORD_LIST_TOO_LARGE'])
