@@ -12,7 +12,7 @@ import { fullBucket, refillBucket, type TokenBucket } from './token-bucket.js'
  * unsubscribes of 127 fresh names within the frame limit, held the event loop for tens of
  * seconds (everyone's events late). Counted per user (per address without one), not per
  * connection, for that reason. A fresh `room:` name subscribed and left costs 59 µs of CPU
- * on the memory broker, 147 µs on Redis and 288 µs on a Redis Cluster (session 29, one
+ * on the memory broker, 146 µs on Redis and 287 µs on a Redis Cluster (session 29, one
  * connection churning 1.2k names a second): the default rate, 1280 a second, is then at
  * most a third of a core per user on a cluster. It was 6400, what one connection at the frame
  * limit can ask: 1.8 cores' worth there, and one user's 24 connections stalled an instance
