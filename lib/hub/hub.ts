@@ -258,7 +258,7 @@ export class Hub {
     const recovered = channelRecord<boolean>()
     unique.forEach((channel, i) => {
       const position = results[i].position
-      positions[channel] = reportedPosition(asks[i], position, member.pendingEvents?.get(channel))
+      positions[channel] = position
       const plan = plans[i]
       if (plan.recovered !== undefined) recovered[channel] = plan.recovered
       if (plan.sentAfter !== undefined) setSentAfter(member.heldChannels, channel, plan.sentAfter)
@@ -569,20 +569,6 @@ function firstFreshHeld (held: ReadonlyArray<EncodedEvent | ChannelReset>, readE
 }
 
 /** The offset of the first event held back for a replaying channel (undefined: none, or a reset first). */
-/**
- * The position an acknowledgement reports: the channel's, except for a channel the
- * connection holds with live events still held back for it (its own channel, named again
- * before the greeting's hold ended), where it is just before the first of them. The read
- * counted them, but they come after the answer: a client that kept the reported position as
- * where it stood, and dropped before they came, resumed past them (audit, session 29).
- */
-function reportedPosition (ask: ChannelAsk, position: StreamPosition, held: ReadonlyArray<EncodedEvent | ChannelReset> | undefined): StreamPosition {
-  if (ask.sentAfter === undefined || ask.since !== undefined) return position
-  const first = held?.[0]
-  if (first === undefined || isReset(first) || first.event.epoch !== position.epoch || first.event.offset > position.offset) return position
-  return { offset: first.event.offset - 1, epoch: position.epoch }
-}
-
 function firstHeldOffset (held: ReadonlyArray<EncodedEvent | ChannelReset> | undefined): number | undefined {
   const first = held?.[0]
   return first === undefined || isReset(first) ? undefined : first.event.offset

@@ -291,6 +291,13 @@ export class WsSession extends WsConnection<WsSessionDeps> implements Expiring, 
       outcome.abandon()
       throw new ClientError('rate_limited', REPLAY_ROOM_TAKEN)
     }
+    // Own channels named with no `since` while the greeting's hold is on: what it held goes
+    // before the answer, whose position counts it (audit, session 29: it came after, and a
+    // client that kept the answer's position and dropped first resumed past it).
+    if (this.pendingEvents !== null) {
+      const named = defaultChannels(this.identity).filter((c) => channels.includes(c) && since?.[c] === undefined)
+      if (named.length > 0) this.deps.hub.release(this, named)
+    }
     this.send(serverFrame.reply(replyType, id, {
       channels,
       positions: outcome.positions,
