@@ -126,6 +126,10 @@ export class Subscriptions {
    * is held, the event and then what was held once the replay has caught up with it.
    */
   accept (event: RealtimeEvent): RealtimeEvent[] {
+    // An event of a channel the app left, sent before the server took the unsubscribe: not
+    // shown, and no position made of it (review: a later subscribe then counted a gap, or
+    // resumed from it with no epoch and dropped its rewind).
+    if (!this.desired.has(event.channel) && !this.defaults.includes(event.channel)) return []
     const through = this.shownThrough.get(event.channel)
     if (through !== undefined) {
       if (event.offset <= through) return []
