@@ -6,7 +6,7 @@ import fp from 'fastify-plugin'
 import kafkajs, { type EachBatchPayload, type ISocketFactory, type LogEntry } from 'kafkajs'
 import { kafkaBrokerList } from '../lib/ops/config.js'
 import { BackgroundCommits } from '../lib/ingress/kafka-commits.js'
-import { ConsumerLag, type LagSource } from '../lib/ingress/consumer-lag.js'
+import { ConsumerLag, type LagSource, LagPoller } from '../lib/ingress/consumer-lag.js'
 import { backoffDelay, type BatchContext, ingestBatch } from '../lib/ingress/kafka-ingest.js'
 import { topicNames } from '../lib/ingress/kafka-mapping.js'
 import { GroupLiveness } from '../lib/ingress/group-liveness.js'
@@ -111,7 +111,15 @@ export default fp(async (app) => {
     heartbeatsAnswered++
     liveness.heard()
   })
-  consumer.on(REBALANCING, () => { liveness.rejoining() })
+  /** The partitions are the group's to give again: this member reports none until it joins (the gauge is per owner). */
+  const leftPartitions = (): void => {
+    lag.assigned({})
+    metrics.resetLag()
+  }
+  consumer.on(REBALANCING, () => {
+    liveness.rejoining()
+    leftPartitions()
+  })
   consumer.on(GROUP_JOIN, (e) => {
     joins++
     liveness.joined()
@@ -122,46 +130,52 @@ export default fp(async (app) => {
   })
   consumer.on(CRASH, (e) => {
     liveness.left()
+    leftPartitions()
     if (closing) return
     log.warn({ err: e.payload.error, restart: e.payload.restart }, 'kafka consumer crashed')
     // kafkajs gives up on errors it deems non-retriable; the gateway still wants its feed.
     if (!e.payload.restart) scheduleStart()
   })
-  consumer.on(DISCONNECT, () => { liveness.left() })
-  consumer.on(STOP, () => { liveness.left() })
+  consumer.on(DISCONNECT, () => {
+    liveness.left()
+    leftPartitions()
+  })
+  consumer.on(STOP, () => {
+    liveness.left()
+    leftPartitions()
+  })
   producer.on(producer.events.CONNECT, () => { producerConnected = true })
   producer.on(producer.events.DISCONNECT, () => { producerConnected = false })
 
   app.readiness.add('kafka', () => liveness.ready)
 
-  /** Each partition's ends and the group's commits, from Kafka's admin API. */
-  const lagSource: LagSource = {
-    ends: async (topic) => new Map((await admin.fetchTopicOffsets(topic)).map((p) => [p.partition, { low: Number(p.low), high: Number(p.high) }])),
-    committed: async (names) => new Map((await admin.fetchOffsets({ groupId: config.KAFKA_GROUP_ID, topics: [...names] })).map(({ topic, partitions }) =>
-      // -1: the group never committed there.
-      [topic, new Map(partitions.filter((p) => Number(p.offset) >= 0).map((p) => [p.partition, Number(p.offset)]))]))
+  /** Each partition's ends and the group's commits, from Kafka's admin API (connected on first use). */
+  let adminConnecting: Promise<void> | null = null
+  const connectedAdmin = async (): Promise<void> => {
+    adminConnecting ??= admin.connect()
+    await adminConnecting
   }
-  let adminConnected = false
-  let measuring = false
-  /** The lag gauge, read on a timer: a batch stuck retrying never ends, and what builds up behind it must show. */
-  async function measureLag (): Promise<void> {
-    if (measuring || closing) return
-    measuring = true
-    try {
-      if (!adminConnected) await admin.connect()
-      adminConnected = true
-      for (const { topic, partition, lag: behind } of await lag.measure(lagSource)) metrics.lag(topic, partition, behind)
-    } catch (err) {
-      // Kafka unreachable: readiness says so; the gauge keeps its last reading.
-      log.debug({ err }, 'kafka consumer lag not read')
-      adminConnected = false
-      await admin.disconnect().catch(() => {})
-    } finally {
-      measuring = false
+  const lagSource: LagSource = {
+    ends: async (topic) => {
+      await connectedAdmin()
+      return new Map((await admin.fetchTopicOffsets(topic)).map((p) => [p.partition, { low: Number(p.low), high: Number(p.high) }]))
+    },
+    committed: async (names) => {
+      await connectedAdmin()
+      // -1: the group never committed there.
+      return new Map((await admin.fetchOffsets({ groupId: config.KAFKA_GROUP_ID, topics: [...names] })).map(({ topic, partitions }) =>
+        [topic, new Map(partitions.filter((p) => Number(p.offset) >= 0).map((p) => [p.partition, Number(p.offset)]))]))
     }
   }
-  const lagTimer = setInterval(() => { void measureLag() }, LAG_INTERVAL_MS)
-  lagTimer.unref()
+  /** The lag gauge, read on a timer: a batch stuck retrying never ends, and what builds up behind it must show. */
+  const lagPoller = new LagPoller(lag, lagSource, (lags) => {
+    for (const { topic, partition, lag: behind } of lags) metrics.lag(topic, partition, behind)
+  }, (err) => {
+    // Kafka unreachable: readiness says so; the gauge keeps its last reading.
+    log.debug({ err }, 'kafka consumer lag not read')
+    adminConnecting = null
+    void admin.disconnect().catch(() => {})
+  }, LAG_INTERVAL_MS)
 
   /** The latest batch's hooks: they act on the consumer group as it is now (its current generation). */
   let current: Pick<EachBatchPayload, 'commitOffsetsIfNecessary' | 'uncommittedOffsets'> | undefined
@@ -296,10 +310,8 @@ export default fp(async (app) => {
         }
       }
     })
-    if (lastSettled !== undefined) {
-      lag.settled(batch.topic, batch.partition, lastSettled)
-      metrics.lag(batch.topic, batch.partition, Number(batch.highWatermark) - Number(lastSettled) - 1)
-    }
+    // A batch of an earlier generation settles partitions that may be another member's by now.
+    if (lastSettled !== undefined && joins === generation) lag.settled(batch.topic, batch.partition, lastSettled)
     // Stopping: what was settled is committed now (the group is left next); what was not
     // stays unresolved and goes to the partition's next owner.
     if (closing) await commits.flush().catch((err: unknown) => log.warn({ err }, 'kafka offsets not committed at shutdown'))
@@ -338,13 +350,14 @@ export default fp(async (app) => {
   app.addHook('onReady', async () => {
     // Not awaited: Kafka being down at boot must not keep the gateway from serving.
     void start()
+    lagPoller.start()
     producer.connect().catch((err) => log.warn({ err }, 'kafka DLQ producer could not connect yet'))
   })
 
   app.addHook('onClose', async () => {
     closing = true
     clearTimeout(restartTimer)
-    clearInterval(lagTimer)
+    const lagStopped = lagPoller.stop()
     commits.stop()
     // What was settled before now (an idle consumer has no batch in hand to commit it).
     await bounded(commits.flush(), 1000, () => log.warn('kafka offsets were not committed in time'))
@@ -353,6 +366,8 @@ export default fp(async (app) => {
     const budget = Math.max(1000, Math.floor(config.SHUTDOWN_TIMEOUT_MS / 2))
     await bounded(consumer.disconnect(), budget, () => log.warn('kafka consumer did not disconnect in time'))
     await bounded(producer.disconnect(), 1000, () => log.warn('kafka DLQ producer did not disconnect in time'))
+    // After the reading in flight, if any: nothing reads Kafka once this is done.
+    await bounded(lagStopped, 1000, () => log.warn('kafka consumer lag reading did not end in time'))
     await bounded(admin.disconnect(), 1000, () => log.warn('kafka admin client did not disconnect in time'))
   })
 }, { name: 'kafka', dependencies: ['config', 'hub', 'metrics', 'readiness'] })

@@ -34,7 +34,13 @@ export class ConsumerLag {
   /** The next offset to read, per `topic` then partition, from what this member settled. */
   private readonly reached = new Map<string, Map<number, number>>()
 
-  /** The partitions the group gave this member at its latest join; what it settled elsewhere is forgotten. */
+  /** Whether the group gave this member any partition (none before it joins, or once it left). */
+  get hasAssignment (): boolean {
+    for (const partitions of this.assignment.values()) if (partitions.length > 0) return true
+    return false
+  }
+
+  /** The partitions the group gave this member at its latest join ({} once it left); what it settled elsewhere is forgotten. */
   assigned (assignment: Readonly<Record<string, readonly number[]>>): void {
     this.assignment = new Map(Object.entries(assignment))
     this.reached.clear()
@@ -70,5 +76,42 @@ export class ConsumerLag {
       }
     })
     return lags
+  }
+}
+
+/**
+ * Reads a ConsumerLag every `intervalMs` while started, one reading at a time, and only
+ * while the member holds partitions (no Kafka round trip for nothing). `stop` waits for the
+ * reading in flight, so nothing reads Kafka after the consumer's shutdown.
+ */
+export class LagPoller {
+  private timer: NodeJS.Timeout | undefined
+  private inFlight: Promise<void> | null = null
+
+  constructor (
+    private readonly lag: ConsumerLag,
+    private readonly source: LagSource,
+    private readonly report: (lags: PartitionLag[]) => void,
+    private readonly failed: (err: unknown) => void,
+    private readonly intervalMs: number
+  ) {}
+
+  start (): void {
+    if (this.timer !== undefined) return
+    this.timer = setInterval(() => { this.poll() }, this.intervalMs)
+    this.timer.unref()
+  }
+
+  async stop (): Promise<void> {
+    clearInterval(this.timer)
+    this.timer = undefined
+    await this.inFlight
+  }
+
+  private poll (): void {
+    if (this.inFlight !== null || !this.lag.hasAssignment) return
+    this.inFlight = this.lag.measure(this.source)
+      .then((lags) => { if (this.timer !== undefined) this.report(lags) }, this.failed)
+      .finally(() => { this.inFlight = null })
   }
 }

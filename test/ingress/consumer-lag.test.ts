@@ -1,5 +1,5 @@
 import t from 'tap'
-import { ConsumerLag, type LagSource, type PartitionEnds } from '../../lib/ingress/consumer-lag.js'
+import { ConsumerLag, type LagSource, LagPoller, type PartitionEnds, type PartitionLag } from '../../lib/ingress/consumer-lag.js'
 
 // The lag of the partitions the group gave this member (lib/ingress/consumer-lag.ts), from
 // figures as Kafka's admin API would give them. The real consumer's is in test/ingress/kafka-lag.test.ts.
@@ -44,4 +44,30 @@ t.test('a new assignment forgets the partitions given away', async (t) => {
   lag.assigned({ orders: [1] })
   t.same(await lag.measure(source({ orders: { 0: { low: 0, high: 100 }, 1: { low: 0, high: 100 } } }, { orders: { 1: 60 } })),
     [{ topic: 'orders', partition: 1, lag: 40 }], 'partition 1 again, from its commit: what was settled before the rebalance may be another member\'s since')
+})
+
+t.test('the poller reads only while partitions are assigned, one reading at a time, and stop waits for the one in flight', async (t) => {
+  const lag = new ConsumerLag()
+  let reads = 0
+  let release = (): void => {}
+  const slow: LagSource = {
+    ends: async () => { reads++; await new Promise<void>((resolve) => { release = resolve }); return new Map([[0, { low: 0, high: 3 }]]) },
+    committed: async () => new Map()
+  }
+  const reported: PartitionLag[][] = []
+  const poller = new LagPoller(lag, slow, (lags) => reported.push(lags), (err) => { throw err }, 10)
+  poller.start()
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  t.equal(reads, 0, 'no partition: no reading')
+  lag.assigned({ orders: [0] })
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  t.equal(reads, 1, 'one reading in flight, however many ticks passed')
+  const stopped = poller.stop()
+  let done = false
+  void stopped.then(() => { done = true })
+  await new Promise((resolve) => setTimeout(resolve, 20))
+  t.equal(done, false, 'stop waits for the reading in flight')
+  release()
+  await stopped
+  t.same(reported, [], 'a reading that ends after stop is not reported')
 })
