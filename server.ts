@@ -38,9 +38,10 @@ async function main (): Promise<void> {
     await app.listen({ port: config.PORT, host: config.HOST })
   } catch (err) {
     // A HOST that does not resolve or is not this machine's is an invalid value like a PORT
-    // of abc: the same one stderr line naming it. Anything else (the port taken) is logged.
+    // of abc: the same one stderr line naming it. Anything else (the port taken, DNS not up
+    // yet: EAI_AGAIN) is logged.
     const code = (err as NodeJS.ErrnoException).code
-    if (code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EADDRNOTAVAIL') {
+    if (code === 'ENOTFOUND' || code === 'EADDRNOTAVAIL') {
       process.stderr.write(new ConfigError('HOST', `${JSON.stringify(config.HOST)} cannot be listened on: ${(err as Error).message}`).message + '\n')
     } else {
       app.log.error({ err }, `could not listen on HOST=${config.HOST} PORT=${config.PORT}: ${(err as Error).message}`)

@@ -98,7 +98,7 @@ function connectOne (url: string, token: string, channels: string[]): Promise<We
       const frame = JSON.parse(data.toString()) as { type: string, id?: string }
       if (frame.type === 'system:connected') {
         // A first frame, as the browser client sends one: until it, a connection's own
-        // channel holds its events (up to 250 ms; docs/protocol.md, resuming).
+        // channel holds its events (up to 1 s; docs/protocol.md, resuming).
         if (channels.length === 0) ws.send(JSON.stringify({ type: 'system:ping', id: 'bench' }))
         else ws.send(JSON.stringify({ type: 'subscribe', id: 'bench', payload: { channels } }))
       } else if ((frame.type === 'subscribed' || frame.type === 'system:pong') && frame.id === 'bench') {
