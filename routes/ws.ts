@@ -4,6 +4,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyRequest } from 'fastify'
 import type { RawData, WebSocket } from 'ws'
 import { defaultChannels } from '../lib/auth/channels.js'
+import { BrokerUnavailableError } from '../lib/broker/broker.js'
 import { requireIdentity } from '../lib/auth/identity.js'
 import { newConnectionId } from '../lib/hub/connection.js'
 import { CloseCode } from '../lib/core/errors.js'
@@ -148,7 +149,15 @@ const wsRoutes: FastifyPluginAsyncTypebox = async (app) => {
       connection.holdOwnChannels(channels)
       releaseHandshake(raw)
     }).catch((err) => {
-      app.log.error({ err, connectionId: connection.id }, 'could not subscribe a new connection')
+      // Redis away (an outage, a shard's failover): every connect meanwhile comes here, and
+      // the readiness probe and the broker's own log already say why; one line each, no stack
+      // (audit: 238 stacks in one failover).
+      if (err instanceof BrokerUnavailableError) {
+        metrics.refusedConnections.inc({ transport: 'ws', reason: 'broker_unavailable' })
+        app.log.warn({ connectionId: connection.id, reason: err.message }, 'could not subscribe a new connection: the broker is unavailable')
+      } else {
+        app.log.error({ err, connectionId: connection.id }, 'could not subscribe a new connection')
+      }
       connection.close(CloseCode.INTERNAL_ERROR, 'could not subscribe')
       releaseHandshake(raw)
     })
