@@ -157,8 +157,8 @@ export class RedisBroker implements Broker {
   private readonly commands: RedisClient
   /** The publish and read functions (lib/broker/redis-functions.ts). */
   private readonly library: FunctionLibrary
-  /** One Redis: a turn's publishes, and a batch of reads, leave in one write (not on a cluster). */
-  private readonly turnCork: TurnCork | undefined
+  /** A turn's commands leave in one write per connection: publishes, presence reads, shard (un)subscribes; a batch of reads at once. */
+  private readonly turnCork: TurnCork
   /** One Redis: the subscriber connection. */
   private readonly subscriber?: Redis
   /** A Redis Cluster: a subscriber connection per master, for sharded pub/sub. */
@@ -235,7 +235,8 @@ export class RedisBroker implements Broker {
       : clusterConnection(clusterNodes, { ...connection, name: `${name}:cmd`, onSlotCheck: () => this.preloadCluster?.() }))
     // On a cluster the functions publish with SPUBLISH, into the channel's shard.
     const library = this.library = functionLibrary(clusterNodes !== undefined)
-    this.turnCork = clusterNodes === undefined ? new TurnCork(this.commands as Redis) : undefined
+    const commands = this.commands
+    this.turnCork = new TurnCork(clusterNodes === undefined ? () => [commands as Redis] : () => (commands as Cluster).nodes('master'))
     this.redis = this.commands
     this.reads = new ReadBatch(this.runReads, (channel, entry) => {
       const event = decodedForReplay(channel, entry)
@@ -267,7 +268,7 @@ export class RedisBroker implements Broker {
     // (docker-compose's fixed names) found the last run's shares alive again, users long gone
     // counted for hours (audit). The last run's shares now die with its heartbeat.
     this.presence = new RedisPresence(this.commands, this.layout, `${options.nodeId ?? name}#${randomName()}`,
-      PRESENCE_DEAD_INTERVALS * (options.presenceIntervalMs ?? 2000), publishOn)
+      PRESENCE_DEAD_INTERVALS * (options.presenceIntervalMs ?? 2000), publishOn, () => this.turnCork.holdCommands())
     this.serverSettingsChecked = new Promise((resolve) => {
       this.commands.once('ready', () => { void this.checkServerSettings().finally(resolve) })
     })
@@ -289,7 +290,8 @@ export class RedisBroker implements Broker {
         ...connection,
         name,
         onMessage: (pubsub, entry) => this.onMessage(pubsub, entry),
-        onRestored: (names) => this.onRestored(names)
+        onRestored: (names) => this.onRestored(names),
+        holdWrites: (connection) => this.turnCork.hold(connection)
       })
       // From its first placement on, no disconnect or revocation is missed.
       this.shards.holdAlways(this.layout.controlChannel)
@@ -344,7 +346,7 @@ export class RedisBroker implements Broker {
     const returning = this.bytesComingBack(drafts, bodies)
     await this.pacing.admit(returning)
     try {
-      this.turnCork?.holdToEndOfTurn()
+      this.turnCork.holdCommands()
       const parts = await Promise.all(calls.map(async ({ keys, args }) =>
         await callFunction<Array<string | number>>(this.commands, this.library, this.library.publish, keys, args)))
       if (parts[0].length === 1 && parts[0][0] === 'conflict') throw new IdempotencyConflictError()
@@ -531,9 +533,8 @@ export class RedisBroker implements Broker {
   }
 
   /**
-   * A turn's reads (lib/broker/redis-read-batch.ts): on one Redis, their FCALLs leave in one
-   * write (TurnCork), each answered as its reply arrives; on a cluster, one command each to
-   * its node. A read that meets a Redis that lost its functions loads them and is made again
+   * A turn's reads (lib/broker/redis-read-batch.ts): their FCALLs leave in one write per
+   * node (TurnCork), each answered as its reply arrives. A read that meets a Redis that lost its functions loads them and is made again
    * (callFunction): reads change nothing, so the retry is safe.
    */
   private readonly runReads = async (calls: readonly ReadCall[]): Promise<Array<ReadReply | Error>> => {
@@ -541,7 +542,6 @@ export class RedisBroker implements Broker {
       const { keys, args } = this.readArgs(call)
       return await callFunction<ReadReply>(this.commands, this.library, this.library.read, keys, args).catch((err: unknown) => toError(err))
     }
-    if (this.turnCork === undefined) return await Promise.all(calls.map(single))
     return await Promise.all(this.turnCork.together(() => calls.map(single)))
   }
 

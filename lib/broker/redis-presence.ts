@@ -67,7 +67,9 @@ export class RedisPresence implements PresenceBackend {
     private readonly nodeId: string,
     private readonly deadMs: number,
     /** Publishes on a channel's pub/sub (PUBLISH; SPUBLISH on a cluster). */
-    private readonly publish: (name: string, message: string) => Promise<unknown>
+    private readonly publish: (name: string, message: string) => Promise<unknown>,
+    /** Holds the command connections' writes to the end of the turn (lib/broker/redis-turn-cork.ts). */
+    private readonly holdWrites: () => void = () => {}
   ) {
     redis.defineCommand('rtgPresenceBeat', { numberOfKeys: 1, lua: BEAT_SCRIPT })
     redis.defineCommand('rtgPresenceLive', { numberOfKeys: 1, lua: LIVE_SCRIPT })
@@ -88,10 +90,13 @@ export class RedisPresence implements PresenceBackend {
     let fields: Record<string, string>
     let live = this.live
     try {
+      // A subscribe frame naming many channels loads them all in one turn: one write.
+      this.holdWrites()
       fields = await this.redis.hgetall(this.layout.sharesKey(channel))
       // An instance that started since the last heartbeat may have written its share already,
       // and tells it again only when it changes: ask who is alive now rather than skip it.
       if (live === null || Object.keys(fields).some((nodeId) => nodeId !== this.nodeId && !live?.has(nodeId))) {
+        this.holdWrites()
         live = new Set(await (this.redis as BeatingRedis).rtgPresenceLive(this.layout.nodesKey, this.deadMs))
       }
     } catch (err) {

@@ -19,6 +19,11 @@ export interface ShardSubscribersOptions {
    * meanwhile must be read from history.
    */
   onRestored: (names: string[]) => void
+  /**
+   * Holds a connection's writes to the end of the turn (lib/broker/redis-turn-cork.ts): a
+   * subscribe frame naming many channels sends an SSUBSCRIBE each, as one write.
+   */
+  holdWrites?: (connection: Redis) => void
 }
 
 /**
@@ -88,6 +93,7 @@ export class ShardSubscribers {
         throw new BrokerUnavailableError('the redis cluster shard of this channel is not reachable')
       }
       try {
+        this.options.holdWrites?.(connection)
         await connection.ssubscribe(name)
       } catch (err) {
         throw new BrokerUnavailableError('redis did not take a subscribe', { cause: err })
@@ -143,6 +149,7 @@ export class ShardSubscribers {
     this.note(name)
     const connection = node === undefined ? undefined : this.connections.get(node)
     if (connection?.status === 'ready') {
+      this.options.holdWrites?.(connection)
       connection.sunsubscribe(name).catch((err: unknown) => this.options.log.warn({ err, name }, 'redis sunsubscribe failed'))
     }
   }
@@ -201,6 +208,7 @@ export class ShardSubscribers {
     await Promise.all([...bySlotOwner].map(async ([owner, names]) => {
       const connection = this.connectionTo(owner)
       if (connection.status !== 'ready') return // its 'ready' runs reconcile again
+      this.options.holdWrites?.(connection)
       // One SSUBSCRIBE per channel: a command may name channels of one slot only.
       await Promise.all(names.map(async (name) => {
         try {

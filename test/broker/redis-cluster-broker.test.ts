@@ -8,7 +8,7 @@ import { slotOf } from '../../lib/broker/redis-slots.js'
 import { brokerSuite, DeliveryRecorder, suiteChannel } from '../support/broker-suite.js'
 import { requireService } from '../support/helper.js'
 import { holdServiceLock } from '../support/service-lock.js'
-import { clusterSeeds, eventually, redisClusterAvailable, uniquePrefix } from '../support/redis-fixture.js'
+import { clusterSeeds, countSocketWrites, eventually, redisClusterAvailable, uniquePrefix } from '../support/redis-fixture.js'
 
 // The shared broker suite and the cluster-only cases on a real 6-node Redis Cluster
 // (scripts/redis-cluster.sh). The failover case is in test/broker/redis-cluster-failover.test.ts.
@@ -162,4 +162,46 @@ t.test('a publisher waits while a shard subscriber does not read its entries bac
     const offsets = recorder.of(channel).map((e) => e.offset)
     t.same(offsets, Array.from({ length: offsets.length }, (_, i) => i + 1), `${channel}: every offset once, in order`)
   }
+})
+
+t.test('a turn\'s commands leave in one write per master: publishes, presence reads, SSUBSCRIBEs and SUNSUBSCRIBEs (lib/broker/redis-turn-cork.ts)', async (t) => {
+  if (!requireService(t, 'Redis Cluster', available)) return
+  // No probe PINGs meanwhile: the connections' writes are the test's commands alone.
+  const { broker, recorder } = await node(t, { probeIntervalMs: 3_600_000 })
+  await broker.serverSettingsChecked
+  const count = 30
+  const channels = Array.from({ length: count }, (_, i) => suiteChannel(`turn-${i}`))
+  // Warm: the functions loaded, and a subscriber connection open to every master.
+  await Promise.all(channels.map(async (c) => await broker.publish(draft(c, 0))))
+  await Promise.all(channels.map(async (c) => await broker.subscribe(c)))
+  await Promise.all(channels.map(async (c) => await broker.unsubscribe(c)))
+  await eventually('released after the linger', async () => await broker.distinctChannels() === 0)
+  const nodes = (broker.redis as Cluster).nodes('master')
+  const subscribers = (broker as unknown as { shards: { masters: () => Redis[] } }).shards.masters()
+  t.ok(new Set(channels.map((c) => slotOf(c))).size > 20 && subscribers.length >= 3, `channels over ${subscribers.length} masters`)
+  const written = (connections: Redis[]): () => number => {
+    const counts = connections.map((c) => countSocketWrites(t, c))
+    return () => counts.reduce((sum, writes) => sum + writes(), 0)
+  }
+
+  let commands = written(nodes)
+  const published = await Promise.all(channels.map(async (c) => await broker.publish(draft(c, 1))))
+  t.ok(commands() <= nodes.length, `${count} publishes in ${commands()} writes, at most one per master (${nodes.length})`)
+  t.same(published.map((e) => e.offset), channels.map(() => 2), 'each published after the warm-up\'s event')
+
+  await broker.presence.beat() // as the hub's heartbeat has done on a running instance: who is alive is known
+  commands = written(nodes)
+  await Promise.all(channels.map(async (c) => await broker.presence.load(c)))
+  t.ok(commands() <= nodes.length, `${count} presence reads in ${commands()} writes`)
+
+  const subscribes = written(subscribers)
+  await Promise.all(channels.map(async (c) => await broker.subscribe(c)))
+  t.ok(subscribes() <= subscribers.length, `${count} SSUBSCRIBEs in ${subscribes()} writes`)
+  await broker.publishBatch(channels.map((c) => draft(c, 2)))
+  await recorder.until('the subscribed channels\' events', () => channels.every((c) => recorder.of(c).some((e) => e.offset === 3)))
+
+  const unsubscribes = written(subscribers)
+  for (const c of channels) await broker.unsubscribe(c)
+  await eventually('released after the linger', async () => await broker.distinctChannels() === 0)
+  t.ok(unsubscribes() <= 2 * subscribers.length, `${count} SUNSUBSCRIBEs in ${unsubscribes()} writes`)
 })
