@@ -6,7 +6,7 @@ import { ChildChannel } from './lib/ipc.js'
 import { emptyExpected, type Expected, expect, LOW_STOCK_THRESHOLD, mixChannels, mixMessage } from './lib/kafka-mix.js'
 import { BenchTopics, holdKafkaShared, KAFKA_BROKERS } from './lib/kafka-topics.js'
 import { machineBusyUs } from './lib/machine-cpu.js'
-import { deletePrefix, requireRedis } from './lib/redis-prefix.js'
+import { deleteClusterPrefix, deletePrefix, requireRedis } from './lib/redis-prefix.js'
 
 /**
  * The Kafka ingest case (issue 18, part 3). In one run, on topics of its own:
@@ -30,7 +30,7 @@ export interface KafkaSettings {
   /** Settings the gateway's consumer runs with, given to the do-nothing consumer too. */
   consumer: { maxWaitTimeInMs: number, maxBytesPerPartition?: number, maxBytes?: number }
   partitionsConsumedConcurrently: number
-  brokers: Array<'memory' | 'redis'>
+  brokers: KafkaBroker[]
   profileDir?: string
 }
 
@@ -79,7 +79,32 @@ export interface KafkaResult {
   error?: string
 }
 
+/** Where the gateway keeps channels: in process, one Redis, or the local Redis Cluster (scripts/redis-cluster.sh). */
+export type KafkaBroker = 'memory' | 'redis' | 'cluster'
+
 const REDIS_URL = 'redis://127.0.0.1:6379'
+const REDIS_CLUSTER_NODES = process.env.BENCH_REDIS_CLUSTER_NODES ?? '127.0.0.1:30001,127.0.0.1:30002,127.0.0.1:30003'
+
+/** The gateway's environment for `broker`, its keys under `redisPrefix`. */
+function brokerEnv (broker: KafkaBroker, redisPrefix: string): Record<string, string> {
+  if (broker === 'redis') return { BENCH_REDIS_URL: REDIS_URL, BENCH_REDIS_KEY_PREFIX: redisPrefix }
+  if (broker === 'cluster') return { BENCH_REDIS_CLUSTER_NODES: REDIS_CLUSTER_NODES, BENCH_REDIS_KEY_PREFIX: redisPrefix }
+  return {}
+}
+
+/**
+ * Deletes a run's keys under `prefix`: on `broker`'s servers, failing as they do; or, for
+ * run.ts's signal handler (`broker` not known), in Redis and on the cluster's masters.
+ */
+export async function deleteKafkaPrefix (prefix: string, broker?: KafkaBroker): Promise<number> {
+  if (broker === 'redis') return await deletePrefix(REDIS_URL, prefix)
+  if (broker === 'cluster') return await deleteClusterPrefix(REDIS_CLUSTER_NODES, prefix)
+  const [one, cluster] = await Promise.all([
+    deletePrefix(REDIS_URL, prefix).catch(() => 0),
+    deleteClusterPrefix(REDIS_CLUSTER_NODES, prefix).catch(() => 0)
+  ])
+  return one + cluster
+}
 const script = (name: string) => fileURLToPath(new URL(name, import.meta.url))
 type Track = (c: ChildChannel) => void
 
@@ -193,11 +218,10 @@ async function runLimitLatency (topics: BenchTopics, prefix: string, groupId: st
   return result
 }
 
-async function runDrain (broker: 'memory' | 'redis', prefix: string, groupId: string, redisPrefix: string, expected: Expected, settings: KafkaSettings, track: Track): Promise<DrainResult> {
+async function runDrain (broker: KafkaBroker, prefix: string, groupId: string, redisPrefix: string, expected: Expected, settings: KafkaSettings, track: Track): Promise<DrainResult> {
   const secret = `bench-${process.pid}-${Date.now()}`
   const name = `gateway, ${broker} broker`
-  const env: Record<string, string> = { BENCH_KAFKA_TOPIC_PREFIX: prefix, BENCH_KAFKA_GROUP_ID: groupId, BENCH_KAFKA_GATED: '1' }
-  if (broker === 'redis') Object.assign(env, { BENCH_REDIS_URL: REDIS_URL, BENCH_REDIS_KEY_PREFIX: redisPrefix })
+  const env: Record<string, string> = { BENCH_KAFKA_TOPIC_PREFIX: prefix, BENCH_KAFKA_GROUP_ID: groupId, BENCH_KAFKA_GATED: '1', ...brokerEnv(broker, redisPrefix) }
   const gateway = startGateway(`kafka-drain-${broker}`, secret, env, settings, track)
   let clients: Clients | undefined
   try {
@@ -258,11 +282,10 @@ function expectedOf (from: number, count: number): Expected {
   return expected
 }
 
-async function runLatency (broker: 'memory' | 'redis', topics: BenchTopics, prefix: string, groupId: string, redisPrefix: string, settings: KafkaSettings, track: Track): Promise<LatencyResult> {
+async function runLatency (broker: KafkaBroker, topics: BenchTopics, prefix: string, groupId: string, redisPrefix: string, settings: KafkaSettings, track: Track): Promise<LatencyResult> {
   const secret = `bench-${process.pid}-${Date.now()}`
   const name = `gateway, ${broker} broker`
-  const env: Record<string, string> = { BENCH_KAFKA_TOPIC_PREFIX: prefix, BENCH_KAFKA_GROUP_ID: groupId }
-  if (broker === 'redis') Object.assign(env, { BENCH_REDIS_URL: REDIS_URL, BENCH_REDIS_KEY_PREFIX: redisPrefix })
+  const env: Record<string, string> = { BENCH_KAFKA_TOPIC_PREFIX: prefix, BENCH_KAFKA_GROUP_ID: groupId, ...brokerEnv(broker, redisPrefix) }
   const gateway = startGateway(`kafka-latency-${broker}`, secret, env, settings, track)
   let clients: Clients | undefined
   const result: LatencyResult = { name, rate: settings.latencyRate, messages: 0, events: 0, received: 0, p50: NaN, p99: NaN, gaps: 0, wrongChannels: 0 }
@@ -311,11 +334,12 @@ export async function runKafka (settings: KafkaSettings, track: Track, log: (lin
   const result: KafkaResult = { settings, drains: [], latency: [], cleanup: [] }
   const run = `${process.pid}-${Date.now()}`
   const groups: string[] = []
-  const redisPrefixes: string[] = []
+  const redisPrefixes: Array<{ prefix: string, broker: KafkaBroker }> = []
   let topics: BenchTopics | undefined
   let release = (): void => {}
   try {
     if (settings.brokers.includes('redis')) await requireRedis(REDIS_URL)
+    if (settings.brokers.includes('cluster')) await requireRedis(`redis://${REDIS_CLUSTER_NODES.split(',')[0]}`)
     release = await holdKafkaShared()
     topics = await BenchTopics.connect()
     const backlogPrefix = `rtg-bench-${run}.backlog.`
@@ -335,7 +359,7 @@ export async function runKafka (settings: KafkaSettings, track: Track, log: (lin
       t0 = now()
       groups.push(`rtg-bench-${run}-${broker}`)
       const redisPrefix = `rtg-bench-${run}-${broker}:`
-      if (broker === 'redis') { redisPrefixes.push(redisPrefix); liveKafkaPrefixes.add(redisPrefix) }
+      if (broker !== 'memory') { redisPrefixes.push({ prefix: redisPrefix, broker }); liveKafkaPrefixes.add(redisPrefix) }
       const drain = await runDrain(broker, backlogPrefix, groups.at(-1)!, redisPrefix, expected, settings, track)
       result.drains.push(drain)
       log(`kafka: ${drain.name}: ${Math.round(drain.messagesPerSec)} msgs/s, ${Math.round(drain.eventsPerSec ?? 0)} events/s` +
@@ -356,7 +380,7 @@ export async function runKafka (settings: KafkaSettings, track: Track, log: (lin
       await topics.create(prefix, settings.partitions)
       groups.push(`rtg-bench-${run}-${broker}-latency`)
       const redisPrefix = `rtg-bench-${run}-${broker}-latency:`
-      if (broker === 'redis') { redisPrefixes.push(redisPrefix); liveKafkaPrefixes.add(redisPrefix) }
+      if (broker !== 'memory') { redisPrefixes.push({ prefix: redisPrefix, broker }); liveKafkaPrefixes.add(redisPrefix) }
       const latency = await runLatency(broker, topics, prefix, groups.at(-1)!, redisPrefix, settings, track)
       result.latency.push(latency)
       log(`kafka: latency, ${latency.name}: p50 ${latency.p50} ms, p99 ${latency.p99} ms${latency.error === undefined ? '' : ` (${latency.error})`} (${((now() - t0) / 1000).toFixed(1)} s)`)
@@ -369,8 +393,8 @@ export async function runKafka (settings: KafkaSettings, track: Track, log: (lin
       await topics.deleteGroups(groups)
       await topics.close()
     }
-    for (const prefix of redisPrefixes) {
-      const deleted = await deletePrefix(REDIS_URL, prefix).catch((err: unknown) => {
+    for (const { prefix, broker } of redisPrefixes) {
+      const deleted = await deleteKafkaPrefix(prefix, broker).catch((err: unknown) => {
         result.error ??= `redis cleanup under ${prefix} failed: ${(err as Error).message}`
         return 0
       })

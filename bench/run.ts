@@ -5,7 +5,7 @@ import { buildTable, formatTable } from './report.js'
 import { type ClusterBackend, type ClusterPeer, type ClusterResult, deleteLivePrefixes, INSTANCES, runCluster } from './cluster.js'
 import { buildClusterTable, buildPeerTable, buildShardedTable, CLUSTER_HEADER, SHARDED_HEADER, shardedRoundRatios } from './cluster-report.js'
 import type { ChildChannel } from './lib/ipc.js'
-import { type KafkaResult, type KafkaSettings, liveKafkaPrefixes, runKafka } from './kafka.js'
+import { deleteKafkaPrefix, type KafkaBroker, type KafkaResult, type KafkaSettings, liveKafkaPrefixes, runKafka } from './kafka.js'
 import { kafkaTables } from './kafka-report.js'
 import { CONSUMER_FETCH, PARTITIONS_CONSUMED_CONCURRENTLY } from '../plugins/kafka.js'
 import { deleteLiveTopics } from './lib/kafka-topics.js'
@@ -19,7 +19,7 @@ import { buildSseTable, formatSseTable, README_WS_RSS_PER_CONNECTION, runSseScen
 /**
  * npm run bench [-- --quick] [--connections=1000,5000] [--only=gateway,ws-corked] [--rounds=N] [--churn=N] [--burst-deliveries=N] [--profile] [--no-http]
  *   [--sse] [--sse-connections=1000,5000] [--storm] [--storm-connections=2000,5000] [--storm-concurrency=N]
- *   [--cluster] [--no-cluster] [--redis-cluster] [--cluster-socketio[=redis,streams]] [--cluster-connections=1000,5000] [--no-kafka] [--kafka-backlog=N] [--kafka-brokers=memory,redis]
+ *   [--cluster] [--no-cluster] [--redis-cluster] [--cluster-socketio[=redis,streams]] [--cluster-connections=1000,5000] [--no-kafka] [--kafka-backlog=N] [--kafka-brokers=memory,redis,cluster]
  *   [--only=idempotency,presence,presence-redis,presence-push,rewind] [--feature-connections=N]
  *
  * The cross-instance case (bench/cluster.ts: 3 gateways on one Redis) runs with
@@ -113,7 +113,8 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     killAll()
     // An interrupted cluster or Kafka run still deletes its Redis keys and topics (bounded: 15 s at most).
     void Promise.all([deleteLivePrefixes(), deleteLiveStormPrefixes(), deleteLiveTopics().catch(() => {}),
-      ...[...liveKafkaPrefixes, ...liveFeaturePrefixes].map((p) => deletePrefix('redis://127.0.0.1:6379', p).catch(() => 0))])
+      ...[...liveKafkaPrefixes].map(async (p) => await deleteKafkaPrefix(p)),
+      ...[...liveFeaturePrefixes].map((p) => deletePrefix('redis://127.0.0.1:6379', p).catch(() => 0))])
       .finally(() => process.exit(130))
   })
 }
@@ -190,7 +191,7 @@ const kafkaSettings: KafkaSettings = {
   warmupMs: quick ? 1000 : 2000,
   consumer: CONSUMER_FETCH,
   partitionsConsumedConcurrently: PARTITIONS_CONSUMED_CONCURRENTLY,
-  brokers: (option('kafka-brokers') ?? 'memory,redis').split(',').filter((b): b is 'memory' | 'redis' => b === 'memory' || b === 'redis'),
+  brokers: (option('kafka-brokers') ?? 'memory,redis').split(',').filter((b): b is KafkaBroker => b === 'memory' || b === 'redis' || b === 'cluster'),
   profileDir: settings.profileDir
 }
 const storms: StormResult[] = []
