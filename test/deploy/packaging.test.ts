@@ -51,6 +51,28 @@ t.test('.env.example lists every variable of the config schema with its default,
   for (const name of schemaVars) t.match(readme, `\`${name}\``, `README documents ${name}`)
 })
 
+t.test('the README\'s configuration table gives each variable\'s real default', async (t) => {
+  // Rows such as | `A`, `B` | what they do | `1`, `2` |: the last cell's backticked values,
+  // one per variable (or one for all of them); a default said in words ("unset") is skipped.
+  const defaults = EnvSchema.properties as Record<string, { default?: unknown }>
+  const rows = read('README.md').split('\n').filter((line) => /^\| `[A-Z_]+`/.test(line))
+  let checked = 0
+  for (const row of rows) {
+    const cells = row.split('|').map((c) => c.trim())
+    const names = [...cells[1].matchAll(/`([A-Z_0-9]+)`/g)].map((m) => m[1])
+    const values = [...cells[cells.length - 2].matchAll(/`([^`]*)`/g)].map((m) => m[1])
+    if (values.length === 0 || names.some((n) => !schemaVars.includes(n))) continue
+    t.ok(values.length === names.length || values.length === 1, `${names.join(', ')}: a default for each (${values.join(', ')})`)
+    names.forEach((name, i) => {
+      const def = defaults[name].default
+      if (def === undefined) return // not a value: NODE_ID's `<hostname>-<pid>-<random>`
+      t.equal(values[values.length === 1 ? 0 : i], String(def), `README: ${name} defaults to ${String(def)}`)
+      checked++
+    })
+  }
+  t.ok(checked >= 40, `${checked} defaults checked`)
+})
+
 t.test('docker-compose.yml: every service it needs, wired to each other', async (t) => {
   for (const name of ['redis', 'kafka', 'kafka-init', ...GATEWAYS, 'nginx', 'prometheus', 'grafana']) {
     t.ok(services[name], `service ${name}`)

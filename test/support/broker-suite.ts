@@ -162,6 +162,24 @@ export function brokerSuite (t: Test, factory: BrokerFactory): void {
     t.same(await broker.history(channel), { events: [], position, recovered: true }, 'without since: the position only')
   })
 
+  t.test('positions are {offset, epoch}, in that order, as the protocol writes them, held or not', async (t) => {
+    // Clients see these objects' JSON text (a subscribe's `positions`, a reset's `position`).
+    const { broker } = await make(t)
+    const channel = suiteChannel('position-order')
+    const text = (position: StreamPosition) => JSON.stringify(position)
+    const expected = (offset: number, epoch: string) => `{"offset":${offset},"epoch":${JSON.stringify(epoch)}}`
+    const empty = await broker.position(channel)
+    t.equal(text(empty), expected(0, empty.epoch), 'a channel never published')
+    const first = await broker.publish(draft(channel, 1))
+    t.equal(text((await broker.history(channel, { offset: 0 })).position), expected(1, first.epoch), 'read, not held')
+    t.equal(text((await broker.recent(channel, 1)).position), expected(1, first.epoch), 'recent, not held')
+    await broker.subscribe(channel)
+    await broker.publish(draft(channel, 2))
+    const held = await broker.history(channel, { offset: 0 }, { fromDelivery: true })
+    t.equal(text(held.position), expected(2, first.epoch), 'held, as delivery stands')
+    t.equal(text(await broker.position(channel)), expected(2, first.epoch), 'position() of a held channel')
+  })
+
   t.test('trimmed history: all or nothing, never a partial replay', async (t) => {
     const { broker } = await make(t, { historySize: 3 })
     const channel = suiteChannel('trimmed')
