@@ -1,5 +1,5 @@
 import type { WebSocket } from 'ws'
-import type { SincePosition } from '../broker/broker.js'
+import { BrokerUnavailableError, type SincePosition } from '../broker/broker.js'
 import { ADMIN_CHANNEL, canSubscribe, defaultChannels, ORDERS_CHANNEL } from '../auth/channels.js'
 import { ClientError, CloseCode } from '../core/errors.js'
 import { REPLAY_ROOM_TAKEN } from './replay-backlog.js'
@@ -353,6 +353,13 @@ export class WsSession extends WsConnection<WsSessionDeps> implements Expiring, 
   private fail (err: unknown, id: string | number | undefined): void {
     if (err instanceof ClientError) {
       this.send(serverFrame.error(err.code, err.message, id))
+      return
+    }
+    if (err instanceof BrokerUnavailableError) {
+      // Redis away (an outage, a shard's failover): every subscribe meanwhile comes here, and
+      // the readiness probe and the broker's own log say why; a line each, no stack.
+      this.deps.log.warn({ connectionId: this.id, reason: err.message }, 'frame handling failed: the broker is unavailable')
+      this.send(serverFrame.error('internal', 'the broker is unavailable; try again shortly', id))
       return
     }
     this.deps.log.error({ err, connectionId: this.id }, 'frame handling failed')

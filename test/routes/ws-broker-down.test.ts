@@ -31,3 +31,37 @@ t.test('a connect while Redis is away: 1011, counted, one warning line', async (
   t.equal(about[0].level, 40, 'a warning')
   t.equal(about[0].err, undefined, 'no stack')
 })
+
+t.test('a subscribe while Redis is away: an internal error frame that says so, the connection kept, one warning line', async (t) => {
+  if (!requireService(t, 'Redis', available)) return
+  const redis = await OwnRedis.start(t)
+  const lines: Array<{ level: number, msg: string, err?: unknown }> = []
+  const { wsUrl } = await startServer(t, { REDIS_URL: redis.url }, {
+    logger: { level: 'warn', stream: { write: (line: string) => { lines.push(JSON.parse(line)) } } }
+  })
+  const socket = new WebSocket(`${wsUrl}?token=${token('bd2')}`)
+  t.teardown(() => socket.terminate())
+  const frames: Array<{ type: string, id?: string, payload?: { code?: string, message?: string } }> = []
+  const next = async (type: string) => await new Promise<(typeof frames)[number]>((resolve) => {
+    const seen = frames.find((f) => f.type === type)
+    if (seen !== undefined) return resolve(seen)
+    socket.on('message', function on (data) {
+      const frame = JSON.parse(String(data)) as (typeof frames)[number]
+      if (frame.type !== type) return
+      socket.off('message', on)
+      resolve(frame)
+    })
+  })
+  socket.on('message', (data) => frames.push(JSON.parse(String(data))))
+  await next('system:connected')
+  await redis.kill()
+  socket.send(JSON.stringify({ type: 'subscribe', id: 's1', payload: { channels: ['room:bd2'] } }))
+  const error = await next('error')
+  t.match(error, { id: 's1', payload: { code: 'internal', message: /broker is unavailable/ } })
+  socket.send(JSON.stringify({ type: 'system:ping', id: 'p1' }))
+  t.match(await next('system:pong'), { id: 'p1' }, 'the connection goes on')
+  const about = lines.filter((l) => l.msg.startsWith('frame handling failed'))
+  t.equal(about.length, 1)
+  t.equal(about[0].level, 40, 'a warning')
+  t.equal(about[0].err, undefined, 'no stack')
+})
