@@ -86,6 +86,7 @@ export class ShardSubscribers {
     this.wanted.set(name, slotOf(name))
     this.holding.add(name)
     this.note(name)
+    let sentOn: Redis | undefined
     try {
       const owner = this.ownerOf(name)
       const connection = owner === undefined ? undefined : this.connectionTo(owner)
@@ -94,18 +95,34 @@ export class ShardSubscribers {
       }
       try {
         this.options.holdWrites?.(connection)
+        sentOn = connection
         await connection.ssubscribe(name)
       } catch (err) {
         throw new BrokerUnavailableError('redis did not take a subscribe', { cause: err })
       }
       if (this.wanted.has(name) && connection.status === 'ready') this.placed.set(name, owner)
+      else this.unsubscribeStray(name, connection)
     } catch (err) {
       this.wanted.delete(name)
+      // A SSUBSCRIBE that timed out may still run in Redis: taken back, not left subscribed.
+      if (sentOn !== undefined) this.unsubscribeStray(name, sentOn)
       throw err
     } finally {
       this.holding.delete(name)
       this.note(name)
     }
+  }
+
+  /**
+   * A channel subscribed on `connection` that no one wants (released while its SSUBSCRIBE was
+   * on the way, or its hold failed): SUNSUBSCRIBEd there. Left subscribed, its shard kept
+   * sending its messages here, dropped, for as long as the connection lived (cork audit,
+   * session 30: 147 room channels after a frozen master).
+   */
+  private unsubscribeStray (name: string, connection: Redis): void {
+    if (this.wanted.has(name) || connection.status !== 'ready') return
+    this.options.holdWrites?.(connection)
+    connection.sunsubscribe(name).catch(() => {})
   }
 
   /** Waits for a connection that is still connecting, one wait shared by every caller. */
@@ -217,7 +234,7 @@ export class ShardSubscribers {
           this.options.log.warn({ err, name, node: owner }, 'redis ssubscribe failed; retrying')
           return
         }
-        if (!this.wanted.has(name) || connection.status !== 'ready') return
+        if (!this.wanted.has(name) || connection.status !== 'ready') return this.unsubscribeStray(name, connection)
         this.placed.set(name, owner)
         this.note(name)
         if (this.lost.delete(name)) restored.push(name)

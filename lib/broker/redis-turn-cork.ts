@@ -48,10 +48,10 @@ export class TurnCork {
   /** Holds what the command connections write from now to the end of this turn. */
   holdCommands (): void {
     if (this.commandsHeld) return
-    const scheduled = this.held.length > 0
+    // The release first: whatever happens below, nothing stays corked past this turn.
+    if (this.held.length === 0) setImmediate(this.release)
     this.commandsHeld = true
     for (const connection of this.commands()) this.hold(connection)
-    if (!scheduled) setImmediate(this.release)
   }
 
   /** Runs `send` (which sends commands synchronously) with its writes on the command connections leaving as one per connection. */

@@ -205,3 +205,33 @@ t.test('a turn\'s commands leave in one write per master: publishes, presence re
   await eventually('released after the linger', async () => await broker.distinctChannels() === 0)
   t.ok(unsubscribes() <= 2 * subscribers.length, `${count} SUNSUBSCRIBEs in ${unsubscribes()} writes`)
 })
+
+t.test('a shard channel released while its SSUBSCRIBE is on the way is not left subscribed (lib/broker/redis-shard-subscribers.ts)', async (t) => {
+  if (!requireService(t, 'Redis Cluster', available)) return
+  // The cork audit (session 30): after a frozen master, 147 room channels stayed subscribed
+  // with no one holding them, their messages sent to an instance that dropped them.
+  const { broker } = await node(t)
+  const shards = (broker as unknown as { shards: { hold: (name: string) => Promise<void>, release: (name: string) => void } }).shards
+  const layout = new RedisLayout(prefix, 0, true)
+  const names = Array.from({ length: 6 }, (_, i) => layout.pubsubName(suiteChannel(`stray-${i}`)))
+  const nodes = await masters(t)
+  const subscribed = async (): Promise<number> => {
+    let count = 0
+    for (const n of nodes) {
+      const reply = await n.call('PUBSUB', 'SHARDNUMSUB', ...names) as Array<string | number>
+      for (let i = 1; i < reply.length; i += 2) count += Number(reply[i])
+    }
+    return count
+  }
+  await Promise.all(names.map(async (name) => {
+    const holding = shards.hold(name)
+    shards.release(name) // before the SSUBSCRIBE's reply: an unsubscribe right after a subscribe
+    await holding
+  }))
+  await eventually('nothing left subscribed', async () => await subscribed() === 0, 3000)
+  t.equal(await subscribed(), 0, 'every one taken back')
+  // Held for good the ordinary way, they are there.
+  await Promise.all(names.map(async (name) => await shards.hold(name)))
+  t.equal(await subscribed(), names.length, 'held ones stay')
+  for (const name of names) shards.release(name)
+})
