@@ -340,7 +340,7 @@ async function presenceRedis (settings: Settings, options: FeatureOptions, track
   const servers = nodeIds.map((nodeId, k) => startServer('gateway', secret, settings, track, {
     BENCH_REDIS_URL: REDIS_URL,
     BENCH_REDIS_KEY_PREFIX: keyPrefix,
-    BENCH_CONFIG: JSON.stringify({ NODE_ID: nodeId, PRESENCE_CHANNELS: 'product:', PRESENCE_INTERVAL_MS: INTERVAL_MS, MAX_CHANNELS_PER_CONNECTION: 1000 })
+    BENCH_CONFIG: JSON.stringify({ NODE_ID: nodeId, PRESENCE_CHANNELS: 'product:', PRESENCE_INTERVAL_MS: INTERVAL_MS, MAX_CHANNELS_PER_CONNECTION: 1000, NEW_CHANNELS_PER_SECOND: 1e9, NEW_CHANNELS_BURST: 1e9 })
   }, `gateway-pres-${k}`))
   const admin = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 })
   admin.on('error', () => {})

@@ -37,7 +37,7 @@ function cpuUs (pid: number): number {
 }
 
 const child = fork(fileURLToPath(new URL('servers/gateway.js', import.meta.url)), [], {
-  env: { ...process.env, ...brokerEnv, BENCH_JWT_SECRET: secret, BENCH_CONFIG: JSON.stringify({ WS_SUBSCRIBES_PER_SECOND: 1e9, WS_SUBSCRIBES_BURST: 1e9 }) },
+  env: { ...process.env, ...brokerEnv, BENCH_JWT_SECRET: secret, BENCH_CONFIG: JSON.stringify({ WS_SUBSCRIBES_PER_SECOND: 1e9, WS_SUBSCRIBES_BURST: 1e9, NEW_CHANNELS_PER_SECOND: 1e9, NEW_CHANNELS_BURST: 1e9 }) },
   stdio: ['ignore', 'inherit', 'inherit', 'ipc']
 })
 const server = new ChildChannel(child, 'gateway')

@@ -10,6 +10,7 @@ import { MemoryBroker } from '../lib/broker/memory-broker.js'
 import { RedisBroker } from '../lib/broker/redis-broker.js'
 import type { NodeStats } from '../lib/ops/stats.js'
 import { HistoryReadBudget } from '../lib/transport/history-read-budget.js'
+import { UserBudget } from '../lib/transport/user-budget.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -18,6 +19,8 @@ declare module 'fastify' {
     historyPolicy: HistoryPolicy
     /** History read from the store per user, shared by WebSocket, SSE and the history route. */
     historyReadBudget: HistoryReadBudget
+    /** Channels this instance takes on for clients, all users together (lib/transport/user-budget.ts, "New channels"). */
+    newChannelBudget: UserBudget
     nodeId: string
     nodeStats(): NodeStats
   }
@@ -74,6 +77,7 @@ export default fp<HubPluginOptions>(async (app, opts) => {
   app.decorate('hub', hub)
   app.decorate('historyPolicy', policy)
   app.decorate('historyReadBudget', new HistoryReadBudget(config.HISTORY_READ_BYTES_PER_SECOND, config.HISTORY_READ_BYTES_BURST))
+  app.decorate('newChannelBudget', new UserBudget(config.NEW_CHANNELS_PER_SECOND, config.NEW_CHANNELS_BURST))
   app.decorate('nodeId', nodeId)
   app.decorate('nodeStats', nodeStats)
   app.readiness.add(clusterNodes !== undefined ? 'redis-cluster' : hub.broker.kind,

@@ -12,6 +12,7 @@ import { SSE_HEADERS, SseConnection, type SseStreams } from '../lib/transport/ss
 import { decodeCursor } from '../lib/transport/sse-cursor.js'
 import { REPLAY_ROOM_TAKEN } from '../lib/transport/replay-backlog.js'
 import { budgetKeyOf } from '../lib/transport/history-read-budget.js'
+import { INSTANCE, NEW_CHANNELS_REFUSED } from '../lib/transport/user-budget.js'
 import { ErrorReply } from './schemas.js'
 import { channelRecord } from '../lib/core/channel-record.js'
 import { allowedOrigins } from '../lib/ops/config.js'
@@ -67,7 +68,7 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
         400: ErrorReply,
         401: ErrorReply,
         403: { ...ErrorReply, description: 'a channel it may not read, or a browser Origin outside WS_ALLOWED_ORIGINS' },
-        503: { ...ErrorReply, description: 'the user\'s (or, with no user, the address\'s) connection limit (Retry-After); while the instance shuts down or is full, the broker is unreachable, or a resume or rewind is past the user\'s history read budget or must wait for room other replays hold, the answer is a 200 stream that says `system:unavailable` and ends' }
+        503: { ...ErrorReply, description: 'the user\'s (or, with no user, the address\'s) connection limit (Retry-After); while the instance shuts down or is full, the broker is unreachable, the instance is past its budget of new channels (NEW_CHANNELS_PER_SECOND), or a resume or rewind is past the user\'s history read budget or must wait for room other replays hold, the answer is a 200 stream that says `system:unavailable` and ends' }
       }
     }
   }, async (request, reply) => {
@@ -116,6 +117,11 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
     // not name starts live, and a cursor that is not ours is answered with system:recovery.
     const rewind = resuming ? undefined : asked
 
+    // Channels no stream or socket here holds yet are the instance's to take on, within its budget.
+    const own = defaultChannels(identity)
+    if (!app.newChannelBudget.take(INSTANCE, hub.unheldCount(requested.filter((c) => !own.includes(c))))) {
+      return comeBack('new_channels', NEW_CHANNELS_REFUSED)
+    }
     // A resume or a rewind reads history: within the user's budget (lib/transport/history-read-budget.ts).
     const budgetKey = rewind !== undefined || Object.keys(since).length > 0 ? budgetKeyOf(identity, request.id) : undefined
     if (budgetKey !== undefined && !app.historyReadBudget.admit(budgetKey)) {

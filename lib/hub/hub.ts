@@ -496,6 +496,13 @@ export class Hub {
     if (this.tracksPresence(channel)) this.presence?.joined(channel, member.identity.userId)
   }
 
+  /** How many of `channels` no local connection holds: subscribing them makes this instance take them on. */
+  unheldCount (channels: readonly string[]): number {
+    let count = 0
+    for (const channel of channels) if (!this.byChannel.has(channel)) count++
+    return count
+  }
+
   /** A channel's local subscribers. */
   private subscribersOf (channel: string): Iterable<Member> {
     const current = this.byChannel.get(channel)

@@ -20,6 +20,17 @@ import { fullBucket, refillBucket, type TokenBucket } from './token-bucket.js'
  * of a user subscribing its 128 channels at once (a reconnect). Unsubscribes are not
  * counted: a client can only leave what it joined.
  *
+ * New channels (NEW_CHANNELS_PER_SECOND, bursts of NEW_CHANNELS_BURST): one budget for the
+ * whole instance (key INSTANCE), charged for the channels a WebSocket subscribe or an SSE
+ * stream names that no local connection holds yet (a channel already held costs a join,
+ * no more; a connection's own channels at connect are free). Why besides each user's: five
+ * users, each within its own burst (100 connections subscribing 127 fresh names at once),
+ * stalled an instance for 5–13 s, its Redis commands timing out, every victim's events
+ * seconds late; three users' steady churn within their rates held victims' events a second
+ * late (audit, session 30). The default, 2560 a second, is at most some 0.4 of a core on
+ * Redis and 0.5 on a cluster (150–190 µs a name); its burst is one user's. Past it a
+ * subscribe gets `rate_limited` and an SSE stream `system:unavailable`, to come back.
+ *
  * Bytes of frames received (WS_INBOUND_BYTES_PER_SECOND, bursts of WS_INBOUND_BYTES_BURST):
  * a frame's cost is not its count. A 60 KB frame of 6000 keys takes ~4.4 ms to parse here;
  * within the frame limit (50/s) one connection spent a fifth of a core on them, and one
@@ -57,6 +68,12 @@ export class UserBudget {
     }
   }
 }
+
+/** The key of the instance's one new-channel budget. */
+export const INSTANCE = ''
+
+/** What a subscribe past the instance's new-channel budget is told. */
+export const NEW_CHANNELS_REFUSED = 'this instance is taking on too many new channels just now; try again in a moment'
 
 /** Takes between sweeps: a sweep walks the users whose budget is not full. */
 const SWEEP_EVERY = 1024

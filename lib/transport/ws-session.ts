@@ -8,7 +8,7 @@ import type { Hub } from '../hub/hub.js'
 import { type Identity, isAdmin } from '../auth/identity.js'
 import { type ClientFrame, FrameError, parseClientFrame, requestIdOf, serverFrame } from './protocol.js'
 import { monotonicMs } from '../core/clock.js'
-import type { UserBudget } from './user-budget.js'
+import { INSTANCE, NEW_CHANNELS_REFUSED, type UserBudget } from './user-budget.js'
 import { budgetKeyOf, type HistoryReadBudget } from './history-read-budget.js'
 import { takeToken, type TokenBucket } from './token-bucket.js'
 import { WsConnection, type WsConnectionOptions } from './ws-connection.js'
@@ -33,6 +33,8 @@ export interface WsSessionDeps extends WsConnectionOptions {
   rateLimit: { perSecond: number, burst: number, strikes: number }
   /** Channels a user may subscribe to per second, across its connections (lib/transport/user-budget.ts). */
   subscribeBudget?: UserBudget
+  /** Channels this instance takes on for all users together, keyed by '' (lib/transport/user-budget.ts, "New channels"). */
+  newChannelBudget?: UserBudget
   /** Bytes of frames a user may send per second (lib/transport/user-budget.ts). */
   inboundBudget?: UserBudget
   /** History read from the store per user (lib/transport/history-read-budget.ts). */
@@ -272,6 +274,10 @@ export class WsSession extends WsConnection<WsSessionDeps> implements Expiring, 
     const budget = this.deps.subscribeBudget
     if (budget !== undefined && !budget.take(this.budgetKey, channels.length)) {
       throw new ClientError('rate_limited', `too many channel subscriptions (${budget.perSecond}/s for a user); slow down`)
+    }
+    const instanceBudget = this.deps.newChannelBudget
+    if (instanceBudget !== undefined && !instanceBudget.take(INSTANCE, this.deps.hub.unheldCount(channels))) {
+      throw new ClientError('rate_limited', NEW_CHANNELS_REFUSED)
     }
     // Only a resume or a rewind reads history; a plain subscribe reads positions.
     const reads = this.deps.historyReadBudget

@@ -1,6 +1,6 @@
 import t from 'tap'
 import { UserBudget } from '../../lib/transport/user-budget.js'
-import { startServer, token, WsClient } from '../support/helper.js'
+import { SseClient, startServer, token, WsClient } from '../support/helper.js'
 
 t.test('UserBudget: a burst, then the rate; a request larger than what is left takes nothing; full budgets are forgotten', async (t) => {
   const budget = new UserBudget(100, 200)
@@ -45,4 +45,30 @@ t.test('at the defaults, one connection within the frame limit never meets the b
   }
   const answers = await Promise.all(Array.from({ length: 100 }, async (_, i) => await client.next((f) => f.id === `p${i}`, 20_000)))
   t.same([...new Set(answers.map((f) => f.type))].sort(), ['subscribed', 'unsubscribed'], 'every one answered as asked, none rate_limited')
+})
+
+t.test('NEW_CHANNELS_PER_SECOND: channels the instance holds for no one yet are counted over every user; held ones, and a connection\'s own, are free; SSE too', async (t) => {
+  // A burst of 4: five new channels in one subscribe can never be taken, whatever the clock.
+  const { url, wsUrl } = await startServer(t, { NEW_CHANNELS_PER_SECOND: 1, NEW_CHANNELS_BURST: 4 })
+  const names = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `room:${prefix}${i}`)
+  const first = await WsClient.connect(t, wsUrl, token('first')) // its own user:first is free
+  t.equal((await first.request({ type: 'subscribe', id: 1, payload: { channels: names('n', 4) } })).type, 'subscribed', 'four new channels: the burst')
+  const second = await WsClient.connect(t, wsUrl, token('second'))
+  t.equal((await second.request({ type: 'subscribe', id: 2, payload: { channels: names('n', 4) } })).type, 'subscribed',
+    'another user joins the same four: held already, free')
+  const refused = await second.request({ type: 'subscribe', id: 3, payload: { channels: names('m', 5) } })
+  t.match(refused, { type: 'error', id: 3, payload: { code: 'rate_limited', message: /too many new channels/ } },
+    'five new ones: past the instance\'s budget, though within the user\'s')
+  t.equal((await second.request({ type: 'system:ping', id: 4 })).type, 'system:pong', 'the connection stays open')
+
+  const auth = (sub: string) => ({ authorization: `Bearer ${token(sub)}` })
+  const turnedAway = await SseClient.open(t, `${url}/sse?channels=${names('m', 5).join(',')}`, auth('third'))
+  t.equal(turnedAway.status, 200, 'an SSE stream of five new channels is told to come back, not refused for good')
+  const [unavailable] = await turnedAway.waitFor(1, (e) => e.event === 'system:unavailable')
+  t.match(unavailable.data, { status: 503, reason: /too many new channels/, retryMs: Number })
+  const held = await SseClient.open(t, `${url}/sse?channels=${names('n', 4).join(',')}`, auth('third'))
+  await held.waitFor(1, (e) => e.event === 'system:connected')
+  t.notOk(held.events.some((e) => e.event === 'system:unavailable'), 'one of channels held already opens')
+  const metrics = await (await fetch(`${url}/metrics`)).text()
+  t.match(metrics, /gateway_connections_refused_total\{transport="sse",reason="new_channels"\} 1/)
 })

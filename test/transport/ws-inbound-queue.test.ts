@@ -15,7 +15,7 @@ t.test('a client whose frames come faster than they are handled is read no faste
   await redisClient(t, prefix)
   // The user's inbound byte budget (4 MiB bursts) is not what this measures: a fast machine
   // sent the 4.8 MB within a burst's refill, and frames refused for it carry no id to wait for.
-  const limits = { WS_RATE_LIMIT_PER_SECOND: 1000, WS_RATE_LIMIT_BURST: 1000, WS_SUBSCRIBES_BURST: 100_000, WS_INBOUND_BYTES_BURST: 64 * 1024 * 1024 }
+  const limits = { WS_RATE_LIMIT_PER_SECOND: 1000, WS_RATE_LIMIT_BURST: 1000, WS_SUBSCRIBES_BURST: 100_000, NEW_CHANNELS_BURST: 100_000, WS_INBOUND_BYTES_BURST: 64 * 1024 * 1024 }
   const { app, wsUrl } = await startServer(t, { REDIS_URL, REDIS_KEY_PREFIX: prefix, ...limits })
   const client = await WsClient.connect(t, wsUrl, token('q1'))
   const session = [...app.hub.connections()][0] as WsSession
