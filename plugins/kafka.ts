@@ -5,6 +5,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import fp from 'fastify-plugin'
 import kafkajs, { type EachBatchPayload, type ISocketFactory, type LogEntry } from 'kafkajs'
 import { kafkaBrokerList } from '../lib/ops/config.js'
+import { quietIdleRequestQueues } from '../lib/ingress/kafkajs-request-queue.js'
 import { BackgroundCommits } from '../lib/ingress/kafka-commits.js'
 import { ConsumerLag, type LagSource, LagPoller } from '../lib/ingress/consumer-lag.js'
 import { backoffDelay, type BatchContext, ingestBatch } from '../lib/ingress/kafka-ingest.js'
@@ -66,6 +67,8 @@ export default fp(async (app) => {
   const topics = topicNames(config.KAFKA_TOPIC_PREFIX)
   const dlqTopic = `${config.KAFKA_TOPIC_PREFIX}${config.KAFKA_DLQ_TOPIC}`
   const debug = config.LOG_LEVEL === 'debug' || config.LOG_LEVEL === 'trace'
+  // No timer ticking every millisecond per broker connection while idle (the module says why).
+  if (!quietIdleRequestQueues()) log.warn('kafkajs\'s request queue is not the one patched for its idle timer; left as it is')
 
   const kafka = new Kafka({
     clientId: config.KAFKA_CLIENT_ID,
@@ -394,10 +397,18 @@ async function bounded (work: Promise<unknown>, ms: number, onTimeout: () => voi
   if (result === 'timeout') onTimeout()
 }
 
+/**
+ * A broker's answer that the group is rebalancing: kafkajs logs it as an error for the
+ * request it answered (a heartbeat, a commit), then rejoins. It comes with every member that
+ * joins or leaves (a scale-out, a rolling deploy), so it is a warning here, not an alert.
+ */
+const REBALANCING = 'The group is rebalancing, so a rejoin is needed'
+
 /** kafkajs log lines into the app's pino logger; they carry broker and group details, never message values. */
 function kafkaLogEntry (log: FastifyBaseLogger) {
   return ({ level, log: { message, timestamp: _ts, logger: _l, ...extra } }: LogEntry): void => {
-    if (level === KafkaLogLevel.ERROR) log.error(extra, `kafkajs: ${message}`)
+    if (level === KafkaLogLevel.ERROR && (extra as { error?: unknown }).error === REBALANCING) log.warn(extra, `kafkajs: ${message}`)
+    else if (level === KafkaLogLevel.ERROR) log.error(extra, `kafkajs: ${message}`)
     else if (level === KafkaLogLevel.WARN) log.warn(extra, `kafkajs: ${message}`)
     else if (level === KafkaLogLevel.INFO) log.debug(extra, `kafkajs: ${message}`)
     else log.trace(extra, `kafkajs: ${message}`)
