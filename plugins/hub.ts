@@ -19,6 +19,8 @@ declare module 'fastify' {
     historyPolicy: HistoryPolicy
     /** History read from the store per user, shared by WebSocket, SSE and the history route. */
     historyReadBudget: HistoryReadBudget
+    /** Channels each user may subscribe to per second, over its WebSocket frames and SSE streams (lib/transport/user-budget.ts). */
+    subscribeBudget: UserBudget
     /** Channels this instance takes on for clients, all users together (lib/transport/user-budget.ts, "New channels"). */
     newChannelBudget: UserBudget
     nodeId: string
@@ -77,6 +79,7 @@ export default fp<HubPluginOptions>(async (app, opts) => {
   app.decorate('hub', hub)
   app.decorate('historyPolicy', policy)
   app.decorate('historyReadBudget', new HistoryReadBudget(config.HISTORY_READ_BYTES_PER_SECOND, config.HISTORY_READ_BYTES_BURST))
+  app.decorate('subscribeBudget', new UserBudget(config.WS_SUBSCRIBES_PER_SECOND, config.WS_SUBSCRIBES_BURST))
   app.decorate('newChannelBudget', new UserBudget(config.NEW_CHANNELS_PER_SECOND, config.NEW_CHANNELS_BURST))
   app.decorate('nodeId', nodeId)
   app.decorate('nodeStats', nodeStats)

@@ -68,7 +68,7 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
         400: ErrorReply,
         401: ErrorReply,
         403: { ...ErrorReply, description: 'a channel it may not read, or a browser Origin outside WS_ALLOWED_ORIGINS' },
-        503: { ...ErrorReply, description: 'the user\'s (or, with no user, the address\'s) connection limit (Retry-After); while the instance shuts down or is full, the broker is unreachable, the instance is past its budget of new channels (NEW_CHANNELS_PER_SECOND), or a resume or rewind is past the user\'s history read budget or must wait for room other replays hold, the answer is a 200 stream that says `system:unavailable` and ends' }
+        503: { ...ErrorReply, description: 'the user\'s (or, with no user, the address\'s) connection limit (Retry-After); while the instance shuts down or is full, the broker is unreachable, the user is past its subscribe budget (WS_SUBSCRIBES_PER_SECOND) or the instance its budget of new channels (NEW_CHANNELS_PER_SECOND), or a resume or rewind is past the user\'s history read budget or must wait for room other replays hold, the answer is a 200 stream that says `system:unavailable` and ends' }
       }
     }
   }, async (request, reply) => {
@@ -117,9 +117,14 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
     // not name starts live, and a cursor that is not ours is answered with system:recovery.
     const rewind = resuming ? undefined : asked
 
-    // Channels no stream or socket here holds yet are the instance's to take on, within its budget.
+    // The channels it names besides its own, once each: within its user's subscribe budget (as
+    // its WebSocket frames are), and those no connection here holds yet within the instance's.
     const own = defaultChannels(identity)
-    if (!app.newChannelBudget.take(INSTANCE, hub.unheldCount(requested.filter((c) => !own.includes(c))))) {
+    const named = channels.filter((c) => !own.includes(c))
+    if (!app.subscribeBudget.take(budgetKeyOf(identity, request.id), named.length)) {
+      return comeBack('subscribe_budget', `too many channel subscriptions (${app.subscribeBudget.perSecond}/s for a user); try again in a moment`)
+    }
+    if (!app.newChannelBudget.take(INSTANCE, hub.unheldCount(named))) {
       return comeBack('new_channels', NEW_CHANNELS_REFUSED)
     }
     // A resume or a rewind reads history: within the user's budget (lib/transport/history-read-budget.ts).

@@ -68,7 +68,7 @@ const wsRoutes: FastifyPluginAsyncTypebox = async (app) => {
       burst: config.WS_RATE_LIMIT_BURST,
       strikes: config.WS_RATE_LIMIT_STRIKES
     },
-    subscribeBudget: new UserBudget(config.WS_SUBSCRIBES_PER_SECOND, config.WS_SUBSCRIBES_BURST),
+    subscribeBudget: app.subscribeBudget,
     newChannelBudget: app.newChannelBudget,
     inboundBudget: new UserBudget(config.WS_INBOUND_BYTES_PER_SECOND, config.WS_INBOUND_BYTES_BURST),
     historyReadBudget: app.historyReadBudget,

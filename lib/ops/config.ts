@@ -77,7 +77,7 @@ export const EnvSchema = Type.Object({
   // Across every user: a few users each within their own budget stalled an instance for
   // seconds (lib/transport/user-budget.ts, "New channels").
   NEW_CHANNELS_PER_SECOND: int(2560, 1),
-  NEW_CHANNELS_BURST: int(12_800, 1),
+  NEW_CHANNELS_BURST: int(6400, 1),
   WS_INBOUND_BYTES_PER_SECOND: int(1024 * 1024, 1),
   WS_INBOUND_BYTES_BURST: int(4 * 1024 * 1024, 1),
   HISTORY_READ_BYTES_PER_SECOND: int(8 * 1024 * 1024, 1),

@@ -3,7 +3,8 @@ import { fullBucket, refillBucket, type TokenBucket } from './token-bucket.js'
 
 /**
  * What a user may spend per second on this instance across all its WebSocket connections
- * (per client address without a user): a token bucket per user. Two are kept.
+ * (per client address without a user): a token bucket per user. Two are kept; the first
+ * also counts the channels its SSE streams name besides their own.
  *
  * Channels subscribed to (WS_SUBSCRIBES_PER_SECOND, bursts of WS_SUBSCRIBES_BURST): each
  * channel a subscribe names costs one. Why apart from the frame rate limit: that one counts
@@ -28,8 +29,10 @@ import { fullBucket, refillBucket, type TokenBucket } from './token-bucket.js'
  * stalled an instance for 5–13 s, its Redis commands timing out, every victim's events
  * seconds late; three users' steady churn within their rates held victims' events a second
  * late (audit, session 30). The default, 2560 a second, is at most some 0.4 of a core on
- * Redis and 0.5 on a cluster (150–190 µs a name); its burst is one user's. Past it a
- * subscribe gets `rate_limited` and an SSE stream `system:unavailable`, to come back.
+ * Redis and 0.5 on a cluster (150–190 µs a name); its burst, 6400, what one connection at the
+ * frame limit can ask at once (50 subscribes of 127), about a second of CPU: with one user's
+ * 12,800 the five users' burst still held the event loop 1.1–1.3 s (re-check, session 30).
+ * Past it a subscribe gets `rate_limited` and an SSE stream `system:unavailable`, to come back.
  *
  * Bytes of frames received (WS_INBOUND_BYTES_PER_SECOND, bursts of WS_INBOUND_BYTES_BURST):
  * a frame's cost is not its count. A 60 KB frame of 6000 keys takes ~4.4 ms to parse here;

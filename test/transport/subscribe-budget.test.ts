@@ -72,3 +72,22 @@ t.test('NEW_CHANNELS_PER_SECOND: channels the instance holds for no one yet are 
   const metrics = await (await fetch(`${url}/metrics`)).text()
   t.match(metrics, /gateway_connections_refused_total\{transport="sse",reason="new_channels"\} 1/)
 })
+
+t.test('SSE streams: their channels count toward the user\'s subscribe budget, each once however often named', async (t) => {
+  // Re-check of NEW_CHANNELS (session 30): SSE had no per-user budget, so one user's streams
+  // took the whole instance's; and a name repeated in a stream's list was charged each time.
+  const { url } = await startServer(t, { WS_SUBSCRIBES_PER_SECOND: 1, WS_SUBSCRIBES_BURST: 4, NEW_CHANNELS_PER_SECOND: 1, NEW_CHANNELS_BURST: 4 })
+  const auth = (sub: string) => ({ authorization: `Bearer ${token(sub)}` })
+  const repeated = await SseClient.open(t, `${url}/sse?channels=${Array(12).fill('room:dup').join(',')}`, auth('repeater'))
+  await repeated.waitFor(1, (e) => e.event === 'system:connected')
+  t.notOk(repeated.events.some((e) => e.event === 'system:unavailable'), 'one channel named twelve times costs one')
+  const five = Array.from({ length: 5 }, (_, i) => `room:held-${i}`)
+  const refused = await SseClient.open(t, `${url}/sse?channels=${five.join(',')}`, auth('streamer'))
+  const [unavailable] = await refused.waitFor(1, (e) => e.event === 'system:unavailable')
+  t.match(unavailable.data, { status: 503, reason: /too many channel subscriptions/, retryMs: Number }, 'five channels: past the user\'s burst of 4')
+  const metrics = await (await fetch(`${url}/metrics`)).text()
+  t.match(metrics, /gateway_connections_refused_total\{transport="sse",reason="subscribe_budget"\} 1/)
+  const own = await SseClient.open(t, `${url}/sse`, auth('streamer'))
+  await own.waitFor(1, (e) => e.event === 'system:connected')
+  t.notOk(own.events.some((e) => e.event === 'system:unavailable'), 'its own channel alone is free')
+})
