@@ -10,7 +10,7 @@ import { MemoryBroker } from '../lib/broker/memory-broker.js'
 import { RedisBroker } from '../lib/broker/redis-broker.js'
 import type { NodeStats } from '../lib/ops/stats.js'
 import { HistoryReadBudget } from '../lib/transport/history-read-budget.js'
-import { UserBudget } from '../lib/transport/user-budget.js'
+import { NewChannelBudget, UserBudget } from '../lib/transport/user-budget.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -22,7 +22,7 @@ declare module 'fastify' {
     /** Channels each user may subscribe to per second, over its WebSocket frames and SSE streams (lib/transport/user-budget.ts). */
     subscribeBudget: UserBudget
     /** Channels this instance takes on for clients, all users together (lib/transport/user-budget.ts, "New channels"). */
-    newChannelBudget: UserBudget
+    newChannelBudget: NewChannelBudget
     nodeId: string
     nodeStats(): NodeStats
   }
@@ -80,7 +80,7 @@ export default fp<HubPluginOptions>(async (app, opts) => {
   app.decorate('historyPolicy', policy)
   app.decorate('historyReadBudget', new HistoryReadBudget(config.HISTORY_READ_BYTES_PER_SECOND, config.HISTORY_READ_BYTES_BURST))
   app.decorate('subscribeBudget', new UserBudget(config.WS_SUBSCRIBES_PER_SECOND, config.WS_SUBSCRIBES_BURST))
-  app.decorate('newChannelBudget', new UserBudget(config.NEW_CHANNELS_PER_SECOND, config.NEW_CHANNELS_BURST))
+  app.decorate('newChannelBudget', new NewChannelBudget(config.NEW_CHANNELS_PER_SECOND, config.NEW_CHANNELS_BURST))
   app.decorate('nodeId', nodeId)
   app.decorate('nodeStats', nodeStats)
   app.readiness.add(clusterNodes !== undefined ? 'redis-cluster' : hub.broker.kind,

@@ -12,7 +12,7 @@ import { SSE_HEADERS, SseConnection, type SseStreams } from '../lib/transport/ss
 import { decodeCursor } from '../lib/transport/sse-cursor.js'
 import { REPLAY_ROOM_TAKEN } from '../lib/transport/replay-backlog.js'
 import { budgetKeyOf } from '../lib/transport/history-read-budget.js'
-import { INSTANCE, NEW_CHANNELS_REFUSED } from '../lib/transport/user-budget.js'
+import { NEW_CHANNELS_REFUSED } from '../lib/transport/user-budget.js'
 import { ErrorReply } from './schemas.js'
 import { channelRecord } from '../lib/core/channel-record.js'
 import { allowedOrigins } from '../lib/ops/config.js'
@@ -121,15 +121,24 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
     // its WebSocket frames are), and those no connection here holds yet within the instance's.
     const own = defaultChannels(identity)
     const named = channels.filter((c) => !own.includes(c))
-    if (!app.subscribeBudget.take(budgetKeyOf(identity, request.id), named.length)) {
+    const userKey = budgetKeyOf(identity, request.id)
+    if (!app.subscribeBudget.take(userKey, named.length)) {
       return comeBack('subscribe_budget', `too many channel subscriptions (${app.subscribeBudget.perSecond}/s for a user); try again in a moment`)
     }
-    if (!app.newChannelBudget.take(INSTANCE, hub.unheldCount(named))) {
+    const fresh = hub.unheldCount(named)
+    if (!app.newChannelBudget.take(userKey, fresh)) {
+      app.subscribeBudget.refund(userKey, named.length)
       return comeBack('new_channels', NEW_CHANNELS_REFUSED)
     }
+    // What the budgets took is given back for a stream refused before its subscription was made.
+    const refund = (): void => {
+      app.subscribeBudget.refund(userKey, named.length)
+      app.newChannelBudget.refund(userKey, fresh)
+    }
     // A resume or a rewind reads history: within the user's budget (lib/transport/history-read-budget.ts).
-    const budgetKey = rewind !== undefined || Object.keys(since).length > 0 ? budgetKeyOf(identity, request.id) : undefined
+    const budgetKey = rewind !== undefined || Object.keys(since).length > 0 ? userKey : undefined
     if (budgetKey !== undefined && !app.historyReadBudget.admit(budgetKey)) {
+      refund()
       return comeBack('history_budget', 'too much history read for this user just now; try again in a moment')
     }
     const connection = new SseConnection(newConnectionId(), identity, reply.raw, sseStreams)
@@ -141,6 +150,7 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
       storeBytes = outcome.storeBytes
     } catch (err) {
       hub.remove(connection)
+      refund()
       if (!(err instanceof BrokerUnavailableError)) throw err
       return comeBack('broker_unavailable', 'the event broker is unavailable')
     } finally {

@@ -24,14 +24,19 @@ const PATCHED = Symbol.for('realtime-gateway.kafkajs.idle-queue-timer')
 
 /** Applies the guard to kafkajs's RequestQueue once per process; true when it is in place. */
 export function quietIdleRequestQueues (): boolean {
-  const RequestQueueClass = require('kafkajs/src/network/requestQueue/index.js') as { prototype: RequestQueue & { [PATCHED]?: true } }
-  const proto = RequestQueueClass.prototype
+  let proto: RequestQueue & { [PATCHED]?: true, checkPendingRequests?: unknown }
+  try {
+    proto = (require('kafkajs/src/network/requestQueue/index.js') as { prototype: typeof proto }).prototype
+  } catch {
+    return false // another kafkajs, laid out otherwise: left alone
+  }
   if (proto[PATCHED] === true) return true
   const schedule = proto.scheduleCheckPendingRequests
   // A kafkajs whose queue no longer looks like 2.2.4's is left alone (its own code may differ).
-  if (typeof schedule !== 'function') return false
+  if (typeof schedule !== 'function' || typeof proto.checkPendingRequests !== 'function') return false
   proto.scheduleCheckPendingRequests = function (this: RequestQueue): void {
-    if (this.pending.length === 0 && this.throttledUntil <= Date.now()) return
+    // Anything unexpected on the instance: kafkajs's own code, as shipped.
+    if (Array.isArray(this.pending) && this.pending.length === 0 && typeof this.throttledUntil === 'number' && this.throttledUntil <= Date.now()) return
     schedule.call(this)
   }
   proto[PATCHED] = true

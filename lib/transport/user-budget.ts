@@ -33,6 +33,10 @@ import { fullBucket, refillBucket, type TokenBucket } from './token-bucket.js'
  * frame limit can ask at once (50 subscribes of 127), about a second of CPU: with one user's
  * 12,800 the five users' burst still held the event loop 1.1–1.3 s (re-check, session 30).
  * Past it a subscribe gets `rate_limited` and an SSE stream `system:unavailable`, to come back.
+ * Each user may take at most an eighth of it per second (a quarter of its burst, at least a
+ * connection's channels): with the instance's alone, two users churning within their own
+ * budgets kept every other user's new channels refused (review, session 30); now it takes
+ * eight. What a refused or failed subscribe took is given back (NewChannelBudget, refund).
  *
  * Bytes of frames received (WS_INBOUND_BYTES_PER_SECOND, bursts of WS_INBOUND_BYTES_BURST):
  * a frame's cost is not its count. A 60 KB frame of 6000 keys takes ~4.4 ms to parse here;
@@ -58,6 +62,12 @@ export class UserBudget {
     return true
   }
 
+  /** Gives back what `take` took for something then not done (never past the burst). */
+  refund (key: string, amount: number): void {
+    const bucket = this.buckets.get(key)
+    if (bucket !== undefined) bucket.milliTokens = Math.min(this.burst * 1000, bucket.milliTokens + amount * 1000)
+  }
+
   /** Users with a budget not full again (the others are forgotten from time to time). */
   get size (): number {
     return this.buckets.size
@@ -73,7 +83,41 @@ export class UserBudget {
 }
 
 /** The key of the instance's one new-channel budget. */
-export const INSTANCE = ''
+const INSTANCE = ''
+/** A user's share of the instance's new channels per second: an eighth. */
+const USER_SHARE = 8
+/** A user's share of the burst is never below a connection's channels (or the whole burst, if smaller). */
+const SHARE_BURST_FLOOR = 128
+
+/**
+ * Channels the instance takes on (NEW_CHANNELS_PER_SECOND, bursts of NEW_CHANNELS_BURST),
+ * with each user's share of them; see UserBudget's comment, "New channels".
+ */
+export class NewChannelBudget {
+  private readonly instance: UserBudget
+  private readonly shares: UserBudget
+
+  constructor (readonly perSecond: number, readonly burst: number) {
+    this.instance = new UserBudget(perSecond, burst)
+    this.shares = new UserBudget(Math.max(1, Math.floor(perSecond / USER_SHARE)), Math.max(Math.min(burst, SHARE_BURST_FLOOR), Math.floor(burst / 4)))
+  }
+
+  /** Takes `count` new channels for `user` (a budget key): false, and nothing taken, when its share or the instance has less left. */
+  take (user: string, count: number, now = monotonicMs()): boolean {
+    if (count === 0) return true
+    if (!this.shares.take(user, count, now)) return false
+    if (this.instance.take(INSTANCE, count, now)) return true
+    this.shares.refund(user, count)
+    return false
+  }
+
+  /** Gives back what `take` took for a subscribe then not made. */
+  refund (user: string, count: number): void {
+    if (count === 0) return
+    this.shares.refund(user, count)
+    this.instance.refund(INSTANCE, count)
+  }
+}
 
 /** What a subscribe past the instance's new-channel budget is told. */
 export const NEW_CHANNELS_REFUSED = 'this instance is taking on too many new channels just now; try again in a moment'

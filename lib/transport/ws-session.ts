@@ -8,7 +8,7 @@ import type { Hub } from '../hub/hub.js'
 import { type Identity, isAdmin } from '../auth/identity.js'
 import { type ClientFrame, FrameError, parseClientFrame, requestIdOf, serverFrame } from './protocol.js'
 import { monotonicMs } from '../core/clock.js'
-import { INSTANCE, NEW_CHANNELS_REFUSED, type UserBudget } from './user-budget.js'
+import { type NewChannelBudget, NEW_CHANNELS_REFUSED, type UserBudget } from './user-budget.js'
 import { budgetKeyOf, type HistoryReadBudget } from './history-read-budget.js'
 import { takeToken, type TokenBucket } from './token-bucket.js'
 import { WsConnection, type WsConnectionOptions } from './ws-connection.js'
@@ -33,8 +33,8 @@ export interface WsSessionDeps extends WsConnectionOptions {
   rateLimit: { perSecond: number, burst: number, strikes: number }
   /** Channels a user may subscribe to per second, across its connections (lib/transport/user-budget.ts). */
   subscribeBudget?: UserBudget
-  /** Channels this instance takes on for all users together, keyed by '' (lib/transport/user-budget.ts, "New channels"). */
-  newChannelBudget?: UserBudget
+  /** Channels this instance takes on for all users together, each user within its share (lib/transport/user-budget.ts, "New channels"). */
+  newChannelBudget?: NewChannelBudget
   /** Bytes of frames a user may send per second (lib/transport/user-budget.ts). */
   inboundBudget?: UserBudget
   /** History read from the store per user (lib/transport/history-read-budget.ts). */
@@ -275,14 +275,22 @@ export class WsSession extends WsConnection<WsSessionDeps> implements Expiring, 
     if (budget !== undefined && !budget.take(this.budgetKey, channels.length)) {
       throw new ClientError('rate_limited', `too many channel subscriptions (${budget.perSecond}/s for a user); slow down`)
     }
-    const instanceBudget = this.deps.newChannelBudget
-    if (instanceBudget !== undefined && !instanceBudget.take(INSTANCE, this.deps.hub.unheldCount(channels))) {
+    const newChannels = this.deps.newChannelBudget
+    const fresh = newChannels === undefined ? 0 : this.deps.hub.unheldCount(channels)
+    // What the budgets took is given back for a subscribe refused before it was made.
+    const refund = (): void => {
+      budget?.refund(this.budgetKey, channels.length)
+      newChannels?.refund(this.budgetKey, fresh)
+    }
+    if (newChannels !== undefined && !newChannels.take(this.budgetKey, fresh)) {
+      budget?.refund(this.budgetKey, channels.length)
       throw new ClientError('rate_limited', NEW_CHANNELS_REFUSED)
     }
     // Only a resume or a rewind reads history; a plain subscribe reads positions.
     const reads = this.deps.historyReadBudget
     const replays = reads !== undefined && (rewind !== undefined || (since !== undefined && Object.keys(since).length > 0))
     if (replays && !reads.admit(this.budgetKey)) {
+      refund()
       throw new ClientError('rate_limited', 'too much history read for this user just now; resume again in a moment')
     }
     let storeBytes = 0
@@ -290,6 +298,9 @@ export class WsSession extends WsConnection<WsSessionDeps> implements Expiring, 
     try {
       outcome = await this.deps.hub.subscribe(this, channels, since, rewind)
       storeBytes = outcome.storeBytes
+    } catch (err) {
+      refund() // too many channels for the connection, the broker away: nothing was made
+      throw err
     } finally {
       if (replays) reads.settle(this.budgetKey, storeBytes)
     }

@@ -35,8 +35,9 @@ t.test('one user subscribing faster than WS_SUBSCRIBES_PER_SECOND across connect
   t.equal((await a1.request({ type: 'system:ping', id: 8 })).type, 'system:pong', 'the connection stays open')
 })
 
-t.test('at the defaults, one connection within the frame limit never meets the budget, even every other frame a subscribe of all the channels it may hold', async (t) => {
-  const { wsUrl } = await startServer(t)
+t.test('at the default WS_SUBSCRIBES_PER_SECOND, one connection within the frame limit never meets its user\'s budget, even every other frame a subscribe of all the channels it may hold', async (t) => {
+  // The instance's new-channel budget lifted: 6350 new channels at once is past a user's share of it (below).
+  const { wsUrl } = await startServer(t, { NEW_CHANNELS_PER_SECOND: 1e6, NEW_CHANNELS_BURST: 1e6 })
   const client = await WsClient.connect(t, wsUrl, token('busy-page'))
   // The whole frame burst (100), half of it subscribes of 127 channels new each time: 6350 channels at once.
   for (let i = 0; i < 100; i++) {
@@ -90,4 +91,32 @@ t.test('SSE streams: their channels count toward the user\'s subscribe budget, e
   const own = await SseClient.open(t, `${url}/sse`, auth('streamer'))
   await own.waitFor(1, (e) => e.event === 'system:connected')
   t.notOk(own.events.some((e) => e.event === 'system:unavailable'), 'its own channel alone is free')
+})
+
+t.test('NEW_CHANNELS: each user takes at most its share (an eighth a second, a quarter of the burst)', async (t) => {
+  // Share: 1 a second, a burst of 256 (a quarter of 1024). The review (session 30): with the
+  // instance's budget alone, two users churning within their own took every other user's.
+  const { wsUrl } = await startServer(t, { NEW_CHANNELS_PER_SECOND: 8, NEW_CHANNELS_BURST: 1024 })
+  const names = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `room:${prefix}${i}`)
+  const [a1, a2, a3] = [await WsClient.connect(t, wsUrl, token('greedy')), await WsClient.connect(t, wsUrl, token('greedy')), await WsClient.connect(t, wsUrl, token('greedy'))]
+  t.equal((await a1.request({ type: 'subscribe', id: 1, payload: { channels: names('a', 127) } })).type, 'subscribed')
+  t.equal((await a2.request({ type: 'subscribe', id: 2, payload: { channels: names('b', 127) } })).type, 'subscribed', '254 of its 256')
+  t.match(await a3.request({ type: 'subscribe', id: 3, payload: { channels: names('c', 10) } }),
+    { type: 'error', payload: { code: 'rate_limited', message: /too many new channels/ } }, 'ten more: past its share, with the instance\'s far from spent')
+  const other = await WsClient.connect(t, wsUrl, token('patient'))
+  t.equal((await other.request({ type: 'subscribe', id: 4, payload: { channels: names('d', 100) } })).type, 'subscribed', 'another user has its own share')
+  t.equal((await a3.request({ type: 'subscribe', id: 5, payload: { channels: names('a', 100) } })).type, 'subscribed', 'channels held already cost no share')
+})
+
+t.test('a subscribe refused for the connection\'s channel limit gives back what the budgets took', async (t) => {
+  // A burst of 4 new channels; a connection may hold 3 (its own and two more).
+  const { wsUrl } = await startServer(t, { NEW_CHANNELS_PER_SECOND: 1, NEW_CHANNELS_BURST: 4, MAX_CHANNELS_PER_CONNECTION: 3 })
+  const client = await WsClient.connect(t, wsUrl, token('capped'))
+  for (let i = 0; i < 3; i++) {
+    t.match(await client.request({ type: 'subscribe', id: `over${i}`, payload: { channels: ['room:r1', 'room:r2', 'room:r3', 'room:r4'] } }),
+      { type: 'error', payload: { code: 'too_many_channels' } }, `four at once, over the limit (${i + 1})`)
+  }
+  // Charged each time, the three refusals would have spent the burst of 4 three times over.
+  t.equal((await client.request({ type: 'subscribe', id: 'fits', payload: { channels: ['room:r1', 'room:r2'] } })).type, 'subscribed',
+    'two new channels still fit: nothing was kept for the refusals')
 })
