@@ -423,10 +423,15 @@ export class RedisBroker implements Broker {
     this.held.add(channel)
     const pending = this.holdChannel(channel)
     this.subscribing.set(channel, pending)
+    // Released and subscribed again while this one was on the way: its failure is not the newer one's.
+    const latest = (): boolean => this.subscribing.get(channel) === pending
     try {
       await pending
+    } catch (err) {
+      if (latest()) this.release(channel)
+      throw err
     } finally {
-      this.subscribing.delete(channel)
+      if (latest()) this.subscribing.delete(channel)
     }
   }
 
@@ -614,7 +619,6 @@ export class RedisBroker implements Broker {
       // Released meanwhile (its last subscriber left and the linger ran out): nothing to count.
       if (this.held.has(channel)) this.sequencer.start(channel, position)
     } catch (err) {
-      this.release(channel)
       throw err instanceof BrokerUnavailableError ? err : new BrokerUnavailableError('redis did not take a subscribe', { cause: err })
     }
   }

@@ -49,6 +49,12 @@ export class ShardSubscribers {
   /** Channels being subscribed for the first time by `hold` (not a loss: readiness ignores them). */
   private readonly holding = new Set<string>()
   /**
+   * The latest `hold` of each channel in flight: one that fails after its channel was released
+   * and held again leaves the newer hold's entries alone (review, session 30: it deleted them,
+   * and the new subscriber was told subscribed and got nothing).
+   */
+  private readonly latestHold = new Map<string, object>()
+  /**
    * Held channels neither placed nor being held for the first time: the broker is ready when
    * there are none. Kept per change (`note`) rather than found by a scan of `wanted`, which
    * every subscribe asks about (a scan per subscribe made connecting N clients O(N²)).
@@ -86,6 +92,8 @@ export class ShardSubscribers {
     this.wanted.set(name, slotOf(name))
     this.holding.add(name)
     this.note(name)
+    const hold = {}
+    this.latestHold.set(name, hold)
     let sentOn: Redis | undefined
     try {
       const owner = this.ownerOf(name)
@@ -103,12 +111,15 @@ export class ShardSubscribers {
       if (this.wanted.has(name) && connection.status === 'ready') this.placed.set(name, owner)
       else this.unsubscribeStray(name, connection)
     } catch (err) {
-      this.wanted.delete(name)
+      if (this.latestHold.get(name) === hold) this.wanted.delete(name)
       // A SSUBSCRIBE that timed out may still run in Redis: taken back, not left subscribed.
       if (sentOn !== undefined) this.unsubscribeStray(name, sentOn)
       throw err
     } finally {
-      this.holding.delete(name)
+      if (this.latestHold.get(name) === hold) {
+        this.latestHold.delete(name)
+        this.holding.delete(name)
+      }
       this.note(name)
     }
   }

@@ -235,3 +235,74 @@ t.test('a shard channel released while its SSUBSCRIBE is on the way is not left 
   t.equal(await subscribed(), names.length, 'held ones stay')
   for (const name of names) shards.release(name)
 })
+
+t.test('a hold that fails after its channel was released and held again leaves the newer hold standing', async (t) => {
+  if (!requireService(t, 'Redis Cluster', available)) return
+  // Review (session 30): the failing hold deleted the newer one's entry and took its
+  // subscription back, and the new subscriber, told subscribed, got nothing.
+  const { broker } = await node(t)
+  type Shards = { hold: (name: string) => Promise<void>, release: (name: string) => void, masters: () => Redis[], isReady: () => boolean }
+  const shards = (broker as unknown as { shards: Shards }).shards
+  const name = new RedisLayout(prefix, 0, true).pubsubName(suiteChannel('rehold'))
+  await shards.hold(name) // a connection to its master, ready
+  shards.release(name)
+  // The first SSUBSCRIBE of it fails late, as one sent to a master that froze would.
+  let failed = false
+  for (const connection of shards.masters()) {
+    const real = connection.ssubscribe.bind(connection) as (...names: string[]) => Promise<unknown>
+    Object.assign(connection, {
+      ssubscribe: async (...names: string[]) => {
+        if (failed || names[0] !== name) return await real(...names)
+        failed = true
+        await new Promise((resolve) => setTimeout(resolve, 100))
+        throw new Error('Command timed out')
+      }
+    })
+    t.teardown(() => { delete (connection as Partial<Redis>).ssubscribe })
+  }
+  const first = shards.hold(name)
+  shards.release(name)
+  await shards.hold(name)
+  await t.rejects(first, /did not take a subscribe/, 'the first hold fails')
+  const nodes = await masters(t)
+  const counts = await Promise.all(nodes.map(async (n) => Number((await n.call('PUBSUB', 'SHARDNUMSUB', name) as Array<string | number>)[1])))
+  t.equal(counts.reduce((a, b) => a + b, 0), 1, 'the newer hold\'s subscription stands')
+  t.ok(shards.isReady(), 'and it is placed')
+  shards.release(name)
+})
+
+t.test('a subscribe that fails after the channel was left and subscribed again leaves the newer subscription delivering', async (t) => {
+  if (!requireService(t, 'Redis Cluster', available)) return
+  const { broker, recorder } = await node(t) // a linger of 50 ms
+  const shards = (broker as unknown as { shards: { masters: () => Redis[] } }).shards
+  const channel = suiteChannel('resubscribe')
+  const name = new RedisLayout(prefix, 0, true).pubsubName(channel)
+  await broker.subscribe(channel)
+  await broker.unsubscribe(channel)
+  await eventually('released after the linger', async () => await broker.distinctChannels() === 0)
+  let failed = false
+  for (const connection of shards.masters()) {
+    const real = connection.ssubscribe.bind(connection) as (...names: string[]) => Promise<unknown>
+    Object.assign(connection, {
+      ssubscribe: async (...names: string[]) => {
+        if (failed || names[0] !== name) return await real(...names)
+        failed = true
+        await eventually('left and subscribed again', () => secondDone)
+        throw new Error('Command timed out')
+      }
+    })
+    t.teardown(() => { delete (connection as Partial<Redis>).ssubscribe })
+  }
+  let secondDone = false
+  const first = broker.subscribe(channel)
+  first.catch(() => {})
+  await broker.unsubscribe(channel)
+  const held = (broker as unknown as { held: Set<string> }).held
+  await eventually('the linger ends: released', () => !held.has(channel))
+  await broker.subscribe(channel)
+  secondDone = true
+  await t.rejects(first, /did not take a subscribe/, 'the first subscribe fails')
+  await broker.publish(draft(channel, 1))
+  await recorder.until('the event reaches the newer subscription', () => recorder.of(channel).length === 1)
+  t.equal(recorder.of(channel).length, 1)
+})
