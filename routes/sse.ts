@@ -12,7 +12,7 @@ import { SSE_HEADERS, SseConnection, type SseStreams } from '../lib/transport/ss
 import { decodeCursor } from '../lib/transport/sse-cursor.js'
 import { REPLAY_ROOM_TAKEN } from '../lib/transport/replay-backlog.js'
 import { budgetKeyOf } from '../lib/transport/history-read-budget.js'
-import { NEW_CHANNELS_REFUSED } from '../lib/transport/user-budget.js'
+import { chargeSubscribe, NEW_CHANNELS_REFUSED, refundSubscribe } from '../lib/transport/user-budget.js'
 import { ErrorReply } from './schemas.js'
 import { channelRecord } from '../lib/core/channel-record.js'
 import { allowedOrigins } from '../lib/ops/config.js'
@@ -122,19 +122,15 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const own = defaultChannels(identity)
     const named = channels.filter((c) => !own.includes(c))
     const userKey = budgetKeyOf(identity, request.id)
-    if (!app.subscribeBudget.take(userKey, named.length)) {
-      return comeBack('subscribe_budget', `too many channel subscriptions (${app.subscribeBudget.perSecond}/s for a user); try again in a moment`)
-    }
+    const budgets = { subscribe: app.subscribeBudget, newChannels: app.newChannelBudget }
     const fresh = hub.unheldCount(named)
-    if (!app.newChannelBudget.take(userKey, fresh)) {
-      app.subscribeBudget.refund(userKey, named.length)
-      return comeBack('new_channels', NEW_CHANNELS_REFUSED)
+    const refused = chargeSubscribe(budgets, userKey, named.length, fresh)
+    if (refused === 'subscribe_budget') {
+      return comeBack(refused, `too many channel subscriptions (${app.subscribeBudget.perSecond}/s for a user); try again in a moment`)
     }
+    if (refused === 'new_channels') return comeBack(refused, NEW_CHANNELS_REFUSED)
     // What the budgets took is given back for a stream refused before its subscription was made.
-    const refund = (): void => {
-      app.subscribeBudget.refund(userKey, named.length)
-      app.newChannelBudget.refund(userKey, fresh)
-    }
+    const refund = (): void => { refundSubscribe(budgets, userKey, named.length, fresh) }
     // A resume or a rewind reads history: within the user's budget (lib/transport/history-read-budget.ts).
     const budgetKey = rewind !== undefined || Object.keys(since).length > 0 ? userKey : undefined
     if (budgetKey !== undefined && !app.historyReadBudget.admit(budgetKey)) {

@@ -539,8 +539,9 @@ export class RedisBroker implements Broker {
 
   /**
    * A turn's reads (lib/broker/redis-read-batch.ts): their FCALLs leave in one write per
-   * node (TurnCork), each answered as its reply arrives. A read that meets a Redis that lost its functions loads them and is made again
-   * (callFunction): reads change nothing, so the retry is safe.
+   * node (TurnCork), each answered as its reply arrives. A read that meets a Redis that lost
+   * its functions loads them and is made again (callFunction): reads change nothing, so the
+   * retry is safe.
    */
   private readonly runReads = async (calls: readonly ReadCall[]): Promise<Array<ReadReply | Error>> => {
     const single = async (call: ReadCall): Promise<ReadReply | Error> => {

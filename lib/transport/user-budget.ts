@@ -119,6 +119,33 @@ export class NewChannelBudget {
   }
 }
 
+/** The budgets a subscribe spends: its user's channels, and the instance's new ones. */
+export interface SubscribeBudgets {
+  subscribe?: UserBudget
+  newChannels?: NewChannelBudget
+}
+
+/**
+ * Charges a subscribe (a WebSocket frame, an SSE stream) of `named` channels, `fresh` of them
+ * new to the instance, to `key`'s budgets: the user's first, then the instance's new channels.
+ * Refused, it names the budget and takes nothing; what it took goes back with refundSubscribe
+ * when the subscribe is then not made.
+ */
+export function chargeSubscribe (budgets: SubscribeBudgets, key: string, named: number, fresh: number): 'subscribe_budget' | 'new_channels' | null {
+  if (budgets.subscribe !== undefined && !budgets.subscribe.take(key, named)) return 'subscribe_budget'
+  if (budgets.newChannels !== undefined && !budgets.newChannels.take(key, fresh)) {
+    budgets.subscribe?.refund(key, named)
+    return 'new_channels'
+  }
+  return null
+}
+
+/** Gives back what chargeSubscribe took for a subscribe then not made. */
+export function refundSubscribe (budgets: SubscribeBudgets, key: string, named: number, fresh: number): void {
+  budgets.subscribe?.refund(key, named)
+  budgets.newChannels?.refund(key, fresh)
+}
+
 /** What a subscribe past the instance's new-channel budget is told. */
 export const NEW_CHANNELS_REFUSED = 'this instance is taking on too many new channels just now; try again in a moment'
 

@@ -8,7 +8,7 @@ import type { Hub } from '../hub/hub.js'
 import { type Identity, isAdmin } from '../auth/identity.js'
 import { type ClientFrame, FrameError, parseClientFrame, requestIdOf, serverFrame } from './protocol.js'
 import { monotonicMs } from '../core/clock.js'
-import { type NewChannelBudget, NEW_CHANNELS_REFUSED, type UserBudget } from './user-budget.js'
+import { chargeSubscribe, type NewChannelBudget, NEW_CHANNELS_REFUSED, refundSubscribe, type UserBudget } from './user-budget.js'
 import { budgetKeyOf, type HistoryReadBudget } from './history-read-budget.js'
 import { takeToken, type TokenBucket } from './token-bucket.js'
 import { WsConnection, type WsConnectionOptions } from './ws-connection.js'
@@ -271,21 +271,15 @@ export class WsSession extends WsConnection<WsSessionDeps> implements Expiring, 
     if (forbidden.length > 0) {
       throw new ClientError('forbidden', `not allowed to subscribe to ${forbidden.slice(0, 5).join(', ')}`)
     }
-    const budget = this.deps.subscribeBudget
-    if (budget !== undefined && !budget.take(this.budgetKey, channels.length)) {
-      throw new ClientError('rate_limited', `too many channel subscriptions (${budget.perSecond}/s for a user); slow down`)
+    const budgets = { subscribe: this.deps.subscribeBudget, newChannels: this.deps.newChannelBudget }
+    const fresh = budgets.newChannels === undefined ? 0 : this.deps.hub.unheldCount(channels)
+    const refused = chargeSubscribe(budgets, this.budgetKey, channels.length, fresh)
+    if (refused === 'subscribe_budget') {
+      throw new ClientError('rate_limited', `too many channel subscriptions (${budgets.subscribe?.perSecond ?? 0}/s for a user); slow down`)
     }
-    const newChannels = this.deps.newChannelBudget
-    const fresh = newChannels === undefined ? 0 : this.deps.hub.unheldCount(channels)
+    if (refused === 'new_channels') throw new ClientError('rate_limited', NEW_CHANNELS_REFUSED)
     // What the budgets took is given back for a subscribe refused before it was made.
-    const refund = (): void => {
-      budget?.refund(this.budgetKey, channels.length)
-      newChannels?.refund(this.budgetKey, fresh)
-    }
-    if (newChannels !== undefined && !newChannels.take(this.budgetKey, fresh)) {
-      budget?.refund(this.budgetKey, channels.length)
-      throw new ClientError('rate_limited', NEW_CHANNELS_REFUSED)
-    }
+    const refund = (): void => { refundSubscribe(budgets, this.budgetKey, channels.length, fresh) }
     // Only a resume or a rewind reads history; a plain subscribe reads positions.
     const reads = this.deps.historyReadBudget
     const replays = reads !== undefined && (rewind !== undefined || (since !== undefined && Object.keys(since).length > 0))

@@ -38,6 +38,26 @@ async function node (t: Test, options: Partial<RedisBrokerOptions> = {}) {
 
 const draft = (channel: string, n: number) => ({ channel, type: 'test:event', payload: { n } })
 
+/**
+ * The first SSUBSCRIBE of `name` on any of `connections` fails late, once `until` resolves, as
+ * one sent to a master that froze would; every other command goes through to Redis.
+ */
+function failFirstSsubscribe (t: Test, connections: Redis[], name: string, until: () => Promise<void>): void {
+  let failed = false
+  for (const connection of connections) {
+    const real = connection.ssubscribe.bind(connection) as (...names: string[]) => Promise<unknown>
+    Object.assign(connection, {
+      ssubscribe: async (...names: string[]) => {
+        if (failed || names[0] !== name) return await real(...names)
+        failed = true
+        await until()
+        throw new Error('Command timed out')
+      }
+    })
+    t.teardown(() => { delete (connection as Partial<Redis>).ssubscribe })
+  }
+}
+
 /** Every master of the cluster, as plain connections (for PUBSUB SHARDCHANNELS and key checks). */
 async function masters (t: Test): Promise<Redis[]> {
   const cluster = new Cluster(clusterSeeds())
@@ -246,20 +266,7 @@ t.test('a hold that fails after its channel was released and held again leaves t
   const name = new RedisLayout(prefix, 0, true).pubsubName(suiteChannel('rehold'))
   await shards.hold(name) // a connection to its master, ready
   shards.release(name)
-  // The first SSUBSCRIBE of it fails late, as one sent to a master that froze would.
-  let failed = false
-  for (const connection of shards.masters()) {
-    const real = connection.ssubscribe.bind(connection) as (...names: string[]) => Promise<unknown>
-    Object.assign(connection, {
-      ssubscribe: async (...names: string[]) => {
-        if (failed || names[0] !== name) return await real(...names)
-        failed = true
-        await new Promise((resolve) => setTimeout(resolve, 100))
-        throw new Error('Command timed out')
-      }
-    })
-    t.teardown(() => { delete (connection as Partial<Redis>).ssubscribe })
-  }
+  failFirstSsubscribe(t, shards.masters(), name, async () => await new Promise((resolve) => setTimeout(resolve, 100)))
   const first = shards.hold(name)
   shards.release(name)
   await shards.hold(name)
@@ -280,20 +287,8 @@ t.test('a subscribe that fails after the channel was left and subscribed again l
   await broker.subscribe(channel)
   await broker.unsubscribe(channel)
   await eventually('released after the linger', async () => await broker.distinctChannels() === 0)
-  let failed = false
-  for (const connection of shards.masters()) {
-    const real = connection.ssubscribe.bind(connection) as (...names: string[]) => Promise<unknown>
-    Object.assign(connection, {
-      ssubscribe: async (...names: string[]) => {
-        if (failed || names[0] !== name) return await real(...names)
-        failed = true
-        await eventually('left and subscribed again', () => secondDone)
-        throw new Error('Command timed out')
-      }
-    })
-    t.teardown(() => { delete (connection as Partial<Redis>).ssubscribe })
-  }
   let secondDone = false
+  failFirstSsubscribe(t, shards.masters(), name, async () => { await eventually('left and subscribed again', () => secondDone) })
   const first = broker.subscribe(channel)
   first.catch(() => {})
   await broker.unsubscribe(channel)
