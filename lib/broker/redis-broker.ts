@@ -32,7 +32,7 @@ export interface RedisBrokerOptions extends BrokerOptions {
   clusterNodes?: readonly ClusterNode[]
   /** Prefix of every key and pub/sub channel, so deployments (and tests) can share a Redis. */
   keyPrefix: string
-  /** Names the connections in CLIENT LIST (`<name>:cmd`, `<name>:sub`). */
+  /** Names the connections in CLIENT LIST (`<name>:cmd`, `<name>:read`, `<name>:sub`). */
   connectionName?: string
   /** How long a channel stays subscribed in Redis after its last local subscriber left (lib/broker/lingering.ts). Default 5 s. */
   unsubscribeDelayMs?: number
@@ -44,7 +44,7 @@ export interface RedisBrokerOptions extends BrokerOptions {
   presenceIntervalMs?: number
   /** A command unanswered this long fails (so a hung Redis means 503s, not stuck requests). */
   commandTimeoutMs?: number
-  /** How often both connections are pinged, to notice a Redis that hangs without closing. */
+  /** How often each connection is pinged, to notice a Redis that hangs without closing. */
   probeIntervalMs?: number
   /**
    * HISTORY_CACHE_BYTES: held channels' recent entries kept in memory to answer resumes and
@@ -157,8 +157,23 @@ export class RedisBroker implements Broker {
   private readonly commands: RedisClient
   /** The publish and read functions (lib/broker/redis-functions.ts). */
   private readonly library: FunctionLibrary
-  /** A turn's commands leave in one write per connection: publishes, presence reads, shard (un)subscribes; a batch of reads at once. */
+  /** A turn's commands leave in one write per connection: publishes, presence reads, shard (un)subscribes. */
   private readonly turnCork: TurnCork
+  /**
+   * History reads go on a connection of their own (on a cluster, a second connection to
+   * each master). Why: Redis answers a connection's commands in order, so a publish sent
+   * behind a rewind's reply of megabytes waited until all of it had been read: five users
+   * rewinding 6 MB histories over and over held services' publishes a second (p99), where
+   * their own deliveries took a third of that (bench/README.md, "Session 31").
+   */
+  private readonly readConnection: RedisClient
+  /** The connection history reads go on (tests). */
+  get historyConnection (): RedisClient {
+    return this.readConnection
+  }
+
+  /** A turn's reads leave in one write per node of the read connection. */
+  private readonly readCork: TurnCork
   /** One Redis: the subscriber connection. */
   private readonly subscriber?: Redis
   /** A Redis Cluster: a subscriber connection per master, for sharded pub/sub. */
@@ -238,6 +253,10 @@ export class RedisBroker implements Broker {
     const commands = this.commands
     this.turnCork = new TurnCork(clusterNodes === undefined ? () => [commands as Redis] : () => (commands as Cluster).nodes('master'))
     this.redis = this.commands
+    const reads = this.readConnection = (clusterNodes === undefined
+      ? failFastConnection(options.url, { ...connection, name: `${name}:read` })
+      : clusterConnection(clusterNodes, { ...connection, name: `${name}:read` }))
+    this.readCork = new TurnCork(clusterNodes === undefined ? () => [reads as Redis] : () => (reads as Cluster).nodes('master'))
     this.reads = new ReadBatch(this.runReads, (channel, entry) => {
       const event = decodedForReplay(channel, entry)
       this.rawEntries.set(event, entry)
@@ -258,8 +277,8 @@ export class RedisBroker implements Broker {
       this.recentEntries.reset(channel, position)
       if (live(channel)) options.reset?.(channel, position)
     }, this.log)
-    // History reads need the command connection: if it came back last, catch up now.
-    this.commands.on('ready', () => { if (this.restored) this.catchUpAll() })
+    // Catching up needs the read connection: if it came back last, catch up now.
+    reads.on('ready', () => { if (this.restored) this.catchUpAll() })
     const publishOn = clusterNodes === undefined
       ? async (pubsub: string, message: string) => await this.commands.publish(pubsub, message)
       : async (pubsub: string, message: string) => await this.commands.spublish(pubsub, message)
@@ -284,7 +303,7 @@ export class RedisBroker implements Broker {
       // restarted without its data has no functions either.
       const commands = this.commands as Redis
       commands.on('ready', () => { loadLibrary(commands, library).catch(() => {}) })
-      this.probe = new ConnectionProbe([this.commands as Redis, subscriber], options.probeIntervalMs ?? 2000, this.log)
+      this.probe = new ConnectionProbe([this.commands as Redis, reads as Redis, subscriber], options.probeIntervalMs ?? 2000, this.log)
     } else {
       this.shards = new ShardSubscribers(this.commands as Cluster, {
         ...connection,
@@ -475,13 +494,9 @@ export class RedisBroker implements Broker {
     return result
   }
 
-  private checkConnected (): void {
-    if (this.closed || this.commands.status !== 'ready') throw new BrokerUnavailableError('redis is not connected')
-  }
-
   /** A read from Redis; for a held channel, the position it reports is noted (ChannelSequencer.settledAt). */
   private async read (channel: string, since?: SincePosition, last = 0): Promise<HistoryResult> {
-    this.checkConnected()
+    if (this.closed || this.readConnection.status !== 'ready') throw new BrokerUnavailableError('redis is not connected')
     let result: HistoryResult
     try {
       result = await this.reads.read(channel, since, last)
@@ -546,9 +561,9 @@ export class RedisBroker implements Broker {
   private readonly runReads = async (calls: readonly ReadCall[]): Promise<Array<ReadReply | Error>> => {
     const single = async (call: ReadCall): Promise<ReadReply | Error> => {
       const { keys, args } = this.readArgs(call)
-      return await callFunction<ReadReply>(this.commands, this.library, this.library.read, keys, args).catch((err: unknown) => toError(err))
+      return await callFunction<ReadReply>(this.readConnection, this.library, this.library.read, keys, args).catch((err: unknown) => toError(err))
     }
-    return await Promise.all(this.turnCork.together(() => calls.map(single)))
+    return await Promise.all(this.readCork.together(() => calls.map(single)))
   }
 
   /**
@@ -565,7 +580,7 @@ export class RedisBroker implements Broker {
   }
 
   isReady (): boolean {
-    if (this.closed || this.commands.status !== 'ready') return false
+    if (this.closed || this.commands.status !== 'ready' || this.readConnection.status !== 'ready') return false
     if (this.shards !== undefined) return this.functionsPreloaded && this.shards.isReady()
     return this.restored && this.subscriber?.status === 'ready'
   }
@@ -603,7 +618,7 @@ export class RedisBroker implements Broker {
     for (const channel of this.held) this.sequencer.forget(channel)
     this.held.clear()
     await this.shards?.close()
-    const connections: RedisClient[] = this.subscriber === undefined ? [this.commands] : [this.commands, this.subscriber]
+    const connections: RedisClient[] = [this.commands, this.readConnection, ...this.subscriber === undefined ? [] : [this.subscriber]]
     await Promise.all(connections.map(async (connection) => {
       if (connection.status !== 'ready') return connection.disconnect()
       await connection.quit().catch(() => connection.disconnect())
@@ -668,7 +683,7 @@ export class RedisBroker implements Broker {
     if (subscriber.status !== 'ready') return
     this.restored = true
     this.resyncControl()
-    if (this.commands.status === 'ready') this.catchUpAll()
+    if (this.readConnection.status === 'ready') this.catchUpAll()
     if (channels.length > 0) this.log.info({ channels: channels.length }, 'redis subscriptions restored')
   }
 
@@ -731,7 +746,7 @@ export class RedisBroker implements Broker {
         continue
       }
       const channel = this.layout.channelOf(name)
-      if (channel !== undefined && this.held.has(channel) && this.commands.status === 'ready') this.sequencer.catchUp(channel)
+      if (channel !== undefined && this.held.has(channel) && this.readConnection.status === 'ready') this.sequencer.catchUp(channel)
     }
     this.log.info({ channels: names.length }, 'redis cluster subscriptions restored')
   }

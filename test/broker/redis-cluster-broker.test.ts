@@ -184,7 +184,7 @@ t.test('a publisher waits while a shard subscriber does not read its entries bac
   }
 })
 
-t.test('a turn\'s commands leave in one write per master: publishes, presence reads, SSUBSCRIBEs and SUNSUBSCRIBEs (lib/broker/redis-turn-cork.ts)', async (t) => {
+t.test('a turn\'s commands leave in one write per master: publishes, history reads, presence reads, SSUBSCRIBEs and SUNSUBSCRIBEs (lib/broker/redis-turn-cork.ts)', async (t) => {
   if (!requireService(t, 'Redis Cluster', available)) return
   // No probe PINGs meanwhile: the connections' writes are the test's commands alone.
   const { broker, recorder } = await node(t, { probeIntervalMs: 3_600_000 })
@@ -214,6 +214,12 @@ t.test('a turn\'s commands leave in one write per master: publishes, presence re
   await Promise.all(channels.map(async (c) => await broker.presence.load(c)))
   t.ok(commands() <= nodes.length, `${count} presence reads in ${commands()} writes`)
 
+  const readers = (broker.historyConnection as Cluster).nodes('master')
+  const reads = written(readers)
+  const histories = await Promise.all(channels.map(async (c) => await broker.history(c, { offset: 0 })))
+  t.ok(reads() <= readers.length, `${count} history reads in ${reads()} writes on the read connections (${readers.length} masters)`)
+  t.same(histories.map((h) => h.events.length), channels.map(() => 2), 'each read answered')
+
   const subscribes = written(subscribers)
   await Promise.all(channels.map(async (c) => await broker.subscribe(c)))
   t.ok(subscribes() <= subscribers.length, `${count} SSUBSCRIBEs in ${subscribes()} writes`)
@@ -224,6 +230,26 @@ t.test('a turn\'s commands leave in one write per master: publishes, presence re
   for (const c of channels) await broker.unsubscribe(c)
   await eventually('released after the linger', async () => await broker.distinctChannels() === 0)
   t.ok(unsubscribes() <= 2 * subscribers.length, `${count} SUNSUBSCRIBEs in ${unsubscribes()} writes`)
+})
+
+t.test('history reads have connections of their own on a cluster: publishes are answered while reads\' replies wait unread', async (t) => {
+  if (!requireService(t, 'Redis Cluster', available)) return
+  const { broker } = await node(t)
+  const channels = Array.from({ length: 12 }, (_, i) => suiteChannel(`own-read-${i}`))
+  await Promise.all(channels.map(async (c) => await broker.publish(draft(c, 1))))
+  // A first read of each: every read connection is open.
+  await Promise.all(channels.map(async (c) => await broker.history(c, { offset: 0 })))
+  const readers = (broker.historyConnection as Cluster).nodes('master')
+  t.ok(readers.length >= 3 && readers.every((r) => r.stream !== undefined), `a read connection to each of ${readers.length} masters`)
+  for (const reader of readers) reader.stream.pause()
+  let answered = 0
+  const histories = channels.map(async (c) => await broker.history(c, { offset: 0 }).finally(() => { answered++ }))
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  const published = await Promise.all(channels.map(async (c) => await broker.publish(draft(c, 2))))
+  t.same(published.map((e) => e.offset), channels.map(() => 2), 'every publish answered')
+  t.equal(answered, 0, 'while no read is')
+  for (const reader of readers) reader.stream.resume()
+  t.same((await Promise.all(histories)).map((h) => h.events.length >= 1), channels.map(() => true), 'the reads are answered once their replies are read')
 })
 
 t.test('a shard channel released while its SSUBSCRIBE is on the way is not left subscribed (lib/broker/redis-shard-subscribers.ts)', async (t) => {

@@ -83,7 +83,7 @@ t.test('reads of one channel in one turn share a script run, and each gets what 
 t.test('reads of many channels in one turn: one write, each channel answered', async (t) => {
   if (!requireService(t, 'redis-server', available)) return
   const own = await OwnRedis.start(t) // only this test's clients: its read count is ours
-  // No probe PINGs (every 2 s by default): the connection's writes are the reads' alone.
+  // No probe PINGs (every 2 s by default): the read connection's writes are the reads' alone.
   const { broker: b } = await broker(t, { url: own.url, probeIntervalMs: 3_600_000 })
   await b.serverSettingsChecked // its CONFIG GETs, sent after ready, go on the same connection
   const admin = await redisClient(t, undefined, own.url)
@@ -92,7 +92,7 @@ t.test('reads of many channels in one turn: one write, each channel answered', a
     for (let n = 0; n <= i % 4; n++) await b.publish({ channel, type: 'test:event', payload: { n } })
   }))
   const before = await readsProcessed(admin)
-  const writes = countSocketWrites(t, b.redis as Redis)
+  const writes = countSocketWrites(t, b.historyConnection as Redis)
   const results = await Promise.all(channels.map(async (channel) => await b.history(channel, { offset: 0 })))
   const sent = writes()
   const after = await readsProcessed(admin)
@@ -135,4 +135,41 @@ t.test('channels subscribed in one turn take one SUBSCRIBE, and each delivers', 
   await Promise.all(channels.map(async (channel) => await publisher.broker.publish({ channel, type: 'test:event', payload: {} })))
   await recorder.until('an event on every channel', () => channels.every((c) => recorder.of(c).length === 1))
   t.pass('every channel delivers')
+})
+
+t.test('history reads have a connection of their own: a publish is answered while a read\'s reply waits unread', async (t) => {
+  if (!requireService(t, 'Redis', available)) return
+  const { broker: b } = await broker(t)
+  const [read, published] = [suiteChannel('own-read'), suiteChannel('own-publish')]
+  for (let n = 1; n <= 3; n++) await b.publish({ channel: read, type: 'test:event', payload: { n } })
+  // The gateway stops reading what Redis sends on the read connection (a reply of megabytes still arriving).
+  const stream = (b.historyConnection as Redis).stream
+  stream.pause()
+  let answered = false
+  const history = b.history(read, { offset: 0 }).finally(() => { answered = true })
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  const event = await b.publish({ channel: published, type: 'test:event', payload: { n: 1 } })
+  t.equal(event.offset, 1, 'the publish is answered')
+  t.equal(answered, false, 'while the read is still waiting for its reply')
+  stream.resume()
+  t.same((await history).events.map((e) => e.payload), [{ n: 1 }, { n: 2 }, { n: 3 }], 'the read is answered once its reply is read')
+})
+
+t.test('the read connection killed: readiness says so until it is back, then reads are answered again', async (t) => {
+  if (!requireService(t, 'Redis', available)) return
+  const name = `read-kill-${process.pid}`
+  const { broker: b } = await broker(t, { connectionName: name, probeIntervalMs: 3_600_000 })
+  const admin = await redisClient(t)
+  const channel = suiteChannel('read-kill')
+  await b.publish({ channel, type: 'test:event', payload: { n: 1 } })
+  const line = (await admin.client('LIST') as string).split('\n').find((l) => l.includes(` name=${name}:read `))
+  if (line === undefined) return t.fail('no read connection in CLIENT LIST')
+  const closed = new Promise((resolve) => (b.historyConnection as Redis).once('close', resolve))
+  await admin.client('KILL', 'ID', /id=(\d+)/.exec(line)?.[1] as string)
+  await closed
+  t.equal(b.isReady(), false, 'not ready while the read connection is away')
+  await b.publish({ channel, type: 'test:event', payload: { n: 2 } })
+  t.pass('publishes go on meanwhile')
+  await eventually('ready again', () => b.isReady())
+  t.same((await b.history(channel, { offset: 0 })).events.map((e) => e.payload), [{ n: 1 }, { n: 2 }])
 })
