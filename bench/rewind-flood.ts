@@ -1,11 +1,12 @@
 import { fork } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
+import { Redis } from 'ioredis'
 import WebSocket from 'ws'
 import { mintToken } from '../lib/auth/token.js'
 import { now, sleep } from './lib/clock.js'
 import { ChildChannel } from './lib/ipc.js'
-import { deletePrefix } from './lib/redis-prefix.js'
+import { deletePrefix, redisCpuSeconds } from './lib/redis-prefix.js'
 
 /**
  * What signed-in users rewinding large histories over and over do to everyone else on one
@@ -15,8 +16,9 @@ import { deletePrefix } from './lib/redis-prefix.js'
  * next one as soon as they are answered (a refusal: again after 100 ms). Meanwhile a
  * service publishes 50 events a second over HTTP to a channel one victim connection holds.
  * Printed: the service's publish latency and failures, the victim's delivery latency, what
- * the attackers were sent, the gateway's peak RSS. BENCH_GATEWAY_PROFILE=<dir> writes the
- * gateway's CPU profile there.
+ * the attackers were sent, the gateway's peak RSS and CPU, Redis's CPU (all of its clients').
+ * BENCH_GATEWAY_PROFILE=<dir> writes the gateway's CPU profile there; BENCH_GATEWAY_FLAGS
+ * adds Node flags; BENCH_CONFIG (JSON) sets the gateway's settings.
  *
  *   npm run bench:rewind-flood -- [redis|memory] [--seconds=30] [--users=5] [--connections=3] [--channels=16]
  */
@@ -51,6 +53,26 @@ function quantile (values: number[], q: number): number {
   if (values.length === 0) return NaN
   values.sort((a, b) => a - b)
   return values[Math.min(values.length - 1, Math.floor(q * values.length))]
+}
+
+/** The process's CPU time so far, in seconds (utime + stime of /proc/<pid>/stat, in clock ticks of 10 ms). */
+function cpuSeconds (pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
+  return (Number(fields[11]) + Number(fields[12])) / 100
+}
+
+const redisCpu = async (): Promise<number> => broker === 'redis' ? [...(await redisCpuSeconds([redisUrl])).values()][0] : NaN
+
+/** Bytes Redis has sent its clients so far (INFO stats: total_net_output_bytes). */
+async function redisSent (): Promise<number> {
+  if (broker !== 'redis') return NaN
+  const redis = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 0 })
+  try {
+    await redis.connect()
+    return Number(/total_net_output_bytes:(\d+)/.exec(await redis.info('stats'))?.[1])
+  } finally {
+    redis.disconnect()
+  }
 }
 
 function rssMb (pid: number): number {
@@ -96,6 +118,7 @@ try {
   victim.send(JSON.stringify({ type: 'subscribe', payload: { channels: ['product:victim'] } }))
   await sleep(500)
 
+  const cpuBefore = { gateway: cpuSeconds(child.pid as number), redis: await redisCpu(), sent: await redisSent() }
   let running = true
   let replayBytes = 0
   let answered = 0
@@ -141,15 +164,16 @@ try {
     await sleep(PUBLISH_EVERY_MS)
   }
   running = false
+  const elapsed = (now() - start) / 1000
+  const cpu = { gateway: cpuSeconds(child.pid as number) - cpuBefore.gateway, redis: await redisCpu() - cpuBefore.redis, sent: await redisSent() - cpuBefore.sent }
   await Promise.all(pending)
   await sleep(2000)
-  const elapsed = (now() - start) / 1000
   console.log(`${users} users × ${connections} connections rewinding ${HISTORY_SIZE} of ${channels} channels for ${seconds} s:`)
   console.log(`  attackers: ${answered} subscribes answered, ${refused} refused, ${(replayBytes / 1e6 / elapsed).toFixed(1)} MB/s of replay sent`)
   console.log(`  service publishes: ${publishMs.length}, statuses ${JSON.stringify(Object.fromEntries(statuses))}, ` +
     `latency p50 ${quantile(publishMs, 0.5).toFixed(0)} / p99 ${quantile(publishMs, 0.99).toFixed(0)} / max ${quantile(publishMs, 1).toFixed(0)} ms`)
   console.log(`  victim deliveries: ${delivered.length}, latency p50 ${quantile(delivered, 0.5).toFixed(0)} / p99 ${quantile(delivered, 0.99).toFixed(0)} / max ${quantile(delivered, 1).toFixed(0)} ms`)
-  console.log(`  gateway peak RSS ${peakRss.toFixed(0)} MB`)
+  console.log(`  gateway peak RSS ${peakRss.toFixed(0)} MB, CPU ${(cpu.gateway / elapsed * 100).toFixed(0)} % of a core; Redis CPU ${(cpu.redis / elapsed * 100).toFixed(0)} % of a core, sent ${(cpu.sent / 1e6 / elapsed).toFixed(1)} MB/s`)
   for (const socket of [victim, ...attackers]) socket.terminate()
 } finally {
   // Leaving through the IPC channel's end lets the gateway exit normally (and write its profile).

@@ -78,7 +78,8 @@ export default fp<HubPluginOptions>(async (app, opts) => {
 
   app.decorate('hub', hub)
   app.decorate('historyPolicy', policy)
-  app.decorate('historyReadBudget', new HistoryReadBudget(config.HISTORY_READ_BYTES_PER_SECOND, config.HISTORY_READ_BYTES_BURST))
+  app.decorate('historyReadBudget', new HistoryReadBudget(config.HISTORY_READ_BYTES_PER_SECOND, config.HISTORY_READ_BYTES_BURST,
+    config.INSTANCE_HISTORY_READ_BYTES_PER_SECOND, config.INSTANCE_HISTORY_READ_BYTES_BURST))
   app.decorate('subscribeBudget', new UserBudget(config.WS_SUBSCRIBES_PER_SECOND, config.WS_SUBSCRIBES_BURST))
   app.decorate('newChannelBudget', new NewChannelBudget(config.NEW_CHANNELS_PER_SECOND, config.NEW_CHANNELS_BURST))
   app.decorate('nodeId', nodeId)

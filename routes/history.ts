@@ -4,7 +4,7 @@ import { canSubscribe, ChannelName } from '../lib/auth/channels.js'
 import { isService, requireIdentity } from '../lib/auth/identity.js'
 import type { PublishedEvent } from '../lib/core/event.js'
 import { storeBytesOf } from '../lib/broker/broker.js'
-import { budgetKeyOf } from '../lib/transport/history-read-budget.js'
+import { budgetKeyOf, HISTORY_READ_REFUSED } from '../lib/transport/history-read-budget.js'
 import { ErrorReply, Position } from './schemas.js'
 
 const HistoryEvent = Type.Object({
@@ -65,8 +65,9 @@ const historyRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const budgetKey = isService(identity) ? undefined : budgetKeyOf(identity, request.id)
     const charge = { bytes: 0 }
     if (budgetKey !== undefined) {
-      if (!historyReadBudget.admit(budgetKey)) {
-        return await reply.code(429).header('retry-after', '1').send({ statusCode: 429, error: 'Too Many Requests', message: 'too much history read for this user just now; try again in a moment' })
+      const refused = historyReadBudget.admit(budgetKey)
+      if (refused !== undefined) {
+        return await reply.code(429).header('retry-after', '1').send({ statusCode: 429, error: 'Too Many Requests', message: HISTORY_READ_REFUSED[refused] })
       }
       // Under way until the answer has left or its reader has gone: settled then, once, whatever happened meanwhile.
       if (request.raw.socket?.destroyed !== false) historyReadBudget.settle(budgetKey, 0)

@@ -11,7 +11,7 @@ import { compactListeners, releaseHijackedReply } from '../lib/transport/interna
 import { SSE_HEADERS, SseConnection, type SseStreams } from '../lib/transport/sse-connection.js'
 import { decodeCursor } from '../lib/transport/sse-cursor.js'
 import { REPLAY_ROOM_TAKEN } from '../lib/transport/replay-backlog.js'
-import { budgetKeyOf } from '../lib/transport/history-read-budget.js'
+import { budgetKeyOf, HISTORY_READ_REFUSED } from '../lib/transport/history-read-budget.js'
 import { chargeSubscribe, NEW_CHANNELS_REFUSED, refundSubscribe } from '../lib/transport/user-budget.js'
 import { ErrorReply } from './schemas.js'
 import { channelRecord } from '../lib/core/channel-record.js'
@@ -133,9 +133,10 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const refund = (): void => { refundSubscribe(budgets, userKey, named.length, fresh) }
     // A resume or a rewind reads history: within the user's budget (lib/transport/history-read-budget.ts).
     const budgetKey = rewind !== undefined || Object.keys(since).length > 0 ? userKey : undefined
-    if (budgetKey !== undefined && !app.historyReadBudget.admit(budgetKey)) {
+    const readRefused = budgetKey === undefined ? undefined : app.historyReadBudget.admit(budgetKey)
+    if (readRefused !== undefined) {
       refund()
-      return comeBack('history_budget', 'too much history read for this user just now; try again in a moment')
+      return comeBack('history_budget', HISTORY_READ_REFUSED[readRefused])
     }
     const connection = new SseConnection(newConnectionId(), identity, reply.raw, sseStreams)
     hub.add(connection)

@@ -1,6 +1,15 @@
 import { monotonicMs } from '../core/clock.js'
 import { fullBucket, refillBucket, type TokenBucket } from './token-bucket.js'
 
+/** Whose budget refused a read: its user's (or address's), or the instance's. */
+export type HistoryReadRefusal = 'user' | 'instance'
+
+/** What a refused reader is told, by whose budget refused it. */
+export const HISTORY_READ_REFUSED: Record<HistoryReadRefusal, string> = {
+  user: 'too much history read for this user just now; try again in a moment',
+  instance: 'this instance is reading too much history just now; try again in a moment'
+}
+
 /** Per user: the bytes left to read (thousandths, as TokenBucket counts) and the reads under way. */
 interface Account {
   bucket: TokenBucket
@@ -24,21 +33,36 @@ interface Account {
  * admitted while the user has budget left and charged afterwards, past zero if it must
  * (the next ones wait until the budget has refilled). Counted per user (per address
  * without one), like the subscribe budget.
+ *
+ * And the instance's own budget over every user (INSTANCE_HISTORY_READ_BYTES_PER_SECOND,
+ * bursts of INSTANCE_HISTORY_READ_BYTES_BURST), charged alike. Why: each user within its
+ * own budget, fifteen users rewinding 6 MB histories had one instance read 200 MB/s from
+ * Redis, half of Redis's core, which every instance's publishes share (bench/README.md,
+ * "Session 31"); more users, or more instances, would take the rest.
  */
 export class HistoryReadBudget {
   private readonly accounts = new Map<string, Account>()
+  private readonly instance: TokenBucket
   private settles = 0
 
-  constructor (readonly bytesPerSecond: number, readonly burstBytes: number) {}
+  constructor (readonly bytesPerSecond: number, readonly burstBytes: number,
+    readonly instanceBytesPerSecond = Infinity, readonly instanceBurstBytes = Infinity, now = monotonicMs()) {
+    this.instance = fullBucket(instanceBurstBytes, now)
+  }
 
-  /** Whether `key` may start a read now; if so it is under way until `settle`. */
-  admit (key: string, now = monotonicMs()): boolean {
+  /**
+   * Starts a read for `key` if its user's budget and the instance's allow it: undefined, and
+   * the read is under way until `settle`. Otherwise whose budget refused it.
+   */
+  admit (key: string, now = monotonicMs()): HistoryReadRefusal | undefined {
     let account = this.accounts.get(key)
     if (account === undefined) this.accounts.set(key, account = { bucket: fullBucket(this.burstBytes, now), reading: 0 })
     refillBucket(account.bucket, this.bytesPerSecond, this.burstBytes, now)
-    if (account.bucket.milliTokens <= 0 || account.reading >= READS_AT_ONCE) return false
+    if (account.bucket.milliTokens <= 0 || account.reading >= READS_AT_ONCE) return 'user'
+    refillBucket(this.instance, this.instanceBytesPerSecond, this.instanceBurstBytes, now)
+    if (this.instance.milliTokens <= 0) return 'instance'
     account.reading++
-    return true
+    return undefined
   }
 
   /** The read `admit` let start is done, having brought `bytes` from the store. */
@@ -48,6 +72,8 @@ export class HistoryReadBudget {
     account.reading = Math.max(0, account.reading - 1)
     refillBucket(account.bucket, this.bytesPerSecond, this.burstBytes, now)
     account.bucket.milliTokens -= bytes * 1000
+    refillBucket(this.instance, this.instanceBytesPerSecond, this.instanceBurstBytes, now)
+    this.instance.milliTokens -= bytes * 1000
     if (++this.settles % SWEEP_EVERY === 0) this.sweep(now)
   }
 

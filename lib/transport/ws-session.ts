@@ -9,7 +9,7 @@ import { type Identity, isAdmin } from '../auth/identity.js'
 import { type ClientFrame, FrameError, parseClientFrame, requestIdOf, serverFrame } from './protocol.js'
 import { monotonicMs } from '../core/clock.js'
 import { chargeSubscribe, type NewChannelBudget, NEW_CHANNELS_REFUSED, refundSubscribe, type UserBudget } from './user-budget.js'
-import { budgetKeyOf, type HistoryReadBudget } from './history-read-budget.js'
+import { budgetKeyOf, type HistoryReadBudget, HISTORY_READ_REFUSED } from './history-read-budget.js'
 import { takeToken, type TokenBucket } from './token-bucket.js'
 import { WsConnection, type WsConnectionOptions } from './ws-connection.js'
 
@@ -283,9 +283,10 @@ export class WsSession extends WsConnection<WsSessionDeps> implements Expiring, 
     // Only a resume or a rewind reads history; a plain subscribe reads positions.
     const reads = this.deps.historyReadBudget
     const replays = reads !== undefined && (rewind !== undefined || (since !== undefined && Object.keys(since).length > 0))
-    if (replays && !reads.admit(this.budgetKey)) {
+    const readRefused = replays ? reads.admit(this.budgetKey) : undefined
+    if (readRefused !== undefined) {
       refund()
-      throw new ClientError('rate_limited', 'too much history read for this user just now; resume again in a moment')
+      throw new ClientError('rate_limited', HISTORY_READ_REFUSED[readRefused])
     }
     let storeBytes = 0
     let outcome

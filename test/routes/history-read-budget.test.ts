@@ -58,3 +58,39 @@ t.test('the history route charges a user what its answers weigh, whatever the br
   t.equal((await read(token('another'))).status, 200, 'another user has its own')
   t.equal((await read(serviceToken())).status, 200, 'a service is not budgeted')
 })
+
+t.test('past the instance\'s budget of history read from Redis, every user is refused a rewind, each within its own; publishes go on', async (t) => {
+  if (!requireService(t, 'Redis', redisUp)) return
+  const prefix = uniquePrefix('read-budget-instance')
+  await redisClient(t, prefix)
+  // Each user may read 3 MB at once; the instance 3 MB over every user. ~2 MB a read.
+  const { url, wsUrl } = await startServer(t, {
+    REDIS_URL,
+    REDIS_KEY_PREFIX: prefix,
+    HISTORY_CACHE_BYTES: 0,
+    HISTORY_READ_BYTES_PER_SECOND: 1000,
+    HISTORY_READ_BYTES_BURST: 3_000_000,
+    INSTANCE_HISTORY_READ_BYTES_PER_SECOND: 1000,
+    INSTANCE_HISTORY_READ_BYTES_BURST: 3_000_000
+  })
+  const big = 'x'.repeat(50_000)
+  for (let i = 0; i < 40; i++) t.equal((await post(`${url}/realtime/publish`, serviceToken(), { channel: 'product:big', type: 'stock', payload: { i, big } })).status, 202)
+
+  const rewind = (sub: string) => SseClient.open(t, `${url}/sse?channels=product:big&rewind=40`, { authorization: `Bearer ${token(sub)}` })
+  for (const sub of ['first', 'second']) {
+    const stream = await rewind(sub)
+    await stream.waitFor(40, (e) => e.event === 'stock')
+    t.pass(`${sub}: its rewind of ~2 MB (the instance's budget goes past zero with the second)`)
+  }
+  const refused = await rewind('third')
+  const [unavailable] = await refused.waitFor(1, (e) => e.event === 'system:unavailable')
+  t.match(unavailable.data, { status: 503, reason: /this instance is reading too much history/, retryMs: Number }, 'a third user, its own budget whole: the instance\'s is spent')
+
+  const ws = await WsClient.connect(t, wsUrl, token('fourth'))
+  t.match(await ws.request({ type: 'subscribe', id: 'r', payload: { channels: ['product:big'], rewind: 40 } }),
+    { type: 'error', id: 'r', payload: { code: 'rate_limited', message: /this instance is reading too much history/ } }, 'a WebSocket rewind: rate_limited')
+  const history = await fetch(`${url}/realtime/history/product:big`, { headers: { authorization: `Bearer ${token('fifth')}` } })
+  t.equal(history.status, 429, 'the history route: 429')
+  t.match(await history.json(), { message: /this instance is reading too much history/ })
+  t.equal((await post(`${url}/realtime/publish`, serviceToken(), { channel: 'product:big', type: 'stock', payload: { i: 40 } })).status, 202, 'publishing goes on')
+})
