@@ -105,7 +105,7 @@ export default fp(async (app) => {
   /** Where this member stands in the partitions it was given, for the lag gauge. */
   const lag = new ConsumerLag()
 
-  const { GROUP_JOIN, HEARTBEAT, REBALANCING, CRASH, DISCONNECT, STOP, CONNECT } = consumer.events
+  const { GROUP_JOIN, HEARTBEAT, REBALANCING, CRASH, DISCONNECT, STOP, CONNECT, FETCH } = consumer.events
   consumer.on(CONNECT, () => { log.debug('kafka consumer connected') })
   consumer.on(HEARTBEAT, () => {
     heartbeatsAnswered++
@@ -135,6 +135,10 @@ export default fp(async (app) => {
     log.warn({ err: e.payload.error, restart: e.payload.restart }, 'kafka consumer crashed')
     // kafkajs gives up on errors it deems non-retriable; the gateway still wants its feed.
     if (!e.payload.restart) scheduleStart()
+  })
+  consumer.on(FETCH, () => {
+    // Out of kafkajs's fetch loop, which stopping the consumer waits for.
+    if (liveness.fetched()) setImmediate(() => { void restartOrphan() })
   })
   consumer.on(DISCONNECT, () => {
     liveness.left()
@@ -340,6 +344,20 @@ export default fp(async (app) => {
       await consumer.disconnect().catch(() => {})
       scheduleStart()
     }
+  }
+
+  /** The consumer runs but is in no group, and kafkajs will not rejoin (GroupLiveness.fetched): it is started again. */
+  let restartingOrphan = false
+  async function restartOrphan (): Promise<void> {
+    if (closing || restartingOrphan) return
+    restartingOrphan = true
+    log.warn('kafka consumer fetches but no heartbeat was answered for twice the session timeout: it is in no group; restarting it')
+    try {
+      await bounded(consumer.disconnect(), SESSION_TIMEOUT_MS, () => log.warn('kafka consumer did not disconnect in time for its restart'))
+    } finally {
+      restartingOrphan = false
+    }
+    scheduleStart()
   }
 
   function scheduleStart (): void {

@@ -19,6 +19,8 @@ export class GroupLiveness {
   private member = false
   private heardAt = 0
   private rejoiningSince: number | undefined
+  /** When a fetch was first answered after the heartbeats had gone silent (see `fetched`). */
+  private fetchingUnheardSince: number | undefined
 
   /**
    * @param silenceMs how long without an answered heartbeat makes the member not ready
@@ -35,23 +37,53 @@ export class GroupLiveness {
     this.member = true
     this.heardAt = this.now()
     this.rejoiningSince = undefined
+    this.fetchingUnheardSince = undefined
   }
 
   /** The coordinator answered a heartbeat. */
   heard (): void {
     this.heardAt = this.now()
+    this.fetchingUnheardSince = undefined
   }
 
   /** The coordinator answered that the group is rebalancing: the member rejoins. */
   rejoining (): void {
     this.heardAt = this.now()
     this.rejoiningSince = this.heardAt
+    this.fetchingUnheardSince = undefined
   }
 
   /** The consumer crashed, disconnected or stopped. */
   left (): void {
     this.member = false
     this.rejoiningSince = undefined
+    this.fetchingUnheardSince = undefined
+  }
+
+  /**
+   * Kafka answered a fetch. True when this member is in no group although its consumer runs:
+   * its fetches have been answered for as long again as the silence allowed, while no
+   * heartbeat was. kafkajs 2.2.4 gets there when a rejoin fails on a retriable error other
+   * than a rebalance (the coordinator still loading its partition, as after a broker froze
+   * or restarted: the longer the more offsets it holds): it forgets its member id, fetches
+   * on, and skips every heartbeat without a member id, so it never rejoins and readiness
+   * stays 503 for good (test/ingress/kafka-restart.test.ts, the frozen broker, 1 run in 20).
+   * Only starting the consumer again joins. A thaw is given a session to rejoin first; a
+   * coordinator that hangs mostly holds the fetch loop on its heartbeat, and a restart then
+   * is no worse than kafkajs's own retries.
+   */
+  fetched (): boolean {
+    if (!this.member || this.rejoiningSince !== undefined) return false
+    const now = this.now()
+    if (now - this.heardAt < this.silenceMs) {
+      this.fetchingUnheardSince = undefined
+      return false
+    }
+    this.fetchingUnheardSince ??= now
+    if (now - this.fetchingUnheardSince < this.silenceMs) return false
+    // Once per such stretch: a restart under way may see one more fetch.
+    this.fetchingUnheardSince = undefined
+    return true
   }
 
   get ready (): boolean {

@@ -42,3 +42,32 @@ t.test('a rebalance is not silence: ready while rejoining, up to the rebalance t
   liveness.left()
   t.notOk(liveness.ready, 'a crash while rejoining')
 })
+
+t.test('fetches answered while heartbeats are not, for a session after the silence: in no group (kafkajs lost its member id)', async (t) => {
+  let now = 0
+  const liveness = new GroupLiveness(10_000, 60_000, () => now)
+  t.notOk(liveness.fetched(), 'not a member yet')
+  liveness.joined()
+  now += 3_000
+  t.notOk(liveness.fetched(), 'heard lately')
+  now += 7_000
+  t.notOk(liveness.fetched(), 'silent: a thaw is given a session to rejoin')
+  now += 9_999
+  t.notOk(liveness.fetched())
+  now += 1
+  t.ok(liveness.fetched(), 'fetching for a session more without a heartbeat answered')
+  now += 1
+  t.notOk(liveness.fetched(), 'once per such stretch')
+  now += 10_000
+  t.ok(liveness.fetched(), 'and again if the restart did not join')
+  liveness.heard()
+  now += 10_000
+  t.notOk(liveness.fetched(), 'a heartbeat answered starts it over')
+  now += 10_000
+  t.ok(liveness.fetched())
+  liveness.rejoining()
+  now += 30_000
+  t.notOk(liveness.fetched(), 'not while rejoining')
+  liveness.left()
+  t.notOk(liveness.fetched(), 'nor once left')
+})
