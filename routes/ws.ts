@@ -8,6 +8,7 @@ import { BrokerUnavailableError } from '../lib/broker/broker.js'
 import { requireIdentity } from '../lib/auth/identity.js'
 import { newConnectionId } from '../lib/hub/connection.js'
 import { CloseCode } from '../lib/core/errors.js'
+import { QuietWarning } from '../lib/core/quiet-warning.js'
 import { refusalFor, REFUSAL_MESSAGES } from '../lib/hub/admission.js'
 import { holdHandshake, releaseHandshake } from '../lib/transport/handshake-hold.js'
 import { compactListeners, detachUpgradeResponse, rawSocketOf } from '../lib/transport/internals.js'
@@ -72,6 +73,7 @@ const wsRoutes: FastifyPluginAsyncTypebox = async (app) => {
     newChannelBudget: app.newChannelBudget,
     inboundBudget: new UserBudget(config.WS_INBOUND_BYTES_PER_SECOND, config.WS_INBOUND_BYTES_BURST),
     historyReadBudget: app.historyReadBudget,
+    brokerDownWarning: new QuietWarning(BROKER_DOWN_WARNING_INTERVAL_MS),
     onFrame: metrics.frameReceived,
     onRateLimited: () => metrics.rateLimited.inc()
   }
@@ -217,6 +219,8 @@ export default wsRoutes
 
 /** How long a closing socket may take to finish the closing handshake before it is cut. */
 const CLOSE_GRACE_MS = 2000
+/** While the broker is away, frames failing for it are logged once per this, with how many more there were. */
+const BROKER_DOWN_WARNING_INTERVAL_MS = 5000
 /** After an error close, the client counts as done sending once this long silent (lib/transport/quiet-end.ts). */
 const END_QUIET_MS = 100
 

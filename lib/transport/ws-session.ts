@@ -8,6 +8,7 @@ import type { Hub } from '../hub/hub.js'
 import { type Identity, isAdmin } from '../auth/identity.js'
 import { type ClientFrame, FrameError, parseClientFrame, requestIdOf, serverFrame } from './protocol.js'
 import { monotonicMs } from '../core/clock.js'
+import type { QuietWarning } from '../core/quiet-warning.js'
 import { chargeSubscribe, type NewChannelBudget, NEW_CHANNELS_REFUSED, refundSubscribe, type UserBudget } from './user-budget.js'
 import { budgetKeyOf, type HistoryReadBudget, HISTORY_READ_REFUSED } from './history-read-budget.js'
 import { takeToken, type TokenBucket } from './token-bucket.js'
@@ -39,6 +40,8 @@ export interface WsSessionDeps extends WsConnectionOptions {
   inboundBudget?: UserBudget
   /** History read from the store per user (lib/transport/history-read-budget.ts). */
   historyReadBudget?: HistoryReadBudget
+  /** The instance's warning that a frame failed because the broker is away: at most one line per interval. */
+  brokerDownWarning?: QuietWarning
   onFrame?: (type: string) => void
   onRateLimited?: () => void
 }
@@ -369,8 +372,10 @@ export class WsSession extends WsConnection<WsSessionDeps> implements Expiring, 
     }
     if (err instanceof BrokerUnavailableError) {
       // Redis away (an outage, a shard's failover): every subscribe meanwhile comes here, and
-      // the readiness probe and the broker's own log say why; a line each, no stack.
-      this.deps.log.warn({ connectionId: this.id, reason: err.message }, 'frame handling failed: the broker is unavailable')
+      // the readiness probe and the broker's own log say why; no stack, and a line per
+      // interval for the instance, saying how many more there were.
+      const heldBack = this.deps.brokerDownWarning === undefined ? 0 : this.deps.brokerDownWarning.occurred()
+      if (heldBack !== undefined) this.deps.log.warn({ connectionId: this.id, reason: err.message, heldBack }, 'frame handling failed: the broker is unavailable')
       this.send(serverFrame.error('internal', 'the broker is unavailable; try again shortly', id))
       return
     }
