@@ -11,6 +11,7 @@ import { backoffDelay, type BatchContext, ingestBatch } from '../lib/ingress/kaf
 import { topicNames } from '../lib/ingress/kafka-mapping.js'
 import { GroupLiveness } from '../lib/ingress/group-liveness.js'
 import { refusedAsTooLarge, standInRecord } from '../lib/ingress/dead-letter.js'
+import { QuietWarning } from '../lib/core/quiet-warning.js'
 import { createKafkaMetrics } from '../lib/ops/kafka-metrics.js'
 import { publishAll } from '../lib/ingress/publisher.js'
 
@@ -280,6 +281,9 @@ export default fp(async (app) => {
     }
   }
   const kafkaEvents = app.gatewayMetrics.kafkaEventsPublished
+  // A producer gone wrong dead-letters every message it sends: a line each was 5,423 lines in
+  // a soak. One a second, saying how many more; the metric and the DLQ itself count them all.
+  const deadLetterWarning = new QuietWarning(1000)
 
   async function eachBatch (payload: EachBatchPayload): Promise<void> {
     const { batch } = payload
@@ -309,8 +313,11 @@ export default fp(async (app) => {
           kafkaEvents.inc(outcome.events)
         } else {
           topicMetrics.deadLettered()
-          log.warn({ topic: batch.topic, partition: batch.partition, offset: message.offset, reason: outcome.reason, dlq: dlqTopic },
-            'kafka message dead-lettered')
+          const heldBack = deadLetterWarning.occurred()
+          if (heldBack !== undefined) {
+            log.warn({ topic: batch.topic, partition: batch.partition, offset: message.offset, reason: outcome.reason, dlq: dlqTopic, heldBack },
+              'kafka message dead-lettered')
+          }
         }
       }
     })
