@@ -5,6 +5,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import fp from 'fastify-plugin'
 import kafkajs, { type EachBatchPayload, type ISocketFactory, type LogEntry } from 'kafkajs'
 import { kafkaBrokerList } from '../lib/ops/config.js'
+import { quietIdleRequestQueues } from '../lib/ingress/kafkajs-request-queue.js'
 import { BackgroundCommits } from '../lib/ingress/kafka-commits.js'
 import { ConsumerLag, type LagSource, LagPoller } from '../lib/ingress/consumer-lag.js'
 import { backoffDelay, type BatchContext, ingestBatch } from '../lib/ingress/kafka-ingest.js'
@@ -67,6 +68,8 @@ export default fp(async (app) => {
   const topics = topicNames(config.KAFKA_TOPIC_PREFIX)
   const dlqTopic = `${config.KAFKA_TOPIC_PREFIX}${config.KAFKA_DLQ_TOPIC}`
   const debug = config.LOG_LEVEL === 'debug' || config.LOG_LEVEL === 'trace'
+  // No timer ticking every millisecond per broker connection while idle (the module says why).
+  if (!quietIdleRequestQueues()) log.warn('kafkajs\'s request queue is not the one patched for its idle timer; left as it is')
 
   const kafka = new Kafka({
     clientId: config.KAFKA_CLIENT_ID,
