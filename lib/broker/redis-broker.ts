@@ -136,12 +136,13 @@ const SERVES_CHECK_INTERVAL_MS = 1000
 
 /**
  * The broker for many instances (see lib/broker/redis-layout.ts for keys, scripts and the epoch
- * rule). Two connections: commands (publish, history) and a subscriber that holds the
- * pub/sub channels of this instance's locally subscribed channels only.
+ * rule). Three connections (on a cluster, to each master): commands (publishes, presence,
+ * control), history reads, and a subscriber that holds the pub/sub channels of this
+ * instance's locally subscribed channels only.
  *
  * Failure: commands are never queued while Redis is away (no offline queue, no retry of
  * a command in flight, a command timeout), so a publish rejects at once with
- * BrokerUnavailableError (HTTP 503) instead of hanging or resolving late. Both
+ * BrokerUnavailableError (HTTP 503) instead of hanging or resolving late. The
  * connections reconnect forever with bounded backoff; once the subscriber is back it
  * re-subscribes every held channel (only then is the broker ready again) and the
  * sequencer delivers, from history, what was published meanwhile.
@@ -277,8 +278,10 @@ export class RedisBroker implements Broker {
       this.recentEntries.reset(channel, position)
       if (live(channel)) options.reset?.(channel, position)
     }, this.log)
-    // Catching up needs the read connection: if it came back last, catch up now.
-    reads.on('ready', () => { if (this.restored) this.catchUpAll() })
+    // Catching up needs the read connection: if it came back last, catch up now (on a
+    // cluster always: a shard restored meanwhile skipped its catch-up, review session 31;
+    // a fill already under way makes catchUp a no-op).
+    reads.on('ready', () => { if (this.restored || clusterNodes !== undefined) this.catchUpAll() })
     const publishOn = clusterNodes === undefined
       ? async (pubsub: string, message: string) => await this.commands.publish(pubsub, message)
       : async (pubsub: string, message: string) => await this.commands.spublish(pubsub, message)

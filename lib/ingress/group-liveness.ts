@@ -63,17 +63,24 @@ export class GroupLiveness {
   /**
    * Kafka answered a fetch. True when this member is in no group although its consumer runs:
    * its fetches have been answered for as long again as the silence allowed, while no
-   * heartbeat was. kafkajs 2.2.4 gets there when a rejoin fails on a retriable error other
-   * than a rebalance (the coordinator still loading its partition, as after a broker froze
-   * or restarted: the longer the more offsets it holds): it forgets its member id, fetches
-   * on, and skips every heartbeat without a member id, so it never rejoins and readiness
-   * stays 503 for good (test/ingress/kafka-restart.test.ts, the frozen broker, 1 run in 20).
-   * Only starting the consumer again joins. A thaw is given a session to rejoin first; a
-   * coordinator that hangs mostly holds the fetch loop on its heartbeat, and a restart then
-   * is no worse than kafkajs's own retries.
+   * heartbeat was. kafkajs 2.2.4 gets there when the coordinator forgot the member (it
+   * answers "unknown member", and kafkajs clears its member id to join afresh) and the join
+   * that follows fails on a retriable error other than a rebalance (the coordinator still
+   * loading its partition, as after a broker froze or restarted: the longer the more
+   * offsets it holds): kafkajs gives the join up, fetches on, and skips every heartbeat
+   * without a member id, so it never rejoins and readiness stays 503 for good
+   * (test/ingress/kafka-restart.test.ts, the frozen broker, 1 run in 20). Only starting the
+   * consumer again joins. A thaw is given a session to rejoin first; a coordinator that
+   * hangs mostly holds the fetch loop on its heartbeat, and a restart then is no worse than
+   * kafkajs's own retries.
+   *
+   * kafkajs fetches nothing while it rejoins: a fetch after `rejoining` and before `joined`
+   * means the rejoin was given up (the same fault, reached from a rebalance), and the
+   * silence counts from the rejoin (review, session 31).
    */
   fetched (): boolean {
-    if (!this.member || this.rejoiningSince !== undefined) return false
+    if (!this.member) return false
+    this.rejoiningSince = undefined
     const now = this.now()
     if (now - this.heardAt < this.silenceMs) {
       this.fetchingUnheardSince = undefined

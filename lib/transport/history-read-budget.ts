@@ -25,8 +25,9 @@ interface Account {
  * charged what it weighs, and is under way until it has left: 200 answers of 6.5 MB to
  * readers that never read took the memory broker's process to 1.4 GB.
  *
- * Why: a read's reply comes back on the connection publishes share, and Redis keeps what
- * the gateway has not read yet without limit. A user reopening 50 SSE streams with
+ * Why: Redis keeps what the gateway has not read yet without limit, and its core is every
+ * instance's (reads have a connection of their own since session 31; before, a read's reply
+ * came back on the connection publishes share). A user reopening 50 SSE streams with
  * `rewind=100` on a channel whose history held 6.5 MB of events had Redis hold 7.7 GB of
  * replies within 20 s, and nearly every publish of every service timed out (503) meanwhile
  * (a black-box audit, session 22). A read's size is known only once it is done: it is
@@ -36,9 +37,11 @@ interface Account {
  *
  * And the instance's own budget over every user (INSTANCE_HISTORY_READ_BYTES_PER_SECOND,
  * bursts of INSTANCE_HISTORY_READ_BYTES_BURST), charged alike. Why: each user within its
- * own budget, fifteen users rewinding 6 MB histories had one instance read 200 MB/s from
- * Redis, half of Redis's core, which every instance's publishes share (bench/README.md,
- * "Session 31"); more users, or more instances, would take the rest.
+ * own budget, fifteen users rewinding 6 MB histories had one instance read 105–213 MB/s
+ * from Redis, up to 45 % of Redis's core, which every instance's publishes share
+ * (bench/README.md, "Session 31"); more users, or more instances, would take the rest. Its
+ * debt is floored at one burst: reads under way when it ran out (a storm's thousands) must
+ * not keep every user's resumes refused for minutes (review, session 31).
  */
 export class HistoryReadBudget {
   private readonly accounts = new Map<string, Account>()
@@ -56,11 +59,14 @@ export class HistoryReadBudget {
    */
   admit (key: string, now = monotonicMs()): HistoryReadRefusal | undefined {
     let account = this.accounts.get(key)
-    if (account === undefined) this.accounts.set(key, account = { bucket: fullBucket(this.burstBytes, now), reading: 0 })
-    refillBucket(account.bucket, this.bytesPerSecond, this.burstBytes, now)
-    if (account.bucket.milliTokens <= 0 || account.reading >= READS_AT_ONCE) return 'user'
+    if (account !== undefined) {
+      refillBucket(account.bucket, this.bytesPerSecond, this.burstBytes, now)
+      if (account.bucket.milliTokens <= 0 || account.reading >= READS_AT_ONCE) return 'user'
+    }
     refillBucket(this.instance, this.instanceBytesPerSecond, this.instanceBurstBytes, now)
+    // A user refused by the instance is not remembered: refusals keep no state.
     if (this.instance.milliTokens <= 0) return 'instance'
+    if (account === undefined) this.accounts.set(key, account = { bucket: fullBucket(this.burstBytes, now), reading: 0 })
     account.reading++
     return undefined
   }
@@ -73,7 +79,7 @@ export class HistoryReadBudget {
     refillBucket(account.bucket, this.bytesPerSecond, this.burstBytes, now)
     account.bucket.milliTokens -= bytes * 1000
     refillBucket(this.instance, this.instanceBytesPerSecond, this.instanceBurstBytes, now)
-    this.instance.milliTokens -= bytes * 1000
+    this.instance.milliTokens = Math.max(-this.instanceBurstBytes * 1000, this.instance.milliTokens - bytes * 1000)
     if (++this.settles % SWEEP_EVERY === 0) this.sweep(now)
   }
 

@@ -65,9 +65,26 @@ t.test('fetches answered while heartbeats are not, for a session after the silen
   t.notOk(liveness.fetched(), 'a heartbeat answered starts it over')
   now += 10_000
   t.ok(liveness.fetched())
+  liveness.left()
+  t.notOk(liveness.fetched(), 'not once left')
+})
+
+t.test('a fetch after a rebalance with no join since: the rejoin was given up, and the silence counts from it', async (t) => {
+  let now = 0
+  const liveness = new GroupLiveness(10_000, 60_000, () => now)
+  liveness.joined()
+  now += 2_000
   liveness.rejoining()
   now += 30_000
-  t.notOk(liveness.fetched(), 'not while rejoining')
-  liveness.left()
-  t.notOk(liveness.fetched(), 'nor once left')
+  t.ok(liveness.ready, 'ready while rejoining, within the rebalance timeout')
+  t.notOk(liveness.fetched(), 'a fetch: the rejoin is over, with no join')
+  t.notOk(liveness.ready, 'and 30 s without a heartbeat is silence')
+  now += 9_999
+  t.notOk(liveness.fetched())
+  now += 1
+  t.ok(liveness.fetched(), 'fetching for a session more: in no group')
+  liveness.rejoining()
+  liveness.joined()
+  now += 30_000
+  t.notOk(liveness.fetched(), 'a rejoin that ended in a join: silence first, as after any join')
 })

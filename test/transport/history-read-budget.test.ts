@@ -58,3 +58,20 @@ t.test('a user past its own budget is refused as such, whatever the instance has
   t.equal(budget.admit('u:1', 0), 'user')
   t.equal(budget.admit('u:2', 0), undefined)
 })
+
+t.test('the instance\'s debt stops at one burst: whatever was under way, it is back within one burst\'s refill', async (t) => {
+  const budget = new HistoryReadBudget(1_000_000, 1_000_000, 1000, 4000, 0)
+  for (let i = 0; i < 10; i++) t.equal(budget.admit(`u:${i}`, 0), undefined)
+  for (let i = 0; i < 10; i++) budget.settle(`u:${i}`, 100_000, 0) // a million bytes read while it had 4000
+  t.equal(budget.admit('u:other', 3999), 'instance', 'owed a burst (4000), no more')
+  t.equal(budget.admit('u:other', 4001), undefined, 'not the million: back after 4 s at 1000 bytes/s')
+})
+
+t.test('a user refused by the instance is not remembered', async (t) => {
+  const budget = new HistoryReadBudget(1000, 4000, 1000, 4000, 0)
+  t.equal(budget.admit('u:1', 0), undefined)
+  budget.settle('u:1', 10_000, 0)
+  const before = budget.size
+  for (let i = 0; i < 100; i++) t.equal(budget.admit(`a:10.0.0.${i}`, 0), 'instance')
+  t.equal(budget.size, before, 'no account for any of them')
+})
