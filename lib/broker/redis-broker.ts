@@ -131,6 +131,11 @@ const entryOfEvent = (event: PublishedEvent): string => `${event.epoch},${event.
 /** How long a channel's meta hash outlives its last publish, and its epoch bucket (lib/broker/epochs.ts). */
 const retentionOf = (history: ChannelHistory): number => streamRetentionSeconds(history.ttlSeconds, REDIS_STREAM_FLOOR_SECONDS)
 
+/** The connections a client's commands go out on: one Redis, or a cluster's masters (as they are now). */
+function nodesOf (client: RedisClient): () => Iterable<Redis> {
+  return 'nodes' in client ? () => client.nodes('master') : () => [client]
+}
+
 /** At most one cluster readiness check this often (servesAll). */
 const SERVES_CHECK_INTERVAL_MS = 1000
 
@@ -167,12 +172,7 @@ export class RedisBroker implements Broker {
    * rewinding 6 MB histories over and over held services' publishes a second (p99), where
    * their own deliveries took a third of that (bench/README.md, "Session 31").
    */
-  private readonly readConnection: RedisClient
-  /** The connection history reads go on (tests). */
-  get historyConnection (): RedisClient {
-    return this.readConnection
-  }
-
+  readonly historyConnection: RedisClient
   /** A turn's reads leave in one write per node of the read connection. */
   private readonly readCork: TurnCork
   /** One Redis: the subscriber connection. */
@@ -252,12 +252,12 @@ export class RedisBroker implements Broker {
     // On a cluster the functions publish with SPUBLISH, into the channel's shard.
     const library = this.library = functionLibrary(clusterNodes !== undefined)
     const commands = this.commands
-    this.turnCork = new TurnCork(clusterNodes === undefined ? () => [commands as Redis] : () => (commands as Cluster).nodes('master'))
+    this.turnCork = new TurnCork(nodesOf(commands))
     this.redis = this.commands
-    const reads = this.readConnection = (clusterNodes === undefined
+    const reads = this.historyConnection = (clusterNodes === undefined
       ? failFastConnection(options.url, { ...connection, name: `${name}:read` })
       : clusterConnection(clusterNodes, { ...connection, name: `${name}:read` }))
-    this.readCork = new TurnCork(clusterNodes === undefined ? () => [reads as Redis] : () => (reads as Cluster).nodes('master'))
+    this.readCork = new TurnCork(nodesOf(reads))
     this.reads = new ReadBatch(this.runReads, (channel, entry) => {
       const event = decodedForReplay(channel, entry)
       this.rawEntries.set(event, entry)
@@ -499,7 +499,7 @@ export class RedisBroker implements Broker {
 
   /** A read from Redis; for a held channel, the position it reports is noted (ChannelSequencer.settledAt). */
   private async read (channel: string, since?: SincePosition, last = 0): Promise<HistoryResult> {
-    if (this.closed || this.readConnection.status !== 'ready') throw new BrokerUnavailableError('redis is not connected')
+    if (this.closed || this.historyConnection.status !== 'ready') throw new BrokerUnavailableError('redis is not connected')
     let result: HistoryResult
     try {
       result = await this.reads.read(channel, since, last)
@@ -564,7 +564,7 @@ export class RedisBroker implements Broker {
   private readonly runReads = async (calls: readonly ReadCall[]): Promise<Array<ReadReply | Error>> => {
     const single = async (call: ReadCall): Promise<ReadReply | Error> => {
       const { keys, args } = this.readArgs(call)
-      return await callFunction<ReadReply>(this.readConnection, this.library, this.library.read, keys, args).catch((err: unknown) => toError(err))
+      return await callFunction<ReadReply>(this.historyConnection, this.library, this.library.read, keys, args).catch((err: unknown) => toError(err))
     }
     return await Promise.all(this.readCork.together(() => calls.map(single)))
   }
@@ -583,7 +583,7 @@ export class RedisBroker implements Broker {
   }
 
   isReady (): boolean {
-    if (this.closed || this.commands.status !== 'ready' || this.readConnection.status !== 'ready') return false
+    if (this.closed || this.commands.status !== 'ready' || this.historyConnection.status !== 'ready') return false
     if (this.shards !== undefined) return this.functionsPreloaded && this.shards.isReady()
     return this.restored && this.subscriber?.status === 'ready'
   }
@@ -621,7 +621,7 @@ export class RedisBroker implements Broker {
     for (const channel of this.held) this.sequencer.forget(channel)
     this.held.clear()
     await this.shards?.close()
-    const connections: RedisClient[] = [this.commands, this.readConnection, ...this.subscriber === undefined ? [] : [this.subscriber]]
+    const connections: RedisClient[] = [this.commands, this.historyConnection, ...this.subscriber === undefined ? [] : [this.subscriber]]
     await Promise.all(connections.map(async (connection) => {
       if (connection.status !== 'ready') return connection.disconnect()
       await connection.quit().catch(() => connection.disconnect())
@@ -686,7 +686,7 @@ export class RedisBroker implements Broker {
     if (subscriber.status !== 'ready') return
     this.restored = true
     this.resyncControl()
-    if (this.readConnection.status === 'ready') this.catchUpAll()
+    if (this.historyConnection.status === 'ready') this.catchUpAll()
     if (channels.length > 0) this.log.info({ channels: channels.length }, 'redis subscriptions restored')
   }
 
@@ -749,7 +749,7 @@ export class RedisBroker implements Broker {
         continue
       }
       const channel = this.layout.channelOf(name)
-      if (channel !== undefined && this.held.has(channel) && this.readConnection.status === 'ready') this.sequencer.catchUp(channel)
+      if (channel !== undefined && this.held.has(channel) && this.historyConnection.status === 'ready') this.sequencer.catchUp(channel)
     }
     this.log.info({ channels: names.length }, 'redis cluster subscriptions restored')
   }

@@ -82,8 +82,8 @@ export const EnvSchema = Type.Object({
   WS_INBOUND_BYTES_BURST: int(4 * 1024 * 1024, 1),
   HISTORY_READ_BYTES_PER_SECOND: int(8 * 1024 * 1024, 1),
   HISTORY_READ_BYTES_BURST: int(64 * 1024 * 1024, 1),
-  // Across every user: each within its own budget, fifteen users had an instance read half
-  // of Redis's core in history (lib/transport/history-read-budget.ts).
+  // Across every user: each within its own budget, fifteen users had an instance take up to
+  // 45 % of Redis's core in history reads (lib/transport/history-read-budget.ts).
   INSTANCE_HISTORY_READ_BYTES_PER_SECOND: int(64 * 1024 * 1024, 1),
   INSTANCE_HISTORY_READ_BYTES_BURST: int(256 * 1024 * 1024, 1),
   HTTP_RATE_LIMIT_PER_MINUTE: int(10_000, 1),
