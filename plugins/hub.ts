@@ -81,7 +81,7 @@ export default fp<HubPluginOptions>(async (app, opts) => {
   app.decorate('historyReadBudget', new HistoryReadBudget(config.HISTORY_READ_BYTES_PER_SECOND, config.HISTORY_READ_BYTES_BURST,
     config.INSTANCE_HISTORY_READ_BYTES_PER_SECOND, config.INSTANCE_HISTORY_READ_BYTES_BURST))
   app.decorate('subscribeBudget', new UserBudget(config.WS_SUBSCRIBES_PER_SECOND, config.WS_SUBSCRIBES_BURST))
-  app.decorate('newChannelBudget', new NewChannelBudget(config.NEW_CHANNELS_PER_SECOND, config.NEW_CHANNELS_BURST))
+  app.decorate('newChannelBudget', new NewChannelBudget(config.NEW_CHANNELS_PER_SECOND, config.NEW_CHANNELS_BURST, config.MAX_CHANNELS_PER_CONNECTION))
   app.decorate('nodeId', nodeId)
   app.decorate('nodeStats', nodeStats)
   app.readiness.add(clusterNodes !== undefined ? 'redis-cluster' : hub.broker.kind,

@@ -219,6 +219,17 @@ function checkSemantics (config: Config): void {
   if (config.WS_RATE_LIMIT_BURST < config.WS_RATE_LIMIT_PER_SECOND) {
     throw new ConfigError('WS_RATE_LIMIT_BURST', `must be at least WS_RATE_LIMIT_PER_SECOND (${config.WS_RATE_LIMIT_PER_SECOND})`)
   }
+  // A budget's burst is the most one request can ever take: below what one request may
+  // rightly ask (a connection's every channel named at once, a frame of the largest size),
+  // that request is refused for ever, whatever the clock, and the client retries in vain.
+  for (const burst of ['WS_SUBSCRIBES_BURST', 'NEW_CHANNELS_BURST'] as const) {
+    if (config[burst] < config.MAX_CHANNELS_PER_CONNECTION) {
+      throw new ConfigError(burst, `must be at least MAX_CHANNELS_PER_CONNECTION (${config.MAX_CHANNELS_PER_CONNECTION}): a subscribe naming that many channels would never pass`)
+    }
+  }
+  if (config.WS_INBOUND_BYTES_BURST < config.WS_MAX_PAYLOAD_BYTES) {
+    throw new ConfigError('WS_INBOUND_BYTES_BURST', `must be at least WS_MAX_PAYLOAD_BYTES (${config.WS_MAX_PAYLOAD_BYTES}): a frame that large would never pass`)
+  }
 }
 
 /**

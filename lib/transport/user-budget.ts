@@ -86,8 +86,8 @@ export class UserBudget {
 const INSTANCE = ''
 /** A user's share of the instance's new channels per second: an eighth. */
 const USER_SHARE = 8
-/** A user's share of the burst is never below a connection's channels (or the whole burst, if smaller). */
-const SHARE_BURST_FLOOR = 128
+/** A connection's channels when not given (MAX_CHANNELS_PER_CONNECTION's default). */
+const CONNECTION_CHANNELS = 128
 
 /**
  * Channels the instance takes on (NEW_CHANNELS_PER_SECOND, bursts of NEW_CHANNELS_BURST),
@@ -97,9 +97,14 @@ export class NewChannelBudget {
   private readonly instance: UserBudget
   private readonly shares: UserBudget
 
-  constructor (readonly perSecond: number, readonly burst: number) {
+  /**
+   * `connectionChannels`: what one subscribe may name (MAX_CHANNELS_PER_CONNECTION). A user's
+   * share of the burst is never below it (nor above the whole burst): with a fixed floor of
+   * 128, a limit raised to 2000 met a share of 1600, and such a subscribe never passed.
+   */
+  constructor (readonly perSecond: number, readonly burst: number, connectionChannels = CONNECTION_CHANNELS) {
     this.instance = new UserBudget(perSecond, burst)
-    this.shares = new UserBudget(Math.max(1, Math.floor(perSecond / USER_SHARE)), Math.max(Math.min(burst, SHARE_BURST_FLOOR), Math.floor(burst / 4)))
+    this.shares = new UserBudget(Math.max(1, Math.floor(perSecond / USER_SHARE)), Math.max(Math.min(burst, connectionChannels), Math.floor(burst / 4)))
   }
 
   /** Takes `count` new channels for `user` (a budget key): false, and nothing taken, when its share or the instance has less left. */

@@ -133,6 +133,13 @@ t.test('an invalid value is a ConfigError whose one-line message names the varia
     [{ HISTORY_POLICY: 'us er:=10/60' }, 'HISTORY_POLICY'],
     [{ HISTORY_POLICY: 'user:=1/60,user:=2/60' }, 'HISTORY_POLICY'],
     [{ EVENT_MAX_BYTES: '100000', PUBLISH_MAX_BYTES: '50000' }, 'PUBLISH_MAX_BYTES'],
+    // A burst below one request's rightful ask refuses that request for ever (session 32).
+    [{ MAX_CHANNELS_PER_CONNECTION: '7000' }, 'NEW_CHANNELS_BURST'],
+    [{ MAX_CHANNELS_PER_CONNECTION: '20000' }, 'WS_SUBSCRIBES_BURST'],
+    [{ WS_SUBSCRIBES_BURST: '4', MAX_CHANNELS_PER_CONNECTION: '5' }, 'WS_SUBSCRIBES_BURST'],
+    [{ NEW_CHANNELS_BURST: '127' }, 'NEW_CHANNELS_BURST'],
+    [{ WS_INBOUND_BYTES_BURST: '65535' }, 'WS_INBOUND_BYTES_BURST'],
+    [{ WS_MAX_PAYLOAD_BYTES: '8388608' }, 'WS_INBOUND_BYTES_BURST'],
     [{ REQUEST_TIMEOUT_MS: '10' }, 'REQUEST_TIMEOUT_MS'],
     [{ WS_ALLOWED_ORIGINS: 'shop.example' }, 'WS_ALLOWED_ORIGINS'],
     [{ WS_ALLOWED_ORIGINS: 'https://shop.example,file:///x' }, 'WS_ALLOWED_ORIGINS'],
@@ -149,6 +156,7 @@ t.test('an invalid value is a ConfigError whose one-line message names the varia
     t.notMatch(error.message, /\n/, 'one line')
   }
   t.doesNotThrow(() => loadConfig({ NODE_ENV: 'production', JWT_SECRET: 'a-real-secret' }), 'production with a secret starts')
+  t.doesNotThrow(() => loadConfig({ MAX_CHANNELS_PER_CONNECTION: '6400', WS_INBOUND_BYTES_BURST: '65536' }), 'bursts exactly one request\'s ask start')
 })
 
 t.test('JWT_PUBLIC_KEY: RSA and EC public keys are taken', async (t) => {

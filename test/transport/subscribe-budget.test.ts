@@ -1,5 +1,5 @@
 import t from 'tap'
-import { UserBudget } from '../../lib/transport/user-budget.js'
+import { NewChannelBudget, UserBudget } from '../../lib/transport/user-budget.js'
 import { SseClient, startServer, token, WsClient } from '../support/helper.js'
 
 t.test('UserBudget: a burst, then the rate; a request larger than what is left takes nothing; full budgets are forgotten', async (t) => {
@@ -15,6 +15,20 @@ t.test('UserBudget: a burst, then the rate; a request larger than what is left t
   t.equal(budget.size, 2)
   for (let i = 0; i < 1024; i++) budget.take(`other-${i % 2}`, 0, 5000)
   t.ok(budget.size <= 2, `full budgets forgotten: only the two used since the sweep may be left (${budget.size})`)
+})
+
+t.test('NewChannelBudget: a user\'s share is never below what one subscribe may name, nor above the whole burst', async (t) => {
+  // MAX_CHANNELS_PER_CONNECTION raised to 2000 with the default burst (6400): a quarter of it
+  // is 1600, and with a floor of 128 a subscribe of 2000 new channels never passed.
+  const raised = new NewChannelBudget(2560, 6400, 2000)
+  t.ok(raised.take('u:1', 2000, 0), 'a connection\'s every channel at once')
+  t.notOk(raised.take('u:1', 1, 0), 'and then its share is spent')
+  t.ok(raised.take('u:2', 2000, 0), 'another user has its own share')
+  const small = new NewChannelBudget(8, 100, 128)
+  t.ok(small.take('u:1', 100, 0), 'a share is at most the instance\'s whole burst')
+  const quarter = new NewChannelBudget(8, 1024, 3)
+  t.ok(quarter.take('u:1', 256, 0), 'a quarter of the burst when that is more')
+  t.notOk(quarter.take('u:1', 1, 0))
 })
 
 t.test('one user subscribing faster than WS_SUBSCRIBES_PER_SECOND across connections gets rate_limited; other users do not', async (t) => {
@@ -49,22 +63,24 @@ t.test('at the default WS_SUBSCRIBES_PER_SECOND, one connection within the frame
 })
 
 t.test('NEW_CHANNELS_PER_SECOND: channels the instance holds for no one yet are counted over every user; held ones, and a connection\'s own, are free; SSE too', async (t) => {
-  // A burst of 4: five new channels in one subscribe can never be taken, whatever the clock.
-  const { url, wsUrl } = await startServer(t, { NEW_CHANNELS_PER_SECOND: 1, NEW_CHANNELS_BURST: 4 })
+  // A burst of 5 (a connection's channels, its own one of them), one back a second: after
+  // four are taken, four more are refused unless three seconds passed between the two.
+  const { url, wsUrl } = await startServer(t, { NEW_CHANNELS_PER_SECOND: 1, NEW_CHANNELS_BURST: 5, MAX_CHANNELS_PER_CONNECTION: 5 })
   const names = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `room:${prefix}${i}`)
   const first = await WsClient.connect(t, wsUrl, token('first')) // its own user:first is free
-  t.equal((await first.request({ type: 'subscribe', id: 1, payload: { channels: names('n', 4) } })).type, 'subscribed', 'four new channels: the burst')
+  t.equal((await first.request({ type: 'subscribe', id: 1, payload: { channels: names('n', 4) } })).type, 'subscribed', 'four new channels: most of the burst')
   const second = await WsClient.connect(t, wsUrl, token('second'))
   t.equal((await second.request({ type: 'subscribe', id: 2, payload: { channels: names('n', 4) } })).type, 'subscribed',
     'another user joins the same four: held already, free')
-  const refused = await second.request({ type: 'subscribe', id: 3, payload: { channels: names('m', 5) } })
+  const another = await WsClient.connect(t, wsUrl, token('second'))
+  const refused = await another.request({ type: 'subscribe', id: 3, payload: { channels: names('m', 4) } })
   t.match(refused, { type: 'error', id: 3, payload: { code: 'rate_limited', message: /too many new channels/ } },
-    'five new ones: past the instance\'s budget, though within the user\'s')
-  t.equal((await second.request({ type: 'system:ping', id: 4 })).type, 'system:pong', 'the connection stays open')
+    'four new ones: past the instance\'s budget, though within the user\'s')
+  t.equal((await another.request({ type: 'system:ping', id: 4 })).type, 'system:pong', 'the connection stays open')
 
   const auth = (sub: string) => ({ authorization: `Bearer ${token(sub)}` })
-  const turnedAway = await SseClient.open(t, `${url}/sse?channels=${names('m', 5).join(',')}`, auth('third'))
-  t.equal(turnedAway.status, 200, 'an SSE stream of five new channels is told to come back, not refused for good')
+  const turnedAway = await SseClient.open(t, `${url}/sse?channels=${names('m', 4).join(',')}`, auth('third'))
+  t.equal(turnedAway.status, 200, 'an SSE stream of four new channels is told to come back, not refused for good')
   const [unavailable] = await turnedAway.waitFor(1, (e) => e.event === 'system:unavailable')
   t.match(unavailable.data, { status: 503, reason: /too many new channels/, retryMs: Number })
   const held = await SseClient.open(t, `${url}/sse?channels=${names('n', 4).join(',')}`, auth('third'))
@@ -77,15 +93,20 @@ t.test('NEW_CHANNELS_PER_SECOND: channels the instance holds for no one yet are 
 t.test('SSE streams: their channels count toward the user\'s subscribe budget, each once however often named', async (t) => {
   // Re-check of NEW_CHANNELS (session 30): SSE had no per-user budget, so one user's streams
   // took the whole instance's; and a name repeated in a stream's list was charged each time.
-  const { url } = await startServer(t, { WS_SUBSCRIBES_PER_SECOND: 1, WS_SUBSCRIBES_BURST: 4, NEW_CHANNELS_PER_SECOND: 1, NEW_CHANNELS_BURST: 4 })
+  // The user's burst of 4 (a connection's channels), one back a second; the instance's new
+  // channels far from spent, so the user's budget is what refuses.
+  const { url } = await startServer(t, { WS_SUBSCRIBES_PER_SECOND: 1, WS_SUBSCRIBES_BURST: 4, NEW_CHANNELS_PER_SECOND: 1, NEW_CHANNELS_BURST: 100, MAX_CHANNELS_PER_CONNECTION: 4 })
   const auth = (sub: string) => ({ authorization: `Bearer ${token(sub)}` })
   const repeated = await SseClient.open(t, `${url}/sse?channels=${Array(12).fill('room:dup').join(',')}`, auth('repeater'))
   await repeated.waitFor(1, (e) => e.event === 'system:connected')
   t.notOk(repeated.events.some((e) => e.event === 'system:unavailable'), 'one channel named twelve times costs one')
-  const five = Array.from({ length: 5 }, (_, i) => `room:held-${i}`)
-  const refused = await SseClient.open(t, `${url}/sse?channels=${five.join(',')}`, auth('streamer'))
+  const three = (prefix: string) => Array.from({ length: 3 }, (_, i) => `room:${prefix}-${i}`)
+  const taken = await SseClient.open(t, `${url}/sse?channels=${three('a').join(',')}`, auth('streamer'))
+  await taken.waitFor(1, (e) => e.event === 'system:connected')
+  t.notOk(taken.events.some((e) => e.event === 'system:unavailable'), 'three channels: within the user\'s burst of 4')
+  const refused = await SseClient.open(t, `${url}/sse?channels=${three('b').join(',')}`, auth('streamer'))
   const [unavailable] = await refused.waitFor(1, (e) => e.event === 'system:unavailable')
-  t.match(unavailable.data, { status: 503, reason: /too many channel subscriptions/, retryMs: Number }, 'five channels: past the user\'s burst of 4')
+  t.match(unavailable.data, { status: 503, reason: /too many channel subscriptions/, retryMs: Number }, 'three more: past what is left of it')
   const metrics = await (await fetch(`${url}/metrics`)).text()
   t.match(metrics, /gateway_connections_refused_total\{transport="sse",reason="subscribe_budget"\} 1/)
   const own = await SseClient.open(t, `${url}/sse`, auth('streamer'))
@@ -113,10 +134,10 @@ t.test('a subscribe refused for the connection\'s channel limit gives back what 
   const { wsUrl } = await startServer(t, { NEW_CHANNELS_PER_SECOND: 1, NEW_CHANNELS_BURST: 4, MAX_CHANNELS_PER_CONNECTION: 3 })
   const client = await WsClient.connect(t, wsUrl, token('capped'))
   for (let i = 0; i < 3; i++) {
-    t.match(await client.request({ type: 'subscribe', id: `over${i}`, payload: { channels: ['room:r1', 'room:r2', 'room:r3', 'room:r4'] } }),
-      { type: 'error', payload: { code: 'too_many_channels' } }, `four at once, over the limit (${i + 1})`)
+    t.match(await client.request({ type: 'subscribe', id: `over${i}`, payload: { channels: ['room:r1', 'room:r2', 'room:r3'] } }),
+      { type: 'error', payload: { code: 'too_many_channels' } }, `three more at once, over the limit (${i + 1})`)
   }
-  // Charged each time, the three refusals would have spent the burst of 4 three times over.
+  // Charged each time, the three refusals would have spent the burst of 4 twice over.
   t.equal((await client.request({ type: 'subscribe', id: 'fits', payload: { channels: ['room:r1', 'room:r2'] } })).type, 'subscribed',
     'two new channels still fit: nothing was kept for the refusals')
 })
