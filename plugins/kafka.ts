@@ -285,8 +285,11 @@ export default fp(async (app) => {
   }
   const kafkaEvents = app.gatewayMetrics.kafkaEventsPublished
   // A producer gone wrong dead-letters every message it sends: a line each was 5,423 lines in
-  // a soak. One a second, saying how many more; the metric and the DLQ itself count them all.
-  const deadLetterWarning = new QuietWarning(1000)
+  // a soak. One a second, saying how many more (and, at a burst's end, how many since the
+  // last line); the metric and the DLQ itself count them all.
+  const deadLetterWarning = new QuietWarning(1000, {
+    onHeldBack: (heldBack) => log.warn({ dlq: dlqTopic, heldBack }, 'kafka messages dead-lettered (held back since the last line)')
+  })
 
   async function eachBatch (payload: EachBatchPayload): Promise<void> {
     const { batch } = payload

@@ -73,7 +73,9 @@ const wsRoutes: FastifyPluginAsyncTypebox = async (app) => {
     newChannelBudget: app.newChannelBudget,
     inboundBudget: new UserBudget(config.WS_INBOUND_BYTES_PER_SECOND, config.WS_INBOUND_BYTES_BURST),
     historyReadBudget: app.historyReadBudget,
-    brokerDownWarning: new QuietWarning(BROKER_DOWN_WARNING_INTERVAL_MS),
+    brokerDownWarning: new QuietWarning(BROKER_DOWN_WARNING_INTERVAL_MS, {
+      onHeldBack: (heldBack) => app.log.warn({ heldBack }, 'frame handling failed: the broker is unavailable (held back since the last line)')
+    }),
     onFrame: metrics.frameReceived,
     onRateLimited: () => metrics.rateLimited.inc()
   }
