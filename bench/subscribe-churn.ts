@@ -5,6 +5,7 @@ import WebSocket from 'ws'
 import { mintToken } from '../lib/auth/token.js'
 import { sleep } from './lib/clock.js'
 import { ChildChannel } from './lib/ipc.js'
+import { deleteClusterPrefix, deletePrefix } from './lib/redis-prefix.js'
 
 /**
  * What a fresh channel name subscribed and left costs the gateway in CPU time: one
@@ -24,10 +25,12 @@ const EVERY_MS = 100
 const secret = `churn-${process.pid}`
 const prefix = `rtg-churn-${process.pid}:`
 
+const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
+const clusterNodes = process.env.REDIS_CLUSTER_NODES ?? '127.0.0.1:30001,127.0.0.1:30002,127.0.0.1:30003'
 const brokerEnv: Record<string, string> = broker === 'redis'
-  ? { BENCH_REDIS_URL: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', BENCH_REDIS_KEY_PREFIX: prefix }
+  ? { BENCH_REDIS_URL: redisUrl, BENCH_REDIS_KEY_PREFIX: prefix }
   : broker === 'cluster'
-    ? { BENCH_REDIS_CLUSTER_NODES: process.env.REDIS_CLUSTER_NODES ?? '127.0.0.1:30001,127.0.0.1:30002,127.0.0.1:30003', BENCH_REDIS_KEY_PREFIX: prefix }
+    ? { BENCH_REDIS_CLUSTER_NODES: clusterNodes, BENCH_REDIS_KEY_PREFIX: prefix }
     : {}
 
 /** The process's CPU time so far, in µs (utime + stime of /proc/<pid>/stat, in clock ticks of 10 ms). */
@@ -66,4 +69,7 @@ try {
   socket.close()
 } finally {
   child.kill()
+  // What the run left under its prefix (each channel's stream position, the epoch base).
+  if (broker === 'redis') await deletePrefix(redisUrl, prefix).catch(() => 0)
+  if (broker === 'cluster') await deleteClusterPrefix(clusterNodes, prefix).catch(() => 0)
 }
