@@ -209,9 +209,10 @@ export default sseRoutes
 function comeBackSoon (reply: FastifyReply, streamOrigins: '*' | Set<string>, message: string, reason: string): void {
   const [minMs, spreadMs] = reason === 'instance_limit' ? [5000, 5000] : [1000, 2000]
   const retryMs = minMs + Math.floor(Math.random() * spreadMs)
-  // While the instance shuts down its connection ends with it: left idle and kept alive (a
-  // proxy's upstream pool), it held server.close() until the grace timeout (audit).
-  const headers = { ...SSE_HEADERS, ...corsHeaders(reply, streamOrigins), ...(reason === 'shutting_down' ? { connection: 'close' } : {}) }
+  // Its connection ends with it (SSE_HEADERS: Connection: close): while the instance shuts
+  // down, one left idle and kept alive (a proxy's upstream pool) held server.close() until
+  // the grace timeout (audit).
+  const headers = { ...SSE_HEADERS, ...corsHeaders(reply, streamOrigins) }
   reply.hijack()
   reply.raw.writeHead(200, headers)
   reply.raw.end(`retry: ${retryMs}\nevent: system:unavailable\ndata: ${JSON.stringify({ status: 503, reason: message, retryMs })}\n\n`)

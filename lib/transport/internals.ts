@@ -1,5 +1,6 @@
 import type { EventEmitter } from 'node:events'
 import type { ServerResponse } from 'node:http'
+import { createRequire } from 'node:module'
 import type { Socket } from 'node:net'
 import type { WebSocket } from 'ws'
 
@@ -18,6 +19,7 @@ import type { WebSocket } from 'ws'
  * | `EventEmitter._events` (the listener table) | 256 B → 56 B per WebSocket ("Idle heap per connection", "The last two targets": 31.8 → 28.8 MB per 10k idle at 10k) | the null-prototype hash table stays |
  * | Fastify's `onResFinished` listeners on a hijacked SSE response | Fastify's request and reply, the request's child logger, query and headers no longer live as long as the stream (bench/README.md, SSE) | they stay reachable until the stream ends |
  * | `net.Socket._httpMessage` (the upgrade's ServerResponse) | the upgrade's request, response, headers (token included) and logger no longer live as long as the socket: several kB per idle connection ("Before and after the performance work", idle memory) | they stay reachable until the socket closes |
+ * | Node's HTTP server state on an SSE stream's socket (`socket.parser`, the listeners `_http_server.js` binds, `_http_common.freeParser`) | the request parser (its C++ side too) and its closures, freed as an upgrade frees them: RSS per idle stream 7.9 → about 5 kB ("Session 32") | the stream keeps them until it ends |
  */
 
 /** What `ws` keeps on a WebSocket beside its public API. */
@@ -117,4 +119,57 @@ export function releaseHijackedReply (res: ServerResponse): number {
     }
   }
   return removed
+}
+
+/** Node's `_http_common` module, whose `freeParser` is how the HTTP server itself lets a parser go. */
+const httpCommon = createRequire(import.meta.url)('_http_common') as { freeParser?: unknown }
+
+/**
+ * The listeners Node's HTTP server binds to each socket it serves (`_http_server.js`,
+ * `connectionListenerInternal`), by the names the bound functions carry: an upgrade
+ * removes exactly these before handing its socket over.
+ */
+const SERVER_LISTENERS = [['data', 'bound socketOnData'], ['end', 'bound socketOnEnd'], ['close', 'bound socketOnClose'], ['drain', 'bound socketOnDrain']] as const
+/** And the two it adds while its parser reads the socket itself (shared functions). */
+const CONSUMING_LISTENERS = [['pause', 'onSocketPause'], ['resume', 'onSocketResume']] as const
+
+interface ServedSocket {
+  parser?: { finish?: unknown } | null
+}
+
+/** The client ended its side: so does the server (what Node's own `socketOnEnd` does, half-open not allowed). */
+function endWithClient (this: Socket): void {
+  this.end()
+}
+
+/**
+ * Takes a socket whose response streams for as long as it lives (SSE, its head sent) away
+ * from Node's HTTP server, as an upgrade takes its socket: the request parser is freed (its
+ * C++ side holds a few kB), with the four closures the server bound to the socket. No
+ * second request is ever read from it: the response must say `Connection: close` (its end
+ * then ends the socket, and no client or proxy pool sends another request down it).
+ * Bytes the client sends are read and dropped. `close` still reaches the response (Node's
+ * `onServerResponseClose`), and a client's end ends the socket, as before. Returns false,
+ * changing nothing, when the socket is not as Node 20–24 leave it: the stream then keeps
+ * the server's state, as it did. Call it in a turn after the request was read, not from
+ * within the server's 'request' event: Node 20 puts a parser freed during its own read back
+ * in the server's connection list, where `server.close()` fails on its missing socket.
+ */
+export function releaseHttpConnection (socket: Socket): boolean {
+  const freeParser = httpCommon.freeParser
+  const parser = (socket as Socket & ServedSocket).parser
+  if (typeof freeParser !== 'function' || typeof parser?.finish !== 'function') return false
+  const bound = SERVER_LISTENERS.map(([event, name]) => [event, socket.listeners(event).find((l) => l.name === name)] as const)
+  if (bound.some(([, listener]) => listener === undefined)) return false
+  for (const [event, listener] of bound) socket.removeListener(event, listener as (...args: unknown[]) => void)
+  for (const [event, name] of CONSUMING_LISTENERS) {
+    for (const listener of socket.listeners(event)) if (listener.name === name) socket.removeListener(event, listener as (...args: unknown[]) => void)
+  }
+  // As the server does for an upgrade: the parser told the message is over, then freed
+  // (its own read of the socket undone, out of the server's connection list, back to the pool).
+  ;(parser.finish as () => unknown).call(parser)
+  ;(freeParser as (parser: unknown, req: unknown, socket: unknown) => void)(parser, null, socket)
+  // With no parser left, this also puts back the socket's own `on` (the server wrapped it).
+  socket.on('end', endWithClient)
+  return true
 }

@@ -11,6 +11,7 @@ import { encodePositions } from './sse-cursor.js'
 import { chunkOf, headOf, HEARTBEAT_CHUNK, tailOf } from './sse-frames.js'
 import { budgetKeyOf } from './history-read-budget.js'
 import { pastSendLimit, replayMustWait, type ReplayTarget, writeReplayWhole } from './replay-backlog.js'
+import { releaseHttpConnection } from './internals.js'
 
 /**
  * What every stream of one route shares: one object for all of them, so a stream holds
@@ -28,11 +29,16 @@ export interface SseStreams {
   onClosed?: (connection: SseConnection) => void
 }
 
-/** Headers of every event stream (docs/protocol.md, Server-Sent Events). */
+/**
+ * Headers of every event stream (docs/protocol.md, Server-Sent Events). `Connection: close`:
+ * a stream's socket is taken from the HTTP server once its head is out (releaseHttp), so no
+ * request after it could be read there; said so, neither a client's pool nor a proxy's
+ * upstream keep-alive pool sends one (nginx would have sent a publish down a socket closing).
+ */
 export const SSE_HEADERS = {
   'content-type': 'text/event-stream; charset=utf-8',
   'cache-control': 'no-cache',
-  connection: 'keep-alive',
+  connection: 'close',
   'x-accel-buffering': 'no'
 } as const
 
@@ -121,7 +127,13 @@ export class SseConnection extends HubMember implements Connection, Flushable, E
     // Chunked HTTP/1.1 with nothing of its own queued: frames may go to the socket directly,
     // and nothing written through res can come after them (res.end's last chunk still goes
     // through it, after these).
-    if (socket !== null && res.chunkedEncoding && res.writableLength === socket.writableLength) this.socket = socket
+    if (socket !== null && res.chunkedEncoding && res.writableLength === socket.writableLength) {
+      this.socket = socket
+      // A turn later: a parser freed while it is still reading the request (a handler that
+      // ran within that read) is put back in the server's connection list by Node 20, whose
+      // server.close() then fails on it.
+      setImmediate(releaseLater, this)
+    }
     this.streams.expiries?.watch(this.identity.exp, this)
     const waiting = this.waiting ?? []
     this.waiting = null
@@ -129,6 +141,16 @@ export class SseConnection extends HubMember implements Connection, Flushable, E
     if (thenSystem !== undefined) this.sendSystem(thenSystem.event, thenSystem.data)
     for (const text of waiting) this.write(text)
     if (this.closeOnOpen !== null) this.close(this.closeOnOpen.code, this.closeOnOpen.reason)
+  }
+
+  /**
+   * Takes the stream's socket from Node's HTTP server (releaseHttpConnection: its request
+   * parser freed, a few kB a stream), unless the stream ended meanwhile. The response's end
+   * still ends the socket (Node's own, for `Connection: close`).
+   */
+  releaseHttp (): void {
+    if (this.closed || this.socket === null || this.socket.destroyed) return
+    releaseHttpConnection(this.socket)
   }
 
   /** Records where a channel stands before its first event (from the subscription). */
@@ -336,6 +358,11 @@ export class SseConnection extends HubMember implements Connection, Flushable, E
     this.close(4008, 'too slow')
     this.res.destroy()
   }
+}
+
+/** One function for every stream's deferred release: no closure per stream. */
+function releaseLater (connection: SseConnection): void {
+  connection.releaseHttp()
 }
 
 function indexOf (positions: ReadonlyArray<string | number>, channel: string): number {

@@ -1,6 +1,6 @@
 import { EventEmitter, once } from 'node:events'
-import type { ServerResponse } from 'node:http'
-import type { Socket } from 'node:net'
+import { createServer, type ServerResponse } from 'node:http'
+import { connect, type Socket } from 'node:net'
 import fastifyWebsocket from '@fastify/websocket'
 import Fastify from 'fastify'
 import t, { type Test } from 'tap'
@@ -8,7 +8,7 @@ import WebSocket, { WebSocketServer } from 'ws'
 import { ANONYMOUS } from '../../lib/auth/identity.js'
 import { EncodedEvent } from '../../lib/core/event.js'
 import { WriteBatch } from '../../lib/core/write-batch.js'
-import { compactListeners, detachUpgradeResponse, rawSocketOf, releaseHijackedReply, releaseReadBuffers } from '../../lib/transport/internals.js'
+import { compactListeners, detachUpgradeResponse, rawSocketOf, releaseHijackedReply, releaseHttpConnection, releaseReadBuffers } from '../../lib/transport/internals.js'
 import { WsConnection } from '../../lib/transport/ws-connection.js'
 
 // Canaries for lib/transport/internals.ts: each reach into `ws` or Node internals, against
@@ -141,10 +141,88 @@ t.test('onResFinished: Fastify keeps its reply on a hijacked response through fi
   t.same(seen[0]?.error, [])
 })
 
+/**
+ * A real node:http server streaming a chunked response (an SSE stream's shape) to a raw TCP
+ * client, the server's socket taken from the HTTP server once the head is out.
+ */
+async function streamed (t: Test): Promise<{ client: Socket, res: ServerResponse, released: boolean, received: () => string }> {
+  const server = createServer()
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.teardown(() => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()) }))
+  const opened = new Promise<{ res: ServerResponse, released: boolean }>((resolve) => {
+    server.on('request', (_req, res: ServerResponse) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream', connection: 'close' })
+      res.flushHeaders()
+      // A turn later, as the gateway does (see releaseHttpConnection).
+      setImmediate(() => resolve({ res, released: releaseHttpConnection(res.socket as Socket) }))
+    })
+  })
+  const client = connect((server.address() as { port: number }).port, '127.0.0.1')
+  client.on('error', () => {})
+  let text = ''
+  client.on('data', (data) => { text += String(data) })
+  client.write('GET /sse HTTP/1.1\r\nHost: x\r\n\r\n')
+  const { res, released } = await opened
+  return { client, res, released, received: () => text }
+}
+
+async function until (what: string, ok: () => boolean): Promise<void> {
+  for (const deadline = Date.now() + 5000; !ok();) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+}
+
+t.test('releaseHttpConnection: Node\'s HTTP server state leaves a streaming socket, the stream goes on', async (t) => {
+  const { client, res, released, received } = await streamed(t)
+  const socket = res.socket as Socket & { parser?: unknown }
+  t.ok(released, 'Node still binds socketOnData, socketOnEnd, socketOnClose and socketOnDrain, and _http_common still has freeParser')
+  t.equal(socket.parser, null, 'the parser is freed')
+  for (const [event, name] of [['data', 'bound socketOnData'], ['end', 'bound socketOnEnd'], ['close', 'bound socketOnClose'], ['drain', 'bound socketOnDrain'], ['pause', 'onSocketPause'], ['resume', 'onSocketResume']]) {
+    t.notOk(socket.listeners(event).some((l) => l.name === name), `no ${name}`)
+  }
+  t.equal(socket.on, Object.getPrototypeOf(socket).on, 'the socket\'s own on is back')
+  socket.write('5\r\nhello\r\n')
+  await until('the chunk', () => received().includes('hello'))
+  client.write('GET /again HTTP/1.1\r\nHost: x\r\n\r\n')
+  socket.write('5\r\nworld\r\n')
+  await until('the next chunk', () => received().includes('world'))
+  t.notOk(socket.destroyed, 'bytes from the client are dropped, the stream goes on')
+  t.equal((received().match(/HTTP\/1\.1 200/g) ?? []).length, 1, 'no second request was read')
+  // Node 20 put a parser freed within its own read back in the server's list, and these
+  // then threw on its missing socket.
+  t.doesNotThrow(() => { (res.socket as unknown as { server: { closeIdleConnections: () => void } }).server.closeIdleConnections() }, 'the server\'s closeIdleConnections')
+  t.notOk(socket.destroyed, 'which leaves the stream alone')
+  const closed = once(res, 'close')
+  client.destroy()
+  await closed
+  t.pass('the client gone: the response still closes')
+})
+
+t.test('releaseHttpConnection: the client\'s end ends the socket; the response\'s end closes it', async (t) => {
+  const first = await streamed(t)
+  const ended = once(first.client, 'end')
+  first.client.end()
+  await ended
+  t.pass('a client that ends its side is ended too (no half-open stream)')
+  const second = await streamed(t)
+  const closed = once(second.client, 'close')
+  second.res.end()
+  await closed
+  t.match(second.received(), /0\r\n\r\n$/, 'the last chunk, then the connection closes (Connection: close)')
+})
+
 t.test('releaseReadBuffers and detachUpgradeResponse leave objects they do not know alone', async (t) => {
   t.equal(releaseReadBuffers({} as WebSocket), false)
   t.equal(releaseReadBuffers({ _receiver: { _buffers: [1] } } as unknown as WebSocket), false, 'chunks still waiting are kept')
   t.equal(detachUpgradeResponse({} as Socket), false)
   t.equal(rawSocketOf({ _socket: {} } as unknown as WebSocket), undefined)
   t.equal(releaseHijackedReply(new EventEmitter() as unknown as ServerResponse), 0, 'nothing to remove')
+  const plain = new EventEmitter() as unknown as Socket
+  t.equal(releaseHttpConnection(plain), false, 'a socket no HTTP server serves')
+  const unknown = Object.assign(new EventEmitter(), { parser: { finish: () => {} } }) as unknown as Socket
+  unknown.on('data', function socketOnData () {})
+  t.equal(releaseHttpConnection(unknown), false, 'listeners not as Node binds them: nothing removed')
+  t.equal(unknown.listenerCount('data'), 1)
 })

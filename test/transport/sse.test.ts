@@ -36,6 +36,36 @@ t.test('headers, then system:connected with the user and its channels', async (t
   t.same(greeting.data.channels, ['user:43'], 'token in the header; the own channel listed once')
 })
 
+t.test('a stream\'s connection carries nothing after it: Connection: close, a request sent after it is not read, its end closes the connection', async (t) => {
+  // Session 32: the stream's socket is taken from the HTTP server once it opens (its parser
+  // freed), so no request after it could be answered there; a keep-alive pool must not try.
+  const { url } = await startServer(t)
+  const socket = connect(Number(new URL(url).port), '127.0.0.1')
+  t.teardown(() => socket.destroy())
+  let text = ''
+  socket.on('data', (data) => { text += String(data) })
+  const until = async (what: string, ok: () => boolean): Promise<void> => {
+    for (const deadline = Date.now() + 10_000; !ok();) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${text.slice(-300)}`)
+      await new Promise((resolve) => setTimeout(resolve, 20))
+    }
+  }
+  socket.write(`GET /sse?channels=room:pipe&token=${token('p1')} HTTP/1.1\r\nHost: x\r\n\r\n`)
+  await until('system:connected', () => text.includes('system:connected'))
+  t.match(text, /^HTTP\/1\.1 200 OK\r\n/)
+  t.match(text, /\r\nconnection: close\r\n/i, 'Connection: close')
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  socket.write('GET /health HTTP/1.1\r\nHost: x\r\n\r\n')
+  t.equal((await publish(url, 'room:pipe', { n: 1 })).status, 202)
+  await until('the event', () => text.includes('"n":1'))
+  const closed = new Promise((resolve) => socket.once('close', resolve))
+  t.equal((await post(`${url}/realtime/disconnect`, serviceToken(), { userId: 'p1' })).status, 202)
+  await closed
+  t.equal((text.match(/HTTP\/1\.1 /g) ?? []).length, 1, 'the request sent after the stream was never answered')
+  t.match(text, /event: system:disconnect\n/, 'told why')
+  t.match(text, /0\r\n\r\n$/, 'the last chunk, then the server closed the connection')
+})
+
 t.test('events: id, event = type, data {channel, offset, payload, ts}, only the stream channels', async (t) => {
   const { url } = await startServer(t)
   const sse = await SseClient.open(t, sseUrl(url, 'product:7,inventory'))
