@@ -14,6 +14,7 @@ import { installErrorHandler } from './plugins/error-handler.js'
 import { installJsonBodyParser } from './plugins/json-body.js'
 import { installMalformedQueryCheck } from './plugins/malformed-query.js'
 import { closeAfterReply } from './lib/transport/answered-upgrade.js'
+import { SseConnection } from './lib/transport/sse-connection.js'
 import hubPlugin from './plugins/hub.js'
 import kafkaPlugin from './plugins/kafka.js'
 import metricsPlugin from './plugins/metrics.js'
@@ -181,8 +182,13 @@ function drainingRequests (app: FastifyInstance): void {
   })
   // A response whose head left before the drain (a slow download) has no such header: its
   // connection, idle once it is done, is closed here (server.close() closes idle ones once).
+  // So are SSE streams ended for the shutdown that a client no longer reads: their sockets
+  // are not the server's any more (SseConnection.cutIfEnded).
   app.addHook('preClose', (done) => {
-    const sweep = setInterval(() => { app.server.closeIdleConnections() }, 100).unref()
+    const sweep = setInterval(() => {
+      app.server.closeIdleConnections()
+      for (const connection of hub.connections()) if (connection instanceof SseConnection) connection.cutIfEnded()
+    }, 100).unref()
     app.server.once('close', () => { clearInterval(sweep) })
     done()
   })

@@ -72,6 +72,13 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
       }
     }
   }, async (request, reply) => {
+    // Asked for behind another response still being sent on its connection (pipelined in
+    // one packet, behind a stream most likely): it could not start before that one ends, and
+    // on Node 20 its response never closed when the client left: a connection counted for
+    // ever against the user's and the instance's limits (review, session 32).
+    if (reply.raw.socket === null) {
+      return plainError(reply, 400, 'Bad Request', 'a stream cannot wait behind another response on its connection (a pipelined request)')
+    }
     const identity = requireIdentity(request.identity)
     const list = parseChannelList(request.query.channels)
     if (!list.ok) return plainError(reply, 400, 'Bad Request', list.message)

@@ -19,7 +19,7 @@ import type { WebSocket } from 'ws'
  * | `EventEmitter._events` (the listener table) | 256 B → 56 B per WebSocket ("Idle heap per connection", "The last two targets": 31.8 → 28.8 MB per 10k idle at 10k) | the null-prototype hash table stays |
  * | Fastify's `onResFinished` listeners on a hijacked SSE response | Fastify's request and reply, the request's child logger, query and headers no longer live as long as the stream (bench/README.md, SSE) | they stay reachable until the stream ends |
  * | `net.Socket._httpMessage` (the upgrade's ServerResponse) | the upgrade's request, response, headers (token included) and logger no longer live as long as the socket: several kB per idle connection ("Before and after the performance work", idle memory) | they stay reachable until the socket closes |
- * | Node's HTTP server state on an SSE stream's socket (`socket.parser`, the listeners `_http_server.js` binds, `_http_common.freeParser`) | the request parser (its C++ side too) and its closures, freed as an upgrade frees them: RSS per idle stream 7.9 → about 5 kB ("Session 32") | the stream keeps them until it ends |
+ * | Node's HTTP server state on an SSE stream's socket (`socket.parser`, `parser.incoming`, `socket._paused`, the listeners `_http_server.js` binds, `_http_common.freeParser`) | the request parser (its C++ side too, beyond the 1000 Node pools) and its closures, freed as an upgrade frees them: RSS per idle stream 7.9 → about 4.5 kB ("Session 32") | the stream keeps them until it ends |
  */
 
 /** What `ws` keeps on a WebSocket beside its public API. */
@@ -134,7 +134,9 @@ const SERVER_LISTENERS = [['data', 'bound socketOnData'], ['end', 'bound socketO
 const CONSUMING_LISTENERS = [['pause', 'onSocketPause'], ['resume', 'onSocketResume']] as const
 
 interface ServedSocket {
-  parser?: { finish?: unknown } | null
+  parser?: { finish?: unknown, incoming?: unknown } | null
+  /** Node's HTTP server paused the socket (back-pressure from an earlier response): its resume listeners are needed. */
+  _paused?: boolean
 }
 
 /** The client ended its side: so does the server (what Node's own `socketOnEnd` does, half-open not allowed). */
@@ -154,11 +156,21 @@ function endWithClient (this: Socket): void {
  * the server's state, as it did. Call it in a turn after the request was read, not from
  * within the server's 'request' event: Node 20 puts a parser freed during its own read back
  * in the server's connection list, where `server.close()` fails on its missing socket.
+ *
+ * Also left as it is: a socket from which a later request was read already (pipelined in
+ * the same packet: its response waits in the server's queue, and only the server's
+ * `socketOnClose` ends it when the client goes; review, session 32), a request not read
+ * whole (the server's request timeout still applies), and a socket the server paused.
+ * Its socket is then no longer in the server's connection list: `closeIdleConnections()`
+ * and `closeAllConnections()` do not reach it, so the owner ends it itself on shutdown.
+ * Freed parsers go back to Node's pool of 1000: the C++ side is saved beyond those.
  */
-export function releaseHttpConnection (socket: Socket): boolean {
+export function releaseHttpConnection (socket: Socket, res: ServerResponse): boolean {
   const freeParser = httpCommon.freeParser
-  const parser = (socket as Socket & ServedSocket).parser
+  const served = socket as Socket & ServedSocket
+  const parser = served.parser
   if (typeof freeParser !== 'function' || typeof parser?.finish !== 'function') return false
+  if (parser.incoming !== res.req || res.req?.complete !== true || served._paused === true) return false
   const bound = SERVER_LISTENERS.map(([event, name]) => [event, socket.listeners(event).find((l) => l.name === name)] as const)
   if (bound.some(([, listener]) => listener === undefined)) return false
   for (const [event, listener] of bound) socket.removeListener(event, listener as (...args: unknown[]) => void)

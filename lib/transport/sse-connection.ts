@@ -150,7 +150,20 @@ export class SseConnection extends HubMember implements Connection, Flushable, E
    */
   releaseHttp (): void {
     if (this.closed || this.socket === null || this.socket.destroyed) return
-    releaseHttpConnection(this.socket)
+    releaseHttpConnection(this.socket, this.res)
+  }
+
+  /**
+   * For shutdown: a stream ended (close) whose last bytes a client that stopped reading has
+   * not taken is cut. Its socket is no longer the HTTP server's (releaseHttpConnection), so
+   * the server's closeIdleConnections(), which cut such a socket before, does not see it,
+   * and server.close() waited for it until the grace timeout killed the process (review,
+   * session 32). Returns whether it cut.
+   */
+  cutIfEnded (): boolean {
+    if (!this.closed || this.res.destroyed) return false
+    this.res.destroy()
+    return true
   }
 
   /** Records where a channel stands before its first event (from the subscription). */

@@ -24,6 +24,27 @@ t.test('app.close(): WebSocket clients get 1012, SSE streams end, promptly', asy
   t.ok(sse.ended, 'the event stream ended (EventSource will reconnect elsewhere)')
 })
 
+t.test('app.close() does not wait for an SSE client that stopped reading', async (t) => {
+  // Review (session 32): a stream's socket is no longer the HTTP server's once it opens, so
+  // the server's sweep of finished responses no longer cut it: with its last bytes unread,
+  // server.close() waited until the grace timeout killed the process.
+  const { app, url } = await startServer(t, { SHUTDOWN_TIMEOUT_MS: 60_000 })
+  const client = connect(Number(new URL(url).port), '127.0.0.1')
+  t.teardown(() => client.destroy())
+  let text = ''
+  client.on('data', (data) => { text += String(data) })
+  client.write(`GET /sse?channels=room:stalled&token=${token('st')} HTTP/1.1\r\nHost: x\r\n\r\n`)
+  await within(10_000, (async () => { while (!text.includes('system:connected')) await new Promise((resolve) => setTimeout(resolve, 20)) })(), 'the stream')
+  client.pause()
+  const stream = [...app.hub.connections()].find((c) => c.transport === 'sse') as unknown as { res: { socket: { writableLength: number } | null } }
+  const blob = 'a'.repeat(60_000)
+  for (let i = 0; i < 300 && (stream.res.socket?.writableLength ?? 0) < 100_000; i++) {
+    t.equal((await post(`${url}/realtime/publish`, serviceToken(), { channel: 'room:stalled', type: 'blob', payload: { blob } })).status, 202)
+  }
+  t.ok((stream.res.socket?.writableLength ?? 0) >= 100_000, 'bytes wait unread on the stream\'s socket')
+  await within(10_000, app.close(), 'app.close() with the client still connected, not reading')
+})
+
 /** The real server in a process of its own, listening, with an 8 s shutdown budget. */
 async function listeningProcess (t: Test): Promise<{ server: ServerProcess, port: number }> {
   const port = await freePort()

@@ -155,7 +155,7 @@ async function streamed (t: Test): Promise<{ client: Socket, res: ServerResponse
       res.writeHead(200, { 'content-type': 'text/event-stream', connection: 'close' })
       res.flushHeaders()
       // A turn later, as the gateway does (see releaseHttpConnection).
-      setImmediate(() => resolve({ res, released: releaseHttpConnection(res.socket as Socket) }))
+      setImmediate(() => resolve({ res, released: releaseHttpConnection(res.socket as Socket, res) }))
     })
   })
   const client = connect((server.address() as { port: number }).port, '127.0.0.1')
@@ -213,16 +213,50 @@ t.test('releaseHttpConnection: the client\'s end ends the socket; the response\'
   t.match(second.received(), /0\r\n\r\n$/, 'the last chunk, then the connection closes (Connection: close)')
 })
 
+/** A node:http server and a raw client sending `request` as one write; the server's first response streams, and the release is tried a turn later. */
+async function tried (t: Test, request: string): Promise<{ released: boolean, socket: Socket & { parser?: unknown } }> {
+  const server = createServer()
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const client = connect((server.address() as { port: number }).port, '127.0.0.1')
+  client.on('error', () => {})
+  t.teardown(() => new Promise<void>((resolve) => { client.destroy(); server.close(() => resolve()) }))
+  const outcome = new Promise<{ released: boolean, socket: Socket & { parser?: unknown } }>((resolve) => {
+    server.once('request', (_req, res: ServerResponse) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream', connection: 'close' })
+      res.flushHeaders()
+      setImmediate(() => resolve({ released: releaseHttpConnection(res.socket as Socket, res), socket: res.socket as Socket }))
+    })
+  })
+  client.write(request)
+  return await outcome
+}
+
+t.test('releaseHttpConnection leaves a socket a later request was read from, and a request not read whole', async (t) => {
+  // Review (session 32): a second request in the same packet is parsed and queued before
+  // the release; only the server's own close listener ends its response when the client goes.
+  const pipelined = await tried(t, 'GET /sse HTTP/1.1\r\nHost: x\r\n\r\nGET /sse HTTP/1.1\r\nHost: x\r\n\r\n')
+  t.equal(pipelined.released, false, 'a later request read already: kept')
+  t.not(pipelined.socket.parser, null, 'its parser stays')
+  t.ok(pipelined.socket.listeners('close').some((l) => l.name === 'bound socketOnClose'), 'and the server\'s close listener')
+  const partial = await tried(t, 'POST /sse HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc')
+  t.equal(partial.released, false, 'a body still to come: kept (the request timeout still applies)')
+  const whole = await tried(t, 'GET /sse HTTP/1.1\r\nHost: x\r\n\r\n')
+  t.equal(whole.released, true, 'the same stream alone on its connection: released')
+})
+
 t.test('releaseReadBuffers and detachUpgradeResponse leave objects they do not know alone', async (t) => {
   t.equal(releaseReadBuffers({} as WebSocket), false)
   t.equal(releaseReadBuffers({ _receiver: { _buffers: [1] } } as unknown as WebSocket), false, 'chunks still waiting are kept')
   t.equal(detachUpgradeResponse({} as Socket), false)
   t.equal(rawSocketOf({ _socket: {} } as unknown as WebSocket), undefined)
   t.equal(releaseHijackedReply(new EventEmitter() as unknown as ServerResponse), 0, 'nothing to remove')
+  const req = { complete: true }
+  const res = { req } as unknown as ServerResponse
   const plain = new EventEmitter() as unknown as Socket
-  t.equal(releaseHttpConnection(plain), false, 'a socket no HTTP server serves')
-  const unknown = Object.assign(new EventEmitter(), { parser: { finish: () => {} } }) as unknown as Socket
+  t.equal(releaseHttpConnection(plain, res), false, 'a socket no HTTP server serves')
+  const unknown = Object.assign(new EventEmitter(), { parser: { finish: () => {}, incoming: req } }) as unknown as Socket
   unknown.on('data', function socketOnData () {})
-  t.equal(releaseHttpConnection(unknown), false, 'listeners not as Node binds them: nothing removed')
+  t.equal(releaseHttpConnection(unknown, res), false, 'listeners not as Node binds them: nothing removed')
   t.equal(unknown.listenerCount('data'), 1)
 })

@@ -66,6 +66,30 @@ t.test('a stream\'s connection carries nothing after it: Connection: close, a re
   t.match(text, /0\r\n\r\n$/, 'the last chunk, then the server closed the connection')
 })
 
+t.test('a stream asked for behind another on one connection (pipelined) is refused; the client gone, no stream is left counted', async (t) => {
+  // Review (session 32): on Node 20 the queued second stream never closed when the client
+  // left, and stayed counted against the user's and the instance's limits.
+  const { app, url } = await startServer(t)
+  const socket = connect(Number(new URL(url).port), '127.0.0.1')
+  t.teardown(() => socket.destroy())
+  let text = ''
+  socket.on('data', (data) => { text += String(data) })
+  const request = `GET /sse?channels=room:two&token=${token('p2')} HTTP/1.1\r\nHost: x\r\n\r\n`
+  socket.write(request + request)
+  for (const deadline = Date.now() + 10_000; !text.includes('system:connected');) {
+    if (Date.now() > deadline) throw new Error(`no stream: ${text.slice(-300)}`)
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+  const streams = () => [...app.hub.connections()].filter((c) => c.transport === 'sse').length
+  t.equal(streams(), 1, 'the first stream is open, the second never entered')
+  socket.destroy()
+  for (const deadline = Date.now() + 10_000; streams() > 0;) {
+    if (Date.now() > deadline) break
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+  t.equal(streams(), 0, 'the client gone, no stream is left')
+})
+
 t.test('events: id, event = type, data {channel, offset, payload, ts}, only the stream channels', async (t) => {
   const { url } = await startServer(t)
   const sse = await SseClient.open(t, sseUrl(url, 'product:7,inventory'))
