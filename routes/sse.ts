@@ -65,7 +65,7 @@ const sseRoutes: FastifyPluginAsyncTypebox = async (app) => {
       // The 200 is the stream itself (written by SseConnection, never serialized here).
       response: {
         200: Type.String({ description: 'the event stream (docs/protocol.md, Server-Sent Events)' }),
-        400: ErrorReply,
+        400: { ...ErrorReply, description: 'a bad channel list or rewind, more channels than MAX_CHANNELS_PER_CONNECTION, or a stream asked for behind another response still going on its connection (a pipelined request)' },
         401: ErrorReply,
         403: { ...ErrorReply, description: 'a channel it may not read, or a browser Origin outside WS_ALLOWED_ORIGINS' },
         503: { ...ErrorReply, description: 'the user\'s (or, with no user, the address\'s) connection limit (Retry-After); while the instance shuts down or is full, the broker is unreachable, the user is past its subscribe budget (WS_SUBSCRIBES_PER_SECOND) or the instance its budget of new channels (NEW_CHANNELS_PER_SECOND), or a resume or rewind is past the user\'s history read budget or must wait for room other replays hold, the answer is a 200 stream that says `system:unavailable` and ends' }
