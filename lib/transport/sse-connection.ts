@@ -158,12 +158,10 @@ export class SseConnection extends HubMember implements Connection, Flushable, E
    * not taken is cut. Its socket is no longer the HTTP server's (releaseHttpConnection), so
    * the server's closeIdleConnections(), which cut such a socket before, does not see it,
    * and server.close() waited for it until the grace timeout killed the process (review,
-   * session 32). Returns whether it cut.
+   * session 32).
    */
-  cutIfEnded (): boolean {
-    if (!this.closed || this.res.destroyed) return false
-    this.res.destroy()
-    return true
+  cutIfEnded (): void {
+    if (this.closed && !this.res.destroyed) this.res.destroy()
   }
 
   /** Records where a channel stands before its first event (from the subscription). */

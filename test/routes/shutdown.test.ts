@@ -6,6 +6,7 @@ import type { HistoryResult, SincePosition } from '../../lib/broker/broker.js'
 import { MemoryBroker } from '../../lib/broker/memory-broker.js'
 import { post, serviceToken, SseClient, startServer, TEST_SECRET, token, WsClient } from '../support/helper.js'
 import { freePort } from '../support/ports.js'
+import { eventually } from '../support/redis-fixture.js'
 import { buildServer, type ServerProcess, spawnServer, within } from '../support/server-process.js'
 
 t.test('app.close(): WebSocket clients get 1012, SSE streams end, promptly', async (t) => {
@@ -34,7 +35,7 @@ t.test('app.close() does not wait for an SSE client that stopped reading', async
   let text = ''
   client.on('data', (data) => { text += String(data) })
   client.write(`GET /sse?channels=room:stalled&token=${token('st')} HTTP/1.1\r\nHost: x\r\n\r\n`)
-  await within(10_000, (async () => { while (!text.includes('system:connected')) await new Promise((resolve) => setTimeout(resolve, 20)) })(), 'the stream')
+  await eventually('the stream', () => text.includes('system:connected'))
   client.pause()
   const stream = [...app.hub.connections()].find((c) => c.transport === 'sse') as unknown as { res: { socket: { writableLength: number } | null } }
   const blob = 'a'.repeat(60_000)

@@ -1,7 +1,7 @@
 import t from 'tap'
 import WebSocket from 'ws'
 import { requireService, startServer, token } from '../support/helper.js'
-import { OwnRedis, redisAvailable } from '../support/redis-fixture.js'
+import { eventually, OwnRedis, redisAvailable } from '../support/redis-fixture.js'
 
 const available = await redisAvailable()
 
@@ -68,8 +68,7 @@ t.test('subscribes while Redis is away: an internal error frame each that says s
   t.equal(about[0].level, 40, 'a warning')
   t.equal(about[0].err, undefined, 'no stack')
   // The twenty held back are told when the interval (5 s) ends, not only with a next failure.
-  const deadline = Date.now() + 15_000
-  while (!lines.some((l) => l.msg.includes('held back since the last line')) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100))
+  await eventually('the held-back line', () => lines.some((l) => l.msg.includes('held back since the last line')), 15_000)
   const tail = lines.filter((l) => l.msg.startsWith('frame handling failed'))
   t.equal(tail.length, 2, 'one line more at the end of the interval')
   t.match(tail[1], { level: 40, heldBack: 20, msg: /held back since the last line/ })

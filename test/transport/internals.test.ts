@@ -10,6 +10,7 @@ import { EncodedEvent } from '../../lib/core/event.js'
 import { WriteBatch } from '../../lib/core/write-batch.js'
 import { compactListeners, detachUpgradeResponse, rawSocketOf, releaseHijackedReply, releaseHttpConnection, releaseReadBuffers } from '../../lib/transport/internals.js'
 import { WsConnection } from '../../lib/transport/ws-connection.js'
+import { eventually } from '../support/redis-fixture.js'
 
 // Canaries for lib/transport/internals.ts: each reach into `ws` or Node internals, against
 // the real objects of the installed versions. Every reach degrades quietly (the gateway
@@ -143,35 +144,28 @@ t.test('onResFinished: Fastify keeps its reply on a hijacked response through fi
 
 /**
  * A real node:http server streaming a chunked response (an SSE stream's shape) to a raw TCP
- * client, the server's socket taken from the HTTP server once the head is out.
+ * client that sent `request` in one write; the release is tried a turn after the first
+ * request (as the gateway does: see releaseHttpConnection).
  */
-async function streamed (t: Test): Promise<{ client: Socket, res: ServerResponse, released: boolean, received: () => string }> {
+async function streamed (t: Test, request = 'GET /sse HTTP/1.1\r\nHost: x\r\n\r\n'): Promise<{ client: Socket, res: ServerResponse, released: boolean, received: () => string }> {
   const server = createServer()
   server.listen(0, '127.0.0.1')
   await once(server, 'listening')
-  t.teardown(() => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()) }))
+  const client = connect((server.address() as { port: number }).port, '127.0.0.1')
+  client.on('error', () => {})
+  t.teardown(() => new Promise<void>((resolve) => { client.destroy(); server.closeAllConnections(); server.close(() => resolve()) }))
   const opened = new Promise<{ res: ServerResponse, released: boolean }>((resolve) => {
-    server.on('request', (_req, res: ServerResponse) => {
+    server.once('request', (_req, res: ServerResponse) => {
       res.writeHead(200, { 'content-type': 'text/event-stream', connection: 'close' })
       res.flushHeaders()
-      // A turn later, as the gateway does (see releaseHttpConnection).
       setImmediate(() => resolve({ res, released: releaseHttpConnection(res.socket as Socket, res) }))
     })
   })
-  const client = connect((server.address() as { port: number }).port, '127.0.0.1')
-  client.on('error', () => {})
   let text = ''
   client.on('data', (data) => { text += String(data) })
-  client.write('GET /sse HTTP/1.1\r\nHost: x\r\n\r\n')
+  client.write(request)
   const { res, released } = await opened
   return { client, res, released, received: () => text }
-}
-
-async function until (what: string, ok: () => boolean): Promise<void> {
-  for (const deadline = Date.now() + 5000; !ok();) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 10))
-  }
 }
 
 t.test('releaseHttpConnection: Node\'s HTTP server state leaves a streaming socket, the stream goes on', async (t) => {
@@ -184,10 +178,10 @@ t.test('releaseHttpConnection: Node\'s HTTP server state leaves a streaming sock
   }
   t.equal(socket.on, Object.getPrototypeOf(socket).on, 'the socket\'s own on is back')
   socket.write('5\r\nhello\r\n')
-  await until('the chunk', () => received().includes('hello'))
+  await eventually('the chunk', () => received().includes('hello'))
   client.write('GET /again HTTP/1.1\r\nHost: x\r\n\r\n')
   socket.write('5\r\nworld\r\n')
-  await until('the next chunk', () => received().includes('world'))
+  await eventually('the next chunk', () => received().includes('world'))
   t.notOk(socket.destroyed, 'bytes from the client are dropped, the stream goes on')
   t.equal((received().match(/HTTP\/1\.1 200/g) ?? []).length, 1, 'no second request was read')
   // Node 20 put a parser freed within its own read back in the server's list, and these
@@ -213,35 +207,17 @@ t.test('releaseHttpConnection: the client\'s end ends the socket; the response\'
   t.match(second.received(), /0\r\n\r\n$/, 'the last chunk, then the connection closes (Connection: close)')
 })
 
-/** A node:http server and a raw client sending `request` as one write; the server's first response streams, and the release is tried a turn later. */
-async function tried (t: Test, request: string): Promise<{ released: boolean, socket: Socket & { parser?: unknown } }> {
-  const server = createServer()
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const client = connect((server.address() as { port: number }).port, '127.0.0.1')
-  client.on('error', () => {})
-  t.teardown(() => new Promise<void>((resolve) => { client.destroy(); server.close(() => resolve()) }))
-  const outcome = new Promise<{ released: boolean, socket: Socket & { parser?: unknown } }>((resolve) => {
-    server.once('request', (_req, res: ServerResponse) => {
-      res.writeHead(200, { 'content-type': 'text/event-stream', connection: 'close' })
-      res.flushHeaders()
-      setImmediate(() => resolve({ released: releaseHttpConnection(res.socket as Socket, res), socket: res.socket as Socket }))
-    })
-  })
-  client.write(request)
-  return await outcome
-}
-
 t.test('releaseHttpConnection leaves a socket a later request was read from, and a request not read whole', async (t) => {
   // Review (session 32): a second request in the same packet is parsed and queued before
   // the release; only the server's own close listener ends its response when the client goes.
-  const pipelined = await tried(t, 'GET /sse HTTP/1.1\r\nHost: x\r\n\r\nGET /sse HTTP/1.1\r\nHost: x\r\n\r\n')
+  const pipelined = await streamed(t, 'GET /sse HTTP/1.1\r\nHost: x\r\n\r\nGET /sse HTTP/1.1\r\nHost: x\r\n\r\n')
+  const socket = pipelined.res.socket as Socket & { parser?: unknown }
   t.equal(pipelined.released, false, 'a later request read already: kept')
-  t.not(pipelined.socket.parser, null, 'its parser stays')
-  t.ok(pipelined.socket.listeners('close').some((l) => l.name === 'bound socketOnClose'), 'and the server\'s close listener')
-  const partial = await tried(t, 'POST /sse HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc')
+  t.not(socket.parser, null, 'its parser stays')
+  t.ok(socket.listeners('close').some((l) => l.name === 'bound socketOnClose'), 'and the server\'s close listener')
+  const partial = await streamed(t, 'POST /sse HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc')
   t.equal(partial.released, false, 'a body still to come: kept (the request timeout still applies)')
-  const whole = await tried(t, 'GET /sse HTTP/1.1\r\nHost: x\r\n\r\n')
+  const whole = await streamed(t)
   t.equal(whole.released, true, 'the same stream alone on its connection: released')
 })
 

@@ -8,6 +8,7 @@ import { CloseCode } from '../../lib/core/errors.js'
 import { publishAll } from '../../lib/ingress/publisher.js'
 import { decodeCursor } from '../../lib/transport/sse-cursor.js'
 import { post, serviceToken, SseClient, type SseEvent, startServer, token } from '../support/helper.js'
+import { eventually } from '../support/redis-fixture.js'
 
 const publish = (url: string, channel: string, payload: Record<string, unknown> = {}, type = 'test:event') =>
   post(`${url}/realtime/publish`, serviceToken(), { channel, type, payload })
@@ -44,20 +45,14 @@ t.test('a stream\'s connection carries nothing after it: Connection: close, a re
   t.teardown(() => socket.destroy())
   let text = ''
   socket.on('data', (data) => { text += String(data) })
-  const until = async (what: string, ok: () => boolean): Promise<void> => {
-    for (const deadline = Date.now() + 10_000; !ok();) {
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${text.slice(-300)}`)
-      await new Promise((resolve) => setTimeout(resolve, 20))
-    }
-  }
   socket.write(`GET /sse?channels=room:pipe&token=${token('p1')} HTTP/1.1\r\nHost: x\r\n\r\n`)
-  await until('system:connected', () => text.includes('system:connected'))
+  await eventually('system:connected', () => text.includes('system:connected'))
   t.match(text, /^HTTP\/1\.1 200 OK\r\n/)
   t.match(text, /\r\nconnection: close\r\n/i, 'Connection: close')
   await new Promise((resolve) => setTimeout(resolve, 50))
   socket.write('GET /health HTTP/1.1\r\nHost: x\r\n\r\n')
   t.equal((await publish(url, 'room:pipe', { n: 1 })).status, 202)
-  await until('the event', () => text.includes('"n":1'))
+  await eventually('the event', () => text.includes('"n":1'))
   const closed = new Promise((resolve) => socket.once('close', resolve))
   t.equal((await post(`${url}/realtime/disconnect`, serviceToken(), { userId: 'p1' })).status, 202)
   await closed
@@ -76,17 +71,11 @@ t.test('a stream asked for behind another on one connection (pipelined) is refus
   socket.on('data', (data) => { text += String(data) })
   const request = `GET /sse?channels=room:two&token=${token('p2')} HTTP/1.1\r\nHost: x\r\n\r\n`
   socket.write(request + request)
-  for (const deadline = Date.now() + 10_000; !text.includes('system:connected');) {
-    if (Date.now() > deadline) throw new Error(`no stream: ${text.slice(-300)}`)
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
+  await eventually('the first stream', () => text.includes('system:connected'))
   const streams = () => [...app.hub.connections()].filter((c) => c.transport === 'sse').length
   t.equal(streams(), 1, 'the first stream is open, the second never entered')
   socket.destroy()
-  for (const deadline = Date.now() + 10_000; streams() > 0;) {
-    if (Date.now() > deadline) break
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
+  await eventually('no stream left', () => streams() === 0)
   t.equal(streams(), 0, 'the client gone, no stream is left')
 })
 
