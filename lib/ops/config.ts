@@ -128,7 +128,7 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
       String(first?.params?.missingProperty ?? 'environment')
     throw new ConfigError(variable, `${first?.message ?? (err as Error).message} (got ${JSON.stringify(data[variable])})`)
   }
-  checkSemantics(config)
+  checkSemantics(config, new Set(Object.keys(data)))
   return config
 }
 
@@ -147,7 +147,7 @@ export function redisClusterNodes (config: Pick<Config, 'REDIS_CLUSTER_NODES'>):
   return nodes as Array<{ host: string, port: number }>
 }
 
-function checkSemantics (config: Config): void {
+function checkSemantics (config: Config, explicitlySet: ReadonlySet<string>): void {
   if (config.REDIS_URL !== undefined) {
     let url: URL
     // The URL itself is never repeated in these messages: it may hold a password.
@@ -213,24 +213,31 @@ function checkSemantics (config: Config): void {
       throw new ConfigError('HISTORY_POLICY', `${(err as Error).message} (e.g. user:=1000/86400,product:=1/86400)`)
     }
   }
-  if (config.PUBLISH_MAX_BYTES < config.EVENT_MAX_BYTES) {
-    throw new ConfigError('PUBLISH_MAX_BYTES', `must be at least EVENT_MAX_BYTES (${config.EVENT_MAX_BYTES})`)
-  }
-  if (config.WS_RATE_LIMIT_BURST < config.WS_RATE_LIMIT_PER_SECOND) {
-    throw new ConfigError('WS_RATE_LIMIT_BURST', `must be at least WS_RATE_LIMIT_PER_SECOND (${config.WS_RATE_LIMIT_PER_SECOND})`)
-  }
-  // A budget's burst is the most one request can ever take: below what one request may
-  // rightly ask (a connection's every channel named at once, a frame of the largest size),
-  // that request is refused for ever, whatever the clock, and the client retries in vain.
-  for (const burst of ['WS_SUBSCRIBES_BURST', 'NEW_CHANNELS_BURST'] as const) {
-    if (config[burst] < config.MAX_CHANNELS_PER_CONNECTION) {
-      throw new ConfigError(burst, `must be at least MAX_CHANNELS_PER_CONNECTION (${config.MAX_CHANNELS_PER_CONNECTION}): a subscribe naming that many channels would never pass`)
-    }
-  }
-  if (config.WS_INBOUND_BYTES_BURST < config.WS_MAX_PAYLOAD_BYTES) {
-    throw new ConfigError('WS_INBOUND_BYTES_BURST', `must be at least WS_MAX_PAYLOAD_BYTES (${config.WS_MAX_PAYLOAD_BYTES}): a frame that large would never pass`)
+  for (const { variable, atLeast, because } of FLOORS) {
+    const floor = config[atLeast]
+    if (config[variable] >= floor) continue
+    // A default meant for the default limits follows a raised one; a value the operator
+    // chose is theirs, and a wrong one stops start-up naming it.
+    if (!explicitlySet.has(variable)) config[variable] = floor
+    else throw new ConfigError(variable, `must be at least ${atLeast} (${floor})${because === '' ? '' : `: ${because}`}`)
   }
 }
+
+/**
+ * Variables that may never be below another. A budget's burst is the most one request can
+ * ever take: below what one request may rightly ask (a connection's every channel named at
+ * once, a frame of the largest size), that request is refused for ever, whatever the clock,
+ * and the client retries in vain. Likewise a publish must hold one event of the largest size.
+ */
+const FLOORS: ReadonlyArray<{ variable: IntegerVariable, atLeast: IntegerVariable, because: string }> = [
+  { variable: 'PUBLISH_MAX_BYTES', atLeast: 'EVENT_MAX_BYTES', because: '' },
+  { variable: 'WS_RATE_LIMIT_BURST', atLeast: 'WS_RATE_LIMIT_PER_SECOND', because: '' },
+  { variable: 'WS_SUBSCRIBES_BURST', atLeast: 'MAX_CHANNELS_PER_CONNECTION', because: 'a subscribe naming that many channels would never pass' },
+  { variable: 'NEW_CHANNELS_BURST', atLeast: 'MAX_CHANNELS_PER_CONNECTION', because: 'a subscribe naming that many channels would never pass' },
+  { variable: 'WS_INBOUND_BYTES_BURST', atLeast: 'WS_MAX_PAYLOAD_BYTES', because: 'a frame that large would never pass' }
+]
+
+type IntegerVariable = { [K in keyof Config]-?: Config[K] extends number ? K : never }[keyof Config]
 
 /**
  * JWT_PUBLIC_KEY must be what the token verifier can use: a PEM public key, RSA or EC (the

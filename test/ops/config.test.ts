@@ -133,13 +133,14 @@ t.test('an invalid value is a ConfigError whose one-line message names the varia
     [{ HISTORY_POLICY: 'us er:=10/60' }, 'HISTORY_POLICY'],
     [{ HISTORY_POLICY: 'user:=1/60,user:=2/60' }, 'HISTORY_POLICY'],
     [{ EVENT_MAX_BYTES: '100000', PUBLISH_MAX_BYTES: '50000' }, 'PUBLISH_MAX_BYTES'],
-    // A burst below one request's rightful ask refuses that request for ever (session 32).
-    [{ MAX_CHANNELS_PER_CONNECTION: '7000' }, 'NEW_CHANNELS_BURST'],
-    [{ MAX_CHANNELS_PER_CONNECTION: '20000' }, 'WS_SUBSCRIBES_BURST'],
+    // A burst set below one request's rightful ask refuses that request for ever (session 32).
+    [{ MAX_CHANNELS_PER_CONNECTION: '7000', NEW_CHANNELS_BURST: '6400' }, 'NEW_CHANNELS_BURST'],
+    [{ MAX_CHANNELS_PER_CONNECTION: '20000', WS_SUBSCRIBES_BURST: '12800' }, 'WS_SUBSCRIBES_BURST'],
     [{ WS_SUBSCRIBES_BURST: '4', MAX_CHANNELS_PER_CONNECTION: '5' }, 'WS_SUBSCRIBES_BURST'],
     [{ NEW_CHANNELS_BURST: '127' }, 'NEW_CHANNELS_BURST'],
     [{ WS_INBOUND_BYTES_BURST: '65535' }, 'WS_INBOUND_BYTES_BURST'],
-    [{ WS_MAX_PAYLOAD_BYTES: '8388608' }, 'WS_INBOUND_BYTES_BURST'],
+    [{ WS_MAX_PAYLOAD_BYTES: '8388608', WS_INBOUND_BYTES_BURST: '4194304' }, 'WS_INBOUND_BYTES_BURST'],
+    [{ WS_RATE_LIMIT_PER_SECOND: '200', WS_RATE_LIMIT_BURST: '100' }, 'WS_RATE_LIMIT_BURST'],
     [{ REQUEST_TIMEOUT_MS: '10' }, 'REQUEST_TIMEOUT_MS'],
     [{ WS_ALLOWED_ORIGINS: 'shop.example' }, 'WS_ALLOWED_ORIGINS'],
     [{ WS_ALLOWED_ORIGINS: 'https://shop.example,file:///x' }, 'WS_ALLOWED_ORIGINS'],
@@ -157,6 +158,30 @@ t.test('an invalid value is a ConfigError whose one-line message names the varia
   }
   t.doesNotThrow(() => loadConfig({ NODE_ENV: 'production', JWT_SECRET: 'a-real-secret' }), 'production with a secret starts')
   t.doesNotThrow(() => loadConfig({ MAX_CHANNELS_PER_CONNECTION: '6400', WS_INBOUND_BYTES_BURST: '65536' }), 'bursts exactly one request\'s ask start')
+})
+
+t.test('a default floor follows a raised limit; one set explicitly stays as set', async (t) => {
+  const raised = loadConfig({
+    MAX_CHANNELS_PER_CONNECTION: '20000',
+    WS_MAX_PAYLOAD_BYTES: '8388608',
+    WS_RATE_LIMIT_PER_SECOND: '500',
+    EVENT_MAX_BYTES: '5242880'
+  })
+  t.equal(raised.WS_SUBSCRIBES_BURST, 20_000, 'the subscribe burst follows the channel limit')
+  t.equal(raised.NEW_CHANNELS_BURST, 20_000, 'the new-channel burst follows the channel limit')
+  t.equal(raised.WS_INBOUND_BYTES_BURST, 8_388_608, 'the inbound bytes burst follows the largest frame')
+  t.equal(raised.WS_RATE_LIMIT_BURST, 500, 'the frame burst follows the frame rate')
+  t.equal(raised.PUBLISH_MAX_BYTES, 5_242_880, 'a publish holds one event of the largest size')
+
+  const defaults = loadConfig({})
+  t.same(
+    [defaults.WS_SUBSCRIBES_BURST, defaults.NEW_CHANNELS_BURST, defaults.WS_INBOUND_BYTES_BURST, defaults.WS_RATE_LIMIT_BURST, defaults.PUBLISH_MAX_BYTES],
+    [12_800, 6400, 4_194_304, 100, 4_194_304],
+    'limits below the defaults leave them as they are'
+  )
+  const chosen = loadConfig({ MAX_CHANNELS_PER_CONNECTION: '20000', WS_SUBSCRIBES_BURST: '30000' })
+  t.equal(chosen.WS_SUBSCRIBES_BURST, 30_000, 'a burst set above the limit is kept')
+  t.equal(chosen.NEW_CHANNELS_BURST, 20_000, 'the other, defaulted, still follows')
 })
 
 t.test('JWT_PUBLIC_KEY: RSA and EC public keys are taken', async (t) => {
