@@ -4,7 +4,7 @@ import t, { type Test } from 'tap'
 import WebSocket from 'ws'
 import type { HistoryResult, SincePosition } from '../../lib/broker/broker.js'
 import { MemoryBroker } from '../../lib/broker/memory-broker.js'
-import { post, serviceToken, SseClient, startServer, TEST_SECRET, token, WsClient } from '../support/helper.js'
+import { post, rawConnection, serviceToken, SseClient, startServer, TEST_SECRET, token, WsClient } from '../support/helper.js'
 import { freePort } from '../support/ports.js'
 import { eventually } from '../support/redis-fixture.js'
 import { buildServer, type ServerProcess, spawnServer, within } from '../support/server-process.js'
@@ -30,12 +30,9 @@ t.test('app.close() does not wait for an SSE client that stopped reading', async
   // the server's sweep of finished responses no longer cut it: with its last bytes unread,
   // server.close() waited until the grace timeout killed the process.
   const { app, url } = await startServer(t, { SHUTDOWN_TIMEOUT_MS: 60_000 })
-  const client = connect(Number(new URL(url).port), '127.0.0.1')
-  t.teardown(() => client.destroy())
-  let text = ''
-  client.on('data', (data) => { text += String(data) })
+  const { socket: client, received } = await rawConnection(t, url)
   client.write(`GET /sse?channels=room:stalled&token=${token('st')} HTTP/1.1\r\nHost: x\r\n\r\n`)
-  await eventually('the stream', () => text.includes('system:connected'))
+  await eventually('the stream', () => received().includes('system:connected'))
   client.pause()
   const stream = [...app.hub.connections()].find((c) => c.transport === 'sse') as unknown as { res: { socket: { writableLength: number } | null } }
   const blob = 'a'.repeat(60_000)
@@ -116,20 +113,9 @@ t.test('SIGTERM while clients keep connecting: every one is told 1012 or refused
   t.notMatch(server.stdout(), /killed by timeout/)
 })
 
-/** A raw connection to the server: what it received so far, and when it closed. */
-async function rawConnection (url: string) {
-  const { port } = new URL(url)
-  const socket = connect(Number(port), '127.0.0.1')
-  await once(socket, 'connect')
-  let text = ''
-  socket.setEncoding('utf8')
-  socket.on('data', (chunk: string) => { text += chunk })
-  return { socket, received: () => text, closed: once(socket, 'close') }
-}
-
 /** One raw HTTP/1.1 request on a connection of its own; everything the server sent until it closed the connection. */
-async function rawExchange (url: string, request: string): Promise<string> {
-  const { socket, received, closed } = await rawConnection(url)
+async function rawExchange (t: Test, url: string, request: string): Promise<string> {
+  const { socket, received, closed } = await rawConnection(t, url)
   socket.write(request)
   await within(10_000, closed, 'the connection close')
   return received()
@@ -141,13 +127,13 @@ t.test('requests as the instance shuts down: /sse gets the stream that says come
   const { app, url } = await startServer(t)
   // The drain as the hub's preClose begins it, with the listener still open.
   app.hub.shutDown(1012, 'server restarting')
-  t.match(await rawExchange(url, `GET /sse?token=${token('46')} HTTP/1.1\r\nHost: x\r\n\r\n`),
+  t.match(await rawExchange(t, url, `GET /sse?token=${token('46')} HTTP/1.1\r\nHost: x\r\n\r\n`),
     /^HTTP\/1\.1 200 [\s\S]*content-type: text\/event-stream[\s\S]*event: system:unavailable\ndata: \{"status":503,"reason":"server restarting"/i,
     'the stream says to come back')
-  t.match(await rawExchange(url, 'GET /health/ready HTTP/1.1\r\nHost: x\r\n\r\n'),
+  t.match(await rawExchange(t, url, 'GET /health/ready HTTP/1.1\r\nHost: x\r\n\r\n'),
     /^HTTP\/1\.1 503 [\s\S]*connection: close[\s\S]*"status":"not_ready","checks":\{"instance":"shutting_down"\}/i,
     'readiness answers 503, in its own shape, and closes the connection (it was a 500: audit)')
-  t.match(await rawExchange(url, `GET /realtime/stats HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${serviceToken()}\r\n\r\n`),
+  t.match(await rawExchange(t, url, `GET /realtime/stats HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${serviceToken()}\r\n\r\n`),
     /^HTTP\/1\.1 503 [\s\S]*connection: close[\s\S]*server restarting/i, 'the API answers 503 and closes the connection')
 })
 
@@ -156,8 +142,7 @@ t.test('a kept-alive connection whose request was in flight as the instance shut
   // after the drain began, held server.close() until the 10 s kill, so the Kafka consumer
   // never left its group.
   const { app, url } = await startServer(t)
-  const { socket, received, closed } = await rawConnection(url)
-  t.teardown(() => socket.destroy())
+  const { socket, received, closed } = await rawConnection(t, url)
   const body = JSON.stringify({ channel: 'product:drain-3', type: 't', payload: {} })
   socket.write(`POST /realtime/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${serviceToken()}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n`)
   await new Promise((resolve) => setTimeout(resolve, 100))
@@ -186,8 +171,7 @@ t.test('an SSE stream still being set up as the instance shuts down is told to c
   // Review: it opened and ended at once, with its kept-alive connection holding the shutdown.
   let broker: SlowReads | undefined
   const { app, url } = await startServer(t, {}, { createBroker: (deliver, reset) => (broker = new SlowReads({ deliver, reset, historySize: 10, historyTtlSeconds: 300 })) })
-  const { socket, received, closed } = await rawConnection(url)
-  t.teardown(() => socket.destroy())
+  const { socket, received, closed } = await rawConnection(t, url)
   socket.write(`GET /sse?token=${token('47')} HTTP/1.1\r\nHost: x\r\n\r\n`)
   await new Promise((resolve) => setTimeout(resolve, 100))
   const closing = app.close()

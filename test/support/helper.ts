@@ -1,4 +1,5 @@
 import { once } from 'node:events'
+import { connect, type Socket } from 'node:net'
 import type { Test } from 'tap'
 import WebSocket from 'ws'
 import { type AppOptions, buildApp } from '../../app.js'
@@ -54,6 +55,21 @@ export async function post (url: string, bearer: string | undefined, body: unkno
   let parsed: unknown = text
   try { parsed = JSON.parse(text) } catch { /* not JSON */ }
   return { status: res.status, body: parsed, headers: res.headers }
+}
+
+/**
+ * A raw TCP connection to the test server, connected, for what HTTP clients hide or refuse:
+ * exact headers, pipelined requests, HTTP/1.0, a client that stops reading. `received()` is
+ * everything the server has sent on it so far, as text; `closed` settles when it closes.
+ */
+export async function rawConnection (t: Test, url: string): Promise<{ socket: Socket, received: () => string, closed: Promise<unknown> }> {
+  const socket = connect(Number(new URL(url).port), '127.0.0.1')
+  t.teardown(() => socket.destroy())
+  await once(socket, 'connect')
+  let text = ''
+  socket.setEncoding('utf8')
+  socket.on('data', (chunk: string) => { text += chunk })
+  return { socket, received: () => text, closed: new Promise((resolve) => socket.once('close', resolve)) }
 }
 
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))

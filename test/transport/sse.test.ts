@@ -1,13 +1,12 @@
 import { EventSource } from 'eventsource'
 import type { IncomingMessage } from 'node:http'
-import { connect } from 'node:net'
 import t, { type Test } from 'tap'
 import { BrokerUnavailableError } from '../../lib/broker/broker.js'
 import { MemoryBroker } from '../../lib/broker/memory-broker.js'
 import { CloseCode } from '../../lib/core/errors.js'
 import { publishAll } from '../../lib/ingress/publisher.js'
 import { decodeCursor } from '../../lib/transport/sse-cursor.js'
-import { post, serviceToken, SseClient, type SseEvent, startServer, token } from '../support/helper.js'
+import { post, rawConnection, serviceToken, SseClient, type SseEvent, startServer, token } from '../support/helper.js'
 import { eventually } from '../support/redis-fixture.js'
 
 const publish = (url: string, channel: string, payload: Record<string, unknown> = {}, type = 'test:event') =>
@@ -41,37 +40,31 @@ t.test('a stream\'s connection carries nothing after it: Connection: close, a re
   // Session 32: the stream's socket is taken from the HTTP server once it opens (its parser
   // freed), so no request after it could be answered there; a keep-alive pool must not try.
   const { url } = await startServer(t)
-  const socket = connect(Number(new URL(url).port), '127.0.0.1')
-  t.teardown(() => socket.destroy())
-  let text = ''
-  socket.on('data', (data) => { text += String(data) })
+  const { socket, received } = await rawConnection(t, url)
   socket.write(`GET /sse?channels=room:pipe&token=${token('p1')} HTTP/1.1\r\nHost: x\r\n\r\n`)
-  await eventually('system:connected', () => text.includes('system:connected'))
-  t.match(text, /^HTTP\/1\.1 200 OK\r\n/)
-  t.match(text, /\r\nconnection: close\r\n/i, 'Connection: close')
+  await eventually('system:connected', () => received().includes('system:connected'))
+  t.match(received(), /^HTTP\/1\.1 200 OK\r\n/)
+  t.match(received(), /\r\nconnection: close\r\n/i, 'Connection: close')
   await new Promise((resolve) => setTimeout(resolve, 50))
   socket.write('GET /health HTTP/1.1\r\nHost: x\r\n\r\n')
   t.equal((await publish(url, 'room:pipe', { n: 1 })).status, 202)
-  await eventually('the event', () => text.includes('"n":1'))
+  await eventually('the event', () => received().includes('"n":1'))
   const closed = new Promise((resolve) => socket.once('close', resolve))
   t.equal((await post(`${url}/realtime/disconnect`, serviceToken(), { userId: 'p1' })).status, 202)
   await closed
-  t.equal((text.match(/HTTP\/1\.1 /g) ?? []).length, 1, 'the request sent after the stream was never answered')
-  t.match(text, /event: system:disconnect\n/, 'told why')
-  t.match(text, /0\r\n\r\n$/, 'the last chunk, then the server closed the connection')
+  t.equal((received().match(/HTTP\/1\.1 /g) ?? []).length, 1, 'the request sent after the stream was never answered')
+  t.match(received(), /event: system:disconnect\n/, 'told why')
+  t.match(received(), /0\r\n\r\n$/, 'the last chunk, then the server closed the connection')
 })
 
 t.test('a stream asked for behind another on one connection (pipelined) is refused; the client gone, no stream is left counted', async (t) => {
   // Review (session 32): on Node 20 the queued second stream never closed when the client
   // left, and stayed counted against the user's and the instance's limits.
   const { app, url } = await startServer(t)
-  const socket = connect(Number(new URL(url).port), '127.0.0.1')
-  t.teardown(() => socket.destroy())
-  let text = ''
-  socket.on('data', (data) => { text += String(data) })
+  const { socket, received } = await rawConnection(t, url)
   const request = `GET /sse?channels=room:two&token=${token('p2')} HTTP/1.1\r\nHost: x\r\n\r\n`
   socket.write(request + request)
-  await eventually('the first stream', () => text.includes('system:connected'))
+  await eventually('the first stream', () => received().includes('system:connected'))
   const streams = () => [...app.hub.connections()].filter((c) => c.transport === 'sse').length
   t.equal(streams(), 1, 'the first stream is open, the second never entered')
   socket.destroy()
@@ -336,23 +329,18 @@ t.test('every id holds every channel\'s position, the event\'s own last, through
 
 t.test('an HTTP/1.0 client (no chunked encoding) gets the same events', async (t) => {
   const { url } = await startServer(t)
-  const { port } = new URL(url)
-  const socket = connect(Number(port), '127.0.0.1')
-  t.teardown(() => socket.destroy())
-  let text = ''
-  socket.setEncoding('utf8')
-  socket.on('data', (chunk: string) => { text += chunk })
+  const { socket, received } = await rawConnection(t, url)
   socket.write(`GET /sse?channels=product:7&token=${encodeURIComponent(token('42'))} HTTP/1.0\r\n\r\n`)
   const until = async (done: () => boolean) => { while (!done()) await new Promise((resolve) => setTimeout(resolve, 10)) }
-  await until(() => text.includes('event: system:connected'))
+  await until(() => received().includes('event: system:connected'))
   await publish(url, 'product:7', { n: 1 })
   await publish(url, 'product:7', { n: 2 })
-  await until(() => text.split('event: test:event').length === 3)
-  t.notMatch(text, /transfer-encoding: chunked/i, 'not chunked')
-  const ids = [...text.matchAll(/^id: (.*)$/gm)].map((m) => m[1]).slice(1)
+  await until(() => received().split('event: test:event').length === 3)
+  t.notMatch(received(), /transfer-encoding: chunked/i, 'not chunked')
+  const ids = [...received().matchAll(/^id: (.*)$/gm)].map((m) => m[1]).slice(1)
   t.same(ids.map((id) => Object.fromEntries([...(decodeCursor(id) ?? new Map()).entries()].map(([c, p]) => [c, p.offset]))),
     [{ 'user:42': 0, 'product:7': 1 }, { 'user:42': 0, 'product:7': 2 }])
-  t.match(text, /event: test:event\ndata: \{"channel":"product:7","offset":2,"payload":\{"n":2\}/)
+  t.match(received(), /event: test:event\ndata: \{"channel":"product:7","offset":2,"payload":\{"n":2\}/)
 })
 
 t.test('a burst larger than what a stream holds corked arrives whole and in order', async (t) => {
