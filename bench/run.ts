@@ -13,7 +13,8 @@ import { deletePrefix } from './lib/redis-prefix.js'
 import { combineClusterRounds, combineRounds, roundOrder } from './rounds.js'
 import { type FeatureName, FEATURES, type FeatureResult, featureText, liveFeaturePrefixes, runFeature } from './features.js'
 import { runScenario, type ScenarioResult, SERVERS, type ServerName, type Settings } from './scenario.js'
-import { deleteLiveStormPrefixes, runStorm, type StormResult, stormReport } from './storm.js'
+import { deleteLiveStormPrefixes, runStorm, type StormResult } from './storm.js'
+import { stormReport } from './storm-report.js'
 import { buildSseTable, formatSseTable, README_WS_RSS_PER_CONNECTION, runSseScenario, SSE_SERVERS, type SseResult } from './sse.js'
 
 /**
@@ -266,13 +267,14 @@ if (shardedRows.length > 0) {
     (settings.rounds > 1 ? `Figures are medians of ${settings.rounds} rounds. ${shardedRoundRatios(clusterRuns)}\n` : ''))
 }
 
-const storm = storms.length === 0 ? undefined : stormReport(storms)
+const storm = storms.length === 0 ? undefined : stormReport(storms, cpus().length)
 if (storm !== undefined) {
   process.stdout.write('\nReconnect storm: one gateway on Redis, every client on user:<id> and 2 shared channels, publishing throughout; ' +
     'every socket dropped at once (drop: by the clients; restart: the gateway restarted), every client resuming with since.\n' +
     `${storm.text}\nratio = resumes/s ÷ bare ws's plain connects/s, same load processes and concurrency. ` +
     'CPU µs each: the server process\'s CPU time (user + system) per connect or resume, live fan-out during the storm included; bare ws\'s per connect in brackets. ' +
     `load average before ${loadBefore.map((l) => l.toFixed(2)).join(' ')}, after ${loadAfter.map((l) => l.toFixed(2)).join(' ')}\n` +
+    storm.ceilings.map((c) => `${c}\n`).join('') +
     storm.misses.map((m) => `${m}\n`).join(''))
 }
 const peerTable = buildPeerTable(clusters)

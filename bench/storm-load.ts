@@ -216,6 +216,8 @@ serve({
     return { closed }
   },
   status: () => ({ ready: clients.filter((c) => c.ready).length, closedByServer }),
+  /** This process's CPU time, µs: the clients run on the same two cores as the servers. */
+  cpu: () => ({ ...process.cpuUsage() }),
   /**
    * Per channel, every offset in (start, final] must have arrived once: `finals` gives each
    * channel's last offset as the gateway's history reports it (channels not named: the

@@ -5,6 +5,7 @@ import { mintToken } from '../lib/auth/token.js'
 import { now, sleep } from './lib/clock.js'
 import { HttpPublisher } from './lib/http-publisher.js'
 import { ChildChannel } from './lib/ipc.js'
+import { machineBusyUs } from './lib/machine-cpu.js'
 import { deletePrefix, requireRedis } from './lib/redis-prefix.js'
 import { sum } from './measure.js'
 import { type Settings, shutdown, startServer } from './scenario.js'
@@ -56,6 +57,9 @@ export interface StormVariant {
    * Less at the mercy of the machine's load than a rate.
    */
   cpuUsPerResume?: number
+  /** The same span's CPU time of the load processes (the clients), and of the whole machine, per client resumed. */
+  loadsCpuUsPerResume?: number
+  machineCpuUsPerResume?: number
   /** Since the first connect, over the clients resumed (a client that did not resume is in `resumed`, not here). */
   lost: number
   duplicates: number
@@ -78,6 +82,9 @@ export interface StormResult {
   /** Bare ws's CPU time per connect, and the gateway's per first connect (µs). */
   wsCpuUsPerConnect?: number
   connectCpuUs?: number
+  /** Bare ws's connects: the load processes' CPU time and the whole machine's, per connect (µs). */
+  wsLoadsCpuUsPerConnect?: number
+  wsMachineCpuUsPerConnect?: number
   variants: StormVariant[]
   concurrency: number
   loadProcesses: number
@@ -93,10 +100,16 @@ interface CheckResult { lost: number, duplicates: number, expected: number, loss
 
 const script = (name: string) => fileURLToPath(new URL(name, import.meta.url))
 
-/** A server's CPU time so far (user + system, µs), from its control channel (bench/servers/control.ts). */
-async function cpuOf (server: ChildChannel): Promise<number> {
-  const { user, system } = await server.request<{ user: number, system: number }>({ op: 'cpu' }, 10_000)
+/** A process's CPU time so far (user + system, µs), from its control channel (bench/servers/control.ts, bench/storm-load.ts). */
+async function cpuOf (child: ChildChannel): Promise<number> {
+  const { user, system } = await child.request<{ user: number, system: number }>({ op: 'cpu' }, 10_000)
   return user + system
+}
+
+/** CPU time so far (µs): the server's, the load processes' together, and the whole machine's. */
+async function usageOf (server: ChildChannel, loads: ChildChannel[]): Promise<{ server: number, loads: number, machine: number }> {
+  const [own, ...each] = await Promise.all([cpuOf(server), ...loads.map(cpuOf)])
+  return { server: own, loads: sum(each), machine: machineBusyUs() }
 }
 const livePrefixes = new Set<string>()
 
@@ -175,9 +188,13 @@ export async function runStorm (connections: number, settings: Settings, storm: 
     // Bare ws's plain connect rate: the same load processes, concurrency and source addresses.
     const ws = startServer('ws-naive', secret, settings, track, {}, 'storm-ws')
     const { port: wsPort } = await ws.event<{ port: number }>('ready', 30_000)
-    const wsCpu = await cpuOf(ws)
+    const wsBefore = await usageOf(ws, loads)
     const bare = await connectAll('ws', `ws://127.0.0.1:${wsPort}/`)
-    result.wsCpuUsPerConnect = (await cpuOf(ws) - wsCpu) / Math.max(1, bare.ok)
+    const wsAfter = await usageOf(ws, loads)
+    const perConnect = Math.max(1, bare.ok)
+    result.wsCpuUsPerConnect = (wsAfter.server - wsBefore.server) / perConnect
+    result.wsLoadsCpuUsPerConnect = (wsAfter.loads - wsBefore.loads) / perConnect
+    result.wsMachineCpuUsPerConnect = (wsAfter.machine - wsBefore.machine) / perConnect
     result.wsConnected = bare.ok
     result.wsConnectPerSec = bare.perSec
     await Promise.all(loads.map(async (l) => await l.request({ op: 'closePlain' }, 30_000)))
@@ -208,9 +225,9 @@ export async function runStorm (connections: number, settings: Settings, storm: 
       const publishing = publishSteadily(http, connections)
       await sleep(storm.calmMs)
       const t0 = now()
-      let cpuBefore = 0
+      let cpuBefore = { server: 0, loads: 0, machine: 0 }
       if (variant === 'drop') {
-        cpuBefore = await cpuOf(gateway)
+        cpuBefore = await usageOf(gateway, loads)
         await Promise.all(loads.map(async (l) => await l.request({ op: 'drop' }, 30_000)))
       } else {
         // A deploy: the old process closes every connection (1001) and exits, a new one starts.
@@ -219,10 +236,11 @@ export async function runStorm (connections: number, settings: Settings, storm: 
         gateway = startServer('gateway', secret, settings, track, env, 'storm-gateway-restarted')
         servers.push(gateway)
         url = `ws://127.0.0.1:${(await gateway.event<{ port: number }>('ready', 30_000)).port}/ws`
-        cpuBefore = await cpuOf(gateway)
+        cpuBefore = await usageOf(gateway, loads)
       }
       const resumed = merge(await Promise.all(loads.map(async (l) => await l.request<EachResult>({ op: 'resume', url, concurrency: storm.concurrency }, 60_000 + connections * 20))))
-      const cpuUsPerResume = (await cpuOf(gateway) - cpuBefore) / Math.max(1, resumed.ok)
+      const cpuAfter = await usageOf(gateway, loads)
+      const perResume = Math.max(1, resumed.ok)
       await sleep(storm.calmMs)
       const published = await publishing.stop()
       await sleep(500) // the last publishes reach the clients
@@ -241,7 +259,9 @@ export async function runStorm (connections: number, settings: Settings, storm: 
         resumed: resumed.ok,
         seconds: (resumed.lastAt - t0) / 1000,
         resumePerSec: resumed.perSec,
-        cpuUsPerResume,
+        cpuUsPerResume: (cpuAfter.server - cpuBefore.server) / perResume,
+        loadsCpuUsPerResume: (cpuAfter.loads - cpuBefore.loads) / perResume,
+        machineCpuUsPerResume: (cpuAfter.machine - cpuBefore.machine) / perResume,
         lost: total.lost,
         duplicates: total.duplicates,
         expected: total.expected,
@@ -267,30 +287,4 @@ export async function runStorm (connections: number, settings: Settings, storm: 
     livePrefixes.delete(keyPrefix)
   }
   return result
-}
-
-const f = (n: number, digits = 0) => n.toFixed(digits)
-
-/** The table run.ts prints, and the targets: zero lost events, resume rate ≥ 0.8× bare ws's connect rate. */
-export function stormReport (results: StormResult[]): { text: string, misses: string[] } {
-  const header = ['C', 'storm', 'resumed', 'seconds', 'resumes/s', 'bare ws conn/s', 'ratio', 'CPU µs each (bare ws)', 'lost', 'dup', 'recovered:false', 'events checked']
-  const rows: string[][] = []
-  const misses: string[] = []
-  for (const r of results) {
-    if (r.error !== undefined) misses.push(`storm C=${r.connections} FAILED: ${r.error}`)
-    const cpu = (us?: number) => us === undefined ? '' : `${f(us)} (${f(r.wsCpuUsPerConnect ?? 0)})`
-    rows.push([String(r.connections), 'first connect', String(r.connected), '', f(r.connectPerSec), f(r.wsConnectPerSec), `${f(r.connectPerSec / r.wsConnectPerSec, 2)}×`, cpu(r.connectCpuUs), '', '', '', ''])
-    for (const v of r.variants) {
-      const ratio = v.resumePerSec / r.wsConnectPerSec
-      rows.push([String(r.connections), v.variant, String(v.resumed), f(v.seconds, 2), f(v.resumePerSec), f(r.wsConnectPerSec), `${f(ratio, 2)}×`, cpu(v.cpuUsPerResume),
-        String(v.lost), String(v.duplicates), String(v.unrecovered), String(v.expected)])
-      if (v.lost > 0 || v.duplicates > 0) misses.push(`TARGET MISSED at C=${r.connections} (${v.variant}): ${v.lost} events lost, ${v.duplicates} duplicates (target 0)`)
-      if (ratio < 0.8) misses.push(`TARGET MISSED at C=${r.connections} (${v.variant}): resume rate ${f(ratio, 2)}× bare ws's connect rate (target ≥ 0.8×)`)
-      if (v.resumed < r.connected) misses.push(`TARGET MISSED at C=${r.connections} (${v.variant}): ${v.resumed} of ${r.connected} resumed: ${JSON.stringify(v.errors)}`)
-    }
-  }
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)))
-  const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i])).join(' | ')} |`
-  const text = [line(header), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...rows.map(line)].join('\n')
-  return { text, misses }
 }
