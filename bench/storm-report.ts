@@ -1,9 +1,9 @@
-import type { StormResult, StormVariant } from './storm.js'
-
 /**
  * The reconnect storm's table (bench/storm.ts), its targets (issue 18: zero lost events,
  * resume rate ≥ 0.8× bare ws's connect rate), and the ceiling line of each storm.
  */
+import type { StormResult, StormVariant } from './storm.js'
+
 const f = (n: number, digits = 0) => n.toFixed(digits)
 
 /** The target: resumes per second at least this share of bare ws's plain connects per second. */
