@@ -429,10 +429,13 @@ export class RedisBroker implements Broker {
   /**
    * This instance's own event, delivered from the script's reply rather than after a round
    * trip through pub/sub (ChannelSequencer.pushOwn keeps the channel's order with other
-   * instances' events); its pub/sub copy is then dropped undecoded (onMessage).
+   * instances' events); its pub/sub copy is then dropped undecoded (onMessage). The copy
+   * comes on another connection and is read first about half the time (bench/README.md,
+   * "Session 34"): then the event was delivered from it, and its entry is not kept again.
    */
   private deliverOwn (event: PublishedEvent, ms: string, body: string): void {
     if (event.replayed === true || !this.held.has(event.channel)) return
+    if (this.sequencer.handedOn(event.channel, event.epoch, event.offset)) return
     this.rawEntries.set(event, `${event.epoch},${event.offset},${ms},${body}`)
     this.sequencer.pushOwn(event)
   }
