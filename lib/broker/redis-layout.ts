@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import type { PublishedEvent } from '../core/event.js'
+import { jsonString, type PublishedEvent } from '../core/event.js'
 import { slotOf, slotTag } from './redis-slots.js'
 
 /**
@@ -405,7 +405,7 @@ export function sharded (script: string): string {
  * written around the payload's JSON (`JSON.stringify(payload)`, encoded once by the ingress):
  * the text JSON.stringify({ type, payload }) gives.
  */
-export const entryBody = (type: string, payloadJson: string): string => `{"type":${JSON.stringify(type)},"payload":${payloadJson}}`
+export const entryBody = (type: string, payloadJson: string): string => `{"type":${jsonString(type)},"payload":${payloadJson}}`
 
 const PAYLOAD_KEY = ',"payload":'
 

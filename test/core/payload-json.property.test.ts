@@ -1,6 +1,6 @@
 import fc from 'fast-check'
 import t from 'tap'
-import { EncodedEvent, sharedEncodingOf, type PublishedEvent } from '../../lib/core/event.js'
+import { EncodedEvent, jsonString, sharedEncodingOf, type PublishedEvent } from '../../lib/core/event.js'
 import { checkDrafts } from '../../lib/ingress/publish-limits.js'
 import { decodeEntry, entryBody, payloadJsonOfEntry } from '../../lib/broker/redis-layout.js'
 
@@ -106,4 +106,19 @@ t.test('checkDrafts leaves each draft its payload JSON, one encoding for drafts 
     '{"orderId":"o1","total":5}', '{"orderId":"o1","total":5}', JSON.stringify({ text: 'é"\\' })
   ])
   t.equal(encodings, 1, 'the shared payload was encoded once')
+})
+
+t.test('jsonString is JSON.stringify of any string: quotes, backslashes, control characters, surrogates alone or paired', async (t) => {
+  const unit = fc.oneof(
+    fc.string({ unit: 'binary', maxLength: 30 }),
+    fc.string({ unit: fc.constantFrom('a', ':', '"', '\\', '\u0000', '\u001f', '\u007f', '\u2028', '\ud800', '\udfff', '\ud83d\ude00', 'é'), maxLength: 12 })
+  )
+  fc.assert(fc.property(unit, (text) => {
+    if (jsonString(text) !== JSON.stringify(text)) throw new Error(`differs for ${JSON.stringify(text)}: ${jsonString(text)}`)
+  }), { numRuns: NUM_RUNS * 4 })
+  // The quoted path and the escaping path both taken, and the same text as JSON.stringify's.
+  t.equal(jsonString('order:o-1'), '"order:o-1"')
+  t.equal(jsonString('a"b\\c\n'), '"a\\"b\\\\c\\n"')
+  t.equal(jsonString('\ud800'), '"\\ud800"')
+  t.equal(jsonString('\ud83d\ude00'), '"\ud83d\ude00"')
 })
