@@ -5,7 +5,7 @@ import { Histogram, type SparseHistogram } from './lib/histogram.js'
 import { ChildChannel } from './lib/ipc.js'
 import { emptyExpected, type Expected, expect, LOW_STOCK_THRESHOLD, mixChannels, mixMessage } from './lib/kafka-mix.js'
 import { BenchTopics, holdKafkaShared, KAFKA_BROKERS } from './lib/kafka-topics.js'
-import { machineBusyUs } from './lib/machine-cpu.js'
+import { cpuSplit } from './lib/machine-cpu.js'
 import { deleteClusterPrefix, deletePrefix, requireRedis } from './lib/redis-prefix.js'
 
 /**
@@ -231,10 +231,10 @@ async function runDrain (broker: KafkaBroker, prefix: string, groupId: string, r
     await clients.channel.request({ op: 'arm', perChannel: expected.perChannel, timing: false }, 10_000)
     const timeoutMs = 60_000 + expected.messages
     const waiting = clients.channel.request<{ received: number, lastAt: number, gaps: number, wrongChannels: number, wrong: string[] }>({ op: 'wait', timeoutMs }, timeoutMs + 10_000)
-    const cpuBefore = await cpuOf(gateway, clients.channel)
+    const cpuBefore = await cpuSplit(gateway, [clients.channel])
     const { openedAt } = await gateway.request<{ openedAt: number }>({ op: 'open' }, 10_000)
     const done = await waiting
-    const cpuAfter = await cpuOf(gateway, clients.channel)
+    const cpuAfter = await cpuSplit(gateway, [clients.channel])
     const ms = done.lastAt - openedAt
     const dlq = await dlqCount(port)
     const problems = [
@@ -254,8 +254,8 @@ async function runDrain (broker: KafkaBroker, prefix: string, groupId: string, r
       wrong: done.wrong,
       gaps: done.gaps,
       dlq,
-      cpuUsPerMessage: (cpuAfter.gateway - cpuBefore.gateway) / expected.messages,
-      clientsCpuUsPerMessage: (cpuAfter.clients - cpuBefore.clients) / expected.messages,
+      cpuUsPerMessage: (cpuAfter.server - cpuBefore.server) / expected.messages,
+      clientsCpuUsPerMessage: (cpuAfter.others - cpuBefore.others) / expected.messages,
       machineCpuUsPerMessage: (cpuAfter.machine - cpuBefore.machine) / expected.messages,
       error: problems.length > 0 ? problems.join('; ') : undefined
     }
@@ -266,13 +266,6 @@ async function runDrain (broker: KafkaBroker, prefix: string, groupId: string, r
     clients?.channel.kill()
     await stop([gateway])
   }
-}
-
-/** CPU time so far (µs): the gateway process, the clients' process, the whole machine. */
-async function cpuOf (gateway: ChildChannel, clients: ChildChannel): Promise<{ gateway: number, clients: number, machine: number }> {
-  type Usage = { user: number, system: number }
-  const [g, c] = await Promise.all([gateway.request<Usage>({ op: 'cpu' }, 10_000), clients.request<Usage>({ op: 'cpu' }, 10_000)])
-  return { gateway: g.user + g.system, clients: c.user + c.system, machine: machineBusyUs() }
 }
 
 /** What messages [from, from + count) of the mix must become (the values' sentAt does not change it). */

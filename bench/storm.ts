@@ -5,7 +5,7 @@ import { mintToken } from '../lib/auth/token.js'
 import { now, sleep } from './lib/clock.js'
 import { HttpPublisher } from './lib/http-publisher.js'
 import { ChildChannel } from './lib/ipc.js'
-import { machineBusyUs } from './lib/machine-cpu.js'
+import { cpuSplit, processCpuUs } from './lib/machine-cpu.js'
 import { deletePrefix, requireRedis } from './lib/redis-prefix.js'
 import { sum } from './measure.js'
 import { type Settings, shutdown, startServer } from './scenario.js'
@@ -100,17 +100,6 @@ interface CheckResult { lost: number, duplicates: number, expected: number, loss
 
 const script = (name: string) => fileURLToPath(new URL(name, import.meta.url))
 
-/** A process's CPU time so far (user + system, µs), from its control channel (bench/servers/control.ts, bench/storm-load.ts). */
-async function cpuOf (child: ChildChannel): Promise<number> {
-  const { user, system } = await child.request<{ user: number, system: number }>({ op: 'cpu' }, 10_000)
-  return user + system
-}
-
-/** CPU time so far (µs): the server's, the load processes' together, and the whole machine's. */
-async function usageOf (server: ChildChannel, loads: ChildChannel[]): Promise<{ server: number, loads: number, machine: number }> {
-  const [own, ...each] = await Promise.all([cpuOf(server), ...loads.map(cpuOf)])
-  return { server: own, loads: sum(each), machine: machineBusyUs() }
-}
 const livePrefixes = new Set<string>()
 
 /** For run.ts's signal handler: what runs in flight left in Redis. */
@@ -188,12 +177,12 @@ export async function runStorm (connections: number, settings: Settings, storm: 
     // Bare ws's plain connect rate: the same load processes, concurrency and source addresses.
     const ws = startServer('ws-naive', secret, settings, track, {}, 'storm-ws')
     const { port: wsPort } = await ws.event<{ port: number }>('ready', 30_000)
-    const wsBefore = await usageOf(ws, loads)
+    const wsBefore = await cpuSplit(ws, loads)
     const bare = await connectAll('ws', `ws://127.0.0.1:${wsPort}/`)
-    const wsAfter = await usageOf(ws, loads)
+    const wsAfter = await cpuSplit(ws, loads)
     const perConnect = Math.max(1, bare.ok)
     result.wsCpuUsPerConnect = (wsAfter.server - wsBefore.server) / perConnect
-    result.wsLoadsCpuUsPerConnect = (wsAfter.loads - wsBefore.loads) / perConnect
+    result.wsLoadsCpuUsPerConnect = (wsAfter.others - wsBefore.others) / perConnect
     result.wsMachineCpuUsPerConnect = (wsAfter.machine - wsBefore.machine) / perConnect
     result.wsConnected = bare.ok
     result.wsConnectPerSec = bare.perSec
@@ -208,9 +197,9 @@ export async function runStorm (connections: number, settings: Settings, storm: 
     servers.push(gateway)
     const [{ port: publisherPort }, { port }] = await Promise.all([publisher.event<{ port: number }>('ready', 30_000), gateway.event<{ port: number }>('ready', 30_000)])
     let url = `ws://127.0.0.1:${port}/ws`
-    const connectCpu = await cpuOf(gateway)
+    const connectCpu = await processCpuUs(gateway)
     const first = await connectAll('gateway', url)
-    result.connectCpuUs = (await cpuOf(gateway) - connectCpu) / Math.max(1, first.ok)
+    result.connectCpuUs = (await processCpuUs(gateway) - connectCpu) / Math.max(1, first.ok)
     result.connected = first.ok
     result.connectPerSec = first.perSec
     if (first.ok < connections) throw new Error(`${first.ok} of ${connections} connected: ${JSON.stringify(first.errors)}`)
@@ -225,9 +214,9 @@ export async function runStorm (connections: number, settings: Settings, storm: 
       const publishing = publishSteadily(http, connections)
       await sleep(storm.calmMs)
       const t0 = now()
-      let cpuBefore = { server: 0, loads: 0, machine: 0 }
+      let cpuBefore = { server: 0, others: 0, machine: 0 }
       if (variant === 'drop') {
-        cpuBefore = await usageOf(gateway, loads)
+        cpuBefore = await cpuSplit(gateway, loads)
         await Promise.all(loads.map(async (l) => await l.request({ op: 'drop' }, 30_000)))
       } else {
         // A deploy: the old process closes every connection (1001) and exits, a new one starts.
@@ -236,10 +225,10 @@ export async function runStorm (connections: number, settings: Settings, storm: 
         gateway = startServer('gateway', secret, settings, track, env, 'storm-gateway-restarted')
         servers.push(gateway)
         url = `ws://127.0.0.1:${(await gateway.event<{ port: number }>('ready', 30_000)).port}/ws`
-        cpuBefore = await usageOf(gateway, loads)
+        cpuBefore = await cpuSplit(gateway, loads)
       }
       const resumed = merge(await Promise.all(loads.map(async (l) => await l.request<EachResult>({ op: 'resume', url, concurrency: storm.concurrency }, 60_000 + connections * 20))))
-      const cpuAfter = await usageOf(gateway, loads)
+      const cpuAfter = await cpuSplit(gateway, loads)
       const perResume = Math.max(1, resumed.ok)
       await sleep(storm.calmMs)
       const published = await publishing.stop()
@@ -260,7 +249,7 @@ export async function runStorm (connections: number, settings: Settings, storm: 
         seconds: (resumed.lastAt - t0) / 1000,
         resumePerSec: resumed.perSec,
         cpuUsPerResume: (cpuAfter.server - cpuBefore.server) / perResume,
-        loadsCpuUsPerResume: (cpuAfter.loads - cpuBefore.loads) / perResume,
+        loadsCpuUsPerResume: (cpuAfter.others - cpuBefore.others) / perResume,
         machineCpuUsPerResume: (cpuAfter.machine - cpuBefore.machine) / perResume,
         lost: total.lost,
         duplicates: total.duplicates,
